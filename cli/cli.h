@@ -1,0 +1,52 @@
+/* cli: the `fednas` command. Each sub-command is one file with a `cmd_NAME(argc, argv)` entry
+ * (argv[0] is the sub-command) that parses its arguments and calls the modules; serve.c holds
+ * what `run` and `server` share: the run store, the run's keys, the dashboard and the summary. */
+#ifndef FEDNAS_CLI_CLI_H
+#define FEDNAS_CLI_CLI_H
+
+#include <signal.h>
+
+#include "common/config.h"
+#include "common/err.h"
+
+/* Exit statuses, documented in `fednas --help`. */
+enum {
+    EXIT_OK = 0,
+    EXIT_FAILED = 1,      /* the run or command failed */
+    EXIT_USAGE = 2,       /* bad arguments or an invalid experiment file */
+    EXIT_REFUSED = 3,     /* the server refused this site's key */
+    EXIT_UNREACHABLE = 4, /* the server could not be reached */
+};
+
+int cmd_run(int argc, char **argv);
+int cmd_server(int argc, char **argv);
+int cmd_client(int argc, char **argv);
+int cmd_runs(int argc, char **argv);
+int cmd_keys(int argc, char **argv);
+
+/* Prints "fednas: error: MESSAGE" and returns the exit status for the error code. */
+int cli_fail(const err_t *err);
+/* Prints "fednas CMD: MESSAGE" and a hint to use --help; returns EXIT_USAGE. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* SIGINT/SIGTERM set this; the server and client loops watch it. */
+extern volatile sig_atomic_t cli_stop;
+void cli_install_signals(void);
+
+typedef struct serve_options {
+    const char *config_path;
+    const char *db_path;
+    const char *bind;     /* ZeroMQ endpoint */
+    const char *keys_dir; /* NULL: make fresh keys for every site in the run directory */
+    int http_port;        /* -1: no dashboard */
+    const char *http_host;
+    /* Called once the server listens, before registration (fednas run starts its clients here). */
+    int (*on_listening)(void *ctx, const config_t *cfg, const char *endpoint, const char *keys_dir, err_t *err);
+    void *ctx;
+} serve_options_t;
+
+/* Loads the experiment, records the run, serves it to completion and prints the summary.
+ * Returns an exit status. */
+int cli_serve(const serve_options_t *o);
+
+#endif

@@ -1,0 +1,142 @@
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "common/log.h"
+#include "common/util.h"
+
+static const char *const k_help =
+    "Usage: fednas run CONFIG [--db PATH] [--http PORT|off] [--bind ENDPOINT]\n"
+    "\n"
+    "Runs the experiment in CONFIG on this machine: an aggregation server, one client agent\n"
+    "process per site (clients.count) on 127.0.0.1, each with its own key pair and its share of\n"
+    "the data, and the dashboard. Prints a line per round and a summary at the end.\n"
+    "\n"
+    "  --db PATH         run store (SQLite), created if missing (default: fednas.db); each run\n"
+    "                    also gets a folder runs/ID/ beside it with its keys\n"
+    "  --http PORT|off   dashboard port on 127.0.0.1 (default: 8080; 0 picks a free port)\n"
+    "  --bind ENDPOINT   server socket (default: tcp://127.0.0.1:*, a free port)\n"
+    "  -h, --help        this help\n";
+
+typedef struct children {
+    pid_t *pids;
+    int n;
+} children_t;
+
+/* Starts one `fednas client` per site. Each is told to die with us (PR_SET_PDEATHSIG), so a
+ * killed run never leaves agents behind, and uses one BLAS thread: the sites share the cores. */
+static int spawn_clients(void *ctx, const config_t *cfg, const char *endpoint, const char *keys_dir, err_t *err)
+{
+    children_t *ch = ctx;
+    char exe[PATH_MAX];
+    int rc = fn_self_exe(exe, sizeof exe, err);
+    if (rc < 0)
+        return rc;
+    ch->pids = FN_CALLOC((size_t)cfg->clients.count, sizeof *ch->pids);
+    pid_t parent = getpid();
+    for (int i = 0; i < cfg->clients.count; i++) {
+        char kit[PATH_MAX], shard[32], seed[32], alpha[32], min_size[32];
+        snprintf(kit, sizeof kit, "%s/sites/site-%d", keys_dir, i + 1);
+        snprintf(shard, sizeof shard, "%d/%d", i, cfg->clients.count);
+        snprintf(seed, sizeof seed, "%llu", (unsigned long long)cfg->seed);
+        snprintf(alpha, sizeof alpha, "%.17g", cfg->data.alpha);
+        snprintf(min_size, sizeof min_size, "%d", cfg->data.min_size);
+        const char *scheme = cfg->data.partition == CONFIG_PARTITION_DIRICHLET ? "dirichlet" : "iid";
+        fflush(NULL);
+        pid_t pid = fork();
+        if (pid < 0)
+            return err_set(err, FN_EIO, "cannot start client %d: %s", i + 1, strerror(errno));
+        if (pid == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGTERM);
+            if (getppid() != parent)
+                _exit(1);
+            setenv("OPENBLAS_NUM_THREADS", "1", 1);
+            if (!getenv("FEDNAS_LOG"))
+                setenv("FEDNAS_LOG", "warn", 1);
+            char *args[] = {exe, "client", "--connect", (char *)endpoint, "--kit", kit, "--data",
+                            (char *)cfg->data.path, "--shard", shard, "--partition", (char *)scheme, "--alpha",
+                            alpha, "--min-size", min_size, "--seed", seed, NULL};
+            execv(exe, args);
+            fprintf(stderr, "fednas: cannot run %s: %s\n", exe, strerror(errno));
+            _exit(127);
+        }
+        ch->pids[ch->n++] = pid;
+    }
+    return 0;
+}
+
+/* Waits for the agents to leave after the server said "end"; stops any that linger. */
+static void reap(children_t *ch)
+{
+    double deadline = fn_mono() + 15;
+    int left = ch->n;
+    while (left > 0 && fn_mono() < deadline) {
+        left = 0;
+        for (int i = 0; i < ch->n; i++) {
+            if (ch->pids[i] <= 0)
+                continue;
+            int st;
+            pid_t r = waitpid(ch->pids[i], &st, WNOHANG);
+            if (r == ch->pids[i] || r < 0)
+                ch->pids[i] = 0;
+            else
+                left++;
+        }
+        if (left)
+            usleep(50000);
+    }
+    for (int i = 0; i < ch->n; i++)
+        if (ch->pids[i] > 0) {
+            log_warn("client %d did not stop; terminating it", i + 1);
+            kill(ch->pids[i], SIGTERM);
+            waitpid(ch->pids[i], NULL, 0);
+        }
+    free(ch->pids);
+}
+
+int cmd_run(int argc, char **argv)
+{
+    static const struct option opts[] = {{"db", required_argument, 0, 'd'},
+                                         {"http", required_argument, 0, 'p'},
+                                         {"bind", required_argument, 0, 'b'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    serve_options_t so = {.db_path = "fednas.db", .bind = "tcp://127.0.0.1:*", .http_port = 8080};
+    int c;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        long v;
+        switch (c) {
+        case 'd': so.db_path = optarg; break;
+        case 'b': so.bind = optarg; break;
+        case 'p':
+            if (strcmp(optarg, "off") == 0)
+                so.http_port = -1;
+            else if (fn_parse_int(optarg, 0, 65535, &v) == 0)
+                so.http_port = (int)v;
+            else
+                return cli_usage_error("run", "--http expects a port number 0-65535 or \"off\" (got \"%s\")", optarg);
+            break;
+        case 'h': fputs(k_help, stdout); return EXIT_OK;
+        default: return cli_usage_error("run", "unknown option");
+        }
+    }
+    if (optind != argc - 1)
+        return cli_usage_error("run", "expected one experiment file, e.g. fednas run experiments/quickstart.json");
+    so.config_path = argv[optind];
+    log_set_tag("server");
+    cli_install_signals();
+    children_t ch = {0};
+    so.on_listening = spawn_clients;
+    so.ctx = &ch;
+    int status = cli_serve(&so);
+    reap(&ch);
+    return status;
+}

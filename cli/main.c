@@ -1,0 +1,94 @@
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+volatile sig_atomic_t cli_stop = 0;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    cli_stop = 1;
+}
+
+void cli_install_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+int cli_fail(const err_t *err)
+{
+    fprintf(stderr, "fednas: error: %s\n", err->msg);
+    switch (err->code) {
+    case FN_EINVAL: return EXIT_USAGE;
+    case FN_EAUTH: return EXIT_REFUSED;
+    case FN_ETIMEOUT: return EXIT_UNREACHABLE;
+    default: return EXIT_FAILED;
+    }
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "fednas %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\nRun `fednas %s --help` for the options.\n", cmd);
+    va_end(ap);
+    return EXIT_USAGE;
+}
+
+static void usage(FILE *f)
+{
+    fputs("fednas: federated learning with secure aggregation and differential privacy\n"
+          "\n"
+          "Usage: fednas COMMAND [OPTIONS]\n"
+          "\n"
+          "Commands:\n"
+          "  run CONFIG      run an experiment on this machine: a server, its client agents and the dashboard\n"
+          "  server CONFIG   run only the aggregation server, for client agents at partner sites\n"
+          "  client          run a client agent at a partner site\n"
+          "  runs            list the runs in a run store\n"
+          "  keys            make the server's keys and per-site startup kits\n"
+          "\n"
+          "`fednas COMMAND --help` describes a command's options.\n"
+          "\n"
+          "Exit status: 0 success, 1 failure, 2 bad arguments or experiment file,\n"
+          "3 the server refused this site's key, 4 the server could not be reached.\n"
+          "Environment: FEDNAS_LOG=debug|info|warn|error sets how much is logged.\n",
+          f);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return EXIT_OK;
+    }
+    if (strcmp(cmd, "--version") == 0) {
+        puts("fednas 0.1.0");
+        return EXIT_OK;
+    }
+    static const struct {
+        const char *name;
+        int (*fn)(int, char **);
+    } cmds[] = {{"run", cmd_run},   {"server", cmd_server}, {"client", cmd_client},
+                {"runs", cmd_runs}, {"keys", cmd_keys}};
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        if (strcmp(cmd, cmds[i].name) == 0)
+            return cmds[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "fednas: unknown command \"%s\"\n\n", cmd);
+    usage(stderr);
+    return EXIT_USAGE;
+}

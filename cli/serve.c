@@ -1,0 +1,155 @@
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "common/log.h"
+#include "common/store.h"
+#include "common/util.h"
+#include "crypto/keys.h"
+#include "server/server.h"
+#include "web/web.h"
+
+/* Fresh keys for a run that starts its own clients: the server's pair and one kit per site,
+ * all inside the run directory, so nothing outlives the run's own folder. */
+static int make_run_keys(const char *keys_dir, int sites, err_t *err)
+{
+    int rc = keys_init_dir(keys_dir, err);
+    for (int i = 1; rc == 0 && i <= sites; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "site-%d", i);
+        rc = keys_add_site(keys_dir, name, err);
+    }
+    return rc;
+}
+
+static void human_bytes(double b, char *out, size_t cap)
+{
+    const char *unit[] = {"B", "kB", "MB", "GB", "TB"};
+    int u = 0;
+    while (b >= 1000 && u < 4) {
+        b /= 1000;
+        u++;
+    }
+    snprintf(out, cap, u ? "%.2f %s" : "%.0f %s", b, unit[u]);
+}
+
+static void print_summary(const config_t *cfg, int64_t run_id, const char *db, const char *url,
+                          const server_summary_t *s, const char *status)
+{
+    char down[32], up[32];
+    double per = s->rounds_done && s->clients ? (double)s->rounds_done * s->clients : 1;
+    human_bytes(s->bytes_down / per, down, sizeof down);
+    human_bytes(s->bytes_up / per, up, sizeof up);
+    printf("\n");
+    printf("+-----------------------------+----------------------------------------+\n");
+    printf("| run %-6lld                  | %-38s |\n", (long long)run_id, cfg->name);
+    printf("+-----------------------------+----------------------------------------+\n");
+    printf("| status                      | %-38s |\n", status);
+    char rounds[32];
+    snprintf(rounds, sizeof rounds, "%d of %d", s->rounds_done, cfg->rounds);
+    printf("| rounds                      | %-38s |\n", rounds);
+    if (s->rounds_done > 0) {
+        char a[64], b[64];
+        snprintf(a, sizeof a, "%.2f%% (loss %.4f)", 100 * s->final_accuracy, s->final_loss);
+        snprintf(b, sizeof b, "%.2f%% (round %d)", 100 * s->best_accuracy, s->best_round);
+        printf("| final test accuracy         | %-38s |\n", a);
+        printf("| best test accuracy          | %-38s |\n", b);
+    }
+    char t[64], p[64], traffic[80];
+    snprintf(t, sizeof t, "%.1f s (rounds %.2f s on average)", s->total_seconds, s->mean_round_seconds);
+    snprintf(p, sizeof p, "%d", s->params);
+    snprintf(traffic, sizeof traffic, "%s down, %s up", down, up);
+    printf("| clients                     | %-38d |\n", s->clients);
+    printf("| model parameters            | %-38s |\n", p);
+    printf("| time                        | %-38s |\n", t);
+    printf("| traffic per client a round  | %-38s |\n", traffic);
+    printf("| run store                   | %-38s |\n", db);
+    if (url)
+        printf("| dashboard                   | %-38s |\n", url);
+    printf("+-----------------------------+----------------------------------------+\n");
+    fflush(stdout);
+}
+
+int cli_serve(const serve_options_t *o)
+{
+    err_t err = {0};
+    config_t *cfg = NULL;
+    if (config_load_file(o->config_path, &cfg, &err) < 0) {
+        fprintf(stderr, "fednas: error: %s\n", err.msg);
+        return EXIT_USAGE;
+    }
+    int status = EXIT_FAILED;
+    store_t *store = NULL;
+    server_t *server = NULL;
+    web_t *web = NULL;
+    int64_t exp_id = 0, run_id = 0;
+    char dbdir[PATH_MAX], run_dir[PATH_MAX], keys_dir[PATH_MAX], url[128] = "";
+    snprintf(dbdir, sizeof dbdir, "%s", o->db_path);
+    snprintf(dbdir, sizeof dbdir, "%s", dirname(dbdir));
+    if (fn_mkdirs(dbdir, 0755, &err) < 0 || store_open(o->db_path, 0, &store, &err) < 0)
+        goto out;
+    char *cfg_text = json_dumps(cfg->root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    int rc = store_experiment_create(store, cfg->name, cfg_text, &exp_id, &err);
+    free(cfg_text);
+    if (rc < 0)
+        goto out;
+    if (store_run_create(store, exp_id, cfg->rounds, cfg->clients.count, cfg->seed, NULL, &run_id, &err) < 0)
+        goto out;
+    snprintf(run_dir, sizeof run_dir, "%s/runs/%lld", dbdir, (long long)run_id);
+    if (o->keys_dir)
+        snprintf(keys_dir, sizeof keys_dir, "%s", o->keys_dir);
+    else
+        snprintf(keys_dir, sizeof keys_dir, "%s/keys", run_dir);
+    if (fn_mkdirs(run_dir, 0700, &err) < 0)
+        goto fail_run;
+    if (!o->keys_dir && make_run_keys(keys_dir, cfg->clients.count, &err) < 0)
+        goto fail_run;
+
+    server_options_t so = {.cfg = cfg, .bind = o->bind, .keys_dir = keys_dir, .store = store, .run_id = run_id,
+                           .stop = &cli_stop};
+    if (server_create(&so, &server, &err) < 0)
+        goto fail_run;
+    if (o->http_port >= 0) {
+        web_options_t wo = {.db_path = o->db_path, .host = o->http_host, .port = o->http_port};
+        if (web_start(&wo, &web, &err) < 0)
+            goto fail_run;
+        snprintf(url, sizeof url, "http://%s:%d/#run=%lld", o->http_host ? o->http_host : "127.0.0.1",
+                 web_port(web), (long long)run_id);
+    }
+    printf("fednas: run %lld of experiment \"%s\": %d rounds, %d clients\n", (long long)run_id, cfg->name,
+           cfg->rounds, cfg->clients.count);
+    printf("fednas: server listening on %s\n", server_endpoint(server));
+    if (url[0])
+        printf("fednas: dashboard at %s\n", url);
+    printf("fednas: run store %s, run folder %s\n", o->db_path, run_dir);
+    fflush(stdout);
+    if (o->on_listening && o->on_listening(o->ctx, cfg, server_endpoint(server), keys_dir, &err) < 0)
+        goto fail_run;
+
+    server_summary_t sum;
+    rc = server_run(server, &sum, &err);
+    const char *st = rc == 0 ? "done" : (cli_stop ? "stopped" : "failed");
+    err_t e2;
+    if (store_run_finish(store, run_id, st, rc == 0 ? NULL : err.msg, &e2) < 0)
+        log_error("%s", e2.msg);
+    print_summary(cfg, run_id, o->db_path, url[0] ? url : NULL, &sum, st);
+    if (rc == 0)
+        status = EXIT_OK;
+    else
+        fprintf(stderr, "fednas: error: %s\n", err.msg);
+    goto done;
+
+fail_run:
+    store_run_finish(store, run_id, "failed", err.msg, NULL);
+out:
+    status = cli_fail(&err);
+done:
+    web_stop(web);
+    server_free(server);
+    store_close(store);
+    config_free(cfg);
+    return status;
+}

@@ -1,0 +1,288 @@
+#include "common/config.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <string.h>
+
+#include "common/jsonpos.h"
+#include "common/util.h"
+
+int config_error_at(const config_t *c, const char *json_path, err_t *err, const char *fmt, ...)
+{
+    int line = 1, col = 1;
+    if (c->text)
+        jsonpos_locate(c->text, json_path, 0, &line, &col);
+    char msg[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return err_set(err, FN_EINVAL, "%s:%d:%d: %s: %s", c->source, line, col, json_path[0] ? json_path : "(top level)",
+                   msg);
+}
+
+static void join(char *out, size_t cap, const char *path, const char *key)
+{
+    snprintf(out, cap, "%s%s%s", path, path[0] ? "." : "", key);
+}
+
+/* Every object is checked against the keys it may hold, so a typo ("round" for "rounds") is
+ * an error naming the key and listing the valid ones, not a silently ignored setting. */
+static int check_keys(const config_t *c, const json_t *obj, const char *path, const char *const *allowed,
+                      err_t *err)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)obj, key, v)
+    {
+        int ok = 0;
+        for (int i = 0; allowed[i]; i++)
+            ok |= strcmp(key, allowed[i]) == 0;
+        if (!ok) {
+            char full[256], list[512] = "";
+            join(full, sizeof full, path, key);
+            for (int i = 0; allowed[i]; i++) {
+                strncat(list, i ? ", " : "", sizeof list - strlen(list) - 1);
+                strncat(list, allowed[i], sizeof list - strlen(list) - 1);
+            }
+            int line, col;
+            jsonpos_locate(c->text, full, 1, &line, &col);
+            return err_set(err, FN_EINVAL, "%s:%d:%d: %s: unknown key (expected one of: %s)", c->source, line, col,
+                           full, list);
+        }
+    }
+    return 0;
+}
+
+static const char *type_name(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return "an object";
+    case JSON_ARRAY: return "an array";
+    case JSON_STRING: return "a string";
+    case JSON_INTEGER: return "an integer";
+    case JSON_REAL: return "a number";
+    case JSON_TRUE:
+    case JSON_FALSE: return "a boolean";
+    default: return "null";
+    }
+}
+
+static int get_obj(const config_t *c, const json_t *obj, const char *path, const char *key, int required,
+                   const json_t **out, err_t *err)
+{
+    char full[256];
+    join(full, sizeof full, path, key);
+    const json_t *v = json_object_get(obj, key);
+    *out = NULL;
+    if (!v)
+        return required ? config_error_at(c, path, err, "missing required key \"%s\" (an object)", key) : 0;
+    if (!json_is_object(v))
+        return config_error_at(c, full, err, "expected an object (got %s)", type_name(v));
+    *out = v;
+    return 0;
+}
+
+static int get_int(const config_t *c, const json_t *obj, const char *path, const char *key, int required,
+                   long long def, long long lo, long long hi, long long *out, err_t *err)
+{
+    char full[256];
+    join(full, sizeof full, path, key);
+    const json_t *v = json_object_get(obj, key);
+    if (!v) {
+        if (required)
+            return config_error_at(c, path, err, "missing required key \"%s\" (an integer >= %lld)", key, lo);
+        *out = def;
+        return 0;
+    }
+    if (!json_is_integer(v))
+        return config_error_at(c, full, err, "expected an integer in [%lld, %lld] (got %s)", lo, hi, type_name(v));
+    long long x = json_integer_value(v);
+    if (x < lo || x > hi)
+        return config_error_at(c, full, err, "expected an integer in [%lld, %lld] (got %lld)", lo, hi, x);
+    *out = x;
+    return 0;
+}
+
+static int get_num(const config_t *c, const json_t *obj, const char *path, const char *key, int required, double def,
+                   double lo, double hi, int lo_open, double *out, err_t *err)
+{
+    char full[256];
+    join(full, sizeof full, path, key);
+    const json_t *v = json_object_get(obj, key);
+    if (!v) {
+        if (required)
+            return config_error_at(c, path, err, "missing required key \"%s\" (a number)", key);
+        *out = def;
+        return 0;
+    }
+    if (!json_is_number(v))
+        return config_error_at(c, full, err, "expected a number (got %s)", type_name(v));
+    double x = json_number_value(v);
+    if (!isfinite(x) || x > hi || (lo_open ? x <= lo : x < lo))
+        return config_error_at(c, full, err, "expected a number %s %g and <= %g (got %g)", lo_open ? ">" : ">=", lo,
+                               hi, x);
+    *out = x;
+    return 0;
+}
+
+static int get_str(const config_t *c, const json_t *obj, const char *path, const char *key, int required,
+                   const char *def, const char *const *choices, const char **out, err_t *err)
+{
+    char full[256];
+    join(full, sizeof full, path, key);
+    const json_t *v = json_object_get(obj, key);
+    if (!v) {
+        if (required)
+            return config_error_at(c, path, err, "missing required key \"%s\" (a string)", key);
+        *out = def;
+        return 0;
+    }
+    if (!json_is_string(v) || json_string_length(v) == 0)
+        return config_error_at(c, full, err, "expected a non-empty string (got %s)", type_name(v));
+    const char *s = json_string_value(v);
+    if (choices) {
+        int ok = 0;
+        char list[256] = "";
+        for (int i = 0; choices[i]; i++) {
+            ok |= strcmp(s, choices[i]) == 0;
+            strncat(list, i ? ", " : "", sizeof list - strlen(list) - 1);
+            strncat(list, choices[i], sizeof list - strlen(list) - 1);
+        }
+        if (!ok)
+            return config_error_at(c, full, err, "expected one of: %s (got \"%s\")", list, s);
+    }
+    *out = s;
+    return 0;
+}
+
+#define TRY(x)             \
+    do {                   \
+        int rc_ = (x);     \
+        if (rc_ < 0)       \
+            return rc_;    \
+    } while (0)
+
+static int validate(config_t *c, err_t *err)
+{
+    const json_t *root = c->root;
+    long long v;
+    static const char *const top_keys[] = {"name", "description", "seed", "rounds", "data", "model",
+                                           "clients", "train", "server", NULL};
+    TRY(check_keys(c, root, "", top_keys, err));
+    TRY(get_str(c, root, "", "name", 1, NULL, NULL, &c->name, err));
+    const char *desc;
+    TRY(get_str(c, root, "", "description", 0, "", NULL, &desc, err));
+    TRY(get_int(c, root, "", "seed", 0, 1, 0, INT64_MAX, &v, err));
+    c->seed = (uint64_t)v;
+    TRY(get_int(c, root, "", "rounds", 1, 0, 1, 1000000, &v, err));
+    c->rounds = (int)v;
+
+    const json_t *data;
+    TRY(get_obj(c, root, "", "data", 1, &data, err));
+    static const char *const data_keys[] = {"dataset", "path", "partition", NULL};
+    TRY(check_keys(c, data, "data", data_keys, err));
+    static const char *const datasets[] = {"fashion-mnist", "mnist", NULL};
+    TRY(get_str(c, data, "data", "dataset", 0, "fashion-mnist", datasets, &c->data.dataset, err));
+    TRY(get_str(c, data, "data", "path", 0, CONFIG_DEFAULT_DATA_PATH, NULL, &c->data.path, err));
+    const json_t *part;
+    TRY(get_obj(c, data, "data", "partition", 0, &part, err));
+    c->data.partition = CONFIG_PARTITION_IID;
+    c->data.alpha = 0.5;
+    c->data.min_size = 10;
+    if (part) {
+        static const char *const part_keys[] = {"scheme", "alpha", "min_size", NULL};
+        static const char *const schemes[] = {"iid", "dirichlet", NULL};
+        TRY(check_keys(c, part, "data.partition", part_keys, err));
+        const char *scheme;
+        TRY(get_str(c, part, "data.partition", "scheme", 1, NULL, schemes, &scheme, err));
+        c->data.partition = strcmp(scheme, "dirichlet") == 0 ? CONFIG_PARTITION_DIRICHLET : CONFIG_PARTITION_IID;
+        if (c->data.partition == CONFIG_PARTITION_IID && (json_object_get(part, "alpha") || json_object_get(part, "min_size")))
+            return config_error_at(c, "data.partition", err, "\"alpha\" and \"min_size\" apply only to scheme \"dirichlet\"");
+        TRY(get_num(c, part, "data.partition", "alpha", c->data.partition == CONFIG_PARTITION_DIRICHLET, 0.5, 0, 1e6,
+                    1, &c->data.alpha, err));
+        TRY(get_int(c, part, "data.partition", "min_size", 0, 10, 1, 1000000, &v, err));
+        c->data.min_size = (int)v;
+    }
+
+    TRY(get_obj(c, root, "", "model", 1, (const json_t **)&c->model, err));
+    if (!json_is_string(json_object_get(c->model, "type")))
+        return config_error_at(c, "model", err, "missing required key \"type\" (a string such as \"mlp\")");
+
+    const json_t *clients;
+    TRY(get_obj(c, root, "", "clients", 1, &clients, err));
+    static const char *const client_keys[] = {"count", "min_fit", NULL};
+    TRY(check_keys(c, clients, "clients", client_keys, err));
+    TRY(get_int(c, clients, "clients", "count", 1, 0, 1, 100000, &v, err));
+    c->clients.count = (int)v;
+    TRY(get_int(c, clients, "clients", "min_fit", 0, c->clients.count, 1, c->clients.count, &v, err));
+    c->clients.min_fit = (int)v;
+
+    const json_t *train;
+    TRY(get_obj(c, root, "", "train", 1, &train, err));
+    static const char *const train_keys[] = {"epochs", "batch_size", "lr", NULL};
+    TRY(check_keys(c, train, "train", train_keys, err));
+    TRY(get_int(c, train, "train", "epochs", 0, 1, 1, 10000, &v, err));
+    c->train.epochs = (int)v;
+    TRY(get_int(c, train, "train", "batch_size", 0, 32, 1, 65536, &v, err));
+    c->train.batch_size = (int)v;
+    TRY(get_num(c, train, "train", "lr", 1, 0, 0, 100, 1, &c->train.lr, err));
+
+    const json_t *server;
+    TRY(get_obj(c, root, "", "server", 0, &server, err));
+    c->server.round_timeout = 300;
+    c->server.register_timeout = 120;
+    if (server) {
+        static const char *const server_keys[] = {"round_timeout", "register_timeout", NULL};
+        TRY(check_keys(c, server, "server", server_keys, err));
+        TRY(get_num(c, server, "server", "round_timeout", 0, 300, 0, 86400, 1, &c->server.round_timeout, err));
+        TRY(get_num(c, server, "server", "register_timeout", 0, 120, 0, 86400, 1, &c->server.register_timeout, err));
+    }
+    return 0;
+}
+
+int config_load_string(const char *text, const char *source, config_t **out, err_t *err)
+{
+    *out = NULL;
+    config_t *c = FN_CALLOC(1, sizeof *c);
+    snprintf(c->source, sizeof c->source, "%s", source);
+    c->text = strdup(text);
+    json_error_t je;
+    /* REJECT_DUPLICATES: two "rounds" keys would otherwise silently keep the last. */
+    c->root = json_loads(text, JSON_REJECT_DUPLICATES, &je);
+    int rc;
+    if (!c->root)
+        rc = err_set(err, FN_EINVAL, "%s:%d:%d: invalid JSON: %s", source, je.line, je.column, je.text);
+    else if (!json_is_object(c->root))
+        rc = err_set(err, FN_EINVAL, "%s:1:1: the experiment must be a JSON object", source);
+    else
+        rc = validate(c, err);
+    if (rc < 0) {
+        config_free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+int config_load_file(const char *path, config_t **out, err_t *err)
+{
+    char *text;
+    int rc = fn_read_file(path, &text, NULL, err);
+    if (rc < 0) {
+        *out = NULL;
+        return err_wrap(err, "cannot load experiment: ");
+    }
+    rc = config_load_string(text, path, out, err);
+    free(text);
+    return rc;
+}
+
+void config_free(config_t *c)
+{
+    if (!c)
+        return;
+    json_decref(c->root);
+    free(c->text);
+    free(c);
+}

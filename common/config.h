@@ -1,0 +1,59 @@
+/* config: the experiment file that `fednas run` and `fednas server` take, loaded with jansson
+ * and validated in full before anything starts. Errors read
+ * "FILE:LINE:COL: clients.count: expected an integer >= 1 (got 0)"; unknown keys are errors. */
+#ifndef FEDNAS_COMMON_CONFIG_H
+#define FEDNAS_COMMON_CONFIG_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+typedef enum { CONFIG_PARTITION_IID = 0, CONFIG_PARTITION_DIRICHLET = 1 } config_partition_t;
+
+typedef struct config {
+    char source[512]; /* file name used in messages */
+    char *text;       /* the file as read, for locating values */
+    json_t *root;     /* the whole document (stored with the run) */
+
+    const char *name;
+    uint64_t seed;
+    int rounds;
+    struct {
+        const char *dataset; /* "fashion-mnist" */
+        const char *path;    /* directory of IDX files */
+        config_partition_t partition;
+        double alpha;  /* Dirichlet concentration */
+        int min_size;  /* Dirichlet: least samples per client */
+    } data;
+    const json_t *model; /* architecture description, checked by the engine */
+    struct {
+        int count;         /* clients to start (fednas run) or wait for (fednas server) */
+        int min_fit;       /* fewest updates that make a round */
+    } clients;
+    struct {
+        int epochs;
+        int batch_size;
+        double lr;
+    } train;
+    struct {
+        double round_timeout;    /* seconds a round waits for updates */
+        double register_timeout; /* seconds the server waits for clients to join */
+    } server;
+} config_t;
+
+#define CONFIG_DEFAULT_DATA_PATH "/usr/share/datasets/fashion-mnist"
+
+/* Exit status of `fednas` for a configuration that does not load or validate. */
+#define CONFIG_EXIT_INVALID 2
+
+int config_load_file(const char *path, config_t **out, err_t *err);
+int config_load_string(const char *text, const char *source, config_t **out, err_t *err);
+void config_free(config_t *c);
+
+/* Formats an error about the value at json_path as "SOURCE:LINE:COL: PATH: message"
+ * (for checks made outside this module, such as the engine's model validation). */
+int config_error_at(const config_t *c, const char *json_path, err_t *err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+#endif

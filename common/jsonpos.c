@@ -1,0 +1,126 @@
+#include "common/jsonpos.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* A scanner that walks valid JSON once, keeping the path of the current value; when the path
+ * equals the one asked for, it records where that value (or its key) starts. */
+typedef struct {
+    const char *p;
+    int line, col;
+    const char *want;
+    int key_pos;
+    int found, fline, fcol;
+    char path[512];
+} scan_t;
+
+static void adv(scan_t *s)
+{
+    if (*s->p == '\n') {
+        s->line++;
+        s->col = 1;
+    } else if ((*s->p & 0xC0) != 0x80) { /* count characters, not UTF-8 continuation bytes */
+        s->col++;
+    }
+    s->p++;
+}
+
+static void ws(scan_t *s)
+{
+    while (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r')
+        adv(s);
+}
+
+/* Reads a string token; copies its (unescaped enough for keys) content into out. */
+static void str(scan_t *s, char *out, size_t cap)
+{
+    size_t n = 0;
+    adv(s); /* opening quote */
+    while (*s->p && *s->p != '"') {
+        char c = *s->p;
+        if (c == '\\') {
+            adv(s);
+            c = *s->p;
+        }
+        if (out && n + 1 < cap)
+            out[n++] = c;
+        if (*s->p)
+            adv(s);
+    }
+    if (*s->p)
+        adv(s);
+    if (out)
+        out[n] = '\0';
+}
+
+static void check(scan_t *s, int line, int col)
+{
+    if (!s->found && strcmp(s->path, s->want) == 0) {
+        s->found = 1;
+        s->fline = line;
+        s->fcol = col;
+    }
+}
+
+static void value(scan_t *s, int key_line, int key_col)
+{
+    ws(s);
+    if (s->key_pos && key_line > 0)
+        check(s, key_line, key_col);
+    else
+        check(s, s->line, s->col);
+    size_t base = strlen(s->path);
+    if (*s->p == '{') {
+        adv(s);
+        ws(s);
+        while (*s->p && *s->p != '}') {
+            int kl = s->line, kc = s->col;
+            char key[256];
+            str(s, key, sizeof key);
+            ws(s);
+            if (*s->p == ':')
+                adv(s);
+            snprintf(s->path + base, sizeof s->path - base, "%s%s", base ? "." : "", key);
+            value(s, kl, kc);
+            s->path[base] = '\0';
+            ws(s);
+            if (*s->p == ',') {
+                adv(s);
+                ws(s);
+            }
+        }
+        if (*s->p)
+            adv(s);
+    } else if (*s->p == '[') {
+        adv(s);
+        ws(s);
+        for (int i = 0; *s->p && *s->p != ']'; i++) {
+            snprintf(s->path + base, sizeof s->path - base, "[%d]", i);
+            value(s, 0, 0);
+            s->path[base] = '\0';
+            ws(s);
+            if (*s->p == ',') {
+                adv(s);
+                ws(s);
+            }
+        }
+        if (*s->p)
+            adv(s);
+    } else if (*s->p == '"') {
+        str(s, NULL, 0);
+    } else {
+        while (*s->p && !strchr(",}] \t\r\n", *s->p))
+            adv(s);
+    }
+}
+
+int jsonpos_locate(const char *text, const char *path, int key_pos, int *line, int *col)
+{
+    scan_t s = {.p = text, .line = 1, .col = 1, .want = path ? path : "", .key_pos = key_pos};
+    ws(&s);
+    int root_line = s.line, root_col = s.col;
+    value(&s, 0, 0);
+    *line = s.found ? s.fline : root_line;
+    *col = s.found ? s.fcol : root_col;
+    return s.found ? 0 : -1;
+}

@@ -1,0 +1,402 @@
+#include "common/store.h"
+
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "common/util.h"
+
+struct store {
+    sqlite3 *db;
+    char path[1024];
+};
+
+/* Migrations run in order; migration i brings user_version from i to i+1. Never edit one that
+ * has shipped: append a new one. */
+static const char *const k_migrations[] = {
+    /* 0 -> 1: the walking skeleton's tables. */
+    "CREATE TABLE experiments ("
+    "  id INTEGER PRIMARY KEY,"
+    "  name TEXT NOT NULL,"
+    "  config TEXT NOT NULL,"
+    "  created_at REAL NOT NULL);"
+    "CREATE TABLE runs ("
+    "  id INTEGER PRIMARY KEY,"
+    "  experiment_id INTEGER NOT NULL REFERENCES experiments(id),"
+    "  status TEXT NOT NULL CHECK (status IN ('running','done','failed','stopped')),"
+    "  rounds_planned INTEGER NOT NULL,"
+    "  clients_planned INTEGER NOT NULL,"
+    "  seed INTEGER NOT NULL,"
+    "  run_dir TEXT,"
+    "  started_at REAL NOT NULL,"
+    "  ended_at REAL,"
+    "  message TEXT);"
+    "CREATE TABLE rounds ("
+    "  run_id INTEGER NOT NULL REFERENCES runs(id),"
+    "  round INTEGER NOT NULL,"
+    "  started_at REAL NOT NULL,"
+    "  ended_at REAL NOT NULL,"
+    "  selected INTEGER NOT NULL,"
+    "  participants INTEGER NOT NULL,"
+    "  dropped INTEGER NOT NULL,"
+    "  test_accuracy REAL, test_loss REAL, train_loss REAL, train_accuracy REAL,"
+    "  samples INTEGER NOT NULL,"
+    "  bytes_down INTEGER NOT NULL, bytes_up INTEGER NOT NULL,"
+    "  PRIMARY KEY (run_id, round));"
+    "CREATE TABLE round_metrics ("
+    "  run_id INTEGER NOT NULL REFERENCES runs(id),"
+    "  round INTEGER NOT NULL,"
+    "  name TEXT NOT NULL,"
+    "  value REAL NOT NULL,"
+    "  PRIMARY KEY (run_id, round, name));"
+    "CREATE TABLE clients ("
+    "  run_id INTEGER NOT NULL REFERENCES runs(id),"
+    "  client_id INTEGER NOT NULL,"
+    "  name TEXT NOT NULL,"
+    "  public_key TEXT,"
+    "  samples INTEGER NOT NULL DEFAULT 0,"
+    "  status TEXT NOT NULL,"
+    "  joined_at REAL NOT NULL,"
+    "  last_seen REAL NOT NULL,"
+    "  rounds_contributed INTEGER NOT NULL DEFAULT 0,"
+    "  bytes_up INTEGER NOT NULL DEFAULT 0,"
+    "  bytes_down INTEGER NOT NULL DEFAULT 0,"
+    "  last_latency REAL,"
+    "  PRIMARY KEY (run_id, client_id));",
+};
+#define N_MIGRATIONS ((int)(sizeof k_migrations / sizeof k_migrations[0]))
+
+static int db_err(store_t *s, err_t *err, const char *what)
+{
+    return err_set(err, FN_EIO, "run store %s: %s: %s", s ? s->path : "?", what,
+                   s && s->db ? sqlite3_errmsg(s->db) : "no database");
+}
+
+static int exec(store_t *s, const char *sql, err_t *err)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        err_set(err, FN_EIO, "run store %s: %s", s->path, msg ? msg : "error");
+        sqlite3_free(msg);
+        return FN_EIO;
+    }
+    return 0;
+}
+
+int store_schema_version(store_t *s)
+{
+    sqlite3_stmt *st;
+    int v = -1;
+    if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK) {
+        if (sqlite3_step(st) == SQLITE_ROW)
+            v = sqlite3_column_int(st, 0);
+        sqlite3_finalize(st);
+    }
+    return v;
+}
+
+static int migrate(store_t *s, err_t *err)
+{
+    int v = store_schema_version(s);
+    if (v < 0)
+        return db_err(s, err, "reading the schema version");
+    if (v > N_MIGRATIONS)
+        return err_set(err, FN_EINVAL,
+                       "run store %s has schema version %d, newer than this fednas understands (%d); "
+                       "upgrade fednas or use another --db",
+                       s->path, v, N_MIGRATIONS);
+    for (; v < N_MIGRATIONS; v++) {
+        char pragma[64];
+        snprintf(pragma, sizeof pragma, "PRAGMA user_version = %d;", v + 1);
+        if (exec(s, "BEGIN IMMEDIATE;", err) < 0)
+            return err->code;
+        if (exec(s, k_migrations[v], err) < 0 || exec(s, pragma, err) < 0) {
+            sqlite3_exec(s->db, "ROLLBACK;", NULL, NULL, NULL);
+            return err_wrap(err, "migrating to schema %d: ", v + 1);
+        }
+        if (exec(s, "COMMIT;", err) < 0)
+            return err->code;
+    }
+    return 0;
+}
+
+int store_open(const char *path, int read_only, store_t **out, err_t *err)
+{
+    *out = NULL;
+    if (read_only) {
+        struct stat sb;
+        if (stat(path, &sb) != 0)
+            return err_set(err, FN_ENOTFOUND, "run store %s does not exist; start a run first or pass --db PATH",
+                           path);
+    }
+    store_t *s = FN_CALLOC(1, sizeof *s);
+    snprintf(s->path, sizeof s->path, "%s", path);
+    int flags = read_only ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+    flags |= SQLITE_OPEN_NOMUTEX; /* one handle per thread */
+    if (sqlite3_open_v2(path, &s->db, flags, NULL) != SQLITE_OK) {
+        int rc = err_set(err, FN_EIO, "cannot open run store %s: %s (check the directory exists and is writable)",
+                         path, s->db ? sqlite3_errmsg(s->db) : "out of memory");
+        store_close(s);
+        return rc;
+    }
+    sqlite3_busy_timeout(s->db, 5000);
+    int rc = 0;
+    if (!read_only) {
+        rc = exec(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;", err);
+        if (rc == 0)
+            rc = migrate(s, err);
+    } else if (store_schema_version(s) != STORE_SCHEMA_VERSION) {
+        rc = err_set(err, FN_EINVAL, "run store %s has schema version %d, expected %d (is it a fednas store?)", path,
+                     store_schema_version(s), STORE_SCHEMA_VERSION);
+    }
+    if (rc < 0) {
+        store_close(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+void store_close(store_t *s)
+{
+    if (!s)
+        return;
+    sqlite3_close(s->db);
+    free(s);
+}
+
+/* Prepares sql and binds the arguments described by types: 'i' int64, 'd' double, 't' text
+ * (NULL becomes SQL NULL). Keeps every write below a one-liner. */
+static int prepare(store_t *s, sqlite3_stmt **st, err_t *err, const char *sql, const char *types, va_list ap)
+{
+    if (sqlite3_prepare_v2(s->db, sql, -1, st, NULL) != SQLITE_OK)
+        return db_err(s, err, "preparing a statement");
+    for (int i = 0; types[i]; i++) {
+        int rc;
+        if (types[i] == 'i')
+            rc = sqlite3_bind_int64(*st, i + 1, va_arg(ap, int64_t));
+        else if (types[i] == 'd')
+            rc = sqlite3_bind_double(*st, i + 1, va_arg(ap, double));
+        else {
+            const char *t = va_arg(ap, const char *);
+            rc = t ? sqlite3_bind_text(*st, i + 1, t, -1, SQLITE_TRANSIENT) : sqlite3_bind_null(*st, i + 1);
+        }
+        if (rc != SQLITE_OK) {
+            sqlite3_finalize(*st);
+            *st = NULL;
+            return db_err(s, err, "binding a value");
+        }
+    }
+    return 0;
+}
+
+static int run_write(store_t *s, err_t *err, const char *sql, const char *types, ...)
+{
+    sqlite3_stmt *st;
+    va_list ap;
+    va_start(ap, types);
+    int rc = prepare(s, &st, err, sql, types, ap);
+    va_end(ap);
+    if (rc < 0)
+        return rc;
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return db_err(s, err, "writing");
+    return 0;
+}
+
+/* Runs a query and appends one JSON object per row (column name -> value) to arr. */
+static int run_query(store_t *s, json_t *arr, err_t *err, const char *sql, const char *types, ...)
+{
+    sqlite3_stmt *st;
+    va_list ap;
+    va_start(ap, types);
+    int rc = prepare(s, &st, err, sql, types, ap);
+    va_end(ap);
+    if (rc < 0)
+        return rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        json_t *row = json_object();
+        for (int c = 0; c < sqlite3_column_count(st); c++) {
+            json_t *v;
+            switch (sqlite3_column_type(st, c)) {
+            case SQLITE_INTEGER: v = json_integer(sqlite3_column_int64(st, c)); break;
+            case SQLITE_FLOAT: v = json_real(sqlite3_column_double(st, c)); break;
+            case SQLITE_TEXT: v = json_string((const char *)sqlite3_column_text(st, c)); break;
+            default: v = json_null(); break;
+            }
+            json_object_set_new(row, sqlite3_column_name(st, c), v ? v : json_null());
+        }
+        json_array_append_new(arr, row);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return db_err(s, err, "reading");
+    return 0;
+}
+
+int store_experiment_create(store_t *s, const char *name, const char *config_json, int64_t *id, err_t *err)
+{
+    int rc = run_write(s, err, "INSERT INTO experiments(name, config, created_at) VALUES (?,?,?)", "ttd", name,
+                       config_json, fn_now());
+    if (rc == 0)
+        *id = sqlite3_last_insert_rowid(s->db);
+    return rc;
+}
+
+int store_run_create(store_t *s, int64_t experiment_id, int rounds_planned, int clients_planned, uint64_t seed,
+                     const char *run_dir, int64_t *id, err_t *err)
+{
+    int rc = run_write(s, err,
+                       "INSERT INTO runs(experiment_id, status, rounds_planned, clients_planned, seed, run_dir, "
+                       "started_at) VALUES (?, 'running', ?, ?, ?, ?, ?)",
+                       "iiiitd", experiment_id, (int64_t)rounds_planned, (int64_t)clients_planned, (int64_t)seed,
+                       run_dir, fn_now());
+    if (rc == 0)
+        *id = sqlite3_last_insert_rowid(s->db);
+    return rc;
+}
+
+int store_run_finish(store_t *s, int64_t run_id, const char *status, const char *message, err_t *err)
+{
+    return run_write(s, err, "UPDATE runs SET status = ?, message = ?, ended_at = ? WHERE id = ?", "ttdi", status,
+                     message, fn_now(), run_id);
+}
+
+int store_round_insert(store_t *s, int64_t run_id, const store_round_t *r, err_t *err)
+{
+    return run_write(s, err,
+                     "INSERT INTO rounds(run_id, round, started_at, ended_at, selected, participants, dropped, "
+                     "test_accuracy, test_loss, train_loss, train_accuracy, samples, bytes_down, bytes_up) "
+                     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                     "iiddiiiddddiii", run_id, (int64_t)r->round, r->started_at, r->ended_at, (int64_t)r->selected,
+                     (int64_t)r->participants, (int64_t)r->dropped, r->test_accuracy, r->test_loss, r->train_loss,
+                     r->train_accuracy, r->samples, r->bytes_down, r->bytes_up);
+}
+
+int store_metric_insert(store_t *s, int64_t run_id, int round, const char *name, double value, err_t *err)
+{
+    return run_write(s, err, "INSERT OR REPLACE INTO round_metrics(run_id, round, name, value) VALUES (?,?,?,?)",
+                     "iitd", run_id, (int64_t)round, name, value);
+}
+
+int store_client_upsert(store_t *s, int64_t run_id, int client_id, const char *name, const char *public_key,
+                        int64_t samples, const char *status, err_t *err)
+{
+    double now = fn_now();
+    return run_write(s, err,
+                     "INSERT INTO clients(run_id, client_id, name, public_key, samples, status, joined_at, last_seen) "
+                     "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(run_id, client_id) DO UPDATE SET "
+                     "name = excluded.name, public_key = excluded.public_key, samples = excluded.samples, "
+                     "status = excluded.status, last_seen = excluded.last_seen",
+                     "iittitdd", run_id, (int64_t)client_id, name, public_key, samples, status, now, now);
+}
+
+int store_client_contributed(store_t *s, int64_t run_id, int client_id, int64_t bytes_up, int64_t bytes_down,
+                             double latency_s, err_t *err)
+{
+    return run_write(s, err,
+                     "UPDATE clients SET rounds_contributed = rounds_contributed + 1, bytes_up = bytes_up + ?, "
+                     "bytes_down = bytes_down + ?, last_latency = ?, last_seen = ? WHERE run_id = ? AND client_id = ?",
+                     "iiddii", bytes_up, bytes_down, latency_s, fn_now(), run_id, (int64_t)client_id);
+}
+
+int store_client_status(store_t *s, int64_t run_id, int client_id, const char *status, err_t *err)
+{
+    return run_write(s, err, "UPDATE clients SET status = ?, last_seen = ? WHERE run_id = ? AND client_id = ?",
+                     "tdii", status, fn_now(), run_id, (int64_t)client_id);
+}
+
+#define RUN_COLUMNS                                                                                             \
+    "SELECT r.id, r.experiment_id, e.name AS experiment, r.status, r.rounds_planned, "                         \
+    "(SELECT COUNT(*) FROM rounds x WHERE x.run_id = r.id) AS rounds_done, r.clients_planned, r.seed, "        \
+    "(SELECT MAX(test_accuracy) FROM rounds x WHERE x.run_id = r.id) AS best_accuracy, "                       \
+    "(SELECT test_accuracy FROM rounds x WHERE x.run_id = r.id ORDER BY round DESC LIMIT 1) AS last_accuracy, " \
+    "r.started_at, r.ended_at, r.message "
+
+int store_runs_json(store_t *s, json_t **out, err_t *err)
+{
+    json_t *arr = json_array();
+    int rc = run_query(s, arr, err,
+                       RUN_COLUMNS "FROM runs r JOIN experiments e ON e.id = r.experiment_id ORDER BY r.id DESC", "");
+    if (rc < 0) {
+        json_decref(arr);
+        return rc;
+    }
+    *out = arr;
+    return 0;
+}
+
+int store_run_json(store_t *s, int64_t run_id, json_t **out, err_t *err)
+{
+    json_t *arr = json_array();
+    int rc = run_query(s, arr, err,
+                       RUN_COLUMNS ", e.config AS config FROM runs r JOIN experiments e ON e.id = r.experiment_id "
+                                   "WHERE r.id = ?",
+                       "i", run_id);
+    if (rc == 0 && json_array_size(arr) == 0)
+        rc = err_set(err, FN_ENOTFOUND, "no run with id %lld", (long long)run_id);
+    if (rc < 0) {
+        json_decref(arr);
+        return rc;
+    }
+    json_t *run = json_incref(json_array_get(arr, 0));
+    json_decref(arr);
+    /* Serve the config as JSON, not as a string holding JSON. */
+    json_t *cfg = json_loads(json_string_value(json_object_get(run, "config")), 0, NULL);
+    json_object_set_new(run, "config", cfg ? cfg : json_null());
+    *out = run;
+    return 0;
+}
+
+static int run_exists(store_t *s, int64_t run_id, err_t *err)
+{
+    json_t *arr = json_array();
+    int rc = run_query(s, arr, err, "SELECT id FROM runs WHERE id = ?", "i", run_id);
+    if (rc == 0 && json_array_size(arr) == 0)
+        rc = err_set(err, FN_ENOTFOUND, "no run with id %lld", (long long)run_id);
+    json_decref(arr);
+    return rc;
+}
+
+int store_rounds_json(store_t *s, int64_t run_id, int since_round, json_t **out, err_t *err)
+{
+    int rc = run_exists(s, run_id, err);
+    if (rc < 0)
+        return rc;
+    json_t *arr = json_array();
+    rc = run_query(s, arr, err,
+                   "SELECT round, started_at, ended_at, ended_at - started_at AS duration, selected, participants, "
+                   "dropped, test_accuracy, test_loss, train_loss, train_accuracy, samples, bytes_down, bytes_up "
+                   "FROM rounds WHERE run_id = ? AND round > ? ORDER BY round",
+                   "ii", run_id, (int64_t)since_round);
+    if (rc < 0) {
+        json_decref(arr);
+        return rc;
+    }
+    *out = arr;
+    return 0;
+}
+
+int store_clients_json(store_t *s, int64_t run_id, json_t **out, err_t *err)
+{
+    int rc = run_exists(s, run_id, err);
+    if (rc < 0)
+        return rc;
+    json_t *arr = json_array();
+    rc = run_query(s, arr, err,
+                   "SELECT client_id, name, public_key, samples, status, joined_at, last_seen, rounds_contributed, "
+                   "bytes_up, bytes_down, last_latency FROM clients WHERE run_id = ? ORDER BY client_id",
+                   "i", run_id);
+    if (rc < 0) {
+        json_decref(arr);
+        return rc;
+    }
+    *out = arr;
+    return 0;
+}

@@ -1,0 +1,62 @@
+/* store: the run store, one SQLite database (WAL) holding experiments, runs, rounds, round
+ * metrics and clients. The server writes; web threads and `fednas runs` read through their own
+ * read-only handles. The schema is versioned with PRAGMA user_version and migrated on open. */
+#ifndef FEDNAS_COMMON_STORE_H
+#define FEDNAS_COMMON_STORE_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+typedef struct store store_t;
+
+#define STORE_SCHEMA_VERSION 1
+
+/* Opens (creating and migrating if needed) the store at path. read_only handles never migrate and
+ * fail with FN_ENOTFOUND if the file does not exist. Each thread uses its own handle. */
+int store_open(const char *path, int read_only, store_t **out, err_t *err);
+void store_close(store_t *s);
+int store_schema_version(store_t *s);
+
+/* Writing (server). Times are seconds since the epoch (double). */
+int store_experiment_create(store_t *s, const char *name, const char *config_json, int64_t *id, err_t *err);
+int store_run_create(store_t *s, int64_t experiment_id, int rounds_planned, int clients_planned, uint64_t seed,
+                     const char *run_dir, int64_t *id, err_t *err);
+/* status: "running", "done", "failed" or "stopped"; message may be NULL. */
+int store_run_finish(store_t *s, int64_t run_id, const char *status, const char *message, err_t *err);
+
+typedef struct store_round {
+    int round;
+    double started_at, ended_at;
+    int selected, participants, dropped;
+    double test_accuracy, test_loss, train_loss, train_accuracy;
+    int64_t samples;
+    int64_t bytes_down, bytes_up;
+} store_round_t;
+int store_round_insert(store_t *s, int64_t run_id, const store_round_t *r, err_t *err);
+/* Extra named per-round values (phase timings, privacy, ...). */
+int store_metric_insert(store_t *s, int64_t run_id, int round, const char *name, double value, err_t *err);
+
+/* A client row is created on registration and updated as it contributes. */
+int store_client_upsert(store_t *s, int64_t run_id, int client_id, const char *name, const char *public_key,
+                        int64_t samples, const char *status, err_t *err);
+int store_client_contributed(store_t *s, int64_t run_id, int client_id, int64_t bytes_up, int64_t bytes_down,
+                             double latency_s, err_t *err);
+int store_client_status(store_t *s, int64_t run_id, int client_id, const char *status, err_t *err);
+
+/* Reading (web, CLI). Each returns a new JSON reference the caller decrefs. */
+/* Array of runs, newest first: {id, experiment_id, experiment, status, rounds_planned, rounds_done,
+ * clients_planned, best_accuracy, last_accuracy, started_at, ended_at, message}. */
+int store_runs_json(store_t *s, json_t **out, err_t *err);
+/* One run (same fields plus "config", the experiment JSON); FN_ENOTFOUND if absent. */
+int store_run_json(store_t *s, int64_t run_id, json_t **out, err_t *err);
+/* Array of rounds in order: {round, started_at, ended_at, duration, selected, participants, dropped,
+ * test_accuracy, test_loss, train_loss, train_accuracy, samples, bytes_down, bytes_up}.
+ * since_round > 0 returns only rounds after it (for polling). FN_ENOTFOUND if the run is absent. */
+int store_rounds_json(store_t *s, int64_t run_id, int since_round, json_t **out, err_t *err);
+/* Array of clients: {client_id, name, public_key, samples, status, joined_at, last_seen,
+ * rounds_contributed, bytes_up, bytes_down, last_latency}. */
+int store_clients_json(store_t *s, int64_t run_id, json_t **out, err_t *err);
+
+#endif

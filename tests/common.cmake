@@ -1,0 +1,5 @@
+fednas_unit_test(test_config SOURCES unit/test_config.c LIBS fednas_common)
+fednas_unit_test(test_store SOURCES unit/test_store.c LIBS fednas_common)
+fednas_unit_test(test_wire SOURCES unit/test_wire.c LIBS fednas_common)
+fednas_unit_test(test_keys SOURCES unit/test_keys.c LIBS fednas_crypto)
+fednas_unit_test(test_fedavg SOURCES unit/test_fedavg.c LIBS fednas_server)

@@ -1,0 +1,27 @@
+# Shared by the integration tests: a scratch folder, process cleanup, assertions.
+set -u
+FEDNAS=${1:?usage: $0 PATH-TO-fednas}
+SRC=${FEDNAS_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+WORK=$(mktemp -d /tmp/fednas-it-XXXXXX)
+PIDS=()
+FAILED=0
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  wait 2>/dev/null
+  if [ "$FAILED" = 0 ]; then rm -rf "$WORK"; else echo "left $WORK for inspection"; fi
+}
+trap cleanup EXIT
+fail() { echo "FAIL: $*"; FAILED=1; exit 1; }
+pass() { echo "ok: $*"; }
+# expect_contains FILE TEXT
+expect_contains() { grep -qF -- "$2" "$1" || { echo "--- $1"; cat "$1"; fail "$1 lacks: $2"; }; }
+# wait_for_line FILE REGEX SECONDS: prints the first match
+wait_for_line() {
+  local i
+  for ((i = 0; i < $3 * 10; i++)); do
+    if grep -m1 -oE -- "$2" "$1" 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "--- $1"; cat "$1"; fail "no line matching $2 in $1 within $3 s"
+}
+sql() { sqlite3 -batch -noheader "$1" "$2"; }

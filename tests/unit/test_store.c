@@ -1,0 +1,138 @@
+/* The run store: migrations, writes from the server and the JSON the dashboard reads. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/store.h"
+
+static char g_dir[64], g_db[128];
+
+static int setup(void **state)
+{
+    snprintf(g_dir, sizeof g_dir, "/tmp/fednas-store-XXXXXX");
+    assert_non_null(mkdtemp(g_dir));
+    snprintf(g_db, sizeof g_db, "%s/s.db", g_dir);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static void test_create_migrate_and_reopen(void **state)
+{
+    store_t *s;
+    err_t e = {0};
+    assert_int_equal(store_open(g_db, 1, &s, &e), FN_ENOTFOUND); /* readers never create */
+    assert_int_equal(store_open(g_db, 0, &s, &e), 0);
+    assert_int_equal(store_schema_version(s), STORE_SCHEMA_VERSION);
+    store_close(s);
+    assert_int_equal(store_open(g_db, 0, &s, &e), 0); /* reopening does not migrate twice */
+    assert_int_equal(store_schema_version(s), STORE_SCHEMA_VERSION);
+    store_close(s);
+    assert_int_equal(store_open(g_db, 1, &s, &e), 0);
+    store_close(s);
+}
+
+static void test_newer_schema_is_refused(void **state)
+{
+    store_t *s;
+    err_t e = {0};
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "%s/new.db", g_dir);
+    assert_int_equal(store_open(cmd, 0, &s, &e), 0);
+    store_close(s);
+    char sql[512];
+    snprintf(sql, sizeof sql, "sqlite3 %s 'PRAGMA user_version = 99;'", cmd);
+    if (system(sql) != 0)
+        skip();
+    assert_int_equal(store_open(cmd, 0, &s, &e), FN_EINVAL);
+    assert_non_null(strstr(e.msg, "newer"));
+}
+
+static void test_runs_rounds_clients_round_trip(void **state)
+{
+    store_t *s;
+    err_t e = {0};
+    int64_t exp, run;
+    assert_int_equal(store_open(g_db, 0, &s, &e), 0);
+    assert_int_equal(store_experiment_create(s, "exp-a", "{\"rounds\": 3}", &exp, &e), 0);
+    assert_int_equal(store_run_create(s, exp, 3, 2, 7, "/tmp/x", &run, &e), 0);
+    double acc[] = {0.5, 0.8, 0.7};
+    for (int r = 1; r <= 3; r++) {
+        store_round_t rr = {.round = r, .started_at = 100.0 + r, .ended_at = 100.5 + r, .selected = 2,
+                            .participants = 2, .test_accuracy = acc[r - 1], .test_loss = 1.0 / r,
+                            .train_loss = 1.0, .train_accuracy = 0.5, .samples = 100};
+        assert_int_equal(store_round_insert(s, run, &rr, &e), 0);
+    }
+    store_round_t dup = {.round = 2};
+    assert_int_equal(store_round_insert(s, run, &dup, &e), FN_EIO); /* one row per round */
+    assert_int_equal(store_client_upsert(s, run, 1, "site-1", "KEY", 60, "joined", &e), 0);
+    assert_int_equal(store_client_upsert(s, run, 1, "site-1", "KEY", 70, "joined", &e), 0);
+    assert_int_equal(store_client_contributed(s, run, 1, 1000, 2000, 0.25, &e), 0);
+    assert_int_equal(store_run_finish(s, run, "done", NULL, &e), 0);
+
+    json_t *runs, *rounds, *clients, *one;
+    assert_int_equal(store_runs_json(s, &runs, &e), 0);
+    assert_int_equal(json_array_size(runs), 1);
+    json_t *r0 = json_array_get(runs, 0);
+    assert_string_equal(json_string_value(json_object_get(r0, "experiment")), "exp-a");
+    assert_string_equal(json_string_value(json_object_get(r0, "status")), "done");
+    assert_int_equal(json_integer_value(json_object_get(r0, "rounds_done")), 3);
+    assert_true(fabs(json_real_value(json_object_get(r0, "best_accuracy")) - 0.8) < 1e-12);
+    assert_true(fabs(json_real_value(json_object_get(r0, "last_accuracy")) - 0.7) < 1e-12);
+    json_decref(runs);
+
+    assert_int_equal(store_rounds_json(s, run, 1, &rounds, &e), 0);
+    assert_int_equal(json_array_size(rounds), 2);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(rounds, 0), "round")), 2);
+    assert_true(fabs(json_real_value(json_object_get(json_array_get(rounds, 0), "duration")) - 0.5) < 1e-9);
+    json_decref(rounds);
+    assert_int_equal(store_rounds_json(s, run + 100, 0, &rounds, &e), FN_ENOTFOUND);
+
+    assert_int_equal(store_clients_json(s, run, &clients, &e), 0);
+    json_t *c0 = json_array_get(clients, 0);
+    assert_int_equal(json_integer_value(json_object_get(c0, "samples")), 70);
+    assert_int_equal(json_integer_value(json_object_get(c0, "rounds_contributed")), 1);
+    assert_int_equal(json_integer_value(json_object_get(c0, "bytes_up")), 1000);
+    json_decref(clients);
+
+    assert_int_equal(store_run_json(s, run, &one, &e), 0);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(one, "config"), "rounds")), 3);
+    json_decref(one);
+    assert_int_equal(store_run_json(s, 12345, &one, &e), FN_ENOTFOUND);
+    store_close(s);
+}
+
+static void test_bad_status_rejected(void **state)
+{
+    store_t *s;
+    err_t e = {0};
+    int64_t exp, run;
+    assert_int_equal(store_open(g_db, 0, &s, &e), 0);
+    assert_int_equal(store_experiment_create(s, "x", "{}", &exp, &e), 0);
+    assert_int_equal(store_run_create(s, exp, 1, 1, 1, NULL, &run, &e), 0);
+    assert_int_equal(store_run_finish(s, run, "exploded", NULL, &e), FN_EIO);
+    store_close(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_create_migrate_and_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_newer_schema_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_runs_rounds_clients_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_status_rejected, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
