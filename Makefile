@@ -25,7 +25,7 @@ sanitize: setup
 	cd build-asan && ctest --output-on-failure -j$(JOBS) -E integration_
 
 bench: build
-	@echo "no benchmarks yet: they arrive with the engine and federation issues"
+	bash tests/bench/run.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) build-asan

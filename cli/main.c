@@ -83,10 +83,10 @@ int main(int argc, char **argv)
     static const struct {
         const char *name;
         int (*fn)(int, char **);
-    } cmds[] = {{"run", cmd_run},   {"server", cmd_server}, {"client", cmd_client},
-                {"runs", cmd_runs}, {"keys", cmd_keys}};
+    } cmds[] = {{"run", cmd_run},   {"server", cmd_server}, {"client", cmd_client}, {"runs", cmd_runs},
+                {"keys", cmd_keys}, {"train", cmd_train},   {"privacy", cmd_privacy}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
-        if (strcmp(cmd, cmds[i].name) == 0)
+        if (strcmp(cmd, cmds[i].name) == 0 && cmds[i].fn)
             return cmds[i].fn(argc - 1, argv + 1);
     fprintf(stderr, "fednas: unknown command \"%s\"\n\n", cmd);
     usage(stderr);
