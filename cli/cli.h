@@ -23,6 +23,7 @@ int cmd_server(int argc, char **argv);
 int cmd_client(int argc, char **argv);
 int cmd_runs(int argc, char **argv);
 int cmd_keys(int argc, char **argv);
+int cmd_dashboard(int argc, char **argv);
 /* Being written in cli/cmd_train.c and cli/cmd_privacy.c; weak until both have landed. */
 int cmd_train(int argc, char **argv) __attribute__((weak));
 int cmd_privacy(int argc, char **argv) __attribute__((weak));

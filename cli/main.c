@@ -55,6 +55,7 @@ static void usage(FILE *f)
           "  server CONFIG   run only the aggregation server, for client agents at partner sites\n"
           "  client          run a client agent at a partner site\n"
           "  runs            list the runs in a run store\n"
+          "  dashboard       serve the dashboard for a run store\n"
           "  keys            make the server's keys and per-site startup kits\n"
           "\n"
           "`fednas COMMAND --help` describes a command's options.\n"
@@ -84,7 +85,7 @@ int main(int argc, char **argv)
         const char *name;
         int (*fn)(int, char **);
     } cmds[] = {{"run", cmd_run},   {"server", cmd_server}, {"client", cmd_client}, {"runs", cmd_runs},
-                {"keys", cmd_keys}, {"train", cmd_train},   {"privacy", cmd_privacy}};
+                {"keys", cmd_keys}, {"dashboard", cmd_dashboard}, {"train", cmd_train},   {"privacy", cmd_privacy}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (strcmp(cmd, cmds[i].name) == 0 && cmds[i].fn)
             return cmds[i].fn(argc - 1, argv + 1);
