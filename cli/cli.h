@@ -38,7 +38,8 @@ extern volatile sig_atomic_t cli_stop;
 void cli_install_signals(void);
 
 typedef struct serve_options {
-    const char *config_path;
+    const char *config_path; /* NULL when resuming: the experiment comes from the store */
+    long long resume_run;    /* > 0: continue this run from its last committed round */
     const char *db_path;
     const char *bind;     /* ZeroMQ endpoint */
     const char *keys_dir; /* NULL: make fresh keys for every site in the run directory */

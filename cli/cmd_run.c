@@ -10,11 +10,14 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+
+#define CMD "run"
 #include "common/log.h"
 #include "common/util.h"
 
 static const char *const k_help =
     "Usage: fednas run CONFIG [--db PATH] [--http PORT|off] [--bind ENDPOINT]\n"
+    "       fednas run --resume RUN [--db PATH] [--http PORT|off] [--bind ENDPOINT]\n"
     "\n"
     "Runs the experiment in CONFIG on this machine: an aggregation server, one client agent\n"
     "process per site (clients.count) on 127.0.0.1, each with its own key pair and its share of\n"
@@ -24,6 +27,7 @@ static const char *const k_help =
     "                    also gets a folder runs/ID/ beside it with its keys\n"
     "  --http PORT|off   dashboard port on 127.0.0.1 (default: 8080; 0 picks a free port)\n"
     "  --bind ENDPOINT   server socket (default: tcp://127.0.0.1:*, a free port)\n"
+    "  --resume RUN      continue run RUN from its last committed round, with its keys\n"
     "  -h, --help        this help\n";
 
 typedef struct children {
@@ -107,7 +111,7 @@ int cmd_run(int argc, char **argv)
     static const struct option opts[] = {{"db", required_argument, 0, 'd'},
                                          {"http", required_argument, 0, 'p'},
                                          {"bind", required_argument, 0, 'b'},
-                                         {"help", no_argument, 0, 'h'},
+                                         {"resume", required_argument, 0, 'r'}, {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     serve_options_t so = {.db_path = "fednas.db", .bind = "tcp://127.0.0.1:*", .http_port = 8080};
     int c;
@@ -124,13 +128,20 @@ int cmd_run(int argc, char **argv)
             else
                 return cli_usage_error("run", "--http expects a port number 0-65535 or \"off\" (got \"%s\")", optarg);
             break;
+        case 'r':
+            if (fn_parse_int(optarg, 1, 1L << 62, &v) < 0)
+                return cli_usage_error(CMD, "--resume expects a run id (see `fednas runs`), got \"%s\"", optarg);
+            so.resume_run = v;
+            break;
         case 'h': fputs(k_help, stdout); return EXIT_OK;
         default: return cli_usage_error("run", "unknown option");
         }
     }
-    if (optind != argc - 1)
-        return cli_usage_error("run", "expected one experiment file, e.g. fednas run experiments/quickstart.json");
-    so.config_path = argv[optind];
+    if (so.resume_run ? optind != argc : optind != argc - 1)
+        return cli_usage_error("run", so.resume_run ? "--resume takes the experiment from the run store; give no file"
+                                                    : "expected one experiment file, e.g. fednas run "
+                                                      "experiments/quickstart.json");
+    so.config_path = so.resume_run ? NULL : argv[optind];
     log_set_tag("server");
     cli_install_signals();
     children_t ch = {0};

@@ -73,43 +73,74 @@ static void print_summary(const config_t *cfg, int64_t run_id, const char *db, c
     fflush(stdout);
 }
 
+/* A new run: the experiment file, checked in full before anything is recorded. */
+static int start_run(const serve_options_t *o, store_t *store, config_t *cfg, const char *dbdir, int64_t *run_id,
+                     char *run_dir, size_t run_dir_len, char *keys_dir, size_t keys_len, err_t *err)
+{
+    int64_t exp_id;
+    char *cfg_text = json_dumps(cfg->root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    int rc = store_experiment_create(store, cfg->name, cfg_text, &exp_id, err);
+    free(cfg_text);
+    if (rc < 0)
+        return rc;
+    if ((rc = store_run_create(store, exp_id, cfg->rounds, cfg->clients.count, cfg->seed, NULL, run_id, err)) < 0)
+        return rc;
+    snprintf(run_dir, run_dir_len, "%s/runs/%lld", dbdir, (long long)*run_id);
+    if (o->keys_dir)
+        snprintf(keys_dir, keys_len, "%s", o->keys_dir);
+    else
+        snprintf(keys_dir, keys_len, "%s/keys", run_dir);
+    if ((rc = fn_mkdirs(run_dir, 0700, err)) < 0)
+        return rc;
+    if (!o->keys_dir)
+        rc = make_run_keys(keys_dir, cfg->clients.count, err);
+    return rc;
+}
+
 int cli_serve(const serve_options_t *o)
 {
     err_t err = {0};
     config_t *cfg = NULL;
-    if (config_load_file(o->config_path, &cfg, &err) < 0) {
-        fprintf(stderr, "fednas: error: %s\n", err.msg);
-        return EXIT_USAGE;
-    }
     int status = EXIT_FAILED;
     store_t *store = NULL;
     server_t *server = NULL;
     web_t *web = NULL;
-    int64_t exp_id = 0, run_id = 0;
+    int64_t run_id = 0;
+    int rc;
     char dbdir[PATH_MAX], run_dir[PATH_MAX], keys_dir[PATH_MAX], url[128] = "";
     snprintf(dbdir, sizeof dbdir, "%s", o->db_path);
     snprintf(dbdir, sizeof dbdir, "%s", dirname(dbdir));
-    if (fn_mkdirs(dbdir, 0755, &err) < 0 || store_open(o->db_path, 0, &store, &err) < 0)
-        goto out;
-    char *cfg_text = json_dumps(cfg->root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-    int rc = store_experiment_create(store, cfg->name, cfg_text, &exp_id, &err);
-    free(cfg_text);
-    if (rc < 0)
-        goto out;
-    if (store_run_create(store, exp_id, cfg->rounds, cfg->clients.count, cfg->seed, NULL, &run_id, &err) < 0)
-        goto out;
-    snprintf(run_dir, sizeof run_dir, "%s/runs/%lld", dbdir, (long long)run_id);
-    if (o->keys_dir)
-        snprintf(keys_dir, sizeof keys_dir, "%s", o->keys_dir);
-    else
-        snprintf(keys_dir, sizeof keys_dir, "%s/keys", run_dir);
-    if (fn_mkdirs(run_dir, 0700, &err) < 0)
-        goto fail_run;
-    if (!o->keys_dir && make_run_keys(keys_dir, cfg->clients.count, &err) < 0)
-        goto fail_run;
+    if (o->resume_run > 0) {
+        char *text = NULL, source[64];
+        int64_t exp_id;
+        run_id = o->resume_run;
+        if (store_open(o->db_path, 0, &store, &err) < 0 || store_run_reopen(store, run_id, &text, &exp_id, &err) < 0)
+            goto out;
+        snprintf(source, sizeof source, "experiment of run %lld", (long long)run_id);
+        rc = config_load_string(text, source, &cfg, &err);
+        free(text);
+        if (rc < 0)
+            goto fail_run;
+        snprintf(run_dir, sizeof run_dir, "%s/runs/%lld", dbdir, (long long)run_id);
+        if (o->keys_dir)
+            snprintf(keys_dir, sizeof keys_dir, "%s", o->keys_dir);
+        else
+            snprintf(keys_dir, sizeof keys_dir, "%s/keys", run_dir);
+    } else {
+        if (config_load_file(o->config_path, &cfg, &err) < 0 || server_check_config(cfg, &err) < 0) {
+            fprintf(stderr, "fednas: error: %s\n", err.msg);
+            config_free(cfg);
+            return EXIT_USAGE;
+        }
+        if (fn_mkdirs(dbdir, 0755, &err) < 0 || store_open(o->db_path, 0, &store, &err) < 0)
+            goto out;
+        rc = start_run(o, store, cfg, dbdir, &run_id, run_dir, sizeof run_dir, keys_dir, sizeof keys_dir, &err);
+        if (rc < 0)
+            goto fail_run;
+    }
 
     server_options_t so = {.cfg = cfg, .bind = o->bind, .keys_dir = keys_dir, .store = store, .run_id = run_id,
-                           .stop = &cli_stop};
+                           .resume = o->resume_run > 0, .stop = &cli_stop};
     if (server_create(&so, &server, &err) < 0)
         goto fail_run;
     if (o->http_port >= 0) {
@@ -119,8 +150,8 @@ int cli_serve(const serve_options_t *o)
         snprintf(url, sizeof url, "http://%s:%d/#run=%lld", o->http_host ? o->http_host : "127.0.0.1",
                  web_port(web), (long long)run_id);
     }
-    printf("fednas: run %lld of experiment \"%s\": %d rounds, %d clients\n", (long long)run_id, cfg->name,
-           cfg->rounds, cfg->clients.count);
+    printf("fednas: %s run %lld of experiment \"%s\": %d rounds, %d clients\n", o->resume_run > 0 ? "resuming" : "starting",
+           (long long)run_id, cfg->name, cfg->rounds, cfg->clients.count);
     printf("fednas: server listening on %s\n", server_endpoint(server));
     if (url[0])
         printf("fednas: dashboard at %s\n", url);

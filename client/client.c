@@ -26,7 +26,9 @@ typedef struct agent {
     char *arch_text; /* the architecture the model was built from */
     float *global;
     int64_t run;
-    int connected; /* the CURVE handshake has succeeded and the link is up */
+    int connected;  /* the CURVE handshake has succeeded and the link is up */
+    int registered; /* welcomed once: after a reconnect, say hello again to rejoin */
+    int rejoin;
 } agent_t;
 
 static int load_data(agent_t *a, err_t *err)
@@ -78,6 +80,12 @@ static int open_socket(agent_t *a, err_t *err)
     /* Queue nothing while disconnected: a hello is only sent over a live, authenticated link. */
     zmq_setsockopt(a->sock, ZMQ_IMMEDIATE, &one, sizeof one);
     zmq_setsockopt(a->sock, ZMQ_LINGER, &linger, sizeof linger);
+    /* Transport heartbeats (answered by ZeroMQ's I/O thread even while training) reveal a dead
+     * server; reconnection backs off from 0.1 s to 5 s. */
+    int hb = 5000, hb_timeout = 15000, ivl_max = 5000;
+    zmq_setsockopt(a->sock, ZMQ_HEARTBEAT_IVL, &hb, sizeof hb);
+    zmq_setsockopt(a->sock, ZMQ_HEARTBEAT_TIMEOUT, &hb_timeout, sizeof hb_timeout);
+    zmq_setsockopt(a->sock, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);
     /* The monitor tells us when the server rejects our key during the CURVE handshake. */
     if (zmq_socket_monitor(a->sock, "inproc://fednas-client-monitor",
                            ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
@@ -138,6 +146,7 @@ static int check_monitor(agent_t *a, err_t *err)
             if (a->connected)
                 log_warn("lost the connection to %s; reconnecting", a->opt->endpoint);
             a->connected = 0;
+            a->rejoin = a->registered;
         }
     }
     return 0;
@@ -160,6 +169,17 @@ static int receive(agent_t *a, wire_msg_t *msg, int timeout_ms, err_t *err)
         int rc = check_monitor(a, err);
         if (rc < 0)
             return rc;
+        if (a->rejoin && a->connected) {
+            /* Back after a drop (or a restarted server): register again; the server resends
+             * the current round's model if this site was chosen for it. */
+            json_t *hdr = json_pack("{s:s, s:I}", "type", "hello", "samples", (json_int_t)a->n);
+            err_t e;
+            if (wire_send(a->sock, NULL, 0, hdr, NULL, 0, ZMQ_DONTWAIT, &e) >= 0) {
+                a->rejoin = 0;
+                log_info("reconnected to %s; rejoining", a->opt->endpoint);
+            }
+            json_decref(hdr);
+        }
         if (items[0].revents & ZMQ_POLLIN) {
             rc = wire_recv(a->sock, 0, msg, ZMQ_DONTWAIT, err);
             if (rc == 0)
@@ -195,6 +215,7 @@ static int hello(agent_t *a, err_t *err)
                 return rc;
             if (strcmp(msg.type, "welcome") == 0) {
                 a->run = wire_get_int(&msg, "run", -1);
+                a->registered = 1;
                 log_info("registered with the server as client %lld of run %lld (%d samples)",
                          wire_get_int(&msg, "client_id", -1), (long long)a->run, a->n);
                 wire_msg_close(&msg);

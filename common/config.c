@@ -168,7 +168,7 @@ static int validate(config_t *c, err_t *err)
     const json_t *root = c->root;
     long long v;
     static const char *const top_keys[] = {"name", "description", "seed", "rounds", "data", "model",
-                                           "clients", "train", "server", NULL};
+                                           "clients", "train", "server", "strategy", NULL};
     TRY(check_keys(c, root, "", top_keys, err));
     TRY(get_str(c, root, "", "name", 1, NULL, NULL, &c->name, err));
     const char *desc;
@@ -211,15 +211,30 @@ static int validate(config_t *c, err_t *err)
 
     const json_t *clients;
     TRY(get_obj(c, root, "", "clients", 1, &clients, err));
-    static const char *const client_keys[] = {"count", "min_fit", NULL};
+    static const char *const client_keys[] = {"count", "per_round", "fraction", "min_fit", NULL};
     TRY(check_keys(c, clients, "clients", client_keys, err));
     TRY(get_int(c, clients, "clients", "count", 1, 0, 1, 100000, &v, err));
     c->clients.count = (int)v;
-    TRY(get_int(c, clients, "clients", "min_fit", 0, c->clients.count, 1, c->clients.count, &v, err));
+    if (json_object_get(clients, "per_round") && json_object_get(clients, "fraction"))
+        return config_error_at(c, "clients.fraction", err, "give either \"per_round\" or \"fraction\", not both");
+    TRY(get_int(c, clients, "clients", "per_round", 0, 0, 1, c->clients.count, &v, err));
+    c->clients.per_round = (int)v;
+    TRY(get_num(c, clients, "clients", "fraction", 0, 1.0, 0, 1, 1, &c->clients.fraction, err));
+    int expect = c->clients.per_round ? c->clients.per_round : (int)ceil(c->clients.fraction * c->clients.count);
+    if (expect < 1)
+        expect = 1;
+    TRY(get_int(c, clients, "clients", "min_fit", 0, expect, 1, expect, &v, err));
     c->clients.min_fit = (int)v;
+
+    const json_t *strategy;
+    TRY(get_obj(c, root, "", "strategy", 0, &strategy, err));
+    c->strategy = strategy;
+    if (strategy && !json_is_string(json_object_get(strategy, "name")))
+        return config_error_at(c, "strategy", err, "missing required key \"name\" (e.g. \"fedavg\")");
 
     const json_t *train;
     TRY(get_obj(c, root, "", "train", 1, &train, err));
+    c->train_json = train;
     static const char *const train_keys[] = {"epochs", "batch_size", "lr", NULL};
     TRY(check_keys(c, train, "train", train_keys, err));
     TRY(get_int(c, train, "train", "epochs", 0, 1, 1, 10000, &v, err));
@@ -232,11 +247,13 @@ static int validate(config_t *c, err_t *err)
     TRY(get_obj(c, root, "", "server", 0, &server, err));
     c->server.round_timeout = 300;
     c->server.register_timeout = 120;
+    c->server.heartbeat = 5;
     if (server) {
-        static const char *const server_keys[] = {"round_timeout", "register_timeout", NULL};
+        static const char *const server_keys[] = {"round_timeout", "register_timeout", "heartbeat", NULL};
         TRY(check_keys(c, server, "server", server_keys, err));
         TRY(get_num(c, server, "server", "round_timeout", 0, 300, 0, 86400, 1, &c->server.round_timeout, err));
         TRY(get_num(c, server, "server", "register_timeout", 0, 120, 0, 86400, 1, &c->server.register_timeout, err));
+        TRY(get_num(c, server, "server", "heartbeat", 0, 5, 0.1, 3600, 0, &c->server.heartbeat, err));
     }
     return 0;
 }

@@ -28,9 +28,13 @@ typedef struct config {
     } data;
     const json_t *model; /* architecture description, checked by the engine */
     struct {
-        int count;         /* clients to start (fednas run) or wait for (fednas server) */
-        int min_fit;       /* fewest updates that make a round */
+        int count;       /* clients to start (fednas run) or wait for (fednas server) */
+        int per_round;   /* clients selected each round (0: use fraction) */
+        double fraction; /* of the connected clients, when per_round is 0 (default 1) */
+        int min_fit;     /* fewest updates that make a round */
     } clients;
+    const json_t *strategy; /* {"name": "fedavg", ...}: checked by the server's strategy module */
+    const json_t *train_json; /* the "train" object as written, for the engine's optimizer options */
     struct {
         int epochs;
         int batch_size;
@@ -39,6 +43,7 @@ typedef struct config {
     struct {
         double round_timeout;    /* seconds a round waits for updates */
         double register_timeout; /* seconds the server waits for clients to join */
+        double heartbeat;        /* seconds between transport heartbeats; a peer silent for 3 is gone */
     } server;
 } config_t;
 

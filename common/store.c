@@ -67,6 +67,15 @@ static const char *const k_migrations[] = {
     "  bytes_down INTEGER NOT NULL DEFAULT 0,"
     "  last_latency REAL,"
     "  PRIMARY KEY (run_id, client_id));",
+    /* 1 -> 2: the latest committed model of each run, written in the same transaction as its
+     * round row, so a killed server resumes from exactly the last round it reported. */
+    "CREATE TABLE checkpoints ("
+    "  run_id INTEGER PRIMARY KEY REFERENCES runs(id),"
+    "  round INTEGER NOT NULL,"
+    "  params BLOB NOT NULL,"
+    "  state BLOB,"
+    "  meta TEXT NOT NULL,"
+    "  created_at REAL NOT NULL);",
 };
 #define N_MIGRATIONS ((int)(sizeof k_migrations / sizeof k_migrations[0]))
 
@@ -277,6 +286,118 @@ int store_round_insert(store_t *s, int64_t run_id, const store_round_t *r, err_t
                      "iiddiiiddddiii", run_id, (int64_t)r->round, r->started_at, r->ended_at, (int64_t)r->selected,
                      (int64_t)r->participants, (int64_t)r->dropped, r->test_accuracy, r->test_loss, r->train_loss,
                      r->train_accuracy, r->samples, r->bytes_down, r->bytes_up);
+}
+
+/* Binds a blob and runs; used for the checkpoint row. */
+static int write_checkpoint(store_t *s, int64_t run_id, int round, const void *params, size_t params_len,
+                            const void *state, size_t state_len, const char *meta, err_t *err)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "INSERT OR REPLACE INTO checkpoints(run_id, round, params, state, meta, created_at) "
+                           "VALUES (?,?,?,?,?,?)",
+                           -1, &st, NULL) != SQLITE_OK)
+        return db_err(s, err, "preparing a checkpoint");
+    sqlite3_bind_int64(st, 1, run_id);
+    sqlite3_bind_int64(st, 2, round);
+    sqlite3_bind_blob64(st, 3, params, params_len, SQLITE_STATIC);
+    if (state && state_len)
+        sqlite3_bind_blob64(st, 4, state, state_len, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 4);
+    sqlite3_bind_text(st, 5, meta, -1, SQLITE_STATIC);
+    sqlite3_bind_double(st, 6, fn_now());
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : db_err(s, err, "writing a checkpoint");
+}
+
+int store_round_commit(store_t *s, int64_t run_id, const store_round_t *r, const store_checkpoint_t *ck, err_t *err)
+{
+    int rc = exec(s, "BEGIN IMMEDIATE;", err);
+    if (rc < 0)
+        return rc;
+    rc = store_round_insert(s, run_id, r, err);
+    if (rc == 0 && ck)
+        rc = write_checkpoint(s, run_id, r->round, ck->params, ck->params_len, ck->state, ck->state_len, ck->meta, err);
+    if (rc == 0)
+        return exec(s, "COMMIT;", err);
+    sqlite3_exec(s->db, "ROLLBACK;", NULL, NULL, NULL);
+    return rc;
+}
+
+int store_checkpoint_load(store_t *s, int64_t run_id, store_checkpoint_t *ck, int *round, err_t *err)
+{
+    memset(ck, 0, sizeof *ck);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "SELECT round, params, state, meta FROM checkpoints WHERE run_id = ?", -1, &st,
+                           NULL) != SQLITE_OK)
+        return db_err(s, err, "reading a checkpoint");
+    sqlite3_bind_int64(st, 1, run_id);
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        if (rc == SQLITE_DONE)
+            return err_set(err, FN_ENOTFOUND, "run %lld has no committed round to resume from", (long long)run_id);
+        return db_err(s, err, "reading a checkpoint");
+    }
+    *round = sqlite3_column_int(st, 0);
+    size_t pl = (size_t)sqlite3_column_bytes(st, 1), sl = (size_t)sqlite3_column_bytes(st, 2);
+    void *p = malloc(pl ? pl : 1), *q = malloc(sl ? sl : 1);
+    const char *meta = (const char *)sqlite3_column_text(st, 3);
+    char *m = strdup(meta ? meta : "{}");
+    if (!p || !q || !m) {
+        free(p);
+        free(q);
+        free(m);
+        sqlite3_finalize(st);
+        return err_set(err, FN_ENOMEM, "out of memory loading a checkpoint");
+    }
+    if (pl)
+        memcpy(p, sqlite3_column_blob(st, 1), pl);
+    if (sl)
+        memcpy(q, sqlite3_column_blob(st, 2), sl);
+    sqlite3_finalize(st);
+    ck->params = p;
+    ck->params_len = pl;
+    ck->state = q;
+    ck->state_len = sl;
+    ck->meta = m;
+    return 0;
+}
+
+void store_checkpoint_free(store_checkpoint_t *ck)
+{
+    free((void *)ck->params);
+    free((void *)ck->state);
+    free((void *)ck->meta);
+    memset(ck, 0, sizeof *ck);
+}
+
+int store_run_reopen(store_t *s, int64_t run_id, char **config_json, int64_t *experiment_id, err_t *err)
+{
+    json_t *arr = json_array();
+    int rc = run_query(s, arr, err,
+                       "SELECT r.experiment_id, r.status, e.config FROM runs r JOIN experiments e ON "
+                       "e.id = r.experiment_id WHERE r.id = ?",
+                       "i", run_id);
+    if (rc == 0 && json_array_size(arr) == 0)
+        rc = err_set(err, FN_ENOTFOUND, "no run %lld in %s; `fednas runs --db %s` lists the runs", (long long)run_id,
+                     s->path, s->path);
+    if (rc == 0) {
+        json_t *row = json_array_get(arr, 0);
+        const char *status = json_string_value(json_object_get(row, "status"));
+        if (strcmp(status, "done") == 0)
+            rc = err_set(err, FN_ESTATE, "run %lld already finished; nothing to resume", (long long)run_id);
+        else {
+            *experiment_id = json_integer_value(json_object_get(row, "experiment_id"));
+            *config_json = strdup(json_string_value(json_object_get(row, "config")));
+            rc = run_write(s, err, "UPDATE runs SET status = 'running', ended_at = NULL, message = NULL WHERE id = ?",
+                           "i", run_id);
+        }
+    }
+    json_decref(arr);
+    return rc;
 }
 
 int store_metric_insert(store_t *s, int64_t run_id, int round, const char *name, double value, err_t *err)

@@ -11,7 +11,7 @@
 
 typedef struct store store_t;
 
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 
 /* Opens (creating and migrating if needed) the store at path. read_only handles never migrate and
  * fail with FN_ENOTFOUND if the file does not exist. Each thread uses its own handle. */
@@ -35,6 +35,26 @@ typedef struct store_round {
     int64_t bytes_down, bytes_up;
 } store_round_t;
 int store_round_insert(store_t *s, int64_t run_id, const store_round_t *r, err_t *err);
+/* A run's latest model: the parameter vector, the server optimizer's state (opaque bytes) and a
+ * JSON description of both (strategy, steps, vector names). */
+typedef struct store_checkpoint {
+    const void *params;
+    size_t params_len;
+    const void *state;
+    size_t state_len;
+    const char *meta;
+} store_checkpoint_t;
+/* Inserts the round and replaces the run's checkpoint in one transaction: either both are
+ * committed or neither. ck may be NULL. */
+int store_round_commit(store_t *s, int64_t run_id, const store_round_t *r, const store_checkpoint_t *ck, err_t *err);
+/* Loads the run's checkpoint (malloc'ed copies; store_checkpoint_free) and its round.
+ * FN_ENOTFOUND when the run has none. */
+int store_checkpoint_load(store_t *s, int64_t run_id, store_checkpoint_t *ck, int *round, err_t *err);
+void store_checkpoint_free(store_checkpoint_t *ck);
+/* For resuming: the run's experiment config (malloc'ed JSON text), and the run marked running
+ * again. FN_ENOTFOUND for an unknown run, FN_ESTATE for a finished one. */
+int store_run_reopen(store_t *s, int64_t run_id, char **config_json, int64_t *experiment_id, err_t *err);
+
 /* Extra named per-round values (phase timings, privacy, ...). */
 int store_metric_insert(store_t *s, int64_t run_id, int round, const char *name, double value, err_t *err);
 

@@ -93,6 +93,7 @@ int wire_recv(void *sock, int router, wire_msg_t *m, int flags, err_t *err)
     }
     size_t hlen = zmq_msg_size(&part);
     m->bytes = hlen;
+    m->srcfd = zmq_msg_get(&part, ZMQ_SRCFD);
     const char *uid = zmq_msg_gets(&part, "User-Id");
     snprintf(m->user_id, sizeof m->user_id, "%s", uid ? uid : "");
     if (hlen == 0 || hlen > WIRE_MAX_HEADER) {

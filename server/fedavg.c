@@ -7,16 +7,20 @@
 int fedavg_init(fedavg_t *a, size_t m, err_t *err)
 {
     memset(a, 0, sizeof *a);
-    a->sum = calloc(m ? m : 1, sizeof *a->sum);
-    if (!a->sum)
+    a->hi = calloc(m ? m : 1, sizeof *a->hi);
+    a->lo = calloc(m ? m : 1, sizeof *a->lo);
+    if (!a->hi || !a->lo) {
+        fedavg_free(a);
         return err_set(err, FN_ENOMEM, "out of memory for a %zu-parameter aggregate", m);
+    }
     a->m = m;
     return 0;
 }
 
 void fedavg_reset(fedavg_t *a)
 {
-    memset(a->sum, 0, a->m * sizeof *a->sum);
+    memset(a->hi, 0, a->m * sizeof *a->hi);
+    memset(a->lo, 0, a->m * sizeof *a->lo);
     a->total_weight = 0;
     a->count = 0;
 }
@@ -27,9 +31,21 @@ int fedavg_add(fedavg_t *a, const float *update, size_t m, double weight, err_t 
         return err_set(err, FN_EINVAL, "update has %zu parameters, the model has %zu", m, a->m);
     if (!(weight > 0) || !isfinite(weight))
         return err_set(err, FN_EINVAL, "update weight must be a positive number (got %g)", weight);
-    double *s = a->sum;
+    /* Check everything before touching the sums, so a bad update adds nothing. */
+    double limit = FEDAVG_MAX_TERM / weight;
     for (size_t i = 0; i < m; i++)
-        s[i] += weight * (double)update[i];
+        if (!(fabs((double)update[i]) <= limit))
+            return err_set(err, FN_EINVAL, "update value %zu is %s", i,
+                           isfinite(update[i]) ? "too large" : "not finite");
+    int64_t *hi = a->hi, *lo = a->lo;
+    for (size_t i = 0; i < m; i++) {
+        /* t * 2^20 and its fractional part are exact in double; truncation is a fixed
+         * function of the term, so the integer sums do not depend on the order of terms. */
+        double t = weight * (double)update[i] * 0x1p20;
+        double whole = trunc(t);
+        hi[i] += (int64_t)whole;
+        lo[i] += (int64_t)((t - whole) * 0x1p44);
+    }
     a->total_weight += weight;
     a->count++;
     return 0;
@@ -40,13 +56,16 @@ int fedavg_mean(const fedavg_t *a, float *out, err_t *err)
     if (a->count == 0)
         return err_set(err, FN_ESTATE, "no updates to average");
     double inv = 1.0 / a->total_weight;
-    for (size_t i = 0; i < a->m; i++)
-        out[i] = (float)(a->sum[i] * inv);
+    for (size_t i = 0; i < a->m; i++) {
+        double sum = ((double)a->hi[i] + (double)a->lo[i] * 0x1p-44) * 0x1p-20;
+        out[i] = (float)(sum * inv);
+    }
     return 0;
 }
 
 void fedavg_free(fedavg_t *a)
 {
-    free(a->sum);
+    free(a->hi);
+    free(a->lo);
     memset(a, 0, sizeof *a);
 }

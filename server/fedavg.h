@@ -1,23 +1,30 @@
 /* fedavg: the weighted mean of client updates (McMahan et al. 2017), accumulated as updates
- * arrive so a round needs one model-sized buffer whatever the number of clients. Sums run in
- * double so that the mean does not depend on arrival order beyond rounding of the final cast. */
+ * arrive so a round needs one accumulator whatever the number of clients. Each weighted term
+ * is cut to a fixed-point pair of 64-bit integers and the integers are summed exactly, so the
+ * mean is bit-for-bit the same whatever order the updates arrive in (runs are reproducible). */
 #ifndef FEDNAS_SERVER_FEDAVG_H
 #define FEDNAS_SERVER_FEDAVG_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common/err.h"
 
 typedef struct fedavg {
-    double *sum;
+    int64_t *hi; /* sum of trunc(w * x * 2^20) */
+    int64_t *lo; /* sum of the remainders, in units of 2^-64 */
     size_t m;
     double total_weight;
     int count;
 } fedavg_t;
 
+/* Largest |weight * value| an update may carry: keeps every integer sum far from overflow. */
+#define FEDAVG_MAX_TERM 1e12
+
 int fedavg_init(fedavg_t *a, size_t m, err_t *err);
 void fedavg_reset(fedavg_t *a);
-/* Adds weight * update (weight > 0, e.g. the client's sample count). */
+/* Adds weight * update (weight > 0, e.g. the client's sample count). FN_EINVAL, adding nothing,
+ * when a value is not finite or a term exceeds FEDAVG_MAX_TERM. */
 int fedavg_add(fedavg_t *a, const float *update, size_t m, double weight, err_t *err);
 /* out = sum / total_weight; FN_ESTATE when nothing was added. */
 int fedavg_mean(const fedavg_t *a, float *out, err_t *err);

@@ -16,24 +16,32 @@
 #include "engine/idx.h"
 #include "engine/model.h"
 #include "server/fedavg.h"
+#include "server/strategy.h"
 #include "server/zap.h"
+
+#define MONITOR_ENDPOINT "inproc://fednas-server-monitor"
 
 typedef struct site {
     char name[64];
     char public_z85[KEYS_Z85_LEN + 1];
     unsigned char identity[WIRE_MAX_IDENTITY]; /* latest routing id: changes when it reconnects */
     size_t identity_len;
-    int id;           /* 1-based place on the allow-list */
+    int id;        /* 1-based place on the allow-list */
+    int fd;        /* the connection its last message came on, to match disconnect events */
+    int connected;
     long long samples;
-    int selected;     /* in the current round */
-    int reported;     /* sent its update for the current round */
+    int selected;  /* in the current round */
+    int reported;  /* sent its update for the current round */
+    int lost;      /* disconnected during the current round before reporting */
     double sent_at;
+    float *update; /* robust strategies keep each update */
+    double weight;
 } site_t;
 
 struct server {
     server_options_t opt;
     const config_t *cfg;
-    void *ctx, *sock;
+    void *ctx, *sock, *mon;
     zap_t *zap;
     keys_allow_t allow;
     char endpoint[256];
@@ -43,13 +51,54 @@ struct server {
     size_t m;
     float *mean;
     fedavg_t agg;
+    strategy_config_t scfg;
+    strategy_t *strategy;
     site_t *sites;
     int nsites, cap;
-    int round;          /* current round, 0 before the first */
+    int round; /* last round completed (or, during a round, the current one) */
     int in_round;
     double train_loss_sum, train_acc_sum, train_weight;
     long long round_bytes_up, round_bytes_down;
 };
+
+/* Input shape and class count of each data set the experiment may name. */
+static void dataset_dims(const config_t *cfg, int *input_dim, int *classes)
+{
+    (void)cfg; /* fashion-mnist and mnist: 28 x 28 grey images, 10 classes */
+    *input_dim = 28 * 28;
+    *classes = 10;
+}
+
+static int parse_strategy(const config_t *cfg, strategy_config_t *sc, err_t *err)
+{
+    char key[64], path[96];
+    int rc = strategy_config_from_json(cfg->strategy, sc, key, sizeof key, err);
+    if (rc < 0) {
+        snprintf(path, sizeof path, "strategy.%s", key);
+        return config_error_at(cfg, path, err, "%s", err->msg);
+    }
+    return 0;
+}
+
+int server_check_config(const config_t *cfg, err_t *err)
+{
+    strategy_config_t sc;
+    int rc = parse_strategy(cfg, &sc, err);
+    if (rc < 0)
+        return rc;
+    if (sc.kind == STRATEGY_KRUM && cfg->clients.min_fit < sc.krum_f + 3)
+        return config_error_at(cfg, "strategy.byzantine", err,
+                               "krum tolerating %d clients needs at least %d updates a round (clients.min_fit is %d)",
+                               sc.krum_f, sc.krum_f + 3, cfg->clients.min_fit);
+    int input_dim, classes;
+    dataset_dims(cfg, &input_dim, &classes);
+    engine_model_t *m;
+    rc = engine_model_create(cfg->model, input_dim, classes, &m, err);
+    if (rc < 0)
+        return config_error_at(cfg, "model", err, "%s", err->msg);
+    engine_model_free(m);
+    return 0;
+}
 
 static site_t *find_site(server_t *s, const char *name)
 {
@@ -68,6 +117,36 @@ static int bind_error(const char *endpoint, err_t *err)
                        "port (--bind tcp://HOST:PORT, or port * to pick a free one)",
                        endpoint);
     return err_set(err, FN_EIO, "cannot listen on %s: %s (expected tcp://HOST:PORT)", endpoint, zmq_strerror(e));
+}
+
+/* Checkpoint layout: the parameters, then each optimizer state vector; meta says which. */
+static int load_checkpoint(server_t *s, err_t *err)
+{
+    store_checkpoint_t ck;
+    int round, rc = store_checkpoint_load(s->opt.store, s->opt.run_id, &ck, &round, err);
+    if (rc < 0)
+        return rc;
+    json_t *meta = json_loads(ck.meta, 0, NULL);
+    const char *strategy = json_string_value(json_object_get(meta, "strategy"));
+    int nstate = strategy_state_count(s->strategy);
+    if (ck.params_len != s->m * sizeof(float) || ck.state_len != (size_t)nstate * s->m * sizeof(float) ||
+        !strategy || strcmp(strategy, strategy_name(s->scfg.kind)) != 0) {
+        rc = err_set(err, FN_EINVAL,
+                     "the checkpoint of run %lld (round %d, %zu bytes, strategy %s) does not fit this experiment "
+                     "(%zu parameters, strategy %s)",
+                     (long long)s->opt.run_id, round, ck.params_len, strategy ? strategy : "?", s->m,
+                     strategy_name(s->scfg.kind));
+    } else {
+        memcpy(s->params, ck.params, ck.params_len);
+        for (int i = 0; i < nstate; i++)
+            memcpy(strategy_state(s->strategy, i), (const float *)ck.state + (size_t)i * s->m, s->m * sizeof(float));
+        strategy_set_steps(s->strategy, json_integer_value(json_object_get(meta, "steps")));
+        s->round = round;
+        log_info("resuming run %lld after round %d", (long long)s->opt.run_id, round);
+    }
+    json_decref(meta);
+    store_checkpoint_free(&ck);
+    return rc;
 }
 
 int server_create(const server_options_t *opt, server_t **out, err_t *err)
@@ -89,6 +168,8 @@ int server_create(const server_options_t *opt, server_t **out, err_t *err)
     snprintf(path, sizeof path, "%s/allowed_clients", opt->keys_dir);
     if ((rc = keys_allow_load(path, &s->allow, err)) < 0)
         goto fail;
+    if ((rc = parse_strategy(s->cfg, &s->scfg, err)) < 0)
+        goto fail;
 
     if ((rc = engine_fmnist_load(s->cfg->data.path, "test", &s->test, err)) < 0)
         goto fail;
@@ -101,7 +182,9 @@ int server_create(const server_options_t *opt, server_t **out, err_t *err)
     s->params = engine_model_params(s->model);
     s->m = engine_model_num_params(s->model);
     s->mean = FN_MALLOC(s->m * sizeof *s->mean);
-    if ((rc = fedavg_init(&s->agg, s->m, err)) < 0)
+    if ((rc = fedavg_init(&s->agg, s->m, err)) < 0 || (rc = strategy_create(&s->scfg, s->m, &s->strategy, err)) < 0)
+        goto fail;
+    if (opt->resume && (rc = load_checkpoint(s, err)) < 0)
         goto fail;
 
     s->ctx = zmq_ctx_new();
@@ -109,6 +192,7 @@ int server_create(const server_options_t *opt, server_t **out, err_t *err)
         goto fail;
     s->sock = zmq_socket(s->ctx, ZMQ_ROUTER);
     int one = 1, linger = 2000;
+    int hb = (int)(s->cfg->server.heartbeat * 1000), hb_timeout = 3 * hb;
     /* Larger than any legal message (the model plus headroom): a peer cannot make us buffer more. */
     int64_t maxmsg = (int64_t)s->m * 4 + WIRE_MAX_HEADER + 4096;
     zmq_setsockopt(s->sock, ZMQ_CURVE_SERVER, &one, sizeof one);
@@ -116,6 +200,16 @@ int server_create(const server_options_t *opt, server_t **out, err_t *err)
     zmq_setsockopt(s->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
     zmq_setsockopt(s->sock, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(s->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    /* ZMTP heartbeats run on ZeroMQ's I/O thread, so a client busy training still answers them;
+     * a peer that stops answering is disconnected and reported by the monitor below. */
+    zmq_setsockopt(s->sock, ZMQ_HEARTBEAT_IVL, &hb, sizeof hb);
+    zmq_setsockopt(s->sock, ZMQ_HEARTBEAT_TIMEOUT, &hb_timeout, sizeof hb_timeout);
+    if (zmq_socket_monitor(s->sock, MONITOR_ENDPOINT, ZMQ_EVENT_DISCONNECTED) != 0) {
+        rc = err_set(err, FN_EIO, "cannot monitor the server socket: %s", zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    s->mon = zmq_socket(s->ctx, ZMQ_PAIR);
+    zmq_connect(s->mon, MONITOR_ENDPOINT);
     if (zmq_bind(s->sock, opt->bind) != 0) {
         rc = bind_error(opt->bind, err);
         goto fail;
@@ -144,6 +238,22 @@ static long long send_to(server_t *s, site_t *site, json_t *hdr, const wire_fram
     return sent;
 }
 
+static long long send_train(server_t *s, site_t *site)
+{
+    wire_frame_t frame = {"model", WIRE_F32, s->params, s->m};
+    /* Seeds derive from (seed, round, site): no generator state to save, and a resumed run
+     * trains exactly as an uninterrupted one would. */
+    json_int_t seed = (json_int_t)(rng_derive(s->cfg->seed, (uint64_t)s->round * 1000003u + (uint64_t)site->id) >> 1);
+    json_t *hdr = json_pack("{s:s, s:i, s:i, s:i, s:f, s:I, s:O, s:i, s:i}", "type", "train", "round", s->round,
+                            "epochs", s->cfg->train.epochs, "batch_size", s->cfg->train.batch_size, "lr",
+                            s->cfg->train.lr, "seed", seed, "arch", s->cfg->model, "input_dim",
+                            s->test.rows * s->test.cols, "num_classes", s->test.num_classes);
+    if (s->scfg.kind == STRATEGY_FEDPROX)
+        json_object_set_new(hdr, "prox_mu", json_real(s->scfg.prox_mu));
+    site->sent_at = fn_mono();
+    return send_to(s, site, hdr, &frame, 1);
+}
+
 static void on_hello(server_t *s, wire_msg_t *msg)
 {
     const char *name = msg->user_id;
@@ -169,11 +279,15 @@ static void on_hello(server_t *s, wire_msg_t *msg)
                 site->id = i + 1;
                 memcpy(site->public_z85, s->allow.entries[i].public_z85, sizeof site->public_z85);
             }
-        log_info("site %s joined (%lld samples); %d of %d", name, samples, s->nsites, s->cfg->clients.count);
+        log_info("site %s joined (%lld samples)", name, samples);
+    } else if (!site->connected) {
+        log_info("site %s rejoined", name);
     }
-    /* A repeated hello (the client retried, or reconnected) just refreshes the route. */
+    /* A repeated hello (a retry, or a reconnect) refreshes the route. */
     memcpy(site->identity, msg->identity, msg->identity_len);
     site->identity_len = msg->identity_len;
+    site->fd = msg->srcfd;
+    site->connected = 1;
     site->samples = samples;
     err_t e;
     if (store_client_upsert(s->opt.store, s->opt.run_id, site->id, site->name, site->public_z85, samples, "joined",
@@ -181,6 +295,13 @@ static void on_hello(server_t *s, wire_msg_t *msg)
         log_error("%s", e.msg);
     json_t *hdr = json_pack("{s:s, s:i, s:i}", "type", "welcome", "client_id", site->id, "rounds", s->cfg->rounds);
     send_to(s, site, hdr, NULL, 0);
+    /* A selected site that lost its connection mid-round gets the round's model again. */
+    if (s->in_round && site->selected && !site->reported) {
+        site->lost = 0;
+        long long sent = send_train(s, site);
+        if (sent > 0)
+            s->round_bytes_down += sent;
+    }
 }
 
 static void on_update(server_t *s, wire_msg_t *msg)
@@ -189,10 +310,11 @@ static void on_update(server_t *s, wire_msg_t *msg)
     site_t *site = find_site(s, name);
     long long round = wire_get_int(msg, "round", -1), run = wire_get_int(msg, "run", -1);
     if (!site || run != s->opt.run_id || !s->in_round || round != s->round) {
-        log_warn("site %s: update for run %lld round %lld ignored (current: run %lld round %d)", name, run, round,
+        log_warn("site %s: update for run %lld round %lld ignored (now: run %lld round %d)", name, run, round,
                  (long long)s->opt.run_id, s->round);
         return;
     }
+    site->fd = msg->srcfd;
     if (!site->selected || site->reported) {
         log_warn("site %s: %s update for round %d ignored", name, site->reported ? "duplicate" : "unrequested",
                  s->round);
@@ -207,13 +329,19 @@ static void on_update(server_t *s, wire_msg_t *msg)
                  name, s->m, upd ? count : 0, samples);
         return;
     }
-    for (size_t i = 0; i < count; i++)
-        if (!isfinite(upd[i])) {
-            log_warn("site %s: update rejected: value %zu is not finite", name, i);
-            return;
-        }
     err_t e;
-    if (fedavg_add(&s->agg, upd, count, (double)samples, &e) < 0) {
+    if (strategy_needs_all_updates(s->scfg.kind)) {
+        for (size_t i = 0; i < count; i++)
+            if (!isfinite(upd[i])) {
+                log_warn("site %s: update rejected: value %zu is not finite", name, i);
+                return;
+            }
+        if (!site->update)
+            site->update = FN_MALLOC(s->m * sizeof *site->update);
+        memcpy(site->update, upd, s->m * sizeof *upd);
+        site->weight = (double)samples;
+        s->agg.count++; /* counts arrivals; the robust rule reads the copies */
+    } else if (fedavg_add(&s->agg, upd, count, (double)samples, &e) < 0) {
         log_warn("site %s: update rejected: %s", name, e.msg);
         return;
     }
@@ -231,12 +359,59 @@ static void on_update(server_t *s, wire_msg_t *msg)
         log_error("%s", e.msg);
 }
 
+/* A connection closed or stopped answering heartbeats: its site is gone until it says hello. */
+static void on_disconnect(server_t *s, int fd)
+{
+    for (int i = 0; i < s->nsites; i++) {
+        site_t *site = &s->sites[i];
+        if (!site->connected || site->fd != fd)
+            continue;
+        site->connected = 0;
+        if (s->in_round && site->selected && !site->reported) {
+            site->lost = 1;
+            log_warn("site %s disconnected during round %d; the round goes on without it", site->name, s->round);
+        } else {
+            log_info("site %s disconnected", site->name);
+        }
+        store_client_status(s->opt.store, s->opt.run_id, site->id, "disconnected", NULL);
+    }
+}
+
+static void drain_monitor(server_t *s)
+{
+    for (;;) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, s->mon, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&m);
+            return;
+        }
+        int ev = 0, value = -1;
+        if (zmq_msg_size(&m) >= 6) {
+            const uint8_t *d = zmq_msg_data(&m);
+            ev = d[0] | d[1] << 8;
+            memcpy(&value, d + 2, 4);
+        }
+        int more = zmq_msg_more(&m);
+        zmq_msg_close(&m);
+        if (more) {
+            zmq_msg_init(&m);
+            zmq_msg_recv(&m, s->mon, 0);
+            zmq_msg_close(&m);
+        }
+        if (ev == ZMQ_EVENT_DISCONNECTED)
+            on_disconnect(s, value);
+    }
+}
+
 /* Receives and handles every message waiting, or waits up to timeout_ms for one. */
 static void pump(server_t *s, int timeout_ms)
 {
-    zmq_pollitem_t item = {s->sock, 0, ZMQ_POLLIN, 0};
-    if (zmq_poll(&item, 1, timeout_ms) <= 0)
+    zmq_pollitem_t items[2] = {{s->sock, 0, ZMQ_POLLIN, 0}, {s->mon, 0, ZMQ_POLLIN, 0}};
+    if (zmq_poll(items, 2, timeout_ms) <= 0)
         return;
+    if (items[1].revents & ZMQ_POLLIN)
+        drain_monitor(s);
     for (;;) {
         wire_msg_t msg;
         err_t e;
@@ -261,27 +436,126 @@ static void pump(server_t *s, int timeout_ms)
 
 static int stopped(const server_t *s) { return s->opt.stop && *s->opt.stop; }
 
-static int wait_for_sites(server_t *s, err_t *err)
+static int connected_count(const server_t *s)
 {
+    int n = 0;
+    for (int i = 0; i < s->nsites; i++)
+        n += s->sites[i].connected;
+    return n;
+}
+
+/* Waits until `want` sites are connected (or the timeout passes with at least min_fit). */
+static int wait_for_sites(server_t *s, int want, err_t *err)
+{
+    if (connected_count(s) >= want)
+        return 0;
     double deadline = fn_mono() + s->cfg->server.register_timeout;
-    log_info("waiting for %d sites to join at %s", s->cfg->clients.count, s->endpoint);
-    while (s->nsites < s->cfg->clients.count && fn_mono() < deadline && !stopped(s))
+    log_info("waiting for %d sites at %s (%d connected)", want, s->endpoint, connected_count(s));
+    while (connected_count(s) < want && fn_mono() < deadline && !stopped(s))
         pump(s, 200);
     if (stopped(s))
         return err_set(err, FN_ESTATE, "stopped while waiting for sites");
-    if (s->nsites < s->cfg->clients.min_fit)
+    int n = connected_count(s);
+    if (n < s->cfg->clients.min_fit)
         return err_set(err, FN_ETIMEOUT,
-                       "only %d of %d sites joined within %.0f s (at least %d needed); check that the clients can "
+                       "only %d of %d sites connected within %.0f s (at least %d needed); check that the clients can "
                        "reach %s and that their keys are on the allow-list",
-                       s->nsites, s->cfg->clients.count, s->cfg->server.register_timeout, s->cfg->clients.min_fit,
-                       s->endpoint);
-    if (s->nsites < s->cfg->clients.count)
-        log_warn("starting with %d of %d sites", s->nsites, s->cfg->clients.count);
+                       n, want, s->cfg->server.register_timeout, s->cfg->clients.min_fit, s->endpoint);
+    if (n < want)
+        log_warn("going on with %d of %d sites", n, want);
     return 0;
+}
+
+static int cmp_site_id(const void *a, const void *b)
+{
+    return (*(site_t *const *)a)->id - (*(site_t *const *)b)->id;
+}
+
+/* Picks this round's sites among the connected ones: sorted by id, then a shuffle seeded by
+ * (seed, round), so the choice is reproducible and needs no saved generator state. */
+static int select_sites(server_t *s)
+{
+    site_t **cand = FN_MALLOC((size_t)(s->nsites ? s->nsites : 1) * sizeof *cand);
+    int n = 0;
+    for (int i = 0; i < s->nsites; i++) {
+        s->sites[i].selected = s->sites[i].reported = s->sites[i].lost = 0;
+        if (s->sites[i].connected)
+            cand[n++] = &s->sites[i];
+    }
+    qsort(cand, (size_t)n, sizeof *cand, cmp_site_id);
+    int k = s->cfg->clients.per_round ? s->cfg->clients.per_round : (int)ceil(s->cfg->clients.fraction * n);
+    if (k > n)
+        k = n;
+    if (k < 1 && n > 0)
+        k = 1;
+    rng_t r;
+    rng_seed(&r, rng_derive(s->cfg->seed ^ 0x5e1ec7ULL, (uint64_t)s->round));
+    for (int i = 0; i < k; i++) { /* partial Fisher-Yates */
+        int j = i + (int)rng_below(&r, (uint64_t)(n - i));
+        site_t *t = cand[i];
+        cand[i] = cand[j];
+        cand[j] = t;
+        cand[i]->selected = 1;
+    }
+    free(cand);
+    return k;
+}
+
+static int aggregate(server_t *s, err_t *err)
+{
+    if (!strategy_needs_all_updates(s->scfg.kind)) {
+        int rc = fedavg_mean(&s->agg, s->mean, err);
+        return rc < 0 ? rc : strategy_apply_mean(s->strategy, s->params, s->mean, err);
+    }
+    /* Robust rules: the updates in client-id order, so the result does not depend on arrival. */
+    site_t **order = FN_MALLOC((size_t)s->nsites * sizeof *order);
+    const float **u = FN_MALLOC((size_t)s->nsites * sizeof *u);
+    double *w = FN_MALLOC((size_t)s->nsites * sizeof *w);
+    int n = 0;
+    for (int i = 0; i < s->nsites; i++)
+        if (s->sites[i].reported)
+            order[n++] = &s->sites[i];
+    qsort(order, (size_t)n, sizeof *order, cmp_site_id);
+    for (int i = 0; i < n; i++) {
+        u[i] = order[i]->update;
+        w[i] = order[i]->weight;
+    }
+    int rc = strategy_apply_all(s->strategy, s->params, u, w, n, err);
+    free(order);
+    free(u);
+    free(w);
+    return rc;
+}
+
+static int commit_round(server_t *s, const store_round_t *rec, err_t *err)
+{
+    int nstate = strategy_state_count(s->strategy);
+    float *state = NULL;
+    if (nstate) {
+        state = FN_MALLOC((size_t)nstate * s->m * sizeof *state);
+        for (int i = 0; i < nstate; i++)
+            memcpy(state + (size_t)i * s->m, strategy_state(s->strategy, i), s->m * sizeof *state);
+    }
+    json_t *names = json_array();
+    for (int i = 0; i < nstate; i++)
+        json_array_append_new(names, json_string(strategy_state_name(s->strategy, i)));
+    json_t *meta = json_pack("{s:s, s:I, s:o, s:I}", "strategy", strategy_name(s->scfg.kind), "steps",
+                             (json_int_t)strategy_steps(s->strategy), "vectors", names, "params", (json_int_t)s->m);
+    char *text = json_dumps(meta, JSON_COMPACT);
+    store_checkpoint_t ck = {s->params, s->m * sizeof(float), state, (size_t)nstate * s->m * sizeof(float), text};
+    int rc = store_round_commit(s->opt.store, s->opt.run_id, rec, &ck, err);
+    free(text);
+    json_decref(meta);
+    free(state);
+    return rc;
 }
 
 static int run_round(server_t *s, store_round_t *rec, err_t *err)
 {
+    int want = s->cfg->clients.per_round ? s->cfg->clients.per_round : s->cfg->clients.min_fit;
+    int rc = wait_for_sites(s, want, err);
+    if (rc < 0)
+        return rc;
     s->round++;
     memset(rec, 0, sizeof *rec);
     rec->round = s->round;
@@ -292,47 +566,46 @@ static int run_round(server_t *s, store_round_t *rec, err_t *err)
     s->round_bytes_up = s->round_bytes_down = 0;
     s->in_round = 1;
 
-    wire_frame_t frame = {"model", WIRE_F32, s->params, s->m};
-    int selected = 0;
+    int selected = select_sites(s);
     for (int i = 0; i < s->nsites; i++) {
         site_t *site = &s->sites[i];
-        site->reported = 0;
-        site->selected = 0;
-        json_t *hdr = json_pack("{s:s, s:i, s:i, s:i, s:f, s:I, s:O, s:i, s:i}", "type", "train", "round", s->round,
-                                "epochs", s->cfg->train.epochs, "batch_size", s->cfg->train.batch_size, "lr",
-                                s->cfg->train.lr, "seed",
-                                (json_int_t)(rng_derive(s->cfg->seed, (uint64_t)s->round * 1000003u + (uint64_t)site->id) >> 1),
-                                "arch", s->cfg->model, "input_dim", s->test.rows * s->test.cols, "num_classes",
-                                s->test.num_classes);
-        site->sent_at = fn_mono();
-        long long sent = send_to(s, site, hdr, &frame, 1);
-        if (sent >= 0) {
-            site->selected = 1;
-            selected++;
+        if (!site->selected)
+            continue;
+        long long sent = send_train(s, site);
+        if (sent >= 0)
             s->round_bytes_down += sent;
-        }
+        else
+            site->lost = 1;
     }
     double deadline = fn_mono() + s->cfg->server.round_timeout;
-    while (s->agg.count < selected && fn_mono() < deadline && !stopped(s))
+    for (;;) {
+        int waiting = 0;
+        for (int i = 0; i < s->nsites; i++)
+            waiting += s->sites[i].selected && !s->sites[i].reported && !s->sites[i].lost;
+        if (waiting == 0 || fn_mono() >= deadline || stopped(s))
+            break;
         pump(s, 100);
+    }
     s->in_round = 0;
-    if (stopped(s))
-        return err_set(err, FN_ESTATE, "stopped during round %d", s->round);
-    int dropped = selected - s->agg.count;
+    if (stopped(s)) {
+        s->round--;
+        return err_set(err, FN_ESTATE, "stopped during round %d", s->round + 1);
+    }
+    int dropped = 0;
     for (int i = 0; i < s->nsites; i++)
         if (s->sites[i].selected && !s->sites[i].reported) {
-            log_warn("site %s missed the deadline of round %d", s->sites[i].name, s->round);
+            dropped++;
+            if (!s->sites[i].lost)
+                log_warn("site %s missed the deadline of round %d", s->sites[i].name, s->round);
             store_client_status(s->opt.store, s->opt.run_id, s->sites[i].id, "dropped", NULL);
         }
-    if (s->agg.count < s->cfg->clients.min_fit)
+    if (s->agg.count < s->cfg->clients.min_fit) {
+        s->round--;
         return err_set(err, FN_ETIMEOUT, "round %d: only %d of %d updates arrived within %.0f s (at least %d needed)",
-                       s->round, s->agg.count, selected, s->cfg->server.round_timeout, s->cfg->clients.min_fit);
-    /* Clients send deltas; the new model is the old one plus their weighted mean. */
-    int rc = fedavg_mean(&s->agg, s->mean, err);
-    if (rc < 0)
+                       s->round + 1, s->agg.count, selected, s->cfg->server.round_timeout, s->cfg->clients.min_fit);
+    }
+    if ((rc = aggregate(s, err)) < 0)
         return rc;
-    for (size_t i = 0; i < s->m; i++)
-        s->params[i] += s->mean[i];
     double loss = 0, acc = 0;
     if ((rc = engine_model_evaluate(s->model, &s->test, NULL, 0, &loss, &acc, err)) < 0)
         return rc;
@@ -344,10 +617,10 @@ static int run_round(server_t *s, store_round_t *rec, err_t *err)
     rec->test_loss = loss;
     rec->train_loss = s->train_weight > 0 ? s->train_loss_sum / s->train_weight : NAN;
     rec->train_accuracy = s->train_weight > 0 ? s->train_acc_sum / s->train_weight : NAN;
-    rec->samples = (int64_t)s->agg.total_weight;
+    rec->samples = (int64_t)s->train_weight;
     rec->bytes_down = s->round_bytes_down;
     rec->bytes_up = s->round_bytes_up;
-    if ((rc = store_round_insert(s->opt.store, s->opt.run_id, rec, err)) < 0)
+    if ((rc = commit_round(s, rec, err)) < 0)
         return rc;
     if (!s->opt.quiet) {
         printf("round %3d/%-3d  test acc %6.2f%%  test loss %.4f  train loss %.4f  clients %d/%d  %.2f s\n", s->round,
@@ -360,7 +633,8 @@ static int run_round(server_t *s, store_round_t *rec, err_t *err)
 static void send_end(server_t *s, const char *reason)
 {
     for (int i = 0; i < s->nsites; i++)
-        send_to(s, &s->sites[i], json_pack("{s:s, s:s}", "type", "end", "reason", reason), NULL, 0);
+        if (s->sites[i].connected)
+            send_to(s, &s->sites[i], json_pack("{s:s, s:s}", "type", "end", "reason", reason), NULL, 0);
 }
 
 int server_run(server_t *s, server_summary_t *sum, err_t *err)
@@ -368,9 +642,10 @@ int server_run(server_t *s, server_summary_t *sum, err_t *err)
     memset(sum, 0, sizeof *sum);
     sum->params = (int)s->m;
     sum->best_round = -1;
+    sum->first_round = s->round + 1;
     double t0 = fn_mono(), round_seconds = 0;
-    int rc = wait_for_sites(s, err);
-    sum->clients = s->nsites;
+    /* Everyone expected, before the first round; later rounds need only their own selection. */
+    int rc = wait_for_sites(s, s->cfg->clients.count, err);
     while (rc == 0 && s->round < s->cfg->rounds) {
         store_round_t rec;
         rc = run_round(s, &rec, err);
@@ -387,8 +662,10 @@ int server_run(server_t *s, server_summary_t *sum, err_t *err)
         sum->bytes_up += rec.bytes_up;
         round_seconds += rec.ended_at - rec.started_at;
     }
+    sum->clients = s->nsites;
+    int ran = sum->rounds_done - sum->first_round + 1;
     sum->total_seconds = fn_mono() - t0;
-    sum->mean_round_seconds = sum->rounds_done ? round_seconds / sum->rounds_done : 0;
+    sum->mean_round_seconds = ran > 0 ? round_seconds / ran : 0;
     send_end(s, rc == 0 ? "done" : err->msg);
     for (int i = 0; i < s->nsites; i++)
         store_client_status(s->opt.store, s->opt.run_id, s->sites[i].id, "finished", NULL);
@@ -399,8 +676,12 @@ void server_free(server_t *s)
 {
     if (!s)
         return;
-    if (s->sock)
+    if (s->mon)
+        zmq_close(s->mon);
+    if (s->sock) {
+        zmq_socket_monitor(s->sock, NULL, 0);
         zmq_close(s->sock);
+    }
     if (s->ctx) {
         zmq_ctx_shutdown(s->ctx); /* wakes the ZAP thread */
         zap_join(s->zap);
@@ -410,6 +691,9 @@ void server_free(server_t *s)
     engine_model_free(s->model);
     engine_dataset_free(&s->test);
     fedavg_free(&s->agg);
+    strategy_free(s->strategy);
+    for (int i = 0; i < s->nsites; i++)
+        free(s->sites[i].update);
     free(s->mean);
     free(s->sites);
     free(s);

@@ -20,11 +20,13 @@ typedef struct server_options {
     const char *keys_dir; /* server.key and allowed_clients, as `fednas keys init` makes them */
     store_t *store;       /* owned by the caller; the server writes rounds and clients */
     int64_t run_id;
+    int resume;           /* continue run_id from its last committed round */
     volatile sig_atomic_t *stop; /* set (by a signal handler) to end the run early; may be NULL */
     int quiet;                   /* no progress lines on stdout */
 } server_options_t;
 
 typedef struct server_summary {
+    int first_round;  /* 1, or the round a resumed run continued with */
     int rounds_done;
     int best_round;
     double best_accuracy;
@@ -35,7 +37,12 @@ typedef struct server_summary {
     int params;                     /* model size */
 } server_summary_t;
 
-/* Loads the test set and keys, creates the model, binds. FN_EADDRINUSE when the port is taken. */
+/* Checks what the experiment asks of the server (the model for its data set, the strategy)
+ * before anything is recorded; errors point into the experiment file. */
+int server_check_config(const config_t *cfg, err_t *err);
+
+/* Loads the test set and keys, creates the model (or loads the checkpoint when resuming),
+ * binds. FN_EADDRINUSE when the port is taken. */
 int server_create(const server_options_t *opt, server_t **out, err_t *err);
 /* The endpoint clients connect to (the bound one, with the real port). */
 const char *server_endpoint(const server_t *s);

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <math.h>
+#include <stdint.h>
 
 #include "server/fedavg.h"
 
@@ -41,8 +42,52 @@ static void test_rejects_bad_updates(void **state)
     assert_int_equal(fedavg_add(&a, u, 4, 1, &e), FN_EINVAL);
     assert_int_equal(fedavg_add(&a, u, 3, 0, &e), FN_EINVAL);
     assert_int_equal(fedavg_add(&a, u, 3, NAN, &e), FN_EINVAL);
+    float bad[3] = {1, NAN, 2}, huge[3] = {1, 3e38f, 2};
+    assert_int_equal(fedavg_add(&a, bad, 3, 1, &e), FN_EINVAL);
+    assert_int_equal(fedavg_add(&a, huge, 3, 1, &e), FN_EINVAL);
     assert_int_equal(a.count, 0);
     fedavg_free(&a);
+}
+
+/* The mean must not depend on the order the updates arrive in, bit for bit. */
+static void test_order_independent(void **state)
+{
+    enum { M = 1000, N = 7 };
+    static float u[N][M];
+    double w[N];
+    uint64_t x = 12345;
+    for (int k = 0; k < N; k++) {
+        w[k] = 1 + (double)(k * 37 % 11) * 613;
+        for (int i = 0; i < M; i++) {
+            x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+            /* values across many magnitudes, where float sums would round differently */
+            u[k][i] = (float)((double)(int64_t)(x >> 11) / (double)(1ULL << 52) * pow(10, (int)(x % 9) - 6));
+        }
+    }
+    int orders[3][N] = {{0, 1, 2, 3, 4, 5, 6}, {6, 5, 4, 3, 2, 1, 0}, {3, 0, 6, 1, 5, 2, 4}};
+    static float out[3][M];
+    err_t e = {0};
+    for (int o = 0; o < 3; o++) {
+        fedavg_t a;
+        assert_int_equal(fedavg_init(&a, M, &e), 0);
+        for (int j = 0; j < N; j++)
+            assert_int_equal(fedavg_add(&a, u[orders[o][j]], M, w[orders[o][j]], &e), 0);
+        assert_int_equal(fedavg_mean(&a, out[o], &e), 0);
+        fedavg_free(&a);
+    }
+    assert_memory_equal(out[0], out[1], sizeof out[0]);
+    assert_memory_equal(out[0], out[2], sizeof out[0]);
+    /* and it is the weighted mean to float precision */
+    double tw = 0;
+    for (int k = 0; k < N; k++)
+        tw += w[k];
+    for (int i = 0; i < M; i++) {
+        double want = 0;
+        for (int k = 0; k < N; k++)
+            want += w[k] * u[k][i];
+        want /= tw;
+        assert_true(fabs(out[0][i] - want) <= 1e-6 * fabs(want) + 1e-12);
+    }
 }
 
 int main(void)
@@ -50,6 +95,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_weighted_mean),
         cmocka_unit_test(test_rejects_bad_updates),
+        cmocka_unit_test(test_order_independent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

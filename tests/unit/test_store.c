@@ -126,6 +126,53 @@ static void test_bad_status_rejected(void **state)
     store_close(s);
 }
 
+static void test_round_commit_is_atomic_and_resumable(void **state)
+{
+    store_t *s;
+    err_t e = {0};
+    int64_t exp, run, exp2;
+    assert_int_equal(store_open(g_db, 0, &s, &e), 0);
+    assert_int_equal(store_experiment_create(s, "x", "{\"rounds\": 5}", &exp, &e), 0);
+    assert_int_equal(store_run_create(s, exp, 5, 1, 1, NULL, &run, &e), 0);
+    store_checkpoint_t ck, got;
+    int round;
+    assert_int_equal(store_checkpoint_load(s, run, &got, &round, &e), FN_ENOTFOUND);
+    float p1[3] = {1, 2, 3}, p2[3] = {4, 5, 6}, st[2] = {7, 8};
+    store_round_t r1 = {.round = 1}, r2 = {.round = 2};
+    ck = (store_checkpoint_t){p1, sizeof p1, st, sizeof st, "{\"steps\":1}"};
+    assert_int_equal(store_round_commit(s, run, &r1, &ck, &e), 0);
+    ck.params = p2;
+    /* round 1 again: the round row fails, so the checkpoint must not move to p2 */
+    assert_int_equal(store_round_commit(s, run, &r1, &ck, &e), FN_EIO);
+    assert_int_equal(store_checkpoint_load(s, run, &got, &round, &e), 0);
+    assert_int_equal(round, 1);
+    assert_int_equal(got.params_len, sizeof p1);
+    assert_memory_equal(got.params, p1, sizeof p1);
+    assert_memory_equal(got.state, st, sizeof st);
+    assert_string_equal(got.meta, "{\"steps\":1}");
+    store_checkpoint_free(&got);
+    assert_int_equal(store_round_commit(s, run, &r2, &ck, &e), 0);
+    assert_int_equal(store_checkpoint_load(s, run, &got, &round, &e), 0);
+    assert_int_equal(round, 2);
+    assert_memory_equal(got.params, p2, sizeof p2);
+    store_checkpoint_free(&got);
+
+    char *cfg = NULL;
+    assert_int_equal(store_run_finish(s, run, "failed", "killed", &e), 0);
+    assert_int_equal(store_run_reopen(s, run, &cfg, &exp2, &e), 0);
+    assert_string_equal(cfg, "{\"rounds\": 5}");
+    assert_int_equal(exp2, exp);
+    free(cfg);
+    json_t *one;
+    assert_int_equal(store_run_json(s, run, &one, &e), 0);
+    assert_string_equal(json_string_value(json_object_get(one, "status")), "running");
+    json_decref(one);
+    assert_int_equal(store_run_finish(s, run, "done", NULL, &e), 0);
+    assert_int_equal(store_run_reopen(s, run, &cfg, &exp2, &e), FN_ESTATE);
+    assert_int_equal(store_run_reopen(s, 999, &cfg, &exp2, &e), FN_ENOTFOUND);
+    store_close(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -133,6 +180,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_newer_schema_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_runs_rounds_clients_round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_status_rejected, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_round_commit_is_atomic_and_resumable, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
