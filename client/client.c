@@ -330,12 +330,15 @@ int client_run(const client_options_t *opt, err_t *err)
         }
         wire_msg_close(&msg);
     }
-    if (a.mon)
-        zmq_close(a.mon);
-    if (a.sock) {
+    if (a.sock) /* stop the monitor before closing its reading end (see server_free) */
         zmq_socket_monitor(a.sock, NULL, 0);
-        zmq_close(a.sock);
+    if (a.mon) {
+        int zero = 0;
+        zmq_setsockopt(a.mon, ZMQ_LINGER, &zero, sizeof zero);
+        zmq_close(a.mon);
     }
+    if (a.sock)
+        zmq_close(a.sock);
     if (a.ctx)
         zmq_ctx_term(a.ctx);
     engine_model_free(a.model);

@@ -676,12 +676,17 @@ void server_free(server_t *s)
 {
     if (!s)
         return;
-    if (s->mon)
-        zmq_close(s->mon);
-    if (s->sock) {
+    /* Stop the monitor before closing its reading end: ZeroMQ's I/O thread blocks sending
+     * events to a monitor socket nobody reads, and the context would never terminate. */
+    if (s->sock)
         zmq_socket_monitor(s->sock, NULL, 0);
-        zmq_close(s->sock);
+    if (s->mon) {
+        int zero = 0;
+        zmq_setsockopt(s->mon, ZMQ_LINGER, &zero, sizeof zero);
+        zmq_close(s->mon);
     }
+    if (s->sock)
+        zmq_close(s->sock);
     if (s->ctx) {
         zmq_ctx_shutdown(s->ctx); /* wakes the ZAP thread */
         zap_join(s->zap);
