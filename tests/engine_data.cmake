@@ -1,0 +1,4 @@
+# engine/ data path: safetensors model files, batch augmentation, class-balanced sampling.
+fednas_unit_test(test_engine_safetensors SOURCES unit/test_engine_safetensors.c LIBS fednas_engine)
+fednas_unit_test(test_engine_augment SOURCES unit/test_engine_augment.c LIBS fednas_engine)
+fednas_unit_test(test_engine_sampler SOURCES unit/test_engine_sampler.c LIBS fednas_engine)
