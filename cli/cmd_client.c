@@ -1,4 +1,5 @@
 #include <getopt.h>
+#include <jansson.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,13 +11,15 @@
 #include "common/util.h"
 
 static const char *const k_help =
-    "Usage: fednas client --connect ENDPOINT (--kit DIR | --key FILE --server-key FILE) [OPTIONS]\n"
+    "Usage: fednas client --kit DIR [--connect ENDPOINT] [OPTIONS]\n"
+    "       fednas client --connect ENDPOINT --key FILE --server-key FILE [OPTIONS]\n"
     "\n"
     "Runs a client agent: connects to the server, registers, trains on this site's data each\n"
     "round and sends back its update. The data never leaves the site.\n"
     "\n"
-    "  --connect ENDPOINT      the server, e.g. tcp://server.example.org:5555 (required)\n"
-    "  --kit DIR               the site's startup kit: DIR/site.key and DIR/server.pub\n"
+    "  --kit DIR               the site's startup kit (`fednas keys site`): DIR/site.key,\n"
+    "                          DIR/server.pub and DIR/client.json with the server's address\n"
+    "  --connect ENDPOINT      the server, e.g. tcp://server.example.org:5555 (default: the kit's)\n"
     "  --key FILE              this site's key pair (instead of --kit)\n"
     "  --server-key FILE       the server's public key, pinned (instead of --kit)\n"
     "  --data DIR              folder of IDX files (default: " CONFIG_DEFAULT_DATA_PATH ")\n"
@@ -110,8 +113,22 @@ int cmd_client(int argc, char **argv)
     }
     if (optind != argc)
         return cli_usage_error("client", "unexpected argument \"%s\"", argv[optind]);
+    static char kit_connect[512];
+    if (kit && !o.endpoint) {
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s/client.json", kit);
+        json_error_t je;
+        json_t *j = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+        const char *addr = json_string_value(json_object_get(j, "connect"));
+        if (addr)
+            snprintf(kit_connect, sizeof kit_connect, "%s", addr);
+        json_decref(j);
+        if (!kit_connect[0])
+            return cli_usage_error("client", "%s has no server address (\"connect\"); pass --connect ENDPOINT", path);
+        o.endpoint = kit_connect;
+    }
     if (!o.endpoint)
-        return cli_usage_error("client", "--connect ENDPOINT is required");
+        return cli_usage_error("client", "--connect ENDPOINT is required (or a --kit whose client.json names it)");
     if (kit) {
         snprintf(keybuf, sizeof keybuf, "%s/site.key", kit);
         snprintf(srvbuf, sizeof srvbuf, "%s/server.pub", kit);

@@ -207,6 +207,14 @@ const char *keys_allow_find(const keys_allow_t *a, const char *public_z85)
     return NULL;
 }
 
+const keys_allow_entry_t *keys_allow_find_name(const keys_allow_t *a, const char *name)
+{
+    for (int i = 0; i < a->count; i++)
+        if (strcmp(a->entries[i].name, name) == 0)
+            return &a->entries[i];
+    return NULL;
+}
+
 void keys_allow_free(keys_allow_t *a)
 {
     free(a->entries);

@@ -40,6 +40,8 @@ int keys_allow_load(const char *path, keys_allow_t *out, err_t *err);
 int keys_allow_add(const char *path, const char *name, const char *public_z85, err_t *err);
 /* The name for a public key, or NULL when it is not allowed. */
 const char *keys_allow_find(const keys_allow_t *a, const char *public_z85);
+/* The entry for a site name, or NULL. */
+const keys_allow_entry_t *keys_allow_find_name(const keys_allow_t *a, const char *name);
 void keys_allow_free(keys_allow_t *a);
 
 /* `fednas keys init DIR`: DIR/server.key, DIR/server.pub and an empty DIR/allowed_clients

@@ -188,7 +188,8 @@ int server_create(const server_options_t *opt, server_t **out, err_t *err)
         goto fail;
 
     s->ctx = zmq_ctx_new();
-    if ((rc = zap_start(s->ctx, &s->allow, &s->zap, err)) < 0)
+    snprintf(path, sizeof path, "%s/allowed_clients", opt->keys_dir);
+    if ((rc = zap_start(s->ctx, path, &s->zap, err)) < 0)
         goto fail;
     s->sock = zmq_socket(s->ctx, ZMQ_ROUTER);
     int one = 1, linger = 2000;
@@ -263,6 +264,17 @@ static void on_hello(server_t *s, wire_msg_t *msg)
         return;
     }
     site_t *site = find_site(s, name);
+    if (!site && !keys_allow_find_name(&s->allow, name)) {
+        /* Admitted by the ZAP handler from a newer allow-list than ours. */
+        char path[PATH_MAX];
+        keys_allow_t fresh;
+        err_t e;
+        snprintf(path, sizeof path, "%s/allowed_clients", s->opt.keys_dir);
+        if (keys_allow_load(path, &fresh, &e) == 0) {
+            keys_allow_free(&s->allow);
+            s->allow = fresh;
+        }
+    }
     if (!site) {
         if (s->nsites == s->cap) {
             s->cap = s->cap ? 2 * s->cap : 16;

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <zmq.h>
 
 #include "common/log.h"
@@ -13,8 +15,33 @@ struct zap {
     void *sock;
     pthread_t thread;
     keys_allow_t allow;
+    char path[4096];
+    struct timespec mtime;
+    off_t size;
     atomic_int refused;
 };
+
+/* Re-reads the allow-list when its file changed; a broken edit keeps the previous list. */
+static void refresh(zap_t *z)
+{
+    struct stat sb;
+    if (stat(z->path, &sb) != 0)
+        return;
+    if (sb.st_mtim.tv_sec == z->mtime.tv_sec && sb.st_mtim.tv_nsec == z->mtime.tv_nsec && sb.st_size == z->size)
+        return;
+    keys_allow_t fresh;
+    err_t e;
+    if (keys_allow_load(z->path, &fresh, &e) < 0) {
+        log_error("keeping the previous allow-list: %s", e.msg);
+    } else {
+        if (z->mtime.tv_sec)
+            log_info("allow-list %s reloaded: %d sites", z->path, fresh.count);
+        keys_allow_free(&z->allow);
+        z->allow = fresh;
+    }
+    z->mtime = sb.st_mtim;
+    z->size = sb.st_size;
+}
 
 static int recv_str(void *sock, char *buf, size_t cap, size_t *len)
 {
@@ -61,6 +88,7 @@ static void *zap_main(void *arg)
         }
         const char *name = NULL;
         char z85[KEYS_Z85_LEN + 1] = "";
+        refresh(z);
         if (strcmp(mechanism, "CURVE") == 0 && keylen == 32 && zmq_z85_encode(z85, key, 32))
             name = keys_allow_find(&z->allow, z85);
         const char *status = name ? "200" : "400";
@@ -83,18 +111,21 @@ static void *zap_main(void *arg)
     return NULL;
 }
 
-int zap_start(void *ctx, const keys_allow_t *allow, zap_t **out, err_t *err)
+int zap_start(void *ctx, const char *allow_path, zap_t **out, err_t *err)
 {
     zap_t *z = FN_CALLOC(1, sizeof *z);
-    z->allow.count = allow->count;
-    z->allow.entries = FN_MALLOC((size_t)(allow->count ? allow->count : 1) * sizeof *allow->entries);
-    if (allow->count)
-        memcpy(z->allow.entries, allow->entries, (size_t)allow->count * sizeof *allow->entries);
+    snprintf(z->path, sizeof z->path, "%s", allow_path);
+    int rc = keys_allow_load(allow_path, &z->allow, err);
+    if (rc < 0) {
+        free(z);
+        return rc;
+    }
+    refresh(z); /* records the file's time and size */
     z->sock = zmq_socket(ctx, ZMQ_REP);
     int linger = 0;
     zmq_setsockopt(z->sock, ZMQ_LINGER, &linger, sizeof linger);
     if (!z->sock || zmq_bind(z->sock, "inproc://zeromq.zap.01") != 0) {
-        int rc = err_set(err, FN_EIO, "cannot start the authentication handler: %s", zmq_strerror(zmq_errno()));
+        rc = err_set(err, FN_EIO, "cannot start the authentication handler: %s", zmq_strerror(zmq_errno()));
         if (z->sock)
             zmq_close(z->sock);
         keys_allow_free(&z->allow);

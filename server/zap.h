@@ -9,9 +9,10 @@
 
 typedef struct zap zap_t;
 
-/* Binds inproc://zeromq.zap.01 in ctx and serves it from a thread. The allow-list is copied.
- * Must be started before the server socket accepts connections. */
-int zap_start(void *ctx, const keys_allow_t *allow, zap_t **out, err_t *err);
+/* Binds inproc://zeromq.zap.01 in ctx and serves it from a thread, admitting the keys listed in
+ * the allow-list file. The file is read again whenever it changes, so sites added with
+ * `fednas keys site` get in without a restart. Start it before the server socket accepts. */
+int zap_start(void *ctx, const char *allow_path, zap_t **out, err_t *err);
 /* How many handshakes were refused so far. */
 int zap_refused(const zap_t *z);
 /* Call after zmq_ctx_shutdown(ctx): joins the thread. */

@@ -12,7 +12,7 @@ cat > exp.json <<'JSON'
   "server": { "round_timeout": 120, "register_timeout": 60 } }
 JSON
 "$FEDNAS" keys init keys >/dev/null || fail "keys init"
-for s in a b c; do "$FEDNAS" keys site keys "site-$s" >/dev/null || fail "keys site $s"; done
+for s in a b; do "$FEDNAS" keys site keys "site-$s" >/dev/null || fail "keys site $s"; done
 "$FEDNAS" keys init rogue >/dev/null && "$FEDNAS" keys site rogue intruder >/dev/null || fail "rogue keys"
 cp keys/server.pub rogue/sites/intruder/server.pub   # knows the server, but is not allowed
 [ "$(stat -c %a keys/server.key)" = 600 ] || fail "server.key is not 0600"
@@ -29,10 +29,14 @@ rc=$?
 [ $rc = 3 ] || { cat rogue.out; fail "a client with a key off the allow-list exited $rc, expected 3"; }
 expect_contains rogue.out "not on the server's allow-list"
 pass "client with an unknown key refused (exit 3)"
+"$FEDNAS" keys site keys site-c --connect "$EP" >/dev/null || fail "keys site --connect"
+[ "$(stat -c %a keys/sites/site-c/site.key)" = 600 ] || fail "site.key is not 0600"
+expect_contains keys/sites/site-c/client.json "$EP"
 
 for i in 0 1 2; do
   s=$(echo a b c | cut -d' ' -f$((i + 1)))
-  OPENBLAS_NUM_THREADS=1 "$FEDNAS" client --connect "$EP" --kit "keys/sites/site-$s" --shard "$i/3" \
+  connect=(--connect "$EP"); [ $s = c ] && connect=()   # site-c's kit names the server itself
+  OPENBLAS_NUM_THREADS=1 "$FEDNAS" client "${connect[@]}" --kit "keys/sites/site-$s" --shard "$i/3" \
     --partition dirichlet --alpha 1.0 --seed 3 > "client-$s.out" 2>&1 &
   PIDS+=($!)
 done
