@@ -57,6 +57,8 @@ static void usage(FILE *f)
           "  runs            list the runs in a run store\n"
           "  dashboard       serve the dashboard for a run store\n"
           "  keys            make the server's keys and per-site startup kits\n"
+          "  train CONFIG    train a model centrally (no federation), as a baseline\n"
+          "  privacy         compute a DP guarantee (epsilon) or the noise a target needs\n"
           "\n"
           "`fednas COMMAND --help` describes a command's options.\n"
           "\n"

@@ -287,7 +287,7 @@ static int train_round(agent_t *a, wire_msg_t *msg, err_t *err)
     json_t *hdr = json_pack("{s:s, s:I, s:I, s:I, s:f, s:f, s:f}", "type", "update", "run", (json_int_t)a->run,
                             "round", (json_int_t)round, "samples", (json_int_t)a->n, "loss", st.loss, "accuracy",
                             st.accuracy, "train_seconds", fn_mono() - t0);
-    wire_frame_t f = {"update", WIRE_F32, w, m};
+    wire_frame_t f = {.name = "update", .dtype = WIRE_F32, .data = w, .count = m};
     long long sent = wire_send(a->sock, NULL, 0, hdr, &f, 1, 0, err);
     json_decref(hdr);
     if (sent < 0)

@@ -248,12 +248,16 @@ static int validate(config_t *c, err_t *err)
     c->server.round_timeout = 300;
     c->server.register_timeout = 120;
     c->server.heartbeat = 5;
+    c->server.evaluate_every = 1;
     if (server) {
-        static const char *const server_keys[] = {"round_timeout", "register_timeout", "heartbeat", NULL};
+        static const char *const server_keys[] = {"round_timeout", "register_timeout", "heartbeat", "evaluate_every",
+                                                  NULL};
         TRY(check_keys(c, server, "server", server_keys, err));
         TRY(get_num(c, server, "server", "round_timeout", 0, 300, 0, 86400, 1, &c->server.round_timeout, err));
         TRY(get_num(c, server, "server", "register_timeout", 0, 120, 0, 86400, 1, &c->server.register_timeout, err));
         TRY(get_num(c, server, "server", "heartbeat", 0, 5, 0.1, 3600, 0, &c->server.heartbeat, err));
+        TRY(get_int(c, server, "server", "evaluate_every", 0, 1, 0, 1000000, &v, err));
+        c->server.evaluate_every = (int)v;
     }
     return 0;
 }

@@ -44,6 +44,7 @@ typedef struct config {
         double round_timeout;    /* seconds a round waits for updates */
         double register_timeout; /* seconds the server waits for clients to join */
         double heartbeat;        /* seconds between transport heartbeats; a peer silent for 3 is gone */
+        int evaluate_every;      /* evaluate the global model on the test set every N rounds (0: never) */
     } server;
 } config_t;
 

@@ -34,7 +34,16 @@ long long wire_send(void *sock, const void *identity, size_t identity_len, json_
     free(text);
     for (int i = 0; rc >= 0 && i < nframes; i++) {
         size_t bytes = frames[i].count * k_dtype_sizes[frames[i].dtype];
-        rc = zmq_send(sock, frames[i].data, bytes, (i + 1 < nframes ? ZMQ_SNDMORE : 0) | flags);
+        int f = (i + 1 < nframes ? ZMQ_SNDMORE : 0) | flags;
+        if (frames[i].release) {
+            zmq_msg_t msg;
+            zmq_msg_init_data(&msg, (void *)frames[i].data, bytes, frames[i].release, frames[i].hint);
+            rc = zmq_msg_send(&msg, sock, f);
+            if (rc < 0)
+                zmq_msg_close(&msg); /* releases the reference it held */
+        } else {
+            rc = zmq_send(sock, frames[i].data, bytes, f);
+        }
         total += (long long)bytes;
     }
     if (rc < 0)

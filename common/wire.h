@@ -23,6 +23,10 @@ typedef struct wire_frame {
     wire_dtype_t dtype;
     const void *data;
     size_t count; /* elements, not bytes */
+    /* Zero-copy: when set, ZeroMQ sends data in place and calls release(data, hint) once it
+     * is done with it (possibly from its I/O thread); data must stay valid until then. */
+    void (*release)(void *data, void *hint);
+    void *hint;
 } wire_frame_t;
 
 typedef struct wire_msg {

@@ -42,9 +42,9 @@ int fedavg_add(fedavg_t *a, const float *update, size_t m, double weight, err_t 
         /* t * 2^20 and its fractional part are exact in double; truncation is a fixed
          * function of the term, so the integer sums do not depend on the order of terms. */
         double t = weight * (double)update[i] * 0x1p20;
-        double whole = trunc(t);
-        hi[i] += (int64_t)whole;
-        lo[i] += (int64_t)((t - whole) * 0x1p44);
+        int64_t whole = (int64_t)t; /* truncation toward zero, without a libm call */
+        hi[i] += whole;
+        lo[i] += (int64_t)((t - (double)whole) * 0x1p44);
     }
     a->total_weight += weight;
     a->count++;

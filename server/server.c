@@ -1,6 +1,7 @@
 #include "server/server.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -38,6 +39,21 @@ typedef struct site {
     double weight;
 } site_t;
 
+/* The model a round broadcasts: one copy shared by every "train" message, freed when ZeroMQ has
+ * sent the last of them (the I/O thread drops references), so sending costs no copy per site. */
+typedef struct broadcast {
+    atomic_int refs;
+    float data[];
+} broadcast_t;
+
+static void broadcast_release(void *data, void *hint)
+{
+    (void)data;
+    broadcast_t *b = hint;
+    if (atomic_fetch_sub(&b->refs, 1) == 1)
+        free(b);
+}
+
 struct server {
     server_options_t opt;
     const config_t *cfg;
@@ -50,6 +66,7 @@ struct server {
     float *params;
     size_t m;
     float *mean;
+    broadcast_t *bcast; /* this round's model, while messages may still hold it */
     fedavg_t agg;
     strategy_config_t scfg;
     strategy_t *strategy;
@@ -188,6 +205,8 @@ int server_create(const server_options_t *opt, server_t **out, err_t *err)
         goto fail;
 
     s->ctx = zmq_ctx_new();
+    /* Two I/O threads share CURVE encryption of the broadcast and decryption of the updates. */
+    zmq_ctx_set(s->ctx, ZMQ_IO_THREADS, 2);
     snprintf(path, sizeof path, "%s/allowed_clients", opt->keys_dir);
     if ((rc = zap_start(s->ctx, path, &s->zap, err)) < 0)
         goto fail;
@@ -241,7 +260,8 @@ static long long send_to(server_t *s, site_t *site, json_t *hdr, const wire_fram
 
 static long long send_train(server_t *s, site_t *site)
 {
-    wire_frame_t frame = {"model", WIRE_F32, s->params, s->m};
+    atomic_fetch_add(&s->bcast->refs, 1);
+    wire_frame_t frame = {"model", WIRE_F32, s->bcast->data, s->m, broadcast_release, s->bcast};
     /* Seeds derive from (seed, round, site): no generator state to save, and a resumed run
      * trains exactly as an uninterrupted one would. */
     json_int_t seed = (json_int_t)(rng_derive(s->cfg->seed, (uint64_t)s->round * 1000003u + (uint64_t)site->id) >> 1);
@@ -578,6 +598,12 @@ static int run_round(server_t *s, store_round_t *rec, err_t *err)
     s->round_bytes_up = s->round_bytes_down = 0;
     s->in_round = 1;
 
+    /* A snapshot: aggregation changes params while messages may still be queued. */
+    if (s->bcast)
+        broadcast_release(NULL, s->bcast);
+    s->bcast = FN_MALLOC(sizeof *s->bcast + s->m * sizeof(float));
+    atomic_init(&s->bcast->refs, 1);
+    memcpy(s->bcast->data, s->params, s->m * sizeof(float));
     int selected = select_sites(s);
     for (int i = 0; i < s->nsites; i++) {
         site_t *site = &s->sites[i];
@@ -618,9 +644,12 @@ static int run_round(server_t *s, store_round_t *rec, err_t *err)
     }
     if ((rc = aggregate(s, err)) < 0)
         return rc;
-    double loss = 0, acc = 0;
-    if ((rc = engine_model_evaluate(s->model, &s->test, NULL, 0, &loss, &acc, err)) < 0)
-        return rc;
+    /* The last round is always evaluated, so every run ends with a test accuracy. */
+    double loss = NAN, acc = NAN;
+    int every = s->cfg->server.evaluate_every;
+    if ((every > 0 && s->round % every == 0) || s->round == s->cfg->rounds)
+        if ((rc = engine_model_evaluate(s->model, &s->test, NULL, 0, &loss, &acc, err)) < 0)
+            return rc;
     rec->ended_at = fn_now();
     rec->selected = selected;
     rec->participants = s->agg.count;
@@ -635,8 +664,11 @@ static int run_round(server_t *s, store_round_t *rec, err_t *err)
     if ((rc = commit_round(s, rec, err)) < 0)
         return rc;
     if (!s->opt.quiet) {
-        printf("round %3d/%-3d  test acc %6.2f%%  test loss %.4f  train loss %.4f  clients %d/%d  %.2f s\n", s->round,
-               s->cfg->rounds, 100 * acc, loss, rec->train_loss, rec->participants, rec->selected, fn_mono() - t0);
+        char eval[64] = "test acc       -  test loss      -";
+        if (!isnan(acc))
+            snprintf(eval, sizeof eval, "test acc %6.2f%%  test loss %.4f", 100 * acc, loss);
+        printf("round %3d/%-3d  %s  train loss %.4f  clients %d/%d  %.2f s\n", s->round, s->cfg->rounds, eval,
+               rec->train_loss, rec->participants, rec->selected, fn_mono() - t0);
         fflush(stdout);
     }
     return 0;
@@ -664,7 +696,7 @@ int server_run(server_t *s, server_summary_t *sum, err_t *err)
         if (rc < 0)
             break;
         sum->rounds_done = s->round;
-        if (rec.test_accuracy > sum->best_accuracy || sum->best_round < 0) {
+        if (!isnan(rec.test_accuracy) && (rec.test_accuracy > sum->best_accuracy || sum->best_round < 0)) {
             sum->best_accuracy = rec.test_accuracy;
             sum->best_round = rec.round;
         }
@@ -704,6 +736,8 @@ void server_free(server_t *s)
         zap_join(s->zap);
         zmq_ctx_term(s->ctx);
     }
+    if (s->bcast)
+        broadcast_release(NULL, s->bcast);
     keys_allow_free(&s->allow);
     engine_model_free(s->model);
     engine_dataset_free(&s->test);

@@ -3,7 +3,7 @@
 source "$(dirname "$0")/lib.sh"
 cd "$WORK"
 
-for c in run server client runs keys dashboard; do
+for c in run server client runs keys dashboard privacy; do
   "$FEDNAS" $c --help > help.out || fail "fednas $c --help exited non-zero"
   expect_contains help.out "Usage: fednas $c"
 done

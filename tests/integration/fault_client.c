@@ -19,7 +19,7 @@ static void send_update(void *sock, long long run, long long round, const float 
     err_t e;
     json_t *h = json_pack("{s:s, s:I, s:I, s:i, s:f, s:f}", "type", "update", "run", run, "round", round, "samples",
                           100, "loss", 1.0, "accuracy", 0.5);
-    wire_frame_t f = {"update", WIRE_F32, v, n};
+    wire_frame_t f = {.name = "update", .dtype = WIRE_F32, .data = v, .count = n};
     if (wire_send(sock, NULL, 0, h, &f, 1, 0, &e) < 0)
         fprintf(stderr, "fault_client: %s\n", e.msg);
     json_decref(h);

@@ -33,7 +33,7 @@ static void send_valid(void)
 {
     float v[5] = {1, 2, 3, 4, 5};
     uint8_t u[3] = {7, 8, 9};
-    wire_frame_t f[2] = {{"v", WIRE_F32, v, 5}, {"u", WIRE_U8, u, 3}};
+    wire_frame_t f[2] = {{.name = "v", .dtype = WIRE_F32, .data = v, .count = 5}, {.name = "u", .dtype = WIRE_U8, .data = u, .count = 3}};
     err_t e = {0};
     json_t *h = json_pack("{s:s, s:i}", "type", "update", "round", 4);
     long long n = wire_send(g_a, NULL, 0, h, f, 2, 0, &e);
