@@ -24,6 +24,9 @@ static const char *const k_help =
     "  --server-key FILE       the server's public key, pinned (instead of --kit)\n"
     "  --data DIR              folder of IDX files (default: " CONFIG_DEFAULT_DATA_PATH ")\n"
     "  --shard K/N             simulation: train on part K (0-based) of N of the training set\n"
+    "  --simulate A-B/N        simulation worker: sites A+1..B+1 on parts A..B of N, with the\n"
+    "                          kits in --kits DIR (DIR/site-K); used by `fednas run`\n"
+    "  --kits DIR              the folder of site kits for --simulate\n"
     "  --partition iid|dirichlet  how the parts are drawn (default: iid)\n"
     "  --alpha A               Dirichlet concentration (default: 0.5)\n"
     "  --min-size N            Dirichlet: fewest samples per part (default: 10)\n"
@@ -51,10 +54,12 @@ int cmd_client(int argc, char **argv)
         {"partition", required_argument, 0, 'P'},  {"alpha", required_argument, 0, 'a'},
         {"min-size", required_argument, 0, 'm'},   {"seed", required_argument, 0, 'e'},
         {"connect-timeout", required_argument, 0, 'T'}, {"idle-timeout", required_argument, 0, 'I'},
+        {"simulate", required_argument, 0, 'Z'}, {"kits", required_argument, 0, 'D'},
         {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
     client_options_t o = {.data_dir = CONFIG_DEFAULT_DATA_PATH, .alpha = 0.5, .min_size = 10, .partition_seed = 1,
                           .connect_timeout = 120, .idle_timeout = 3600, .stop = &cli_stop};
-    const char *kit = NULL;
+    const char *kit = NULL, *kits = NULL;
+    int sim_first = -1, sim_last = -1;
     static char keybuf[PATH_MAX], srvbuf[PATH_MAX];
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -107,12 +112,31 @@ int cmd_client(int argc, char **argv)
             if (parse_seconds(optarg, &o.idle_timeout) < 0)
                 return cli_usage_error("client", "--idle-timeout expects seconds > 0 (got \"%s\")", optarg);
             break;
+        case 'Z': {
+            int a, b, n, len = 0;
+            if (sscanf(optarg, "%d-%d/%d%n", &a, &b, &n, &len) != 3 || optarg[len] || a < 0 || b < a || b >= n)
+                return cli_usage_error("client", "--simulate expects A-B/N with 0 <= A <= B < N (got \"%s\")", optarg);
+            sim_first = a;
+            sim_last = b;
+            o.shards = n;
+            break;
+        }
+        case 'D': kits = optarg; break;
         case 'h': fputs(k_help, stdout); return EXIT_OK;
         default: return cli_usage_error("client", "unknown option");
         }
     }
     if (optind != argc)
         return cli_usage_error("client", "unexpected argument \"%s\"", argv[optind]);
+    if (sim_first >= 0) {
+        if (!kits || !o.endpoint)
+            return cli_usage_error("client", "--simulate needs --kits DIR and --connect ENDPOINT");
+        log_set_tag("sim");
+        cli_install_signals();
+        err_t err = {0};
+        int rc = client_simulate(&o, kits, sim_first, sim_last - sim_first + 1, &err);
+        return rc == 0 ? EXIT_OK : cli_fail(&err);
+    }
     static char kit_connect[512];
     if (kit && !o.endpoint) {
         char path[PATH_MAX];

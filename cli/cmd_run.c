@@ -44,20 +44,33 @@ static int spawn_clients(void *ctx, const config_t *cfg, const char *endpoint, c
     int rc = fn_self_exe(exe, sizeof exe, err);
     if (rc < 0)
         return rc;
-    ch->pids = FN_CALLOC((size_t)cfg->clients.count, sizeof *ch->pids);
+    int procs = cfg->clients.workers ? cfg->clients.workers : cfg->clients.count;
+    ch->pids = FN_CALLOC((size_t)procs, sizeof *ch->pids);
     pid_t parent = getpid();
-    for (int i = 0; i < cfg->clients.count; i++) {
-        char kit[PATH_MAX], shard[32], seed[32], alpha[32], min_size[32];
-        snprintf(kit, sizeof kit, "%s/sites/site-%d", keys_dir, i + 1);
-        snprintf(shard, sizeof shard, "%d/%d", i, cfg->clients.count);
-        snprintf(seed, sizeof seed, "%llu", (unsigned long long)cfg->seed);
-        snprintf(alpha, sizeof alpha, "%.17g", cfg->data.alpha);
-        snprintf(min_size, sizeof min_size, "%d", cfg->data.min_size);
-        const char *scheme = cfg->data.partition == CONFIG_PARTITION_DIRICHLET ? "dirichlet" : "iid";
+    char kits[PATH_MAX], seed[32], alpha[32], min_size[32];
+    snprintf(kits, sizeof kits, "%s/sites", keys_dir);
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)cfg->seed);
+    snprintf(alpha, sizeof alpha, "%.17g", cfg->data.alpha);
+    snprintf(min_size, sizeof min_size, "%d", cfg->data.min_size);
+    const char *scheme = cfg->data.partition == CONFIG_PARTITION_DIRICHLET ? "dirichlet" : "iid";
+    for (int i = 0; i < procs; i++) {
+        char kit[PATH_MAX], part[64];
+        /* One process per site, or `workers` processes each simulating a block of sites. */
+        const char *part_flag = cfg->clients.workers ? "--simulate" : "--shard";
+        const char *kit_flag = cfg->clients.workers ? "--kits" : "--kit";
+        if (cfg->clients.workers) {
+            int a = (int)((long long)i * cfg->clients.count / procs);
+            int b = (int)((long long)(i + 1) * cfg->clients.count / procs) - 1;
+            snprintf(part, sizeof part, "%d-%d/%d", a, b, cfg->clients.count);
+            snprintf(kit, sizeof kit, "%s", kits);
+        } else {
+            snprintf(part, sizeof part, "%d/%d", i, cfg->clients.count);
+            snprintf(kit, sizeof kit, "%s/site-%d", kits, i + 1);
+        }
         fflush(NULL);
         pid_t pid = fork();
         if (pid < 0)
-            return err_set(err, FN_EIO, "cannot start client %d: %s", i + 1, strerror(errno));
+            return err_set(err, FN_EIO, "cannot start client process %d: %s", i + 1, strerror(errno));
         if (pid == 0) {
             prctl(PR_SET_PDEATHSIG, SIGTERM);
             if (getppid() != parent)
@@ -65,8 +78,8 @@ static int spawn_clients(void *ctx, const config_t *cfg, const char *endpoint, c
             setenv("OPENBLAS_NUM_THREADS", "1", 1);
             if (!getenv("FEDNAS_LOG"))
                 setenv("FEDNAS_LOG", "warn", 1);
-            char *args[] = {exe, "client", "--connect", (char *)endpoint, "--kit", kit, "--data",
-                            (char *)cfg->data.path, "--shard", shard, "--partition", (char *)scheme, "--alpha",
+            char *args[] = {exe, "client", "--connect", (char *)endpoint, (char *)kit_flag, kit, "--data",
+                            (char *)cfg->data.path, (char *)part_flag, part, "--partition", (char *)scheme, "--alpha",
                             alpha, "--min-size", min_size, "--seed", seed, NULL};
             execv(exe, args);
             fprintf(stderr, "fednas: cannot run %s: %s\n", exe, strerror(errno));

@@ -40,7 +40,7 @@ static void print_summary(const config_t *cfg, int64_t run_id, const char *db, c
                           const server_summary_t *s, const char *status)
 {
     char down[32], up[32];
-    double per = s->rounds_done && s->clients ? (double)s->rounds_done * s->clients : 1;
+    double per = s->selections > 0 ? (double)s->selections : 1;
     human_bytes(s->bytes_down / per, down, sizeof down);
     human_bytes(s->bytes_up / per, up, sizeof up);
     printf("\n");
@@ -62,10 +62,19 @@ static void print_summary(const config_t *cfg, int64_t run_id, const char *db, c
     snprintf(t, sizeof t, "%.1f s (rounds %.2f s on average)", s->total_seconds, s->mean_round_seconds);
     snprintf(p, sizeof p, "%d", s->params);
     snprintf(traffic, sizeof traffic, "%s down, %s up", down, up);
+    if (s->dp) {
+        char eps[64], noise[64];
+        snprintf(eps, sizeof eps, "epsilon %.3f at delta %g", s->epsilon, s->delta);
+        snprintf(noise, sizeof noise, "z %.4f, clip %g", s->noise_multiplier, s->clip);
+        printf("| differential privacy        | %-38s |\n", eps);
+        printf("| noise                       | %-38s |\n", noise);
+    }
+    if (s->note[0])
+        printf("| ended early                 | %-38.38s |\n", s->note);
     printf("| clients                     | %-38d |\n", s->clients);
     printf("| model parameters            | %-38s |\n", p);
     printf("| time                        | %-38s |\n", t);
-    printf("| traffic per client a round  | %-38s |\n", traffic);
+    printf("| traffic per selected site   | %-38s |\n", traffic);
     printf("| run store                   | %-38s |\n", db);
     if (url)
         printf("| dashboard                   | %-38s |\n", url);
@@ -164,7 +173,7 @@ int cli_serve(const serve_options_t *o)
     rc = server_run(server, &sum, &err);
     const char *st = rc == 0 ? "done" : (cli_stop ? "stopped" : "failed");
     err_t e2;
-    if (store_run_finish(store, run_id, st, rc == 0 ? NULL : err.msg, &e2) < 0)
+    if (store_run_finish(store, run_id, st, rc == 0 ? (sum.note[0] ? sum.note : NULL) : err.msg, &e2) < 0)
         log_error("%s", e2.msg);
     print_summary(cfg, run_id, o->db_path, url[0] ? url : NULL, &sum, st);
     if (rc == 0)

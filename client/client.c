@@ -11,10 +11,12 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "common/wire.h"
+#include "crypto/dp.h"
 #include "crypto/keys.h"
 #include "engine/idx.h"
 #include "engine/model.h"
 #include "engine/partition.h"
+#include "client/trainer.h"
 
 typedef struct agent {
     const client_options_t *opt;
@@ -22,9 +24,7 @@ typedef struct agent {
     engine_dataset_t data;
     int *idx;
     int n;
-    engine_model_t *model;
-    char *arch_text; /* the architecture the model was built from */
-    float *global;
+    trainer_t trainer;
     int64_t run;
     int connected;  /* the CURVE handshake has succeeded and the link is up */
     int registered; /* welcomed once: after a reconnect, say hello again to rejoin */
@@ -37,21 +37,17 @@ static int load_data(agent_t *a, err_t *err)
     int rc = engine_fmnist_load(o->data_dir, "train", &a->data, err);
     if (rc < 0)
         return rc;
-    if (o->shards <= 0) {
+    int *assign = NULL;
+    if ((rc = client_partition(o, &a->data, &assign, err)) < 0)
+        return rc;
+    if (!assign) { /* a real site: all of its own data */
         a->n = a->data.count;
         a->idx = FN_MALLOC((size_t)a->n * sizeof *a->idx);
         for (int i = 0; i < a->n; i++)
             a->idx[i] = i;
         return 0;
     }
-    int *assign = FN_MALLOC((size_t)a->data.count * sizeof *assign);
-    if (o->partition == CONFIG_PARTITION_DIRICHLET)
-        rc = engine_partition_dirichlet(a->data.labels, a->data.count, a->data.num_classes, o->shards, o->alpha,
-                                        o->min_size, o->partition_seed, assign, err);
-    else
-        rc = engine_partition_iid(a->data.count, o->shards, o->partition_seed, assign, err);
-    if (rc == 0)
-        rc = engine_partition_indices(assign, a->data.count, o->shard, &a->idx, &a->n, err);
+    rc = engine_partition_indices(assign, a->data.count, o->shard, &a->idx, &a->n, err);
     free(assign);
     return rc;
 }
@@ -236,66 +232,6 @@ static int hello(agent_t *a, err_t *err)
     }
 }
 
-static int train_round(agent_t *a, wire_msg_t *msg, err_t *err)
-{
-    long long round = wire_get_int(msg, "round", -1), epochs = wire_get_int(msg, "epochs", -1);
-    long long batch = wire_get_int(msg, "batch_size", -1), seed = wire_get_int(msg, "seed", 0);
-    long long input_dim = wire_get_int(msg, "input_dim", -1), classes = wire_get_int(msg, "num_classes", -1);
-    json_t *lrj = json_object_get(msg->header, "lr");
-    json_t *arch = json_object_get(msg->header, "arch");
-    double lr = json_number_value(lrj);
-    size_t count = 0;
-    const float *global = wire_frame_data(msg, 0, WIRE_F32, &count);
-    if (round < 1 || epochs < 1 || epochs > 10000 || batch < 1 || batch > 65536 || !json_is_number(lrj) ||
-        !(lr > 0) || !isfinite(lr) || !json_is_object(arch) || !global || input_dim < 1 || classes < 2 ||
-        classes > 65536)
-        return err_set(err, FN_EPROTO, "malformed train message (round %lld)", round);
-    if (input_dim != a->data.rows * a->data.cols)
-        return err_set(err, FN_EINVAL, "the model expects %lld inputs but this site's samples have %d x %d", input_dim,
-                       a->data.rows, a->data.cols);
-    char *text = json_dumps(arch, JSON_SORT_KEYS | JSON_COMPACT);
-    if (!a->model || strcmp(text, a->arch_text) != 0) {
-        engine_model_free(a->model);
-        a->model = NULL;
-        free(a->arch_text);
-        a->arch_text = text;
-        int rc = engine_model_create(arch, (int)input_dim, (int)classes, &a->model, err);
-        if (rc < 0)
-            return rc;
-        free(a->global);
-        a->global = FN_MALLOC(engine_model_num_params(a->model) * sizeof(float));
-    } else {
-        free(text);
-    }
-    size_t m = engine_model_num_params(a->model);
-    if (count != m)
-        return err_set(err, FN_EPROTO, "train message carries %zu parameters, the model has %zu", count, m);
-    float *w = engine_model_params(a->model);
-    memcpy(w, global, m * sizeof *w);
-    memcpy(a->global, global, m * sizeof *w);
-    engine_train_stats_t st = {0};
-    double t0 = fn_mono();
-    for (long long e = 0; e < epochs; e++) {
-        int rc = engine_model_train_epoch(a->model, &a->data, a->idx, a->n, (int)batch, (float)lr,
-                                          (uint64_t)seed + (uint64_t)e, &st, err);
-        if (rc < 0)
-            return rc;
-    }
-    /* The update is the change to the weights; the server averages changes. */
-    for (size_t i = 0; i < m; i++)
-        w[i] -= a->global[i];
-    json_t *hdr = json_pack("{s:s, s:I, s:I, s:I, s:f, s:f, s:f}", "type", "update", "run", (json_int_t)a->run,
-                            "round", (json_int_t)round, "samples", (json_int_t)a->n, "loss", st.loss, "accuracy",
-                            st.accuracy, "train_seconds", fn_mono() - t0);
-    wire_frame_t f = {.name = "update", .dtype = WIRE_F32, .data = w, .count = m};
-    long long sent = wire_send(a->sock, NULL, 0, hdr, &f, 1, 0, err);
-    json_decref(hdr);
-    if (sent < 0)
-        return (int)sent;
-    log_debug("round %lld: loss %.4f accuracy %.4f in %.2f s", round, st.loss, st.accuracy, fn_mono() - t0);
-    return 0;
-}
-
 int client_run(const client_options_t *opt, err_t *err)
 {
     agent_t a = {.opt = opt};
@@ -315,7 +251,7 @@ int client_run(const client_options_t *opt, err_t *err)
         if (rc < 0)
             break;
         if (strcmp(msg.type, "train") == 0) {
-            rc = train_round(&a, &msg, err);
+            rc = trainer_round(&a.trainer, &a.data, a.idx, a.n, a.sock, a.run, &msg, err);
             if (rc == FN_EPROTO) {
                 log_warn("%s; ignored", err->msg);
                 rc = 0;
@@ -341,10 +277,8 @@ int client_run(const client_options_t *opt, err_t *err)
         zmq_close(a.sock);
     if (a.ctx)
         zmq_ctx_term(a.ctx);
-    engine_model_free(a.model);
+    trainer_free(&a.trainer);
     engine_dataset_free(&a.data);
     free(a.idx);
-    free(a.arch_text);
-    free(a.global);
     return rc;
 }

@@ -31,4 +31,9 @@ typedef struct client_options {
  * FN_ETIMEOUT when the server could not be reached. */
 int client_run(const client_options_t *opt, err_t *err);
 
+/* A simulation worker: runs sites first+1 .. first+count (0-based shards first .. first+count-1 of
+ * opt->shards), each with the startup kit kits_dir/site-K, over opt->endpoint, until the server
+ * ends the run. Every site speaks the real protocol on its own connection. */
+int client_simulate(const client_options_t *opt, const char *kits_dir, int first, int count, err_t *err);
+
 #endif

@@ -168,7 +168,7 @@ static int validate(config_t *c, err_t *err)
     const json_t *root = c->root;
     long long v;
     static const char *const top_keys[] = {"name", "description", "seed", "rounds", "data", "model",
-                                           "clients", "train", "server", "strategy", NULL};
+                                           "clients", "train", "server", "strategy", "dp", NULL};
     TRY(check_keys(c, root, "", top_keys, err));
     TRY(get_str(c, root, "", "name", 1, NULL, NULL, &c->name, err));
     const char *desc;
@@ -211,7 +211,7 @@ static int validate(config_t *c, err_t *err)
 
     const json_t *clients;
     TRY(get_obj(c, root, "", "clients", 1, &clients, err));
-    static const char *const client_keys[] = {"count", "per_round", "fraction", "min_fit", NULL};
+    static const char *const client_keys[] = {"count", "per_round", "fraction", "min_fit", "simulate", NULL};
     TRY(check_keys(c, clients, "clients", client_keys, err));
     TRY(get_int(c, clients, "clients", "count", 1, 0, 1, 100000, &v, err));
     c->clients.count = (int)v;
@@ -225,6 +225,15 @@ static int validate(config_t *c, err_t *err)
         expect = 1;
     TRY(get_int(c, clients, "clients", "min_fit", 0, expect, 1, expect, &v, err));
     c->clients.min_fit = (int)v;
+
+    const json_t *sim;
+    TRY(get_obj(c, clients, "clients", "simulate", 0, &sim, err));
+    if (sim) {
+        static const char *const sim_keys[] = {"workers", NULL};
+        TRY(check_keys(c, sim, "clients.simulate", sim_keys, err));
+        TRY(get_int(c, sim, "clients.simulate", "workers", 1, 0, 1, c->clients.count, &v, err));
+        c->clients.workers = (int)v;
+    }
 
     const json_t *strategy;
     TRY(get_obj(c, root, "", "strategy", 0, &strategy, err));
@@ -242,6 +251,40 @@ static int validate(config_t *c, err_t *err)
     TRY(get_int(c, train, "train", "batch_size", 0, 32, 1, 65536, &v, err));
     c->train.batch_size = (int)v;
     TRY(get_num(c, train, "train", "lr", 1, 0, 0, 100, 1, &c->train.lr, err));
+
+    const json_t *dp;
+    TRY(get_obj(c, root, "", "dp", 0, &dp, err));
+    if (dp) {
+        static const char *const dp_keys[] = {"clip", "noise_multiplier", "delta", "target_epsilon", "adaptive", NULL};
+        TRY(check_keys(c, dp, "dp", dp_keys, err));
+        c->dp.enabled = 1;
+        TRY(get_num(c, dp, "dp", "clip", 1, 0, 0, 1e9, 1, &c->dp.clip, err));
+        TRY(get_num(c, dp, "dp", "noise_multiplier", 0, -1, 0, 1e6, 0, &c->dp.noise_multiplier, err));
+        if (!json_object_get(dp, "noise_multiplier"))
+            c->dp.noise_multiplier = -1;
+        TRY(get_num(c, dp, "dp", "delta", 0, 1e-5, 0, 0.1, 1, &c->dp.delta, err));
+        TRY(get_num(c, dp, "dp", "target_epsilon", 0, 0, 0, 1e6, 1, &c->dp.target_epsilon, err));
+        if (c->dp.noise_multiplier < 0 && !json_object_get(dp, "target_epsilon"))
+            return config_error_at(c, "dp", err,
+                                   "give \"noise_multiplier\", or \"target_epsilon\" to have it calibrated (or both)");
+        const json_t *ad;
+        TRY(get_obj(c, dp, "dp", "adaptive", 0, &ad, err));
+        c->dp.quantile = 0.5;
+        c->dp.clip_lr = 0.2;
+        c->dp.count_noise = -1;
+        if (ad) {
+            static const char *const ad_keys[] = {"quantile", "lr", "count_noise", NULL};
+            TRY(check_keys(c, ad, "dp.adaptive", ad_keys, err));
+            c->dp.adaptive = 1;
+            TRY(get_num(c, ad, "dp.adaptive", "quantile", 0, 0.5, 0, 1, 1, &c->dp.quantile, err));
+            if (c->dp.quantile >= 1)
+                return config_error_at(c, "dp.adaptive.quantile", err, "expected a number in (0, 1)");
+            TRY(get_num(c, ad, "dp.adaptive", "lr", 0, 0.2, 0, 100, 1, &c->dp.clip_lr, err));
+            TRY(get_num(c, ad, "dp.adaptive", "count_noise", 0, -1, 0, 1e9, 1, &c->dp.count_noise, err));
+            if (!json_object_get(ad, "count_noise"))
+                c->dp.count_noise = -1;
+        }
+    }
 
     const json_t *server;
     TRY(get_obj(c, root, "", "server", 0, &server, err));

@@ -32,6 +32,7 @@ typedef struct config {
         int per_round;   /* clients selected each round (0: use fraction) */
         double fraction; /* of the connected clients, when per_round is 0 (default 1) */
         int min_fit;     /* fewest updates that make a round */
+        int workers;     /* fednas run: simulate the sites in this many processes (0: one each) */
     } clients;
     const json_t *strategy; /* {"name": "fedavg", ...}: checked by the server's strategy module */
     const json_t *train_json; /* the "train" object as written, for the engine's optimizer options */
@@ -40,6 +41,15 @@ typedef struct config {
         int batch_size;
         double lr;
     } train;
+    struct {
+        int enabled;            /* a "dp" block is present: user-level DP-FedAvg */
+        double clip;            /* C: L2 bound on each client's update (the start value if adaptive) */
+        double noise_multiplier;/* z: noise std on the sum is z * C; < 0 when to be calibrated */
+        double delta;
+        double target_epsilon;  /* the budget (0: none, only reported) */
+        int adaptive;           /* adaptive quantile clipping (Andrew et al. 2021) */
+        double quantile, clip_lr, count_noise; /* gamma, eta_C, sigma_b (< 0: expected clients / 20) */
+    } dp;
     struct {
         double round_timeout;    /* seconds a round waits for updates */
         double register_timeout; /* seconds the server waits for clients to join */

@@ -55,7 +55,14 @@ int fedavg_mean(const fedavg_t *a, float *out, err_t *err)
 {
     if (a->count == 0)
         return err_set(err, FN_ESTATE, "no updates to average");
-    double inv = 1.0 / a->total_weight;
+    return fedavg_sum_over(a, a->total_weight, out, err);
+}
+
+int fedavg_sum_over(const fedavg_t *a, double denominator, float *out, err_t *err)
+{
+    if (!(denominator > 0))
+        return err_set(err, FN_EINVAL, "the denominator must be positive (got %g)", denominator);
+    double inv = 1.0 / denominator;
     for (size_t i = 0; i < a->m; i++) {
         double sum = ((double)a->hi[i] + (double)a->lo[i] * 0x1p-44) * 0x1p-20;
         out[i] = (float)(sum * inv);

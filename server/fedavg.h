@@ -28,6 +28,9 @@ void fedavg_reset(fedavg_t *a);
 int fedavg_add(fedavg_t *a, const float *update, size_t m, double weight, err_t *err);
 /* out = sum / total_weight; FN_ESTATE when nothing was added. */
 int fedavg_mean(const fedavg_t *a, float *out, err_t *err);
+/* out = sum / denominator: DP-FedAvg divides by the expected cohort size, a constant, so that
+ * one client's contribution to the result is bounded whoever else shows up. */
+int fedavg_sum_over(const fedavg_t *a, double denominator, float *out, err_t *err);
 void fedavg_free(fedavg_t *a);
 
 #endif

@@ -13,6 +13,7 @@
 #include "common/rng.h"
 #include "common/util.h"
 #include "common/wire.h"
+#include "crypto/dp.h"
 #include "crypto/keys.h"
 #include "engine/idx.h"
 #include "engine/model.h"
@@ -72,6 +73,16 @@ struct server {
     strategy_t *strategy;
     site_t *sites;
     int nsites, cap;
+    /* Differential privacy (user-level DP-FedAvg, central noise). */
+    double dp_z;          /* noise multiplier the run is accounted with */
+    double dp_z_updates;  /* the one applied to the updates (lower when adaptive clipping spends some) */
+    double dp_q;          /* sampling rate: expected cohort / clients */
+    double dp_expected;   /* expected cohort size, the fixed denominator */
+    dp_accountant_t acct;
+    dp_adaptive_clip_t clip;
+    float *scratch;       /* a clipped copy of an incoming update */
+    long long below;      /* updates whose norm was <= C this round (adaptive clipping) */
+    int budget_reached;   /* the next round would exceed the privacy budget */
     int round; /* last round completed (or, during a round, the current one) */
     int in_round;
     double train_loss_sum, train_acc_sum, train_weight;
@@ -107,6 +118,17 @@ int server_check_config(const config_t *cfg, err_t *err)
         return config_error_at(cfg, "strategy.byzantine", err,
                                "krum tolerating %d clients needs at least %d updates a round (clients.min_fit is %d)",
                                sc.krum_f, sc.krum_f + 3, cfg->clients.min_fit);
+    if (cfg->dp.enabled && strategy_needs_all_updates(sc.kind))
+        return config_error_at(cfg, "strategy.name", err,
+                               "strategy %s cannot be combined with differential privacy (its sensitivity is not "
+                               "bounded by clipping); use fedavg, fedavgm, fedprox, fedadam, fedyogi or fedadagrad",
+                               strategy_name(sc.kind));
+    if (cfg->dp.enabled && cfg->dp.target_epsilon > 0 && cfg->dp.noise_multiplier < 0) {
+        double z, q = (cfg->clients.per_round ? cfg->clients.per_round : cfg->clients.fraction * cfg->clients.count) /
+                      cfg->clients.count;
+        if ((rc = dp_calibrate_sigma(q, cfg->rounds, cfg->dp.delta, cfg->dp.target_epsilon, &z, err)) < 0)
+            return config_error_at(cfg, "dp.target_epsilon", err, "%s", err->msg);
+    }
     int input_dim, classes;
     dataset_dims(cfg, &input_dim, &classes);
     engine_model_t *m;
@@ -136,6 +158,38 @@ static int bind_error(const char *endpoint, err_t *err)
     return err_set(err, FN_EIO, "cannot listen on %s: %s (expected tcp://HOST:PORT)", endpoint, zmq_strerror(e));
 }
 
+/* DP-FedAvg (McMahan et al. 2018): every update clipped to C, averaged over the expected cohort,
+ * Gaussian noise of std z*C on the sum. The cohort is a fixed number of the clients, accounted
+ * as Poisson sampling with q = cohort / clients (the usual approximation, stated in the logs). */
+static int setup_dp(server_t *s, err_t *err)
+{
+    const config_t *c = s->cfg;
+    s->dp_expected = c->clients.per_round ? c->clients.per_round : c->clients.fraction * c->clients.count;
+    s->dp_q = s->dp_expected / c->clients.count;
+    int rc;
+    if (c->dp.noise_multiplier >= 0)
+        s->dp_z = c->dp.noise_multiplier;
+    else if ((rc = dp_calibrate_sigma(s->dp_q, c->rounds, c->dp.delta, c->dp.target_epsilon, &s->dp_z, err)) < 0)
+        return rc;
+    s->dp_z_updates = s->dp_z;
+    if (c->dp.adaptive) {
+        double sigma_b = c->dp.count_noise > 0 ? c->dp.count_noise : s->dp_expected / 20;
+        if ((rc = dp_adaptive_clip_init(&s->clip, c->dp.clip, c->dp.quantile, c->dp.clip_lr, sigma_b, s->dp_expected,
+                                        err)) < 0 ||
+            (rc = dp_adaptive_noise_multiplier(s->dp_z, sigma_b, &s->dp_z_updates, err)) < 0)
+            return config_error_at(c, "dp.adaptive", err, "%s", err->msg);
+    } else {
+        s->clip.clip = c->dp.clip;
+    }
+    dp_accountant_init(&s->acct);
+    s->scratch = FN_MALLOC(s->m * sizeof *s->scratch);
+    log_info("differential privacy: clip %g%s, noise multiplier %.4f, q = %d/%d = %.4f (a fixed cohort accounted as "
+             "Poisson sampling), delta %g%s",
+             c->dp.clip, c->dp.adaptive ? " (adaptive)" : "", s->dp_z, (int)s->dp_expected, c->clients.count, s->dp_q,
+             c->dp.delta, c->dp.target_epsilon > 0 ? "" : ", no budget");
+    return 0;
+}
+
 /* Checkpoint layout: the parameters, then each optimizer state vector; meta says which. */
 static int load_checkpoint(server_t *s, err_t *err)
 {
@@ -159,6 +213,14 @@ static int load_checkpoint(server_t *s, err_t *err)
             memcpy(strategy_state(s->strategy, i), (const float *)ck.state + (size_t)i * s->m, s->m * sizeof(float));
         strategy_set_steps(s->strategy, json_integer_value(json_object_get(meta, "steps")));
         s->round = round;
+        if (s->cfg->dp.enabled) {
+            /* Every round so far was one step at (q, z): replaying rebuilds the accountant. */
+            json_t *clip = json_object_get(meta, "clip");
+            if (json_is_number(clip))
+                s->clip.clip = json_number_value(clip);
+            if (round > 0)
+                rc = dp_accountant_add(&s->acct, s->dp_q, s->dp_z, round, err);
+        }
         log_info("resuming run %lld after round %d", (long long)s->opt.run_id, round);
     }
     json_decref(meta);
@@ -200,6 +262,8 @@ int server_create(const server_options_t *opt, server_t **out, err_t *err)
     s->m = engine_model_num_params(s->model);
     s->mean = FN_MALLOC(s->m * sizeof *s->mean);
     if ((rc = fedavg_init(&s->agg, s->m, err)) < 0 || (rc = strategy_create(&s->scfg, s->m, &s->strategy, err)) < 0)
+        goto fail;
+    if (s->cfg->dp.enabled && (rc = setup_dp(s, err)) < 0)
         goto fail;
     if (opt->resume && (rc = load_checkpoint(s, err)) < 0)
         goto fail;
@@ -271,6 +335,8 @@ static long long send_train(server_t *s, site_t *site)
                             s->test.rows * s->test.cols, "num_classes", s->test.num_classes);
     if (s->scfg.kind == STRATEGY_FEDPROX)
         json_object_set_new(hdr, "prox_mu", json_real(s->scfg.prox_mu));
+    if (s->cfg->dp.enabled)
+        json_object_set_new(hdr, "clip", json_real(s->clip.clip));
     site->sent_at = fn_mono();
     return send_to(s, site, hdr, &frame, 1);
 }
@@ -373,6 +439,17 @@ static void on_update(server_t *s, wire_msg_t *msg)
         memcpy(site->update, upd, s->m * sizeof *upd);
         site->weight = (double)samples;
         s->agg.count++; /* counts arrivals; the robust rule reads the copies */
+    } else if (s->cfg->dp.enabled) {
+        /* Clip here too: the guarantee must not depend on the client having clipped. Every
+         * client weighs the same (1): sample-weighted means have unbounded sensitivity. */
+        double norm;
+        memcpy(s->scratch, upd, s->m * sizeof *upd);
+        if (dp_clip_l2(s->scratch, s->m, s->clip.clip, &norm, &e) < 0 ||
+            fedavg_add(&s->agg, s->scratch, s->m, 1.0, &e) < 0) {
+            log_warn("site %s: update rejected: %s", name, e.msg);
+            return;
+        }
+        s->below += norm <= s->clip.clip;
     } else if (fedavg_add(&s->agg, upd, count, (double)samples, &e) < 0) {
         log_warn("site %s: update rejected: %s", name, e.msg);
         return;
@@ -535,6 +612,12 @@ static int select_sites(server_t *s)
 
 static int aggregate(server_t *s, err_t *err)
 {
+    if (s->cfg->dp.enabled) {
+        int rc = fedavg_sum_over(&s->agg, s->dp_expected, s->mean, err);
+        if (rc == 0)
+            rc = dp_add_gaussian_noise(s->mean, s->m, s->dp_z_updates * s->clip.clip / s->dp_expected, err);
+        return rc < 0 ? rc : strategy_apply_mean(s->strategy, s->params, s->mean, err);
+    }
     if (!strategy_needs_all_updates(s->scfg.kind)) {
         int rc = fedavg_mean(&s->agg, s->mean, err);
         return rc < 0 ? rc : strategy_apply_mean(s->strategy, s->params, s->mean, err);
@@ -573,6 +656,8 @@ static int commit_round(server_t *s, const store_round_t *rec, err_t *err)
         json_array_append_new(names, json_string(strategy_state_name(s->strategy, i)));
     json_t *meta = json_pack("{s:s, s:I, s:o, s:I}", "strategy", strategy_name(s->scfg.kind), "steps",
                              (json_int_t)strategy_steps(s->strategy), "vectors", names, "params", (json_int_t)s->m);
+    if (s->cfg->dp.enabled)
+        json_object_set_new(meta, "clip", json_real(s->clip.clip));
     char *text = json_dumps(meta, JSON_COMPACT);
     store_checkpoint_t ck = {s->params, s->m * sizeof(float), state, (size_t)nstate * s->m * sizeof(float), text};
     int rc = store_round_commit(s->opt.store, s->opt.run_id, rec, &ck, err);
@@ -588,7 +673,19 @@ static int run_round(server_t *s, store_round_t *rec, err_t *err)
     int rc = wait_for_sites(s, want, err);
     if (rc < 0)
         return rc;
+    if (s->cfg->dp.enabled && s->cfg->dp.target_epsilon > 0) {
+        int exceed;
+        double after;
+        if ((rc = dp_accountant_would_exceed(&s->acct, s->dp_q, s->dp_z, s->cfg->dp.delta, s->cfg->dp.target_epsilon,
+                                             &exceed, &after, err)) < 0)
+            return rc;
+        s->budget_reached = exceed;
+        if (exceed)
+            return err_set(err, FN_ESTATE, "privacy budget reached: round %d would take epsilon to %.4f, above the "
+                           "target %g", s->round + 1, after, s->cfg->dp.target_epsilon);
+    }
     s->round++;
+    s->below = 0;
     memset(rec, 0, sizeof *rec);
     rec->round = s->round;
     rec->started_at = fn_now();
@@ -644,6 +741,14 @@ static int run_round(server_t *s, store_round_t *rec, err_t *err)
     }
     if ((rc = aggregate(s, err)) < 0)
         return rc;
+    double epsilon = NAN, clip_used = s->clip.clip;
+    if (s->cfg->dp.enabled) {
+        if ((rc = dp_accountant_add(&s->acct, s->dp_q, s->dp_z, 1, err)) < 0 ||
+            (rc = dp_accountant_epsilon(&s->acct, s->cfg->dp.delta, &epsilon, NULL, err)) < 0)
+            return rc;
+        if (s->cfg->dp.adaptive && (rc = dp_adaptive_clip_update(&s->clip, s->below, s->agg.count, NULL, err)) < 0)
+            return rc;
+    }
     /* The last round is always evaluated, so every run ends with a test accuracy. */
     double loss = NAN, acc = NAN;
     int every = s->cfg->server.evaluate_every;
@@ -663,12 +768,22 @@ static int run_round(server_t *s, store_round_t *rec, err_t *err)
     rec->bytes_up = s->round_bytes_up;
     if ((rc = commit_round(s, rec, err)) < 0)
         return rc;
+    if (s->cfg->dp.enabled) {
+        err_t e;
+        if (store_metric_insert(s->opt.store, s->opt.run_id, s->round, "epsilon", epsilon, &e) < 0 ||
+            store_metric_insert(s->opt.store, s->opt.run_id, s->round, "clip", clip_used, &e) < 0 ||
+            store_metric_insert(s->opt.store, s->opt.run_id, s->round, "noise_multiplier", s->dp_z, &e) < 0)
+            log_error("%s", e.msg);
+    }
     if (!s->opt.quiet) {
         char eval[64] = "test acc       -  test loss      -";
         if (!isnan(acc))
             snprintf(eval, sizeof eval, "test acc %6.2f%%  test loss %.4f", 100 * acc, loss);
-        printf("round %3d/%-3d  %s  train loss %.4f  clients %d/%d  %.2f s\n", s->round, s->cfg->rounds, eval,
-               rec->train_loss, rec->participants, rec->selected, fn_mono() - t0);
+        char priv[48] = "";
+        if (s->cfg->dp.enabled)
+            snprintf(priv, sizeof priv, "  eps %.3f", epsilon);
+        printf("round %3d/%-3d  %s  train loss %.4f  clients %d/%d%s  %.2f s\n", s->round, s->cfg->rounds, eval,
+               rec->train_loss, rec->participants, rec->selected, priv, fn_mono() - t0);
         fflush(stdout);
     }
     return 0;
@@ -704,9 +819,25 @@ int server_run(server_t *s, server_summary_t *sum, err_t *err)
         sum->final_loss = rec.test_loss;
         sum->bytes_down += rec.bytes_down;
         sum->bytes_up += rec.bytes_up;
+        sum->selections += rec.selected;
         round_seconds += rec.ended_at - rec.started_at;
     }
     sum->clients = s->nsites;
+    if (s->cfg->dp.enabled) {
+        sum->dp = 1;
+        sum->delta = s->cfg->dp.delta;
+        sum->noise_multiplier = s->dp_z;
+        sum->clip = s->clip.clip;
+        err_t e;
+        if (dp_accountant_epsilon(&s->acct, s->cfg->dp.delta, &sum->epsilon, NULL, &e) < 0)
+            sum->epsilon = NAN;
+        if (s->budget_reached) {
+            log_info("%s; ending the run", err->msg);
+            snprintf(sum->note, sizeof sum->note, "%s", err->msg);
+            sum->budget_reached = 1;
+            rc = 0;
+        }
+    }
     int ran = sum->rounds_done - sum->first_round + 1;
     sum->total_seconds = fn_mono() - t0;
     sum->mean_round_seconds = ran > 0 ? round_seconds / ran : 0;
@@ -743,6 +874,7 @@ void server_free(server_t *s)
     engine_dataset_free(&s->test);
     fedavg_free(&s->agg);
     strategy_free(s->strategy);
+    free(s->scratch);
     for (int i = 0; i < s->nsites; i++)
         free(s->sites[i].update);
     free(s->mean);

@@ -33,7 +33,12 @@ typedef struct server_summary {
     double final_accuracy, final_loss;
     double total_seconds, mean_round_seconds;
     long long bytes_down, bytes_up; /* all clients, all rounds */
+    long long selections;           /* sites selected, summed over rounds */
     int clients;                    /* registered */
+    int dp;                         /* differential privacy on: the fields below are set */
+    double epsilon, delta, noise_multiplier, clip;
+    int budget_reached;             /* the run ended before a round that would exceed the budget */
+    char note[256];                 /* why a successful run ended early ("" when it ran every round) */
     int params;                     /* model size */
 } server_summary_t;
 
