@@ -16,6 +16,7 @@
 #include "engine/idx.h"
 #include "engine/model.h"
 #include "engine/partition.h"
+#include "client/secagg_site.h"
 #include "client/trainer.h"
 
 typedef struct agent {
@@ -25,6 +26,7 @@ typedef struct agent {
     int *idx;
     int n;
     trainer_t trainer;
+    secagg_site_t *sa; /* this round's secure aggregation, when the server asks for it */
     int64_t run;
     int connected;  /* the CURVE handshake has succeeded and the link is up */
     int registered; /* welcomed once: after a reconnect, say hello again to rejoin */
@@ -250,8 +252,12 @@ int client_run(const client_options_t *opt, err_t *err)
         }
         if (rc < 0)
             break;
-        if (strcmp(msg.type, "train") == 0) {
-            rc = trainer_round(&a.trainer, &a.data, a.idx, a.n, a.sock, a.run, &msg, err);
+        if (strcmp(msg.type, "train") == 0 || strncmp(msg.type, "sa_", 3) == 0) {
+            rc = secagg_site_on_message(&a.sa, &a.trainer, &a.data, a.idx, a.n, a.sock, a.run, &msg, err);
+            if (rc == 0)
+                rc = trainer_round(&a.trainer, &a.data, a.idx, a.n, a.sock, a.run, &msg, err);
+            else if (rc > 0)
+                rc = 0;
             if (rc == FN_EPROTO) {
                 log_warn("%s; ignored", err->msg);
                 rc = 0;
@@ -277,6 +283,7 @@ int client_run(const client_options_t *opt, err_t *err)
         zmq_close(a.sock);
     if (a.ctx)
         zmq_ctx_term(a.ctx);
+    secagg_site_free(a.sa);
     trainer_free(&a.trainer);
     engine_dataset_free(&a.data);
     free(a.idx);

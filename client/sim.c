@@ -6,6 +6,7 @@
 #include <zmq.h>
 
 #include "client/client.h"
+#include "client/secagg_site.h"
 #include "client/trainer.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -21,6 +22,7 @@ typedef struct vsite {
     int *idx, n;
     int64_t run;
     int ended;
+    secagg_site_t *sa; /* the site's secure aggregation state in the current round */
 } vsite_t;
 
 int client_simulate(const client_options_t *o, const char *kits_dir, int first, int count, err_t *err)
@@ -102,8 +104,13 @@ int client_simulate(const client_options_t *o, const char *kits_dir, int first, 
                 continue;
             if (strcmp(msg.type, "welcome") == 0) {
                 v[i].run = wire_get_int(&msg, "run", -1);
-            } else if (strcmp(msg.type, "train") == 0) {
-                rc = trainer_round(&trainer, &data, v[i].idx, v[i].n, v[i].sock, v[i].run, &msg, err);
+            } else if (strcmp(msg.type, "train") == 0 || strncmp(msg.type, "sa_", 3) == 0) {
+                rc = secagg_site_on_message(&v[i].sa, &trainer, &data, v[i].idx, v[i].n, v[i].sock, v[i].run, &msg,
+                                            err);
+                if (rc == 0)
+                    rc = trainer_round(&trainer, &data, v[i].idx, v[i].n, v[i].sock, v[i].run, &msg, err);
+                else if (rc > 0)
+                    rc = 0;
                 if (rc == FN_EPROTO) {
                     log_warn("site-%d: %s; ignored", first + i + 1, err->msg);
                     rc = 0;
@@ -118,6 +125,7 @@ int client_simulate(const client_options_t *o, const char *kits_dir, int first, 
     for (int i = 0; i < count; i++) {
         if (v[i].sock)
             zmq_close(v[i].sock);
+        secagg_site_free(v[i].sa);
         free(v[i].idx);
     }
     zmq_ctx_term(ctx);

@@ -9,9 +9,10 @@
 #include "crypto/dp.h"
 #include "engine/partition.h"
 
-int trainer_round(trainer_t *a, const engine_dataset_t *d, const int *idx, int n, void *sock, int64_t run,
-                  wire_msg_t *msg, err_t *err)
+int trainer_compute(trainer_t *a, const engine_dataset_t *d, const int *idx, int n, wire_msg_t *msg,
+                    trainer_result_t *res, err_t *err)
 {
+    memset(res, 0, sizeof *res);
     long long round = wire_get_int(msg, "round", -1), epochs = wire_get_int(msg, "epochs", -1);
     long long batch = wire_get_int(msg, "batch_size", -1), seed = wire_get_int(msg, "seed", 0);
     long long input_dim = wire_get_int(msg, "input_dim", -1), classes = wire_get_int(msg, "num_classes", -1);
@@ -69,16 +70,36 @@ int trainer_round(trainer_t *a, const engine_dataset_t *d, const int *idx, int n
         if (rc < 0)
             return rc;
     }
+    res->round = round;
+    res->samples = n;
+    res->update = w;
+    res->m = m;
+    res->loss = st.loss;
+    res->accuracy = st.accuracy;
+    res->seconds = fn_mono() - t0;
+    return 0;
+}
+
+int trainer_send_update(const trainer_result_t *res, void *sock, int64_t run, err_t *err)
+{
     json_t *hdr = json_pack("{s:s, s:I, s:I, s:I, s:f, s:f, s:f}", "type", "update", "run", (json_int_t)run,
-                            "round", (json_int_t)round, "samples", (json_int_t)n, "loss", st.loss, "accuracy",
-                            st.accuracy, "train_seconds", fn_mono() - t0);
-    wire_frame_t f = {.name = "update", .dtype = WIRE_F32, .data = w, .count = m};
+                            "round", (json_int_t)res->round, "samples", (json_int_t)res->samples, "loss", res->loss,
+                            "accuracy", res->accuracy, "train_seconds", res->seconds);
+    wire_frame_t f = {.name = "update", .dtype = WIRE_F32, .data = res->update, .count = res->m};
     long long sent = wire_send(sock, NULL, 0, hdr, &f, 1, 0, err);
     json_decref(hdr);
     if (sent < 0)
         return (int)sent;
-    log_debug("round %lld: loss %.4f accuracy %.4f in %.2f s", round, st.loss, st.accuracy, fn_mono() - t0);
+    log_debug("round %lld: loss %.4f accuracy %.4f in %.2f s", res->round, res->loss, res->accuracy, res->seconds);
     return 0;
+}
+
+int trainer_round(trainer_t *a, const engine_dataset_t *d, const int *idx, int n, void *sock, int64_t run,
+                  wire_msg_t *msg, err_t *err)
+{
+    trainer_result_t res;
+    int rc = trainer_compute(a, d, idx, n, msg, &res, err);
+    return rc < 0 ? rc : trainer_send_update(&res, sock, run, err);
 }
 
 void trainer_free(trainer_t *t)

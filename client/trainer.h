@@ -4,6 +4,7 @@
 #ifndef FEDNAS_CLIENT_TRAINER_H
 #define FEDNAS_CLIENT_TRAINER_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "client/client.h"
@@ -17,6 +18,23 @@ typedef struct trainer {
     char *arch_text;
     float *global;
 } trainer_t;
+
+/* What one round of local training produced. update points into the trainer's model (valid
+ * until the next trainer call): the change to the weights, clipped when DP asked for it. */
+typedef struct trainer_result {
+    long long round;
+    int samples;
+    float *update;
+    size_t m;
+    double loss, accuracy, seconds;
+} trainer_result_t;
+
+/* Trains on the model in msg ("train") and fills *res; sends nothing. FN_EPROTO for a malformed
+ * message. */
+int trainer_compute(trainer_t *t, const engine_dataset_t *d, const int *idx, int n, wire_msg_t *msg,
+                    trainer_result_t *res, err_t *err);
+/* Sends res as a plain "update" (no secure aggregation). */
+int trainer_send_update(const trainer_result_t *res, void *sock, int64_t run, err_t *err);
 
 /* Runs the round in msg on samples idx[0..n) of d and sends the update on sock (a DEALER).
  * FN_EPROTO for a malformed message (ignore it), other errors are the site's own. */

@@ -168,7 +168,8 @@ static int validate(config_t *c, err_t *err)
     const json_t *root = c->root;
     long long v;
     static const char *const top_keys[] = {"name", "description", "seed", "rounds", "data", "model",
-                                           "clients", "train", "server", "strategy", "dp", NULL};
+                                           "clients", "train", "server", "strategy", "dp",
+                                           "secure_aggregation", NULL};
     TRY(check_keys(c, root, "", top_keys, err));
     TRY(get_str(c, root, "", "name", 1, NULL, NULL, &c->name, err));
     const char *desc;
@@ -286,21 +287,52 @@ static int validate(config_t *c, err_t *err)
         }
     }
 
+    const json_t *sa;
+    TRY(get_obj(c, root, "", "secure_aggregation", 0, &sa, err));
+    if (sa) {
+        static const char *const sa_keys[] = {"mode", "threshold", "clip", "bits", "neighbours", NULL};
+        static const char *const modes[] = {"secagg", "secagg+", NULL};
+        const char *mode;
+        TRY(check_keys(c, sa, "secure_aggregation", sa_keys, err));
+        c->secagg.enabled = 1;
+        TRY(get_str(c, sa, "secure_aggregation", "mode", 1, NULL, modes, &mode, err));
+        c->secagg.plus = strcmp(mode, "secagg+") == 0;
+        if (expect < 2)
+            return config_error_at(c, "secure_aggregation", err,
+                                   "secure aggregation needs at least 2 clients a round (%d selected)", expect);
+        /* The clients selected each round: t must be reachable, and > n/2 (the library's rule). */
+        TRY(get_int(c, sa, "secure_aggregation", "threshold", 0, 0, 2, expect, &v, err));
+        c->secagg.threshold = (int)v;
+        if (v && 2 * v <= expect)
+            return config_error_at(c, "secure_aggregation.threshold", err,
+                                   "expected more than half of the %d clients selected a round (got %lld)", expect, v);
+        TRY(get_num(c, sa, "secure_aggregation", "clip", 1, 0, 0, 1e9, 1, &c->secagg.clip, err));
+        TRY(get_int(c, sa, "secure_aggregation", "bits", 0, 32, 8, 32, &v, err));
+        c->secagg.bits = (int)v;
+        TRY(get_int(c, sa, "secure_aggregation", "neighbours", 0, 0, 2, 100000, &v, err));
+        c->secagg.neighbours = (int)v;
+        if (v && !c->secagg.plus)
+            return config_error_at(c, "secure_aggregation.neighbours", err,
+                                   "\"neighbours\" applies only to mode \"secagg+\"");
+    }
+
     const json_t *server;
     TRY(get_obj(c, root, "", "server", 0, &server, err));
     c->server.round_timeout = 300;
     c->server.register_timeout = 120;
     c->server.heartbeat = 5;
     c->server.evaluate_every = 1;
+    c->server.phase_timeout = 30;
     if (server) {
         static const char *const server_keys[] = {"round_timeout", "register_timeout", "heartbeat", "evaluate_every",
-                                                  NULL};
+                                                  "phase_timeout", NULL};
         TRY(check_keys(c, server, "server", server_keys, err));
         TRY(get_num(c, server, "server", "round_timeout", 0, 300, 0, 86400, 1, &c->server.round_timeout, err));
         TRY(get_num(c, server, "server", "register_timeout", 0, 120, 0, 86400, 1, &c->server.register_timeout, err));
         TRY(get_num(c, server, "server", "heartbeat", 0, 5, 0.1, 3600, 0, &c->server.heartbeat, err));
         TRY(get_int(c, server, "server", "evaluate_every", 0, 1, 0, 1000000, &v, err));
         c->server.evaluate_every = (int)v;
+        TRY(get_num(c, server, "server", "phase_timeout", 0, 30, 0, 86400, 1, &c->server.phase_timeout, err));
     }
     return 0;
 }

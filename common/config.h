@@ -50,11 +50,22 @@ typedef struct config {
         int adaptive;           /* adaptive quantile clipping (Andrew et al. 2021) */
         double quantile, clip_lr, count_noise; /* gamma, eta_C, sigma_b (< 0: expected clients / 20) */
     } dp;
+    /* Secure aggregation (crypto/secagg.h): the server learns only the sum of the updates, so
+     * the mean is unweighted (every client weighs the same, whatever its sample count). */
+    struct {
+        int enabled;    /* a "secure_aggregation" block is present */
+        int plus;       /* mode "secagg+": SecAgg+ neighbour graph instead of all pairs */
+        int threshold;  /* t: clients that must survive each phase (0: the library default for n) */
+        double clip;    /* L2 clip of each update before encoding */
+        int bits;       /* ring Z_2^bits, 8..32 */
+        int neighbours; /* SecAgg+ k (0: the library default, 2 ceil(log2 n)) */
+    } secagg;
     struct {
         double round_timeout;    /* seconds a round waits for updates */
         double register_timeout; /* seconds the server waits for clients to join */
         double heartbeat;        /* seconds between transport heartbeats; a peer silent for 3 is gone */
         int evaluate_every;      /* evaluate the global model on the test set every N rounds (0: never) */
+        double phase_timeout;    /* secure aggregation: seconds each phase after the advert waits */
     } server;
 } config_t;
 

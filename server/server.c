@@ -18,6 +18,7 @@
 #include "engine/idx.h"
 #include "engine/model.h"
 #include "server/fedavg.h"
+#include "server/secagg_round.h"
 #include "server/strategy.h"
 #include "server/zap.h"
 
@@ -83,6 +84,12 @@ struct server {
     float *scratch;       /* a clipped copy of an incoming update */
     long long below;      /* updates whose norm was <= C this round (adaptive clipping) */
     int budget_reached;   /* the next round would exceed the privacy budget */
+    /* Secure aggregation: the round's driver, the attempt of this round (an aborted round is run
+     * again with fresh keys), and what the last finished phases took. */
+    secagg_round_t *sa;
+    int sa_attempt;
+    double sa_phase_s[4];
+    uint32_t sa_summed;
     int round; /* last round completed (or, during a round, the current one) */
     int in_round;
     double train_loss_sum, train_acc_sum, train_weight;
@@ -123,6 +130,16 @@ int server_check_config(const config_t *cfg, err_t *err)
                                "strategy %s cannot be combined with differential privacy (its sensitivity is not "
                                "bounded by clipping); use fedavg, fedavgm, fedprox, fedadam, fedyogi or fedadagrad",
                                strategy_name(sc.kind));
+    if (cfg->secagg.enabled && strategy_needs_all_updates(sc.kind))
+        return config_error_at(cfg, "secure_aggregation", err,
+                               "strategy %s cannot be combined with secure aggregation (it needs every update, the "
+                               "server sees only their sum); use fedavg, fedavgm, fedprox, fedadam, fedyogi or "
+                               "fedadagrad",
+                               strategy_name(sc.kind));
+    if (cfg->secagg.enabled && cfg->dp.enabled && cfg->dp.adaptive)
+        return config_error_at(cfg, "dp.adaptive", err,
+                               "adaptive clipping cannot be combined with secure aggregation (it needs each update's "
+                               "norm); give a fixed dp.clip");
     if (cfg->dp.enabled && cfg->dp.target_epsilon > 0 && cfg->dp.noise_multiplier < 0) {
         double z, q = (cfg->clients.per_round ? cfg->clients.per_round : cfg->clients.fraction * cfg->clients.count) /
                       cfg->clients.count;
@@ -337,6 +354,8 @@ static long long send_train(server_t *s, site_t *site)
         json_object_set_new(hdr, "prox_mu", json_real(s->scfg.prox_mu));
     if (s->cfg->dp.enabled)
         json_object_set_new(hdr, "clip", json_real(s->clip.clip));
+    if (s->sa)
+        json_object_set_new(hdr, "secagg", secagg_round_info(s->sa, (uint32_t)site->id));
     site->sent_at = fn_mono();
     return send_to(s, site, hdr, &frame, 1);
 }
@@ -394,7 +413,9 @@ static void on_hello(server_t *s, wire_msg_t *msg)
     json_t *hdr = json_pack("{s:s, s:i, s:i}", "type", "welcome", "client_id", site->id, "rounds", s->cfg->rounds);
     send_to(s, site, hdr, NULL, 0);
     /* A selected site that lost its connection mid-round gets the round's model again. */
-    if (s->in_round && site->selected && !site->reported) {
+    if (s->in_round && site->selected && !site->reported &&
+        (!s->sa || secagg_round_expects(s->sa, (uint32_t)site->id)) &&
+        (!s->sa || secagg_round_phase(s->sa) == SECAGG_PHASE_ADVERT)) {
         site->lost = 0;
         long long sent = send_train(s, site);
         if (sent > 0)
@@ -413,6 +434,10 @@ static void on_update(server_t *s, wire_msg_t *msg)
         return;
     }
     site->fd = msg->srcfd;
+    if (s->sa) { /* the server must never see an update in the clear when secure aggregation is on */
+        log_warn("site %s: plain update for round %d refused: the round uses secure aggregation", name, s->round);
+        return;
+    }
     if (!site->selected || site->reported) {
         log_warn("site %s: %s update for round %d ignored", name, site->reported ? "duplicate" : "unrequested",
                  s->round);
@@ -468,6 +493,50 @@ static void on_update(server_t *s, wire_msg_t *msg)
         log_error("%s", e.msg);
 }
 
+/* A secure-aggregation message: checked against the run, the round and its open phase, then
+ * handed to the driver; anything wrong is dropped and logged. */
+static void on_sa(server_t *s, wire_msg_t *msg)
+{
+    const char *name = msg->user_id;
+    site_t *site = find_site(s, name);
+    long long round = wire_get_int(msg, "round", -1), run = wire_get_int(msg, "run", -1);
+    long long rid = wire_get_int(msg, "sa_round", -1);
+    if (!site || run != s->opt.run_id || !s->in_round || !s->sa || round != s->round ||
+        (uint64_t)rid != secagg_round_rid(s->sa)) {
+        log_warn("site %s: %s for run %lld round %lld ignored (now: run %lld round %d%s)", name, msg->type, run, round,
+                 (long long)s->opt.run_id, s->round, s->sa ? "" : ", no secure aggregation in progress");
+        return;
+    }
+    site->fd = msg->srcfd;
+    size_t len = 0;
+    const uint8_t *data = wire_frame_data(msg, 0, WIRE_U8, &len);
+    err_t e;
+    if (!data) {
+        log_warn("site %s: %s without its uint8 secagg frame dropped", name, msg->type);
+        return;
+    }
+    if (secagg_round_add(s->sa, (uint32_t)site->id, msg->type, data, len, &e) < 0) {
+        log_warn("site %s: %s dropped: %s", name, msg->type, e.msg);
+        return;
+    }
+    s->round_bytes_up += (long long)msg->bytes;
+    if (strcmp(msg->type, "sa_advert") == 0) {
+        long long samples = wire_get_int(msg, "samples", -1);
+        json_t *loss = json_object_get(msg->header, "loss"), *acc = json_object_get(msg->header, "accuracy");
+        if (samples >= 1 && samples <= 1000000000LL && json_is_number(loss) && json_is_number(acc) &&
+            isfinite(json_number_value(loss))) {
+            s->train_loss_sum += samples * json_number_value(loss);
+            s->train_acc_sum += samples * json_number_value(acc);
+            s->train_weight += samples;
+        }
+    } else if (strcmp(msg->type, "sa_masked") == 0) {
+        site->reported = 1;
+        if (store_client_contributed(s->opt.store, s->opt.run_id, site->id, (long long)msg->bytes,
+                                     (long long)(s->m * 4), fn_mono() - site->sent_at, &e) < 0)
+            log_error("%s", e.msg);
+    }
+}
+
 /* A connection closed or stopped answering heartbeats: its site is gone until it says hello. */
 static void on_disconnect(server_t *s, int fd)
 {
@@ -476,7 +545,10 @@ static void on_disconnect(server_t *s, int fd)
         if (!site->connected || site->fd != fd)
             continue;
         site->connected = 0;
-        if (s->in_round && site->selected && !site->reported) {
+        if (s->in_round && site->selected && s->sa && site->reported) {
+            site->lost = 1; /* its masked input is in; it cannot answer the unmasking request */
+            log_warn("site %s disconnected during round %d after sending its masked input", site->name, s->round);
+        } else if (s->in_round && site->selected && !site->reported) {
             site->lost = 1;
             log_warn("site %s disconnected during round %d; the round goes on without it", site->name, s->round);
         } else {
@@ -537,6 +609,8 @@ static void pump(server_t *s, int timeout_ms)
             on_hello(s, &msg);
         else if (strcmp(msg.type, "update") == 0)
             on_update(s, &msg);
+        else if (strncmp(msg.type, "sa_", 3) == 0)
+            on_sa(s, &msg);
         else
             log_warn("site %s: unexpected \"%s\" message dropped", msg.user_id, msg.type);
         wire_msg_close(&msg);
@@ -612,6 +686,17 @@ static int select_sites(server_t *s)
 
 static int aggregate(server_t *s, err_t *err)
 {
+    if (s->sa) {
+        /* s->mean holds the decoded sum of the survivors' clipped updates: an unweighted mean
+         * (the server cannot weigh what it cannot see), or DP-FedAvg's fixed denominator. */
+        double denom = s->cfg->dp.enabled ? s->dp_expected : (double)s->sa_summed;
+        for (size_t i = 0; i < s->m; i++)
+            s->mean[i] = (float)(s->mean[i] / denom);
+        int rc = 0;
+        if (s->cfg->dp.enabled)
+            rc = dp_add_gaussian_noise(s->mean, s->m, s->dp_z_updates * s->clip.clip / s->dp_expected, err);
+        return rc < 0 ? rc : strategy_apply_mean(s->strategy, s->params, s->mean, err);
+    }
     if (s->cfg->dp.enabled) {
         int rc = fedavg_sum_over(&s->agg, s->dp_expected, s->mean, err);
         if (rc == 0)
@@ -667,9 +752,89 @@ static int commit_round(server_t *s, const store_round_t *rec, err_t *err)
     return rc;
 }
 
+/* run_round's answer when secure aggregation aborted the round: nothing was committed and the
+ * round runs again (fresh keys, a new round id, the sites still connected), at most
+ * SECAGG_MAX_ATTEMPTS times in a row. */
+#define ROUND_RETRY 1
+#define SECAGG_MAX_ATTEMPTS 8
+
+static void sa_send(void *ctx, uint32_t id, const char *type, const uint8_t *data, size_t len)
+{
+    server_t *s = ctx;
+    for (int i = 0; i < s->nsites; i++) {
+        site_t *site = &s->sites[i];
+        if (site->id != (int)id)
+            continue;
+        if (!site->connected) /* gone: it has dropped out of the protocol */
+            return;
+        json_t *hdr = json_pack("{s:s, s:i, s:I}", "type", type, "round", s->round, "sa_round",
+                                (json_int_t)secagg_round_rid(s->sa));
+        wire_frame_t f = {.name = "secagg", .dtype = WIRE_U8, .data = data, .count = len};
+        long long sent = send_to(s, site, hdr, &f, 1);
+        if (sent >= 0)
+            s->round_bytes_down += sent;
+        return;
+    }
+}
+
+/* The four phases of a secure-aggregation round. Each waits for the sites still expected (those
+ * not lost) until its deadline: round_timeout for the advert, which follows local training,
+ * phase_timeout for the others. On success s->mean holds the decoded sum and s->sa_summed |U3|. */
+static int secagg_phases(server_t *s, err_t *err)
+{
+    for (int phase = SECAGG_PHASE_ADVERT; phase <= SECAGG_PHASE_UNMASK; phase++) {
+        double start = fn_mono();
+        double deadline = start + (phase == SECAGG_PHASE_ADVERT ? s->cfg->server.round_timeout
+                                                                : s->cfg->server.phase_timeout);
+        for (;;) {
+            int waiting = 0;
+            for (int i = 0; i < s->nsites; i++)
+                waiting += s->sites[i].selected && !s->sites[i].lost &&
+                           secagg_round_expects(s->sa, (uint32_t)s->sites[i].id);
+            if (waiting == 0 || fn_mono() >= deadline || stopped(s))
+                break;
+            pump(s, 100);
+        }
+        if (stopped(s))
+            return err_set(err, FN_ESTATE, "stopped");
+        int rc = secagg_round_close(s->sa, sa_send, s, s->mean, &s->sa_summed, err);
+        s->sa_phase_s[phase] = fn_mono() - start;
+        if (rc < 0)
+            return rc;
+        if (phase < SECAGG_PHASE_UNMASK)
+            log_debug("round %d: secure aggregation phase %d closed with %u sites in %.2f s", s->round, phase,
+                      secagg_round_survivors(s->sa, phase + 1), s->sa_phase_s[phase]);
+    }
+    return 0;
+}
+
+static int secagg_begin(server_t *s, err_t *err)
+{
+    uint32_t *ids = FN_MALLOC((size_t)(s->nsites ? s->nsites : 1) * sizeof *ids), n = 0;
+    for (int i = 0; i < s->nsites; i++)
+        if (s->sites[i].selected)
+            ids[n++] = (uint32_t)s->sites[i].id;
+    const config_t *c = s->cfg;
+    secagg_round_config_t rc_cfg = {.plus = c->secagg.plus,
+                                    .threshold = (uint32_t)c->secagg.threshold,
+                                    .neighbours = (uint32_t)c->secagg.neighbours,
+                                    .bits = (uint32_t)c->secagg.bits,
+                                    /* under DP the clients clip to the DP bound, which the noise assumes */
+                                    .clip = c->dp.enabled && s->clip.clip < c->secagg.clip ? s->clip.clip
+                                                                                            : c->secagg.clip};
+    memset(s->sa_phase_s, 0, sizeof s->sa_phase_s);
+    s->sa_summed = 0;
+    int rc = secagg_round_new(&rc_cfg, secagg_round_id(s->opt.run_id, s->round, s->sa_attempt), c->seed, ids, n,
+                              (uint32_t)s->m, &s->sa, err);
+    free(ids);
+    return rc < 0 ? err_set(err, FN_ESTATE, "%s", err->msg) : 0;
+}
+
 static int run_round(server_t *s, store_round_t *rec, err_t *err)
 {
     int want = s->cfg->clients.per_round ? s->cfg->clients.per_round : s->cfg->clients.min_fit;
+    if (s->cfg->secagg.enabled && s->cfg->secagg.threshold > want) /* fewer cannot make a round */
+        want = s->cfg->secagg.threshold;
     int rc = wait_for_sites(s, want, err);
     if (rc < 0)
         return rc;
@@ -702,7 +867,10 @@ static int run_round(server_t *s, store_round_t *rec, err_t *err)
     atomic_init(&s->bcast->refs, 1);
     memcpy(s->bcast->data, s->params, s->m * sizeof(float));
     int selected = select_sites(s);
-    for (int i = 0; i < s->nsites; i++) {
+    secagg_round_free(s->sa);
+    s->sa = NULL;
+    int sa_rc = s->cfg->secagg.enabled ? secagg_begin(s, err) : 0;
+    for (int i = 0; i < s->nsites && sa_rc == 0; i++) {
         site_t *site = &s->sites[i];
         if (!site->selected)
             continue;
@@ -713,7 +881,9 @@ static int run_round(server_t *s, store_round_t *rec, err_t *err)
             site->lost = 1;
     }
     double deadline = fn_mono() + s->cfg->server.round_timeout;
-    for (;;) {
+    if (s->cfg->secagg.enabled && sa_rc == 0)
+        sa_rc = secagg_phases(s, err);
+    for (; !s->cfg->secagg.enabled;) {
         int waiting = 0;
         for (int i = 0; i < s->nsites; i++)
             waiting += s->sites[i].selected && !s->sites[i].reported && !s->sites[i].lost;
@@ -725,6 +895,26 @@ static int run_round(server_t *s, store_round_t *rec, err_t *err)
     if (stopped(s)) {
         s->round--;
         return err_set(err, FN_ESTATE, "stopped during round %d", s->round + 1);
+    }
+    if (s->cfg->secagg.enabled) {
+        if (sa_rc == 0 && (int)s->sa_summed < s->cfg->clients.min_fit)
+            sa_rc = err_set(err, FN_ESTATE, "only %u masked inputs were summed (at least %d needed)", s->sa_summed,
+                            s->cfg->clients.min_fit);
+        if (sa_rc < 0) {
+            /* Nothing about any input was revealed (or the sum was not accepted): nothing is
+             * committed and the round runs again with fresh keys. */
+            log_warn("round %d (attempt %d): secure aggregation aborted: %s; the round starts again with fresh keys",
+                     s->round, s->sa_attempt + 1, err->msg);
+            secagg_round_free(s->sa);
+            s->sa = NULL;
+            s->round--;
+            s->sa_attempt++;
+            /* A moment for the disconnects of the sites that died to arrive before reselecting. */
+            for (double until = fn_mono() + 1.0; fn_mono() < until && !stopped(s);)
+                pump(s, 100);
+            return ROUND_RETRY;
+        }
+        s->agg.count = (int)s->sa_summed;
     }
     int dropped = 0;
     for (int i = 0; i < s->nsites; i++)
@@ -768,6 +958,26 @@ static int run_round(server_t *s, store_round_t *rec, err_t *err)
     rec->bytes_up = s->round_bytes_up;
     if ((rc = commit_round(s, rec, err)) < 0)
         return rc;
+    if (s->sa) {
+        static const char *const names[] = {"phase_advert_s", "phase_shares_s", "phase_masked_s", "phase_unmask_s"};
+        err_t e;
+        int bad = 0;
+        for (int p = 1; p <= 3; p++) {
+            char name[32];
+            snprintf(name, sizeof name, "secagg_u%d", p);
+            bad |= store_metric_insert(s->opt.store, s->opt.run_id, s->round, name, secagg_round_survivors(s->sa, p),
+                                       &e) < 0;
+        }
+        bad |= store_metric_insert(s->opt.store, s->opt.run_id, s->round, "secagg_summed", s->sa_summed, &e) < 0;
+        bad |= store_metric_insert(s->opt.store, s->opt.run_id, s->round, "secagg_attempts", s->sa_attempt + 1, &e) < 0;
+        for (int p = 0; p < 4; p++)
+            bad |= store_metric_insert(s->opt.store, s->opt.run_id, s->round, names[p], s->sa_phase_s[p], &e) < 0;
+        if (bad)
+            log_error("%s", e.msg);
+        secagg_round_free(s->sa);
+        s->sa = NULL;
+        s->sa_attempt = 0;
+    }
     if (s->cfg->dp.enabled) {
         err_t e;
         if (store_metric_insert(s->opt.store, s->opt.run_id, s->round, "epsilon", epsilon, &e) < 0 ||
@@ -808,6 +1018,15 @@ int server_run(server_t *s, server_summary_t *sum, err_t *err)
     while (rc == 0 && s->round < s->cfg->rounds) {
         store_round_t rec;
         rc = run_round(s, &rec, err);
+        if (rc == ROUND_RETRY) {
+            rc = 0;
+            if (s->sa_attempt >= SECAGG_MAX_ATTEMPTS)
+                rc = err_set(err, FN_ETIMEOUT, "round %d: secure aggregation aborted %d times in a row; giving up",
+                             s->round + 1, s->sa_attempt);
+            if (rc < 0)
+                break;
+            continue;
+        }
         if (rc < 0)
             break;
         sum->rounds_done = s->round;
@@ -869,6 +1088,7 @@ void server_free(server_t *s)
     }
     if (s->bcast)
         broadcast_release(NULL, s->bcast);
+    secagg_round_free(s->sa);
     keys_allow_free(&s->allow);
     engine_model_free(s->model);
     engine_dataset_free(&s->test);

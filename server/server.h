@@ -1,7 +1,9 @@
 /* server: the aggregation server. One thread runs the round state machine on a ZeroMQ ROUTER
  * socket (CURVE, allow-listed by the ZAP handler): wait for sites to register, then for each
  * round send the global model, collect updates until all arrive or the deadline passes,
- * aggregate (FedAvg), evaluate on the test set and commit the round to the run store. */
+ * aggregate (FedAvg), evaluate on the test set and commit the round to the run store.
+ * With secure aggregation (server/secagg_round.h) the round collects masked inputs instead of
+ * updates and aggregates their decoded sum: an unweighted mean; an aborted round is rerun. */
 #ifndef FEDNAS_SERVER_SERVER_H
 #define FEDNAS_SERVER_SERVER_H
 

@@ -1,9 +1,12 @@
 # Multi-process tests: real `fednas` processes talking over 127.0.0.1.
 add_executable(fault_client integration/fault_client.c)
-target_link_libraries(fault_client PRIVATE fednas_crypto fednas_common)
-foreach(name cli_errors federation quickstart faults resume dp)
+target_link_libraries(fault_client PRIVATE fednas_client fednas_crypto fednas_common)
+foreach(name cli_errors federation quickstart faults resume dp secagg)
   add_test(NAME integration_${name}
            COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/integration/${name}.sh $<TARGET_FILE:fednas>)
   set_tests_properties(integration_${name} PROPERTIES TIMEOUT 600
     ENVIRONMENT "FEDNAS_SOURCE_DIR=${CMAKE_SOURCE_DIR};FAULT_CLIENT=$<TARGET_FILE:fault_client>")
 endforeach()
+# The secure-aggregation drivers (server/secagg_round, client/secagg_site) in memory, which the
+# secagg integration test runs over ZeroMQ.
+fednas_unit_test(test_secagg_round SOURCES unit/test_secagg_round.c LIBS fednas_server fednas_client)
