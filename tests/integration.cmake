@@ -7,6 +7,3 @@ foreach(name cli_errors federation quickstart faults resume dp secagg)
   set_tests_properties(integration_${name} PROPERTIES TIMEOUT 600
     ENVIRONMENT "FEDNAS_SOURCE_DIR=${CMAKE_SOURCE_DIR};FAULT_CLIENT=$<TARGET_FILE:fault_client>")
 endforeach()
-# The secure-aggregation drivers (server/secagg_round, client/secagg_site) in memory, which the
-# secagg integration test runs over ZeroMQ.
-fednas_unit_test(test_secagg_round SOURCES unit/test_secagg_round.c LIBS fednas_server fednas_client)

@@ -2,3 +2,6 @@
 fednas_unit_test(test_shamir SOURCES unit/test_shamir.c LIBS fednas_crypto)
 fednas_unit_test(test_secagg SOURCES unit/test_secagg.c LIBS fednas_crypto)
 fednas_bench(secagg SOURCES bench/secagg.c LIBS fednas_crypto)
+# The secure-aggregation drivers (server/secagg_round, client/secagg_site) in memory, which the
+# secagg integration test runs over ZeroMQ.
+fednas_unit_test(test_secagg_round SOURCES unit/test_secagg_round.c LIBS fednas_server fednas_client)
