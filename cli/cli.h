@@ -24,9 +24,8 @@ int cmd_client(int argc, char **argv);
 int cmd_runs(int argc, char **argv);
 int cmd_keys(int argc, char **argv);
 int cmd_dashboard(int argc, char **argv);
-/* Being written in cli/cmd_train.c and cli/cmd_privacy.c; weak until both have landed. */
-int cmd_train(int argc, char **argv) __attribute__((weak));
-int cmd_privacy(int argc, char **argv) __attribute__((weak));
+int cmd_train(int argc, char **argv);
+int cmd_privacy(int argc, char **argv);
 
 /* Prints "fednas: error: MESSAGE" and returns the exit status for the error code. */
 int cli_fail(const err_t *err);

@@ -89,7 +89,7 @@ int main(int argc, char **argv)
     } cmds[] = {{"run", cmd_run},   {"server", cmd_server}, {"client", cmd_client}, {"runs", cmd_runs},
                 {"keys", cmd_keys}, {"dashboard", cmd_dashboard}, {"train", cmd_train},   {"privacy", cmd_privacy}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
-        if (strcmp(cmd, cmds[i].name) == 0 && cmds[i].fn)
+        if (strcmp(cmd, cmds[i].name) == 0)
             return cmds[i].fn(argc - 1, argv + 1);
     fprintf(stderr, "fednas: unknown command \"%s\"\n\n", cmd);
     usage(stderr);

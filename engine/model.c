@@ -1,221 +1,32 @@
 #include "engine/model.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 #include <time.h>
 
 #include "common/log.h"
 #include "common/rng.h"
+#include "engine/graph.h"
+#include "engine/nn.h"
+#include "engine/ops.h"
 
-/* Evaluation runs in chunks of at least this many rows; scratch is sized for it up front so
- * alternating train and evaluate calls never reallocate. */
-#define EVAL_ROWS 256
+/* Evaluation and loss_grad run in chunks of this many rows. */
+#define EVAL_ROWS 128
+
+typedef struct {
+    int in, out;
+    size_t w_off, b_off;
+} wlayer_t;
 
 struct engine_model {
     json_t *arch;
-    int num_layers; /* linear layers: hidden layers + the output layer */
-    int *dims;      /* num_layers + 1 widths: dims[0] input ... dims[num_layers] classes */
-    size_t *w_off;  /* per layer: offset of W (dims[l+1] x dims[l]) in params */
-    size_t *b_off;  /* per layer: offset of b (dims[l+1]) */
-    size_t num_params;
-    float *params;
-    float *grads;
-    /* Scratch for up to cap rows, allocated once and reused by every batch. */
-    int cap;
-    float *acts;     /* one block: the layer inputs/outputs, see act() */
-    size_t *act_off; /* num_layers + 1 offsets into acts: the input batch, hidden activations, logits */
-    float *dbuf[2];  /* ping-pong gradient buffers, cap x max width of dims[1..] */
-    uint8_t *y;      /* the batch's labels */
+    engine_net_t *net;
+    engine_graph_t *g;
+    int c, h, w, classes;
+    int nlayers;
+    wlayer_t *layers;
+    size_t optim_bytes, batch_bytes;
 };
-
-/* ---------------------------------------------------------------------------------------------
- * Layers: pure functions with explicit dimensions (B rows, IN inputs, OUT outputs), as llm.c. */
-
-/* out (B,OUT) = inp (B,IN) @ W^T (W is OUT,IN) + b */
-static void linear_forward(float *out, const float *inp, const float *W, const float *b, int B, int IN, int OUT)
-{
-    for (int r = 0; r < B; r++)
-        memcpy(out + (size_t)r * OUT, b, (size_t)OUT * sizeof *out);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, OUT, IN, 1.0f, inp, IN, W, IN, 1.0f, out, OUT);
-}
-
-/* Accumulates dW += dout^T @ inp and db += column sums of dout; dinp = dout @ W unless NULL
- * (the network's input needs no gradient). */
-static void linear_backward(float *dinp, float *dW, float *db, const float *dout, const float *inp, const float *W,
-                            int B, int IN, int OUT)
-{
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OUT, IN, B, 1.0f, dout, OUT, inp, IN, 1.0f, dW, IN);
-    for (int r = 0; r < B; r++) {
-        const float *d = dout + (size_t)r * OUT;
-        for (int o = 0; o < OUT; o++)
-            db[o] += d[o];
-    }
-    if (dinp)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, IN, OUT, 1.0f, dout, OUT, W, IN, 0.0f, dinp, IN);
-}
-
-static void relu_forward(float *x, size_t N)
-{
-    for (size_t i = 0; i < N; i++)
-        x[i] = x[i] > 0.0f ? x[i] : 0.0f;
-}
-
-/* The forward pass keeps only the ReLU outputs; out > 0 exactly where the input was > 0. */
-static void relu_backward(float *dx, const float *out, size_t N)
-{
-    for (size_t i = 0; i < N; i++)
-        if (!(out[i] > 0.0f))
-            dx[i] = 0.0f;
-}
-
-/* Softmax cross-entropy over logits (B,C) with labels y. Adds the summed loss and the number of
- * correct argmaxes to *loss_sum and *correct. When dlogits is not NULL, writes
- * (softmax - onehot) * scale there (scale = 1/N for the gradient of a mean over N samples).
- * Log-sum-exp after subtracting the row max, so large logits neither overflow nor lose the loss. */
-static void softmax_xent(float *dlogits, double *loss_sum, int *correct, const float *logits, const uint8_t *y,
-                         int B, int C, float scale)
-{
-    for (int r = 0; r < B; r++) {
-        const float *z = logits + (size_t)r * C;
-        int arg = 0;
-        float mx = z[0];
-        for (int c = 1; c < C; c++)
-            if (z[c] > mx) {
-                mx = z[c];
-                arg = c;
-            }
-        double s = 0.0;
-        for (int c = 0; c < C; c++)
-            s += exp((double)(z[c] - mx));
-        double lse = log(s);
-        *loss_sum += lse - (double)(z[y[r]] - mx);
-        *correct += arg == y[r];
-        if (dlogits) {
-            float *d = dlogits + (size_t)r * C;
-            for (int c = 0; c < C; c++)
-                d[c] = (float)exp((double)(z[c] - mx) - lse) * scale;
-            d[y[r]] -= scale;
-        }
-    }
-}
-
-/* ---------------------------------------------------------------------------------------------
- * Model plumbing. */
-
-static float *act(engine_model_t *m, int l) { return m->acts + m->act_off[l]; }
-
-static void forward(engine_model_t *m, int B)
-{
-    const int L = m->num_layers;
-    for (int l = 0; l < L; l++) {
-        int IN = m->dims[l], OUT = m->dims[l + 1];
-        linear_forward(act(m, l + 1), act(m, l), m->params + m->w_off[l], m->params + m->b_off[l], B, IN, OUT);
-        if (l < L - 1)
-            relu_forward(act(m, l + 1), (size_t)B * OUT);
-    }
-}
-
-/* Backpropagates from the logits' gradient in dbuf[0], accumulating into grads. */
-static void backward(engine_model_t *m, float *grads, int B)
-{
-    int cur = 0;
-    for (int l = m->num_layers - 1; l >= 0; l--) {
-        int IN = m->dims[l], OUT = m->dims[l + 1];
-        float *dinp = l > 0 ? m->dbuf[cur ^ 1] : NULL;
-        linear_backward(dinp, grads + m->w_off[l], grads + m->b_off[l], m->dbuf[cur], act(m, l),
-                        m->params + m->w_off[l], B, IN, OUT);
-        if (l > 0) {
-            relu_backward(dinp, act(m, l), (size_t)B * IN);
-            cur ^= 1;
-        }
-    }
-}
-
-/* Scales the batch's pixels to [0,1] into the input activation and gathers the labels: samples
- * idx[0..B), or first..first+B when idx is NULL. */
-static void load_batch(engine_model_t *m, const engine_dataset_t *d, const int *idx, int first, int B)
-{
-    const size_t IN = (size_t)m->dims[0];
-    float *x = act(m, 0);
-    for (int r = 0; r < B; r++) {
-        int s = idx ? idx[r] : first + r;
-        const uint8_t *px = d->images + (size_t)s * IN;
-        float *row = x + (size_t)r * IN;
-        for (size_t k = 0; k < IN; k++)
-            row[k] = (float)px[k] * (1.0f / 255.0f);
-        m->y[r] = d->labels[s];
-    }
-}
-
-static void free_scratch(engine_model_t *m)
-{
-    free(m->acts);
-    free(m->dbuf[0]);
-    free(m->dbuf[1]);
-    free(m->y);
-    m->acts = m->dbuf[0] = m->dbuf[1] = NULL;
-    m->y = NULL;
-    m->cap = 0;
-}
-
-/* Makes room for `rows` rows; only grows, so steady-state training never allocates. */
-static int ensure_scratch(engine_model_t *m, int rows, err_t *err)
-{
-    if (rows < EVAL_ROWS)
-        rows = EVAL_ROWS;
-    if (rows <= m->cap)
-        return 0;
-    free_scratch(m);
-    size_t total = 0, widest = 1;
-    for (int l = 0; l <= m->num_layers; l++) {
-        m->act_off[l] = total;
-        total += (size_t)rows * (size_t)m->dims[l];
-        if (l > 0 && (size_t)m->dims[l] > widest)
-            widest = (size_t)m->dims[l];
-    }
-    m->acts = malloc(total * sizeof(float));
-    m->dbuf[0] = malloc((size_t)rows * widest * sizeof(float));
-    m->dbuf[1] = malloc((size_t)rows * widest * sizeof(float));
-    m->y = malloc((size_t)rows);
-    if (!m->acts || !m->dbuf[0] || !m->dbuf[1] || !m->y) {
-        free_scratch(m);
-        return err_set(err, FN_ENOMEM, "model scratch for %d rows (%zu floats) does not fit in memory; use a smaller batch",
-                       rows, total + 2 * (size_t)rows * widest);
-    }
-    m->cap = rows;
-    return 0;
-}
-
-/* Checks that d fits the model and that every sample idx[0..n) exists and has a valid label.
- * Done before touching parameters, so a bad call leaves the model as it was. */
-static int check_data(const engine_model_t *m, const engine_dataset_t *d, const int *idx, int n, const char *fn,
-                      err_t *err)
-{
-    if (!m || !d)
-        return err_set(err, FN_EINVAL, "%s: model and data set must not be NULL", fn);
-    if (!d->images || !d->labels || d->count <= 0)
-        return err_set(err, FN_EINVAL, "%s: the data set is empty; load it with engine_idx_load first", fn);
-    if ((long long)d->rows * d->cols != m->dims[0])
-        return err_set(err, FN_EINVAL,
-                       "%s: the model takes %d inputs but the data set's samples are %dx%d = %lld pixels; "
-                       "create the model with input_dim %lld",
-                       fn, m->dims[0], d->rows, d->cols, (long long)d->rows * d->cols,
-                       (long long)d->rows * d->cols);
-    if (n <= 0)
-        return err_set(err, FN_EINVAL, "%s: n is %d; need at least one sample", fn, n);
-    const int C = m->dims[m->num_layers];
-    for (int i = 0; i < n; i++) {
-        int s = idx ? idx[i] : i;
-        if (s < 0 || s >= d->count)
-            return err_set(err, FN_EINVAL, "%s: idx[%d] is %d, outside the data set's %d samples", fn, i, s, d->count);
-        if (d->labels[s] >= C)
-            return err_set(err, FN_EINVAL,
-                           "%s: sample %d has label %d but the model has %d classes; create it with num_classes >= %d",
-                           fn, s, d->labels[s], C, d->num_classes > d->labels[s] ? d->num_classes : d->labels[s] + 1);
-    }
-    return 0;
-}
 
 static double now_seconds(void)
 {
@@ -224,54 +35,45 @@ static double now_seconds(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* ---------------------------------------------------------------------------------------------
- * Public API. */
+/* ---- creation ---- */
 
-static int parse_arch(const json_t *arch, int *hidden, int *num_hidden, err_t *err)
+int engine_model_create_shape(const json_t *arch, int channels, int height, int width, int num_classes,
+                              engine_model_t **out, err_t *err)
 {
-    static const char *example = "e.g. {\"type\":\"mlp\",\"hidden\":[128]} or {\"type\":\"softmax\"}";
-    if (!arch || !json_is_object(arch))
-        return err_set(err, FN_EINVAL, "model arch: expected a JSON object, %s", example);
-    const json_t *type = json_object_get(arch, "type");
-    if (!type)
-        return err_set(err, FN_EINVAL, "model arch: missing key \"type\"; %s", example);
-    if (!json_is_string(type))
-        return err_set(err, FN_EINVAL, "model arch.type: expected a string, \"softmax\" or \"mlp\"");
-    const char *t = json_string_value(type);
-    int mlp;
-    if (strcmp(t, "softmax") == 0)
-        mlp = 0;
-    else if (strcmp(t, "mlp") == 0)
-        mlp = 1;
-    else
-        return err_set(err, FN_EINVAL, "model arch.type: unknown type \"%s\"; expected \"softmax\" or \"mlp\"", t);
-
-    const char *key;
-    const json_t *val;
-    json_object_foreach((json_t *)arch, key, val) {
-        if (strcmp(key, "type") == 0 || (mlp && strcmp(key, "hidden") == 0))
+    if (!out)
+        return err_set(err, FN_EINVAL, "engine_model_create: out is NULL");
+    *out = NULL;
+    engine_net_t *net = NULL;
+    int rc = engine_net_create(arch, channels, height, width, num_classes, &net, err);
+    if (rc)
+        return rc;
+    engine_model_t *m = calloc(1, sizeof *m);
+    FN_CHECK(m);
+    m->net = net;
+    m->c = channels;
+    m->h = height;
+    m->w = width;
+    m->classes = num_classes;
+    m->g = engine_graph_create((size_t)4 << 20, 0x6e6e);
+    FN_CHECK(m->g);
+    int nt = engine_net_num_tensors(net);
+    m->layers = calloc((size_t)nt + 1, sizeof *m->layers);
+    FN_CHECK(m->layers);
+    for (int i = 0; i < nt; i++) {
+        const engine_param_info_t *p = engine_net_tensor(net, i);
+        if (!p->fan_in)
             continue;
-        return err_set(err, FN_EINVAL, "model arch: unknown key \"%s\" for type \"%s\"; %s", key, t,
-                       mlp ? "an mlp takes \"type\" and \"hidden\"" : "softmax takes only \"type\"");
+        size_t cnt = 1;
+        for (int d = 0; d < p->ndim; d++)
+            cnt *= (size_t)p->shape[d];
+        wlayer_t *L = &m->layers[m->nlayers++];
+        L->in = p->fan_in;
+        L->out = (int)p->shape[0];
+        L->w_off = p->offset;
+        L->b_off = p->offset + cnt;
     }
-    *num_hidden = 0;
-    if (!mlp)
-        return 0;
-    const json_t *h = json_object_get(arch, "hidden");
-    if (!h)
-        return err_set(err, FN_EINVAL, "model arch: type \"mlp\" needs key \"hidden\", the hidden layer widths, e.g. [128]");
-    if (!json_is_array(h) || json_array_size(h) == 0 || json_array_size(h) > ENGINE_MODEL_MAX_HIDDEN)
-        return err_set(err, FN_EINVAL, "model arch.hidden: expected an array of 1..%d layer widths, e.g. [128]",
-                       ENGINE_MODEL_MAX_HIDDEN);
-    for (size_t i = 0; i < json_array_size(h); i++) {
-        const json_t *w = json_array_get(h, i);
-        json_int_t v = json_is_integer(w) ? json_integer_value(w) : 0;
-        if (!json_is_integer(w) || v < 1 || v > ENGINE_MODEL_MAX_WIDTH)
-            return err_set(err, FN_EINVAL, "model arch.hidden[%zu]: expected an integer width in 1..%d", i,
-                           ENGINE_MODEL_MAX_WIDTH);
-        hidden[i] = (int)v;
-    }
-    *num_hidden = (int)json_array_size(h);
+    m->arch = json_deep_copy(arch);
+    *out = m;
     return 0;
 }
 
@@ -280,173 +82,556 @@ int engine_model_create(const json_t *arch, int input_dim, int num_classes, engi
     if (!out)
         return err_set(err, FN_EINVAL, "engine_model_create: out is NULL");
     *out = NULL;
-    int hidden[ENGINE_MODEL_MAX_HIDDEN], nh = 0;
-    int rc = parse_arch(arch, hidden, &nh, err);
-    if (rc)
-        return rc;
     if (input_dim < 1 || input_dim > ENGINE_MODEL_MAX_WIDTH)
         return err_set(err, FN_EINVAL, "engine_model_create: input_dim is %d; expected 1..%d", input_dim,
                        ENGINE_MODEL_MAX_WIDTH);
     if (num_classes < 1 || num_classes > ENGINE_MODEL_MAX_WIDTH)
         return err_set(err, FN_EINVAL, "engine_model_create: num_classes is %d; expected 1..%d", num_classes,
                        ENGINE_MODEL_MAX_WIDTH);
-
-    engine_model_t *m = FN_CALLOC(1, sizeof *m);
-    m->num_layers = nh + 1;
-    m->dims = FN_MALLOC(((size_t)m->num_layers + 1) * sizeof *m->dims);
-    m->w_off = FN_MALLOC((size_t)m->num_layers * sizeof *m->w_off);
-    m->b_off = FN_MALLOC((size_t)m->num_layers * sizeof *m->b_off);
-    m->act_off = FN_MALLOC(((size_t)m->num_layers + 1) * sizeof *m->act_off);
-    m->dims[0] = input_dim;
-    for (int i = 0; i < nh; i++)
-        m->dims[i + 1] = hidden[i];
-    m->dims[m->num_layers] = num_classes;
-    size_t n = 0;
-    for (int l = 0; l < m->num_layers; l++) {
-        m->w_off[l] = n;
-        n += (size_t)m->dims[l + 1] * (size_t)m->dims[l];
-        m->b_off[l] = n;
-        n += (size_t)m->dims[l + 1];
-    }
-    m->num_params = n;
-    if (n > ENGINE_MODEL_MAX_PARAMS) {
-        engine_model_free(m);
-        return err_set(err, FN_EINVAL, "engine_model_create: %zu parameters exceed the limit of %d; use narrower "
-                       "or fewer hidden layers", n, ENGINE_MODEL_MAX_PARAMS);
-    }
-    /* Sizes come from configs: a typo like hidden [1000000, 1000000] must be an error, not an abort. */
-    m->params = calloc(n, sizeof(float));
-    m->grads = calloc(n, sizeof(float));
-    if (!m->params || !m->grads) {
-        engine_model_free(m);
-        return err_set(err, FN_ENOMEM, "engine_model_create: %zu parameters (%zu MiB) do not fit in memory; "
-                       "use narrower layers", n, 2 * n * sizeof(float) >> 20);
-    }
-    m->arch = json_deep_copy(arch);
-    *out = m;
-    return 0;
+    int s = (int)lround(sqrt((double)input_dim));
+    if (s * s == input_dim)
+        return engine_model_create_shape(arch, 1, s, s, num_classes, out, err);
+    return engine_model_create_shape(arch, 1, 1, input_dim, num_classes, out, err);
 }
 
 void engine_model_free(engine_model_t *m)
 {
     if (!m)
         return;
-    free_scratch(m);
     json_decref(m->arch);
-    free(m->dims);
-    free(m->w_off);
-    free(m->b_off);
-    free(m->act_off);
-    free(m->params);
-    free(m->grads);
+    engine_net_free(m->net);
+    engine_graph_free(m->g);
+    free(m->layers);
     free(m);
 }
 
-size_t engine_model_num_params(const engine_model_t *m) { return m->num_params; }
-float *engine_model_params(engine_model_t *m) { return m->params; }
-float *engine_model_grads(engine_model_t *m) { return m->grads; }
+size_t engine_model_num_params(const engine_model_t *m) { return engine_net_num_params(m->net); }
+float *engine_model_params(engine_model_t *m) { return engine_net_params(m->net); }
+float *engine_model_grads(engine_model_t *m) { return engine_net_grads(m->net); }
 const json_t *engine_model_arch(const engine_model_t *m) { return m->arch; }
-int engine_model_input_dim(const engine_model_t *m) { return m->dims[0]; }
-int engine_model_num_classes(const engine_model_t *m) { return m->dims[m->num_layers]; }
-int engine_model_num_layers(const engine_model_t *m) { return m->num_layers; }
+int engine_model_input_dim(const engine_model_t *m) { return m->c * m->h * m->w; }
+int engine_model_num_classes(const engine_model_t *m) { return m->classes; }
+int engine_model_num_layers(const engine_model_t *m) { return m->nlayers; }
+struct engine_net *engine_model_net(engine_model_t *m) { return m->net; }
 
 void engine_model_layer(const engine_model_t *m, int l, int *in, int *out, size_t *w_offset, size_t *b_offset)
 {
-    FN_CHECK(l >= 0 && l < m->num_layers);
+    FN_CHECK(l >= 0 && l < m->nlayers);
     if (in)
-        *in = m->dims[l];
+        *in = m->layers[l].in;
     if (out)
-        *out = m->dims[l + 1];
+        *out = m->layers[l].out;
     if (w_offset)
-        *w_offset = m->w_off[l];
+        *w_offset = m->layers[l].w_off;
     if (b_offset)
-        *b_offset = m->b_off[l];
+        *b_offset = m->layers[l].b_off;
 }
 
-void engine_model_init(engine_model_t *m, uint64_t seed)
+void engine_model_init(engine_model_t *m, uint64_t seed) { engine_net_init(m->net, seed); }
+
+void engine_model_memory(const engine_model_t *m, engine_model_memory_t *o)
 {
-    rng_t r;
-    rng_seed(&r, seed);
-    for (int l = 0; l < m->num_layers; l++) {
-        size_t nw = (size_t)m->dims[l + 1] * (size_t)m->dims[l];
-        double bound = sqrt(6.0 / m->dims[l]);
-        float *W = m->params + m->w_off[l];
-        for (size_t i = 0; i < nw; i++)
-            W[i] = (float)((2.0 * rng_uniform(&r) - 1.0) * bound);
-        memset(m->params + m->b_off[l], 0, (size_t)m->dims[l + 1] * sizeof(float));
+    engine_graph_mem_t gm;
+    engine_graph_mem(m->g, &gm);
+    o->params = engine_net_num_params(m->net) * sizeof(float);
+    o->grads = o->params;
+    o->buffers = engine_net_num_buffers(m->net) * sizeof(float);
+    o->optimizer = m->optim_bytes;
+    o->activations_peak = gm.arena_peak;
+    o->scratch_peak = gm.scratch_peak;
+    o->batches = m->batch_bytes;
+}
+
+/* ---- checks ---- */
+
+/* Checks that src fits the model and that every sample idx[0..n) exists and has a valid label.
+ * Done before touching parameters, so a bad call leaves the model as it was. */
+static int check_data(const engine_model_t *m, const engine_source_t *s, const int *idx, int n, const char *fn,
+                      err_t *err)
+{
+    if (!m || !s)
+        return err_set(err, FN_EINVAL, "%s: model and data set must not be NULL", fn);
+    if (engine_source_check(s, NULL))
+        return err_set(err, FN_EINVAL, "%s: the data set is empty; load it with engine_idx_load first", fn);
+    long long F = (long long)s->channels * s->height * s->width;
+    if (F != (long long)m->c * m->h * m->w)
+        return err_set(err, FN_EINVAL,
+                       "%s: the model takes %d inputs (%dx%dx%d) but the data set's samples are %dx%dx%d = %lld values; "
+                       "create the model with input_dim %lld",
+                       fn, m->c * m->h * m->w, m->c, m->h, m->w, s->channels, s->height, s->width, F, F);
+    if (n <= 0)
+        return err_set(err, FN_EINVAL, "%s: n is %d; need at least one sample", fn, n);
+    for (int i = 0; i < n; i++) {
+        int k = idx ? idx[i] : i;
+        if (k < 0 || k >= s->count)
+            return err_set(err, FN_EINVAL, "%s: idx[%d] is %d, outside the data set's %d samples", fn, i, k, s->count);
+        if (s->labels[k] >= m->classes)
+            return err_set(err, FN_EINVAL,
+                           "%s: sample %d has label %d but the model has %d classes; create it with num_classes >= %d",
+                           fn, k, s->labels[k], m->classes,
+                           s->num_classes > s->labels[k] ? s->num_classes : s->labels[k] + 1);
     }
+    return 0;
+}
+
+/* ---- one step ---- */
+
+/* Forward (and, when seed is not NULL, backward with that seed on the mean loss) on a batch.
+ * Adds the batch's summed loss and correct count. */
+static int run_batch(engine_model_t *m, const float *x, const uint8_t *y, int nb, int training, float smoothing,
+                     const float *seed, double *loss_sum, int *correct, err_t *err)
+{
+    engine_graph_t *g = m->g;
+    engine_graph_reset(g);
+    engine_graph_set_grad(g, seed != NULL);
+    int64_t xs[4] = {nb, m->c, m->h, m->w}, ys[1] = {nb};
+    engine_tensor_t *xt = engine_graph_view(g, (void *)x, NULL, ENGINE_F32, 4, xs);
+    engine_tensor_t *yt = engine_graph_view(g, (void *)y, NULL, ENGINE_U8, 1, ys);
+    engine_tensor_t *logits = engine_net_forward(m->net, g, xt, training);
+    engine_tensor_t *loss = engine_softmax_xent(g, logits, yt, smoothing);
+    int rc = engine_graph_error(g, err);
+    if (rc)
+        return rc;
+    const float *z = logits->data;
+    const int C = m->classes;
+    for (int r = 0; r < nb; r++) {
+        int arg = 0;
+        for (int c = 1; c < C; c++)
+            if (z[(size_t)r * C + c] > z[(size_t)r * C + arg])
+                arg = c;
+        *correct += arg == y[r];
+    }
+    *loss_sum += (double)((const float *)loss->data)[0] * nb;
+    if (seed)
+        return engine_graph_backward(g, loss, seed, err);
+    return 0;
+}
+
+/* ---- configuration ---- */
+
+void engine_train_config_default(engine_train_config_t *c)
+{
+    memset(c, 0, sizeof *c);
+    c->epochs = 1;
+    c->batch_size = 32;
+    c->accumulate = 1;
+    c->optim = engine_optim_defaults(ENGINE_OPTIM_SGD, 0.01f);
+    c->schedule = engine_schedule_constant(0.01);
+    c->seed = 1;
+    c->prefetch = 2;
+}
+
+static int check_keys(const json_t *o, const char *path, const char *const *keys, err_t *err)
+{
+    const char *key;
+    const json_t *v;
+    json_object_foreach((json_t *)o, key, v) {
+        int ok = 0;
+        for (int i = 0; keys[i]; i++)
+            ok |= strcmp(keys[i], key) == 0;
+        if (!ok) {
+            char list[512] = "";
+            for (int i = 0; keys[i]; i++) {
+                strncat(list, i ? ", " : "", sizeof list - strlen(list) - 1);
+                strncat(list, keys[i], sizeof list - strlen(list) - 1);
+            }
+            return err_set(err, FN_EINVAL, "%s: unknown key \"%s\" (known: %s)", path, key, list);
+        }
+    }
+    return 0;
+}
+
+static int jnum(const json_t *o, const char *key, const char *path, double lo, double hi, double *out, err_t *err)
+{
+    const json_t *v = json_object_get(o, key);
+    if (!v)
+        return 0;
+    if (!json_is_number(v) || !(json_number_value(v) >= lo && json_number_value(v) <= hi))
+        return err_set(err, FN_EINVAL, "%s.%s: expected a number in [%g, %g]", path, key, lo, hi);
+    *out = json_number_value(v);
+    return 0;
+}
+
+static int jint(const json_t *o, const char *key, const char *path, long lo, long hi, long *out, err_t *err)
+{
+    const json_t *v = json_object_get(o, key);
+    if (!v)
+        return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
+        return err_set(err, FN_EINVAL, "%s.%s: expected an integer in %ld..%ld", path, key, lo, hi);
+    *out = (long)json_integer_value(v);
+    return 0;
+}
+
+int engine_train_config_from_json(const json_t *tr, engine_train_config_t *c, err_t *err)
+{
+    static const char *const keys[] = {"epochs", "batch_size", "lr", "accumulate", "clip_norm", "label_smoothing",
+                                       "prox_mu", "seed", "prefetch", "optimizer", "schedule", NULL};
+    static const char *const okeys[] = {"type", "momentum", "nesterov", "weight_decay", "betas", "eps", "alpha", NULL};
+    static const char *const skeys[] = {"type", "unit", "step_size", "gamma", "milestones", "total", "min_lr",
+                                        "power", "pct_start", "div_factor", "final_div_factor", "warmup", NULL};
+    engine_train_config_default(c);
+    if (!json_is_object(tr))
+        return err_set(err, FN_EINVAL, "train: expected an object like {\"epochs\":1,\"batch_size\":32,\"lr\":0.05}");
+    int rc = check_keys(tr, "train", keys, err);
+    if (rc)
+        return rc;
+    long l;
+    double d;
+    l = c->epochs;
+    if ((rc = jint(tr, "epochs", "train", 1, 100000, &l, err)))
+        return rc;
+    c->epochs = (int)l;
+    l = c->batch_size;
+    if ((rc = jint(tr, "batch_size", "train", 1, 1 << 20, &l, err)))
+        return rc;
+    c->batch_size = (int)l;
+    l = c->accumulate;
+    if ((rc = jint(tr, "accumulate", "train", 1, 1 << 16, &l, err)))
+        return rc;
+    c->accumulate = (int)l;
+    l = c->prefetch;
+    if ((rc = jint(tr, "prefetch", "train", 0, 64, &l, err)))
+        return rc;
+    c->prefetch = (int)l;
+    const json_t *sv = json_object_get(tr, "seed");
+    if (sv) {
+        if (!json_is_integer(sv) || json_integer_value(sv) < 0)
+            return err_set(err, FN_EINVAL, "train.seed: expected an integer >= 0");
+        c->seed = (uint64_t)json_integer_value(sv);
+    }
+    d = 0.01;
+    if ((rc = jnum(tr, "lr", "train", 1e-12, 1e6, &d, err)))
+        return rc;
+    float lr = (float)d;
+    d = 0;
+    if ((rc = jnum(tr, "clip_norm", "train", 0, 1e12, &d, err)))
+        return rc;
+    c->clip_norm = d;
+    d = 0;
+    if ((rc = jnum(tr, "label_smoothing", "train", 0, 0.999, &d, err)))
+        return rc;
+    c->label_smoothing = (float)d;
+    d = 0;
+    if ((rc = jnum(tr, "prox_mu", "train", 0, 1e6, &d, err)))
+        return rc;
+    c->prox_mu = (float)d;
+
+    const json_t *o = json_object_get(tr, "optimizer");
+    int otype = ENGINE_OPTIM_SGD;
+    const json_t *ot = json_is_object(o) ? json_object_get(o, "type") : o;
+    if (o && !json_is_object(o) && !json_is_string(o))
+        return err_set(err, FN_EINVAL, "train.optimizer: expected a name (\"sgd\") or an object {\"type\":\"sgd\",...}");
+    if (ot) {
+        if (!json_is_string(ot) || (otype = engine_optim_type_parse(json_string_value(ot))) < 0)
+            return err_set(err, FN_EINVAL, "train.optimizer.type: expected \"sgd\", \"rmsprop\", \"adam\" or \"adamw\"");
+    }
+    c->optim = engine_optim_defaults((engine_optim_type_t)otype, lr);
+    if (json_is_object(o)) {
+        const char *p = "train.optimizer";
+        if ((rc = check_keys(o, p, okeys, err)))
+            return rc;
+        d = c->optim.momentum;
+        if ((rc = jnum(o, "momentum", p, 0, 0.999999, &d, err)))
+            return rc;
+        c->optim.momentum = (float)d;
+        d = c->optim.weight_decay;
+        if ((rc = jnum(o, "weight_decay", p, 0, 1e3, &d, err)))
+            return rc;
+        c->optim.weight_decay = (float)d;
+        d = c->optim.eps;
+        if ((rc = jnum(o, "eps", p, 1e-30, 1, &d, err)))
+            return rc;
+        c->optim.eps = (float)d;
+        d = c->optim.alpha;
+        if ((rc = jnum(o, "alpha", p, 0, 0.999999, &d, err)))
+            return rc;
+        c->optim.alpha = (float)d;
+        const json_t *nv = json_object_get(o, "nesterov");
+        if (nv) {
+            if (!json_is_boolean(nv))
+                return err_set(err, FN_EINVAL, "%s.nesterov: expected true or false", p);
+            c->optim.nesterov = json_is_true(nv);
+        }
+        const json_t *b = json_object_get(o, "betas");
+        if (b) {
+            if (!json_is_array(b) || json_array_size(b) != 2 || !json_is_number(json_array_get(b, 0)) ||
+                !json_is_number(json_array_get(b, 1)))
+                return err_set(err, FN_EINVAL, "%s.betas: expected two numbers, e.g. [0.9, 0.999]", p);
+            c->optim.beta1 = (float)json_number_value(json_array_get(b, 0));
+            c->optim.beta2 = (float)json_number_value(json_array_get(b, 1));
+        }
+        if (c->optim.type == ENGINE_OPTIM_SGD && !c->optim.momentum && (c->optim.nesterov))
+            return err_set(err, FN_EINVAL, "%s.nesterov: needs momentum > 0", p);
+    }
+    engine_optim_t *probe = NULL;
+    err_t e2;
+    if (engine_optim_create(&c->optim, 0, &probe, &e2))
+        return err_set(err, FN_EINVAL, "train.%s", e2.msg);
+    engine_optim_free(probe);
+
+    c->schedule = engine_schedule_constant(lr);
+    const json_t *s = json_object_get(tr, "schedule");
+    const json_t *st = json_is_object(s) ? json_object_get(s, "type") : s;
+    if (s && !json_is_object(s) && !json_is_string(s))
+        return err_set(err, FN_EINVAL, "train.schedule: expected a name (\"cosine\") or an object {\"type\":\"cosine\",...}");
+    if (st) {
+        int t;
+        if (!json_is_string(st) || (t = engine_schedule_type_parse(json_string_value(st))) < 0)
+            return err_set(err, FN_EINVAL, "train.schedule.type: expected constant, step, multistep, exponential, cosine, "
+                                           "linear, polynomial or onecycle");
+        c->schedule.type = (engine_schedule_type_t)t;
+    }
+    if (json_is_object(s)) {
+        const char *p = "train.schedule";
+        if ((rc = check_keys(s, p, skeys, err)))
+            return rc;
+        const json_t *u = json_object_get(s, "unit");
+        if (u) {
+            if (!json_is_string(u) || (strcmp(json_string_value(u), "epoch") && strcmp(json_string_value(u), "step")))
+                return err_set(err, FN_EINVAL, "%s.unit: expected \"epoch\" or \"step\"", p);
+            c->schedule.per_step = strcmp(json_string_value(u), "step") == 0;
+        }
+        engine_schedule_t *q = &c->schedule;
+        if ((rc = jint(s, "step_size", p, 1, 1L << 40, &q->step_size, err)) ||
+            (rc = jint(s, "total", p, 1, 1L << 40, &q->total, err)) ||
+            (rc = jint(s, "warmup", p, 0, 1L << 40, &q->warmup, err)) ||
+            (rc = jnum(s, "gamma", p, 1e-12, 1, &q->gamma, err)) || (rc = jnum(s, "min_lr", p, 0, 1e6, &q->min_lr, err)) ||
+            (rc = jnum(s, "power", p, 1e-6, 100, &q->power, err)) ||
+            (rc = jnum(s, "pct_start", p, 1e-6, 0.999999, &q->pct_start, err)) ||
+            (rc = jnum(s, "div_factor", p, 1, 1e12, &q->div_factor, err)) ||
+            (rc = jnum(s, "final_div_factor", p, 1, 1e12, &q->final_div_factor, err)))
+            return rc;
+        const json_t *ms = json_object_get(s, "milestones");
+        if (ms) {
+            if (!json_is_array(ms) || json_array_size(ms) > ENGINE_SCHED_MAX_MILESTONES)
+                return err_set(err, FN_EINVAL, "%s.milestones: expected up to %d increasing integers", p,
+                               ENGINE_SCHED_MAX_MILESTONES);
+            for (size_t i = 0; i < json_array_size(ms); i++) {
+                const json_t *v = json_array_get(ms, i);
+                if (!json_is_integer(v) || json_integer_value(v) < 0)
+                    return err_set(err, FN_EINVAL, "%s.milestones[%zu]: expected an integer >= 0", p, i);
+                q->milestones[i] = (long)json_integer_value(v);
+            }
+            q->num_milestones = (int)json_array_size(ms);
+        }
+        if (q->type == ENGINE_SCHED_STEP && q->step_size < 1)
+            return err_set(err, FN_EINVAL, "%s.step_size: type \"step\" needs it (an integer >= 1)", p);
+        if (q->type == ENGINE_SCHED_MULTISTEP && q->num_milestones == 0)
+            return err_set(err, FN_EINVAL, "%s.milestones: type \"multistep\" needs a list of steps, e.g. [30, 60]", p);
+    }
+    /* Check now with a stand-in total, so a bad field is reported while reading the config. */
+    engine_schedule_t chk = c->schedule;
+    if (!chk.total)
+        chk.total = 1;
+    if (engine_schedule_check(&chk, &e2))
+        return err_set(err, FN_EINVAL, "train.%s", e2.msg);
+    return 0;
+}
+
+/* ---- training ---- */
+
+static int check_config(const engine_model_t *m, const engine_train_config_t *c, err_t *err)
+{
+    if (!c)
+        return err_set(err, FN_EINVAL, "engine_model_train: config is NULL");
+    if (c->epochs < 1)
+        return err_set(err, FN_EINVAL, "train.epochs: %d; expected >= 1", c->epochs);
+    if (c->batch_size < 1)
+        return err_set(err, FN_EINVAL, "train.batch_size: %d; expected >= 1 (e.g. 32)", c->batch_size);
+    if (c->accumulate < 1)
+        return err_set(err, FN_EINVAL, "train.accumulate: %d; expected >= 1", c->accumulate);
+    if (!(c->label_smoothing >= 0.0f && c->label_smoothing < 1.0f))
+        return err_set(err, FN_EINVAL, "train.label_smoothing: %g; expected 0 <= s < 1", (double)c->label_smoothing);
+    if (!(c->prox_mu >= 0.0f) || (c->prox_mu > 0.0f && !c->prox_anchor))
+        return err_set(err, FN_EINVAL, "train.prox_mu: %g needs mu >= 0 and, when > 0, an anchor vector", (double)c->prox_mu);
+    if (!(c->clip_norm >= 0.0))
+        return err_set(err, FN_EINVAL, "train.clip_norm: %g; expected >= 0", c->clip_norm);
+    (void)m;
+    return 0;
+}
+
+int engine_model_train_source(engine_model_t *m, const engine_source_t *src, const int *idx, int n,
+                              const engine_train_config_t *cfg, engine_train_stats_t *stats, err_t *err)
+{
+    static const char *fn = "engine_model_train";
+    if (src && !idx)
+        n = src->count;
+    int rc = check_data(m, src, idx, n, fn, err);
+    if (rc)
+        return rc;
+    if ((rc = check_config(m, cfg, err)))
+        return rc;
+    const int B = cfg->batch_size < n ? cfg->batch_size : n;
+    const int nb_epoch = (n + B - 1) / B;
+    const long steps_epoch = (nb_epoch + cfg->accumulate - 1) / cfg->accumulate;
+    engine_schedule_t sch = cfg->schedule;
+    sch.lr = cfg->optim.lr;
+    if (!sch.total)
+        sch.total = sch.per_step ? steps_epoch * cfg->epochs : cfg->epochs;
+    if ((rc = engine_schedule_check(&sch, err)))
+        return err_wrap(err, "train.schedule: ");
+    const size_t P = engine_model_num_params(m);
+    engine_optim_t *opt = NULL;
+    if ((rc = engine_optim_create(&cfg->optim, P, &opt, err)))
+        return rc;
+    m->optim_bytes = engine_optim_state_bytes(opt);
+    float *params = engine_model_params(m), *grads = engine_model_grads(m);
+    rng_seed(engine_graph_rng(m->g), rng_derive(cfg->seed, 0xd0d0));
+
+    double t0 = now_seconds(), loss_all = 0.0;
+    int correct_all = 0, seen_all = 0;
+    long step = 0;
+    double last_lr = 0.0, last_norm = 0.0;
+    for (int ep = 0; ep < cfg->epochs && !rc; ep++) {
+        engine_batcher_config_t bc = {.batch_size = B, .shuffle = 1, .seed = rng_derive(cfg->seed, (uint64_t)ep),
+                                      .prefetch = cfg->prefetch, .augment = cfg->augment, .augment_ctx = cfg->augment_ctx};
+        engine_batcher_t *bt = NULL;
+        if ((rc = engine_batcher_create(src, idx, n, &bc, &bt, err)))
+            break;
+        m->batch_bytes = (size_t)(cfg->prefetch + 1) * (size_t)B * (size_t)(m->c * m->h * m->w) * sizeof(float);
+        double ep_t0 = now_seconds(), ep_loss = 0.0;
+        int ep_correct = 0, ep_seen = 0, micro = 0;
+        const engine_batch_t *b;
+        memset(grads, 0, P * sizeof(float));
+        int left = nb_epoch;
+        while ((b = engine_batcher_next(bt)) != NULL) {
+            /* The last group of an epoch may hold fewer micro-batches: scale by its real size. */
+            int group = left < cfg->accumulate - micro ? left + micro : cfg->accumulate;
+            float seed = 1.0f / (float)group;
+            left--;
+            if ((rc = run_batch(m, b->x, b->y, b->n, 1, cfg->label_smoothing, &seed, &ep_loss, &ep_correct, err)))
+                break;
+            ep_seen += b->n;
+            if (++micro < group)
+                continue;
+            micro = 0;
+            if (cfg->prox_mu > 0.0f)
+                for (size_t i = 0; i < P; i++)
+                    grads[i] += cfg->prox_mu * (params[i] - cfg->prox_anchor[i]);
+            /* The norm costs a pass over the gradient: only taken when clipping. */
+            if (cfg->clip_norm > 0.0)
+                last_norm = engine_clip_grad_norm(grads, P, cfg->clip_norm);
+            long t = (sch.per_step ? step : ep) + cfg->schedule_offset;
+            last_lr = engine_schedule_lr(&sch, t);
+            engine_optim_step(opt, params, grads, (float)last_lr);
+            memset(grads, 0, P * sizeof(float));
+            step++;
+            if (cfg->on_step)
+                cfg->on_step(cfg->cb_ctx, ep, ep_seen, n, ep_loss / ep_seen);
+        }
+        engine_batcher_free(bt);
+        if (rc)
+            break;
+        if (!isfinite(ep_loss))
+            log_warn("%s: the loss is not finite (%g); training diverged, lower lr (now %g)", fn, ep_loss,
+                     (double)cfg->optim.lr);
+        loss_all += ep_loss;
+        correct_all += ep_correct;
+        seen_all += ep_seen;
+        if (cfg->on_epoch) {
+            engine_train_stats_t es = {.loss = ep_loss / ep_seen, .accuracy = (double)ep_correct / ep_seen,
+                                       .samples = ep_seen, .seconds = now_seconds() - ep_t0, .steps = step,
+                                       .lr = last_lr, .grad_norm = last_norm};
+            cfg->on_epoch(cfg->cb_ctx, ep, &es);
+        }
+    }
+    engine_optim_free(opt);
+    if (rc)
+        return rc;
+    if (stats) {
+        memset(stats, 0, sizeof *stats);
+        stats->loss = loss_all / seen_all;
+        stats->accuracy = (double)correct_all / seen_all;
+        stats->samples = seen_all;
+        stats->seconds = now_seconds() - t0;
+        stats->steps = step;
+        stats->lr = last_lr;
+        stats->grad_norm = last_norm;
+        if (cfg->prox_mu > 0.0f) {
+            double s = 0.0;
+            for (size_t i = 0; i < P; i++)
+                s += ((double)params[i] - cfg->prox_anchor[i]) * ((double)params[i] - cfg->prox_anchor[i]);
+            stats->prox = 0.5 * cfg->prox_mu * s;
+        }
+    }
+    return 0;
+}
+
+int engine_model_train(engine_model_t *m, const engine_dataset_t *d, const int *idx, int n,
+                       const engine_train_config_t *cfg, engine_train_stats_t *stats, err_t *err)
+{
+    if (!d)
+        return err_set(err, FN_EINVAL, "engine_model_train: the data set is NULL");
+    engine_source_t s = engine_source_from_dataset(d);
+    return engine_model_train_source(m, &s, idx, n, cfg, stats, err);
 }
 
 int engine_model_train_epoch(engine_model_t *m, const engine_dataset_t *d, const int *idx, int n, int batch_size,
                              float lr, uint64_t seed, engine_train_stats_t *stats, err_t *err)
 {
     static const char *fn = "engine_model_train_epoch";
-    if (d && !idx)
-        n = d->count;
-    int rc = check_data(m, d, idx, n, fn, err);
-    if (rc)
-        return rc;
     if (batch_size <= 0)
         return err_set(err, FN_EINVAL, "%s: batch_size is %d; expected >= 1 (e.g. 32)", fn, batch_size);
     if (!(lr > 0.0f) || !isfinite(lr))
         return err_set(err, FN_EINVAL, "%s: lr is %g; expected a finite value > 0 (e.g. 0.05)", fn, (double)lr);
-    int B = batch_size < n ? batch_size : n;
-    rc = ensure_scratch(m, B, err);
-    if (rc)
-        return rc;
-
-    double t0 = now_seconds();
-    int *order = FN_MALLOC((size_t)n * sizeof *order);
-    for (int i = 0; i < n; i++)
-        order[i] = idx ? idx[i] : i;
-    rng_t r;
-    rng_seed(&r, seed);
-    rng_shuffle_int(&r, order, n);
-
-    const int C = engine_model_num_classes(m);
-    double loss_sum = 0.0;
-    int correct = 0;
-    for (int start = 0; start < n; start += B) {
-        int b = n - start < B ? n - start : B;
-        load_batch(m, d, order + start, 0, b);
-        forward(m, b);
-        softmax_xent(m->dbuf[0], &loss_sum, &correct, act(m, m->num_layers), m->y, b, C, 1.0f / (float)b);
-        memset(m->grads, 0, m->num_params * sizeof(float));
-        backward(m, m->grads, b);
-        cblas_saxpy((int)m->num_params, -lr, m->grads, 1, m->params, 1);
-    }
-    free(order);
-    if (!isfinite(loss_sum))
-        log_warn("%s: the loss is not finite (%g); training diverged, lower lr (now %g)", fn, loss_sum, (double)lr);
-    if (stats) {
-        stats->loss = loss_sum / n;
-        stats->accuracy = (double)correct / n;
-        stats->samples = n;
-        stats->seconds = now_seconds() - t0;
-    }
-    return 0;
+    engine_train_config_t c;
+    engine_train_config_default(&c);
+    c.batch_size = batch_size;
+    c.optim = engine_optim_defaults(ENGINE_OPTIM_SGD, lr);
+    c.schedule = engine_schedule_constant(lr);
+    c.seed = seed;
+    return engine_model_train(m, d, idx, n, &c, stats, err);
 }
 
-int engine_model_evaluate(engine_model_t *m, const engine_dataset_t *d, const int *idx, int n, double *loss,
-                          double *accuracy, err_t *err)
+/* ---- evaluation ---- */
+
+static int eval_chunks(engine_model_t *m, const engine_source_t *src, const int *idx, int n, double *loss,
+                       double *accuracy, float *grad_out, err_t *err)
 {
-    if (d && !idx)
-        n = d->count;
-    int rc = check_data(m, d, idx, n, "engine_model_evaluate", err);
-    if (rc)
-        return rc;
-    rc = ensure_scratch(m, EVAL_ROWS, err);
-    if (rc)
-        return rc;
-    const int C = engine_model_num_classes(m), B = m->cap;
-    double loss_sum = 0.0;
-    int correct = 0;
-    for (int start = 0; start < n; start += B) {
-        int b = n - start < B ? n - start : B;
-        load_batch(m, d, idx ? idx + start : NULL, start, b);
-        forward(m, b);
-        softmax_xent(NULL, &loss_sum, &correct, act(m, m->num_layers), m->y, b, C, 0.0f);
+    const size_t F = (size_t)m->c * m->h * m->w;
+    float *x = malloc(EVAL_ROWS * F * sizeof(float));
+    uint8_t *y = malloc(EVAL_ROWS);
+    int *ids = malloc(EVAL_ROWS * sizeof(int));
+    if (!x || !y || !ids) {
+        free(x);
+        free(y);
+        free(ids);
+        return err_set(err, FN_ENOMEM, "evaluation: out of memory");
     }
+    double loss_sum = 0.0;
+    int correct = 0, rc = 0;
+    float *grads = engine_model_grads(m);
+    const size_t P = engine_model_num_params(m);
+    float *save = NULL;
+    if (grad_out && grad_out != grads) {
+        /* Parameter views accumulate into the gradient blob; keep the caller's copy apart. */
+        save = malloc(P * sizeof(float));
+        FN_CHECK(save);
+        memcpy(save, grads, P * sizeof(float));
+    }
+    if (grad_out)
+        memset(grads, 0, P * sizeof(float));
+    for (int start = 0; start < n && !rc; start += EVAL_ROWS) {
+        int b = n - start < EVAL_ROWS ? n - start : EVAL_ROWS;
+        for (int i = 0; i < b; i++)
+            ids[i] = idx ? idx[start + i] : start + i;
+        engine_source_gather(src, ids, b, x, y);
+        /* Every chunk's mean is weighted b/n, so the accumulated sum is the mean's gradient. */
+        float seed = (float)b / (float)n;
+        rc = run_batch(m, x, y, b, 0, 0.0f, grad_out ? &seed : NULL, &loss_sum, &correct, err);
+    }
+    engine_graph_set_grad(m->g, 1);
+    if (grad_out && grad_out != grads) {
+        memcpy(grad_out, grads, P * sizeof(float));
+        memcpy(grads, save, P * sizeof(float));
+    }
+    free(save);
+    free(x);
+    free(y);
+    free(ids);
+    if (rc)
+        return rc;
     if (loss)
         *loss = loss_sum / n;
     if (accuracy)
@@ -454,31 +639,36 @@ int engine_model_evaluate(engine_model_t *m, const engine_dataset_t *d, const in
     return 0;
 }
 
+int engine_model_evaluate_source(engine_model_t *m, const engine_source_t *src, const int *idx, int n, double *loss,
+                                 double *accuracy, err_t *err)
+{
+    if (src && !idx)
+        n = src->count;
+    int rc = check_data(m, src, idx, n, "engine_model_evaluate", err);
+    if (rc)
+        return rc;
+    return eval_chunks(m, src, idx, n, loss, accuracy, NULL, err);
+}
+
+int engine_model_evaluate(engine_model_t *m, const engine_dataset_t *d, const int *idx, int n, double *loss,
+                          double *accuracy, err_t *err)
+{
+    if (!d)
+        return err_set(err, FN_EINVAL, "engine_model_evaluate: model and data set must not be NULL");
+    engine_source_t s = engine_source_from_dataset(d);
+    return engine_model_evaluate_source(m, &s, idx, n, loss, accuracy, err);
+}
+
 int engine_model_loss_grad(engine_model_t *m, const engine_dataset_t *d, const int *idx, int n, double *loss,
                            float *grad_out, err_t *err)
 {
-    if (d && !idx)
+    if (!d)
+        return err_set(err, FN_EINVAL, "engine_model_loss_grad: model and data set must not be NULL");
+    engine_source_t s = engine_source_from_dataset(d);
+    if (!idx)
         n = d->count;
-    int rc = check_data(m, d, idx, n, "engine_model_loss_grad", err);
+    int rc = check_data(m, &s, idx, n, "engine_model_loss_grad", err);
     if (rc)
         return rc;
-    rc = ensure_scratch(m, EVAL_ROWS, err);
-    if (rc)
-        return rc;
-    float *g = grad_out ? grad_out : m->grads;
-    memset(g, 0, m->num_params * sizeof(float));
-    const int C = engine_model_num_classes(m), B = m->cap;
-    double loss_sum = 0.0;
-    int correct = 0;
-    for (int start = 0; start < n; start += B) {
-        int b = n - start < B ? n - start : B;
-        load_batch(m, d, idx ? idx + start : NULL, start, b);
-        forward(m, b);
-        /* Every chunk's gradient is scaled by 1/n, so the accumulated sum is the mean's gradient. */
-        softmax_xent(m->dbuf[0], &loss_sum, &correct, act(m, m->num_layers), m->y, b, C, 1.0f / (float)n);
-        backward(m, g, b);
-    }
-    if (loss)
-        *loss = loss_sum / n;
-    return 0;
+    return eval_chunks(m, &s, idx, n, loss, NULL, grad_out ? grad_out : engine_model_grads(m), err);
 }

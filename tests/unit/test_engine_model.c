@@ -354,9 +354,9 @@ static void test_bad_arch(void **state)
 {
     (void)state;
     err_t e = {0};
-    assert_int_equal(create_err("{\"type\":\"cnn\"}", 784, 10, &e), FN_EINVAL);
+    assert_int_equal(create_err("{\"type\":\"transformer\"}", 784, 10, &e), FN_EINVAL);
     assert_non_null(strstr(e.msg, "type"));
-    assert_non_null(strstr(e.msg, "\"cnn\""));
+    assert_non_null(strstr(e.msg, "\"transformer\""));
     assert_int_equal(create_err("{\"type\":\"mlp\",\"hidden\":[0]}", 784, 10, &e), FN_EINVAL);
     assert_non_null(strstr(e.msg, "hidden[0]"));
     assert_int_equal(create_err("{\"type\":\"mlp\",\"hidden\":[64,-2]}", 784, 10, &e), FN_EINVAL);
