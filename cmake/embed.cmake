@@ -2,7 +2,7 @@
 # inside the binary. Runs in script mode at build time:
 #   cmake -DSTATIC_DIR=web/static -DFILES=index.html,app.js -DOUT=web_assets.c -P embed.cmake
 # The output defines `const web_asset_t web_assets[]` and `web_assets_count` (web/web_internal.h):
-# {"/name", content type, bytes, length, ETag}. Each array ends with a 0 byte that the length
+# {"/name" or "/sub/name", content type, bytes, length, ETag}. Each array ends with a 0 byte that the length
 # does not count, so empty files work and text assets are also C strings.
 cmake_minimum_required(VERSION 3.22)
 
@@ -19,8 +19,9 @@ set(arrays "")
 set(table "")
 set(count 0)
 foreach(name IN LISTS files)
-  if(NOT name MATCHES "^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-    message(FATAL_ERROR "embed.cmake: '${name}': asset names may only hold letters, digits, '.', '_' and '-'")
+  if(NOT name MATCHES "^([A-Za-z0-9_][A-Za-z0-9_.-]*/)?[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+    message(FATAL_ERROR "embed.cmake: '${name}': asset names may only hold letters, digits, '.', '_' and '-', "
+                        "in at most one sub-folder")
   endif()
   set(path "${STATIC_DIR}/${name}")
   if(NOT EXISTS "${path}")

@@ -76,6 +76,8 @@ static const char *const k_migrations[] = {
     "  state BLOB,"
     "  meta TEXT NOT NULL,"
     "  created_at REAL NOT NULL);",
+    /* 2 -> 3: the process serving each run, so the dashboard can stop it (SIGTERM). */
+    "ALTER TABLE runs ADD COLUMN pid INTEGER;",
 };
 #define N_MIGRATIONS ((int)(sizeof k_migrations / sizeof k_migrations[0]))
 
@@ -520,4 +522,147 @@ int store_clients_json(store_t *s, int64_t run_id, json_t **out, err_t *err)
     }
     *out = arr;
     return 0;
+}
+
+/* ---- Reading for the dashboard (web/) ---------------------------------------------------- */
+
+static int query_all(store_t *s, json_t **out, err_t *err, const char *sql)
+{
+    json_t *arr = json_array();
+    int rc = run_query(s, arr, err, sql, "");
+    if (rc < 0) {
+        json_decref(arr);
+        return rc;
+    }
+    *out = arr;
+    return 0;
+}
+
+int store_experiments_json(store_t *s, json_t **out, err_t *err)
+{
+    json_t *arr;
+    int rc = query_all(s, &arr, err,
+                       "SELECT e.id, e.name, e.created_at, (SELECT COUNT(*) FROM runs r WHERE r.experiment_id = e.id) "
+                       "AS runs, e.config FROM experiments e ORDER BY e.id DESC");
+    if (rc < 0)
+        return rc;
+    size_t i;
+    json_t *row;
+    json_array_foreach(arr, i, row) {
+        json_t *cfg = json_loads(json_string_value(json_object_get(row, "config")), 0, NULL);
+        json_object_set_new(row, "config", cfg ? cfg : json_null());
+    }
+    *out = arr;
+    return 0;
+}
+
+int store_metrics_json(store_t *s, int64_t run_id, const char *name, json_t **out, err_t *err)
+{
+    int rc = run_exists(s, run_id, err);
+    if (rc < 0)
+        return rc;
+    json_t *arr = json_array();
+    rc = run_query(s, arr, err,
+                   "SELECT round, name, value FROM round_metrics WHERE run_id = ? AND (?2 IS NULL OR name = ?2) "
+                   "ORDER BY round, name",
+                   "is", run_id, name);
+    if (rc < 0) {
+        json_decref(arr);
+        return rc;
+    }
+    *out = arr;
+    return 0;
+}
+
+int store_summary_json(store_t *s, json_t **out, err_t *err)
+{
+    json_t *by = NULL, *total = NULL, *running = NULL;
+    int rc = query_all(s, &by, err, "SELECT status, COUNT(*) AS n FROM runs GROUP BY status");
+    if (rc == 0)
+        rc = query_all(s, &total, err, "SELECT COUNT(*) AS n FROM rounds");
+    if (rc == 0)
+        rc = query_all(s, &running, err,
+                       "SELECT r.id, e.name AS experiment, (SELECT COUNT(*) FROM rounds x WHERE x.run_id = r.id) AS "
+                       "rounds_done, (SELECT test_accuracy FROM rounds x WHERE x.run_id = r.id ORDER BY round DESC "
+                       "LIMIT 1) AS last_accuracy FROM runs r JOIN experiments e ON e.id = r.experiment_id WHERE "
+                       "r.status = 'running' ORDER BY r.id");
+    if (rc < 0) {
+        json_decref(by);
+        json_decref(total);
+        json_decref(running);
+        return rc;
+    }
+    json_t *status = json_object();
+    size_t i;
+    json_t *row;
+    json_array_foreach(by, i, row) {
+        json_object_set(status, json_string_value(json_object_get(row, "status")), json_object_get(row, "n"));
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "runs_by_status", status);
+    json_object_set(o, "rounds_total", json_object_get(json_array_get(total, 0), "n"));
+    json_object_set_new(o, "running", running);
+    json_decref(by);
+    json_decref(total);
+    *out = o;
+    return 0;
+}
+
+int store_data_version(store_t *s, int64_t *out, err_t *err)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "PRAGMA data_version", -1, &st, NULL) != SQLITE_OK)
+        return db_err(s, err, "preparing PRAGMA data_version");
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *out = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 0 : db_err(s, err, "reading PRAGMA data_version");
+}
+
+int store_rounds_after_json(store_t *s, int64_t after, json_t **out, err_t *err)
+{
+    json_t *arr = json_array();
+    int rc = run_query(s, arr, err,
+                       "SELECT rowid, run_id, round, participants, dropped, test_accuracy, test_loss, "
+                       "ended_at - started_at AS duration FROM rounds WHERE rowid > ? ORDER BY rowid LIMIT 1000",
+                       "i", after);
+    if (rc < 0) {
+        json_decref(arr);
+        return rc;
+    }
+    *out = arr;
+    return 0;
+}
+
+int store_run_states_json(store_t *s, json_t **out, err_t *err)
+{
+    return query_all(s, out, err,
+                     "SELECT id, status, message, (SELECT COUNT(*) FROM rounds x WHERE x.run_id = r.id) AS rounds_done "
+                     "FROM runs r ORDER BY id");
+}
+
+int store_client_states_json(store_t *s, json_t **out, err_t *err)
+{
+    return query_all(s, out, err, "SELECT run_id, client_id, name, status FROM clients ORDER BY run_id, client_id");
+}
+
+int store_run_set_pid(store_t *s, int64_t run_id, int64_t pid, err_t *err)
+{
+    return run_write(s, err, "UPDATE runs SET pid = ? WHERE id = ?", "ii", pid, run_id);
+}
+
+int store_run_pid(store_t *s, int64_t run_id, int64_t *pid, char status[16], err_t *err)
+{
+    json_t *arr = json_array();
+    int rc = run_query(s, arr, err, "SELECT pid, status FROM runs WHERE id = ?", "i", run_id);
+    if (rc == 0 && json_array_size(arr) == 0)
+        rc = err_set(err, FN_ENOTFOUND, "no run with id %lld", (long long)run_id);
+    if (rc == 0) {
+        json_t *row = json_array_get(arr, 0);
+        *pid = json_integer_value(json_object_get(row, "pid")); /* 0 when NULL */
+        snprintf(status, 16, "%s", json_string_value(json_object_get(row, "status")));
+    }
+    json_decref(arr);
+    return rc;
 }

@@ -11,7 +11,7 @@
 
 typedef struct store store_t;
 
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 
 /* Opens (creating and migrating if needed) the store at path. read_only handles never migrate and
  * fail with FN_ENOTFOUND if the file does not exist. Each thread uses its own handle. */
@@ -78,5 +78,32 @@ int store_rounds_json(store_t *s, int64_t run_id, int since_round, json_t **out,
 /* Array of clients: {client_id, name, public_key, samples, status, joined_at, last_seen,
  * rounds_contributed, bytes_up, bytes_down, last_latency}. */
 int store_clients_json(store_t *s, int64_t run_id, json_t **out, err_t *err);
+
+
+/* ---- Reading for the dashboard (web/) ---------------------------------------------------- */
+/* Array of experiments, newest first: {id, name, created_at, runs, config (JSON)}. */
+int store_experiments_json(store_t *s, json_t **out, err_t *err);
+/* A run's named per-round values in order: [{round, name, value}]; name NULL for all names.
+ * FN_ENOTFOUND if the run is absent. */
+int store_metrics_json(store_t *s, int64_t run_id, const char *name, json_t **out, err_t *err);
+/* For /metrics: {"runs_by_status": {status: n}, "rounds_total": n,
+ * "running": [{id, experiment, rounds_done, last_accuracy}]}. */
+int store_summary_json(store_t *s, json_t **out, err_t *err);
+/* SQLite's PRAGMA data_version of this handle: changes whenever another connection commits, so
+ * a poller can skip its queries while nothing happened. */
+int store_data_version(store_t *s, int64_t *out, err_t *err);
+/* For event polling: rounds committed after rowid `after` in commit order, with their rowid:
+ * [{rowid, run_id, round, participants, dropped, test_accuracy, test_loss, duration}]. */
+int store_rounds_after_json(store_t *s, int64_t after, json_t **out, err_t *err);
+/* Every run's {id, status, message, rounds_done}, and every client's
+ * {run_id, client_id, name, status}: a poller diffs successive snapshots. */
+int store_run_states_json(store_t *s, json_t **out, err_t *err);
+int store_client_states_json(store_t *s, json_t **out, err_t *err);
+
+/* Records the process serving a run (the server calls it when it starts or resumes the run),
+ * so the dashboard can stop it. */
+int store_run_set_pid(store_t *s, int64_t run_id, int64_t pid, err_t *err);
+/* The recorded pid (0 when none) and status of a run; FN_ENOTFOUND if absent. */
+int store_run_pid(store_t *s, int64_t run_id, int64_t *pid, char status[16], err_t *err);
 
 #endif

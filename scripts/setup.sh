@@ -1,22 +1,41 @@
 #!/usr/bin/env bash
 # Installs the Debian packages fednas needs, only those missing (so it is quick when all are
-# there). Run as root on Debian 12; `make demo` and `make test` call it first.
+# there), and the browser tests' npm packages when they are not installed yet. Run as root on
+# Debian 12; `make demo` and `make test` call it first.
 set -euo pipefail
 PKGS=(build-essential cmake pkg-config libssl-dev libsodium-dev libcivetweb-dev libjansson-dev
-      libsqlite3-dev sqlite3 libzmq3-dev libcmocka-dev libopenblas-dev zlib1g-dev dataset-fashion-mnist)
+      libsqlite3-dev sqlite3 libzmq3-dev libcmocka-dev libopenblas-dev zlib1g-dev dataset-fashion-mnist
+      nodejs npm chromium wrk curl)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# node and npm may come from elsewhere (nodesource, nvm): only install Debian's when absent.
+if command -v node > /dev/null && command -v npm > /dev/null; then
+  kept=()
+  for p in "${missing[@]}"; do [ "$p" = nodejs ] || [ "$p" = npm ] || kept+=("$p"); done
+  missing=("${kept[@]+"${kept[@]}"}")
+fi
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "setup: all ${#PKGS[@]} packages present"
-  exit 0
+  echo "setup: all packages present"
+else
+  echo "setup: installing ${missing[*]}"
+  if [ "$(id -u)" != 0 ]; then
+    echo "setup: these packages are missing and installing them needs root: sudo make ${MAKECMDGOALS:-demo}" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-echo "setup: installing ${missing[*]}"
-if [ "$(id -u)" != 0 ]; then
-  echo "setup: these packages are missing and installing them needs root: sudo make ${MAKECMDGOALS:-demo}" >&2
-  exit 1
+
+# Browser tests: playwright-core at the version pinned in tests/browser/package-lock.json.
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+if [ ! -d "$ROOT/tests/browser/node_modules" ]; then
+  echo "setup: npm ci in tests/browser"
+  if ! npm ci --prefix "$ROOT/tests/browser" --no-audit --no-fund --loglevel=error > /tmp/fednas-npm-ci.log 2>&1; then
+    cat /tmp/fednas-npm-ci.log >&2
+    echo "setup: npm ci in tests/browser failed (see above); the browser test needs playwright-core" >&2
+    exit 1
+  fi
 fi
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}"

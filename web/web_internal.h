@@ -5,6 +5,7 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct mg_connection;
 
@@ -17,6 +18,10 @@ typedef struct web_req {
     const char *id;      /* the {id} segment of the route, not NUL-terminated (id_len bytes), or NULL */
     size_t id_len;
     int head;            /* HEAD request: send the headers only */
+    int post;            /* POST request (state-changing; CSRF already checked) */
+    int role;            /* WEB_ROLE_VIEWER or WEB_ROLE_ADMIN (only /healthz runs with NONE) */
+    const char *session; /* the session id from the cookie, or NULL (bearer token) */
+    struct web *w;
 } web_req_t;
 
 /* A route handler sends a full response and returns its HTTP status. */
@@ -30,20 +35,85 @@ int web_send(const web_req_t *rq, int status, const char *content_type, const vo
 int web_send_json(const web_req_t *rq, int status, json_t *body);
 /* {"error": message}. */
 int web_send_error(const web_req_t *rq, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* A download (Content-Disposition), not cacheable. */
+int web_send_download(const web_req_t *rq, const char *content_type, const void *body, size_t len,
+                      const char *disposition);
+/* Requests answered so far by status class: counts[1] = 1xx ... counts[5] = 5xx. */
+void web_request_counts(struct web *w, unsigned long long counts[6]);
+/* Reads the request body (at most max bytes) into a malloc'ed, NUL-terminated buffer. Returns
+ * 0, or the status of the error it sent (413 when larger, 400 when unreadable). */
+int web_read_body(const web_req_t *rq, size_t max, char **out, size_t *len);
+/* The store path, state folder and fednas binary of the server (web.c). */
+const char *web_state_dir(struct web *w);
+const char *web_fednas_bin(struct web *w);
 /* The value of a request header, or NULL. */
 const char *web_header(const web_req_t *rq, const char *name);
 
+/* ---- auth (auth.c) ---- */
+#include "common/err.h"
+#define WEB_TOKEN_HEX 64 /* 32 random bytes as hex */
+#define WEB_AUTH_MAX_FAILS 10
+#define WEB_AUTH_WINDOW_S 60
+enum { WEB_ROLE_NONE = 0, WEB_ROLE_VIEWER = 1, WEB_ROLE_ADMIN = 2 };
+typedef struct web_auth web_auth_t;
+/* NULL/empty tokens are made random. */
+int web_auth_create(const char *admin_token, const char *viewer_token, web_auth_t **out, err_t *err);
+void web_auth_free(web_auth_t *a);
+const char *web_auth_token(const web_auth_t *a, int role);
+/* The role a token grants (WEB_ROLE_NONE when it matches neither). */
+int web_auth_check_token(const web_auth_t *a, const char *tok, size_t len);
+int web_auth_session_new(web_auth_t *a, int role, char sid[WEB_TOKEN_HEX + 1], char csrf[WEB_TOKEN_HEX + 1]);
+/* The session's role (NONE when unknown or expired); copies its CSRF token when csrf != NULL. */
+int web_auth_session_get(web_auth_t *a, const char *sid, char csrf[WEB_TOKEN_HEX + 1]);
+void web_auth_session_drop(web_auth_t *a, const char *sid);
+/* Seconds until ip may try a token again, 0 when it may now. */
+int web_auth_limited(web_auth_t *a, const char *ip);
+void web_auth_failed(web_auth_t *a, const char *ip);
+int web_csrf_equal(const char *expected, const char *given);
+/* nbytes random bytes as 2*nbytes hex characters plus NUL. */
+int web_random_hex(char *out, size_t nbytes);
+/* The server's auth state, for handlers (web.c). */
+web_auth_t *web_auth_of(struct web *w);
+
 /* REST handlers (api.c). */
+int web_api_session(const web_req_t *rq);
+int web_api_logout(const web_req_t *rq);
 int web_api_healthz(const web_req_t *rq);
 int web_api_runs(const web_req_t *rq);
 int web_api_run(const web_req_t *rq);
 int web_api_rounds(const web_req_t *rq);
 int web_api_clients(const web_req_t *rq);
 int web_api_not_found(const web_req_t *rq);
+int web_api_experiments(const web_req_t *rq);
+/* Closes the calling worker thread's store handle and caches (civetweb's exit_thread). */
+void web_api_thread_exit(void);
+int web_api_metrics(const web_req_t *rq);
+int web_api_privacy(const web_req_t *rq);
+int web_api_events(const web_req_t *rq);
+int web_api_rounds_csv(const web_req_t *rq);
+int web_api_clients_csv(const web_req_t *rq);
+int web_api_prometheus(const web_req_t *rq);
+/* Admin actions (actions.c): GET lists runs, POST launches one from an experiment config. */
+int web_api_runs_collection(const web_req_t *rq);
+int web_api_stop(const web_req_t *rq);
+int web_api_resume(const web_req_t *rq);
+/* Child processes the dashboard started: the pid serving a run, 0 when not known here. */
+void web_children_note(struct web *w, int64_t run_id, long pid);
+long web_children_pid(struct web *w, int64_t run_id);
 
 /* Strict decimal parse of s[0..n): digits only (no sign, space or '+'), value <= max.
  * Returns 0, or -1 for anything else (empty, non-digit, overflow). */
 int web_parse_u64(const char *s, size_t n, long long max, long long *out);
+
+/* Live events over /ws (events.c). Started after civetweb (registers the /ws handler); stopped
+ * after it (civetweb closes the sockets first, then the poller ends). */
+typedef struct web_events web_events_t;
+struct mg_context;
+int web_events_start(struct web *w, struct mg_context *ctx, const char *db_path, web_events_t **out, err_t *err);
+void web_events_stop(web_events_t *ev);
+/* Whether a WebSocket upgrade request carries a valid session or bearer token and an Origin
+ * (when present) that names this server (web.c). */
+int web_ws_authorized(struct web *w, const struct mg_connection *conn);
 
 /* Embedded assets (static.c; the table is generated by cmake/embed.cmake). */
 typedef struct web_asset {

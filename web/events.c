@@ -1,0 +1,286 @@
+/* events.c: live events for browsers over the WebSocket /ws.
+ *
+ * One background thread polls the run store through its own read-only handle: every 200 ms it
+ * reads PRAGMA data_version, which changes only when another connection commits, and only then
+ * queries what changed: rounds after the last rowid seen (round_finished), and the runs' and
+ * clients' states against the previous snapshot (run_status, budget_reached, client_joined,
+ * client_left, client_dropped). Each event is one JSON text frame sent to every connected
+ * socket. This works the same inside `fednas run` (the server writes the store in-process) and
+ * in `fednas dashboard` (another process writes it), and web/ never calls into server/.
+ *
+ * A socket is accepted only with a valid session cookie or bearer token, and an Origin (when
+ * sent) naming this server, so another site cannot open it with the user's cookie. Each socket
+ * holds a civetweb worker, so at most WEB_WS_MAX are open at once. */
+#include <civetweb.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "common/log.h"
+#include "common/store.h"
+#include "web/web_internal.h"
+
+#define WEB_WS_MAX 8
+#define POLL_MS 200
+
+struct web_events {
+    struct web *w;
+    char *db_path;
+    pthread_t thread;
+    int started;
+    pthread_mutex_t lock; /* conns, n, stop */
+    pthread_cond_t wake;
+    int stop;
+    struct mg_connection *conns[WEB_WS_MAX];
+    int n;
+    /* poller state (its thread only) */
+    int64_t data_version, last_rowid;
+    json_t *runs, *clients; /* previous snapshots: "id" -> state */
+    int baseline;
+};
+
+static void broadcast(web_events_t *ev, json_t *msg)
+{
+    char *text = json_dumps(msg, JSON_COMPACT);
+    json_decref(msg);
+    if (!text)
+        return;
+    size_t len = strlen(text);
+    pthread_mutex_lock(&ev->lock);
+    for (int i = 0; i < ev->n; i++)
+        mg_websocket_write(ev->conns[i], MG_WEBSOCKET_OPCODE_TEXT, text, len);
+    pthread_mutex_unlock(&ev->lock);
+    free(text);
+}
+
+static const char *client_event(const char *status)
+{
+    if (strcmp(status, "dropped") == 0)
+        return "client_dropped";
+    if (strcmp(status, "disconnected") == 0 || strcmp(status, "finished") == 0 || strcmp(status, "left") == 0)
+        return "client_left";
+    return "client_joined";
+}
+
+/* Compares a snapshot with the previous one; emits events unless this is the baseline. */
+static void diff_runs(web_events_t *ev, json_t *now)
+{
+    json_t *map = json_object();
+    size_t i;
+    json_t *row;
+    json_array_foreach(now, i, row) {
+        char key[32];
+        snprintf(key, sizeof key, "%lld", (long long)json_integer_value(json_object_get(row, "id")));
+        json_object_set(map, key, row);
+        if (!ev->baseline)
+            continue;
+        json_t *old = json_object_get(ev->runs, key);
+        const char *st = json_string_value(json_object_get(row, "status"));
+        const char *ost = old ? json_string_value(json_object_get(old, "status")) : NULL;
+        if (st && (!ost || strcmp(st, ost) != 0)) {
+            const char *msg = json_string_value(json_object_get(row, "message"));
+            broadcast(ev, json_pack("{s:s, s:O, s:s, s:s?, s:s?}", "type", "run_status", "run_id",
+                                    json_object_get(row, "id"), "status", st, "previous", ost, "message", msg));
+            if (msg && strstr(msg, "privacy budget"))
+                broadcast(ev, json_pack("{s:s, s:O, s:s}", "type", "budget_reached", "run_id",
+                                        json_object_get(row, "id"), "message", msg));
+        }
+    }
+    json_decref(ev->runs);
+    ev->runs = map;
+}
+
+static void diff_clients(web_events_t *ev, json_t *now)
+{
+    json_t *map = json_object();
+    size_t i;
+    json_t *row;
+    json_array_foreach(now, i, row) {
+        char key[48];
+        snprintf(key, sizeof key, "%lld/%lld", (long long)json_integer_value(json_object_get(row, "run_id")),
+                 (long long)json_integer_value(json_object_get(row, "client_id")));
+        json_object_set(map, key, row);
+        if (!ev->baseline)
+            continue;
+        json_t *old = json_object_get(ev->clients, key);
+        const char *st = json_string_value(json_object_get(row, "status"));
+        const char *ost = old ? json_string_value(json_object_get(old, "status")) : NULL;
+        if (st && (!ost || strcmp(st, ost) != 0))
+            broadcast(ev, json_pack("{s:s, s:O, s:O, s:O, s:s}", "type", old ? client_event(st) : "client_joined",
+                                    "run_id", json_object_get(row, "run_id"), "client_id",
+                                    json_object_get(row, "client_id"), "name", json_object_get(row, "name"), "status",
+                                    st));
+    }
+    json_decref(ev->clients);
+    ev->clients = map;
+}
+
+static void poll_once(web_events_t *ev, store_t *s)
+{
+    err_t e = {0};
+    int64_t v;
+    if (store_data_version(s, &v, &e) < 0 || (ev->baseline && v == ev->data_version))
+        return;
+    ev->data_version = v;
+    json_t *rounds = NULL, *runs = NULL, *clients = NULL;
+    if (!ev->baseline)
+        ev->last_rowid = 0;
+    size_t got = 1000;
+    /* Pages of 1000 rows (the query's limit) until the last one. */
+    while (got == 1000 && store_rounds_after_json(s, ev->last_rowid, &rounds, &e) == 0) {
+        size_t i;
+        json_t *row;
+        got = json_array_size(rounds);
+        json_array_foreach(rounds, i, row) {
+            ev->last_rowid = json_integer_value(json_object_get(row, "rowid"));
+            if (ev->baseline) {
+                json_t *msg = json_deep_copy(row);
+                json_object_del(msg, "rowid");
+                json_object_set_new(msg, "type", json_string("round_finished"));
+                broadcast(ev, msg);
+            }
+        }
+        json_decref(rounds);
+    }
+    if (store_run_states_json(s, &runs, &e) == 0) {
+        diff_runs(ev, runs);
+        json_decref(runs);
+    }
+    if (store_client_states_json(s, &clients, &e) == 0) {
+        diff_clients(ev, clients);
+        json_decref(clients);
+    }
+    ev->baseline = 1;
+}
+
+static void *poller(void *arg)
+{
+    web_events_t *ev = arg;
+    store_t *s = NULL;
+    pthread_mutex_lock(&ev->lock);
+    while (!ev->stop) {
+        pthread_mutex_unlock(&ev->lock);
+        err_t e = {0};
+        if (!s && store_open(ev->db_path, 1, &s, &e) < 0)
+            s = NULL; /* not there yet: the server may create it later */
+        if (s) {
+            /* Only while someone listens. The first poll after a quiet spell is a silent
+             * baseline: a page loads history through the REST API (again on "hello") and gets
+             * only what happens afterwards here. */
+            pthread_mutex_lock(&ev->lock);
+            int listeners = ev->n;
+            pthread_mutex_unlock(&ev->lock);
+            if (listeners == 0)
+                ev->baseline = 0;
+            else
+                poll_once(ev, s);
+        }
+        pthread_mutex_lock(&ev->lock);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += POLL_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        if (!ev->stop)
+            pthread_cond_timedwait(&ev->wake, &ev->lock, &ts);
+    }
+    pthread_mutex_unlock(&ev->lock);
+    store_close(s);
+    return NULL;
+}
+
+/* ---- civetweb's WebSocket callbacks ------------------------------------------------------- */
+
+static int ws_connect(const struct mg_connection *conn, void *cbdata)
+{
+    web_events_t *ev = cbdata;
+    if (!web_ws_authorized(ev->w, conn))
+        return 1; /* civetweb closes it */
+    pthread_mutex_lock(&ev->lock);
+    int full = ev->n >= WEB_WS_MAX;
+    pthread_mutex_unlock(&ev->lock);
+    if (full)
+        log_warn("web: refusing a WebSocket: %d are open already", WEB_WS_MAX);
+    return full;
+}
+
+static void ws_ready(struct mg_connection *conn, void *cbdata)
+{
+    web_events_t *ev = cbdata;
+    pthread_mutex_lock(&ev->lock);
+    if (ev->n < WEB_WS_MAX)
+        ev->conns[ev->n++] = conn;
+    pthread_mutex_unlock(&ev->lock);
+    static const char hello[] = "{\"type\":\"hello\"}";
+    mg_websocket_write(conn, MG_WEBSOCKET_OPCODE_TEXT, hello, sizeof hello - 1);
+    /* Poll at once: the page's first event comes without waiting a period. */
+    pthread_cond_signal(&ev->wake);
+}
+
+static int ws_data(struct mg_connection *conn, int bits, char *data, size_t len, void *cbdata)
+{
+    (void)data, (void)len, (void)cbdata;
+    int op = bits & 0x0f;
+    if (op == MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE)
+        return 0;
+    if (op == MG_WEBSOCKET_OPCODE_PING)
+        mg_websocket_write(conn, MG_WEBSOCKET_OPCODE_PONG, data, len);
+    return 1; /* the page sends nothing we act on */
+}
+
+static void ws_close(const struct mg_connection *conn, void *cbdata)
+{
+    web_events_t *ev = cbdata;
+    pthread_mutex_lock(&ev->lock);
+    for (int i = 0; i < ev->n; i++) {
+        if (ev->conns[i] == conn) {
+            ev->conns[i] = ev->conns[--ev->n];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&ev->lock);
+}
+
+int web_events_start(struct web *w, struct mg_context *ctx, const char *db_path, web_events_t **out, err_t *err)
+{
+    web_events_t *ev = calloc(1, sizeof *ev);
+    if (!ev || !(ev->db_path = strdup(db_path))) {
+        free(ev);
+        return err_set(err, FN_ENOMEM, "web: out of memory");
+    }
+    ev->w = w;
+    pthread_mutex_init(&ev->lock, NULL);
+    pthread_cond_init(&ev->wake, NULL);
+    if (pthread_create(&ev->thread, NULL, poller, ev) != 0) {
+        web_events_stop(ev);
+        return err_set(err, FN_EIO, "web: cannot start the event thread");
+    }
+    ev->started = 1;
+    mg_set_websocket_handler(ctx, "/ws", ws_connect, ws_ready, ws_data, ws_close, ev);
+    *out = ev;
+    return 0;
+}
+
+void web_events_stop(web_events_t *ev)
+{
+    if (!ev)
+        return;
+    if (ev->started) {
+        pthread_mutex_lock(&ev->lock);
+        ev->stop = 1;
+        pthread_cond_signal(&ev->wake);
+        pthread_mutex_unlock(&ev->lock);
+        pthread_join(ev->thread, NULL);
+    }
+    json_decref(ev->runs);
+    json_decref(ev->clients);
+    pthread_cond_destroy(&ev->wake);
+    pthread_mutex_destroy(&ev->lock);
+    free(ev->db_path);
+    free(ev);
+}

@@ -1,0 +1,121 @@
+// Run: accuracy and loss per round (train vs test), participants and dropouts, round time,
+// epsilon against the budget, the config; admin actions. Live: each round_finished event of
+// this run fetches the rounds after the last one shown (?since=N) and extends every chart.
+import { api, el, badge, pct, fixed, seconds, when, duration, chart, DASHES, session } from './util.js';
+
+export async function render(view, [idText]) {
+  const id = Number(idText);
+  const s = await session();
+  let run = await api('/api/runs/' + id);
+  const head = el('div', { class: 'runhead' });
+  const actions = el('div', { class: 'actions' });
+  const message = el('p', { class: 'message', hidden: true });
+  const grid = el('div', { class: 'charts' });
+  const cfg = el('pre', { class: 'config' });
+  view.append(
+    el('h1', {}, 'Run #' + id + ' ', el('span', { class: 'muted' }, run.experiment || '')),
+    head, actions, message, grid,
+    el('details', {}, el('summary', {}, 'Config'), cfg),
+    el('p', {}, el('a', { href: '#/clients/' + id }, 'Clients of this run'), ' · ',
+      el('a', { href: '/api/runs/' + id + '/rounds.csv', download: '' }, 'rounds.csv'), ' · ',
+      el('a', { href: '/api/runs/' + id + '/clients.csv', download: '' }, 'clients.csv')));
+  cfg.textContent = JSON.stringify(run.config, null, 2);
+
+  const xEmpty = [1, Math.max(2, run.rounds_planned || 10)]; // axes before the first round
+  const charts = {
+    acc: chart(grid, { xEmpty, title: 'Accuracy', ylabel: 'accuracy', yRange: [0, 1], series: [
+      { label: 'test', points: true }, { label: 'train', dash: DASHES[1] }, { label: 'best', color: '--best', width: 1, dash: DASHES[2] }] }),
+    loss: chart(grid, { xEmpty, title: 'Loss', ylabel: 'loss', series: [{ label: 'test', points: true }, { label: 'train', dash: DASHES[1] }] }),
+    part: chart(grid, { xEmpty, title: 'Participants per round', ylabel: 'clients', series: [
+      { label: 'participants', stepped: true }, { label: 'dropped', color: '--dropped', stepped: true }] }),
+    time: chart(grid, { xEmpty, title: 'Round time', ylabel: 'seconds', series: [{ label: 'duration', points: true }] }),
+    eps: chart(grid, { xEmpty, title: 'Privacy: ε spent', ylabel: 'ε', series: [
+      { label: 'ε', points: true }, { label: 'budget', color: '--failed', dash: DASHES[1], width: 1 }] }),
+  };
+
+  let rounds = [];
+  let privacy = null;
+  let last = 0;
+  let busy = false, again = false;
+
+  function renderHead() {
+    const best = rounds.reduce((b, r) => (r.test_accuracy > (b ? b.test_accuracy : -1) ? r : b), null);
+    const eps = privacy && privacy.epsilon;
+    const budget = privacy && privacy.target_epsilon;
+    head.replaceChildren(el('dl', { class: 'facts' },
+      el('div', {}, el('dt', {}, 'status'), el('dd', {}, badge(run.status))),
+      el('div', {}, el('dt', {}, 'rounds'), el('dd', {}, (rounds.length) + ' / ' + run.rounds_planned)),
+      el('div', {}, el('dt', {}, 'best accuracy'), el('dd', { class: 'best' }, best ? pct(best.test_accuracy, 2) + ' (round ' + best.round + ')' : '–')),
+      el('div', {}, el('dt', {}, 'ε spent'), el('dd', {}, typeof eps === 'number' ? fixed(eps, 3) + (budget ? ' of ' + budget : '') : '–')),
+      el('div', {}, el('dt', {}, 'clients'), el('dd', {}, String(run.clients_planned))),
+      el('div', {}, el('dt', {}, 'duration'), el('dd', {}, seconds(duration(run)))),
+      el('div', {}, el('dt', {}, 'started'), el('dd', {}, when(run.started_at)))));
+    message.hidden = !run.message;
+    message.textContent = run.message || '';
+    message.className = 'message' + (run.status === 'failed' ? ' failed' : '');
+    actions.replaceChildren();
+    if (s.role === 'admin') {
+      if (run.status === 'running') actions.append(el('button', { type: 'button', class: 'danger', onclick: () => act('stop') }, 'Stop run'));
+      else if (run.status !== 'done') actions.append(el('button', { type: 'button', onclick: () => act('resume') }, 'Resume run'));
+    }
+  }
+
+  async function act(what) {
+    try {
+      await api('/api/runs/' + id + '/' + what, { method: 'POST' });
+      actions.append(el('span', { class: 'muted' }, ' ' + what + ' requested'));
+    } catch (e) {
+      actions.append(el('span', { class: 'error' }, ' ' + e.message));
+    }
+  }
+
+  function draw() {
+    const x = rounds.map((r) => r.round);
+    let best = -1;
+    const bestLine = rounds.map((r) => (best = Math.max(best, r.test_accuracy == null ? -1 : r.test_accuracy)) < 0 ? null : best);
+    charts.acc.set([x, rounds.map((r) => r.test_accuracy), rounds.map((r) => r.train_accuracy), bestLine]);
+    charts.loss.set([x, rounds.map((r) => r.test_loss), rounds.map((r) => r.train_loss)]);
+    charts.part.set([x, rounds.map((r) => r.participants), rounds.map((r) => r.dropped)]);
+    charts.time.set([x, rounds.map((r) => r.duration)]);
+    const epsBy = new Map(((privacy && privacy.rounds) || []).map((p) => [p.round, p.epsilon]));
+    const budget = privacy && typeof privacy.target_epsilon === 'number' ? privacy.target_epsilon : null;
+    charts.eps.set([x, rounds.map((r) => (epsBy.has(r.round) ? epsBy.get(r.round) : null)), rounds.map(() => budget)]);
+    charts.eps.box.hidden = !(privacy && (privacy.dp || epsBy.size));
+  }
+
+  async function update(full) {
+    if (busy) { again = true; return; }
+    busy = true;
+    try {
+      do {
+        again = false;
+        const fresh = await api('/api/runs/' + id + '/rounds' + (last && !full ? '?since=' + last : ''));
+        if (full) rounds = [];
+        for (const r of fresh) if (r.round > (rounds.length ? rounds[rounds.length - 1].round : 0)) rounds.push(r);
+        last = rounds.length ? rounds[rounds.length - 1].round : 0;
+        privacy = await api('/api/runs/' + id + '/privacy');
+        draw();
+        renderHead();
+        full = false;
+      } while (again);
+    } finally {
+      busy = false;
+    }
+  }
+  await update(true);
+  const clock = setInterval(() => { if (run.status === 'running') renderHead(); }, 5000);
+  return {
+    onEvent(ev) {
+      if (ev.type === 'hello') update(false).catch(() => {});
+      else if (ev.run_id !== id) return;
+      else if (ev.type === 'round_finished') update(false).catch(() => {});
+      else if (ev.type === 'run_status' || ev.type === 'budget_reached') {
+        api('/api/runs/' + id).then((r) => { run = r; renderHead(); }).catch(() => {});
+      }
+    },
+    dispose() {
+      clearInterval(clock);
+      Object.values(charts).forEach((c) => c.dispose());
+    },
+  };
+}

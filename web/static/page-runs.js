@@ -1,0 +1,63 @@
+// Runs: every run in the store with status, progress, best accuracy, epsilon spent and
+// duration. Live: refreshed (debounced) on every round or status event.
+import { api, el, badge, pct, fixed, seconds, when, duration } from './util.js';
+
+export async function render(view) {
+  const body = el('tbody');
+  const empty = el('p', { class: 'muted', hidden: true }, 'No runs yet. Start one with ', el('code', {}, 'fednas run EXPERIMENT.json'), '.');
+  view.append(
+    el('h1', {}, 'Runs'),
+    el('div', { class: 'scroll' },
+      el('table', { class: 'data clickable', id: 'runs' },
+        el('thead', {}, el('tr', {},
+          el('th', { scope: 'col' }, 'Run'), el('th', { scope: 'col' }, 'Experiment'), el('th', { scope: 'col' }, 'Status'),
+          el('th', { scope: 'col' }, 'Progress'), el('th', { scope: 'col', class: 'num' }, 'Best acc.'),
+          el('th', { scope: 'col', class: 'num' }, 'ε spent'), el('th', { scope: 'col', class: 'num' }, 'Duration'),
+          el('th', { scope: 'col' }, 'Started'))),
+        body)),
+    empty);
+
+  const eps = new Map(); // run id -> epsilon (only fetched for runs with a dp block)
+  async function load() {
+    const runs = await api('/api/runs');
+    empty.hidden = runs.length > 0;
+    await Promise.all(runs.slice(0, 50).map(async (r) => {
+      if (eps.has(r.id) && r.status !== 'running') return;
+      try {
+        const p = await api('/api/runs/' + r.id + '/privacy');
+        eps.set(r.id, p.epsilon);
+      } catch (e) {
+        eps.set(r.id, null);
+      }
+    }));
+    body.replaceChildren(...runs.map((r) => {
+      const done = r.rounds_done || 0, planned = r.rounds_planned || 0;
+      const tr = el('tr', { tabindex: 0, 'data-run': r.id },
+        el('td', {}, el('a', { href: '#/run/' + r.id }, '#' + r.id)),
+        el('td', {}, r.experiment || '–'),
+        el('td', {}, badge(r.status)),
+        el('td', {}, el('progress', { max: planned || 1, value: done, 'aria-label': done + ' of ' + planned + ' rounds' }),
+          el('span', { class: 'muted small' }, ' ' + done + '/' + planned)),
+        el('td', { class: 'num best' }, pct(r.best_accuracy)),
+        el('td', { class: 'num' }, fixed(eps.get(r.id), 2)),
+        el('td', { class: 'num' }, seconds(duration(r))),
+        el('td', {}, when(r.started_at)));
+      const open = () => { location.hash = '#/run/' + r.id; };
+      tr.addEventListener('click', (ev) => { if (ev.target.tagName !== 'A') open(); });
+      tr.addEventListener('keydown', (ev) => { if (ev.key === 'Enter') open(); });
+      return tr;
+    }));
+  }
+  await load();
+  let t = 0;
+  const tick = setInterval(() => { if (!document.hidden) load().catch(() => {}); }, 15000);
+  return {
+    onEvent(ev) {
+      if (ev.type === 'hello' || ev.type === 'round_finished' || ev.type === 'run_status') {
+        clearTimeout(t);
+        t = setTimeout(() => load().catch(() => {}), 150);
+      }
+    },
+    dispose() { clearTimeout(t); clearInterval(tick); },
+  };
+}
