@@ -76,6 +76,7 @@ static int spawn_clients(void *ctx, const config_t *cfg, const char *endpoint, c
             if (getppid() != parent)
                 _exit(1);
             setenv("OPENBLAS_NUM_THREADS", "1", 1);
+            setenv("FEDNAS_THREADS", "1", 1);
             if (!getenv("FEDNAS_LOG"))
                 setenv("FEDNAS_LOG", "warn", 1);
             char *args[] = {exe, "client", "--connect", (char *)endpoint, (char *)kit_flag, kit, "--data",

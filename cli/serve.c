@@ -116,9 +116,10 @@ int cli_serve(const serve_options_t *o)
     web_t *web = NULL;
     int64_t run_id = 0;
     int rc;
-    char dbdir[PATH_MAX], run_dir[PATH_MAX], keys_dir[PATH_MAX], url[128] = "";
-    snprintf(dbdir, sizeof dbdir, "%s", o->db_path);
-    snprintf(dbdir, sizeof dbdir, "%s", dirname(dbdir));
+    char dbdir[PATH_MAX], run_dir[PATH_MAX], keys_dir[PATH_MAX], url[256] = "";
+    char dbcopy[PATH_MAX];
+    snprintf(dbcopy, sizeof dbcopy, "%s", o->db_path);
+    snprintf(dbdir, sizeof dbdir, "%s", dirname(dbcopy)); /* dirname may write into its argument */
     if (o->resume_run > 0) {
         char *text = NULL, source[64];
         int64_t exp_id;
@@ -156,8 +157,7 @@ int cli_serve(const serve_options_t *o)
         web_options_t wo = {.db_path = o->db_path, .host = o->http_host, .port = o->http_port};
         if (web_start(&wo, &web, &err) < 0)
             goto fail_run;
-        snprintf(url, sizeof url, "http://%s:%d/#run=%lld", o->http_host ? o->http_host : "127.0.0.1",
-                 web_port(web), (long long)run_id);
+        snprintf(url, sizeof url, "%s#run=%lld", web_url(web), (long long)run_id);
     }
     printf("fednas: %s run %lld of experiment \"%s\": %d rounds, %d clients\n", o->resume_run > 0 ? "resuming" : "starting",
            (long long)run_id, cfg->name, cfg->rounds, cfg->clients.count);

@@ -27,6 +27,8 @@ typedef struct agent {
     int n;
     trainer_t trainer;
     secagg_site_t *sa; /* this round's secure aggregation, when the server asks for it */
+    trainer_feedback_t fb; /* error feedback of compressed updates, across rounds */
+    trainer_holdout_t ho;  /* samples held out of training for federated evaluation */
     int64_t run;
     int connected;  /* the CURVE handshake has succeeded and the link is up */
     int registered; /* welcomed once: after a reconnect, say hello again to rejoin */
@@ -253,11 +255,21 @@ int client_run(const client_options_t *opt, err_t *err)
         if (rc < 0)
             break;
         if (strcmp(msg.type, "train") == 0 || strncmp(msg.type, "sa_", 3) == 0) {
-            rc = secagg_site_on_message(&a.sa, &a.trainer, &a.data, a.idx, a.n, a.sock, a.run, &msg, err);
+            const int *tidx;
+            int tn;
+            rc = trainer_holdout_split(&a.ho, &msg, a.idx, a.n, &tidx, &tn, err);
             if (rc == 0)
-                rc = trainer_round(&a.trainer, &a.data, a.idx, a.n, a.sock, a.run, &msg, err);
+                rc = secagg_site_on_message(&a.sa, &a.trainer, &a.data, tidx, tn, a.sock, a.run, &msg, err);
+            if (rc == 0)
+                rc = trainer_round(&a.trainer, &a.data, tidx, tn, a.sock, a.run, &msg, &a.fb, err);
             else if (rc > 0)
                 rc = 0;
+            if (rc == FN_EPROTO) {
+                log_warn("%s; ignored", err->msg);
+                rc = 0;
+            }
+        } else if (strcmp(msg.type, "evaluate") == 0) {
+            rc = trainer_evaluate(&a.trainer, &a.data, &a.ho, a.idx, a.n, a.sock, a.run, &msg, err);
             if (rc == FN_EPROTO) {
                 log_warn("%s; ignored", err->msg);
                 rc = 0;
@@ -285,6 +297,8 @@ int client_run(const client_options_t *opt, err_t *err)
         zmq_ctx_term(a.ctx);
     secagg_site_free(a.sa);
     trainer_free(&a.trainer);
+    trainer_feedback_free(&a.fb);
+    trainer_holdout_free(&a.ho);
     engine_dataset_free(&a.data);
     free(a.idx);
     return rc;

@@ -23,6 +23,8 @@ typedef struct vsite {
     int64_t run;
     int ended;
     secagg_site_t *sa; /* the site's secure aggregation state in the current round */
+    trainer_feedback_t fb; /* error feedback of compressed updates */
+    trainer_holdout_t ho;  /* samples held out of training for federated evaluation */
 } vsite_t;
 
 int client_simulate(const client_options_t *o, const char *kits_dir, int first, int count, err_t *err)
@@ -105,12 +107,21 @@ int client_simulate(const client_options_t *o, const char *kits_dir, int first, 
             if (strcmp(msg.type, "welcome") == 0) {
                 v[i].run = wire_get_int(&msg, "run", -1);
             } else if (strcmp(msg.type, "train") == 0 || strncmp(msg.type, "sa_", 3) == 0) {
-                rc = secagg_site_on_message(&v[i].sa, &trainer, &data, v[i].idx, v[i].n, v[i].sock, v[i].run, &msg,
-                                            err);
+                const int *tidx;
+                int tn;
+                rc = trainer_holdout_split(&v[i].ho, &msg, v[i].idx, v[i].n, &tidx, &tn, err);
                 if (rc == 0)
-                    rc = trainer_round(&trainer, &data, v[i].idx, v[i].n, v[i].sock, v[i].run, &msg, err);
+                    rc = secagg_site_on_message(&v[i].sa, &trainer, &data, tidx, tn, v[i].sock, v[i].run, &msg, err);
+                if (rc == 0)
+                    rc = trainer_round(&trainer, &data, tidx, tn, v[i].sock, v[i].run, &msg, &v[i].fb, err);
                 else if (rc > 0)
                     rc = 0;
+                if (rc == FN_EPROTO) {
+                    log_warn("site-%d: %s; ignored", first + i + 1, err->msg);
+                    rc = 0;
+                }
+            } else if (strcmp(msg.type, "evaluate") == 0) {
+                rc = trainer_evaluate(&trainer, &data, &v[i].ho, v[i].idx, v[i].n, v[i].sock, v[i].run, &msg, err);
                 if (rc == FN_EPROTO) {
                     log_warn("site-%d: %s; ignored", first + i + 1, err->msg);
                     rc = 0;
@@ -126,6 +137,8 @@ int client_simulate(const client_options_t *o, const char *kits_dir, int first, 
         if (v[i].sock)
             zmq_close(v[i].sock);
         secagg_site_free(v[i].sa);
+        trainer_feedback_free(&v[i].fb);
+        trainer_holdout_free(&v[i].ho);
         free(v[i].idx);
     }
     zmq_ctx_term(ctx);

@@ -4,7 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/compress.h"
 #include "common/log.h"
+#include "common/rng.h"
 #include "common/util.h"
 #include "crypto/dp.h"
 #include "engine/partition.h"
@@ -13,18 +15,22 @@ int trainer_compute(trainer_t *a, const engine_dataset_t *d, const int *idx, int
                     trainer_result_t *res, err_t *err)
 {
     memset(res, 0, sizeof *res);
-    long long round = wire_get_int(msg, "round", -1), epochs = wire_get_int(msg, "epochs", -1);
-    long long batch = wire_get_int(msg, "batch_size", -1), seed = wire_get_int(msg, "seed", 0);
+    long long round = wire_get_int(msg, "round", -1), seed = wire_get_int(msg, "seed", 0);
     long long input_dim = wire_get_int(msg, "input_dim", -1), classes = wire_get_int(msg, "num_classes", -1);
-    json_t *lrj = json_object_get(msg->header, "lr");
     json_t *arch = json_object_get(msg->header, "arch");
-    double lr = json_number_value(lrj);
+    json_t *train = json_object_get(msg->header, "train"), *mu = json_object_get(msg->header, "prox_mu");
     size_t count = 0;
     const float *global = wire_frame_data(msg, 0, WIRE_F32, &count);
-    if (round < 1 || epochs < 1 || epochs > 10000 || batch < 1 || batch > 65536 || !json_is_number(lrj) ||
-        !(lr > 0) || !isfinite(lr) || !json_is_object(arch) || !global || input_dim < 1 || classes < 2 ||
-        classes > 65536)
+    if (round < 1 || !json_is_object(arch) || !json_is_object(train) || !global || input_dim < 1 || classes < 2 ||
+        classes > 65536 || (mu && !(json_is_number(mu) && json_number_value(mu) >= 0)))
         return err_set(err, FN_EPROTO, "malformed train message (round %lld)", round);
+    /* The experiment's "train" block (optimizer, schedule, epochs...), checked by the server
+     * already; a site that cannot read it reports the message as malformed. */
+    engine_train_config_t tc;
+    err_t te;
+    if (engine_train_config_from_json(train, &tc, &te) < 0)
+        return err_set(err, FN_EPROTO, "round %lld: %s", round, te.msg);
+    tc.seed = (uint64_t)seed;
     if (input_dim != d->rows * d->cols)
         return err_set(err, FN_EINVAL, "the model expects %lld inputs but this site's samples have %d x %d", input_dim,
                        d->rows, d->cols);
@@ -50,12 +56,13 @@ int trainer_compute(trainer_t *a, const engine_dataset_t *d, const int *idx, int
     memcpy(a->global, global, m * sizeof *w);
     engine_train_stats_t st = {0};
     double t0 = fn_mono();
-    for (long long e = 0; e < epochs; e++) {
-        int rc = engine_model_train_epoch(a->model, d, idx, n, (int)batch, (float)lr,
-                                          (uint64_t)seed + (uint64_t)e, &st, err);
-        if (rc < 0)
-            return rc;
+    if (mu) { /* FedProx: the proximal term pulls towards this round's global model */
+        tc.prox_mu = (float)json_number_value(mu);
+        tc.prox_anchor = a->global;
     }
+    int trc = engine_model_train(a->model, d, idx, n, &tc, &st, err);
+    if (trc < 0)
+        return trc;
     /* The update is the change to the weights; the server averages changes. */
     for (size_t i = 0; i < m; i++)
         w[i] -= a->global[i];
@@ -94,12 +101,213 @@ int trainer_send_update(const trainer_result_t *res, void *sock, int64_t run, er
     return 0;
 }
 
+void trainer_feedback_free(trainer_feedback_t *fb)
+{
+    free(fb->residual);
+    memset(fb, 0, sizeof *fb);
+}
+
+static int parse_compression(const json_t *c, compress_spec_t *spec, int *ef, err_t *err)
+{
+    memset(spec, 0, sizeof *spec);
+    *ef = 0;
+    json_t *q = json_object_get(c, "quantize"), *k = json_object_get(c, "topk"), *e = json_object_get(c, "error_feedback");
+    if (!json_is_object(c) || (q && (!json_is_integer(q) || json_integer_value(q) != 8)) ||
+        (k && (!json_is_number(k) || !(json_number_value(k) > 0 && json_number_value(k) < 1))) ||
+        (e && !json_is_boolean(e)) || (!q && !k))
+        return err_set(err, FN_EPROTO, "malformed compression object in a train message");
+    spec->quantize = q ? 8 : 0;
+    spec->topk = k ? json_number_value(k) : 0;
+    *ef = json_is_true(e);
+    return 0;
+}
+
+int trainer_send_compressed(const trainer_result_t *res, const wire_msg_t *train, uint64_t seed,
+                            trainer_feedback_t *fb, void *sock, int64_t run, err_t *err)
+{
+    const json_t *c = json_object_get(train->header, "compression");
+    if (!c)
+        return trainer_send_update(res, sock, run, err);
+    compress_spec_t spec;
+    int ef, rc;
+    if ((rc = parse_compression(c, &spec, &ef, err)) < 0)
+        return rc;
+    size_t m = res->m;
+    const float *x = res->update;
+    float *sum = NULL;
+    if (ef && fb) {
+        if (fb->m != m) { /* a new architecture: nothing carried over */
+            free(fb->residual);
+            fb->residual = FN_CALLOC(m ? m : 1, sizeof *fb->residual);
+            fb->m = m;
+        }
+        sum = FN_MALLOC((m ? m : 1) * sizeof *sum);
+        for (size_t i = 0; i < m; i++)
+            sum[i] = res->update[i] + fb->residual[i];
+        x = sum;
+    }
+    compress_enc_t enc;
+    if ((rc = compress_encode(&spec, x, m, rng_derive(seed, 0xc0de), &enc, err)) < 0) {
+        free(sum);
+        return rc;
+    }
+    if (sum) {
+        /* residual = what was meant minus what the server will decode */
+        float *scratch = FN_MALLOC((enc.n ? enc.n : 1) * sizeof *scratch);
+        rc = compress_decode(&spec, m, enc.indices, enc.indices ? enc.n : 0, enc.values, enc.values ? enc.n : 0,
+                             enc.codes, enc.codes ? enc.n : 0, enc.scales, enc.nscales, scratch, fb->residual, err);
+        free(scratch);
+        if (rc == 0)
+            for (size_t i = 0; i < m; i++)
+                fb->residual[i] = sum[i] - fb->residual[i];
+        free(sum);
+        if (rc < 0) {
+            compress_enc_free(&enc);
+            return rc;
+        }
+    }
+    wire_frame_t f[3];
+    int nf = 0;
+    if (enc.indices)
+        f[nf++] = (wire_frame_t){.name = "indices", .dtype = WIRE_U32, .data = enc.indices, .count = enc.n};
+    if (enc.codes) {
+        f[nf++] = (wire_frame_t){.name = "codes", .dtype = WIRE_U8, .data = enc.codes, .count = enc.n};
+        f[nf++] = (wire_frame_t){.name = "scales", .dtype = WIRE_F32, .data = enc.scales, .count = enc.nscales};
+    } else {
+        f[nf++] = (wire_frame_t){.name = "values", .dtype = WIRE_F32, .data = enc.values, .count = enc.n};
+    }
+    json_t *hdr = json_pack("{s:s, s:I, s:I, s:I, s:f, s:f, s:f, s:O}", "type", "update", "run", (json_int_t)run,
+                            "round", (json_int_t)res->round, "samples", (json_int_t)res->samples, "loss", res->loss,
+                            "accuracy", res->accuracy, "train_seconds", res->seconds, "compression", c);
+    long long sent = wire_send(sock, NULL, 0, hdr, f, nf, 0, err);
+    json_decref(hdr);
+    compress_enc_free(&enc);
+    if (sent < 0)
+        return (int)sent;
+    log_debug("round %lld: loss %.4f accuracy %.4f in %.2f s; compressed update of %lld bytes", res->round, res->loss,
+              res->accuracy, res->seconds, sent);
+    return 0;
+}
+
 int trainer_round(trainer_t *a, const engine_dataset_t *d, const int *idx, int n, void *sock, int64_t run,
-                  wire_msg_t *msg, err_t *err)
+                  wire_msg_t *msg, trainer_feedback_t *fb, err_t *err)
 {
     trainer_result_t res;
     int rc = trainer_compute(a, d, idx, n, msg, &res, err);
-    return rc < 0 ? rc : trainer_send_update(&res, sock, run, err);
+    if (rc < 0)
+        return rc;
+    uint64_t seed = (uint64_t)wire_get_int(msg, "seed", 0);
+    return trainer_send_compressed(&res, msg, seed, fb, sock, run, err);
+}
+
+static int cmp_int(const void *pa, const void *pb)
+{
+    int a = *(const int *)pa, b = *(const int *)pb;
+    return a < b ? -1 : a > b;
+}
+
+int trainer_holdout_split(trainer_holdout_t *h, const wire_msg_t *msg, const int *idx, int n, const int **tidx,
+                          int *tn, err_t *err)
+{
+    *tidx = idx;
+    *tn = n;
+    json_t *ho = json_object_get(msg->header, "holdout");
+    if (!ho) {
+        if (h->train && h->src == idx && h->nsrc == n) {
+            *tidx = h->train;
+            *tn = h->ntrain;
+        }
+        return 0;
+    }
+    json_t *f = json_object_get(ho, "fraction"), *sd = json_object_get(ho, "seed");
+    if (!json_is_number(f) || !(json_number_value(f) > 0 && json_number_value(f) < 1) || !json_is_integer(sd) ||
+        json_integer_value(sd) < 0)
+        return err_set(err, FN_EPROTO, "malformed holdout in a %s message", msg->type);
+    double fraction = json_number_value(f);
+    uint64_t seed = (uint64_t)json_integer_value(sd);
+    if (!h->train || h->fraction != fraction || h->seed != seed || h->src != idx || h->nsrc != n) {
+        trainer_holdout_free(h);
+        int *all = FN_MALLOC((size_t)(n > 0 ? n : 1) * sizeof *all);
+        memcpy(all, idx, (size_t)n * sizeof *all);
+        rng_t r;
+        rng_seed(&r, seed);
+        rng_shuffle_int(&r, all, n);
+        int nheld = (int)floor(fraction * n);
+        if (nheld > n - 1)
+            nheld = n > 0 ? n - 1 : 0;
+        h->held = FN_MALLOC((size_t)(nheld > 0 ? nheld : 1) * sizeof *h->held);
+        memcpy(h->held, all, (size_t)nheld * sizeof *all);
+        h->nheld = nheld;
+        h->ntrain = n - nheld;
+        h->train = FN_MALLOC((size_t)(h->ntrain > 0 ? h->ntrain : 1) * sizeof *h->train);
+        memcpy(h->train, all + nheld, (size_t)h->ntrain * sizeof *all);
+        qsort(h->train, (size_t)h->ntrain, sizeof *h->train, cmp_int);
+        free(all);
+        h->fraction = fraction;
+        h->seed = seed;
+        h->src = idx;
+        h->nsrc = n;
+        log_debug("holding out %d of %d samples for federated evaluation", nheld, n);
+    }
+    *tidx = h->train;
+    *tn = h->ntrain;
+    return 0;
+}
+
+void trainer_holdout_free(trainer_holdout_t *h)
+{
+    free(h->train);
+    free(h->held);
+    memset(h, 0, sizeof *h);
+}
+
+int trainer_evaluate(trainer_t *t, const engine_dataset_t *d, trainer_holdout_t *h, const int *idx, int n, void *sock,
+                     int64_t run, wire_msg_t *msg, err_t *err)
+{
+    long long round = wire_get_int(msg, "round", -1);
+    long long input_dim = wire_get_int(msg, "input_dim", -1), classes = wire_get_int(msg, "num_classes", -1);
+    json_t *arch = json_object_get(msg->header, "arch");
+    size_t count = 0;
+    const float *params = wire_frame_data(msg, 0, WIRE_F32, &count);
+    const int *tidx;
+    int tn, rc;
+    if (round < 1 || !json_is_object(arch) || !params || input_dim < 1 || classes < 2 || classes > 65536 ||
+        !json_object_get(msg->header, "holdout"))
+        return err_set(err, FN_EPROTO, "malformed evaluate message (round %lld)", round);
+    if ((rc = trainer_holdout_split(h, msg, idx, n, &tidx, &tn, err)) < 0)
+        return rc;
+    if (input_dim != d->rows * d->cols)
+        return err_set(err, FN_EINVAL, "the model expects %lld inputs but this site's samples have %d x %d", input_dim,
+                       d->rows, d->cols);
+    char *text = json_dumps(arch, JSON_SORT_KEYS | JSON_COMPACT);
+    if (!t->model || strcmp(text, t->arch_text) != 0) {
+        /* The same bookkeeping as trainer_compute: the model is rebuilt for a new architecture. */
+        engine_model_free(t->model);
+        t->model = NULL;
+        free(t->arch_text);
+        t->arch_text = text;
+        if ((rc = engine_model_create(arch, (int)input_dim, (int)classes, &t->model, err)) < 0)
+            return rc;
+        free(t->global);
+        t->global = FN_MALLOC(engine_model_num_params(t->model) * sizeof(float));
+    } else {
+        free(text);
+    }
+    size_t m = engine_model_num_params(t->model);
+    if (count != m)
+        return err_set(err, FN_EPROTO, "evaluate message carries %zu parameters, the model has %zu", count, m);
+    memcpy(engine_model_params(t->model), params, m * sizeof *params);
+    double loss = 0, acc = 0;
+    if (h->nheld > 0 && (rc = engine_model_evaluate(t->model, d, h->held, h->nheld, &loss, &acc, err)) < 0)
+        return rc;
+    json_t *hdr = json_pack("{s:s, s:I, s:I, s:i, s:f, s:f}", "type", "eval_result", "run", (json_int_t)run, "round",
+                            (json_int_t)round, "samples", h->nheld, "loss", loss, "accuracy", acc);
+    long long sent = wire_send(sock, NULL, 0, hdr, NULL, 0, 0, err);
+    json_decref(hdr);
+    if (sent < 0)
+        return (int)sent;
+    log_debug("round %lld: held-out loss %.4f accuracy %.4f on %d samples", round, loss, acc, h->nheld);
+    return 0;
 }
 
 void trainer_free(trainer_t *t)

@@ -36,10 +36,49 @@ int trainer_compute(trainer_t *t, const engine_dataset_t *d, const int *idx, int
 /* Sends res as a plain "update" (no secure aggregation). */
 int trainer_send_update(const trainer_result_t *res, void *sock, int64_t run, err_t *err);
 
+/* A site's error-feedback memory (Stich et al. 2018): what compression left out of its updates
+ * so far, added to its next one. One per site (a simulation worker keeps one per simulated
+ * site); reset when the model changes size. */
+typedef struct trainer_feedback {
+    float *residual;
+    size_t m;
+} trainer_feedback_t;
+void trainer_feedback_free(trainer_feedback_t *fb);
+
+/* Sends res as an "update" compressed as the train message's "compression" object says
+ * ({"quantize": 8, "topk": FRACTION, "error_feedback": true}; frames as in common/compress.h),
+ * or uncompressed when it has none. seed drives the stochastic rounding; fb (may be NULL when
+ * error feedback is off) is the site's memory. FN_EPROTO for a malformed compression object. */
+int trainer_send_compressed(const trainer_result_t *res, const wire_msg_t *train, uint64_t seed,
+                            trainer_feedback_t *fb, void *sock, int64_t run, err_t *err);
+
+/* A site's held-out samples for federated evaluation: a split of its own indices, shuffled
+ * with the seed the server gives in "holdout" {"fraction", "seed"} (the same every round, so a
+ * held-out sample is never trained on). The first floor(fraction * n) of the shuffle are held
+ * out (at most n - 1); the rest, in their original order, are trained on. */
+typedef struct trainer_holdout {
+    double fraction;
+    uint64_t seed;
+    const int *src; /* the indices it was made from */
+    int nsrc;
+    int *train, ntrain, *held, nheld;
+} trainer_holdout_t;
+/* The samples to train on for msg: the split its "holdout" asks for (made once and kept), the
+ * split made earlier when msg has none (e.g. a secure-aggregation message), or all of idx.
+ * FN_EPROTO for a malformed "holdout". */
+int trainer_holdout_split(trainer_holdout_t *h, const wire_msg_t *msg, const int *idx, int n, const int **tidx,
+                          int *tn, err_t *err);
+void trainer_holdout_free(trainer_holdout_t *h);
+/* Answers an "evaluate" message: loads its model, measures loss and accuracy on the site's
+ * held-out samples and sends "eval_result" {samples, loss, accuracy} (samples 0 when none are
+ * held out). FN_EPROTO for a malformed message. */
+int trainer_evaluate(trainer_t *t, const engine_dataset_t *d, trainer_holdout_t *h, const int *idx, int n, void *sock,
+                     int64_t run, wire_msg_t *msg, err_t *err);
+
 /* Runs the round in msg on samples idx[0..n) of d and sends the update on sock (a DEALER).
  * FN_EPROTO for a malformed message (ignore it), other errors are the site's own. */
 int trainer_round(trainer_t *t, const engine_dataset_t *d, const int *idx, int n, void *sock, int64_t run,
-                  wire_msg_t *msg, err_t *err);
+                  wire_msg_t *msg, trainer_feedback_t *fb, err_t *err);
 void trainer_free(trainer_t *t);
 
 /* The simulation's split of the training set (o->shards parts by o->partition); *assign is

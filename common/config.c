@@ -169,7 +169,7 @@ static int validate(config_t *c, err_t *err)
     long long v;
     static const char *const top_keys[] = {"name", "description", "seed", "rounds", "data", "model",
                                            "clients", "train", "server", "strategy", "dp",
-                                           "secure_aggregation", NULL};
+                                           "secure_aggregation", "compression", "evaluate", NULL};
     TRY(check_keys(c, root, "", top_keys, err));
     TRY(get_str(c, root, "", "name", 1, NULL, NULL, &c->name, err));
     const char *desc;
@@ -245,8 +245,8 @@ static int validate(config_t *c, err_t *err)
     const json_t *train;
     TRY(get_obj(c, root, "", "train", 1, &train, err));
     c->train_json = train;
-    static const char *const train_keys[] = {"epochs", "batch_size", "lr", NULL};
-    TRY(check_keys(c, train, "train", train_keys, err));
+    /* The optimizer, schedule and other training keys belong to the engine, which checks them
+     * all (server_check_config); these three are read here for the summary. */
     TRY(get_int(c, train, "train", "epochs", 0, 1, 1, 10000, &v, err));
     c->train.epochs = (int)v;
     TRY(get_int(c, train, "train", "batch_size", 0, 32, 1, 65536, &v, err));
@@ -333,6 +333,45 @@ static int validate(config_t *c, err_t *err)
         TRY(get_int(c, server, "server", "evaluate_every", 0, 1, 0, 1000000, &v, err));
         c->server.evaluate_every = (int)v;
         TRY(get_num(c, server, "server", "phase_timeout", 0, 30, 0, 86400, 1, &c->server.phase_timeout, err));
+    }
+
+    const json_t *comp;
+    TRY(get_obj(c, root, "", "compression", 0, &comp, err));
+    if (comp) {
+        static const char *const comp_keys[] = {"quantize", "topk", "error_feedback", NULL};
+        TRY(check_keys(c, comp, "compression", comp_keys, err));
+        c->compression.enabled = 1;
+        TRY(get_int(c, comp, "compression", "quantize", 0, 0, 8, 8, &v, err));
+        c->compression.quantize = (int)v;
+        TRY(get_num(c, comp, "compression", "topk", 0, 0, 0, 1, 1, &c->compression.topk, err));
+        if (json_object_get(comp, "topk") && c->compression.topk >= 1)
+            return config_error_at(c, "compression.topk", err,
+                                   "expected the fraction of coordinates kept, a number in (0, 1) (got %g)",
+                                   c->compression.topk);
+        const json_t *ef = json_object_get(comp, "error_feedback");
+        if (ef && !json_is_boolean(ef))
+            return config_error_at(c, "compression.error_feedback", err, "expected a boolean (got %s)",
+                                   type_name(ef));
+        c->compression.error_feedback = json_is_true(ef);
+        if (!c->compression.quantize && !(c->compression.topk > 0))
+            return config_error_at(c, "compression", err,
+                                   "give \"quantize\": 8, \"topk\": FRACTION, or both");
+    }
+
+    const json_t *ev;
+    TRY(get_obj(c, root, "", "evaluate", 0, &ev, err));
+    if (ev) {
+        static const char *const ev_keys[] = {"clients_fraction", "every", "holdout", NULL};
+        TRY(check_keys(c, ev, "evaluate", ev_keys, err));
+        c->evaluate.enabled = 1;
+        TRY(get_num(c, ev, "evaluate", "clients_fraction", 0, 0.1, 0, 1, 1, &c->evaluate.clients_fraction, err));
+        TRY(get_int(c, ev, "evaluate", "every", 0, 1, 1, 1000000, &v, err));
+        c->evaluate.every = (int)v;
+        TRY(get_num(c, ev, "evaluate", "holdout", 0, 0.1, 0, 1, 1, &c->evaluate.holdout, err));
+        if (c->evaluate.holdout >= 1)
+            return config_error_at(c, "evaluate.holdout", err,
+                                   "expected the fraction of each site's samples held out, a number in (0, 1) (got %g)",
+                                   c->evaluate.holdout);
     }
     return 0;
 }

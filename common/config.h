@@ -67,6 +67,20 @@ typedef struct config {
         int evaluate_every;      /* evaluate the global model on the test set every N rounds (0: never) */
         double phase_timeout;    /* secure aggregation: seconds each phase after the advert waits */
     } server;
+    /* Update compression on the plain uplink (common/compress.h); not with secure aggregation. */
+    struct {
+        int enabled;        /* a "compression" block is present */
+        int quantize;       /* 0 (off) or 8: 8-bit stochastic quantization per chunk */
+        double topk;        /* 0 (off) or the fraction of coordinates kept */
+        int error_feedback; /* sites carry what compression dropped into their next update */
+    } compression;
+    /* Federated evaluation on the sites' held-out samples (they never train on them). */
+    struct {
+        int enabled;             /* an "evaluate" block is present */
+        double clients_fraction; /* of the connected sites asked each evaluation round */
+        int every;               /* evaluate after every N-th round */
+        double holdout;          /* fraction of each site's samples kept out of training */
+    } evaluate;
 } config_t;
 
 #define CONFIG_DEFAULT_DATA_PATH "/usr/share/datasets/fashion-mnist"

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <zmq.h>
 
+#include "common/compress.h"
 #include "common/log.h"
 #include "common/rng.h"
 #include "common/util.h"
@@ -38,6 +39,7 @@ typedef struct site {
     int lost;      /* disconnected during the current round before reporting */
     double sent_at;
     float *update; /* robust strategies keep each update */
+    int eval_pending; /* asked to evaluate the model and not yet answered */
     double weight;
 } site_t;
 
@@ -94,6 +96,13 @@ struct server {
     int in_round;
     double train_loss_sum, train_acc_sum, train_weight;
     long long round_bytes_up, round_bytes_down;
+    /* Compressed uplink: each update is decoded into `decoded` before the usual aggregation. */
+    compress_spec_t cspec;
+    float *decoded, *cscratch;
+    /* Federated evaluation after the current round: answers summed, weighted by samples. */
+    int in_eval;
+    double ev_loss_sum, ev_acc_sum, ev_samples;
+    int ev_answers;
 };
 
 /* Input shape and class count of each data set the experiment may name. */
@@ -136,6 +145,10 @@ int server_check_config(const config_t *cfg, err_t *err)
                                "server sees only their sum); use fedavg, fedavgm, fedprox, fedadam, fedyogi or "
                                "fedadagrad",
                                strategy_name(sc.kind));
+    if (cfg->compression.enabled && cfg->secagg.enabled)
+        return config_error_at(cfg, "compression", err,
+                               "cannot be combined with secure aggregation (masked inputs live in a "
+                               "ring where sparse or quantized updates do not sum); remove one of the two blocks");
     if (cfg->secagg.enabled && cfg->dp.enabled && cfg->dp.adaptive)
         return config_error_at(cfg, "dp.adaptive", err,
                                "adaptive clipping cannot be combined with secure aggregation (it needs each update's "
@@ -146,6 +159,9 @@ int server_check_config(const config_t *cfg, err_t *err)
         if ((rc = dp_calibrate_sigma(q, cfg->rounds, cfg->dp.delta, cfg->dp.target_epsilon, &z, err)) < 0)
             return config_error_at(cfg, "dp.target_epsilon", err, "%s", err->msg);
     }
+    engine_train_config_t tc;
+    if ((rc = engine_train_config_from_json(cfg->train_json, &tc, err)) < 0)
+        return config_error_at(cfg, "train", err, "%s", err->msg);
     int input_dim, classes;
     dataset_dims(cfg, &input_dim, &classes);
     engine_model_t *m;
@@ -278,6 +294,11 @@ int server_create(const server_options_t *opt, server_t **out, err_t *err)
     s->params = engine_model_params(s->model);
     s->m = engine_model_num_params(s->model);
     s->mean = FN_MALLOC(s->m * sizeof *s->mean);
+    if (s->cfg->compression.enabled) {
+        s->cspec = (compress_spec_t){.quantize = s->cfg->compression.quantize, .topk = s->cfg->compression.topk};
+        s->decoded = FN_MALLOC(s->m * sizeof *s->decoded);
+        s->cscratch = FN_MALLOC(s->m * sizeof *s->cscratch);
+    }
     if ((rc = fedavg_init(&s->agg, s->m, err)) < 0 || (rc = strategy_create(&s->scfg, s->m, &s->strategy, err)) < 0)
         goto fail;
     if (s->cfg->dp.enabled && (rc = setup_dp(s, err)) < 0)
@@ -339,6 +360,14 @@ static long long send_to(server_t *s, site_t *site, json_t *hdr, const wire_fram
     return sent;
 }
 
+/* What a site holds out of training for federated evaluation: a fraction, and a seed fixed for
+ * the run and the site, so the split is the same every round (and after a resume). */
+static json_t *holdout_info(const server_t *s, const site_t *site)
+{
+    json_int_t seed = (json_int_t)(rng_derive(s->cfg->seed ^ 0x401d07ULL, (uint64_t)site->id) >> 1);
+    return json_pack("{s:f, s:I}", "fraction", s->cfg->evaluate.holdout, "seed", seed);
+}
+
 static long long send_train(server_t *s, site_t *site)
 {
     atomic_fetch_add(&s->bcast->refs, 1);
@@ -350,12 +379,25 @@ static long long send_train(server_t *s, site_t *site)
                             "epochs", s->cfg->train.epochs, "batch_size", s->cfg->train.batch_size, "lr",
                             s->cfg->train.lr, "seed", seed, "arch", s->cfg->model, "input_dim",
                             s->test.rows * s->test.cols, "num_classes", s->test.num_classes);
+    json_object_set(hdr, "train", (json_t *)s->cfg->train_json);
     if (s->scfg.kind == STRATEGY_FEDPROX)
         json_object_set_new(hdr, "prox_mu", json_real(s->scfg.prox_mu));
     if (s->cfg->dp.enabled)
         json_object_set_new(hdr, "clip", json_real(s->clip.clip));
     if (s->sa)
         json_object_set_new(hdr, "secagg", secagg_round_info(s->sa, (uint32_t)site->id));
+    if (s->cfg->evaluate.enabled)
+        json_object_set_new(hdr, "holdout", holdout_info(s, site));
+    if (s->cfg->compression.enabled) {
+        json_t *c = json_object();
+        if (s->cspec.quantize)
+            json_object_set_new(c, "quantize", json_integer(s->cspec.quantize));
+        if (s->cspec.topk > 0)
+            json_object_set_new(c, "topk", json_real(s->cspec.topk));
+        if (s->cfg->compression.error_feedback)
+            json_object_set_new(c, "error_feedback", json_true());
+        json_object_set_new(hdr, "compression", c);
+    }
     site->sent_at = fn_mono();
     return send_to(s, site, hdr, &frame, 1);
 }
@@ -423,6 +465,51 @@ static void on_hello(server_t *s, wire_msg_t *msg)
     }
 }
 
+/* The frames of a compressed update (common/compress.h), in the order the header's "frames"
+ * names them: top-k sends "indices" (uint32) first; then "values" (float32), or "codes" (uint8)
+ * and "scales" (float32) when quantized. The encoding must be the one the experiment asked for. */
+/* A frame's data where 4-byte values may be read: ZeroMQ may pack small frames of one message
+ * into a shared buffer at any offset (a "scales" frame after an odd count of uint8 codes), so a
+ * misaligned one is copied into *owned (freed by the caller). */
+static const void *aligned4(const void *p, size_t count, void **owned)
+{
+    if (!p || ((uintptr_t)p & 3) == 0)
+        return p;
+    *owned = FN_MALLOC(count ? 4 * count : 1);
+    memcpy(*owned, p, 4 * count);
+    return *owned;
+}
+
+static int decode_update(server_t *s, const wire_msg_t *msg, err_t *err)
+{
+    const uint32_t *idx = NULL;
+    const float *values = NULL, *scales = NULL;
+    const uint8_t *codes = NULL;
+    size_t nidx = 0, nvalues = 0, ncodes = 0, nscales = 0;
+    int f = 0, want = (s->cspec.topk > 0) + (s->cspec.quantize ? 2 : 1);
+    if (msg->nframes != want)
+        return err_set(err, FN_EPROTO, "%d frames (the experiment's compression needs %d)", msg->nframes, want);
+    if (s->cspec.topk > 0 && !(idx = wire_frame_data(msg, f++, WIRE_U32, &nidx)))
+        return err_set(err, FN_EPROTO, "frame 0 is not the uint32 indices");
+    if (s->cspec.quantize) {
+        codes = wire_frame_data(msg, f++, WIRE_U8, &ncodes);
+        scales = wire_frame_data(msg, f++, WIRE_F32, &nscales);
+        if (!codes || !scales)
+            return err_set(err, FN_EPROTO, "expected uint8 codes and float32 scales");
+    } else if (!(values = wire_frame_data(msg, f++, WIRE_F32, &nvalues))) {
+        return err_set(err, FN_EPROTO, "expected float32 values");
+    }
+    void *own[3] = {NULL, NULL, NULL};
+    idx = aligned4(idx, nidx, &own[0]);
+    values = aligned4(values, nvalues, &own[1]);
+    scales = aligned4(scales, nscales, &own[2]);
+    int rc = compress_decode(&s->cspec, s->m, idx, nidx, values, nvalues, codes, ncodes, scales, nscales, s->cscratch,
+                             s->decoded, err);
+    for (int i = 0; i < 3; i++)
+        free(own[i]);
+    return rc;
+}
+
 static void on_update(server_t *s, wire_msg_t *msg)
 {
     const char *name = msg->user_id;
@@ -444,7 +531,18 @@ static void on_update(server_t *s, wire_msg_t *msg)
         return;
     }
     size_t count = 0;
-    const float *upd = wire_frame_data(msg, 0, WIRE_F32, &count);
+    const float *upd;
+    err_t e;
+    if (s->cfg->compression.enabled) {
+        if (decode_update(s, msg, &e) < 0) {
+            log_warn("site %s: compressed update rejected: %s", name, e.msg);
+            return;
+        }
+        upd = s->decoded;
+        count = s->m;
+    } else {
+        upd = wire_frame_data(msg, 0, WIRE_F32, &count);
+    }
     long long samples = wire_get_int(msg, "samples", -1);
     if (!upd || count != s->m || samples < 1 || samples > 1000000000LL) {
         log_warn("site %s: update rejected: expected %zu float32 values and a sample count, got %zu values and %lld "
@@ -452,7 +550,6 @@ static void on_update(server_t *s, wire_msg_t *msg)
                  name, s->m, upd ? count : 0, samples);
         return;
     }
-    err_t e;
     if (strategy_needs_all_updates(s->scfg.kind)) {
         for (size_t i = 0; i < count; i++)
             if (!isfinite(upd[i])) {
@@ -491,6 +588,31 @@ static void on_update(server_t *s, wire_msg_t *msg)
     if (store_client_contributed(s->opt.store, s->opt.run_id, site->id, (long long)msg->bytes,
                                  (long long)(s->m * 4), latency, &e) < 0)
         log_error("%s", e.msg);
+}
+
+/* A site's answer to "evaluate": its loss and accuracy on its held-out samples. */
+static void on_eval_result(server_t *s, wire_msg_t *msg)
+{
+    const char *name = msg->user_id;
+    site_t *site = find_site(s, name);
+    long long round = wire_get_int(msg, "round", -1), run = wire_get_int(msg, "run", -1);
+    long long samples = wire_get_int(msg, "samples", -1);
+    json_t *loss = json_object_get(msg->header, "loss"), *acc = json_object_get(msg->header, "accuracy");
+    if (!site || run != s->opt.run_id || !s->in_eval || round != s->round || !site->eval_pending) {
+        log_warn("site %s: eval_result for run %lld round %lld ignored (not asked for)", name, run, round);
+        return;
+    }
+    site->fd = msg->srcfd;
+    if (samples < 0 || samples > 1000000000LL || !json_is_number(loss) || !json_is_number(acc) ||
+        !isfinite(json_number_value(loss)) || !(json_number_value(acc) >= 0 && json_number_value(acc) <= 1)) {
+        log_warn("site %s: malformed eval_result for round %d dropped", name, s->round);
+        return;
+    }
+    site->eval_pending = 0;
+    s->ev_answers++;
+    s->ev_samples += (double)samples;
+    s->ev_loss_sum += (double)samples * json_number_value(loss);
+    s->ev_acc_sum += (double)samples * json_number_value(acc);
 }
 
 /* A secure-aggregation message: checked against the run, the round and its open phase, then
@@ -545,6 +667,7 @@ static void on_disconnect(server_t *s, int fd)
         if (!site->connected || site->fd != fd)
             continue;
         site->connected = 0;
+        site->eval_pending = 0; /* a dropout: the evaluation goes on without it */
         if (s->in_round && site->selected && s->sa && site->reported) {
             site->lost = 1; /* its masked input is in; it cannot answer the unmasking request */
             log_warn("site %s disconnected during round %d after sending its masked input", site->name, s->round);
@@ -609,6 +732,8 @@ static void pump(server_t *s, int timeout_ms)
             on_hello(s, &msg);
         else if (strcmp(msg.type, "update") == 0)
             on_update(s, &msg);
+        else if (strcmp(msg.type, "eval_result") == 0)
+            on_eval_result(s, &msg);
         else if (strncmp(msg.type, "sa_", 3) == 0)
             on_sa(s, &msg);
         else
@@ -830,6 +955,70 @@ static int secagg_begin(server_t *s, err_t *err)
     return rc < 0 ? err_set(err, FN_ESTATE, "%s", err->msg) : 0;
 }
 
+/* Federated evaluation after round s->round: a clients_fraction sample of the connected sites
+ * (seeded by (seed, round), as select_sites) measures the new model on its held-out samples;
+ * the answers that arrive within round_timeout are averaged, weighted by samples. Returns the
+ * number of answers (0: nothing to record). */
+static int fed_evaluate(server_t *s, double *loss, double *acc, double *samples, int *asked)
+{
+    site_t **cand = FN_MALLOC((size_t)(s->nsites ? s->nsites : 1) * sizeof *cand);
+    int n = 0;
+    for (int i = 0; i < s->nsites; i++) {
+        s->sites[i].eval_pending = 0;
+        if (s->sites[i].connected)
+            cand[n++] = &s->sites[i];
+    }
+    qsort(cand, (size_t)n, sizeof *cand, cmp_site_id);
+    int k = (int)ceil(s->cfg->evaluate.clients_fraction * n);
+    if (k > n)
+        k = n;
+    if (k < 1 && n > 0)
+        k = 1;
+    rng_t r;
+    rng_seed(&r, rng_derive(s->cfg->seed ^ 0xe7a1ULL, (uint64_t)s->round));
+    s->ev_loss_sum = s->ev_acc_sum = s->ev_samples = 0;
+    s->ev_answers = 0;
+    s->in_eval = 1;
+    *asked = 0;
+    for (int i = 0; i < k; i++) { /* partial Fisher-Yates */
+        int j = i + (int)rng_below(&r, (uint64_t)(n - i));
+        site_t *t = cand[i];
+        cand[i] = cand[j];
+        cand[j] = t;
+        json_t *hdr = json_pack("{s:s, s:i, s:O, s:i, s:i}", "type", "evaluate", "round", s->round, "arch",
+                                s->cfg->model, "input_dim", s->test.rows * s->test.cols, "num_classes",
+                                s->test.num_classes);
+        json_object_set_new(hdr, "holdout", holdout_info(s, cand[i]));
+        wire_frame_t f = {.name = "model", .dtype = WIRE_F32, .data = s->params, .count = s->m};
+        if (send_to(s, cand[i], hdr, &f, 1) >= 0) {
+            cand[i]->eval_pending = 1;
+            (*asked)++;
+        }
+    }
+    free(cand);
+    double deadline = fn_mono() + s->cfg->server.round_timeout;
+    for (;;) {
+        int waiting = 0;
+        for (int i = 0; i < s->nsites; i++)
+            waiting += s->sites[i].eval_pending;
+        if (waiting == 0 || fn_mono() >= deadline || stopped(s))
+            break;
+        pump(s, 100);
+    }
+    s->in_eval = 0;
+    for (int i = 0; i < s->nsites; i++)
+        if (s->sites[i].eval_pending) {
+            log_warn("site %s did not answer the evaluation of round %d in time", s->sites[i].name, s->round);
+            s->sites[i].eval_pending = 0;
+        }
+    if (s->ev_samples <= 0)
+        return 0;
+    *loss = s->ev_loss_sum / s->ev_samples;
+    *acc = s->ev_acc_sum / s->ev_samples;
+    *samples = s->ev_samples;
+    return s->ev_answers;
+}
+
 static int run_round(server_t *s, store_round_t *rec, err_t *err)
 {
     int want = s->cfg->clients.per_round ? s->cfg->clients.per_round : s->cfg->clients.min_fit;
@@ -978,6 +1167,21 @@ static int run_round(server_t *s, store_round_t *rec, err_t *err)
         s->sa = NULL;
         s->sa_attempt = 0;
     }
+    double fed_acc = NAN;
+    if (s->cfg->evaluate.enabled && s->round % s->cfg->evaluate.every == 0 && !stopped(s)) {
+        double fl = NAN, fa = NAN, fs = 0;
+        int asked = 0, answers = fed_evaluate(s, &fl, &fa, &fs, &asked);
+        err_t e;
+        if (answers > 0) {
+            fed_acc = fa;
+            if (store_metric_insert(s->opt.store, s->opt.run_id, s->round, "fed_eval_accuracy", fa, &e) < 0 ||
+                store_metric_insert(s->opt.store, s->opt.run_id, s->round, "fed_eval_loss", fl, &e) < 0 ||
+                store_metric_insert(s->opt.store, s->opt.run_id, s->round, "fed_eval_samples", fs, &e) < 0)
+                log_error("%s", e.msg);
+        } else {
+            log_warn("round %d: no held-out results arrived from the %d sites asked to evaluate", s->round, asked);
+        }
+    }
     if (s->cfg->dp.enabled) {
         err_t e;
         if (store_metric_insert(s->opt.store, s->opt.run_id, s->round, "epsilon", epsilon, &e) < 0 ||
@@ -989,10 +1193,12 @@ static int run_round(server_t *s, store_round_t *rec, err_t *err)
         char eval[64] = "test acc       -  test loss      -";
         if (!isnan(acc))
             snprintf(eval, sizeof eval, "test acc %6.2f%%  test loss %.4f", 100 * acc, loss);
-        char priv[48] = "";
+        char priv[48] = "", fed[40] = "";
         if (s->cfg->dp.enabled)
             snprintf(priv, sizeof priv, "  eps %.3f", epsilon);
-        printf("round %3d/%-3d  %s  train loss %.4f  clients %d/%d%s  %.2f s\n", s->round, s->cfg->rounds, eval,
+        if (!isnan(fed_acc))
+            snprintf(fed, sizeof fed, "  fed acc %6.2f%%", 100 * fed_acc);
+        printf("round %3d/%-3d  %s%s  train loss %.4f  clients %d/%d%s  %.2f s\n", s->round, s->cfg->rounds, eval, fed,
                rec->train_loss, rec->participants, rec->selected, priv, fn_mono() - t0);
         fflush(stdout);
     }
@@ -1095,6 +1301,8 @@ void server_free(server_t *s)
     fedavg_free(&s->agg);
     strategy_free(s->strategy);
     free(s->scratch);
+    free(s->decoded);
+    free(s->cscratch);
     for (int i = 0; i < s->nsites; i++)
         free(s->sites[i].update);
     free(s->mean);

@@ -3,7 +3,7 @@
 source "$(dirname "$0")/lib.sh"
 cd "$WORK"
 
-for c in run server client runs keys dashboard privacy; do
+for c in run server client runs keys dashboard privacy train; do
   "$FEDNAS" $c --help > help.out || fail "fednas $c --help exited non-zero"
   expect_contains help.out "Usage: fednas $c"
 done
@@ -26,6 +26,10 @@ expect_contains err.txt "missing.json"
 printf '{ "name": "x", "rounds": 1, "data": {}, "model": {"type": "cnn9"}, "clients": {"count": 1}, "train": {"lr": 0.1} }' > arch.json
 "$FEDNAS" run arch.json --db e.db --http off 2> err.txt; [ $? = 2 ] || fail "unknown model type should exit 2"
 expect_contains err.txt "arch.json:1:"
+printf '{ "name": "x", "rounds": 1, "data": {}, "model": {"type": "mlp"}, "clients": {"count": 1},\n  "train": {"lr": 0.1, "optimizer": {"type": "sgd", "momentun": 0.9}} }' > opt.json
+"$FEDNAS" run opt.json --db e.db --http off 2> err.txt; [ $? = 2 ] || fail "a misspelt optimizer key should exit 2"
+expect_contains err.txt "opt.json:2:"
+expect_contains err.txt "momentun"
 pass "malformed experiments exit 2 with file, line, column and key path"
 
 # A missing data set says how to install it.
@@ -42,7 +46,7 @@ printf '{ "name": "wait", "rounds": 1, "data": {}, "model": {"type": "mlp", "hid
 "$FEDNAS" server wait.json --keys k --bind 'tcp://127.0.0.1:*' --db s.db --http 0 > s.out 2> s.err &
 PIDS+=($!)
 EP=$(wait_for_line s.out 'tcp://127\.0\.0\.1:[0-9]+' 30)
-HTTP=$(wait_for_line s.out 'http://127\.0\.0\.1:[0-9]+' 30)
+HTTP=$(wait_for_line s.out 'https://127\.0\.0\.1:[0-9]+' 30)
 HPORT=${HTTP##*:}
 "$FEDNAS" server wait.json --keys k --bind "$EP" --db s.db --http off > o.txt 2> err.txt; rc=$?
 [ $rc = 1 ] || fail "a taken server port exited $rc, expected 1"

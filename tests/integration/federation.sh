@@ -20,7 +20,7 @@ cp keys/server.pub rogue/sites/intruder/server.pub   # knows the server, but is 
 "$FEDNAS" server exp.json --keys keys --bind 'tcp://127.0.0.1:*' --db run.db --http 0 > server.out 2> server.err &
 PIDS+=($!); SERVER=$!
 EP=$(wait_for_line server.out 'tcp://127\.0\.0\.1:[0-9]+' 30)
-URL=$(wait_for_line server.out 'http://127\.0\.0\.1:[0-9]+' 30)
+URL=$(wait_for_line server.out 'https://127\.0\.0\.1:[0-9]+' 30)
 pass "server listening on $EP, dashboard $URL"
 
 FEDNAS_LOG=info "$FEDNAS" client --connect "$EP" --kit rogue/sites/intruder --connect-timeout 20 \

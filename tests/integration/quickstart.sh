@@ -7,7 +7,7 @@ cd "$WORK"
 rc=$?
 cat run.out
 [ $rc = 0 ] || { cat run.err; fail "fednas run exited $rc"; }
-expect_contains run.out "dashboard at http://127.0.0.1:"
+expect_contains run.out "dashboard at https://127.0.0.1:"
 expect_contains run.out "round  10/10"
 expect_contains run.out "final test accuracy"
 [ "$(sql q.db "select count(*) from rounds")" = 10 ] || fail "expected 10 rounds in the store"

@@ -84,7 +84,7 @@ static void test_bad_values_name_path_line_column(void **state)
 static void test_unknown_and_missing_keys(void **state)
 {
     expect_error("\"rounds\": 3", "\"round\": 3", "bad.json:3:3: round: unknown key", "rounds");
-    expect_error("\"lr\": 0.1", "\"lr\": 0.1, \"momentum\": 0.9", "train.momentum: unknown key", "batch_size");
+    expect_error("\"min_fit\": 3", "\"min_fit\": 3, \"max\": 9", "clients.max: unknown key", "per_round");
     expect_error("\"train\": {\"lr\": 0.1}", "\"train\": {\"epochs\": 1}", "train: missing required key \"lr\"",
                  NULL);
     expect_error("\"model\": {\"type\": \"mlp\",", "\"model\": {", "model: missing required key \"type\"", NULL);
