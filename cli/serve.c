@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "common/log.h"
@@ -148,6 +149,10 @@ int cli_serve(const serve_options_t *o)
         if (rc < 0)
             goto fail_run;
     }
+
+    /* The dashboard stops a run by signalling the process that serves it. */
+    if (store_run_set_pid(store, run_id, (int64_t)getpid(), &err) < 0)
+        goto fail_run;
 
     server_options_t so = {.cfg = cfg, .bind = o->bind, .keys_dir = keys_dir, .store = store, .run_id = run_id,
                            .resume = o->resume_run > 0, .stop = &cli_stop};
