@@ -77,9 +77,9 @@ static void print_summary(const config_t *cfg, int64_t run_id, const char *db, c
     printf("| time                        | %-38s |\n", t);
     printf("| traffic per selected site   | %-38s |\n", traffic);
     printf("| run store                   | %-38s |\n", db);
-    if (url)
-        printf("| dashboard                   | %-38s |\n", url);
     printf("+-----------------------------+----------------------------------------+\n");
+    if (url) /* too long for the table: it carries the login token */
+        printf("dashboard: %s\n", url);
     fflush(stdout);
 }
 
