@@ -24,7 +24,7 @@ static const char *const k_help =
     "the data, and the dashboard. Prints a line per round and a summary at the end.\n"
     "\n"
     "  --db PATH         run store (SQLite), created if missing (default: fednas.db); each run\n"
-    "                    also gets a folder runs/ID/ beside it with its keys\n"
+    "                    also gets a folder NAME-runs/ID/ beside it with its keys\n"
     "  --http PORT|off   dashboard port on 127.0.0.1 (default: 8080; 0 picks a free port)\n"
     "  --bind ENDPOINT   server socket (default: tcp://127.0.0.1:*, a free port)\n"
     "  --resume RUN      continue run RUN from its last committed round, with its keys\n"

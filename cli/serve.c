@@ -83,6 +83,17 @@ static void print_summary(const config_t *cfg, int64_t run_id, const char *db, c
     fflush(stdout);
 }
 
+/* Each run's folder (its keys) is named after its store, so that several stores can live in
+ * one folder without their run 1s colliding: fednas.db -> fednas-runs/1. */
+static void run_folder(const char *db_path, const char *dbdir, int64_t run_id, char *out, size_t cap)
+{
+    const char *base = strrchr(db_path, '/');
+    base = base ? base + 1 : db_path;
+    const char *dot = strrchr(base, '.');
+    int len = dot && dot != base ? (int)(dot - base) : (int)strlen(base);
+    snprintf(out, cap, "%s/%.*s-runs/%lld", dbdir, len, base, (long long)run_id);
+}
+
 /* A new run: the experiment file, checked in full before anything is recorded. */
 static int start_run(const serve_options_t *o, store_t *store, config_t *cfg, const char *dbdir, int64_t *run_id,
                      char *run_dir, size_t run_dir_len, char *keys_dir, size_t keys_len, err_t *err)
@@ -95,7 +106,7 @@ static int start_run(const serve_options_t *o, store_t *store, config_t *cfg, co
         return rc;
     if ((rc = store_run_create(store, exp_id, cfg->rounds, cfg->clients.count, cfg->seed, NULL, run_id, err)) < 0)
         return rc;
-    snprintf(run_dir, run_dir_len, "%s/runs/%lld", dbdir, (long long)*run_id);
+    run_folder(o->db_path, dbdir, *run_id, run_dir, run_dir_len);
     if (o->keys_dir)
         snprintf(keys_dir, keys_len, "%s", o->keys_dir);
     else
@@ -132,7 +143,7 @@ int cli_serve(const serve_options_t *o)
         free(text);
         if (rc < 0)
             goto fail_run;
-        snprintf(run_dir, sizeof run_dir, "%s/runs/%lld", dbdir, (long long)run_id);
+        run_folder(o->db_path, dbdir, run_id, run_dir, sizeof run_dir);
         if (o->keys_dir)
             snprintf(keys_dir, sizeof keys_dir, "%s", o->keys_dir);
         else

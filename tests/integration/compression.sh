@@ -18,7 +18,7 @@ make_exp plain "" ""
 make_exp q8 ', "compression": { "quantize": 8 }' ""
 make_exp topk ', "compression": { "topk": 0.05, "error_feedback": true }' ', "simulate": { "workers": 2 }'
 for n in plain q8 topk; do
-  # each store in its own folder: a run keeps its keys in runs/ID beside the store
+  # each store in its own folder (run folders are named after their store, so this is tidiness)
   mkdir "$n.d" && (cd "$n.d" && OPENBLAS_NUM_THREADS=1 "$FEDNAS" run "../$n.json" --db run.db --http off \
     > "../$n.out" 2> "../$n.err"); rc=$?
   [ $rc = 0 ] || { cat "$n.out" "$n.err"; fail "$n run exited $rc"; }

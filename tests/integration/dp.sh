@@ -29,6 +29,11 @@ inc=$(sql dp.db "select count(*) from round_metrics a join round_metrics b on b.
 [ "$(sql dp.db "select count(distinct client_id) from clients")" = 100 ] || fail "100 simulated sites should have joined"
 pass "budget stop after $rounds rounds at epsilon $eps (next round: $next)"
 
+# A second store in the same folder: its run 1 gets its own folder and keys.
+"$FEDNAS" run dp.json --db other.db --http off > other.out 2> other.err || { cat other.err; fail "a second store in the same folder failed"; }
+[ -d dp-runs/1/keys ] && [ -d other-runs/1/keys ] || fail "run folders are not named after their stores"
+pass "two stores side by side"
+
 sed 's/"train"/"strategy": { "name": "median" }, "train"/' dp.json > median.json
 "$FEDNAS" run median.json --db dp.db --http off > /dev/null 2> err.txt; [ $? = 2 ] || fail "median with DP should be refused with exit 2"
 expect_contains err.txt "cannot be combined with differential privacy"
