@@ -103,12 +103,8 @@ static int reply(const web_req_t *rq, int rc, json_t *body, const err_t *e)
     return web_send_error(rq, 500, "%s", e->msg);
 }
 
-int web_api_healthz(const web_req_t *rq)
-{
-    return web_send_json(rq, 200, json_pack("{s:s}", "status", "ok"));
-}
-
-int web_api_runs(const web_req_t *rq)
+/* A route that answers with one store query: the whole store, or one run (id from the path). */
+static int serve_query(const web_req_t *rq, int (*query)(store_t *, json_t **, err_t *))
 {
     int status = 500;
     store_t *s = open_store(rq, &status);
@@ -116,12 +112,12 @@ int web_api_runs(const web_req_t *rq)
         return status;
     json_t *body = NULL;
     err_t e = {0};
-    int rc = store_runs_json(s, &body, &e);
+    int rc = query(s, &body, &e);
     release_store(s);
     return reply(rq, rc, body, &e);
 }
 
-int web_api_run(const web_req_t *rq)
+static int serve_run_query(const web_req_t *rq, int (*query)(store_t *, int64_t, json_t **, err_t *))
 {
     int status = 500;
     int64_t id;
@@ -132,10 +128,19 @@ int web_api_run(const web_req_t *rq)
         return status;
     json_t *body = NULL;
     err_t e = {0};
-    int rc = store_run_json(s, id, &body, &e);
+    int rc = query(s, id, &body, &e);
     release_store(s);
     return reply(rq, rc, body, &e);
 }
+
+int web_api_healthz(const web_req_t *rq)
+{
+    return web_send_json(rq, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+int web_api_runs(const web_req_t *rq) { return serve_query(rq, store_runs_json); }
+
+int web_api_run(const web_req_t *rq) { return serve_run_query(rq, store_run_json); }
 
 int web_api_rounds(const web_req_t *rq)
 {
@@ -176,21 +181,7 @@ int web_api_rounds(const web_req_t *rq)
     return web_send(rq, 200, "application/json", text, t_rounds.len, "no-store", NULL);
 }
 
-int web_api_clients(const web_req_t *rq)
-{
-    int status = 500;
-    int64_t id;
-    if (run_id(rq, &id, &status) < 0)
-        return status;
-    store_t *s = open_store(rq, &status);
-    if (!s)
-        return status;
-    json_t *body = NULL;
-    err_t e = {0};
-    int rc = store_clients_json(s, id, &body, &e);
-    release_store(s);
-    return reply(rq, rc, body, &e);
-}
+int web_api_clients(const web_req_t *rq) { return serve_run_query(rq, store_clients_json); }
 
 int web_api_not_found(const web_req_t *rq)
 {
@@ -199,18 +190,7 @@ int web_api_not_found(const web_req_t *rq)
 
 /* ---- more of the store ------------------------------------------------------------------- */
 
-int web_api_experiments(const web_req_t *rq)
-{
-    int status = 500;
-    store_t *s = open_store(rq, &status);
-    if (!s)
-        return status;
-    json_t *body = NULL;
-    err_t e = {0};
-    int rc = store_experiments_json(s, &body, &e);
-    release_store(s);
-    return reply(rq, rc, body, &e);
-}
+int web_api_experiments(const web_req_t *rq) { return serve_query(rq, store_experiments_json); }
 
 /* Metric names are short identifiers; anything else is a 400, not an empty answer. */
 static int valid_metric_name(const char *n, size_t len)
