@@ -31,7 +31,12 @@ static const char *const k_help =
     "                       \"weight_decay\":0,\"betas\":[0.9,0.999],\"eps\":1e-8},\n"
     "          \"schedule\":{\"type\":\"constant|step|multistep|exponential|cosine|linear|polynomial|onecycle\",\n"
     "                      \"unit\":\"epoch|step\",\"warmup\":0,...},\n"
-    "          \"clip_norm\":0, \"accumulate\":1, \"label_smoothing\":0, \"prefetch\":2}\n"
+    "          \"clip_norm\":0, \"accumulate\":1, \"label_smoothing\":0, \"prefetch\":2,\n"
+    "          \"augment\":{\"random_crop\":{\"padding\":4}, \"hflip\":true, \"random_erasing\":{\"p\":0.5},\n"
+    "                     \"mosaic\":{\"p\":0.5}, \"mixup\":{\"alpha\":0.2}, \"cutmix\":{\"alpha\":1.0,\"p\":0.5}}}\n"
+    "         With mosaic, MixUp or CutMix the labels become soft: the train loss is the soft-target\n"
+    "         cross-entropy and train acc counts the dominant (argmax) label; test numbers always use\n"
+    "         the true labels.\n"
     "\n"
     "  --epochs N  override train.epochs\n"
     "  --quiet     no progress bar, only the per-epoch lines\n"
@@ -245,6 +250,13 @@ int cmd_train(int argc, char **argv)
            json_string_value(json_object_get(model, "type")), engine_model_num_params(m),
            engine_net_flops_per_sample(engine_model_net(m)) / 1e6, engine_optim_type_name(tc.optim.type),
            (double)tc.optim.lr, tc.batch_size, tc.epochs, engine_schedule_type_name(tc.schedule.type));
+    const json_t *aug = json_object_get(train, "augment");
+    if (aug) {
+        char *text = json_dumps(aug, JSON_COMPACT | JSON_REAL_PRECISION(6));
+        printf("augment %s%s\n", text ? text : "?",
+               engine_augment_mixes_labels(&tc.aug) ? " (soft labels: train loss/acc are against the mixed targets)" : "");
+        free(text);
+    }
     fflush(stdout);
 
     run_ctx_t r = {.pr = {.quiet = quiet, .tty = isatty(2), .epochs = tc.epochs, .t_epoch = now()}, .m = m, .test = &tes};

@@ -512,3 +512,19 @@ void engine_augment_images(void *cfg, float *x, const uint8_t *labels, int n, in
     if (a->erase_p > 0)
         engine_augment_random_erasing(x, n, c, h, w, a, rng, NULL, NULL);
 }
+
+int engine_augment_mix(void *cfg, float *x, const uint8_t *labels, int n, int c, int h, int w, int K, rng_t *rng,
+                       float *soft, err_t *err)
+{
+    return engine_augment_apply(cfg, x, n, c, h, w, labels, K, rng, soft, err);
+}
+
+int engine_augment_mixes_labels(const engine_augment_config_t *cfg)
+{
+    return cfg->mosaic_p > 0 || cfg->mixup_alpha > 0 || cfg->cutmix_alpha > 0;
+}
+
+int engine_augment_changes_images(const engine_augment_config_t *cfg)
+{
+    return cfg->crop_padding > 0 || cfg->hflip_p > 0 || cfg->erase_p > 0;
+}

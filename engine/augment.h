@@ -61,9 +61,20 @@ int engine_augment_apply(const engine_augment_config_t *cfg, float *x, int B, in
 /* The label-preserving part of the pipeline (random crop, flip, erasing) with the signature of
  * the batcher's augmentation callback (engine/data.h: engine_augment_fn), ctx being a
  * const engine_augment_config_t *. MixUp, CutMix and mosaic change labels into soft labels,
- * which that callback cannot return: a trainer that uses them calls engine_augment_apply (or
- * the steps below) on each batch it receives. */
+ * which that callback cannot return: see engine_augment_mix. */
 void engine_augment_images(void *cfg, float *x, const uint8_t *labels, int n, int c, int h, int w, rng_t *rng);
+
+/* The whole pipeline (engine_augment_apply) with the signature of the batcher's label-mixing
+ * callback (engine/data.h: engine_mix_fn), ctx being a const engine_augment_config_t *: the
+ * batcher then hands out each batch with its soft labels, built in its prefetch thread.
+ * engine_model_train wires this up from engine_train_config_t.aug. */
+int engine_augment_mix(void *cfg, float *x, const uint8_t *labels, int n, int c, int h, int w, int K, rng_t *rng,
+                       float *soft, err_t *err);
+
+/* 1 when cfg turns on mosaic, MixUp or CutMix, the steps that make soft labels. */
+int engine_augment_mixes_labels(const engine_augment_config_t *cfg);
+/* 1 when cfg turns on random crop, flip or erasing, the steps that keep labels. */
+int engine_augment_changes_images(const engine_augment_config_t *cfg);
 
 /* ---- the steps, for callers (and tests) that compose their own pipeline ---- */
 

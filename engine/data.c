@@ -194,9 +194,12 @@ struct engine_batcher {
     pthread_cond_t cv;
     int produced, consumed, stop;
     int next; /* unthreaded: next batch index */
+    int K;    /* soft label width when cfg.mix is set */
+    int failed; /* the mix callback's error code; no batch is handed out after it */
+    err_t ferr;
 };
 
-static void build(engine_batcher_t *b, int k, slot_t *s)
+static int build(engine_batcher_t *b, int k, slot_t *s, err_t *err)
 {
     int first = k * b->cfg.batch_size;
     int cnt = b->n - first < b->cfg.batch_size ? b->n - first : b->cfg.batch_size;
@@ -204,6 +207,28 @@ static void build(engine_batcher_t *b, int k, slot_t *s)
     s->b.n = cnt;
     if (b->cfg.augment)
         b->cfg.augment(b->cfg.augment_ctx, s->b.x, s->b.y, cnt, b->src.channels, b->src.height, b->src.width, &b->rng);
+    if (b->cfg.mix) {
+        int rc = b->cfg.mix(b->cfg.mix_ctx, s->b.x, s->b.y, cnt, b->src.channels, b->src.height, b->src.width, b->K,
+                            &b->rng, s->b.soft, err);
+        if (rc)
+            return rc < 0 ? rc : FN_EINVAL;
+    }
+    return 0;
+}
+
+/* Remembers the first build error; the consumer sees it after the batches before it. */
+static void fail(engine_batcher_t *b, int rc, const err_t *e)
+{
+    pthread_mutex_lock(&b->mu);
+    if (!b->failed) {
+        b->failed = rc;
+        b->ferr = *e;
+        if (!b->ferr.msg[0])
+            snprintf(b->ferr.msg, sizeof b->ferr.msg, "batcher: the label-mixing callback failed (code %d)", rc);
+        b->ferr.code = rc;
+    }
+    pthread_cond_broadcast(&b->cv);
+    pthread_mutex_unlock(&b->mu);
 }
 
 static void *producer(void *arg)
@@ -219,7 +244,12 @@ static void *producer(void *arg)
         pthread_mutex_unlock(&b->mu);
         if (stop)
             break;
-        build(b, k, &b->slots[k % b->nslots]);
+        err_t e = {0};
+        int rc = build(b, k, &b->slots[k % b->nslots], &e);
+        if (rc) {
+            fail(b, rc, &e);
+            break;
+        }
         pthread_mutex_lock(&b->mu);
         b->produced = k + 1;
         pthread_cond_broadcast(&b->cv);
@@ -246,12 +276,19 @@ int engine_batcher_create(const engine_source_t *src, const int *idx, int n, con
     for (int i = 0; idx && i < n; i++)
         if (idx[i] < 0 || idx[i] >= src->count)
             return err_set(err, FN_EINVAL, "batcher: idx[%d] is %d, outside the data set's %d samples", i, idx[i], src->count);
+    const int K = cfg->num_classes > 0 ? cfg->num_classes : src->num_classes;
+    if (cfg->mix && (cfg->num_classes < 0 || K < 1))
+        return err_set(err, FN_EINVAL, "batcher: label mixing needs num_classes >= 1 (got %d, data set %d)",
+                       cfg->num_classes, src->num_classes);
     engine_batcher_t *b = calloc(1, sizeof *b);
     if (!b)
         return err_set(err, FN_ENOMEM, "batcher: out of memory");
+    pthread_mutex_init(&b->mu, NULL);
+    pthread_cond_init(&b->cv, NULL);
     b->src = *src;
     b->cfg = *cfg;
     b->n = n;
+    b->K = K;
     b->F = (size_t)src->channels * src->height * src->width;
     b->nbatches = cfg->drop_last ? n / cfg->batch_size : (n + cfg->batch_size - 1) / cfg->batch_size;
     if (cfg->drop_last)
@@ -267,7 +304,10 @@ int engine_batcher_create(const engine_source_t *src, const int *idx, int n, con
     for (int s = 0; s < b->nslots; s++) {
         b->slots[s].b.x = malloc((size_t)cfg->batch_size * b->F * sizeof(float));
         b->slots[s].b.y = malloc((size_t)cfg->batch_size);
-        if (!b->slots[s].b.x || !b->slots[s].b.y) {
+        /* Only mixing batches carry soft labels; hard-label batches stay x and y alone. */
+        if (cfg->mix)
+            b->slots[s].b.soft = malloc((size_t)cfg->batch_size * (size_t)K * sizeof(float));
+        if (!b->slots[s].b.x || !b->slots[s].b.y || (cfg->mix && !b->slots[s].b.soft)) {
             engine_batcher_free(b);
             return err_set(err, FN_ENOMEM, "batcher: %d batches of %d samples do not fit in memory", b->nslots,
                            cfg->batch_size);
@@ -278,8 +318,6 @@ int engine_batcher_create(const engine_source_t *src, const int *idx, int n, con
     rng_seed(&b->rng, cfg->seed);
     if (cfg->shuffle)
         rng_shuffle_int(&b->rng, b->order, n);
-    pthread_mutex_init(&b->mu, NULL);
-    pthread_cond_init(&b->cv, NULL);
     if (cfg->prefetch > 0 && b->nbatches > 0) {
         if (pthread_create(&b->th, NULL, producer, b) == 0)
             b->threaded = 1;
@@ -293,9 +331,14 @@ int engine_batcher_create(const engine_source_t *src, const int *idx, int n, con
 const engine_batch_t *engine_batcher_next(engine_batcher_t *b)
 {
     if (!b->threaded) {
-        if (b->next >= b->nbatches)
+        if (b->failed || b->next >= b->nbatches)
             return NULL;
-        build(b, b->next, &b->slots[0]);
+        err_t e = {0};
+        int rc = build(b, b->next, &b->slots[0], &e);
+        if (rc) {
+            fail(b, rc, &e);
+            return NULL;
+        }
         b->next++;
         return &b->slots[0].b;
     }
@@ -305,8 +348,12 @@ const engine_batch_t *engine_batcher_next(engine_batcher_t *b)
         pthread_mutex_unlock(&b->mu);
         return NULL;
     }
-    while (b->produced <= k)
+    while (b->produced <= k && !b->failed)
         pthread_cond_wait(&b->cv, &b->mu);
+    if (b->produced <= k) { /* the producer failed on batch k */
+        pthread_mutex_unlock(&b->mu);
+        return NULL;
+    }
     b->consumed = k + 1;
     pthread_cond_broadcast(&b->cv);
     pthread_mutex_unlock(&b->mu);
@@ -314,6 +361,16 @@ const engine_batch_t *engine_batcher_next(engine_batcher_t *b)
 }
 
 int engine_batcher_num_batches(const engine_batcher_t *b) { return b->nbatches; }
+
+int engine_batcher_error(engine_batcher_t *b, err_t *err)
+{
+    pthread_mutex_lock(&b->mu);
+    int rc = b->failed;
+    if (rc && err)
+        *err = b->ferr;
+    pthread_mutex_unlock(&b->mu);
+    return rc;
+}
 
 void engine_batcher_free(engine_batcher_t *b)
 {
@@ -330,6 +387,7 @@ void engine_batcher_free(engine_batcher_t *b)
         for (int s = 0; s < b->nslots; s++) {
             free(b->slots[s].b.x);
             free(b->slots[s].b.y);
+            free(b->slots[s].b.soft);
         }
     free(b->slots);
     free(b->order);

@@ -176,30 +176,42 @@ static int check_data(const engine_model_t *m, const engine_source_t *s, const i
 
 /* ---- one step ---- */
 
+static int argmax(const float *v, int n)
+{
+    int a = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[a])
+            a = i;
+    return a;
+}
+
 /* Forward (and, when seed is not NULL, backward with that seed on the mean loss) on a batch.
- * Adds the batch's summed loss and correct count. */
-static int run_batch(engine_model_t *m, const float *x, const uint8_t *y, int nb, int training, float smoothing,
-                     const float *seed, double *loss_sum, int *correct, err_t *err)
+ * With soft labels (nb x classes, from label mixing) the loss is the soft-target cross-entropy
+ * and a sample counts as correct when the prediction is its dominant label; otherwise the hard
+ * labels y. Adds the batch's summed loss and correct count. */
+static int run_batch(engine_model_t *m, const float *x, const uint8_t *y, const float *soft, int nb, int training,
+                     float smoothing, const float *seed, double *loss_sum, int *correct, err_t *err)
 {
     engine_graph_t *g = m->g;
     engine_graph_reset(g);
     engine_graph_set_grad(g, seed != NULL);
-    int64_t xs[4] = {nb, m->c, m->h, m->w}, ys[1] = {nb};
+    const int C = m->classes;
+    int64_t xs[4] = {nb, m->c, m->h, m->w}, ys[1] = {nb}, ss[2] = {nb, C};
     engine_tensor_t *xt = engine_graph_view(g, (void *)x, NULL, ENGINE_F32, 4, xs);
-    engine_tensor_t *yt = engine_graph_view(g, (void *)y, NULL, ENGINE_U8, 1, ys);
     engine_tensor_t *logits = engine_net_forward(m->net, g, xt, training);
-    engine_tensor_t *loss = engine_softmax_xent(g, logits, yt, smoothing);
+    engine_tensor_t *loss;
+    if (soft)
+        loss = engine_softmax_xent_soft_smoothed(g, logits, engine_graph_view(g, (void *)soft, NULL, ENGINE_F32, 2, ss),
+                                                 smoothing);
+    else
+        loss = engine_softmax_xent(g, logits, engine_graph_view(g, (void *)y, NULL, ENGINE_U8, 1, ys), smoothing);
     int rc = engine_graph_error(g, err);
     if (rc)
         return rc;
     const float *z = logits->data;
-    const int C = m->classes;
     for (int r = 0; r < nb; r++) {
-        int arg = 0;
-        for (int c = 1; c < C; c++)
-            if (z[(size_t)r * C + c] > z[(size_t)r * C + arg])
-                arg = c;
-        *correct += arg == y[r];
+        int target = soft ? argmax(soft + (size_t)r * C, C) : y[r];
+        *correct += argmax(z + (size_t)r * C, C) == target;
     }
     *loss_sum += (double)((const float *)loss->data)[0] * nb;
     if (seed)
@@ -219,6 +231,7 @@ void engine_train_config_default(engine_train_config_t *c)
     c->schedule = engine_schedule_constant(0.01);
     c->seed = 1;
     c->prefetch = 2;
+    engine_augment_config_default(&c->aug);
 }
 
 static int check_keys(const json_t *o, const char *path, const char *const *keys, err_t *err)
@@ -266,7 +279,7 @@ static int jint(const json_t *o, const char *key, const char *path, long lo, lon
 int engine_train_config_from_json(const json_t *tr, engine_train_config_t *c, err_t *err)
 {
     static const char *const keys[] = {"epochs", "batch_size", "lr", "accumulate", "clip_norm", "label_smoothing",
-                                       "prox_mu", "seed", "prefetch", "optimizer", "schedule", NULL};
+                                       "prox_mu", "seed", "prefetch", "optimizer", "schedule", "augment", NULL};
     static const char *const okeys[] = {"type", "momentum", "nesterov", "weight_decay", "betas", "eps", "alpha", NULL};
     static const char *const skeys[] = {"type", "unit", "step_size", "gamma", "milestones", "total", "min_lr",
                                         "power", "pct_start", "div_factor", "final_div_factor", "warmup", NULL};
@@ -316,6 +329,9 @@ int engine_train_config_from_json(const json_t *tr, engine_train_config_t *c, er
     if ((rc = jnum(tr, "prox_mu", "train", 0, 1e6, &d, err)))
         return rc;
     c->prox_mu = (float)d;
+    const json_t *av = json_object_get(tr, "augment");
+    if (av && (rc = engine_augment_config_from_json(av, "train.augment", &c->aug, err)))
+        return rc;
 
     const json_t *o = json_object_get(tr, "optimizer");
     int otype = ENGINE_OPTIM_SGD;
@@ -447,8 +463,26 @@ static int check_config(const engine_model_t *m, const engine_train_config_t *c,
         return err_set(err, FN_EINVAL, "train.prox_mu: %g needs mu >= 0 and, when > 0, an anchor vector", (double)c->prox_mu);
     if (!(c->clip_norm >= 0.0))
         return err_set(err, FN_EINVAL, "train.clip_norm: %g; expected >= 0", c->clip_norm);
-    (void)m;
+    /* Soft labels come from uint8 hard labels (engine_augment_one_hot), hence the 256. */
+    if (engine_augment_mixes_labels(&c->aug) && m->classes > 256)
+        return err_set(err, FN_EINVAL,
+                       "train.augment: mosaic, MixUp and CutMix support up to 256 classes; the model has %d", m->classes);
     return 0;
+}
+
+/* The caller's image callback and the config's label-preserving steps, as one batcher callback. */
+typedef struct {
+    engine_augment_fn user;
+    void *user_ctx;
+    const engine_augment_config_t *aug;
+} image_steps_t;
+
+static void image_steps(void *ctx, float *x, const uint8_t *labels, int n, int c, int h, int w, rng_t *rng)
+{
+    const image_steps_t *s = ctx;
+    if (s->user)
+        s->user(s->user_ctx, x, labels, n, c, h, w, rng);
+    engine_augment_images((void *)s->aug, x, labels, n, c, h, w, rng);
 }
 
 int engine_model_train_source(engine_model_t *m, const engine_source_t *src, const int *idx, int n,
@@ -483,13 +517,22 @@ int engine_model_train_source(engine_model_t *m, const engine_source_t *src, con
     int correct_all = 0, seen_all = 0;
     long step = 0;
     double last_lr = 0.0, last_norm = 0.0;
+    /* Label mixing runs the whole augment pipeline (engine_augment_apply) in the batcher's mix
+     * step; otherwise only the image steps run, and batches keep their hard labels alone. */
+    const int mixing = engine_augment_mixes_labels(&cfg->aug);
+    image_steps_t steps = {.user = cfg->augment, .user_ctx = cfg->augment_ctx, .aug = &cfg->aug};
+    const int chain = !mixing && engine_augment_changes_images(&cfg->aug);
     for (int ep = 0; ep < cfg->epochs && !rc; ep++) {
         engine_batcher_config_t bc = {.batch_size = B, .shuffle = 1, .seed = rng_derive(cfg->seed, (uint64_t)ep),
-                                      .prefetch = cfg->prefetch, .augment = cfg->augment, .augment_ctx = cfg->augment_ctx};
+                                      .prefetch = cfg->prefetch, .augment = chain ? image_steps : cfg->augment,
+                                      .augment_ctx = chain ? (void *)&steps : cfg->augment_ctx,
+                                      .mix = mixing ? engine_augment_mix : NULL, .mix_ctx = (void *)&cfg->aug,
+                                      .num_classes = m->classes};
         engine_batcher_t *bt = NULL;
         if ((rc = engine_batcher_create(src, idx, n, &bc, &bt, err)))
             break;
-        m->batch_bytes = (size_t)(cfg->prefetch + 1) * (size_t)B * (size_t)(m->c * m->h * m->w) * sizeof(float);
+        m->batch_bytes = (size_t)(cfg->prefetch + 1) * (size_t)B *
+                         ((size_t)(m->c * m->h * m->w) * sizeof(float) + 1 + (mixing ? (size_t)m->classes * sizeof(float) : 0));
         double ep_t0 = now_seconds(), ep_loss = 0.0;
         int ep_correct = 0, ep_seen = 0, micro = 0;
         const engine_batch_t *b;
@@ -500,7 +543,8 @@ int engine_model_train_source(engine_model_t *m, const engine_source_t *src, con
             int group = left < cfg->accumulate - micro ? left + micro : cfg->accumulate;
             float seed = 1.0f / (float)group;
             left--;
-            if ((rc = run_batch(m, b->x, b->y, b->n, 1, cfg->label_smoothing, &seed, &ep_loss, &ep_correct, err)))
+            if ((rc = run_batch(m, b->x, b->y, b->soft, b->n, 1, cfg->label_smoothing, &seed, &ep_loss, &ep_correct,
+                                err)))
                 break;
             ep_seen += b->n;
             if (++micro < group)
@@ -520,6 +564,8 @@ int engine_model_train_source(engine_model_t *m, const engine_source_t *src, con
             if (cfg->on_step)
                 cfg->on_step(cfg->cb_ctx, ep, ep_seen, n, ep_loss / ep_seen);
         }
+        if (!rc && (rc = engine_batcher_error(bt, err)))
+            err_wrap(err, "%s: building a batch: ", fn);
         engine_batcher_free(bt);
         if (rc)
             break;
@@ -619,7 +665,7 @@ static int eval_chunks(engine_model_t *m, const engine_source_t *src, const int 
         engine_source_gather(src, ids, b, x, y);
         /* Every chunk's mean is weighted b/n, so the accumulated sum is the mean's gradient. */
         float seed = (float)b / (float)n;
-        rc = run_batch(m, x, y, b, 0, 0.0f, grad_out ? &seed : NULL, &loss_sum, &correct, err);
+        rc = run_batch(m, x, y, NULL, b, 0, 0.0f, grad_out ? &seed : NULL, &loss_sum, &correct, err);
     }
     engine_graph_set_grad(m->g, 1);
     if (grad_out && grad_out != grads) {

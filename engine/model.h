@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "engine/augment.h"
 #include "engine/data.h"
 #include "engine/idx.h"
 #include "engine/optim.h"
@@ -19,8 +20,11 @@
 typedef struct engine_model engine_model_t;
 
 typedef struct engine_train_stats {
-    double loss;     /* mean training loss over the samples seen, measured before each step */
-    double accuracy; /* fraction of those samples classified right, before each step */
+    double loss;     /* mean training loss over the samples seen, measured before each step (with
+                      * label mixing: the soft-target cross-entropy against the mixed labels) */
+    double accuracy; /* fraction of those samples classified right, before each step; a mixed
+                      * sample counts as right when the prediction is its dominant (argmax) soft
+                      * label, the source with the largest share (timm reports none there) */
     int samples;     /* samples seen (all epochs) */
     double seconds;
     /* Filled by engine_model_train (zero from engine_model_train_epoch unless stated): */
@@ -84,6 +88,12 @@ typedef struct engine_train_config {
     int prefetch;                /* batches built ahead by the background thread (0: none) */
     engine_augment_fn augment;   /* applied to each float batch in the prefetch thread, or NULL */
     void *augment_ctx;
+    /* The "augment" block (engine/augment.h; everything off by default), run in the prefetch
+     * thread after `augment`. Random crop, flip and erasing rewrite images. Mosaic, MixUp and
+     * CutMix also give each batch soft labels (B x num_classes), and the loss becomes the
+     * soft-target cross-entropy (engine_softmax_xent_soft_smoothed, label_smoothing applied to
+     * the mixed targets as timm does). Evaluation always uses the hard labels, unaugmented. */
+    engine_augment_config_t aug;
     /* Called after every optimizer step and at the end of every epoch (may be NULL): */
     void (*on_step)(void *ctx, int epoch, int samples_done, int samples_total, double loss);
     void (*on_epoch)(void *ctx, int epoch, const engine_train_stats_t *epoch_stats);
@@ -96,6 +106,9 @@ void engine_train_config_default(engine_train_config_t *c);
 /* Maps an experiment's "train" object onto c (starting from the defaults):
  *   {"epochs":1, "batch_size":32, "lr":0.05, "accumulate":1, "clip_norm":0, "label_smoothing":0,
  *    "prox_mu":0, "seed":1, "prefetch":2,
+ *    "augment": {"random_crop":{"padding":4}, "hflip":true, "random_erasing":{"p":0.5},
+ *                "mosaic":{"p":0.5}, "mixup":{"alpha":0.2,"p":1}, "cutmix":{"alpha":1.0,"p":1}}
+ *                (keys and defaults as engine_augment_config_from_json; fills c->aug),
  *    "optimizer": "sgd" | {"type":"sgd|rmsprop|adam|adamw", "momentum":0.9, "nesterov":false,
  *                          "weight_decay":0, "betas":[0.9,0.999], "eps":1e-8, "alpha":0.99},
  *    "schedule": "constant" | {"type":"step|multistep|exponential|cosine|linear|polynomial|onecycle",
@@ -103,12 +116,14 @@ void engine_train_config_default(engine_train_config_t *c);
  *                          "total":N (default: epochs, or all steps with unit "step"), "min_lr":0,
  *                          "power":1, "pct_start":0.3, "div_factor":25, "final_div_factor":1e4,
  *                          "warmup":0}}
- * Unknown keys and bad values are FN_EINVAL naming the key ("train.optimizer.momentum: ...").
+ * Unknown keys and bad values are FN_EINVAL naming the key ("train.optimizer.momentum: ...",
+ * "train.augment.mixup.alpha: ...").
  * "total" defaults are resolved by engine_model_train when 0. */
 int engine_train_config_from_json(const json_t *train, engine_train_config_t *c, err_t *err);
 
 /* Trains on samples idx[0..n) of d (idx NULL: all of d) for cfg->epochs epochs with softmax
- * cross-entropy. Optimizer state starts fresh at each call (a federated round). Results depend
+ * cross-entropy (against soft labels when cfg->aug mixes labels; then num_classes <= 256).
+ * Optimizer state starts fresh at each call (a federated round). Results depend
  * on OpenBLAS's and the engine's thread counts through summation order; a fixed thread count
  * and seed reproduce a run bit for bit. stats (may be NULL) covers all epochs. */
 int engine_model_train(engine_model_t *m, const engine_dataset_t *d, const int *idx, int n,

@@ -175,7 +175,7 @@ engine_tensor_t *engine_conv2d(engine_graph_t *g, engine_tensor_t *x, engine_ten
     engine_tensor_t *t = node(g, ENGINE_OP_CONV2D, 4, shape, x, W, b);
     if (!t)
         return NULL;
-    int32_t ip[7] = {q.stride_h, q.stride_w, q.pad_h, q.pad_w, q.dil_h, q.dil_w, q.groups};
+    int32_t ip[8] = {q.stride_h, q.stride_w, q.pad_h, q.pad_w, q.dil_h, q.dil_w, q.groups, q.relu != 0};
     memcpy(t->ip, ip, sizeof ip);
     return run(g, t);
 }
@@ -474,16 +474,27 @@ engine_tensor_t *engine_mse(engine_graph_t *g, engine_tensor_t *pred, engine_ten
 
 engine_tensor_t *engine_softmax_xent_soft(engine_graph_t *g, engine_tensor_t *logits, engine_tensor_t *targets)
 {
+    return engine_softmax_xent_soft_smoothed(g, logits, targets, 0.0f);
+}
+
+engine_tensor_t *engine_softmax_xent_soft_smoothed(engine_graph_t *g, engine_tensor_t *logits, engine_tensor_t *targets,
+                                                   float smoothing)
+{
     if (!logits || !targets)
         return NULL;
     if (logits->ndim != 2) {
         engine_graph_fail(g, FN_EINVAL, "softmax_xent_soft: logits must be [B, C]");
         return NULL;
     }
+    if (!(smoothing >= 0.0f && smoothing < 1.0f)) {
+        engine_graph_fail(g, FN_EINVAL, "softmax_xent_soft: label smoothing %g must be in [0, 1)", (double)smoothing);
+        return NULL;
+    }
     engine_tensor_t *t = pair_loss(g, ENGINE_OP_SOFTMAX_XENT_SOFT, logits, targets);
     if (!t)
         return NULL;
     t->requires_grad = engine_graph_grad_enabled(g) && logits->requires_grad;
+    t->fp[0] = smoothing;
     return run(g, t);
 }
 

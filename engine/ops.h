@@ -58,6 +58,8 @@ engine_tensor_t *engine_linear(engine_graph_t *g, engine_tensor_t *x, engine_ten
 
 typedef struct engine_conv2d_params {
     int stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups; /* 0 stride/dil/groups mean 1 */
+    int relu; /* nonzero: ReLU fused into the output, as engine_relu of it but without a second
+               * tensor and two more passes over memory (the kernel applies it in cache) */
 } engine_conv2d_params_t;
 /* x [B, C, H, W], W [OC, C/groups, KH, KW], b [OC] or NULL -> [B, OC, OH, OW].
  * groups == C == OC is depthwise; a depthwise then a 1x1 conv is separable. */
@@ -116,6 +118,11 @@ engine_tensor_t *engine_softmax_xent(engine_graph_t *g, engine_tensor_t *logits,
 /* logits [B, C] against soft targets [B, C] (rows of probabilities, e.g. from MixUp/CutMix in
  * engine/augment.h): mean over rows of -sum_c target * log_softmax(logits). Targets get no gradient. */
 engine_tensor_t *engine_softmax_xent_soft(engine_graph_t *g, engine_tensor_t *logits, engine_tensor_t *targets);
+/* The same with label smoothing s in [0, 1) applied to the soft targets as timm does for MixUp
+ * and CutMix: the target row becomes (1 - s) * target + s/C (so a mix of one-hots equals the mix
+ * of smoothed one-hots, and one-hot targets give engine_softmax_xent with smoothing s). */
+engine_tensor_t *engine_softmax_xent_soft_smoothed(engine_graph_t *g, engine_tensor_t *logits, engine_tensor_t *targets,
+                                                   float smoothing);
 /* Mean over all elements of the binary cross-entropy of sigmoid(logits) against targets in [0,1]. */
 engine_tensor_t *engine_sigmoid_bce(engine_graph_t *g, engine_tensor_t *logits, engine_tensor_t *targets);
 /* Mean over all elements of (pred - target)^2. */

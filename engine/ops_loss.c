@@ -150,11 +150,15 @@ void cpu_kl_div_bwd(engine_graph_t *g, engine_tensor_t *t)
         ds[i] += sc * diff[i];
 }
 
-/* saved: softmax probabilities [B, C]. */
+/* Soft targets q with label smoothing s (fp[0]) applied as timm does for mixed labels: the
+ * target is t = (1 - s) q + s / C, which for a MixUp of two one-hot rows equals mixing the
+ * smoothed one-hots. Loss = mean over rows of -sum_c t_c log softmax(z)_c.
+ * saved: softmax probabilities [B, C]. */
 void cpu_softmax_xent_soft_fwd(engine_graph_t *g, engine_tensor_t *t)
 {
     const engine_tensor_t *x = t->src[0], *q = t->src[1];
     const int B = (int)x->ne[0], C = (int)x->ne[1];
+    const double sm = t->fp[0], off = sm / C;
     float *prob = engine_arena_alloc(engine_graph_arena(g), (size_t)B * C * sizeof(float));
     double *ls = engine_arena_alloc(engine_graph_arena(g), (size_t)C * sizeof(double));
     if (!prob || !ls) {
@@ -168,7 +172,7 @@ void cpu_softmax_xent_soft_fwd(engine_graph_t *g, engine_tensor_t *t)
         const float *qr = (const float *)q->data + (size_t)r * C;
         for (int c = 0; c < C; c++) {
             prob[(size_t)r * C + c] = (float)exp(ls[c]);
-            total -= qr[c] * ls[c];
+            total -= ((1.0 - sm) * qr[c] + off) * ls[c];
         }
     }
     ((float *)t->data)[0] = (float)(total / B);
@@ -183,11 +187,17 @@ void cpu_softmax_xent_soft_bwd(engine_graph_t *g, engine_tensor_t *t)
     const int B = (int)x->ne[0], C = (int)x->ne[1];
     const float *prob = t->saved, *qd = q->data;
     const float s = t->grad[0] / (float)B;
+    const double sm = t->fp[0], off = sm / C;
     for (int r = 0; r < B; r++) {
-        double qs = 0.0; /* rows that do not sum to 1 still get the exact gradient */
+        /* d/dz of -sum t log softmax(z) is (sum t) p - t: rows that do not sum to 1 still get
+         * the exact gradient. */
+        double qs = 0.0;
         for (int c = 0; c < C; c++)
             qs += qd[(size_t)r * C + c];
-        for (int c = 0; c < C; c++)
-            dx[(size_t)r * C + c] += s * (float)(qs * prob[(size_t)r * C + c] - qd[(size_t)r * C + c]);
+        const double ts = (1.0 - sm) * qs + sm;
+        for (int c = 0; c < C; c++) {
+            double tc = (1.0 - sm) * qd[(size_t)r * C + c] + off;
+            dx[(size_t)r * C + c] += s * (float)(ts * prob[(size_t)r * C + c] - tc);
+        }
     }
 }
