@@ -78,6 +78,10 @@ static const char *const k_migrations[] = {
     "  created_at REAL NOT NULL);",
     /* 2 -> 3: the process serving each run, so the dashboard can stop it (SIGTERM). */
     "ALTER TABLE runs ADD COLUMN pid INTEGER;",
+    /* 3 -> 4: what the server is doing right now (a round's phase), for the dashboard. */
+    "ALTER TABLE runs ADD COLUMN phase TEXT;"
+    "ALTER TABLE runs ADD COLUMN phase_round INTEGER;"
+    "ALTER TABLE runs ADD COLUMN phase_at REAL;",
 };
 #define N_MIGRATIONS ((int)(sizeof k_migrations / sizeof k_migrations[0]))
 
@@ -275,7 +279,7 @@ int store_run_create(store_t *s, int64_t experiment_id, int rounds_planned, int 
 
 int store_run_finish(store_t *s, int64_t run_id, const char *status, const char *message, err_t *err)
 {
-    return run_write(s, err, "UPDATE runs SET status = ?, message = ?, ended_at = ? WHERE id = ?", "ttdi", status,
+    return run_write(s, err, "UPDATE runs SET status = ?, message = ?, ended_at = ?, phase = NULL WHERE id = ?", "ttdi", status,
                      message, fn_now(), run_id);
 }
 
@@ -440,7 +444,7 @@ int store_client_status(store_t *s, int64_t run_id, int client_id, const char *s
     "(SELECT COUNT(*) FROM rounds x WHERE x.run_id = r.id) AS rounds_done, r.clients_planned, r.seed, "        \
     "(SELECT MAX(test_accuracy) FROM rounds x WHERE x.run_id = r.id) AS best_accuracy, "                       \
     "(SELECT test_accuracy FROM rounds x WHERE x.run_id = r.id ORDER BY round DESC LIMIT 1) AS last_accuracy, " \
-    "r.started_at, r.ended_at, r.message "
+    "r.started_at, r.ended_at, r.message, r.phase, r.phase_round, r.phase_at "
 
 int store_runs_json(store_t *s, json_t **out, err_t *err)
 {
@@ -556,7 +560,7 @@ int store_experiments_json(store_t *s, json_t **out, err_t *err)
     return 0;
 }
 
-int store_metrics_json(store_t *s, int64_t run_id, const char *name, json_t **out, err_t *err)
+int store_metrics_json(store_t *s, int64_t run_id, const char *name, int since_round, json_t **out, err_t *err)
 {
     int rc = run_exists(s, run_id, err);
     if (rc < 0)
@@ -564,8 +568,8 @@ int store_metrics_json(store_t *s, int64_t run_id, const char *name, json_t **ou
     json_t *arr = json_array();
     rc = run_query(s, arr, err,
                    "SELECT round, name, value FROM round_metrics WHERE run_id = ? AND (?2 IS NULL OR name = ?2) "
-                   "ORDER BY round, name",
-                   "is", run_id, name);
+                   "AND round > ?3 ORDER BY round, name",
+                   "iti", run_id, name, (int64_t)since_round);
     if (rc < 0) {
         json_decref(arr);
         return rc;
@@ -638,8 +642,8 @@ int store_rounds_after_json(store_t *s, int64_t after, json_t **out, err_t *err)
 int store_run_states_json(store_t *s, json_t **out, err_t *err)
 {
     return query_all(s, out, err,
-                     "SELECT id, status, message, (SELECT COUNT(*) FROM rounds x WHERE x.run_id = r.id) AS rounds_done "
-                     "FROM runs r ORDER BY id");
+                     "SELECT id, status, message, (SELECT COUNT(*) FROM rounds x WHERE x.run_id = r.id) AS rounds_done, "
+                     "phase, phase_round FROM runs r ORDER BY id");
 }
 
 int store_client_states_json(store_t *s, json_t **out, err_t *err)
@@ -650,6 +654,12 @@ int store_client_states_json(store_t *s, json_t **out, err_t *err)
 int store_run_set_pid(store_t *s, int64_t run_id, int64_t pid, err_t *err)
 {
     return run_write(s, err, "UPDATE runs SET pid = ? WHERE id = ?", "ii", pid, run_id);
+}
+
+int store_run_set_phase(store_t *s, int64_t run_id, int round, const char *phase, err_t *err)
+{
+    return run_write(s, err, "UPDATE runs SET phase = ?, phase_round = ?, phase_at = ? WHERE id = ?", "tidi", phase,
+                     (int64_t)round, fn_now(), run_id);
 }
 
 int store_run_pid(store_t *s, int64_t run_id, int64_t *pid, char status[16], err_t *err)

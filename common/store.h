@@ -11,7 +11,7 @@
 
 typedef struct store store_t;
 
-#define STORE_SCHEMA_VERSION 3
+#define STORE_SCHEMA_VERSION 4
 
 /* Opens (creating and migrating if needed) the store at path. read_only handles never migrate and
  * fail with FN_ENOTFOUND if the file does not exist. Each thread uses its own handle. */
@@ -83,9 +83,9 @@ int store_clients_json(store_t *s, int64_t run_id, json_t **out, err_t *err);
 /* ---- Reading for the dashboard (web/) ---------------------------------------------------- */
 /* Array of experiments, newest first: {id, name, created_at, runs, config (JSON)}. */
 int store_experiments_json(store_t *s, json_t **out, err_t *err);
-/* A run's named per-round values in order: [{round, name, value}]; name NULL for all names.
- * FN_ENOTFOUND if the run is absent. */
-int store_metrics_json(store_t *s, int64_t run_id, const char *name, json_t **out, err_t *err);
+/* A run's named per-round values in order: [{round, name, value}]; name NULL for all names,
+ * only rounds after since_round. FN_ENOTFOUND if the run is absent. */
+int store_metrics_json(store_t *s, int64_t run_id, const char *name, int since_round, json_t **out, err_t *err);
 /* For /metrics: {"runs_by_status": {status: n}, "rounds_total": n,
  * "running": [{id, experiment, rounds_done, last_accuracy}]}. */
 int store_summary_json(store_t *s, json_t **out, err_t *err);
@@ -95,7 +95,7 @@ int store_data_version(store_t *s, int64_t *out, err_t *err);
 /* For event polling: rounds committed after rowid `after` in commit order, with their rowid:
  * [{rowid, run_id, round, participants, dropped, test_accuracy, test_loss, duration}]. */
 int store_rounds_after_json(store_t *s, int64_t after, json_t **out, err_t *err);
-/* Every run's {id, status, message, rounds_done}, and every client's
+/* Every run's {id, status, message, rounds_done, phase, phase_round}, and every client's
  * {run_id, client_id, name, status}: a poller diffs successive snapshots. */
 int store_run_states_json(store_t *s, json_t **out, err_t *err);
 int store_client_states_json(store_t *s, json_t **out, err_t *err);
@@ -103,6 +103,9 @@ int store_client_states_json(store_t *s, json_t **out, err_t *err);
 /* Records the process serving a run (the server calls it when it starts or resumes the run),
  * so the dashboard can stop it. */
 int store_run_set_pid(store_t *s, int64_t run_id, int64_t pid, err_t *err);
+/* What the server serving a run is doing now: `phase` (see server.h for the names) in `round`,
+ * with the time; the dashboard shows it live and pushes a round_phase event when it changes. */
+int store_run_set_phase(store_t *s, int64_t run_id, int round, const char *phase, err_t *err);
 /* The recorded pid (0 when none) and status of a run; FN_ENOTFOUND if absent. */
 int store_run_pid(store_t *s, int64_t run_id, int64_t *pid, char status[16], err_t *err);
 

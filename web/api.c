@@ -210,21 +210,25 @@ int web_api_metrics(const web_req_t *rq)
     int64_t id;
     if (run_id(rq, &id, &status) < 0)
         return status;
-    char name[80];
+    char name[80], v[32];
     const char *pname = NULL;
+    long long since = 0;
     if (rq->query) {
         int n = mg_get_var(rq->query, strlen(rq->query), "name", name, sizeof name);
         if (n == -2 || (n >= 0 && !valid_metric_name(name, (size_t)n)))
             return web_send_error(rq, 400, "name must be a metric name (1..64 of letters, digits, '_', '.', '-')");
         if (n >= 0)
             pname = name;
+        n = mg_get_var(rq->query, strlen(rq->query), "since", v, sizeof v);
+        if (n == -2 || (n >= 0 && web_parse_u64(v, (size_t)n, INT_MAX, &since) < 0))
+            return web_send_error(rq, 400, "since must be a round number (digits only, 0..%d)", INT_MAX);
     }
     store_t *s = open_store(rq, &status);
     if (!s)
         return status;
     json_t *body = NULL;
     err_t e = {0};
-    int rc = store_metrics_json(s, id, pname, &body, &e);
+    int rc = store_metrics_json(s, id, pname, (int)since, &body, &e);
     release_store(s);
     return reply(rq, rc, body, &e);
 }
@@ -243,7 +247,7 @@ int web_api_privacy(const web_req_t *rq)
     err_t e = {0};
     int rc = store_run_json(s, id, &run, &e);
     if (rc == 0)
-        rc = store_metrics_json(s, id, "epsilon", &eps, &e);
+        rc = store_metrics_json(s, id, "epsilon", 0, &eps, &e);
     release_store(s);
     if (rc < 0) {
         json_decref(run);

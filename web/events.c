@@ -3,8 +3,8 @@
  * One background thread polls the run store through its own read-only handle: every 200 ms it
  * reads PRAGMA data_version, which changes only when another connection commits, and only then
  * queries what changed: rounds after the last rowid seen (round_finished), and the runs' and
- * clients' states against the previous snapshot (run_status, budget_reached, client_joined,
- * client_left, client_dropped). Each event is one JSON text frame sent to every connected
+ * clients' states against the previous snapshot (run_status, round_phase, budget_reached,
+ * client_joined, client_left, client_dropped). Each event is one JSON text frame sent to every connected
  * socket. This works the same inside `fednas run` (the server writes the store in-process) and
  * in `fednas dashboard` (another process writes it), and web/ never calls into server/.
  *
@@ -88,6 +88,15 @@ static void diff_runs(web_events_t *ev, json_t *now)
                 broadcast(ev, json_pack("{s:s, s:O, s:s}", "type", "budget_reached", "run_id",
                                         json_object_get(row, "id"), "message", msg));
         }
+        /* The phase the server is in (NULL once the run ended); polls are 200 ms apart, so a
+         * shorter phase may be skipped: the event says where the round is, not every step. */
+        const char *ph = json_string_value(json_object_get(row, "phase"));
+        const char *oph = old ? json_string_value(json_object_get(old, "phase")) : NULL;
+        json_int_t prd = json_integer_value(json_object_get(row, "phase_round"));
+        json_int_t oprd = old ? json_integer_value(json_object_get(old, "phase_round")) : -1;
+        if (ph && (!oph || strcmp(ph, oph) != 0 || prd != oprd))
+            broadcast(ev, json_pack("{s:s, s:O, s:I, s:s}", "type", "round_phase", "run_id",
+                                    json_object_get(row, "id"), "round", prd, "phase", ph));
     }
     json_decref(ev->runs);
     ev->runs = map;

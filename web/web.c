@@ -353,18 +353,29 @@ static int host_allowed(const char *host)
 
 /* ---- login ----------------------------------------------------------------------------- */
 
-/* Shown for every page (not API) request without a session. No script, no style: the CSP
- * allows neither inline, and nothing else may be served before login. */
+/* Shown for every page (not API) request without a session, with the reason. No script and
+ * no inline style (the CSP allows neither): its look comes from /login.css, which with the icon
+ * is all that is served before login (PUBLIC_ASSET). %s: why this page is shown. */
 static const char k_login_page[] =
     "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
     "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-    "<title>fednas dashboard: sign in</title></head><body>\n"
-    "<h1>fednas dashboard</h1>\n"
-    "<p>Open the link that fednas printed when it started (it ends in <code>?token=...</code>), "
-    "or paste its token here.</p>\n"
-    "<form method=\"get\" action=\"/\"><label>Token <input name=\"token\" type=\"password\" "
-    "autocomplete=\"off\" required></label> <button type=\"submit\">Sign in</button></form>\n"
+    "<meta name=\"color-scheme\" content=\"light dark\">"
+    "<title>fednas dashboard: sign in</title>"
+    "<link rel=\"icon\" href=\"/favicon.svg\" type=\"image/svg+xml\">"
+    "<link rel=\"stylesheet\" href=\"/login.css\"></head><body>\n"
+    "<main class=\"login\"><h1><img src=\"/favicon.svg\" alt=\"\" width=\"28\" height=\"28\"> fednas</h1>\n"
+    "<p class=\"why\" role=\"alert\">%s</p>\n"
+    "<p>Open the link that <code>fednas</code> printed when it started (it ends in "
+    "<code>?token=...</code>), or paste its token here.</p>\n"
+    "<form method=\"get\" action=\"/\"><label for=\"token\">Access token</label>"
+    "<input id=\"token\" name=\"token\" type=\"password\" autocomplete=\"off\" spellcheck=\"false\" "
+    "required autofocus><button type=\"submit\">Sign in</button></form>\n"
+    "<p class=\"hint\">The link is printed by <code>fednas run</code>, <code>fednas server</code> and "
+    "<code>fednas dashboard</code> when they start; tokens change at every start.</p></main>\n"
     "</body></html>\n";
+
+/* What may be fetched without a session: the login page's style sheet and the icon. */
+#define PUBLIC_ASSET(p) (strcmp((p), "/login.css") == 0 || strcmp((p), "/favicon.svg") == 0)
 
 static int is_api_path(const char *p)
 {
@@ -376,8 +387,10 @@ static int unauthorized(const web_req_t *rq, const char *why)
 {
     if (is_api_path(rq->path))
         return web_send_error(rq, 401, "%s", why);
-    return send_response(rq, 401, "text/html; charset=utf-8", k_login_page, sizeof k_login_page - 1, "no-store",
-                         NULL, NULL);
+    char page[sizeof k_login_page + 512];
+    int n = snprintf(page, sizeof page, k_login_page, why); /* why: our own constant text */
+    return send_response(rq, 401, "text/html; charset=utf-8", page, (size_t)n < sizeof page ? (size_t)n : 0,
+                         "no-store", NULL, NULL);
 }
 
 static int too_many(const web_req_t *rq, int wait)
@@ -590,6 +603,8 @@ static int handle_request(struct mg_connection *conn, void *cbdata)
             return send_error_allow(&rq, 405, "GET, HEAD", "/healthz takes GET or HEAD");
         return web_api_healthz(&rq);
     }
+    if (!rq.post && PUBLIC_ASSET(rq.path))
+        return web_static_serve(&rq);
     int rc = authenticate(&rq, ri);
     if (rc != 0)
         return rc;

@@ -74,6 +74,17 @@ try {
   }));
   run(['run', 'dp.json', '--db', 'runs.db', '--http', 'off']);
   log('seeded a finished DP run');
+  // 1b. A finished run with secure aggregation, for its survivors and phase-time charts.
+  fs.writeFileSync(path.join(work, 'sa.json'), JSON.stringify({
+    name: 'browser-secagg', seed: 9, rounds: 2,
+    data: { partition: { scheme: 'iid' } },
+    model: { type: 'softmax' },
+    clients: { count: 30, per_round: 6, simulate: { workers: 2 } },
+    secure_aggregation: { mode: 'secagg', clip: 10.0 },
+    train: { epochs: 1, batch_size: 32, lr: 0.05 },
+  }));
+  run(['run', 'sa.json', '--db', 'runs.db', '--http', 'off']);
+  log('seeded a finished secure-aggregation run');
 
   // 2. A live server that waits for two sites.
   fs.writeFileSync(path.join(work, 'live.json'), JSON.stringify({
@@ -113,6 +124,9 @@ try {
     let r = await page.goto(base + '/?token=' + '0'.repeat(64));
     check(r.status() === 401, 'a wrong token gets 401');
     check(await page.locator('input[name=token]').count() === 1, 'a wrong token shows the login form');
+    check(/wrong access token/.test(await page.locator('.why').innerText()), 'the login form says the token was wrong');
+    check(await page.evaluate(() => getComputedStyle(document.querySelector('main.login')).borderTopStyle === 'solid'),
+      'the login page is styled (login.css is served before login)');
     check((await ctx.cookies()).length === 0, 'a wrong token sets no cookie');
     r = await page.goto(base + '/#/run/' + runId);
     check(r.status() === 401 && (await page.content()).includes('name="token"'), 'no cookie: the page is the login form');
@@ -154,6 +168,8 @@ try {
   fs.writeFileSync(path.join(out, 'run-page-weight.txt'), sizes.map(([p, n]) => `${n}\t${p}`).join('\n') + `\n${weight}\ttotal\n`);
   const points = () => page.locator('figure.chart').first().getAttribute('data-points');
   check((await points()) === '0', 'the accuracy chart starts empty');
+  await page.waitForFunction(() => /waiting for sites/.test(document.querySelector('.facts .phase').textContent), null, { timeout: 10000 });
+  check(true, 'the Run page shows the server waiting for sites');
   await page.screenshot({ path: path.join(out, 'run-waiting.png'), fullPage: true });
 
   for (const [i, s] of ['a', 'b'].entries())
@@ -166,6 +182,15 @@ try {
   const lag = shownAt - ended;
   check(lag >= 0 && lag <= 1.0, `the chart gained round 1 ${lag.toFixed(3)} s after the round ended (at most 1 s)`);
   await page.waitForFunction(() => document.querySelector('figure.chart').dataset.points === '3', null, { timeout: 60000 });
+  const chartByTitle = (title) => page.evaluate((t) => {
+    const f = [...document.querySelectorAll('figure.chart')].find((x) => x.querySelector('figcaption').textContent === t);
+    return f ? { hidden: f.hidden, points: f.dataset.points } : null;
+  }, title);
+  await page.waitForFunction(() => [...document.querySelectorAll('figure.chart')].some((x) =>
+    x.querySelector('figcaption').textContent === 'Round time by phase' && x.dataset.points === '3'), null, { timeout: 10000 });
+  check(true, 'the round-time-by-phase chart has the three rounds');
+  const sa = await chartByTitle('Secure aggregation: sites left after each phase');
+  check(sa && sa.hidden, 'a run without secure aggregation hides its charts');
   await waitFor(() => sql(`select status from runs where id = ${runId}`) === 'done', 30000, 'the run to finish');
   await page.waitForSelector('.facts .st-done', { timeout: 5000 });
   check(true, 'the Run page shows the run done without a reload');
@@ -173,9 +198,11 @@ try {
 
   // 5. Every page, with screenshots; no console errors anywhere.
   const dpRun = sql("select r.id from runs r join experiments e on e.id = r.experiment_id where e.name = 'browser-dp'");
+  const saRun = sql("select r.id from runs r join experiments e on e.id = r.experiment_id where e.name = 'browser-secagg'");
   const pages = [
     ['runs', '#/', '#runs tbody tr'],
     ['run-dp', '#/run/' + dpRun, 'figure.chart[data-points="4"]'],
+    ['run-secagg', '#/run/' + saRun, 'figure.chart[data-points="2"]'],
     ['clients', '#/clients/' + runId, '#clients tbody tr'],
     ['compare', `#/compare?runs=${runId},${dpRun}`, 'figure.chart[data-points]'],
     ['launch', '#/launch', '#config'],
@@ -189,7 +216,12 @@ try {
   }
   await page.goto(base + '/#/');
   await page.waitForSelector('#runs tbody tr');
-  check((await page.locator('#runs tbody tr').count()) === 2, 'the Runs page lists both runs');
+  check((await page.locator('#runs tbody tr').count()) === 3, 'the Runs page lists the three runs');
+  await page.goto(base + '/#/run/' + saRun);
+  await page.waitForFunction(() => [...document.querySelectorAll('figure.chart')].some((x) =>
+    x.querySelector('figcaption').textContent === 'Secure aggregation: sites left after each phase' && !x.hidden && x.dataset.points === '2'),
+  null, { timeout: 10000 });
+  check(true, 'a secure-aggregation run shows its survivors per phase');
   await page.goto(base + '/#/launch');
   const expected = errors.length; // the browser logs the deliberate 422 below as an error
   await page.fill('#config', '{"name": "bad", "rounds": "many"}');

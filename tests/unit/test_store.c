@@ -114,6 +114,36 @@ static void test_runs_rounds_clients_round_trip(void **state)
     store_close(s);
 }
 
+/* The live phase: set by the server, read back with the run and by the event poller, cleared
+ * when the run ends. */
+static void test_run_phase(void **state)
+{
+    store_t *s;
+    err_t e = {0};
+    int64_t exp, run;
+    json_t *one, *states;
+    assert_int_equal(store_open(g_db, 0, &s, &e), 0);
+    assert_int_equal(store_experiment_create(s, "x", "{}", &exp, &e), 0);
+    assert_int_equal(store_run_create(s, exp, 5, 2, 1, NULL, &run, &e), 0);
+    assert_int_equal(store_run_json(s, run, &one, &e), 0);
+    assert_true(json_is_null(json_object_get(one, "phase")));
+    json_decref(one);
+    assert_int_equal(store_run_set_phase(s, run, 3, "training", &e), 0);
+    assert_int_equal(store_run_json(s, run, &one, &e), 0);
+    assert_string_equal(json_string_value(json_object_get(one, "phase")), "training");
+    assert_int_equal(json_integer_value(json_object_get(one, "phase_round")), 3);
+    assert_true(json_real_value(json_object_get(one, "phase_at")) > 1e9);
+    json_decref(one);
+    assert_int_equal(store_run_states_json(s, &states, &e), 0);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(states, 0), "phase")), "training");
+    json_decref(states);
+    assert_int_equal(store_run_finish(s, run, "done", NULL, &e), 0);
+    assert_int_equal(store_run_json(s, run, &one, &e), 0);
+    assert_true(json_is_null(json_object_get(one, "phase")));
+    json_decref(one);
+    store_close(s);
+}
+
 static void test_bad_status_rejected(void **state)
 {
     store_t *s;
@@ -180,6 +210,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_newer_schema_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_runs_rounds_clients_round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_status_rejected, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_run_phase, setup, teardown),
         cmocka_unit_test_setup_teardown(test_round_commit_is_atomic_and_resumable, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -854,6 +854,21 @@ static void test_no_session_is_refused(void **state)
         assert_null(strstr(r.body, "app.js"));
         resp_free(&r);
     }
+    /* Before login only the sign-in page's own style sheet and the icon are served. */
+    assert_int_equal(http_anon(f->port, "GET", "/", NULL, &r), 0);
+    assert_non_null(strstr(r.body, "href=\"/login.css\""));
+    assert_non_null(strstr(r.body, "not logged in")); /* the page says why it is shown */
+    resp_free(&r);
+    assert_int_equal(http_anon(f->port, "GET", "/login.css", NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(header(&r, "Content-Type"), "text/css"));
+    resp_free(&r);
+    assert_int_equal(http_anon(f->port, "GET", "/favicon.svg", NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    assert_int_equal(http_anon(f->port, "POST", "/login.css", NULL, &r), 0);
+    assert_true(r.status >= 400);
+    resp_free(&r);
     /* A made-up or stale session cookie is no better. */
     char bad[256];
     snprintf(bad, sizeof bad, "Cookie: fednas_session_%d=%064d\r\n", f->port, 7);
@@ -872,6 +887,7 @@ static void test_wrong_token_is_refused(void **state)
     assert_int_equal(http_anon(f->port, "GET", "/?token=" VIEWER_TOKEN "x", NULL, &r), 0);
     assert_int_equal(r.status, 401);
     assert_null(header(&r, "Set-Cookie"));
+    assert_non_null(strstr(r.body, "wrong access token"));
     resp_free(&r);
     assert_int_equal(http_anon(f->port, "GET", "/api/runs?token=nope", NULL, &r), 0);
     assert_json_error(&r, 401, "token");
@@ -992,11 +1008,26 @@ static void test_metrics_and_privacy(void **state)
     assert_float_equal(json_real_value(json_object_get(json_array_get(j, 2), "value")), 1.5, 1e-12);
     json_decref(j);
     resp_free(&r);
+    /* since: only later rounds (the live Run page asks for what it has not seen). */
+    snprintf(path, sizeof path, "/api/runs/%lld/metrics?since=2", (long long)f->run_id);
+    assert_int_equal(http_get(f->port, path, &r), 0);
+    j = body_json(&r);
+    assert_int_equal(json_array_size(j), 2);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(j, 0), "round")), 3);
+    json_decref(j);
+    resp_free(&r);
     static const char *const bad[] = {"?name=", "?name=a%20b", "?name=%27%3B", "?name=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         snprintf(path, sizeof path, "/api/runs/%lld/metrics%s", (long long)f->run_id, bad[i]);
         assert_int_equal(http_get(f->port, path, &r), 0);
         assert_json_error(&r, 400, "name");
+        resp_free(&r);
+    }
+    static const char *const bad_since[] = {"?since=-1", "?since=x", "?since=99999999999"};
+    for (size_t i = 0; i < sizeof bad_since / sizeof bad_since[0]; i++) {
+        snprintf(path, sizeof path, "/api/runs/%lld/metrics%s", (long long)f->run_id, bad_since[i]);
+        assert_int_equal(http_get(f->port, path, &r), 0);
+        assert_json_error(&r, 400, "since");
         resp_free(&r);
     }
     assert_int_equal(http_get(f->port, "/api/runs/999/metrics", &r), 0);

@@ -1,6 +1,8 @@
-// Run: accuracy and loss per round (train vs test), participants and dropouts, round time,
-// epsilon against the budget, the config; admin actions. Live: each round_finished event of
-// this run fetches the rounds after the last one shown (?since=N) and extends every chart.
+// Run: accuracy and loss per round (train vs test), participants and dropouts, round time by
+// phase, survivors of each secure-aggregation phase, epsilon against the budget, the config;
+// admin actions. Live: the header shows the phase the server is in (round_phase events), and
+// each round_finished event of this run fetches the rounds and metrics after the last one shown
+// (?since=N) and extends every chart.
 import { api, el, badge, pct, fixed, seconds, when, duration, chart, DASHES, session } from './util.js';
 
 export async function render(view, [idText]) {
@@ -28,15 +30,36 @@ export async function render(view, [idText]) {
     loss: chart(grid, { xEmpty, title: 'Loss', ylabel: 'loss', series: [{ label: 'test', points: true }, { label: 'train', dash: DASHES[1] }] }),
     part: chart(grid, { xEmpty, title: 'Participants per round', ylabel: 'clients', series: [
       { label: 'participants', stepped: true }, { label: 'dropped', color: '--dropped', stepped: true }] }),
-    time: chart(grid, { xEmpty, title: 'Round time', ylabel: 'seconds', series: [{ label: 'duration', points: true }] }),
+    time: chart(grid, { xEmpty, title: 'Round time by phase', ylabel: 'seconds', series: [
+      { label: 'whole round', points: true }, { label: 'collect updates', dash: DASHES[1] },
+      { label: 'aggregate', dash: DASHES[2] }, { label: 'evaluate', dash: DASHES[3] }] }),
+    sa: chart(grid, { xEmpty, title: 'Secure aggregation: sites left after each phase', ylabel: 'sites', series: [
+      { label: 'selected', stepped: true, dash: DASHES[4] }, { label: 'keys advertised', stepped: true },
+      { label: 'shares sent', stepped: true, dash: DASHES[1] }, { label: 'masked inputs', stepped: true, dash: DASHES[2] },
+      { label: 'summed', stepped: true, dash: DASHES[3] }, { label: 'dropped', color: '--dropped', stepped: true }] }),
+    saTime: chart(grid, { xEmpty, title: 'Secure aggregation: time per phase', ylabel: 'seconds', series: [
+      { label: 'advertise keys (incl. training)' }, { label: 'share keys', dash: DASHES[1] },
+      { label: 'masked input', dash: DASHES[2] }, { label: 'unmasking', dash: DASHES[3] }] }),
     eps: chart(grid, { xEmpty, title: 'Privacy: ε spent', ylabel: 'ε', series: [
       { label: 'ε', points: true }, { label: 'budget', color: '--failed', dash: DASHES[1], width: 1 }] }),
   };
 
   let rounds = [];
+  const metrics = new Map(); // name -> Map(round -> value)
   let privacy = null;
   let last = 0;
-  let busy = false, again = false;
+  let busy = false, again = false, lastMetric = 0;
+
+  const PHASES = {
+    waiting: 'waiting for sites', training: 'training', advertise_keys: 'secure aggregation: advertise keys',
+    share_keys: 'secure aggregation: share keys', masked_input: 'secure aggregation: masked input',
+    unmasking: 'secure aggregation: unmasking', aggregating: 'aggregating', evaluating: 'evaluating',
+    federated_evaluation: 'federated evaluation',
+  };
+  function phaseText() {
+    if (run.status !== 'running' || !run.phase) return '–';
+    return 'round ' + run.phase_round + ': ' + (PHASES[run.phase] || run.phase);
+  }
 
   function renderHead() {
     const best = rounds.reduce((b, r) => (r.test_accuracy > (b ? b.test_accuracy : -1) ? r : b), null);
@@ -45,6 +68,7 @@ export async function render(view, [idText]) {
     head.replaceChildren(el('dl', { class: 'facts' },
       el('div', {}, el('dt', {}, 'status'), el('dd', {}, badge(run.status))),
       el('div', {}, el('dt', {}, 'rounds'), el('dd', {}, (rounds.length) + ' / ' + run.rounds_planned)),
+      el('div', {}, el('dt', {}, 'now'), el('dd', { class: 'phase' }, phaseText())),
       el('div', {}, el('dt', {}, 'best accuracy'), el('dd', { class: 'best' }, best ? pct(best.test_accuracy, 2) + ' (round ' + best.round + ')' : '–')),
       el('div', {}, el('dt', {}, 'ε spent'), el('dd', {}, typeof eps === 'number' ? fixed(eps, 3) + (budget ? ' of ' + budget : '') : '–')),
       el('div', {}, el('dt', {}, 'clients'), el('dd', {}, String(run.clients_planned))),
@@ -76,7 +100,14 @@ export async function render(view, [idText]) {
     charts.acc.set([x, rounds.map((r) => r.test_accuracy), rounds.map((r) => r.train_accuracy), bestLine]);
     charts.loss.set([x, rounds.map((r) => r.test_loss), rounds.map((r) => r.train_loss)]);
     charts.part.set([x, rounds.map((r) => r.participants), rounds.map((r) => r.dropped)]);
-    charts.time.set([x, rounds.map((r) => r.duration)]);
+    const m = (name) => { const by = metrics.get(name); return rounds.map((r) => (by && by.has(r.round) ? by.get(r.round) : null)); };
+    charts.time.set([x, rounds.map((r) => r.duration), m('phase_collect_s'), m('phase_aggregate_s'), m('phase_evaluate_s')]);
+    const secure = metrics.has('secagg_summed');
+    charts.sa.box.hidden = charts.saTime.box.hidden = !secure;
+    if (secure) {
+      charts.sa.set([x, rounds.map((r) => r.selected), m('secagg_u1'), m('secagg_u2'), m('secagg_u3'), m('secagg_summed'), rounds.map((r) => r.dropped)]);
+      charts.saTime.set([x, m('phase_advert_s'), m('phase_shares_s'), m('phase_masked_s'), m('phase_unmask_s')]);
+    }
     const epsBy = new Map(((privacy && privacy.rounds) || []).map((p) => [p.round, p.epsilon]));
     const budget = privacy && typeof privacy.target_epsilon === 'number' ? privacy.target_epsilon : null;
     charts.eps.set([x, rounds.map((r) => (epsBy.has(r.round) ? epsBy.get(r.round) : null)), rounds.map(() => budget)]);
@@ -93,6 +124,14 @@ export async function render(view, [idText]) {
         if (full) rounds = [];
         for (const r of fresh) if (r.round > (rounds.length ? rounds[rounds.length - 1].round : 0)) rounds.push(r);
         last = rounds.length ? rounds[rounds.length - 1].round : 0;
+        if (full) metrics.clear();
+        const since = full ? 0 : lastMetric;
+        for (const row of await api('/api/runs/' + id + '/metrics' + (since ? '?since=' + since : ''))) {
+          if (!metrics.has(row.name)) metrics.set(row.name, new Map());
+          metrics.get(row.name).set(row.round, row.value);
+        }
+        // A round's metrics land just after its commit: next time, ask again from its round.
+        lastMetric = Math.max(0, last - 1);
         privacy = await api('/api/runs/' + id + '/privacy');
         draw();
         renderHead();
@@ -109,6 +148,11 @@ export async function render(view, [idText]) {
       if (ev.type === 'hello') update(false).catch(() => {});
       else if (ev.run_id !== id) return;
       else if (ev.type === 'round_finished') update(false).catch(() => {});
+      else if (ev.type === 'round_phase') {
+        // The previous round's metrics are written right after its commit: fetch them now.
+        if (ev.phase === 'waiting' || ev.phase === 'training') update(false).catch(() => {});
+        run.phase = ev.phase; run.phase_round = ev.round; renderHead();
+      }
       else if (ev.type === 'run_status' || ev.type === 'budget_reached') {
         api('/api/runs/' + id).then((r) => { run = r; renderHead(); }).catch(() => {});
       }
