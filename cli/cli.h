@@ -21,6 +21,7 @@ enum {
 int cmd_run(int argc, char **argv);
 int cmd_server(int argc, char **argv);
 int cmd_client(int argc, char **argv);
+int cmd_relay(int argc, char **argv);
 int cmd_runs(int argc, char **argv);
 int cmd_keys(int argc, char **argv);
 int cmd_dashboard(int argc, char **argv);

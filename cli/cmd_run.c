@@ -40,6 +40,12 @@ typedef struct children {
 static int spawn_clients(void *ctx, const config_t *cfg, const char *endpoint, const char *keys_dir, err_t *err)
 {
     children_t *ch = ctx;
+    if (cfg->data.csv && (!cfg->data.path || !cfg->data.path[0]))
+        return err_set(err, FN_EINVAL,
+                       "%s: data.path: a csv experiment run on this machine needs a table for `fednas run` to "
+                       "split among its sites; set data.path to a CSV file, or start `fednas server` and give each "
+                       "site its own file with `fednas client --data SITE.csv`",
+                       cfg->source);
     char exe[PATH_MAX];
     int rc = fn_self_exe(exe, sizeof exe, err);
     if (rc < 0)

@@ -54,6 +54,7 @@ static void usage(FILE *f)
           "  run CONFIG      run an experiment on this machine: a server, its client agents and the dashboard\n"
           "  server CONFIG   run only the aggregation server, for client agents at partner sites\n"
           "  client          run a client agent at a partner site\n"
+          "  relay           aggregate a region's client agents and forward one update to the server\n"
           "  runs            list the runs in a run store\n"
           "  dashboard       serve the dashboard for a run store\n"
           "  keys            make the server's keys and per-site startup kits\n"
@@ -86,7 +87,7 @@ int main(int argc, char **argv)
     static const struct {
         const char *name;
         int (*fn)(int, char **);
-    } cmds[] = {{"run", cmd_run},   {"server", cmd_server}, {"client", cmd_client}, {"runs", cmd_runs},
+    } cmds[] = {{"run", cmd_run},   {"server", cmd_server}, {"client", cmd_client}, {"relay", cmd_relay}, {"runs", cmd_runs},
                 {"keys", cmd_keys}, {"dashboard", cmd_dashboard}, {"train", cmd_train},   {"privacy", cmd_privacy}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (strcmp(cmd, cmds[i].name) == 0)

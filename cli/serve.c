@@ -1,5 +1,6 @@
 #include <libgen.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,8 +55,16 @@ static void print_summary(const config_t *cfg, int64_t run_id, const char *db, c
     printf("| rounds                      | %-38s |\n", rounds);
     if (s->rounds_done > 0) {
         char a[64], b[64];
-        snprintf(a, sizeof a, "%.2f%% (loss %.4f)", 100 * s->final_accuracy, s->final_loss);
-        snprintf(b, sizeof b, "%.2f%% (round %d)", 100 * s->best_accuracy, s->best_round);
+        /* Without a server-side test set (a CSV experiment with no data.test) the sites'
+         * federated evaluation is the only accuracy: it is in the round lines and the store. */
+        if (isnan(s->final_accuracy))
+            snprintf(a, sizeof a, "- (no test set: see fed acc)");
+        else
+            snprintf(a, sizeof a, "%.2f%% (loss %.4f)", 100 * s->final_accuracy, s->final_loss);
+        if (s->best_round < 0)
+            snprintf(b, sizeof b, "-");
+        else
+            snprintf(b, sizeof b, "%.2f%% (round %d)", 100 * s->best_accuracy, s->best_round);
         printf("| final test accuracy         | %-38s |\n", a);
         printf("| best test accuracy          | %-38s |\n", b);
     }

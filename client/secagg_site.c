@@ -9,6 +9,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "crypto/dp.h"
 
 static const char *const in[] = {"sa_keys", "sa_relay", "sa_unmask_req"};
 
@@ -35,11 +36,33 @@ static int hexval(char c)
     return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
-int secagg_site_parse(const json_t *info, secagg_params_t *p, uint32_t **ids_out, uint32_t *self, double *clip,
-                      double *scale, err_t *err)
+/* The optional "dp" object: distributed discrete Gaussian noise (crypto/dp.h). The plan, and with
+ * it the scale, is recomputed here from the public parameters rather than trusted; the count the
+ * noise assumes must lie between t and n (a round cannot commit with fewer than t inputs). */
+static int parse_dp(const json_t *info, const secagg_params_t *p, double clip, int *has_dp, dp_ddp_plan_t *plan,
+                    err_t *err)
+{
+    const json_t *dp = json_object_get(info, "dp");
+    *has_dp = dp != NULL;
+    if (!dp)
+        return 0;
+    const json_t *sigma = json_object_get(dp, "sigma");
+    uint32_t assumed;
+    if (!json_is_object(dp) || !json_is_number(sigma) || !(json_number_value(sigma) >= 0) ||
+        !isfinite(json_number_value(sigma)) || get_u32(dp, "assumed", p->t ? p->t : 1, p->n, &assumed) < 0)
+        return err_set(err, FN_EPROTO, "malformed distributed DP parameters (sigma >= 0, t <= assumed <= n)");
+    if (dp_ddp_plan(json_number_value(sigma), clip, p->n, assumed, p->m, p->bits ? p->bits : 32, plan, err) < 0)
+        return err_set(err, FN_EPROTO, "%s", err->msg);
+    return 0;
+}
+
+/* secagg_site_parse plus the DP plan, for secagg_site_begin. */
+static int parse_all(const json_t *info, secagg_params_t *p, uint32_t **ids_out, uint32_t *self, double *clip,
+                     double *scale, int *has_dp, dp_ddp_plan_t *plan, err_t *err)
 {
     memset(p, 0, sizeof *p);
     *ids_out = NULL;
+    *has_dp = 0;
     const json_t *rid = json_object_get(info, "round_id"), *ids = json_object_get(info, "ids");
     const json_t *c = json_object_get(info, "clip"), *seed = json_object_get(info, "graph_seed");
     if (!json_is_object(info) || !json_is_integer(rid) || json_integer_value(rid) < 0 || !json_is_array(ids) ||
@@ -75,8 +98,11 @@ int secagg_site_parse(const json_t *info, secagg_params_t *p, uint32_t **ids_out
     int rc = mine ? secagg_params_check(p, err)
                   : err_set(err, FN_EPROTO, "this site (%u) is not among the round's clients", *self);
     *clip = json_number_value(c);
-    /* Recomputed from n, C and bits: a wrong scale from the server could make the sum wrap. */
-    *scale = secagg_choose_scale(p->n, *clip, p->bits ? p->bits : 32);
+    if (rc == 0)
+        rc = parse_dp(info, p, *clip, has_dp, plan, err);
+    /* Recomputed from n, C and bits (and the noise plan): a wrong scale from the server could make
+     * the sum wrap. */
+    *scale = *has_dp ? plan->scale : secagg_choose_scale(p->n, *clip, p->bits ? p->bits : 32);
     if (rc == 0 && !(*scale > 0))
         rc = err_set(err, FN_EPROTO, "no fixed-point scale fits %u clients clipped to %g", p->n, *clip);
     if (rc < 0) {
@@ -88,6 +114,14 @@ int secagg_site_parse(const json_t *info, secagg_params_t *p, uint32_t **ids_out
     return 0;
 }
 
+int secagg_site_parse(const json_t *info, secagg_params_t *p, uint32_t **ids_out, uint32_t *self, double *clip,
+                      double *scale, err_t *err)
+{
+    int has_dp;
+    dp_ddp_plan_t plan;
+    return parse_all(info, p, ids_out, self, clip, scale, &has_dp, &plan, err);
+}
+
 int secagg_site_begin(const json_t *info, const float *update, size_t m, secagg_site_t **out, secagg_buf_t *advert,
                       err_t *err)
 {
@@ -95,7 +129,9 @@ int secagg_site_begin(const json_t *info, const float *update, size_t m, secagg_
     secagg_params_t p;
     uint32_t *ids, self;
     double clip, f;
-    int rc = secagg_site_parse(info, &p, &ids, &self, &clip, &f, err);
+    int has_dp;
+    dp_ddp_plan_t plan;
+    int rc = parse_all(info, &p, &ids, &self, &clip, &f, &has_dp, &plan, err);
     if (rc < 0)
         return rc;
     if (p.m != m) {
@@ -106,7 +142,11 @@ int secagg_site_begin(const json_t *info, const float *update, size_t m, secagg_
     s->round_id = p.round_id;
     s->m = m;
     s->x = FN_MALLOC(m * sizeof *s->x);
-    if ((rc = secagg_encode(update, m, clip, f, p.bits ? p.bits : 32, s->x, err)) == 0)
+    /* Under DP the site adds its share of the noise before masking: the server never sees a
+     * value without it (dp_ddp_encode clips to the same C). */
+    rc = has_dp ? dp_ddp_encode(&plan, update, m, s->x, err)
+                : secagg_encode(update, m, clip, f, p.bits ? p.bits : 32, s->x, err);
+    if (rc == 0)
         rc = secagg_client_new(&p, self, &s->c, advert, err);
     free(ids);
     if (rc < 0) {

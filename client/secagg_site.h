@@ -3,7 +3,10 @@
  * site clips it to C, encodes it into Z_2^bits (scale f = secagg_choose_scale(n, C, bits),
  * stochastic rounding) and runs the four phases: sa_advert, then answers sa_keys with
  * sa_shares, sa_relay with sa_masked, sa_unmask_req with sa_unmask. State lives per site per
- * round; a new "train" replaces it, an error aborts it (the site then sends nothing more). */
+ * round; a new "train" replaces it, an error aborts it (the site then sends nothing more).
+ * Under differential privacy (a "dp" object in the round's parameters) the site encodes with
+ * crypto/dp.h's distributed discrete Gaussian instead: the same clip C, the plan's scale,
+ * conditional rounding, and its share of the noise added before masking. */
 #ifndef FEDNAS_CLIENT_SECAGG_SITE_H
 #define FEDNAS_CLIENT_SECAGG_SITE_H
 
@@ -20,7 +23,8 @@ typedef struct secagg_site secagg_site_t;
 
 /* Reads a train message's "secagg" object (made by secagg_round_info) into p (its ids in a
  * malloc'd *ids the caller frees), this site's id, the clip bound and the scale, which the site
- * recomputes rather than trusts. FN_EPROTO when anything is missing or out of range. */
+ * recomputes rather than trusts (from the noise plan when there is a "dp" object {"sigma",
+ * "assumed"}). FN_EPROTO when anything is missing or out of range. */
 int secagg_site_parse(const json_t *info, secagg_params_t *p, uint32_t **ids, uint32_t *self, double *clip,
                       double *scale, err_t *err);
 

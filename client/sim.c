@@ -32,12 +32,12 @@ int client_simulate(const client_options_t *o, const char *kits_dir, int first, 
     if (o->shards < 1 || first < 0 || count < 1 || first + count > o->shards)
         return err_set(err, FN_EINVAL, "simulated sites %d..%d do not fit in %d shards", first, first + count - 1,
                        o->shards);
-    engine_dataset_t data = {0};
+    trainer_data_t data;
     int *assign = NULL, rc;
-    if ((rc = engine_fmnist_load(o->data_dir, "train", &data, err)) < 0)
+    if ((rc = trainer_data_load(&data, o->data_dir, err)) < 0)
         return rc;
-    if ((rc = client_partition(o, &data, &assign, err)) < 0) {
-        engine_dataset_free(&data);
+    if ((rc = client_partition(o, &data.src, &assign, err)) < 0) {
+        trainer_data_free(&data);
         return rc;
     }
     void *ctx = zmq_ctx_new();
@@ -45,11 +45,11 @@ int client_simulate(const client_options_t *o, const char *kits_dir, int first, 
     zmq_pollitem_t *items = FN_CALLOC((size_t)count, sizeof *items);
     keys_pair_t *kp = keys_pair_new();
     char spk[KEYS_Z85_LEN + 1], path[PATH_MAX];
-    trainer_t trainer = {0};
+    trainer_t trainer = {.data = &data};
     int linger = 2000, ivl_max = 5000;
     for (int i = 0; rc == 0 && i < count; i++) {
         int k = first + i;
-        if ((rc = engine_partition_indices(assign, data.count, k, &v[i].idx, &v[i].n, err)) < 0)
+        if ((rc = engine_partition_indices(assign, data.src.count, k, &v[i].idx, &v[i].n, err)) < 0)
             break;
         snprintf(path, sizeof path, "%s/site-%d/site.key", kits_dir, k + 1);
         if ((rc = keys_read_secret(path, kp, err)) < 0)
@@ -111,9 +111,9 @@ int client_simulate(const client_options_t *o, const char *kits_dir, int first, 
                 int tn;
                 rc = trainer_holdout_split(&v[i].ho, &msg, v[i].idx, v[i].n, &tidx, &tn, err);
                 if (rc == 0)
-                    rc = secagg_site_on_message(&v[i].sa, &trainer, &data, tidx, tn, v[i].sock, v[i].run, &msg, err);
+                    rc = secagg_site_on_message(&v[i].sa, &trainer, &data.idx, tidx, tn, v[i].sock, v[i].run, &msg, err);
                 if (rc == 0)
-                    rc = trainer_round(&trainer, &data, tidx, tn, v[i].sock, v[i].run, &msg, &v[i].fb, err);
+                    rc = trainer_round(&trainer, &data.idx, tidx, tn, v[i].sock, v[i].run, &msg, &v[i].fb, err);
                 else if (rc > 0)
                     rc = 0;
                 if (rc == FN_EPROTO) {
@@ -121,7 +121,7 @@ int client_simulate(const client_options_t *o, const char *kits_dir, int first, 
                     rc = 0;
                 }
             } else if (strcmp(msg.type, "evaluate") == 0) {
-                rc = trainer_evaluate(&trainer, &data, &v[i].ho, v[i].idx, v[i].n, v[i].sock, v[i].run, &msg, err);
+                rc = trainer_evaluate(&trainer, &data.idx, &v[i].ho, v[i].idx, v[i].n, v[i].sock, v[i].run, &msg, err);
                 if (rc == FN_EPROTO) {
                     log_warn("site-%d: %s; ignored", first + i + 1, err->msg);
                     rc = 0;
@@ -143,7 +143,7 @@ int client_simulate(const client_options_t *o, const char *kits_dir, int first, 
     }
     zmq_ctx_term(ctx);
     trainer_free(&trainer);
-    engine_dataset_free(&data);
+    trainer_data_free(&data);
     free(v);
     free(items);
     return rc;

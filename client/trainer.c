@@ -1,8 +1,13 @@
 #include "client/trainer.h"
 
+#include <ctype.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <sys/types.h>
 
 #include "common/compress.h"
 #include "common/log.h"
@@ -10,6 +15,22 @@
 #include "common/util.h"
 #include "crypto/dp.h"
 #include "engine/partition.h"
+
+/* The samples to train or evaluate on: the trainer's own data when it has some (a CSV site),
+ * else the IDX set d; checked against the model the message describes. */
+static int site_source(const trainer_t *t, const engine_dataset_t *d, long long input_dim, long long classes,
+                       engine_source_t *src, err_t *err)
+{
+    if (t->data) {
+        *src = t->data->src;
+        return trainer_data_check(t->data, input_dim, classes, err);
+    }
+    if (input_dim != (long long)d->rows * d->cols)
+        return err_set(err, FN_EINVAL, "the model expects %lld inputs but this site's samples have %d x %d", input_dim,
+                       d->rows, d->cols);
+    *src = engine_source_from_dataset(d);
+    return 0;
+}
 
 int trainer_compute(trainer_t *a, const engine_dataset_t *d, const int *idx, int n, wire_msg_t *msg,
                     trainer_result_t *res, err_t *err)
@@ -31,9 +52,10 @@ int trainer_compute(trainer_t *a, const engine_dataset_t *d, const int *idx, int
     if (engine_train_config_from_json(train, &tc, &te) < 0)
         return err_set(err, FN_EPROTO, "round %lld: %s", round, te.msg);
     tc.seed = (uint64_t)seed;
-    if (input_dim != d->rows * d->cols)
-        return err_set(err, FN_EINVAL, "the model expects %lld inputs but this site's samples have %d x %d", input_dim,
-                       d->rows, d->cols);
+    engine_source_t src;
+    int src_rc = site_source(a, d, input_dim, classes, &src, err);
+    if (src_rc < 0)
+        return src_rc;
     char *text = json_dumps(arch, JSON_SORT_KEYS | JSON_COMPACT);
     if (!a->model || strcmp(text, a->arch_text) != 0) {
         engine_model_free(a->model);
@@ -60,7 +82,7 @@ int trainer_compute(trainer_t *a, const engine_dataset_t *d, const int *idx, int
         tc.prox_mu = (float)json_number_value(mu);
         tc.prox_anchor = a->global;
     }
-    int trc = engine_model_train(a->model, d, idx, n, &tc, &st, err);
+    int trc = engine_model_train_source(a->model, &src, idx, n, &tc, &st, err);
     if (trc < 0)
         return trc;
     /* The update is the change to the weights; the server averages changes. */
@@ -276,9 +298,9 @@ int trainer_evaluate(trainer_t *t, const engine_dataset_t *d, trainer_holdout_t 
         return err_set(err, FN_EPROTO, "malformed evaluate message (round %lld)", round);
     if ((rc = trainer_holdout_split(h, msg, idx, n, &tidx, &tn, err)) < 0)
         return rc;
-    if (input_dim != d->rows * d->cols)
-        return err_set(err, FN_EINVAL, "the model expects %lld inputs but this site's samples have %d x %d", input_dim,
-                       d->rows, d->cols);
+    engine_source_t src;
+    if ((rc = site_source(t, d, input_dim, classes, &src, err)) < 0)
+        return rc;
     char *text = json_dumps(arch, JSON_SORT_KEYS | JSON_COMPACT);
     if (!t->model || strcmp(text, t->arch_text) != 0) {
         /* The same bookkeeping as trainer_compute: the model is rebuilt for a new architecture. */
@@ -298,7 +320,7 @@ int trainer_evaluate(trainer_t *t, const engine_dataset_t *d, trainer_holdout_t 
         return err_set(err, FN_EPROTO, "evaluate message carries %zu parameters, the model has %zu", count, m);
     memcpy(engine_model_params(t->model), params, m * sizeof *params);
     double loss = 0, acc = 0;
-    if (h->nheld > 0 && (rc = engine_model_evaluate(t->model, d, h->held, h->nheld, &loss, &acc, err)) < 0)
+    if (h->nheld > 0 && (rc = engine_model_evaluate_source(t->model, &src, h->held, h->nheld, &loss, &acc, err)) < 0)
         return rc;
     json_t *hdr = json_pack("{s:s, s:I, s:I, s:i, s:f, s:f}", "type", "eval_result", "run", (json_int_t)run, "round",
                             (json_int_t)round, "samples", h->nheld, "loss", loss, "accuracy", acc);
@@ -318,7 +340,7 @@ void trainer_free(trainer_t *t)
     memset(t, 0, sizeof *t);
 }
 
-int client_partition(const client_options_t *o, const engine_dataset_t *d, int **assign, err_t *err)
+int client_partition(const client_options_t *o, const engine_source_t *d, int **assign, err_t *err)
 {
     *assign = NULL;
     if (o->shards <= 0)
@@ -336,4 +358,130 @@ int client_partition(const client_options_t *o, const engine_dataset_t *d, int *
     }
     *assign = a;
     return 0;
+}
+
+/* ---- the site's data ---- */
+
+static int blank_line(const char *line, ssize_t len)
+{
+    for (ssize_t i = 0; i < len; i++)
+        if (!isspace((unsigned char)line[i]))
+            return 0;
+    return 1;
+}
+
+/* The file line of data row `row` (0-based): the row-th non-blank line from first_line on.
+ * Only for error messages, so the file is read again rather than line numbers kept per row. */
+static int csv_row_line(const char *path, int first_line, int row)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return first_line + row;
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    int lineno = 0, seen = -1, found = first_line + row;
+    while ((len = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        if (lineno < first_line || blank_line(line, len))
+            continue;
+        if (++seen == row) {
+            found = lineno;
+            break;
+        }
+    }
+    free(line);
+    fclose(f);
+    return found;
+}
+
+/* The line of the first data row: the first non-blank line, or the one after it when
+ * engine_csv_load took that line as a header (then the file has one more non-blank line than rows). */
+static int csv_first_line(const char *path, int rows)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 1;
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    int lineno = 0, first = 0, second = 0, nonblank = 0;
+    while ((len = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        if (blank_line(line, len))
+            continue;
+        nonblank++;
+        if (nonblank == 1)
+            first = lineno;
+        else if (nonblank == 2)
+            second = lineno;
+    }
+    free(line);
+    fclose(f);
+    return nonblank > rows && second ? second : (first ? first : 1);
+}
+
+static int is_csv_path(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) == 0)
+        return S_ISREG(st.st_mode);
+    size_t n = strlen(path);
+    return n >= 4 && strcasecmp(path + n - 4, ".csv") == 0;
+}
+
+int trainer_data_load(trainer_data_t *d, const char *path, err_t *err)
+{
+    memset(d, 0, sizeof *d);
+    if (!path || !*path)
+        return err_set(err, FN_EINVAL, "no data given: pass --data with a folder of IDX files or a CSV file");
+    snprintf(d->path, sizeof d->path, "%s", path);
+    int rc;
+    if (is_csv_path(path)) {
+        d->csv = 1;
+        if ((rc = engine_csv_load(path, &d->table, err)) < 0)
+            return rc;
+        d->src = engine_source_from_table(&d->table);
+        d->first_line = csv_first_line(path, d->table.count);
+        log_debug("%s: %d rows of %d features, labels 0..%d", path, d->table.count, d->table.dim,
+                  d->table.num_classes - 1);
+        return 0;
+    }
+    if ((rc = engine_fmnist_load(path, "train", &d->idx, err)) < 0)
+        return rc;
+    d->src = engine_source_from_dataset(&d->idx);
+    return 0;
+}
+
+int trainer_data_check(const trainer_data_t *d, long long features, long long classes, err_t *err)
+{
+    long long have = (long long)d->src.channels * d->src.height * d->src.width;
+    if (!d->csv) {
+        if (features != have)
+            return err_set(err, FN_EINVAL,
+                           "the model expects %lld inputs but this site's images in %s have %lld pixels; the "
+                           "experiment's data set does not match this site's data",
+                           features, d->path, have);
+        return 0;
+    }
+    if (features != have)
+        return err_set(err, FN_EINVAL,
+                       "%s:%d: %lld columns (%lld features and the label), but the experiment's model takes %lld "
+                       "features (data.features); give this site a CSV with %lld feature columns and the label last",
+                       d->path, d->first_line, have + 1, have, features, features);
+    for (int i = 0; i < d->table.count; i++)
+        if (d->table.labels[i] >= classes)
+            return err_set(err, FN_EINVAL,
+                           "%s:%d: label %d is out of range: the experiment has %lld classes (data.classes), so "
+                           "labels must be integers 0..%lld",
+                           d->path, csv_row_line(d->path, d->first_line, i), d->table.labels[i], classes,
+                           classes - 1);
+    return 0;
+}
+
+void trainer_data_free(trainer_data_t *d)
+{
+    engine_dataset_free(&d->idx);
+    engine_table_free(&d->table);
+    memset(d, 0, sizeof *d);
 }

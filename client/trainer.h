@@ -10,13 +10,38 @@
 #include "client/client.h"
 #include "common/err.h"
 #include "common/wire.h"
+#include "engine/data.h"
 #include "engine/idx.h"
 #include "engine/model.h"
+
+/* A site's own training data: a folder of IDX files (the Fashion-MNIST layout) or a CSV file
+ * of numeric features with the integer label in the last column (a hospital's or a bank's
+ * table). src is the view the engine trains on, whichever it is. */
+typedef struct trainer_data {
+    char path[4096];
+    int csv;               /* 1: a CSV table, 0: IDX images */
+    engine_dataset_t idx;  /* the IDX set (empty for a CSV) */
+    engine_table_t table;  /* the CSV rows (empty for IDX) */
+    engine_source_t src;
+    int first_line;        /* CSV: the file line of the first data row (after a header) */
+} trainer_data_t;
+
+/* A path ending in ".csv" (any case) is a CSV file, anything else an IDX folder ("train" split).
+ * Errors name the file (and for a CSV the line and column). */
+int trainer_data_load(trainer_data_t *d, const char *path, err_t *err);
+/* Checks that the data fits the model a message describes: features per sample and labels below
+ * classes. A CSV's errors name the file, the line and what the experiment expects (FN_EINVAL). */
+int trainer_data_check(const trainer_data_t *d, long long features, long long classes, err_t *err);
+void trainer_data_free(trainer_data_t *d);
 
 typedef struct trainer {
     engine_model_t *model; /* rebuilt when the round's architecture changes */
     char *arch_text;
     float *global;
+    /* The site's data. When set it is what the trainer trains and evaluates on, and the
+     * engine_dataset_t the functions below take is ignored (it may be empty, e.g. for a CSV
+     * site); when NULL they use that IDX set. */
+    const trainer_data_t *data;
 } trainer_t;
 
 /* What one round of local training produced. update points into the trainer's model (valid
@@ -83,6 +108,6 @@ void trainer_free(trainer_t *t);
 
 /* The simulation's split of the training set (o->shards parts by o->partition); *assign is
  * NULL when o->shards is 0 (a real site keeps all its data). */
-int client_partition(const client_options_t *o, const engine_dataset_t *d, int **assign, err_t *err);
+int client_partition(const client_options_t *o, const engine_source_t *src, int **assign, err_t *err);
 
 #endif

@@ -181,11 +181,33 @@ static int validate(config_t *c, err_t *err)
 
     const json_t *data;
     TRY(get_obj(c, root, "", "data", 1, &data, err));
-    static const char *const data_keys[] = {"dataset", "path", "partition", NULL};
+    static const char *const data_keys[] = {"dataset", "path", "partition", "features", "classes", "test", NULL};
     TRY(check_keys(c, data, "data", data_keys, err));
-    static const char *const datasets[] = {"fashion-mnist", "mnist", NULL};
+    static const char *const datasets[] = {"fashion-mnist", "mnist", "csv", NULL};
     TRY(get_str(c, data, "data", "dataset", 0, "fashion-mnist", datasets, &c->data.dataset, err));
-    TRY(get_str(c, data, "data", "path", 0, CONFIG_DEFAULT_DATA_PATH, NULL, &c->data.path, err));
+    c->data.csv = strcmp(c->data.dataset, "csv") == 0;
+    /* Tabular data lives at the sites (`fednas client --data site.csv`): the server cannot look
+     * at it, so the experiment states the shape every site's table must have. */
+    if (c->data.csv) {
+        TRY(get_str(c, data, "data", "path", 0, "", NULL, &c->data.path, err));
+        TRY(get_int(c, data, "data", "features", 1, 0, 1, 1 << 20, &v, err));
+        c->data.features = (int)v;
+        /* Labels are read as integers 0..255 (engine/data.h). */
+        TRY(get_int(c, data, "data", "classes", 1, 0, 2, 256, &v, err));
+        c->data.classes = (int)v;
+        TRY(get_str(c, data, "data", "test", 0, NULL, NULL, &c->data.test, err));
+    } else {
+        static const char *const csv_only[] = {"features", "classes", "test", NULL};
+        for (int i = 0; csv_only[i]; i++)
+            if (json_object_get(data, csv_only[i])) {
+                char key[32];
+                snprintf(key, sizeof key, "data.%s", csv_only[i]);
+                return config_error_at(c, key, err,
+                                       "applies only to \"dataset\": \"csv\" (the %s images fix their own shape)",
+                                       c->data.dataset);
+            }
+        TRY(get_str(c, data, "data", "path", 0, CONFIG_DEFAULT_DATA_PATH, NULL, &c->data.path, err));
+    }
     const json_t *part;
     TRY(get_obj(c, data, "data", "partition", 0, &part, err));
     c->data.partition = CONFIG_PARTITION_IID;
@@ -306,7 +328,16 @@ static int validate(config_t *c, err_t *err)
         if (v && 2 * v <= expect)
             return config_error_at(c, "secure_aggregation.threshold", err,
                                    "expected more than half of the %d clients selected a round (got %lld)", expect, v);
-        TRY(get_num(c, sa, "secure_aggregation", "clip", 1, 0, 0, 1e9, 1, &c->secagg.clip, err));
+        /* Under DP an update is clipped once, to dp.clip: the bound both the noise and the ring
+         * encoding assume, so a second, different bound would be one of them wrong. */
+        TRY(get_num(c, sa, "secure_aggregation", "clip", !c->dp.enabled, c->dp.clip, 0, 1e9, 1, &c->secagg.clip,
+                    err));
+        if (c->dp.enabled && c->secagg.clip != c->dp.clip)
+            return config_error_at(c, "secure_aggregation.clip", err,
+                                   "with a \"dp\" block each update is clipped once, to dp.clip (%g), the bound the "
+                                   "distributed noise assumes; leave secure_aggregation.clip out or set it to %g "
+                                   "(got %g)",
+                                   c->dp.clip, c->dp.clip, c->secagg.clip);
         TRY(get_int(c, sa, "secure_aggregation", "bits", 0, 32, 8, 32, &v, err));
         c->secagg.bits = (int)v;
         TRY(get_int(c, sa, "secure_aggregation", "neighbours", 0, 0, 2, 100000, &v, err));
@@ -372,6 +403,14 @@ static int validate(config_t *c, err_t *err)
             return config_error_at(c, "evaluate.holdout", err,
                                    "expected the fraction of each site's samples held out, a number in (0, 1) (got %g)",
                                    c->evaluate.holdout);
+    }
+    if (c->data.csv && !c->data.test && !ev) {
+        /* No test set on the server: the model is measured only on the sites' held-out rows, so
+         * federated evaluation is on (every site, every round, a tenth held out) unless given. */
+        c->evaluate.enabled = 1;
+        c->evaluate.clients_fraction = 1.0;
+        c->evaluate.every = 1;
+        c->evaluate.holdout = 0.1;
     }
     return 0;
 }

@@ -20,8 +20,13 @@ typedef struct config {
     uint64_t seed;
     int rounds;
     struct {
-        const char *dataset; /* "fashion-mnist" */
-        const char *path;    /* directory of IDX files */
+        const char *dataset; /* "fashion-mnist", "mnist" or "csv" */
+        const char *path;    /* directory of IDX files; for csv the table `fednas run` splits among its
+                              * simulated sites ("" when absent: partner sites bring their own) */
+        int csv;             /* tabular data: each site's own CSV file, numeric features, label last */
+        int features;        /* csv: feature columns per row (the model's input size) */
+        int classes;         /* csv: labels are integers 0..classes-1 */
+        const char *test;    /* csv: the server's test table, or NULL (then federated evaluation only) */
         config_partition_t partition;
         double alpha;  /* Dirichlet concentration */
         int min_size;  /* Dirichlet: least samples per client */
@@ -56,7 +61,7 @@ typedef struct config {
         int enabled;    /* a "secure_aggregation" block is present */
         int plus;       /* mode "secagg+": SecAgg+ neighbour graph instead of all pairs */
         int threshold;  /* t: clients that must survive each phase (0: the library default for n) */
-        double clip;    /* L2 clip of each update before encoding */
+        double clip;    /* L2 clip of each update before encoding (= dp.clip when dp is on) */
         int bits;       /* ring Z_2^bits, 8..32 */
         int neighbours; /* SecAgg+ k (0: the library default, 2 ceil(log2 n)) */
     } secagg;

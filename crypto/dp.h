@@ -1,6 +1,7 @@
 /* dp: differential privacy for federated rounds: the RDP accountant of the sampled Gaussian
  * mechanism with its (epsilon, delta) conversion and noise calibration, exact integer noise
- * samplers and CSPRNG Gaussian noise, and per-client L2 clipping (fixed and adaptive).
+ * samplers, distributed discrete Gaussian noise for secure aggregation, CSPRNG Gaussian noise,
+ * and per-client L2 clipping (fixed and adaptive).
  * The mathematics is /work/shared/specs/dp-accounting.md; every random bit comes from libsodium.
  *
  * Conventions: functions return 0 or a negative FN_E* code and fill err (may be NULL).
@@ -66,9 +67,9 @@ int dp_accountant_would_exceed(const dp_accountant_t *a, double q, double sigma,
                                int *exceed, double *eps_after, err_t *err);
 
 /* ---------------------------------------------------------------------------------------------
- * Noise. All randomness comes from libsodium's CSPRNG (randombytes_buf). Each thread keeps a
- * small buffer of CSPRNG output; it is wiped and discarded in a forked child, so a parent and
- * child never share noise. Call sodium_init() first (fednas does at start-up). */
+ * Noise. All randomness comes from libsodium's CSPRNG (fresh randombytes_buf keys expanded by
+ * randombytes_buf_deterministic's ChaCha20). Each thread keeps an 8 KB buffer of CSPRNG output;
+ * it is wiped and discarded in a forked child, so a parent and child never share noise. Call sodium_init() first (fednas does at start-up). */
 
 /* Exact samplers of Canonne, Kamath, Steinke (2020), in integer arithmetic on rational parameters:
  * Bernoulli(exp(-num/den)), the discrete Laplace with integer scale t (P(x) ~ exp(-|x|/t)) and the
@@ -87,29 +88,78 @@ int dp_rational_from_double(double v, uint64_t *num, uint64_t *den, err_t *err);
  * (wrap-around addition), as a client does before masking for secure aggregation. */
 int dp_add_discrete_gaussian_u32(uint32_t *v, size_t n, uint64_t sigma2_num, uint64_t sigma2_den, err_t *err);
 
-/* Distributed noise (Kairouz, Liu, Steinke 2021): each of `clients` clients adds N_Z(0, s2) with
- * s2 = (sigma * C * scale)^2 / clients in the integer domain (scale: the fixed-point factor of the
- * quantizer), so the securely aggregated sum carries variance (sigma C scale)^2 when all of the
- * assumed clients contribute. The plan records that count: with fewer survivors the noise is
- * smaller, and dp_distributed_effective_sigma gives the noise multiplier to account for. The sum of
- * discrete Gaussians is not exactly a discrete Gaussian; KLS Theorem 1 bounds the gap by tau. */
-typedef struct dp_distributed_plan {
-    int assumed_clients;    /* the participant count the per-client noise assumes */
-    double sigma;           /* target noise multiplier of the sum */
-    double clip;            /* C, in model units */
-    double scale;           /* integer units per model unit */
-    uint64_t var_num, var_den; /* per-client variance in integer units, as a rational */
-    double tau;             /* KLS 2021 tau = 10 sum_{k=1}^{n-1} exp(-2 pi^2 s2 k/(k+1)) */
-} dp_distributed_plan_t;
-int dp_distributed_plan(double sigma, double clip, double scale, int clients, dp_distributed_plan_t *plan,
-                        err_t *err);
-/* The noise multiplier the aggregate actually carries when `survivors` clients added their share,
- * relative to the sensitivity C * scale. Caveats for the caller: stochastic rounding to integers can
- * raise an update's L2 norm above C * scale (KLS 2021 bound it with conditional randomized rounding
- * and a random rotation; account with the rounded sensitivity when that matters), and the noise
- * widens the sum's range: choose the fixed-point scale so that n C scale plus several noise
- * standard deviations still fits in the ring. */
-double dp_distributed_effective_sigma(const dp_distributed_plan_t *plan, int survivors);
+/* ---------------------------------------------------------------------------------------------
+ * Distributed discrete Gaussian noise under secure aggregation: DDGauss of Kairouz, Liu, Steinke,
+ * "The Distributed Discrete Gaussian Mechanism for Federated Learning with Secure Aggregation"
+ * (ICML 2021). Each client clips its update to L2 norm C, scales it by f into integer units,
+ * rounds it stochastically to integers, adds N_Z(0, s2) to every coordinate (the exact sampler
+ * above, fed by libsodium) and reduces mod 2^bits before masking; the server learns only the sum,
+ * which carries every survivor's noise share, and adds nothing itself. What is guaranteed and
+ * what is approximated:
+ *  - Sensitivity. Rounding can lengthen a vector, so the rounding is conditional (KLS Sec. 4.1):
+ *    a rounding whose L2 norm exceeds
+ *        sens = min(C f + sqrt(d), sqrt((C f)^2 + d/4 + sqrt(2 ln(1/beta)) (C f + sqrt(d)/2)))
+ *    (d values, beta = DP_DDP_BETA bounds the chance that a draw is rejected) is drawn again, so
+ *    every encoded update has norm <= sens, exactly. The noise is calibrated to sens, not to C f:
+ *    the rounding's growth is paid for in noise (sens / (C f) - 1 is 1e-6 at 32 bits), not ignored.
+ *  - Participants. The noise assumes `assumed` clients: the fewest whose inputs a committed sum
+ *    can hold (the server uses max(t, clients.min_fit)), so dropouts never weaken the guarantee.
+ *    s2 = (sigma sens)^2 / assumed, rounded UP to a rational, so every committed sum carries noise
+ *    of std >= sigma sens; survivors beyond `assumed` add more (dp_ddp_noise_multiplier).
+ *  - The sum of discrete Gaussians is not a discrete Gaussian. KLS Proposition 14 bounds the gap:
+ *    each order's RDP grows by at most tau d, tau = 10 sum_{k=1}^{n-1} exp(-2 pi^2 s2 k / (k+1)).
+ *    The plan refuses tau d > DP_DDP_MAX_TAU_D and the accountant then ignores it (at 32 bits s2
+ *    is about 4e9 and tau is 0 in double precision).
+ *  - Subsampling. The run is accounted with the sampled-Gaussian RDP (dp_rdp_sampled_gaussian) at
+ *    the multiplier the sum is guaranteed to carry. Without sampling the discrete mechanism's RDP
+ *    is the continuous Gaussian's (Prop. 14 with tau = 0; Canonne et al. 2020), but the
+ *    amplification by sampling of Mironov et al. is proven for the continuous Gaussian only; KLS
+ *    account with a general subsampling bound instead (Zhu and Wang 2019), slightly looser. This
+ *    approximation is stated, not proven.
+ *  - The ring. Each coordinate of a rounded update is at most C f + 1 in magnitude, and the noise
+ *    of a sum of at most n (the clients selected) is subgaussian with std sqrt(n s2) (Canonne et
+ *    al. 2020), so f is the largest scale with n (C f + 1) + K sqrt(n s2) <= 2^(bits-1) - 1,
+ *    K = DP_DDP_TAIL_SIGMAS: a coordinate wraps with probability below 2 exp(-K^2/2) = 6e-43.
+ *    This worst-case bound needs no random rotation (KLS rotate to choose f from a high-probability
+ *    bound instead). f is also capped so that s2 <= DP_RATIONAL_MAX, the samplers' limit; at 32
+ *    bits that cap binds, and the rounding error (variance <= n/4 integer units^2) is below 1e-8 of
+ *    the noise variance. A configuration whose ring cannot hold the sum and its noise, or that
+ *    leaves less than one integer unit per C, is refused with the reason. */
+#define DP_DDP_BETA 0.60653065971263342 /* exp(-1/2), as in KLS 2021 */
+#define DP_DDP_TAIL_SIGMAS 14.0
+#define DP_DDP_MAX_TAU_D 1e-9
+#define DP_DDP_MAX_ROUNDINGS 1000 /* conditional rounding: draws before giving up (never reached) */
+
+typedef struct dp_ddp_plan {
+    double sigma;              /* noise multiplier a committed sum carries at least */
+    double clip;               /* C, model units */
+    uint32_t clients;          /* n: the clients selected, the most inputs a sum can hold */
+    uint32_t assumed;          /* the fewest inputs a committed sum holds: the noise assumes it */
+    uint32_t bits;             /* the ring Z_2^bits */
+    uint64_t dim;              /* d: values per update */
+    double scale;              /* f: integer units per model unit */
+    double sens;               /* L2 bound of an encoded update, integer units (>= C f) */
+    uint64_t var_num, var_den; /* s2 = var_num / var_den, each client's noise variance (0: sigma 0) */
+    double tau;                /* KLS tau at s2 and n; tau * dim <= DP_DDP_MAX_TAU_D */
+} dp_ddp_plan_t;
+
+/* Plans the noise and the scale (see above). sigma >= 0 (0: no noise), C > 0, 1 <= assumed <=
+ * clients, dim >= 1, 2 <= bits <= 32. FN_EINVAL with the reason and a fix when the ring cannot
+ * hold n updates and the noise, when the scale would leave less than one integer unit per C, or
+ * when tau d is too large. */
+int dp_ddp_plan(double sigma, double clip, uint32_t clients, uint32_t assumed, uint64_t dim, uint32_t bits,
+                dp_ddp_plan_t *plan, err_t *err);
+/* The noise multiplier a sum of `summed` encoded updates carries: sqrt(summed s2) / sens
+ * (>= plan->sigma when summed >= plan->assumed). */
+double dp_ddp_noise_multiplier(const dp_ddp_plan_t *plan, uint32_t summed);
+/* x[0..m) (m = plan->dim) clipped to C, scaled by f and rounded stochastically, conditionally on
+ * the result's L2 norm being <= sens; out gets the integers mod 2^bits. *draws (may be NULL) gets
+ * the number of roundings drawn. FN_EINVAL for non-finite input or m != dim. */
+int dp_ddp_quantize(const dp_ddp_plan_t *plan, const float *x, size_t m, uint32_t *out, int *draws, err_t *err);
+/* v[i] += N_Z(0, s2) mod 2^bits, for m = plan->dim ring values. */
+int dp_ddp_add_noise(const dp_ddp_plan_t *plan, uint32_t *v, size_t m, err_t *err);
+/* A client's whole encoding: quantize, then add its noise share. */
+int dp_ddp_encode(const dp_ddp_plan_t *plan, const float *x, size_t m, uint32_t *out, err_t *err);
 
 /* Continuous Gaussian for central noise. A standard normal is Box-Muller on two 53-bit uniforms
  * drawn from the CSPRNG (u1 in (0,1], u2 in [0,1)); as Opacus's secure_mode does, four such draws

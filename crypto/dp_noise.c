@@ -1,9 +1,9 @@
 /* DP noise: the exact samplers of Canonne, Kamath, Steinke (2020, "The Discrete Gaussian for
- * Differential Privacy", Algorithms 1-3) in integer arithmetic, the distributed discrete Gaussian
- * plan of Kairouz, Liu, Steinke (2021), and CSPRNG Gaussian noise for central DP.
+ * Differential Privacy", Algorithms 1-3) in integer arithmetic and CSPRNG Gaussian noise for central
+ * DP (the distributed discrete Gaussian built on these samplers is dp_distributed.c).
  *
- * Randomness: libsodium's randombytes_buf, read through a per-thread buffer so a sample costs a
- * few memcpy's rather than a system call per bit. A forked child must never replay its parent's
+ * Randomness: libsodium's CSPRNG (see pool_refill), read through a per-thread buffer so a sample
+ * costs a few loads rather than a system call per bit. A forked child must never replay its parent's
  * buffered bytes (the server forks local clients): a pthread_atfork child handler wipes the
  * forking thread's buffer, the only thread the child has. */
 #include <math.h>
@@ -17,15 +17,15 @@ typedef unsigned __int128 u128;
 
 /* ---- the random pool ---- */
 
-#define POOL_BYTES 1024
-static _Thread_local unsigned char g_pool[POOL_BYTES];
-static _Thread_local size_t g_pool_pos = POOL_BYTES; /* POOL_BYTES: empty */
+#define POOL_WORDS 1024 /* 8 KB */
+static _Thread_local uint64_t g_pool[POOL_WORDS];
+static _Thread_local size_t g_pool_pos = POOL_WORDS; /* POOL_WORDS: empty */
 static pthread_once_t g_pool_once = PTHREAD_ONCE_INIT;
 
 static void pool_wipe(void)
 {
     sodium_memzero(g_pool, sizeof g_pool);
-    g_pool_pos = POOL_BYTES;
+    g_pool_pos = POOL_WORDS;
 }
 
 static void pool_register(void)
@@ -33,30 +33,27 @@ static void pool_register(void)
     pthread_atfork(NULL, NULL, pool_wipe);
 }
 
-static void rnd_bytes(void *out, size_t n)
+/* Each refill takes a fresh 256-bit key from the OS CSPRNG (randombytes_buf) and expands it with
+ * libsodium's ChaCha20 (randombytes_buf_deterministic): one getrandom() call per 8 KB and the
+ * expansion in user space (a refill of 1 KB straight from the kernel cost over half of the
+ * discrete Gaussian sampler's time); the output is as unpredictable as the key, which is wiped.
+ * Registering the fork handler here is enough: before the first refill there is nothing to wipe. */
+static void pool_refill(void)
 {
     pthread_once(&g_pool_once, pool_register);
-    unsigned char *o = out;
-    while (n > 0) {
-        if (g_pool_pos == POOL_BYTES) {
-            randombytes_buf(g_pool, POOL_BYTES);
-            g_pool_pos = 0;
-        }
-        size_t k = POOL_BYTES - g_pool_pos;
-        if (k > n)
-            k = n;
-        memcpy(o, g_pool + g_pool_pos, k);
-        sodium_memzero(g_pool + g_pool_pos, k); /* a byte is used once */
-        g_pool_pos += k;
-        o += k;
-        n -= k;
-    }
+    unsigned char seed[randombytes_SEEDBYTES];
+    randombytes_buf(seed, sizeof seed);
+    randombytes_buf_deterministic(g_pool, sizeof g_pool, seed);
+    sodium_memzero(seed, sizeof seed);
+    g_pool_pos = 0;
 }
 
 static uint64_t rnd_u64(void)
 {
-    uint64_t x;
-    rnd_bytes(&x, sizeof x);
+    if (g_pool_pos == POOL_WORDS)
+        pool_refill();
+    uint64_t x = g_pool[g_pool_pos];
+    ((volatile uint64_t *)g_pool)[g_pool_pos++] = 0; /* a word is used once; volatile: never elided */
     return x;
 }
 
@@ -238,42 +235,6 @@ int dp_add_discrete_gaussian_u32(uint32_t *v, size_t n, uint64_t sigma2_num, uin
     for (size_t i = 0; i < n; i++)
         v[i] += (uint32_t)(uint64_t)dgauss(sigma2_num, sigma2_den); /* two's complement: adds mod 2^32 */
     return FN_OK;
-}
-
-int dp_distributed_plan(double sigma, double clip, double scale, int clients, dp_distributed_plan_t *plan,
-                        err_t *err)
-{
-    if (!(sigma > 0) || !(clip > 0) || !(scale > 0) || isinf(sigma) || isinf(clip) || isinf(scale))
-        return err_set(err, FN_EINVAL, "dp: distributed noise needs finite sigma, clip and scale > 0 (got %g, %g, %g)",
-                       sigma, clip, scale);
-    if (clients < 1)
-        return err_set(err, FN_EINVAL, "dp: distributed noise needs at least one client (got %d)", clients);
-    memset(plan, 0, sizeof *plan);
-    plan->assumed_clients = clients;
-    plan->sigma = sigma;
-    plan->clip = clip;
-    plan->scale = scale;
-    double std = sigma * clip * scale;
-    int rc = dp_rational_from_double(std * std / clients, &plan->var_num, &plan->var_den, err);
-    if (rc < 0)
-        return err_wrap(err, "per-client noise: ");
-    double s2 = (double)plan->var_num / (double)plan->var_den, tau = 0;
-    for (int k = 1; k < clients; k++) {
-        double term = exp(-2 * M_PI * M_PI * s2 * k / (k + 1.0));
-        tau += term;
-        if (term == 0)
-            break;
-    }
-    plan->tau = 10 * tau;
-    return FN_OK;
-}
-
-double dp_distributed_effective_sigma(const dp_distributed_plan_t *plan, int survivors)
-{
-    if (survivors <= 0 || plan->var_den == 0)
-        return 0;
-    double var = (double)survivors * (double)plan->var_num / (double)plan->var_den;
-    return sqrt(var) / (plan->clip * plan->scale);
 }
 
 /* ---- continuous Gaussian ---- */

@@ -15,6 +15,8 @@ struct secagg_round {
     uint32_t *ids; /* sorted */
     uint32_t n, m;
     double clip, f;
+    int dp;
+    dp_ddp_plan_t plan; /* when dp */
     secagg_server_t *srv;
     int phase;
     uint8_t *member;   /* in the open phase's set */
@@ -48,6 +50,17 @@ static int index_of(const secagg_round_t *r, uint32_t id)
     return p ? (int)(p - r->ids) : -1;
 }
 
+int secagg_round_plan_dp(const secagg_round_config_t *cfg, uint32_t n, uint32_t m, dp_ddp_plan_t *plan, err_t *err)
+{
+    uint32_t t = cfg->threshold ? cfg->threshold : secagg_default_t(n);
+    /* The fewest inputs a committed sum can hold: below t the protocol aborts, below
+     * dp_min_summed the caller does. */
+    uint32_t assumed = t > cfg->dp_min_summed ? t : cfg->dp_min_summed;
+    if (assumed > n)
+        assumed = n;
+    return dp_ddp_plan(cfg->dp_sigma, cfg->clip, n, assumed, m, cfg->bits ? cfg->bits : 32, plan, err);
+}
+
 int secagg_round_new(const secagg_round_config_t *cfg, uint64_t round_id, uint64_t exp_seed, const uint32_t *ids,
                      uint32_t n, uint32_t m, secagg_round_t **out, err_t *err)
 {
@@ -75,14 +88,20 @@ int secagg_round_new(const secagg_round_config_t *cfg, uint64_t round_id, uint64
     if (r->p.k)
         r->p.t_nb = secagg_default_t_nb(r->p.k + (r->p.k & 1));
     secagg_round_graph_seed(exp_seed, round_id, r->p.graph_seed);
-    r->f = secagg_choose_scale(n, cfg->clip, r->p.bits);
-    int rc;
-    if (r->p.t > n)
+    int rc = 0;
+    r->dp = cfg->dp;
+    if (r->p.t > n) {
         rc = err_set(err, FN_EINVAL, "secure aggregation threshold %u is above the %u clients selected", r->p.t, n);
-    else if (!(r->f > 0))
-        rc = err_set(err, FN_EINVAL, "no fixed-point scale fits %u clients clipped to %g in %u bits", n, cfg->clip,
-                     r->p.bits);
-    else
+    } else if (r->dp) {
+        rc = secagg_round_plan_dp(cfg, n, m, &r->plan, err);
+        r->f = r->plan.scale;
+    } else {
+        r->f = secagg_choose_scale(n, cfg->clip, r->p.bits);
+        if (!(r->f > 0))
+            rc = err_set(err, FN_EINVAL, "no fixed-point scale fits %u clients clipped to %g in %u bits", n,
+                         cfg->clip, r->p.bits);
+    }
+    if (rc == 0)
         rc = secagg_server_new(&r->p, &r->srv, err);
     if (rc < 0) {
         secagg_round_free(r);
@@ -115,9 +134,14 @@ json_t *secagg_round_info(const secagg_round_t *r, uint32_t self)
     char seed[65];
     for (int i = 0; i < 32; i++)
         snprintf(seed + 2 * i, 3, "%02x", r->p.graph_seed[i]);
-    return json_pack("{s:I, s:o, s:i, s:i, s:i, s:i, s:i, s:s, s:f, s:f, s:i}", "round_id", (json_int_t)r->p.round_id,
-                     "ids", ids, "t", (int)r->p.t, "m", (int)r->m, "bits", (int)r->p.bits, "k", (int)r->p.k, "t_nb",
-                     (int)r->p.t_nb, "graph_seed", seed, "clip", r->clip, "scale", r->f, "self", (int)self);
+    json_t *info = json_pack("{s:I, s:o, s:i, s:i, s:i, s:i, s:i, s:s, s:f, s:f, s:i}", "round_id",
+                             (json_int_t)r->p.round_id, "ids", ids, "t", (int)r->p.t, "m", (int)r->m, "bits",
+                             (int)r->p.bits, "k", (int)r->p.k, "t_nb", (int)r->p.t_nb, "graph_seed", seed, "clip",
+                             r->clip, "scale", r->f, "self", (int)self);
+    if (r->dp)
+        json_object_set_new(info, "dp",
+                            json_pack("{s:f, s:i}", "sigma", r->plan.sigma, "assumed", (int)r->plan.assumed));
+    return info;
 }
 
 int secagg_round_phase(const secagg_round_t *r) { return r->phase; }
@@ -255,3 +279,5 @@ uint32_t secagg_round_survivors(const secagg_round_t *r, int phase)
 }
 
 double secagg_round_error_bound(const secagg_round_t *r) { return (double)r->n / r->f; }
+
+const dp_ddp_plan_t *secagg_round_dp_plan(const secagg_round_t *r) { return r->dp ? &r->plan : NULL; }

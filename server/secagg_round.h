@@ -11,7 +11,11 @@
  * closes when every site still expected has answered or at its deadline; a close with fewer
  * than t answers aborts the round (FN_ESTATE): nothing is committed and the caller starts the
  * round again with fresh keys and a new round id. The result is the SUM of the survivors'
- * clipped updates (decoded), and |U3|: the mean is unweighted. */
+ * clipped updates (decoded), and |U3|: the mean is unweighted.
+ * With distributed DP (config dp = 1) the "secagg" object carries "dp": {"sigma", "assumed"} and
+ * each site adds its share of discrete Gaussian noise before masking (crypto/dp.h, DDGauss); the
+ * scale is the noise plan's, and the decoded sum carries that noise. The noise assumes the fewest
+ * inputs a committed sum can hold, max(t, min_summed) (at most n), so dropouts never weaken it. */
 #ifndef FEDNAS_SERVER_SECAGG_ROUND_H
 #define FEDNAS_SERVER_SECAGG_ROUND_H
 
@@ -20,6 +24,7 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "crypto/dp.h"
 
 typedef struct secagg_round secagg_round_t;
 
@@ -29,6 +34,9 @@ typedef struct secagg_round_config {
     uint32_t neighbours;/* SecAgg+ k, 0: library default */
     uint32_t bits;     /* 8..32 */
     double clip;       /* L2 clip before encoding */
+    int dp;            /* distributed discrete Gaussian noise, added by the sites */
+    double dp_sigma;   /* its noise multiplier (>= 0) */
+    uint32_t dp_min_summed; /* the fewest inputs the caller commits a sum with (clients.min_fit) */
 } secagg_round_config_t;
 
 enum { SECAGG_PHASE_ADVERT = 0, SECAGG_PHASE_SHARES, SECAGG_PHASE_MASKED, SECAGG_PHASE_UNMASK, SECAGG_PHASE_DONE };
@@ -46,9 +54,12 @@ void secagg_round_graph_seed(uint64_t exp_seed, uint64_t round_id, uint8_t out[3
 int secagg_round_new(const secagg_round_config_t *cfg, uint64_t round_id, uint64_t exp_seed, const uint32_t *ids,
                      uint32_t n, uint32_t m, secagg_round_t **out, err_t *err);
 void secagg_round_free(secagg_round_t *r);
+/* The noise plan (cfg->dp) of a round of n selected sites and m values: what secagg_round_new
+ * uses, so a configuration can be checked before any round. FN_EINVAL with dp_ddp_plan's reason. */
+int secagg_round_plan_dp(const secagg_round_config_t *cfg, uint32_t n, uint32_t m, dp_ddp_plan_t *plan, err_t *err);
 
 /* The "secagg" object of site id's train message (a new reference): round id, ids, t, m,
- * bits, k, t_nb, graph seed (hex), clip, scale f, and "self". */
+ * bits, k, t_nb, graph seed (hex), clip, scale f, "self", and under DP "dp". */
 json_t *secagg_round_info(const secagg_round_t *r, uint32_t self);
 int secagg_round_phase(const secagg_round_t *r);
 uint64_t secagg_round_rid(const secagg_round_t *r);
@@ -68,7 +79,9 @@ int secagg_round_close(secagg_round_t *r, secagg_round_send_fn send, void *ctx, 
                        err_t *err);
 /* |U1|, |U2|, |U3| after their closes (0 before). */
 uint32_t secagg_round_survivors(const secagg_round_t *r, int phase);
-/* The documented bound on the decoding error per coordinate of the sum: n / f. */
+/* The documented bound on the decoding error per coordinate of the sum: n / f (without DP noise). */
 double secagg_round_error_bound(const secagg_round_t *r);
+/* The round's noise plan under distributed DP, NULL without. */
+const dp_ddp_plan_t *secagg_round_dp_plan(const secagg_round_t *r);
 
 #endif

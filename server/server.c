@@ -65,7 +65,11 @@ struct server {
     zap_t *zap;
     keys_allow_t allow;
     char endpoint[256];
-    engine_dataset_t test;
+    engine_dataset_t test;       /* the IDX test split */
+    engine_table_t test_table;   /* or a CSV one (tabular data) */
+    engine_source_t test_src;    /* whichever it is; evaluated only when has_test */
+    int has_test;
+    int input_dim, classes;      /* the model's input size and class count */
     engine_model_t *model;
     float *params;
     size_t m;
@@ -86,12 +90,21 @@ struct server {
     float *scratch;       /* a clipped copy of an incoming update */
     long long below;      /* updates whose norm was <= C this round (adaptive clipping) */
     int budget_reached;   /* the next round would exceed the privacy budget */
+    /* With secure aggregation the noise is distributed (crypto/dp.h DDGauss): the sites add it
+     * and the server none. The round's multiplier accounted, the participant count the noise
+     * assumed, and the multiplier the committed sum actually carries. */
+    double dp_z_round;
+    uint32_t ddp_assumed;
+    double ddp_z_summed;
     /* Secure aggregation: the round's driver, the attempt of this round (an aborted round is run
      * again with fresh keys), and what the last finished phases took. */
     secagg_round_t *sa;
     int sa_attempt;
     double sa_phase_s[4];
     uint32_t sa_summed;
+    /* Seconds the current round spent collecting updates (training, or the secure-aggregation
+     * phases), aggregating (and noising), and evaluating on the server's test set. */
+    double phase_s[3];
     int round; /* last round completed (or, during a round, the current one) */
     int in_round;
     double train_loss_sum, train_acc_sum, train_weight;
@@ -108,9 +121,48 @@ struct server {
 /* Input shape and class count of each data set the experiment may name. */
 static void dataset_dims(const config_t *cfg, int *input_dim, int *classes)
 {
-    (void)cfg; /* fashion-mnist and mnist: 28 x 28 grey images, 10 classes */
-    *input_dim = 28 * 28;
+    if (cfg->data.csv) { /* tabular: the shape the experiment states for every site's table */
+        *input_dim = cfg->data.features;
+        *classes = cfg->data.classes;
+        return;
+    }
+    *input_dim = 28 * 28; /* fashion-mnist and mnist: 28 x 28 grey images, 10 classes */
     *classes = 10;
+}
+
+/* The server's test set: the IDX test split, or for tabular data the optional data.test CSV
+ * (checked against data.features and data.classes). Without one the server evaluates nothing
+ * itself and relies on federated evaluation. */
+static int load_test_set(server_t *s, err_t *err)
+{
+    const config_t *c = s->cfg;
+    dataset_dims(c, &s->input_dim, &s->classes);
+    int rc;
+    if (!c->data.csv) {
+        if ((rc = engine_fmnist_load(c->data.path, "test", &s->test, err)) < 0)
+            return rc;
+        s->test_src = engine_source_from_dataset(&s->test);
+        s->input_dim = s->test.rows * s->test.cols;
+        s->classes = s->test.num_classes;
+        s->has_test = 1;
+        return 0;
+    }
+    if (!c->data.test) {
+        log_info("no test set (data.test): the model is measured by federated evaluation only");
+        return 0;
+    }
+    if ((rc = engine_csv_load(c->data.test, &s->test_table, err)) < 0)
+        return config_error_at(c, "data.test", err, "%s", err->msg);
+    if (s->test_table.dim != c->data.features)
+        return config_error_at(c, "data.test", err,
+                               "%s has %d feature columns (and the label), but data.features is %d",
+                               c->data.test, s->test_table.dim, c->data.features);
+    if (s->test_table.num_classes > c->data.classes)
+        return config_error_at(c, "data.test", err, "%s has label %d, but data.classes is %d (labels 0..%d)",
+                               c->data.test, s->test_table.num_classes - 1, c->data.classes, c->data.classes - 1);
+    s->test_src = engine_source_from_table(&s->test_table);
+    s->has_test = 1;
+    return 0;
 }
 
 static int parse_strategy(const config_t *cfg, strategy_config_t *sc, err_t *err)
@@ -121,6 +173,25 @@ static int parse_strategy(const config_t *cfg, strategy_config_t *sc, err_t *err
         snprintf(path, sizeof path, "strategy.%s", key);
         return config_error_at(cfg, path, err, "%s", err->msg);
     }
+    return 0;
+}
+
+/* DP with secure aggregation: the sites add distributed noise, and the ring must hold the
+ * selected sites' updates plus that noise. Refused here, before any site starts. */
+static int check_distributed_dp(const config_t *cfg, size_t m, err_t *err)
+{
+    int n = cfg->clients.per_round ? cfg->clients.per_round
+                                   : (int)ceil(cfg->clients.fraction * cfg->clients.count);
+    double z = cfg->dp.noise_multiplier;
+    if (z < 0 && dp_calibrate_sigma((double)n / cfg->clients.count, cfg->rounds, cfg->dp.delta,
+                                    cfg->dp.target_epsilon, &z, err) < 0)
+        return config_error_at(cfg, "dp.target_epsilon", err, "%s", err->msg);
+    secagg_round_config_t rc = {.threshold = (uint32_t)cfg->secagg.threshold, .bits = (uint32_t)cfg->secagg.bits,
+                                .clip = cfg->dp.clip, .dp = 1, .dp_sigma = z,
+                                .dp_min_summed = (uint32_t)cfg->clients.min_fit};
+    dp_ddp_plan_t plan;
+    if (secagg_round_plan_dp(&rc, (uint32_t)n, (uint32_t)m, &plan, err) < 0)
+        return config_error_at(cfg, "secure_aggregation", err, "%s", err->msg);
     return 0;
 }
 
@@ -168,8 +239,10 @@ int server_check_config(const config_t *cfg, err_t *err)
     rc = engine_model_create(cfg->model, input_dim, classes, &m, err);
     if (rc < 0)
         return config_error_at(cfg, "model", err, "%s", err->msg);
+    if (cfg->dp.enabled && cfg->secagg.enabled)
+        rc = check_distributed_dp(cfg, engine_model_num_params(m), err);
     engine_model_free(m);
-    return 0;
+    return rc;
 }
 
 static site_t *find_site(server_t *s, const char *name)
@@ -220,6 +293,13 @@ static int setup_dp(server_t *s, err_t *err)
              "Poisson sampling), delta %g%s",
              c->dp.clip, c->dp.adaptive ? " (adaptive)" : "", s->dp_z, (int)s->dp_expected, c->clients.count, s->dp_q,
              c->dp.delta, c->dp.target_epsilon > 0 ? "" : ", no budget");
+    if (c->secagg.enabled)
+        log_info("differential privacy noise: distributed discrete Gaussian, each site adds its share before "
+                 "masking (Kairouz et al. 2021), assuming the fewest inputs a round commits with; the server adds "
+                 "no central noise");
+    else
+        log_info("differential privacy noise: central Gaussian of std %.4g on the sum, added by the server",
+                 s->dp_z_updates * s->clip.clip);
     return 0;
 }
 
@@ -283,10 +363,9 @@ int server_create(const server_options_t *opt, server_t **out, err_t *err)
     if ((rc = parse_strategy(s->cfg, &s->scfg, err)) < 0)
         goto fail;
 
-    if ((rc = engine_fmnist_load(s->cfg->data.path, "test", &s->test, err)) < 0)
+    if ((rc = load_test_set(s, err)) < 0)
         goto fail;
-    if ((rc = engine_model_create(s->cfg->model, s->test.rows * s->test.cols, s->test.num_classes, &s->model, err)) <
-        0) {
+    if ((rc = engine_model_create(s->cfg->model, s->input_dim, s->classes, &s->model, err)) < 0) {
         config_error_at(s->cfg, "model", err, "%s", err->msg);
         goto fail;
     }
@@ -378,8 +457,12 @@ static long long send_train(server_t *s, site_t *site)
     json_t *hdr = json_pack("{s:s, s:i, s:i, s:i, s:f, s:I, s:O, s:i, s:i}", "type", "train", "round", s->round,
                             "epochs", s->cfg->train.epochs, "batch_size", s->cfg->train.batch_size, "lr",
                             s->cfg->train.lr, "seed", seed, "arch", s->cfg->model, "input_dim",
-                            s->test.rows * s->test.cols, "num_classes", s->test.num_classes);
+                            s->input_dim, "num_classes", s->classes);
     json_object_set(hdr, "train", (json_t *)s->cfg->train_json);
+    /* A relay (server/relay.h) reads these: it refuses strategies that need every update and
+     * finishes its own round within the server's deadline. */
+    json_object_set_new(hdr, "strategy", json_string(strategy_name(s->scfg.kind)));
+    json_object_set_new(hdr, "round_timeout", json_real(s->cfg->server.round_timeout));
     if (s->scfg.kind == STRATEGY_FEDPROX)
         json_object_set_new(hdr, "prox_mu", json_real(s->scfg.prox_mu));
     if (s->cfg->dp.enabled)
@@ -542,6 +625,12 @@ static void on_update(server_t *s, wire_msg_t *msg)
         count = s->m;
     } else {
         upd = wire_frame_data(msg, 0, WIRE_F32, &count);
+        if (upd && ((uintptr_t)upd & 3) && count == s->m) { /* a small message packed at an odd offset */
+            if (!s->decoded)
+                s->decoded = FN_MALLOC(s->m * sizeof *s->decoded);
+            memcpy(s->decoded, upd, count * sizeof *upd);
+            upd = s->decoded;
+        }
     }
     long long samples = wire_get_int(msg, "samples", -1);
     if (!upd || count != s->m || samples < 1 || samples > 1000000000LL) {
@@ -588,6 +677,23 @@ static void on_update(server_t *s, wire_msg_t *msg)
     if (store_client_contributed(s->opt.store, s->opt.run_id, site->id, (long long)msg->bytes,
                                  (long long)(s->m * 4), latency, &e) < 0)
         log_error("%s", e.msg);
+}
+
+/* A site that cannot take part (a relay asked for a mode it cannot honour, or whose clients all
+ * missed its deadline) says why: logged, and the round stops waiting for it. */
+static void on_refuse(server_t *s, wire_msg_t *msg)
+{
+    site_t *site = find_site(s, msg->user_id);
+    long long round = wire_get_int(msg, "round", -1);
+    const char *reason = wire_get_str(msg, "reason");
+    log_warn("site %s refused round %lld: %s", msg->user_id, round, reason ? reason : "(no reason given)");
+    if (!site || round != s->round)
+        return;
+    site->fd = msg->srcfd;
+    if (s->in_round && site->selected && !site->reported)
+        site->lost = 1;
+    if (s->in_eval)
+        site->eval_pending = 0;
 }
 
 /* A site's answer to "evaluate": its loss and accuracy on its held-out samples. */
@@ -734,6 +840,8 @@ static void pump(server_t *s, int timeout_ms)
             on_update(s, &msg);
         else if (strcmp(msg.type, "eval_result") == 0)
             on_eval_result(s, &msg);
+        else if (strcmp(msg.type, "refuse") == 0)
+            on_refuse(s, &msg);
         else if (strncmp(msg.type, "sa_", 3) == 0)
             on_sa(s, &msg);
         else
@@ -753,11 +861,21 @@ static int connected_count(const server_t *s)
 }
 
 /* Waits until `want` sites are connected (or the timeout passes with at least min_fit). */
+/* Records what the server is doing now for the dashboard (runs.phase; web/ pushes a
+ * round_phase event when it changes). A failed write is logged: the round goes on. */
+static void set_phase(server_t *s, int round, const char *phase)
+{
+    err_t e;
+    if (store_run_set_phase(s->opt.store, s->opt.run_id, round, phase, &e) < 0)
+        log_warn("%s", e.msg);
+}
+
 static int wait_for_sites(server_t *s, int want, err_t *err)
 {
     if (connected_count(s) >= want)
         return 0;
     double deadline = fn_mono() + s->cfg->server.register_timeout;
+    set_phase(s, s->round + 1, "waiting");
     log_info("waiting for %d sites at %s (%d connected)", want, s->endpoint, connected_count(s));
     while (connected_count(s) < want && fn_mono() < deadline && !stopped(s))
         pump(s, 200);
@@ -813,14 +931,12 @@ static int aggregate(server_t *s, err_t *err)
 {
     if (s->sa) {
         /* s->mean holds the decoded sum of the survivors' clipped updates: an unweighted mean
-         * (the server cannot weigh what it cannot see), or DP-FedAvg's fixed denominator. */
+         * (the server cannot weigh what it cannot see), or DP-FedAvg's fixed denominator. Under
+         * DP the sum already carries the sites' distributed noise: the server adds none. */
         double denom = s->cfg->dp.enabled ? s->dp_expected : (double)s->sa_summed;
         for (size_t i = 0; i < s->m; i++)
             s->mean[i] = (float)(s->mean[i] / denom);
-        int rc = 0;
-        if (s->cfg->dp.enabled)
-            rc = dp_add_gaussian_noise(s->mean, s->m, s->dp_z_updates * s->clip.clip / s->dp_expected, err);
-        return rc < 0 ? rc : strategy_apply_mean(s->strategy, s->params, s->mean, err);
+        return strategy_apply_mean(s->strategy, s->params, s->mean, err);
     }
     if (s->cfg->dp.enabled) {
         int rc = fedavg_sum_over(&s->agg, s->dp_expected, s->mean, err);
@@ -907,7 +1023,9 @@ static void sa_send(void *ctx, uint32_t id, const char *type, const uint8_t *dat
  * phase_timeout for the others. On success s->mean holds the decoded sum and s->sa_summed |U3|. */
 static int secagg_phases(server_t *s, err_t *err)
 {
+    static const char *const names[] = {"advertise_keys", "share_keys", "masked_input", "unmasking"};
     for (int phase = SECAGG_PHASE_ADVERT; phase <= SECAGG_PHASE_UNMASK; phase++) {
+        set_phase(s, s->round, names[phase]);
         double start = fn_mono();
         double deadline = start + (phase == SECAGG_PHASE_ADVERT ? s->cfg->server.round_timeout
                                                                 : s->cfg->server.phase_timeout);
@@ -946,7 +1064,10 @@ static int secagg_begin(server_t *s, err_t *err)
                                     .bits = (uint32_t)c->secagg.bits,
                                     /* under DP the clients clip to the DP bound, which the noise assumes */
                                     .clip = c->dp.enabled && s->clip.clip < c->secagg.clip ? s->clip.clip
-                                                                                            : c->secagg.clip};
+                                                                                            : c->secagg.clip,
+                                    .dp = c->dp.enabled,
+                                    .dp_sigma = s->dp_z_updates,
+                                    .dp_min_summed = (uint32_t)c->clients.min_fit};
     memset(s->sa_phase_s, 0, sizeof s->sa_phase_s);
     s->sa_summed = 0;
     int rc = secagg_round_new(&rc_cfg, secagg_round_id(s->opt.run_id, s->round, s->sa_attempt), c->seed, ids, n,
@@ -986,8 +1107,7 @@ static int fed_evaluate(server_t *s, double *loss, double *acc, double *samples,
         cand[i] = cand[j];
         cand[j] = t;
         json_t *hdr = json_pack("{s:s, s:i, s:O, s:i, s:i}", "type", "evaluate", "round", s->round, "arch",
-                                s->cfg->model, "input_dim", s->test.rows * s->test.cols, "num_classes",
-                                s->test.num_classes);
+                                s->cfg->model, "input_dim", s->input_dim, "num_classes", s->classes);
         json_object_set_new(hdr, "holdout", holdout_info(s, cand[i]));
         wire_frame_t f = {.name = "model", .dtype = WIRE_F32, .data = s->params, .count = s->m};
         if (send_to(s, cand[i], hdr, &f, 1) >= 0) {
@@ -1070,6 +1190,8 @@ static int run_round(server_t *s, store_round_t *rec, err_t *err)
             site->lost = 1;
     }
     double deadline = fn_mono() + s->cfg->server.round_timeout;
+    if (!s->cfg->secagg.enabled)
+        set_phase(s, s->round, "training");
     if (s->cfg->secagg.enabled && sa_rc == 0)
         sa_rc = secagg_phases(s, err);
     for (; !s->cfg->secagg.enabled;) {
@@ -1118,11 +1240,24 @@ static int run_round(server_t *s, store_round_t *rec, err_t *err)
         return err_set(err, FN_ETIMEOUT, "round %d: only %d of %d updates arrived within %.0f s (at least %d needed)",
                        s->round + 1, s->agg.count, selected, s->cfg->server.round_timeout, s->cfg->clients.min_fit);
     }
+    double t_agg = fn_mono();
+    s->phase_s[0] = t_agg - t0;
+    set_phase(s, s->round, "aggregating");
     if ((rc = aggregate(s, err)) < 0)
         return rc;
     double epsilon = NAN, clip_used = s->clip.clip;
     if (s->cfg->dp.enabled) {
-        if ((rc = dp_accountant_add(&s->acct, s->dp_q, s->dp_z, 1, err)) < 0 ||
+        s->dp_z_round = s->dp_z;
+        const dp_ddp_plan_t *plan = s->sa ? secagg_round_dp_plan(s->sa) : NULL;
+        if (plan) { /* the multiplier the noise guarantees with the fewest inputs it assumed */
+            s->dp_z_round = dp_ddp_noise_multiplier(plan, plan->assumed);
+            s->ddp_assumed = plan->assumed;
+            s->ddp_z_summed = dp_ddp_noise_multiplier(plan, s->sa_summed);
+            log_info("round %d: distributed noise from the %u sites summed (it assumes %u): noise multiplier %.6f "
+                     "accounted, %.6f carried; no central noise added",
+                     s->round, s->sa_summed, plan->assumed, s->dp_z_round, s->ddp_z_summed);
+        }
+        if ((rc = dp_accountant_add(&s->acct, s->dp_q, s->dp_z_round, 1, err)) < 0 ||
             (rc = dp_accountant_epsilon(&s->acct, s->cfg->dp.delta, &epsilon, NULL, err)) < 0)
             return rc;
         if (s->cfg->dp.adaptive && (rc = dp_adaptive_clip_update(&s->clip, s->below, s->agg.count, NULL, err)) < 0)
@@ -1131,9 +1266,14 @@ static int run_round(server_t *s, store_round_t *rec, err_t *err)
     /* The last round is always evaluated, so every run ends with a test accuracy. */
     double loss = NAN, acc = NAN;
     int every = s->cfg->server.evaluate_every;
-    if ((every > 0 && s->round % every == 0) || s->round == s->cfg->rounds)
-        if ((rc = engine_model_evaluate(s->model, &s->test, NULL, 0, &loss, &acc, err)) < 0)
+    double t_eval = fn_mono();
+    s->phase_s[1] = t_eval - t_agg;
+    if ((every > 0 && s->round % every == 0) || s->round == s->cfg->rounds) {
+        set_phase(s, s->round, "evaluating");
+        if (s->has_test && (rc = engine_model_evaluate_source(s->model, &s->test_src, NULL, 0, &loss, &acc, err)) < 0)
             return rc;
+    }
+    s->phase_s[2] = fn_mono() - t_eval;
     rec->ended_at = fn_now();
     rec->selected = selected;
     rec->participants = s->agg.count;
@@ -1147,6 +1287,13 @@ static int run_round(server_t *s, store_round_t *rec, err_t *err)
     rec->bytes_up = s->round_bytes_up;
     if ((rc = commit_round(s, rec, err)) < 0)
         return rc;
+    {
+        static const char *const names[] = {"phase_collect_s", "phase_aggregate_s", "phase_evaluate_s"};
+        err_t e;
+        for (int p = 0; p < 3; p++)
+            if (store_metric_insert(s->opt.store, s->opt.run_id, s->round, names[p], s->phase_s[p], &e) < 0)
+                log_error("%s", e.msg);
+    }
     if (s->sa) {
         static const char *const names[] = {"phase_advert_s", "phase_shares_s", "phase_masked_s", "phase_unmask_s"};
         err_t e;
@@ -1170,6 +1317,7 @@ static int run_round(server_t *s, store_round_t *rec, err_t *err)
     double fed_acc = NAN;
     if (s->cfg->evaluate.enabled && s->round % s->cfg->evaluate.every == 0 && !stopped(s)) {
         double fl = NAN, fa = NAN, fs = 0;
+        set_phase(s, s->round, "federated_evaluation");
         int asked = 0, answers = fed_evaluate(s, &fl, &fa, &fs, &asked);
         err_t e;
         if (answers > 0) {
@@ -1186,7 +1334,12 @@ static int run_round(server_t *s, store_round_t *rec, err_t *err)
         err_t e;
         if (store_metric_insert(s->opt.store, s->opt.run_id, s->round, "epsilon", epsilon, &e) < 0 ||
             store_metric_insert(s->opt.store, s->opt.run_id, s->round, "clip", clip_used, &e) < 0 ||
-            store_metric_insert(s->opt.store, s->opt.run_id, s->round, "noise_multiplier", s->dp_z, &e) < 0)
+            store_metric_insert(s->opt.store, s->opt.run_id, s->round, "noise_multiplier", s->dp_z_round, &e) < 0 ||
+            (s->cfg->secagg.enabled &&
+             (store_metric_insert(s->opt.store, s->opt.run_id, s->round, "ddp_assumed_clients", s->ddp_assumed, &e) <
+                  0 ||
+              store_metric_insert(s->opt.store, s->opt.run_id, s->round, "ddp_noise_multiplier_summed",
+                                  s->ddp_z_summed, &e) < 0)))
             log_error("%s", e.msg);
     }
     if (!s->opt.quiet) {
@@ -1298,6 +1451,7 @@ void server_free(server_t *s)
     keys_allow_free(&s->allow);
     engine_model_free(s->model);
     engine_dataset_free(&s->test);
+    engine_table_free(&s->test_table);
     fedavg_free(&s->agg);
     strategy_free(s->strategy);
     free(s->scratch);

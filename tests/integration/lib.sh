@@ -25,3 +25,15 @@ wait_for_line() {
   echo "--- $1"; cat "$1"; fail "no line matching $2 in $1 within $3 s"
 }
 sql() { sqlite3 -batch -noheader "$1" "$2"; }
+# wait_exit PID SECONDS: waits for a background process to end; its exit status, or 124 when it
+# is still running after SECONDS (then it is left running for cleanup to stop).
+wait_exit() {
+  local i
+  for ((i = 0; i < $2 * 10; i++)); do
+    kill -0 "$1" 2>/dev/null || { wait "$1"; return $?; }
+    sleep 0.1
+  done
+  return 124
+}
+# sum_training_samples LOG...: the samples the client agents say they train on, summed
+sum_training_samples() { grep -ohE 'training on [0-9]+ samples' "$@" | awk '{ s += $3 } END { print s + 0 }'; }
