@@ -66,11 +66,11 @@ int trainer_compute(trainer_t *a, const engine_dataset_t *d, const int *idx, int
         if (rc < 0)
             return rc;
         free(a->global);
-        a->global = FN_MALLOC(engine_model_num_params(a->model) * sizeof(float));
+        a->global = FN_MALLOC(engine_model_num_federated(a->model) * sizeof(float));
     } else {
         free(text);
     }
-    size_t m = engine_model_num_params(a->model);
+    size_t m = engine_model_num_federated(a->model);
     if (count != m)
         return err_set(err, FN_EPROTO, "train message carries %zu parameters, the model has %zu", count, m);
     float *w = engine_model_params(a->model);
@@ -311,11 +311,11 @@ int trainer_evaluate(trainer_t *t, const engine_dataset_t *d, trainer_holdout_t 
         if ((rc = engine_model_create(arch, (int)input_dim, (int)classes, &t->model, err)) < 0)
             return rc;
         free(t->global);
-        t->global = FN_MALLOC(engine_model_num_params(t->model) * sizeof(float));
+        t->global = FN_MALLOC(engine_model_num_federated(t->model) * sizeof(float));
     } else {
         free(text);
     }
-    size_t m = engine_model_num_params(t->model);
+    size_t m = engine_model_num_federated(t->model);
     if (count != m)
         return err_set(err, FN_EPROTO, "evaluate message carries %zu parameters, the model has %zu", count, m);
     memcpy(engine_model_params(t->model), params, m * sizeof *params);

@@ -106,6 +106,10 @@ void engine_model_free(engine_model_t *m)
 }
 
 size_t engine_model_num_params(const engine_model_t *m) { return engine_net_num_params(m->net); }
+size_t engine_model_num_federated(const engine_model_t *m)
+{
+    return engine_net_num_params(m->net) + engine_net_num_buffers(m->net);
+}
 float *engine_model_params(engine_model_t *m) { return engine_net_params(m->net); }
 float *engine_model_grads(engine_model_t *m) { return engine_net_grads(m->net); }
 const json_t *engine_model_arch(const engine_model_t *m) { return m->arch; }

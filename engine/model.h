@@ -55,6 +55,12 @@ void engine_model_free(engine_model_t *m);
  * bias, in one block; gradients likewise. */
 size_t engine_model_num_params(const engine_model_t *m);
 float *engine_model_params(engine_model_t *m);
+/* The federated vector: the parameters followed by the buffers (batch-norm running statistics),
+ * contiguous from engine_model_params(). Federated learning broadcasts, averages, clips, masks
+ * and checkpoints all of it, so a global model with batch norm evaluates with running statistics
+ * averaged over the sites; training only ever changes the first num_params values and the
+ * buffers the forward pass updates. Equals num_params for models without batch norm. */
+size_t engine_model_num_federated(const engine_model_t *m);
 float *engine_model_grads(engine_model_t *m);
 const json_t *engine_model_arch(const engine_model_t *m);
 int engine_model_input_dim(const engine_model_t *m);

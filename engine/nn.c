@@ -571,10 +571,11 @@ int engine_net_create(const json_t *arch, int c, int h, int w, int num_classes, 
                      n->nparams, 0x7fffffff);
     if (!rc) {
         /* Sizes come from configs: a huge model must be an error, not an abort. */
-        n->params = calloc(n->nparams ? n->nparams : 1, sizeof(float));
+        /* Buffers right after the parameters: together they are the federated vector. */
+        n->params = calloc(n->nparams + n->nbuf ? n->nparams + n->nbuf : 1, sizeof(float));
         n->grads = calloc(n->nparams ? n->nparams : 1, sizeof(float));
-        n->buffers = calloc(n->nbuf ? n->nbuf : 1, sizeof(float));
-        if (!n->params || !n->grads || !n->buffers)
+        n->buffers = n->params ? n->params + n->nparams : NULL;
+        if (!n->params || !n->grads)
             rc = err_set(err, FN_ENOMEM, "model: %zu parameters (%zu MiB) do not fit in memory", n->nparams,
                          2 * n->nparams * sizeof(float) >> 20);
     }
@@ -592,9 +593,8 @@ void engine_net_free(engine_net_t *n)
         return;
     free_seq(&n->top);
     free(n->info);
-    free(n->params);
+    free(n->params); /* and the buffers after them */
     free(n->grads);
-    free(n->buffers);
     free(n);
 }
 

@@ -1,7 +1,9 @@
 /* nn: networks described in JSON, built from ops. Every trainable tensor is a named view into
  * one parameter blob (and the same offsets into one gradient blob), in layer order, weight
  * then bias: the flat vector federated code moves around. Batch-norm running statistics are
- * buffers, kept in their own blob (they are not trained; callers may average them too).
+ * buffers: not trained, and stored right after the parameters in the same allocation, so that
+ * parameters + buffers are one contiguous vector that federated code averages as a whole (as
+ * FedAvg over a PyTorch state_dict averages BN statistics with the weights).
  *
  * Architectures (arch JSON; unknown keys are errors that name the key):
  *   {"type":"softmax"}                 flatten, linear(classes)

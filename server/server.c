@@ -240,7 +240,7 @@ int server_check_config(const config_t *cfg, err_t *err)
     if (rc < 0)
         return config_error_at(cfg, "model", err, "%s", err->msg);
     if (cfg->dp.enabled && cfg->secagg.enabled)
-        rc = check_distributed_dp(cfg, engine_model_num_params(m), err);
+        rc = check_distributed_dp(cfg, engine_model_num_federated(m), err);
     engine_model_free(m);
     return rc;
 }
@@ -371,7 +371,7 @@ int server_create(const server_options_t *opt, server_t **out, err_t *err)
     }
     engine_model_init(s->model, s->cfg->seed);
     s->params = engine_model_params(s->model);
-    s->m = engine_model_num_params(s->model);
+    s->m = engine_model_num_federated(s->model); /* parameters, then batch-norm statistics */
     s->mean = FN_MALLOC(s->m * sizeof *s->mean);
     if (s->cfg->compression.enabled) {
         s->cspec = (compress_spec_t){.quantize = s->cfg->compression.quantize, .topk = s->cfg->compression.topk};

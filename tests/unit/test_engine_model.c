@@ -12,6 +12,7 @@
 
 #include "common/rng.h"
 #include "engine/model.h"
+#include "engine/nn.h"
 
 static engine_model_t *make_model(const char *arch_json, int in, int classes)
 {
@@ -237,6 +238,36 @@ static engine_dataset_t quadrants(int count, uint64_t seed)
     return d;
 }
 
+/* The federated vector: parameters then batch-norm running statistics, contiguous; training
+ * moves the statistics, so averaging the vector averages them too. */
+static void test_federated_vector(void **state)
+{
+    (void)state;
+    engine_model_t *m = make_model("{\"type\":\"mlp\",\"hidden\":[16]}", 64, 4);
+    assert_int_equal(engine_model_num_federated(m), engine_model_num_params(m)); /* no BN: the same */
+    engine_model_free(m);
+    m = make_model("{\"type\":\"resnet\",\"widths\":[4,8],\"blocks\":1}", 64, 4);
+    engine_net_t *net = engine_model_net(m);
+    size_t P = engine_model_num_params(m), B = engine_net_num_buffers(net);
+    assert_true(B > 0);
+    assert_int_equal(engine_model_num_federated(m), P + B);
+    assert_ptr_equal(engine_net_buffers(net), engine_model_params(m) + P);
+    engine_model_init(m, 5);
+    float *before = malloc(B * sizeof *before);
+    memcpy(before, engine_net_buffers(net), B * sizeof *before);
+    engine_dataset_t train = quadrants(64, 21);
+    err_t e = {0};
+    engine_train_stats_t st = {0};
+    assert_int_equal(engine_model_train_epoch(m, &train, NULL, 0, 16, 0.05f, 1, &st, &e), 0);
+    int moved = 0;
+    for (size_t i = 0; i < B; i++)
+        moved += engine_net_buffers(net)[i] != before[i];
+    assert_true(moved > (int)B / 2); /* the running statistics live in the vector, and train */
+    free(before);
+    engine_dataset_free(&train);
+    engine_model_free(m);
+}
+
 static void test_train_separable(void **state)
 {
     (void)state;
@@ -388,6 +419,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gradient_check),
         cmocka_unit_test(test_param_layout),
+        cmocka_unit_test(test_federated_vector),
         cmocka_unit_test(test_init),
         cmocka_unit_test(test_train_separable),
         cmocka_unit_test(test_subset_and_reproducible),
