@@ -1,6 +1,7 @@
 /* cli: the `fednas` command. Each sub-command is one file with a `cmd_NAME(argc, argv)` entry
  * (argv[0] is the sub-command) that parses its arguments and calls the modules; serve.c holds
- * what `run` and `server` share: the run store, the run's keys, the dashboard and the summary. */
+ * what `run` and `server` share: the run store, the run's keys, the dashboard and the summary;
+ * kit.c what `client` and `relay` share: reading a site's startup kit. */
 #ifndef FEDNAS_CLI_CLI_H
 #define FEDNAS_CLI_CLI_H
 
@@ -32,6 +33,17 @@ int cmd_privacy(int argc, char **argv);
 int cli_fail(const err_t *err);
 /* Prints "fednas CMD: MESSAGE" and a hint to use --help; returns EXIT_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* A count of seconds: a number > 0 and at most 1e7 that takes the whole argument (0, or -1 when
+ * it is not one). */
+int cli_parse_seconds(const char *s, double *out);
+
+/* A site's startup kit (`fednas keys site`), for `client` and `relay`: fills what the command
+ * line left NULL (the server's address from DIR/client.json, DIR/site.key, DIR/server.pub) and
+ * tags the log lines with the kit's name. EXIT_OK, or a usage error's status for a kit that
+ * names no address when none was given. */
+int cli_use_kit(const char *cmd, const char *kit, const char **endpoint, const char **key_path,
+                const char **server_key);
 
 /* SIGINT/SIGTERM set this; the server and client loops watch it. */
 extern volatile sig_atomic_t cli_stop;

@@ -1,6 +1,4 @@
 #include <getopt.h>
-#include <jansson.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,16 +36,6 @@ static const char *const k_help =
     "  --idle-timeout SEC      give up when a joined server is silent for SEC (default: 3600)\n"
     "  -h, --help              this help\n";
 
-static int parse_seconds(const char *s, double *out)
-{
-    char *end;
-    double v = strtod(s, &end);
-    if (*end || !(v > 0) || v > 1e7)
-        return -1;
-    *out = v;
-    return 0;
-}
-
 int cmd_client(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -63,7 +51,6 @@ int cmd_client(int argc, char **argv)
                           .connect_timeout = 120, .idle_timeout = 3600, .stop = &cli_stop};
     const char *kit = NULL, *kits = NULL;
     int sim_first = -1, sim_last = -1;
-    static char keybuf[PATH_MAX], srvbuf[PATH_MAX];
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         long v;
@@ -108,11 +95,11 @@ int cmd_client(int argc, char **argv)
             break;
         }
         case 'T':
-            if (parse_seconds(optarg, &o.connect_timeout) < 0)
+            if (cli_parse_seconds(optarg, &o.connect_timeout) < 0)
                 return cli_usage_error("client", "--connect-timeout expects seconds > 0 (got \"%s\")", optarg);
             break;
         case 'I':
-            if (parse_seconds(optarg, &o.idle_timeout) < 0)
+            if (cli_parse_seconds(optarg, &o.idle_timeout) < 0)
                 return cli_usage_error("client", "--idle-timeout expects seconds > 0 (got \"%s\")", optarg);
             break;
         case 'Z': {
@@ -140,34 +127,15 @@ int cmd_client(int argc, char **argv)
         int rc = client_simulate(&o, kits, sim_first, sim_last - sim_first + 1, &err);
         return rc == 0 ? EXIT_OK : cli_fail(&err);
     }
-    static char kit_connect[512];
-    if (kit && !o.endpoint) {
-        char path[PATH_MAX];
-        snprintf(path, sizeof path, "%s/client.json", kit);
-        json_error_t je;
-        json_t *j = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
-        const char *addr = json_string_value(json_object_get(j, "connect"));
-        if (addr)
-            snprintf(kit_connect, sizeof kit_connect, "%s", addr);
-        json_decref(j);
-        if (!kit_connect[0])
-            return cli_usage_error("client", "%s has no server address (\"connect\"); pass --connect ENDPOINT", path);
-        o.endpoint = kit_connect;
-    }
-    if (!o.endpoint)
-        return cli_usage_error("client", "--connect ENDPOINT is required (or a --kit whose client.json names it)");
     if (kit) {
-        snprintf(keybuf, sizeof keybuf, "%s/site.key", kit);
-        snprintf(srvbuf, sizeof srvbuf, "%s/server.pub", kit);
-        if (!o.key_path)
-            o.key_path = keybuf;
-        if (!o.server_key)
-            o.server_key = srvbuf;
-        const char *base = strrchr(kit, '/');
-        log_set_tag(base && base[1] ? base + 1 : kit);
+        int rc = cli_use_kit("client", kit, &o.endpoint, &o.key_path, &o.server_key);
+        if (rc != EXIT_OK)
+            return rc;
     } else {
         log_set_tag("client");
     }
+    if (!o.endpoint)
+        return cli_usage_error("client", "--connect ENDPOINT is required (or a --kit whose client.json names it)");
     if (!o.key_path || !o.server_key)
         return cli_usage_error("client", "give --kit DIR, or both --key FILE and --server-key FILE");
     cli_install_signals();

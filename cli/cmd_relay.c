@@ -1,12 +1,7 @@
 #include <getopt.h>
-#include <jansson.h>
-#include <limits.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include "cli/cli.h"
-#include "common/log.h"
 #include "common/util.h"
 #include "server/relay.h"
 
@@ -46,16 +41,6 @@ static const char *const k_help =
     "Exit status: 0 when the server ended the run, 1 on failure or a refused experiment, 2 bad\n"
     "arguments, 3 the server refused the relay's key, 4 the server could not be reached.\n";
 
-static int parse_seconds(const char *s, double *out)
-{
-    char *end;
-    double v = strtod(s, &end);
-    if (*end || !(v > 0) || v > 1e7)
-        return -1;
-    *out = v;
-    return 0;
-}
-
 int cmd_relay(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -83,23 +68,23 @@ int cmd_relay(int argc, char **argv)
             o.clients = (int)v;
             break;
         case 'R':
-            if (parse_seconds(optarg, &o.register_timeout) < 0)
+            if (cli_parse_seconds(optarg, &o.register_timeout) < 0)
                 return cli_usage_error("relay", "--register-timeout expects seconds > 0 (got \"%s\")", optarg);
             break;
         case 'r':
-            if (parse_seconds(optarg, &o.round_timeout) < 0)
+            if (cli_parse_seconds(optarg, &o.round_timeout) < 0)
                 return cli_usage_error("relay", "--round-timeout expects seconds > 0 (got \"%s\")", optarg);
             break;
         case 'H':
-            if (parse_seconds(optarg, &o.heartbeat) < 0 || o.heartbeat < 0.1)
+            if (cli_parse_seconds(optarg, &o.heartbeat) < 0 || o.heartbeat < 0.1)
                 return cli_usage_error("relay", "--heartbeat expects seconds >= 0.1 (got \"%s\")", optarg);
             break;
         case 'T':
-            if (parse_seconds(optarg, &o.up.connect_timeout) < 0)
+            if (cli_parse_seconds(optarg, &o.up.connect_timeout) < 0)
                 return cli_usage_error("relay", "--connect-timeout expects seconds > 0 (got \"%s\")", optarg);
             break;
         case 'I':
-            if (parse_seconds(optarg, &o.up.idle_timeout) < 0)
+            if (cli_parse_seconds(optarg, &o.up.idle_timeout) < 0)
                 return cli_usage_error("relay", "--idle-timeout expects seconds > 0 (got \"%s\")", optarg);
             break;
         case 'h': fputs(k_help, stdout); return EXIT_OK;
@@ -114,26 +99,9 @@ int cmd_relay(int argc, char **argv)
     if (!o.keys_dir)
         return cli_usage_error("relay", "--keys DIR is required: the relay's own key folder (make it with "
                                         "`fednas keys init DIR`, and its clients' kits with `fednas keys site DIR NAME`)");
-    static char keybuf[PATH_MAX], srvbuf[PATH_MAX], kit_connect[512];
-    if (!o.up.endpoint) {
-        char path[PATH_MAX];
-        snprintf(path, sizeof path, "%s/client.json", kit);
-        json_error_t je;
-        json_t *j = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
-        const char *addr = json_string_value(json_object_get(j, "connect"));
-        if (addr)
-            snprintf(kit_connect, sizeof kit_connect, "%s", addr);
-        json_decref(j);
-        if (!kit_connect[0])
-            return cli_usage_error("relay", "%s has no server address (\"connect\"); pass --connect ENDPOINT", path);
-        o.up.endpoint = kit_connect;
-    }
-    snprintf(keybuf, sizeof keybuf, "%s/site.key", kit);
-    snprintf(srvbuf, sizeof srvbuf, "%s/server.pub", kit);
-    o.up.key_path = keybuf;
-    o.up.server_key = srvbuf;
-    const char *base = strrchr(kit, '/');
-    log_set_tag(base && base[1] ? base + 1 : kit);
+    int rc = cli_use_kit("relay", kit, &o.up.endpoint, &o.up.key_path, &o.up.server_key);
+    if (rc != EXIT_OK)
+        return rc;
     cli_install_signals();
     err_t err = {0};
     relay_t *r;
@@ -141,7 +109,7 @@ int cmd_relay(int argc, char **argv)
         return cli_fail(&err);
     printf("relay listening on %s for its clients; server %s\n", relay_endpoint(r), o.up.endpoint);
     fflush(stdout);
-    int rc = relay_run(r, &err);
+    rc = relay_run(r, &err);
     relay_free(r);
     if (rc == 0)
         return EXIT_OK;

@@ -1,5 +1,6 @@
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
@@ -42,6 +43,16 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
     fprintf(stderr, "\nRun `fednas %s --help` for the options.\n", cmd);
     va_end(ap);
     return EXIT_USAGE;
+}
+
+int cli_parse_seconds(const char *s, double *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (*end || !(v > 0) || v > 1e7)
+        return -1;
+    *out = v;
+    return 0;
 }
 
 static void usage(FILE *f)

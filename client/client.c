@@ -9,6 +9,7 @@
 #include <zmq.h>
 
 #include "common/log.h"
+#include "common/monitor.h"
 #include "common/util.h"
 #include "common/wire.h"
 #include "crypto/dp.h"
@@ -68,12 +69,11 @@ int client_link_open(const client_options_t *o, client_link_t **out, err_t *err)
     zmq_setsockopt(l->sock, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);
     *out = l;
     /* The monitor tells us when the server rejects our key during the CURVE handshake. */
-    if (zmq_socket_monitor(l->sock, "inproc://fednas-client-monitor",
-                           ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
-                               ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED) != 0)
+    if (monitor_open(l->ctx, l->sock, "inproc://fednas-client-monitor",
+                     ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                         ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED,
+                     &l->mon) != 0)
         return err_set(err, FN_EIO, "cannot monitor the connection: %s", zmq_strerror(zmq_errno()));
-    l->mon = zmq_socket(l->ctx, ZMQ_PAIR);
-    zmq_connect(l->mon, "inproc://fednas-client-monitor");
     if (zmq_connect(l->sock, o->endpoint) != 0)
         return err_set(err, FN_EINVAL, "cannot connect to %s: %s (expected tcp://HOST:PORT)", o->endpoint,
                        zmq_strerror(zmq_errno()));
@@ -100,44 +100,13 @@ void client_link_close(client_link_t *l)
 {
     if (!l)
         return;
-    if (l->sock) /* stop the monitor before closing its reading end (see server_free) */
-        zmq_socket_monitor(l->sock, NULL, 0);
-    if (l->mon) {
-        int zero = 0;
-        zmq_setsockopt(l->mon, ZMQ_LINGER, &zero, sizeof zero);
-        zmq_close(l->mon);
-    }
+    monitor_close(l->sock, l->mon);
     if (l->sock)
         zmq_close(l->sock);
     if (l->ctx)
         zmq_ctx_term(l->ctx);
     json_decref(l->hello);
     free(l);
-}
-
-/* Reads one monitor event; returns the event id and the value (the ZAP status for auth). */
-static int monitor_event(void *mon, int *value)
-{
-    zmq_msg_t m;
-    zmq_msg_init(&m);
-    if (zmq_msg_recv(&m, mon, ZMQ_DONTWAIT) < 0) {
-        zmq_msg_close(&m);
-        return 0;
-    }
-    int ev = 0;
-    if (zmq_msg_size(&m) >= 6) {
-        const uint8_t *d = zmq_msg_data(&m);
-        ev = d[0] | d[1] << 8;
-        memcpy(value, d + 2, 4);
-    }
-    int more = zmq_msg_more(&m);
-    zmq_msg_close(&m);
-    if (more) { /* the endpoint address */
-        zmq_msg_init(&m);
-        zmq_msg_recv(&m, mon, 0);
-        zmq_msg_close(&m);
-    }
-    return ev;
 }
 
 static int send_hello(client_link_t *l)

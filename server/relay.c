@@ -15,11 +15,9 @@
 #include "common/rng.h"
 #include "common/util.h"
 #include "common/wire.h"
-#include "crypto/keys.h"
+#include "server/sites.h"
 #include "server/strategy.h"
-#include "server/zap.h"
 
-#define RELAY_MONITOR "inproc://fednas-relay-monitor"
 /* A relay round's default share of the server's round deadline: the rest is left for sending
  * the aggregate upward and for the server's own bookkeeping. */
 #define RELAY_DEADLINE_SHARE 0.8
@@ -120,27 +118,11 @@ int relay_can_relay(const json_t *h, char *why, size_t cap)
 
 /* ---- the relay ---- */
 
-typedef struct rsite {
-    char name[64];
-    unsigned char identity[WIRE_MAX_IDENTITY]; /* latest routing id: changes when it reconnects */
-    size_t identity_len;
-    int id; /* 1-based place on the relay's allow-list: seeds derive from it */
-    int fd;
-    int connected;
-    long long samples;
-    int selected, reported, lost, eval_pending;
-} rsite_t;
-
 struct relay {
     relay_options_t opt;
-    void *ctx, *sock, *mon; /* the side facing the region's clients */
-    zap_t *zap;
-    keys_allow_t allow;
-    char endpoint[256];
+    sites_t *sites; /* the side facing the region's clients */
     client_link_t *up;
     int64_t session; /* the "run" the region's clients are welcomed into */
-    rsite_t *sites;
-    int nsites, cap;
     double last_up;  /* when the server was last heard from */
     /* The current (or last) round: the server's train message, kept for its model and options. */
     wire_msg_t train;
@@ -163,27 +145,8 @@ struct relay {
     relay_eval_t ev;
 };
 
-static rsite_t *find_site(relay_t *r, const char *name)
-{
-    for (int i = 0; i < r->nsites; i++)
-        if (strcmp(r->sites[i].name, name) == 0)
-            return &r->sites[i];
-    return NULL;
-}
-
-static int connected_count(const relay_t *r, long long *samples)
-{
-    int n = 0;
-    long long total = 0;
-    for (int i = 0; i < r->nsites; i++)
-        if (r->sites[i].connected) {
-            n++;
-            total += r->sites[i].samples;
-        }
-    if (samples)
-        *samples = total;
-    return n;
-}
+static int on_message(void *owner, wire_msg_t *msg);
+static void on_disconnect(void *owner, sites_site_t *site);
 
 int relay_create(const relay_options_t *opt, relay_t **out, err_t *err)
 {
@@ -191,59 +154,20 @@ int relay_create(const relay_options_t *opt, relay_t **out, err_t *err)
     relay_t *r = FN_CALLOC(1, sizeof *r);
     r->opt = *opt;
     r->done_round = -1;
-    char path[PATH_MAX];
     int rc;
-    keys_pair_t *kp = keys_pair_new();
-    if (!kp) {
-        free(r);
-        return err_set(err, FN_ENOMEM, "out of secure memory");
-    }
     /* The run id the region's clients see: a fresh one per relay process, so updates meant for
      * an earlier relay session are recognised as stale. */
     uint32_t sid = 0;
     if (getrandom(&sid, sizeof sid, 0) != sizeof sid)
         sid = (uint32_t)getpid() ^ (uint32_t)(fn_now() * 1000);
     r->session = 1 + (int64_t)(sid & 0x3fffffff);
-    snprintf(path, sizeof path, "%s/server.key", opt->keys_dir);
-    if ((rc = keys_read_secret(path, kp, err)) < 0) {
-        err_wrap(err, "the relay's own key pair (make it with `fednas keys init %s`): ", opt->keys_dir);
+    char hint[PATH_MAX + 96];
+    snprintf(hint, sizeof hint, "the relay's own key pair (make it with `fednas keys init %s`): ", opt->keys_dir);
+    sites_options_t so = {.keys_dir = opt->keys_dir, .role = "relay", .noun = "client", .key_hint = hint,
+                          .on_message = on_message, .on_disconnect = on_disconnect, .owner = r};
+    if ((rc = sites_open(&so, &r->sites, err)) < 0 ||
+        (rc = sites_listen(r->sites, opt->bind, opt->heartbeat, 0, 0, err)) < 0)
         goto fail;
-    }
-    snprintf(path, sizeof path, "%s/allowed_clients", opt->keys_dir);
-    if ((rc = keys_allow_load(path, &r->allow, err)) < 0)
-        goto fail;
-    r->ctx = zmq_ctx_new();
-    if ((rc = zap_start(r->ctx, path, &r->zap, err)) < 0)
-        goto fail;
-    r->sock = zmq_socket(r->ctx, ZMQ_ROUTER);
-    int one = 1, linger = 2000;
-    int hb = (int)(opt->heartbeat * 1000), hb_timeout = 3 * hb;
-    zmq_setsockopt(r->sock, ZMQ_CURVE_SERVER, &one, sizeof one);
-    zmq_setsockopt(r->sock, ZMQ_CURVE_SECRETKEY, kp->secret_z85, KEYS_Z85_LEN + 1);
-    zmq_setsockopt(r->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
-    zmq_setsockopt(r->sock, ZMQ_LINGER, &linger, sizeof linger);
-    /* Heartbeats on ZeroMQ's I/O thread notice a dead client even while it trains. */
-    zmq_setsockopt(r->sock, ZMQ_HEARTBEAT_IVL, &hb, sizeof hb);
-    zmq_setsockopt(r->sock, ZMQ_HEARTBEAT_TIMEOUT, &hb_timeout, sizeof hb_timeout);
-    if (zmq_socket_monitor(r->sock, RELAY_MONITOR, ZMQ_EVENT_DISCONNECTED) != 0) {
-        rc = err_set(err, FN_EIO, "cannot monitor the relay socket: %s", zmq_strerror(zmq_errno()));
-        goto fail;
-    }
-    r->mon = zmq_socket(r->ctx, ZMQ_PAIR);
-    zmq_connect(r->mon, RELAY_MONITOR);
-    if (zmq_bind(r->sock, opt->bind) != 0) {
-        int e = zmq_errno();
-        rc = e == EADDRINUSE
-                 ? err_set(err, FN_EADDRINUSE,
-                           "cannot listen on %s: the port is already in use; stop the other process or choose another "
-                           "port (--bind tcp://HOST:PORT, or port * to pick a free one)",
-                           opt->bind)
-                 : err_set(err, FN_EIO, "cannot listen on %s: %s (expected tcp://HOST:PORT)", opt->bind,
-                           zmq_strerror(e));
-        goto fail;
-    }
-    size_t len = sizeof r->endpoint;
-    zmq_getsockopt(r->sock, ZMQ_LAST_ENDPOINT, r->endpoint, &len);
     /* The link upward now, so a bad kit is an error before anyone waits; it says hello later. */
     if ((rc = client_link_open(&r->opt.up, &r->up, err)) < 0) {
         err_wrap(err, "the relay's startup kit from the server: ");
@@ -253,28 +177,20 @@ int relay_create(const relay_options_t *opt, relay_t **out, err_t *err)
      * and the server asks for the round again once the relay has rejoined. */
     int sndtimeo = 2000;
     zmq_setsockopt(client_link_socket(r->up), ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo);
-    keys_pair_free(kp);
     *out = r;
     return 0;
 fail:
-    keys_pair_free(kp);
     relay_free(r);
     return rc;
 }
 
-const char *relay_endpoint(const relay_t *r) { return r->endpoint; }
+const char *relay_endpoint(const relay_t *r) { return sites_endpoint(r->sites); }
 
 static int stopped(const relay_t *r) { return r->opt.stop && *r->opt.stop; }
 
-static long long send_down(relay_t *r, rsite_t *site, json_t *hdr, const wire_frame_t *frames, int n)
+static long long send_down(relay_t *r, sites_site_t *site, json_t *hdr, const wire_frame_t *frames, int n)
 {
-    err_t e;
-    json_object_set_new(hdr, "run", json_integer(r->session));
-    long long sent = wire_send(r->sock, site->identity, site->identity_len, hdr, frames, n, 0, &e);
-    json_decref(hdr);
-    if (sent < 0)
-        log_warn("cannot reach client %s: %s", site->name, e.msg);
-    return sent;
+    return sites_send(r->sites, site, r->session, hdr, frames, n);
 }
 
 static int send_up(relay_t *r, json_t *hdr, err_t *err)
@@ -299,7 +215,7 @@ static void refuse_up(relay_t *r, long long round, const char *why)
 static json_int_t derive_seed(json_int_t seed, int id) { return (json_int_t)(rng_derive((uint64_t)seed, (uint64_t)id) >> 1); }
 
 /* The server's message as the relay passes it to one client: its own run, seeds and deadline. */
-static json_t *forward_header(relay_t *r, const wire_msg_t *msg, const rsite_t *site)
+static json_t *forward_header(relay_t *r, const wire_msg_t *msg, const sites_site_t *site)
 {
     json_t *h = json_deep_copy(msg->header);
     json_object_del(h, "v");
@@ -319,7 +235,7 @@ static json_t *forward_header(relay_t *r, const wire_msg_t *msg, const rsite_t *
     return h;
 }
 
-static long long send_model(relay_t *r, rsite_t *site, const wire_msg_t *msg)
+static long long send_model(relay_t *r, sites_site_t *site, const wire_msg_t *msg)
 {
     size_t count = 0;
     const float *model = wire_frame_data(msg, 0, WIRE_F32, &count);
@@ -329,45 +245,9 @@ static long long send_model(relay_t *r, rsite_t *site, const wire_msg_t *msg)
 
 static void on_hello(relay_t *r, wire_msg_t *msg)
 {
-    const char *name = msg->user_id;
-    long long samples = wire_get_int(msg, "samples", -1);
-    if (samples < 1 || samples > 1000000000LL) {
-        log_warn("client %s: hello without a valid sample count; ignored", name);
+    sites_site_t *site = sites_hello(r->sites, msg);
+    if (!site)
         return;
-    }
-    rsite_t *site = find_site(r, name);
-    if (!site && !keys_allow_find_name(&r->allow, name)) {
-        /* Admitted by the ZAP handler from a newer allow-list than ours. */
-        char path[PATH_MAX];
-        keys_allow_t fresh;
-        err_t e;
-        snprintf(path, sizeof path, "%s/allowed_clients", r->opt.keys_dir);
-        if (keys_allow_load(path, &fresh, &e) == 0) {
-            keys_allow_free(&r->allow);
-            r->allow = fresh;
-        }
-    }
-    if (!site) {
-        if (r->nsites == r->cap) {
-            r->cap = r->cap ? 2 * r->cap : 16;
-            r->sites = realloc(r->sites, (size_t)r->cap * sizeof *r->sites);
-            FN_CHECK(r->sites);
-        }
-        site = &r->sites[r->nsites++];
-        memset(site, 0, sizeof *site);
-        snprintf(site->name, sizeof site->name, "%s", name);
-        for (int i = 0; i < r->allow.count; i++)
-            if (strcmp(r->allow.entries[i].name, name) == 0)
-                site->id = i + 1;
-        log_info("client %s joined (%lld samples)", name, samples);
-    } else if (!site->connected) {
-        log_info("client %s rejoined", name);
-    }
-    memcpy(site->identity, msg->identity, msg->identity_len);
-    site->identity_len = msg->identity_len;
-    site->fd = msg->srcfd;
-    site->connected = 1;
-    site->samples = samples;
     send_down(r, site, json_pack("{s:s, s:i}", "type", "welcome", "client_id", site->id), NULL, 0);
     /* A client of this round that lost its connection gets the round's model again. */
     if (r->in_round && site->selected && !site->reported) {
@@ -379,7 +259,7 @@ static void on_hello(relay_t *r, wire_msg_t *msg)
 static void on_update(relay_t *r, wire_msg_t *msg)
 {
     const char *name = msg->user_id;
-    rsite_t *site = find_site(r, name);
+    sites_site_t *site = sites_find(r->sites, name);
     long long round = wire_get_int(msg, "round", -1), run = wire_get_int(msg, "run", -1);
     if (!site || run != r->session || !r->in_round || round != r->round) {
         log_warn("client %s: update for run %lld round %lld ignored (now: run %lld round %lld%s)", name, run, round,
@@ -416,7 +296,7 @@ static void on_update(relay_t *r, wire_msg_t *msg)
 static void on_eval_result(relay_t *r, wire_msg_t *msg)
 {
     const char *name = msg->user_id;
-    rsite_t *site = find_site(r, name);
+    sites_site_t *site = sites_find(r->sites, name);
     long long round = wire_get_int(msg, "round", -1), run = wire_get_int(msg, "run", -1);
     if (!site || run != r->session || !r->in_eval || round != r->eval_round || !site->eval_pending) {
         log_warn("client %s: eval_result for run %lld round %lld ignored (not asked for)", name, run, round);
@@ -432,74 +312,29 @@ static void on_eval_result(relay_t *r, wire_msg_t *msg)
     site->eval_pending = 0;
 }
 
-static void on_disconnect(relay_t *r, int fd)
+static void on_disconnect(void *owner, sites_site_t *site)
 {
-    for (int i = 0; i < r->nsites; i++) {
-        rsite_t *site = &r->sites[i];
-        if (!site->connected || site->fd != fd)
-            continue;
-        site->connected = 0;
-        site->eval_pending = 0;
-        if (r->in_round && site->selected && !site->reported) {
-            site->lost = 1;
-            log_warn("client %s disconnected during round %lld; the round goes on without it", site->name, r->round);
-        } else {
-            log_info("client %s disconnected", site->name);
-        }
+    relay_t *r = owner;
+    if (r->in_round && site->selected && !site->reported) {
+        site->lost = 1;
+        log_warn("client %s disconnected during round %lld; the round goes on without it", site->name, r->round);
+    } else {
+        log_info("client %s disconnected", site->name);
     }
 }
 
-static void drain_monitor(relay_t *r)
+static int on_message(void *owner, wire_msg_t *msg)
 {
-    for (;;) {
-        zmq_msg_t m;
-        zmq_msg_init(&m);
-        if (zmq_msg_recv(&m, r->mon, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close(&m);
-            return;
-        }
-        int ev = 0, value = -1;
-        if (zmq_msg_size(&m) >= 6) {
-            const uint8_t *d = zmq_msg_data(&m);
-            ev = d[0] | d[1] << 8;
-            memcpy(&value, d + 2, 4);
-        }
-        int more = zmq_msg_more(&m);
-        zmq_msg_close(&m);
-        if (more) {
-            zmq_msg_init(&m);
-            zmq_msg_recv(&m, r->mon, 0);
-            zmq_msg_close(&m);
-        }
-        if (ev == ZMQ_EVENT_DISCONNECTED)
-            on_disconnect(r, value);
-    }
-}
-
-static void pump_down(relay_t *r)
-{
-    for (;;) {
-        wire_msg_t msg;
-        err_t e;
-        int rc = wire_recv(r->sock, 1, &msg, ZMQ_DONTWAIT, &e);
-        if (rc == FN_ETIMEOUT)
-            return;
-        if (rc < 0) {
-            log_warn("dropped a bad message: %s", e.msg);
-            continue;
-        }
-        if (!msg.user_id[0])
-            log_warn("dropped a message from an unauthenticated peer");
-        else if (strcmp(msg.type, "hello") == 0)
-            on_hello(r, &msg);
-        else if (strcmp(msg.type, "update") == 0)
-            on_update(r, &msg);
-        else if (strcmp(msg.type, "eval_result") == 0)
-            on_eval_result(r, &msg);
-        else
-            log_warn("client %s: unexpected \"%s\" message dropped", msg.user_id, msg.type);
-        wire_msg_close(&msg);
-    }
+    relay_t *r = owner;
+    if (strcmp(msg->type, "hello") == 0)
+        on_hello(r, msg);
+    else if (strcmp(msg->type, "update") == 0)
+        on_update(r, msg);
+    else if (strcmp(msg->type, "eval_result") == 0)
+        on_eval_result(r, msg);
+    else
+        return -1;
+    return 0;
 }
 
 /* Sends the round's aggregate upward as the client agents send theirs (compressed when the
@@ -523,8 +358,8 @@ static void finish_round(relay_t *r)
 {
     r->in_round = 0;
     int selected = 0, lost = 0;
-    for (int i = 0; i < r->nsites; i++) {
-        rsite_t *s = &r->sites[i];
+    for (int i = 0; i < sites_count(r->sites); i++) {
+        sites_site_t *s = sites_at(r->sites, i);
         selected += s->selected;
         if (s->selected && !s->reported) {
             lost++;
@@ -622,8 +457,8 @@ static void on_train(relay_t *r, wire_msg_t *msg)
     r->round_t0 = fn_mono();
     r->round_deadline = r->round_t0 + r->round_timeout;
     int sent = 0;
-    for (int i = 0; i < r->nsites; i++) {
-        rsite_t *s = &r->sites[i];
+    for (int i = 0; i < sites_count(r->sites); i++) {
+        sites_site_t *s = sites_at(r->sites, i);
         s->selected = s->connected;
         s->reported = s->lost = 0;
         if (!s->selected)
@@ -651,8 +486,8 @@ static void on_evaluate(relay_t *r, wire_msg_t *msg)
                      : r->server_round_timeout > 0 ? RELAY_DEADLINE_SHARE * r->server_round_timeout
                                                    : RELAY_DEFAULT_ROUND_TIMEOUT;
     r->eval_deadline = fn_mono() + timeout;
-    for (int i = 0; i < r->nsites; i++) {
-        rsite_t *s = &r->sites[i];
+    for (int i = 0; i < sites_count(r->sites); i++) {
+        sites_site_t *s = sites_at(r->sites, i);
         s->eval_pending = 0;
         if (s->connected && send_model(r, s, msg) >= 0)
             s->eval_pending = 1;
@@ -662,11 +497,7 @@ static void on_evaluate(relay_t *r, wire_msg_t *msg)
 static void finish_eval(relay_t *r)
 {
     r->in_eval = 0;
-    for (int i = 0; i < r->nsites; i++)
-        if (r->sites[i].eval_pending) {
-            log_warn("client %s did not answer the evaluation of round %lld in time", r->sites[i].name, r->eval_round);
-            r->sites[i].eval_pending = 0;
-        }
+    sites_close_eval(r->sites, r->eval_round);
     long long samples;
     double loss, acc;
     relay_eval_result(&r->ev, &samples, &loss, &acc);
@@ -675,13 +506,6 @@ static void finish_eval(relay_t *r)
                              "samples", (json_int_t)samples, "loss", loss, "accuracy", acc),
                 &e) < 0)
         log_warn("round %lld: cannot send the evaluation upward: %s", r->eval_round, e.msg);
-}
-
-static void send_end(relay_t *r, const char *reason)
-{
-    for (int i = 0; i < r->nsites; i++)
-        if (r->sites[i].connected)
-            send_down(r, &r->sites[i], json_pack("{s:s, s:s}", "type", "end", "reason", reason), NULL, 0);
 }
 
 /* One message from the server. Returns 1 when the server ended the run, < 0 on a refusal. */
@@ -725,44 +549,35 @@ static int on_upstream(relay_t *r, wire_msg_t *msg, err_t *err)
 static void wait_hangups(relay_t *r, double seconds)
 {
     double until = fn_mono() + seconds;
-    while (connected_count(r, NULL) > 0 && fn_mono() < until) {
-        zmq_pollitem_t items[2] = {{r->sock, 0, ZMQ_POLLIN, 0}, {r->mon, 0, ZMQ_POLLIN, 0}};
-        if (zmq_poll(items, 2, 100) > 0) {
-            if (items[1].revents & ZMQ_POLLIN)
-                drain_monitor(r);
-            if (items[0].revents & ZMQ_POLLIN)
-                pump_down(r);
-        }
+    while (sites_connected(r->sites, NULL) > 0 && fn_mono() < until) {
+        zmq_pollitem_t items[2];
+        sites_pollitems(r->sites, items);
+        if (zmq_poll(items, 2, 100) > 0)
+            sites_service(r->sites, items);
     }
 }
 
 /* Waits for the region's clients (or the timeout, with at least one). */
 static int wait_for_clients(relay_t *r, err_t *err)
 {
-    int want = r->opt.clients > 0 ? r->opt.clients : r->allow.count;
+    int want = r->opt.clients > 0 ? r->opt.clients : sites_allowed(r->sites);
     if (want < 1)
         return err_set(err, FN_EINVAL,
                        "the relay's allow-list %s/allowed_clients is empty; add its clients with `fednas keys site %s "
                        "NAME --connect %s`",
-                       r->opt.keys_dir, r->opt.keys_dir, r->endpoint);
-    log_info("waiting for %d clients at %s", want, r->endpoint);
+                       r->opt.keys_dir, r->opt.keys_dir, relay_endpoint(r));
+    log_info("waiting for %d clients at %s", want, relay_endpoint(r));
     double deadline = fn_mono() + r->opt.register_timeout;
-    while (connected_count(r, NULL) < want && fn_mono() < deadline && !stopped(r)) {
-        zmq_pollitem_t items[2] = {{r->sock, 0, ZMQ_POLLIN, 0}, {r->mon, 0, ZMQ_POLLIN, 0}};
-        if (zmq_poll(items, 2, 200) > 0) {
-            if (items[1].revents & ZMQ_POLLIN)
-                drain_monitor(r);
-            pump_down(r);
-        }
-    }
+    while (sites_connected(r->sites, NULL) < want && fn_mono() < deadline && !stopped(r))
+        sites_pump(r->sites, 200);
     if (stopped(r))
         return err_set(err, FN_ESTATE, "stopped while waiting for clients");
-    int n = connected_count(r, NULL);
+    int n = sites_connected(r->sites, NULL);
     if (n < 1)
         return err_set(err, FN_ETIMEOUT,
                        "no client connected to the relay at %s within %.0f s; check that the clients can reach it "
                        "and that their keys are on %s/allowed_clients",
-                       r->endpoint, r->opt.register_timeout, r->opt.keys_dir);
+                       relay_endpoint(r), r->opt.register_timeout, r->opt.keys_dir);
     if (n < want)
         log_warn("going on with %d of %d clients", n, want);
     return 0;
@@ -774,17 +589,15 @@ static int relay_loop(relay_t *r, err_t *err)
     for (;;) {
         if (stopped(r))
             return err_set(err, FN_ESTATE, "stopped by a signal");
-        zmq_pollitem_t items[4] = {{r->sock, 0, ZMQ_POLLIN, 0}, {r->mon, 0, ZMQ_POLLIN, 0}};
+        zmq_pollitem_t items[4];
+        sites_pollitems(r->sites, items);
         client_link_pollitems(r->up, items + 2);
         if (zmq_poll(items, 4, 100) < 0 && zmq_errno() != EINTR)
             return err_set(err, FN_EIO, "poll failed: %s", zmq_strerror(zmq_errno()));
         int rc = client_link_service(r->up, err);
         if (rc < 0)
             return rc;
-        if (items[1].revents & ZMQ_POLLIN)
-            drain_monitor(r);
-        if (items[0].revents & ZMQ_POLLIN)
-            pump_down(r);
+        sites_service(r->sites, items);
         if (items[2].revents & ZMQ_POLLIN) {
             wire_msg_t msg;
             while ((rc = client_link_recv(r->up, &msg, err)) == 0) {
@@ -794,17 +607,11 @@ static int relay_loop(relay_t *r, err_t *err)
             }
         }
         if (r->in_round) {
-            int waiting = 0;
-            for (int i = 0; i < r->nsites; i++)
-                waiting += r->sites[i].selected && !r->sites[i].reported && !r->sites[i].lost;
-            if (waiting == 0 || fn_mono() >= r->round_deadline)
+            if (sites_awaiting_updates(r->sites) == 0 || fn_mono() >= r->round_deadline)
                 finish_round(r);
         }
         if (r->in_eval) {
-            int waiting = 0;
-            for (int i = 0; i < r->nsites; i++)
-                waiting += r->sites[i].eval_pending;
-            if (waiting == 0 || fn_mono() >= r->eval_deadline)
+            if (sites_awaiting_eval(r->sites) == 0 || fn_mono() >= r->eval_deadline)
                 finish_eval(r);
         }
         if (fn_mono() - r->last_up > r->opt.up.idle_timeout)
@@ -818,14 +625,14 @@ int relay_run(relay_t *r, err_t *err)
     int rc = wait_for_clients(r, err);
     if (rc == 0) {
         long long samples;
-        int n = connected_count(r, &samples);
+        int n = sites_connected(r->sites, &samples);
         client_link_set_hello(r->up, json_pack("{s:I, s:b, s:i}", "samples", (json_int_t)samples, "relay", 1, "sites", n));
         log_info("joining the server at %s for %d clients (%lld samples)", r->opt.up.endpoint, n, samples);
         rc = client_link_register(r->up, err);
     }
     if (rc == 0)
         rc = relay_loop(r, err);
-    send_end(r, rc == 0 ? "done" : err->msg);
+    sites_send_end(r->sites, r->session, rc == 0 ? "done" : err->msg);
     wait_hangups(r, 2.0);
     return rc;
 }
@@ -835,28 +642,13 @@ void relay_free(relay_t *r)
     if (!r)
         return;
     client_link_close(r->up);
-    if (r->sock)
-        zmq_socket_monitor(r->sock, NULL, 0);
-    if (r->mon) {
-        int zero = 0;
-        zmq_setsockopt(r->mon, ZMQ_LINGER, &zero, sizeof zero);
-        zmq_close(r->mon);
-    }
-    if (r->sock)
-        zmq_close(r->sock);
-    if (r->ctx) {
-        zmq_ctx_shutdown(r->ctx); /* wakes the ZAP thread */
-        zap_join(r->zap);
-        zmq_ctx_term(r->ctx);
-    }
+    sites_free(r->sites);
     if (r->have_train)
         wire_msg_close(&r->train);
     if (r->acc_ready)
         relay_accum_free(&r->acc);
     trainer_feedback_free(&r->fb);
-    keys_allow_free(&r->allow);
     free(r->mean);
     free(r->aligned);
-    free(r->sites);
     free(r);
 }

@@ -1,13 +1,10 @@
 #include "server/server.h"
 
-#include <errno.h>
 #include <stdatomic.h>
-#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zmq.h>
 
 #include "common/compress.h"
 #include "common/log.h"
@@ -15,33 +12,18 @@
 #include "common/util.h"
 #include "common/wire.h"
 #include "crypto/dp.h"
-#include "crypto/keys.h"
 #include "engine/idx.h"
 #include "engine/model.h"
 #include "server/fedavg.h"
 #include "server/secagg_round.h"
+#include "server/sites.h"
 #include "server/strategy.h"
-#include "server/zap.h"
 
-#define MONITOR_ENDPOINT "inproc://fednas-server-monitor"
-
-typedef struct site {
-    char name[64];
-    char public_z85[KEYS_Z85_LEN + 1];
-    unsigned char identity[WIRE_MAX_IDENTITY]; /* latest routing id: changes when it reconnects */
-    size_t identity_len;
-    int id;        /* 1-based place on the allow-list */
-    int fd;        /* the connection its last message came on, to match disconnect events */
-    int connected;
-    long long samples;
-    int selected;  /* in the current round */
-    int reported;  /* sent its update for the current round */
-    int lost;      /* disconnected during the current round before reporting */
-    double sent_at;
-    float *update; /* robust strategies keep each update */
-    int eval_pending; /* asked to evaluate the model and not yet answered */
+/* Robust strategies keep each site's update, by the site's index in the registry. */
+typedef struct kept_update {
+    float *update;
     double weight;
-} site_t;
+} kept_update_t;
 
 /* The model a round broadcasts: one copy shared by every "train" message, freed when ZeroMQ has
  * sent the last of them (the I/O thread drops references), so sending costs no copy per site. */
@@ -61,10 +43,7 @@ static void broadcast_release(void *data, void *hint)
 struct server {
     server_options_t opt;
     const config_t *cfg;
-    void *ctx, *sock, *mon;
-    zap_t *zap;
-    keys_allow_t allow;
-    char endpoint[256];
+    sites_t *sites; /* the connected sites and the ROUTER socket they reach us on */
     engine_dataset_t test;       /* the IDX test split */
     engine_table_t test_table;   /* or a CSV one (tabular data) */
     engine_source_t test_src;    /* whichever it is; evaluated only when has_test */
@@ -78,8 +57,8 @@ struct server {
     fedavg_t agg;
     strategy_config_t scfg;
     strategy_t *strategy;
-    site_t *sites;
-    int nsites, cap;
+    kept_update_t *kept; /* robust strategies: each site's update, by registry index */
+    int nkept;
     /* Differential privacy (user-level DP-FedAvg, central noise). */
     double dp_z;          /* noise multiplier the run is accounted with */
     double dp_z_updates;  /* the one applied to the updates (lower when adaptive clipping spends some) */
@@ -245,25 +224,6 @@ int server_check_config(const config_t *cfg, err_t *err)
     return rc;
 }
 
-static site_t *find_site(server_t *s, const char *name)
-{
-    for (int i = 0; i < s->nsites; i++)
-        if (strcmp(s->sites[i].name, name) == 0)
-            return &s->sites[i];
-    return NULL;
-}
-
-static int bind_error(const char *endpoint, err_t *err)
-{
-    int e = zmq_errno();
-    if (e == EADDRINUSE)
-        return err_set(err, FN_EADDRINUSE,
-                       "cannot listen on %s: the port is already in use; stop the other process or choose another "
-                       "port (--bind tcp://HOST:PORT, or port * to pick a free one)",
-                       endpoint);
-    return err_set(err, FN_EIO, "cannot listen on %s: %s (expected tcp://HOST:PORT)", endpoint, zmq_strerror(e));
-}
-
 /* DP-FedAvg (McMahan et al. 2018): every update clipped to C, averaged over the expected cohort,
  * Gaussian noise of std z*C on the sum. The cohort is a fixed number of the clients, accounted
  * as Poisson sampling with q = cohort / clients (the usual approximation, stated in the logs). */
@@ -341,6 +301,9 @@ static int load_checkpoint(server_t *s, err_t *err)
     return rc;
 }
 
+static int on_message(void *owner, wire_msg_t *msg);
+static void on_disconnect(void *owner, sites_site_t *site);
+
 int server_create(const server_options_t *opt, server_t **out, err_t *err)
 {
     *out = NULL;
@@ -348,17 +311,9 @@ int server_create(const server_options_t *opt, server_t **out, err_t *err)
     s->opt = *opt;
     s->cfg = opt->cfg;
     int rc;
-    char path[PATH_MAX];
-    keys_pair_t *kp = keys_pair_new();
-    if (!kp) {
-        free(s);
-        return err_set(err, FN_ENOMEM, "out of secure memory");
-    }
-    snprintf(path, sizeof path, "%s/server.key", opt->keys_dir);
-    if ((rc = keys_read_secret(path, kp, err)) < 0)
-        goto fail;
-    snprintf(path, sizeof path, "%s/allowed_clients", opt->keys_dir);
-    if ((rc = keys_allow_load(path, &s->allow, err)) < 0)
+    sites_options_t so = {.keys_dir = opt->keys_dir, .role = "server", .noun = "site",
+                          .on_message = on_message, .on_disconnect = on_disconnect, .owner = s};
+    if ((rc = sites_open(&so, &s->sites, err)) < 0)
         goto fail;
     if ((rc = parse_strategy(s->cfg, &s->scfg, err)) < 0)
         goto fail;
@@ -385,69 +340,34 @@ int server_create(const server_options_t *opt, server_t **out, err_t *err)
     if (opt->resume && (rc = load_checkpoint(s, err)) < 0)
         goto fail;
 
-    s->ctx = zmq_ctx_new();
-    /* Two I/O threads share CURVE encryption of the broadcast and decryption of the updates. */
-    zmq_ctx_set(s->ctx, ZMQ_IO_THREADS, 2);
-    snprintf(path, sizeof path, "%s/allowed_clients", opt->keys_dir);
-    if ((rc = zap_start(s->ctx, path, &s->zap, err)) < 0)
-        goto fail;
-    s->sock = zmq_socket(s->ctx, ZMQ_ROUTER);
-    int one = 1, linger = 2000;
-    int hb = (int)(s->cfg->server.heartbeat * 1000), hb_timeout = 3 * hb;
-    /* Larger than any legal message (the model plus headroom): a peer cannot make us buffer more. */
+    /* Larger than any legal message (the model plus headroom): a peer cannot make us buffer more.
+     * Two I/O threads share CURVE encryption of the broadcast and decryption of the updates. */
     int64_t maxmsg = (int64_t)s->m * 4 + WIRE_MAX_HEADER + 4096;
-    zmq_setsockopt(s->sock, ZMQ_CURVE_SERVER, &one, sizeof one);
-    zmq_setsockopt(s->sock, ZMQ_CURVE_SECRETKEY, kp->secret_z85, KEYS_Z85_LEN + 1);
-    zmq_setsockopt(s->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
-    zmq_setsockopt(s->sock, ZMQ_LINGER, &linger, sizeof linger);
-    zmq_setsockopt(s->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
-    /* ZMTP heartbeats run on ZeroMQ's I/O thread, so a client busy training still answers them;
-     * a peer that stops answering is disconnected and reported by the monitor below. */
-    zmq_setsockopt(s->sock, ZMQ_HEARTBEAT_IVL, &hb, sizeof hb);
-    zmq_setsockopt(s->sock, ZMQ_HEARTBEAT_TIMEOUT, &hb_timeout, sizeof hb_timeout);
-    if (zmq_socket_monitor(s->sock, MONITOR_ENDPOINT, ZMQ_EVENT_DISCONNECTED) != 0) {
-        rc = err_set(err, FN_EIO, "cannot monitor the server socket: %s", zmq_strerror(zmq_errno()));
+    if ((rc = sites_listen(s->sites, opt->bind, s->cfg->server.heartbeat, maxmsg, 2, err)) < 0)
         goto fail;
-    }
-    s->mon = zmq_socket(s->ctx, ZMQ_PAIR);
-    zmq_connect(s->mon, MONITOR_ENDPOINT);
-    if (zmq_bind(s->sock, opt->bind) != 0) {
-        rc = bind_error(opt->bind, err);
-        goto fail;
-    }
-    size_t len = sizeof s->endpoint;
-    zmq_getsockopt(s->sock, ZMQ_LAST_ENDPOINT, s->endpoint, &len);
-    keys_pair_free(kp);
     *out = s;
     return 0;
 fail:
-    keys_pair_free(kp);
     server_free(s);
     return rc;
 }
 
-const char *server_endpoint(const server_t *s) { return s->endpoint; }
+const char *server_endpoint(const server_t *s) { return sites_endpoint(s->sites); }
 
-static long long send_to(server_t *s, site_t *site, json_t *hdr, const wire_frame_t *frames, int n)
+static long long send_to(server_t *s, sites_site_t *site, json_t *hdr, const wire_frame_t *frames, int n)
 {
-    err_t e;
-    json_object_set_new(hdr, "run", json_integer(s->opt.run_id));
-    long long sent = wire_send(s->sock, site->identity, site->identity_len, hdr, frames, n, 0, &e);
-    json_decref(hdr);
-    if (sent < 0)
-        log_warn("cannot reach site %s: %s", site->name, e.msg);
-    return sent;
+    return sites_send(s->sites, site, s->opt.run_id, hdr, frames, n);
 }
 
 /* What a site holds out of training for federated evaluation: a fraction, and a seed fixed for
  * the run and the site, so the split is the same every round (and after a resume). */
-static json_t *holdout_info(const server_t *s, const site_t *site)
+static json_t *holdout_info(const server_t *s, const sites_site_t *site)
 {
     json_int_t seed = (json_int_t)(rng_derive(s->cfg->seed ^ 0x401d07ULL, (uint64_t)site->id) >> 1);
     return json_pack("{s:f, s:I}", "fraction", s->cfg->evaluate.holdout, "seed", seed);
 }
 
-static long long send_train(server_t *s, site_t *site)
+static long long send_train(server_t *s, sites_site_t *site)
 {
     atomic_fetch_add(&s->bcast->refs, 1);
     wire_frame_t frame = {"model", WIRE_F32, s->bcast->data, s->m, broadcast_release, s->bcast};
@@ -487,53 +407,12 @@ static long long send_train(server_t *s, site_t *site)
 
 static void on_hello(server_t *s, wire_msg_t *msg)
 {
-    const char *name = msg->user_id;
-    long long samples = wire_get_int(msg, "samples", -1);
-    if (samples < 1 || samples > 1000000000LL) {
-        log_warn("site %s: hello without a valid sample count; ignored", name);
+    sites_site_t *site = sites_hello(s->sites, msg);
+    if (!site)
         return;
-    }
-    site_t *site = find_site(s, name);
-    if (!site && !keys_allow_find_name(&s->allow, name)) {
-        /* Admitted by the ZAP handler from a newer allow-list than ours. */
-        char path[PATH_MAX];
-        keys_allow_t fresh;
-        err_t e;
-        snprintf(path, sizeof path, "%s/allowed_clients", s->opt.keys_dir);
-        if (keys_allow_load(path, &fresh, &e) == 0) {
-            keys_allow_free(&s->allow);
-            s->allow = fresh;
-        }
-    }
-    if (!site) {
-        if (s->nsites == s->cap) {
-            s->cap = s->cap ? 2 * s->cap : 16;
-            s->sites = realloc(s->sites, (size_t)s->cap * sizeof *s->sites);
-            FN_CHECK(s->sites);
-        }
-        site = &s->sites[s->nsites++];
-        memset(site, 0, sizeof *site);
-        snprintf(site->name, sizeof site->name, "%s", name);
-        /* The id is the site's place on the allow-list, not its arrival order, so that the
-         * per-site training seeds and therefore the run are the same every time. */
-        for (int i = 0; i < s->allow.count; i++)
-            if (strcmp(s->allow.entries[i].name, name) == 0) {
-                site->id = i + 1;
-                memcpy(site->public_z85, s->allow.entries[i].public_z85, sizeof site->public_z85);
-            }
-        log_info("site %s joined (%lld samples)", name, samples);
-    } else if (!site->connected) {
-        log_info("site %s rejoined", name);
-    }
-    /* A repeated hello (a retry, or a reconnect) refreshes the route. */
-    memcpy(site->identity, msg->identity, msg->identity_len);
-    site->identity_len = msg->identity_len;
-    site->fd = msg->srcfd;
-    site->connected = 1;
-    site->samples = samples;
     err_t e;
-    if (store_client_upsert(s->opt.store, s->opt.run_id, site->id, site->name, site->public_z85, samples, "joined",
-                            &e) < 0)
+    if (store_client_upsert(s->opt.store, s->opt.run_id, site->id, site->name, site->public_z85, site->samples,
+                            "joined", &e) < 0)
         log_error("%s", e.msg);
     json_t *hdr = json_pack("{s:s, s:i, s:i}", "type", "welcome", "client_id", site->id, "rounds", s->cfg->rounds);
     send_to(s, site, hdr, NULL, 0);
@@ -593,10 +472,23 @@ static int decode_update(server_t *s, const wire_msg_t *msg, err_t *err)
     return rc;
 }
 
+static kept_update_t *kept_for(server_t *s, const sites_site_t *site)
+{
+    int i = sites_index(s->sites, site);
+    if (i >= s->nkept) {
+        int n = sites_count(s->sites);
+        s->kept = realloc(s->kept, (size_t)n * sizeof *s->kept);
+        FN_CHECK(s->kept);
+        memset(s->kept + s->nkept, 0, (size_t)(n - s->nkept) * sizeof *s->kept);
+        s->nkept = n;
+    }
+    return &s->kept[i];
+}
+
 static void on_update(server_t *s, wire_msg_t *msg)
 {
     const char *name = msg->user_id;
-    site_t *site = find_site(s, name);
+    sites_site_t *site = sites_find(s->sites, name);
     long long round = wire_get_int(msg, "round", -1), run = wire_get_int(msg, "run", -1);
     if (!site || run != s->opt.run_id || !s->in_round || round != s->round) {
         log_warn("site %s: update for run %lld round %lld ignored (now: run %lld round %d)", name, run, round,
@@ -645,10 +537,11 @@ static void on_update(server_t *s, wire_msg_t *msg)
                 log_warn("site %s: update rejected: value %zu is not finite", name, i);
                 return;
             }
-        if (!site->update)
-            site->update = FN_MALLOC(s->m * sizeof *site->update);
-        memcpy(site->update, upd, s->m * sizeof *upd);
-        site->weight = (double)samples;
+        kept_update_t *k = kept_for(s, site);
+        if (!k->update)
+            k->update = FN_MALLOC(s->m * sizeof *k->update);
+        memcpy(k->update, upd, s->m * sizeof *upd);
+        k->weight = (double)samples;
         s->agg.count++; /* counts arrivals; the robust rule reads the copies */
     } else if (s->cfg->dp.enabled) {
         /* Clip here too: the guarantee must not depend on the client having clipped. Every
@@ -683,7 +576,7 @@ static void on_update(server_t *s, wire_msg_t *msg)
  * missed its deadline) says why: logged, and the round stops waiting for it. */
 static void on_refuse(server_t *s, wire_msg_t *msg)
 {
-    site_t *site = find_site(s, msg->user_id);
+    sites_site_t *site = sites_find(s->sites, msg->user_id);
     long long round = wire_get_int(msg, "round", -1);
     const char *reason = wire_get_str(msg, "reason");
     log_warn("site %s refused round %lld: %s", msg->user_id, round, reason ? reason : "(no reason given)");
@@ -700,7 +593,7 @@ static void on_refuse(server_t *s, wire_msg_t *msg)
 static void on_eval_result(server_t *s, wire_msg_t *msg)
 {
     const char *name = msg->user_id;
-    site_t *site = find_site(s, name);
+    sites_site_t *site = sites_find(s->sites, name);
     long long round = wire_get_int(msg, "round", -1), run = wire_get_int(msg, "run", -1);
     long long samples = wire_get_int(msg, "samples", -1);
     json_t *loss = json_object_get(msg->header, "loss"), *acc = json_object_get(msg->header, "accuracy");
@@ -726,7 +619,7 @@ static void on_eval_result(server_t *s, wire_msg_t *msg)
 static void on_sa(server_t *s, wire_msg_t *msg)
 {
     const char *name = msg->user_id;
-    site_t *site = find_site(s, name);
+    sites_site_t *site = sites_find(s->sites, name);
     long long round = wire_get_int(msg, "round", -1), run = wire_get_int(msg, "run", -1);
     long long rid = wire_get_int(msg, "sa_round", -1);
     if (!site || run != s->opt.run_id || !s->in_round || !s->sa || round != s->round ||
@@ -765,100 +658,46 @@ static void on_sa(server_t *s, wire_msg_t *msg)
     }
 }
 
-/* A connection closed or stopped answering heartbeats: its site is gone until it says hello. */
-static void on_disconnect(server_t *s, int fd)
+/* A connection closed or stopped answering heartbeats: the registry has marked it gone. */
+static void on_disconnect(void *owner, sites_site_t *site)
 {
-    for (int i = 0; i < s->nsites; i++) {
-        site_t *site = &s->sites[i];
-        if (!site->connected || site->fd != fd)
-            continue;
-        site->connected = 0;
-        site->eval_pending = 0; /* a dropout: the evaluation goes on without it */
-        if (s->in_round && site->selected && s->sa && site->reported) {
-            site->lost = 1; /* its masked input is in; it cannot answer the unmasking request */
-            log_warn("site %s disconnected during round %d after sending its masked input", site->name, s->round);
-        } else if (s->in_round && site->selected && !site->reported) {
-            site->lost = 1;
-            log_warn("site %s disconnected during round %d; the round goes on without it", site->name, s->round);
-        } else {
-            log_info("site %s disconnected", site->name);
-        }
-        store_client_status(s->opt.store, s->opt.run_id, site->id, "disconnected", NULL);
+    server_t *s = owner;
+    if (s->in_round && site->selected && s->sa && site->reported) {
+        site->lost = 1; /* its masked input is in; it cannot answer the unmasking request */
+        log_warn("site %s disconnected during round %d after sending its masked input", site->name, s->round);
+    } else if (s->in_round && site->selected && !site->reported) {
+        site->lost = 1;
+        log_warn("site %s disconnected during round %d; the round goes on without it", site->name, s->round);
+    } else {
+        log_info("site %s disconnected", site->name);
     }
+    store_client_status(s->opt.store, s->opt.run_id, site->id, "disconnected", NULL);
 }
 
-static void drain_monitor(server_t *s)
+static int on_message(void *owner, wire_msg_t *msg)
 {
-    for (;;) {
-        zmq_msg_t m;
-        zmq_msg_init(&m);
-        if (zmq_msg_recv(&m, s->mon, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close(&m);
-            return;
-        }
-        int ev = 0, value = -1;
-        if (zmq_msg_size(&m) >= 6) {
-            const uint8_t *d = zmq_msg_data(&m);
-            ev = d[0] | d[1] << 8;
-            memcpy(&value, d + 2, 4);
-        }
-        int more = zmq_msg_more(&m);
-        zmq_msg_close(&m);
-        if (more) {
-            zmq_msg_init(&m);
-            zmq_msg_recv(&m, s->mon, 0);
-            zmq_msg_close(&m);
-        }
-        if (ev == ZMQ_EVENT_DISCONNECTED)
-            on_disconnect(s, value);
-    }
+    server_t *s = owner;
+    if (strcmp(msg->type, "hello") == 0)
+        on_hello(s, msg);
+    else if (strcmp(msg->type, "update") == 0)
+        on_update(s, msg);
+    else if (strcmp(msg->type, "eval_result") == 0)
+        on_eval_result(s, msg);
+    else if (strcmp(msg->type, "refuse") == 0)
+        on_refuse(s, msg);
+    else if (strncmp(msg->type, "sa_", 3) == 0)
+        on_sa(s, msg);
+    else
+        return -1;
+    return 0;
 }
 
 /* Receives and handles every message waiting, or waits up to timeout_ms for one. */
-static void pump(server_t *s, int timeout_ms)
-{
-    zmq_pollitem_t items[2] = {{s->sock, 0, ZMQ_POLLIN, 0}, {s->mon, 0, ZMQ_POLLIN, 0}};
-    if (zmq_poll(items, 2, timeout_ms) <= 0)
-        return;
-    if (items[1].revents & ZMQ_POLLIN)
-        drain_monitor(s);
-    for (;;) {
-        wire_msg_t msg;
-        err_t e;
-        int rc = wire_recv(s->sock, 1, &msg, ZMQ_DONTWAIT, &e);
-        if (rc == FN_ETIMEOUT)
-            return;
-        if (rc < 0) {
-            log_warn("dropped a bad message: %s", e.msg);
-            continue;
-        }
-        if (!msg.user_id[0])
-            log_warn("dropped a message from an unauthenticated peer");
-        else if (strcmp(msg.type, "hello") == 0)
-            on_hello(s, &msg);
-        else if (strcmp(msg.type, "update") == 0)
-            on_update(s, &msg);
-        else if (strcmp(msg.type, "eval_result") == 0)
-            on_eval_result(s, &msg);
-        else if (strcmp(msg.type, "refuse") == 0)
-            on_refuse(s, &msg);
-        else if (strncmp(msg.type, "sa_", 3) == 0)
-            on_sa(s, &msg);
-        else
-            log_warn("site %s: unexpected \"%s\" message dropped", msg.user_id, msg.type);
-        wire_msg_close(&msg);
-    }
-}
+static void pump(server_t *s, int timeout_ms) { sites_pump(s->sites, timeout_ms); }
 
 static int stopped(const server_t *s) { return s->opt.stop && *s->opt.stop; }
 
-static int connected_count(const server_t *s)
-{
-    int n = 0;
-    for (int i = 0; i < s->nsites; i++)
-        n += s->sites[i].connected;
-    return n;
-}
+static int connected_count(const server_t *s) { return sites_connected(s->sites, NULL); }
 
 /* Waits until `want` sites are connected (or the timeout passes with at least min_fit). */
 /* Records what the server is doing now for the dashboard (runs.phase; web/ pushes a
@@ -876,7 +715,7 @@ static int wait_for_sites(server_t *s, int want, err_t *err)
         return 0;
     double deadline = fn_mono() + s->cfg->server.register_timeout;
     set_phase(s, s->round + 1, "waiting");
-    log_info("waiting for %d sites at %s (%d connected)", want, s->endpoint, connected_count(s));
+    log_info("waiting for %d sites at %s (%d connected)", want, server_endpoint(s), connected_count(s));
     while (connected_count(s) < want && fn_mono() < deadline && !stopped(s))
         pump(s, 200);
     if (stopped(s))
@@ -886,7 +725,7 @@ static int wait_for_sites(server_t *s, int want, err_t *err)
         return err_set(err, FN_ETIMEOUT,
                        "only %d of %d sites connected within %.0f s (at least %d needed); check that the clients can "
                        "reach %s and that their keys are on the allow-list",
-                       n, want, s->cfg->server.register_timeout, s->cfg->clients.min_fit, s->endpoint);
+                       n, want, s->cfg->server.register_timeout, s->cfg->clients.min_fit, server_endpoint(s));
     if (n < want)
         log_warn("going on with %d of %d sites", n, want);
     return 0;
@@ -894,35 +733,48 @@ static int wait_for_sites(server_t *s, int want, err_t *err)
 
 static int cmp_site_id(const void *a, const void *b)
 {
-    return (*(site_t *const *)a)->id - (*(site_t *const *)b)->id;
+    return (*(sites_site_t *const *)a)->id - (*(sites_site_t *const *)b)->id;
 }
 
-/* Picks this round's sites among the connected ones: sorted by id, then a shuffle seeded by
- * (seed, round), so the choice is reproducible and needs no saved generator state. */
-static int select_sites(server_t *s)
+/* A reproducible draw among the connected sites: sorted by id, then a partial shuffle seeded by
+ * (seed ^ salt, round), so the choice needs no saved generator state. Draws per_round sites, or
+ * (per_round 0) ceil(fraction x connected), at least one when any is connected; they are the
+ * first *k of the returned array (freed by the caller). */
+static sites_site_t **draw_connected(server_t *s, int per_round, double fraction, uint64_t salt, int *k)
 {
-    site_t **cand = FN_MALLOC((size_t)(s->nsites ? s->nsites : 1) * sizeof *cand);
-    int n = 0;
-    for (int i = 0; i < s->nsites; i++) {
-        s->sites[i].selected = s->sites[i].reported = s->sites[i].lost = 0;
-        if (s->sites[i].connected)
-            cand[n++] = &s->sites[i];
-    }
+    int count = sites_count(s->sites), n = 0;
+    sites_site_t **cand = FN_MALLOC((size_t)(count > 0 ? count : 1) * sizeof *cand);
+    for (int i = 0; i < count; i++)
+        if (sites_at(s->sites, i)->connected)
+            cand[n++] = sites_at(s->sites, i);
     qsort(cand, (size_t)n, sizeof *cand, cmp_site_id);
-    int k = s->cfg->clients.per_round ? s->cfg->clients.per_round : (int)ceil(s->cfg->clients.fraction * n);
-    if (k > n)
-        k = n;
-    if (k < 1 && n > 0)
-        k = 1;
+    *k = per_round ? per_round : (int)ceil(fraction * n);
+    if (*k > n)
+        *k = n;
+    if (*k < 1 && n > 0)
+        *k = 1;
     rng_t r;
-    rng_seed(&r, rng_derive(s->cfg->seed ^ 0x5e1ec7ULL, (uint64_t)s->round));
-    for (int i = 0; i < k; i++) { /* partial Fisher-Yates */
+    rng_seed(&r, rng_derive(s->cfg->seed ^ salt, (uint64_t)s->round));
+    for (int i = 0; i < *k; i++) { /* partial Fisher-Yates */
         int j = i + (int)rng_below(&r, (uint64_t)(n - i));
-        site_t *t = cand[i];
+        sites_site_t *t = cand[i];
         cand[i] = cand[j];
         cand[j] = t;
-        cand[i]->selected = 1;
     }
+    return cand;
+}
+
+/* Picks this round's sites among the connected ones. */
+static int select_sites(server_t *s)
+{
+    for (int i = 0; i < sites_count(s->sites); i++) {
+        sites_site_t *site = sites_at(s->sites, i);
+        site->selected = site->reported = site->lost = 0;
+    }
+    int k;
+    sites_site_t **cand = draw_connected(s, s->cfg->clients.per_round, s->cfg->clients.fraction, 0x5e1ec7ULL, &k);
+    for (int i = 0; i < k; i++)
+        cand[i]->selected = 1;
     free(cand);
     return k;
 }
@@ -949,17 +801,18 @@ static int aggregate(server_t *s, err_t *err)
         return rc < 0 ? rc : strategy_apply_mean(s->strategy, s->params, s->mean, err);
     }
     /* Robust rules: the updates in client-id order, so the result does not depend on arrival. */
-    site_t **order = FN_MALLOC((size_t)s->nsites * sizeof *order);
-    const float **u = FN_MALLOC((size_t)s->nsites * sizeof *u);
-    double *w = FN_MALLOC((size_t)s->nsites * sizeof *w);
-    int n = 0;
-    for (int i = 0; i < s->nsites; i++)
-        if (s->sites[i].reported)
-            order[n++] = &s->sites[i];
+    int count = sites_count(s->sites), n = 0;
+    sites_site_t **order = FN_MALLOC((size_t)count * sizeof *order);
+    const float **u = FN_MALLOC((size_t)count * sizeof *u);
+    double *w = FN_MALLOC((size_t)count * sizeof *w);
+    for (int i = 0; i < count; i++)
+        if (sites_at(s->sites, i)->reported)
+            order[n++] = sites_at(s->sites, i);
     qsort(order, (size_t)n, sizeof *order, cmp_site_id);
     for (int i = 0; i < n; i++) {
-        u[i] = order[i]->update;
-        w[i] = order[i]->weight;
+        const kept_update_t *k = kept_for(s, order[i]);
+        u[i] = k->update;
+        w[i] = k->weight;
     }
     int rc = strategy_apply_all(s->strategy, s->params, u, w, n, err);
     free(order);
@@ -1002,8 +855,8 @@ static int commit_round(server_t *s, const store_round_t *rec, err_t *err)
 static void sa_send(void *ctx, uint32_t id, const char *type, const uint8_t *data, size_t len)
 {
     server_t *s = ctx;
-    for (int i = 0; i < s->nsites; i++) {
-        site_t *site = &s->sites[i];
+    for (int i = 0; i < sites_count(s->sites); i++) {
+        sites_site_t *site = sites_at(s->sites, i);
         if (site->id != (int)id)
             continue;
         if (!site->connected) /* gone: it has dropped out of the protocol */
@@ -1031,9 +884,10 @@ static int secagg_phases(server_t *s, err_t *err)
                                                                 : s->cfg->server.phase_timeout);
         for (;;) {
             int waiting = 0;
-            for (int i = 0; i < s->nsites; i++)
-                waiting += s->sites[i].selected && !s->sites[i].lost &&
-                           secagg_round_expects(s->sa, (uint32_t)s->sites[i].id);
+            for (int i = 0; i < sites_count(s->sites); i++) {
+                const sites_site_t *site = sites_at(s->sites, i);
+                waiting += site->selected && !site->lost && secagg_round_expects(s->sa, (uint32_t)site->id);
+            }
             if (waiting == 0 || fn_mono() >= deadline || stopped(s))
                 break;
             pump(s, 100);
@@ -1053,10 +907,11 @@ static int secagg_phases(server_t *s, err_t *err)
 
 static int secagg_begin(server_t *s, err_t *err)
 {
-    uint32_t *ids = FN_MALLOC((size_t)(s->nsites ? s->nsites : 1) * sizeof *ids), n = 0;
-    for (int i = 0; i < s->nsites; i++)
-        if (s->sites[i].selected)
-            ids[n++] = (uint32_t)s->sites[i].id;
+    int count = sites_count(s->sites);
+    uint32_t *ids = FN_MALLOC((size_t)(count > 0 ? count : 1) * sizeof *ids), n = 0;
+    for (int i = 0; i < count; i++)
+        if (sites_at(s->sites, i)->selected)
+            ids[n++] = (uint32_t)sites_at(s->sites, i)->id;
     const config_t *c = s->cfg;
     secagg_round_config_t rc_cfg = {.plus = c->secagg.plus,
                                     .threshold = (uint32_t)c->secagg.threshold,
@@ -1082,30 +937,15 @@ static int secagg_begin(server_t *s, err_t *err)
  * number of answers (0: nothing to record). */
 static int fed_evaluate(server_t *s, double *loss, double *acc, double *samples, int *asked)
 {
-    site_t **cand = FN_MALLOC((size_t)(s->nsites ? s->nsites : 1) * sizeof *cand);
-    int n = 0;
-    for (int i = 0; i < s->nsites; i++) {
-        s->sites[i].eval_pending = 0;
-        if (s->sites[i].connected)
-            cand[n++] = &s->sites[i];
-    }
-    qsort(cand, (size_t)n, sizeof *cand, cmp_site_id);
-    int k = (int)ceil(s->cfg->evaluate.clients_fraction * n);
-    if (k > n)
-        k = n;
-    if (k < 1 && n > 0)
-        k = 1;
-    rng_t r;
-    rng_seed(&r, rng_derive(s->cfg->seed ^ 0xe7a1ULL, (uint64_t)s->round));
+    for (int i = 0; i < sites_count(s->sites); i++)
+        sites_at(s->sites, i)->eval_pending = 0;
+    int k;
+    sites_site_t **cand = draw_connected(s, 0, s->cfg->evaluate.clients_fraction, 0xe7a1ULL, &k);
     s->ev_loss_sum = s->ev_acc_sum = s->ev_samples = 0;
     s->ev_answers = 0;
     s->in_eval = 1;
     *asked = 0;
-    for (int i = 0; i < k; i++) { /* partial Fisher-Yates */
-        int j = i + (int)rng_below(&r, (uint64_t)(n - i));
-        site_t *t = cand[i];
-        cand[i] = cand[j];
-        cand[j] = t;
+    for (int i = 0; i < k; i++) {
         json_t *hdr = json_pack("{s:s, s:i, s:O, s:i, s:i}", "type", "evaluate", "round", s->round, "arch",
                                 s->cfg->model, "input_dim", s->input_dim, "num_classes", s->classes);
         json_object_set_new(hdr, "holdout", holdout_info(s, cand[i]));
@@ -1118,19 +958,12 @@ static int fed_evaluate(server_t *s, double *loss, double *acc, double *samples,
     free(cand);
     double deadline = fn_mono() + s->cfg->server.round_timeout;
     for (;;) {
-        int waiting = 0;
-        for (int i = 0; i < s->nsites; i++)
-            waiting += s->sites[i].eval_pending;
-        if (waiting == 0 || fn_mono() >= deadline || stopped(s))
+        if (sites_awaiting_eval(s->sites) == 0 || fn_mono() >= deadline || stopped(s))
             break;
         pump(s, 100);
     }
     s->in_eval = 0;
-    for (int i = 0; i < s->nsites; i++)
-        if (s->sites[i].eval_pending) {
-            log_warn("site %s did not answer the evaluation of round %d in time", s->sites[i].name, s->round);
-            s->sites[i].eval_pending = 0;
-        }
+    sites_close_eval(s->sites, s->round);
     if (s->ev_samples <= 0)
         return 0;
     *loss = s->ev_loss_sum / s->ev_samples;
@@ -1179,8 +1012,8 @@ static int run_round(server_t *s, store_round_t *rec, err_t *err)
     secagg_round_free(s->sa);
     s->sa = NULL;
     int sa_rc = s->cfg->secagg.enabled ? secagg_begin(s, err) : 0;
-    for (int i = 0; i < s->nsites && sa_rc == 0; i++) {
-        site_t *site = &s->sites[i];
+    for (int i = 0; i < sites_count(s->sites) && sa_rc == 0; i++) {
+        sites_site_t *site = sites_at(s->sites, i);
         if (!site->selected)
             continue;
         long long sent = send_train(s, site);
@@ -1195,10 +1028,7 @@ static int run_round(server_t *s, store_round_t *rec, err_t *err)
     if (s->cfg->secagg.enabled && sa_rc == 0)
         sa_rc = secagg_phases(s, err);
     for (; !s->cfg->secagg.enabled;) {
-        int waiting = 0;
-        for (int i = 0; i < s->nsites; i++)
-            waiting += s->sites[i].selected && !s->sites[i].reported && !s->sites[i].lost;
-        if (waiting == 0 || fn_mono() >= deadline || stopped(s))
+        if (sites_awaiting_updates(s->sites) == 0 || fn_mono() >= deadline || stopped(s))
             break;
         pump(s, 100);
     }
@@ -1228,13 +1058,15 @@ static int run_round(server_t *s, store_round_t *rec, err_t *err)
         s->agg.count = (int)s->sa_summed;
     }
     int dropped = 0;
-    for (int i = 0; i < s->nsites; i++)
-        if (s->sites[i].selected && !s->sites[i].reported) {
+    for (int i = 0; i < sites_count(s->sites); i++) {
+        const sites_site_t *site = sites_at(s->sites, i);
+        if (site->selected && !site->reported) {
             dropped++;
-            if (!s->sites[i].lost)
-                log_warn("site %s missed the deadline of round %d", s->sites[i].name, s->round);
-            store_client_status(s->opt.store, s->opt.run_id, s->sites[i].id, "dropped", NULL);
+            if (!site->lost)
+                log_warn("site %s missed the deadline of round %d", site->name, s->round);
+            store_client_status(s->opt.store, s->opt.run_id, site->id, "dropped", NULL);
         }
+    }
     if (s->agg.count < s->cfg->clients.min_fit) {
         s->round--;
         return err_set(err, FN_ETIMEOUT, "round %d: only %d of %d updates arrived within %.0f s (at least %d needed)",
@@ -1358,13 +1190,6 @@ static int run_round(server_t *s, store_round_t *rec, err_t *err)
     return 0;
 }
 
-static void send_end(server_t *s, const char *reason)
-{
-    for (int i = 0; i < s->nsites; i++)
-        if (s->sites[i].connected)
-            send_to(s, &s->sites[i], json_pack("{s:s, s:s}", "type", "end", "reason", reason), NULL, 0);
-}
-
 int server_run(server_t *s, server_summary_t *sum, err_t *err)
 {
     memset(sum, 0, sizeof *sum);
@@ -1400,7 +1225,7 @@ int server_run(server_t *s, server_summary_t *sum, err_t *err)
         sum->selections += rec.selected;
         round_seconds += rec.ended_at - rec.started_at;
     }
-    sum->clients = s->nsites;
+    sum->clients = sites_count(s->sites);
     if (s->cfg->dp.enabled) {
         sum->dp = 1;
         sum->delta = s->cfg->dp.delta;
@@ -1419,9 +1244,9 @@ int server_run(server_t *s, server_summary_t *sum, err_t *err)
     int ran = sum->rounds_done - sum->first_round + 1;
     sum->total_seconds = fn_mono() - t0;
     sum->mean_round_seconds = ran > 0 ? round_seconds / ran : 0;
-    send_end(s, rc == 0 ? "done" : err->msg);
-    for (int i = 0; i < s->nsites; i++)
-        store_client_status(s->opt.store, s->opt.run_id, s->sites[i].id, "finished", NULL);
+    sites_send_end(s->sites, s->opt.run_id, rc == 0 ? "done" : err->msg);
+    for (int i = 0; i < sites_count(s->sites); i++)
+        store_client_status(s->opt.store, s->opt.run_id, sites_at(s->sites, i)->id, "finished", NULL);
     return rc;
 }
 
@@ -1429,26 +1254,10 @@ void server_free(server_t *s)
 {
     if (!s)
         return;
-    /* Stop the monitor before closing its reading end: ZeroMQ's I/O thread blocks sending
-     * events to a monitor socket nobody reads, and the context would never terminate. */
-    if (s->sock)
-        zmq_socket_monitor(s->sock, NULL, 0);
-    if (s->mon) {
-        int zero = 0;
-        zmq_setsockopt(s->mon, ZMQ_LINGER, &zero, sizeof zero);
-        zmq_close(s->mon);
-    }
-    if (s->sock)
-        zmq_close(s->sock);
-    if (s->ctx) {
-        zmq_ctx_shutdown(s->ctx); /* wakes the ZAP thread */
-        zap_join(s->zap);
-        zmq_ctx_term(s->ctx);
-    }
+    sites_free(s->sites);
     if (s->bcast)
         broadcast_release(NULL, s->bcast);
     secagg_round_free(s->sa);
-    keys_allow_free(&s->allow);
     engine_model_free(s->model);
     engine_dataset_free(&s->test);
     engine_table_free(&s->test_table);
@@ -1457,9 +1266,9 @@ void server_free(server_t *s)
     free(s->scratch);
     free(s->decoded);
     free(s->cscratch);
-    for (int i = 0; i < s->nsites; i++)
-        free(s->sites[i].update);
+    for (int i = 0; i < s->nkept; i++)
+        free(s->kept[i].update);
+    free(s->kept);
     free(s->mean);
-    free(s->sites);
     free(s);
 }

@@ -1,0 +1,308 @@
+#include "server/sites.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/monitor.h"
+#include "common/util.h"
+#include "server/zap.h"
+
+/* inproc names are per context, and every registry has its own context. */
+#define SITES_MONITOR "inproc://fednas-sites-monitor"
+
+struct sites {
+    sites_options_t opt;
+    char keys_dir[PATH_MAX];
+    keys_pair_t *kp; /* from sites_open until the socket is bound */
+    keys_allow_t allow;
+    void *ctx, *sock, *mon;
+    zap_t *zap;
+    char endpoint[256];
+    sites_site_t *site;
+    int count, cap;
+};
+
+int sites_open(const sites_options_t *opt, sites_t **out, err_t *err)
+{
+    *out = NULL;
+    sites_t *s = FN_CALLOC(1, sizeof *s);
+    s->opt = *opt;
+    snprintf(s->keys_dir, sizeof s->keys_dir, "%s", opt->keys_dir);
+    s->opt.keys_dir = s->keys_dir;
+    s->opt.key_hint = NULL; /* the caller's, needed only below */
+    s->kp = keys_pair_new();
+    if (!s->kp) {
+        free(s);
+        return err_set(err, FN_ENOMEM, "out of secure memory");
+    }
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/server.key", s->keys_dir);
+    int rc = keys_read_secret(path, s->kp, err);
+    if (rc < 0 && opt->key_hint)
+        err_wrap(err, "%s", opt->key_hint);
+    if (rc == 0) {
+        snprintf(path, sizeof path, "%s/allowed_clients", s->keys_dir);
+        rc = keys_allow_load(path, &s->allow, err);
+    }
+    if (rc < 0) {
+        sites_free(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+static int bind_error(const char *endpoint, err_t *err)
+{
+    int e = zmq_errno();
+    if (e == EADDRINUSE)
+        return err_set(err, FN_EADDRINUSE,
+                       "cannot listen on %s: the port is already in use; stop the other process or choose another "
+                       "port (--bind tcp://HOST:PORT, or port * to pick a free one)",
+                       endpoint);
+    return err_set(err, FN_EIO, "cannot listen on %s: %s (expected tcp://HOST:PORT)", endpoint, zmq_strerror(e));
+}
+
+int sites_listen(sites_t *s, const char *bind, double heartbeat, int64_t max_message, int io_threads, err_t *err)
+{
+    char path[PATH_MAX];
+    int rc;
+    s->ctx = zmq_ctx_new();
+    if (io_threads > 0)
+        zmq_ctx_set(s->ctx, ZMQ_IO_THREADS, io_threads);
+    snprintf(path, sizeof path, "%s/allowed_clients", s->keys_dir);
+    if ((rc = zap_start(s->ctx, path, &s->zap, err)) < 0)
+        return rc;
+    s->sock = zmq_socket(s->ctx, ZMQ_ROUTER);
+    int one = 1, linger = 2000;
+    int hb = (int)(heartbeat * 1000), hb_timeout = 3 * hb;
+    zmq_setsockopt(s->sock, ZMQ_CURVE_SERVER, &one, sizeof one);
+    zmq_setsockopt(s->sock, ZMQ_CURVE_SECRETKEY, s->kp->secret_z85, KEYS_Z85_LEN + 1);
+    keys_pair_free(s->kp);
+    s->kp = NULL;
+    zmq_setsockopt(s->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    zmq_setsockopt(s->sock, ZMQ_LINGER, &linger, sizeof linger);
+    if (max_message > 0)
+        zmq_setsockopt(s->sock, ZMQ_MAXMSGSIZE, &max_message, sizeof max_message);
+    /* ZMTP heartbeats run on ZeroMQ's I/O thread, so a site busy training still answers them;
+     * a peer that stops answering is disconnected and reported by the monitor below. */
+    zmq_setsockopt(s->sock, ZMQ_HEARTBEAT_IVL, &hb, sizeof hb);
+    zmq_setsockopt(s->sock, ZMQ_HEARTBEAT_TIMEOUT, &hb_timeout, sizeof hb_timeout);
+    if (monitor_open(s->ctx, s->sock, SITES_MONITOR, ZMQ_EVENT_DISCONNECTED, &s->mon) != 0)
+        return err_set(err, FN_EIO, "cannot monitor the %s socket: %s", s->opt.role, zmq_strerror(zmq_errno()));
+    if (zmq_bind(s->sock, bind) != 0)
+        return bind_error(bind, err);
+    size_t len = sizeof s->endpoint;
+    zmq_getsockopt(s->sock, ZMQ_LAST_ENDPOINT, s->endpoint, &len);
+    return 0;
+}
+
+const char *sites_endpoint(const sites_t *s) { return s->endpoint; }
+
+int sites_allowed(const sites_t *s) { return s->allow.count; }
+
+int sites_count(const sites_t *s) { return s->count; }
+
+sites_site_t *sites_at(sites_t *s, int i) { return &s->site[i]; }
+
+int sites_index(const sites_t *s, const sites_site_t *site) { return (int)(site - s->site); }
+
+sites_site_t *sites_find(sites_t *s, const char *name)
+{
+    for (int i = 0; i < s->count; i++)
+        if (strcmp(s->site[i].name, name) == 0)
+            return &s->site[i];
+    return NULL;
+}
+
+int sites_connected(const sites_t *s, long long *samples)
+{
+    int n = 0;
+    long long total = 0;
+    for (int i = 0; i < s->count; i++)
+        if (s->site[i].connected) {
+            n++;
+            total += s->site[i].samples;
+        }
+    if (samples)
+        *samples = total;
+    return n;
+}
+
+int sites_awaiting_updates(const sites_t *s)
+{
+    int n = 0;
+    for (int i = 0; i < s->count; i++)
+        n += s->site[i].selected && !s->site[i].reported && !s->site[i].lost;
+    return n;
+}
+
+int sites_awaiting_eval(const sites_t *s)
+{
+    int n = 0;
+    for (int i = 0; i < s->count; i++)
+        n += s->site[i].eval_pending;
+    return n;
+}
+
+void sites_close_eval(sites_t *s, long long round)
+{
+    for (int i = 0; i < s->count; i++)
+        if (s->site[i].eval_pending) {
+            log_warn("%s %s did not answer the evaluation of round %lld in time", s->opt.noun, s->site[i].name,
+                     round);
+            s->site[i].eval_pending = 0;
+        }
+}
+
+sites_site_t *sites_hello(sites_t *s, const wire_msg_t *msg)
+{
+    const char *name = msg->user_id;
+    long long samples = wire_get_int(msg, "samples", -1);
+    if (samples < 1 || samples > 1000000000LL) {
+        log_warn("%s %s: hello without a valid sample count; ignored", s->opt.noun, name);
+        return NULL;
+    }
+    sites_site_t *site = sites_find(s, name);
+    if (!site && !keys_allow_find_name(&s->allow, name)) {
+        /* Admitted by the ZAP handler from a newer allow-list than ours. */
+        char path[PATH_MAX];
+        keys_allow_t fresh;
+        err_t e;
+        snprintf(path, sizeof path, "%s/allowed_clients", s->keys_dir);
+        if (keys_allow_load(path, &fresh, &e) == 0) {
+            keys_allow_free(&s->allow);
+            s->allow = fresh;
+        }
+    }
+    if (!site) {
+        if (s->count == s->cap) {
+            s->cap = s->cap ? 2 * s->cap : 16;
+            s->site = realloc(s->site, (size_t)s->cap * sizeof *s->site);
+            FN_CHECK(s->site);
+        }
+        site = &s->site[s->count++];
+        memset(site, 0, sizeof *site);
+        snprintf(site->name, sizeof site->name, "%s", name);
+        /* The id is the site's place on the allow-list, not its arrival order, so that the
+         * per-site training seeds and therefore the run are the same every time. */
+        for (int i = 0; i < s->allow.count; i++)
+            if (strcmp(s->allow.entries[i].name, name) == 0) {
+                site->id = i + 1;
+                memcpy(site->public_z85, s->allow.entries[i].public_z85, sizeof site->public_z85);
+            }
+        log_info("%s %s joined (%lld samples)", s->opt.noun, name, samples);
+    } else if (!site->connected) {
+        log_info("%s %s rejoined", s->opt.noun, name);
+    }
+    /* A repeated hello (a retry, or a reconnect) refreshes the route. */
+    memcpy(site->identity, msg->identity, msg->identity_len);
+    site->identity_len = msg->identity_len;
+    site->fd = msg->srcfd;
+    site->connected = 1;
+    site->samples = samples;
+    return site;
+}
+
+long long sites_send(sites_t *s, sites_site_t *site, int64_t run, json_t *hdr, const wire_frame_t *frames, int n)
+{
+    err_t e;
+    json_object_set_new(hdr, "run", json_integer(run));
+    long long sent = wire_send(s->sock, site->identity, site->identity_len, hdr, frames, n, 0, &e);
+    json_decref(hdr);
+    if (sent < 0)
+        log_warn("cannot reach %s %s: %s", s->opt.noun, site->name, e.msg);
+    return sent;
+}
+
+void sites_send_end(sites_t *s, int64_t run, const char *reason)
+{
+    for (int i = 0; i < s->count; i++)
+        if (s->site[i].connected)
+            sites_send(s, &s->site[i], run, json_pack("{s:s, s:s}", "type", "end", "reason", reason), NULL, 0);
+}
+
+/* A connection closed or stopped answering heartbeats: its site is gone until it says hello. */
+static void drain_monitor(sites_t *s)
+{
+    int ev, fd = -1;
+    while ((ev = monitor_event(s->mon, &fd)) != 0) {
+        if (ev != ZMQ_EVENT_DISCONNECTED)
+            continue;
+        for (int i = 0; i < s->count; i++) {
+            sites_site_t *site = &s->site[i];
+            if (!site->connected || site->fd != fd)
+                continue;
+            site->connected = 0;
+            site->eval_pending = 0; /* a dropout: the evaluation goes on without it */
+            s->opt.on_disconnect(s->opt.owner, site);
+        }
+    }
+}
+
+static void receive_all(sites_t *s)
+{
+    for (;;) {
+        wire_msg_t msg;
+        err_t e;
+        int rc = wire_recv(s->sock, 1, &msg, ZMQ_DONTWAIT, &e);
+        if (rc == FN_ETIMEOUT)
+            return;
+        if (rc < 0) {
+            log_warn("dropped a bad message: %s", e.msg);
+            continue;
+        }
+        if (!msg.user_id[0])
+            log_warn("dropped a message from an unauthenticated peer");
+        else if (s->opt.on_message(s->opt.owner, &msg) < 0)
+            log_warn("%s %s: unexpected \"%s\" message dropped", s->opt.noun, msg.user_id, msg.type);
+        wire_msg_close(&msg);
+    }
+}
+
+void sites_pollitems(sites_t *s, zmq_pollitem_t items[2])
+{
+    items[0] = (zmq_pollitem_t){s->sock, 0, ZMQ_POLLIN, 0};
+    items[1] = (zmq_pollitem_t){s->mon, 0, ZMQ_POLLIN, 0};
+}
+
+void sites_service(sites_t *s, const zmq_pollitem_t items[2])
+{
+    if (items[1].revents & ZMQ_POLLIN)
+        drain_monitor(s);
+    if (items[0].revents & ZMQ_POLLIN)
+        receive_all(s);
+}
+
+void sites_pump(sites_t *s, int timeout_ms)
+{
+    zmq_pollitem_t items[2];
+    sites_pollitems(s, items);
+    if (zmq_poll(items, 2, timeout_ms) <= 0)
+        return;
+    if (items[1].revents & ZMQ_POLLIN)
+        drain_monitor(s);
+    receive_all(s); /* also when only the monitor woke us: a message may have come meanwhile */
+}
+
+void sites_free(sites_t *s)
+{
+    if (!s)
+        return;
+    monitor_close(s->sock, s->mon);
+    if (s->sock)
+        zmq_close(s->sock);
+    if (s->ctx) {
+        zmq_ctx_shutdown(s->ctx); /* wakes the ZAP thread */
+        zap_join(s->zap);
+        zmq_ctx_term(s->ctx);
+    }
+    keys_pair_free(s->kp);
+    keys_allow_free(&s->allow);
+    free(s->site);
+    free(s);
+}
