@@ -42,9 +42,10 @@ static const char *const k_help =
     "  --quiet     no progress bar, only the per-epoch lines\n"
     "  -h, --help  this help\n"
     "\n"
-    "Threads: FEDNAS_THREADS sets the engine's pool (default: all cores); OpenBLAS's own\n"
-    "threads (OPENBLAS_NUM_THREADS) run the matrix products. Results are reproducible for fixed\n"
-    "thread counts and seed.\n";
+    "Threads: FEDNAS_THREADS sets the engine's pool (default: all cores), the only parallelism\n"
+    "in training: each pool thread runs its own single-threaded OpenBLAS products, so\n"
+    "OPENBLAS_NUM_THREADS changes neither speed nor results. Results are reproducible for a\n"
+    "fixed FEDNAS_THREADS and seed.\n";
 
 typedef struct {
     int quiet, tty, epochs;

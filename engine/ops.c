@@ -175,7 +175,7 @@ engine_tensor_t *engine_conv2d(engine_graph_t *g, engine_tensor_t *x, engine_ten
     engine_tensor_t *t = node(g, ENGINE_OP_CONV2D, 4, shape, x, W, b);
     if (!t)
         return NULL;
-    int32_t ip[7] = {q.stride_h, q.stride_w, q.pad_h, q.pad_w, q.dil_h, q.dil_w, q.groups};
+    int32_t ip[8] = {q.stride_h, q.stride_w, q.pad_h, q.pad_w, q.dil_h, q.dil_w, q.groups, q.relu != 0};
     memcpy(t->ip, ip, sizeof ip);
     return run(g, t);
 }

@@ -58,6 +58,8 @@ engine_tensor_t *engine_linear(engine_graph_t *g, engine_tensor_t *x, engine_ten
 
 typedef struct engine_conv2d_params {
     int stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups; /* 0 stride/dil/groups mean 1 */
+    int relu; /* nonzero: ReLU fused into the output, as engine_relu of it but without a second
+               * tensor and two more passes over memory (the kernel applies it in cache) */
 } engine_conv2d_params_t;
 /* x [B, C, H, W], W [OC, C/groups, KH, KW], b [OC] or NULL -> [B, OC, OH, OW].
  * groups == C == OC is depthwise; a depthwise then a 1x1 conv is separable. */

@@ -7,6 +7,7 @@ typedef struct {
     engine_tensor_t *t;
     float *dx;
     int kind;
+    int fresh; /* dx not written yet: store instead of add */
 } act_job_t;
 
 enum { K_RELU, K_GELU, K_SIGMOID, K_TANH };
@@ -41,39 +42,43 @@ static void act_bwd_range(void *ctx, int64_t b, int64_t e)
     act_job_t *j = ctx;
     const float *x = j->t->src[0]->data, *y = j->t->data, *dy = j->t->grad;
     float *dx = j->dx;
+    /* A first gradient is stored: adding to a zeroed buffer would cost a pass and a read more. */
+    const int fresh = j->fresh;
+#define ACC(i, v) (dx[i] = (fresh ? 0.0f : dx[i]) + (v))
     switch (j->kind) {
     case K_RELU:
         for (int64_t i = b; i < e; i++)
-            if (x[i] > 0.0f)
-                dx[i] += dy[i];
+            ACC(i, x[i] > 0.0f ? dy[i] : 0.0f);
         break;
     case K_GELU:
         for (int64_t i = b; i < e; i++) {
             float cdf = 0.5f * (1.0f + erff(x[i] * (float)M_SQRT1_2));
             float pdf = expf(-0.5f * x[i] * x[i]) * 0.3989422804014327f;
-            dx[i] += dy[i] * (cdf + x[i] * pdf);
+            ACC(i, dy[i] * (cdf + x[i] * pdf));
         }
         break;
     case K_SIGMOID:
         for (int64_t i = b; i < e; i++)
-            dx[i] += dy[i] * y[i] * (1.0f - y[i]);
+            ACC(i, dy[i] * y[i] * (1.0f - y[i]));
         break;
     case K_TANH:
         for (int64_t i = b; i < e; i++)
-            dx[i] += dy[i] * (1.0f - y[i] * y[i]);
+            ACC(i, dy[i] * (1.0f - y[i] * y[i]));
         break;
     }
+#undef ACC
 }
 
 static void act_fwd(engine_graph_t *g, engine_tensor_t *t, int kind)
 {
-    act_job_t j = {t, NULL, kind};
+    act_job_t j = {t, NULL, kind, 0};
     engine_parallel_for(engine_graph_pool(g), engine_tensor_numel(t), CPU_PAR_GRAIN, act_fwd_range, &j);
 }
 
 static void act_bwd(engine_graph_t *g, engine_tensor_t *t, int kind)
 {
-    act_job_t j = {t, cpu_src_grad(g, t, 0), kind};
+    act_job_t j = {t, NULL, kind, 0};
+    j.dx = cpu_src_grad_out(g, t, 0, &j.fresh);
     if (j.dx)
         engine_parallel_for(engine_graph_pool(g), engine_tensor_numel(t), CPU_PAR_GRAIN, act_bwd_range, &j);
 }

@@ -1,19 +1,46 @@
 /* CPU kernels: conv2d as im2col + sgemm (DESIGN point 6), for any kernel, stride, padding,
- * dilation and groups. The batch is processed in chunks of S samples whose column matrix
- * [K, S*OH*OW] fits COL_BYTES, so one sgemm covers many samples (large N keeps OpenBLAS
- * efficient) while the scratch stays bounded whatever the batch size. im2col and col2im run
- * on the thread pool; sgemm runs on OpenBLAS's threads, never both at once.
- * (The chunking rule is below, at chunk_samples.) */
+ * dilation and groups.
+ *
+ * The batch is split into contiguous ranges of samples ("parts", two per pool thread); each
+ * part runs the whole op for its samples on one core, with OpenBLAS single-threaded inside it
+ * (engine_parallel_blas): im2col into the part's column buffer, sgemm, and the epilogue, one
+ * sample (or a few small ones) at a time, so the column matrix, the sgemm's output and the bias
+ * pass stay in that core's cache. A sample's output [OC, OH*OW] is the sgemm's C layout in NCHW,
+ * so with one sample per sgemm the product lands straight in the output tensor; small feature
+ * maps (fewer than CONV_MIN_COLS output pixels) batch S samples per sgemm for efficiency, at the
+ * price of a copy of the output chunk (still in cache).
+ *
+ * The column matrix is built a block of input channels at a time (CONV_BLOCK_BYTES), each block
+ * one sgemm accumulating into the output, so the columns never leave L2 between im2col and the
+ * sgemm that packs them. Backward likewise recomputes the columns block by block (cheaper than
+ * keeping them: K*OH*OW floats per sample, 25x the input for a 5x5 kernel). Weight and bias
+ * gradients are summed per part in a fixed order and added part by part, so a result is
+ * reproducible for a fixed thread count. The input gradient, when no other op has written it
+ * yet, is stored rather than added (no zeroing pass).
+ *
+ * A fused ReLU (engine_conv2d_params_t.relu) is applied in the epilogue, which also records
+ * which outputs are positive as a bit mask (t->saved: 1/32 of the output's size); backward
+ * applies it (dy where the output was positive) while copying the sample's dy block for the
+ * sgemms, so it never reads the output itself back from memory. */
 #include <cblas.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "engine/ops_cpu.h"
 
-#define COL_BYTES ((size_t)8 << 20)
+/* Column block: a block of input channels' columns for S samples, small enough to stay in a
+ * core's L2 cache together with the sgemm's packed copy of it. */
+#define CONV_BLOCK_BYTES ((size_t)256 << 10)
+/* Output pixels per sgemm below which samples are batched. */
+#define CONV_MIN_COLS 128
 
 typedef struct {
     int C, H, W, OC, OH, OW, KH, KW, sh, sw, ph, pw, dh, dw, G;
+    int Cg, OCg, K, OHW;
 } conv_dims_t;
 
 static conv_dims_t dims_of(const engine_tensor_t *t)
@@ -21,233 +48,382 @@ static conv_dims_t dims_of(const engine_tensor_t *t)
     const engine_tensor_t *x = t->src[0], *W = t->src[1];
     conv_dims_t d = {(int)x->ne[1], (int)x->ne[2], (int)x->ne[3], (int)W->ne[0], (int)t->ne[2], (int)t->ne[3],
                      (int)W->ne[2], (int)W->ne[3], t->ip[0], t->ip[1], t->ip[2], t->ip[3], t->ip[4], t->ip[5],
-                     t->ip[6]};
+                     t->ip[6], 0, 0, 0, 0};
+    d.Cg = d.C / d.G;
+    d.OCg = d.OC / d.G;
+    d.K = d.Cg * d.KH * d.KW;
+    d.OHW = d.OH * d.OW;
     return d;
 }
 
-typedef struct {
-    const conv_dims_t *d;
-    const float *x; /* the chunk's first sample */
-    float *col;     /* [K, S*OHW] */
-    float *dx;      /* col2im target: the chunk's first sample's gradient */
-    int S, group;
-} col_job_t;
+/* im2col and col2im go through a zero-padded copy of one input plane ([H+2ph, W+2pw], the
+ * part's `pad` buffer, whose border stays zero), so every column row is OH plain copies of OW
+ * elements with no bounds checks: about 3x faster than clipping each row against the border. */
 
-/* Valid output range [lo, hi) along one axis for kernel offset k: in = o*s - p + k*dil in [0, n). */
-static void out_range(int n, int on, int s, int p, int koff, int *lo, int *hi)
+/* n floats from in to o (not overlapping) in 16-byte moves, the last one overlapping the one
+ * before instead of a scalar tail: rows here are short (14 floats in the FedAvg CNN), so the
+ * tail loop of a plain copy costs as much as its body. */
+static inline void copy_row(float *o, const float *in, int n)
 {
-    int a = p - koff; /* o*s >= a */
-    int l = a > 0 ? (a + s - 1) / s : 0;
-    int b = n - 1 + p - koff; /* o*s <= b */
-    int h = b >= 0 ? b / s + 1 : 0;
-    if (h > on)
-        h = on;
-    if (l > h)
-        l = h;
-    *lo = l;
-    *hi = h;
+    if (n < 4) {
+        for (int i = 0; i < n; i++)
+            o[i] = in[i];
+        return;
+    }
+    int i = 0;
+    for (; i + 4 <= n; i += 4)
+        memcpy(o + i, in + i, 4 * sizeof *o);
+    if (i < n)
+        memcpy(o + n - 4, in + n - 4, 4 * sizeof *o);
 }
 
-static void im2col_items(void *ctx, int64_t begin, int64_t end)
+/* Copies plane [H, W] into the interior of pad (the border is left as it is: zero). */
+static void pad_plane(const conv_dims_t *d, const float *plane, float *pad)
 {
-    col_job_t *j = ctx;
-    const conv_dims_t *d = j->d;
-    const int Cg = d->C / d->G, OHW = d->OH * d->OW;
-    const size_t ld = (size_t)j->S * OHW;
-    for (int64_t it = begin; it < end; it++) {
-        int s = (int)(it / Cg), c = (int)(it % Cg);
-        const float *plane = j->x + ((size_t)s * d->C + (size_t)j->group * Cg + c) * d->H * d->W;
-        for (int ki = 0; ki < d->KH; ki++) {
-            int ohlo, ohhi;
-            out_range(d->H, d->OH, d->sh, d->ph, ki * d->dh, &ohlo, &ohhi);
-            for (int kj = 0; kj < d->KW; kj++) {
-                int owlo, owhi;
-                out_range(d->W, d->OW, d->sw, d->pw, kj * d->dw, &owlo, &owhi);
-                float *row = j->col + ((size_t)(c * d->KH + ki) * d->KW + kj) * ld + (size_t)s * OHW;
-                for (int oh = 0; oh < d->OH; oh++) {
-                    float *o = row + (size_t)oh * d->OW;
-                    if (oh < ohlo || oh >= ohhi) {
-                        memset(o, 0, (size_t)d->OW * sizeof *o);
-                        continue;
+    const int Wp = d->W + 2 * d->pw;
+    for (int h = 0; h < d->H; h++)
+        copy_row(pad + (size_t)(h + d->ph) * Wp + d->pw, plane + (size_t)h * d->W, d->W);
+}
+
+/* Columns of input channels [c0, c1) of group gi for n samples starting at x (the chunk's first
+ * sample) into col [(c1-c0)*KH*KW, n*OHW]. pad: (H+2ph)*(W+2pw) floats, border zero. */
+static void im2col(const conv_dims_t *d, const float *x, float *col, int n, int gi, int c0, int c1, float *pad)
+{
+    const int OHW = d->OHW, OW = d->OW, sw = d->sw, HW = d->H * d->W;
+    const int padded = d->ph || d->pw, Wp = padded ? d->W + 2 * d->pw : d->W;
+    const size_t ld = (size_t)n * OHW;
+    for (int s = 0; s < n; s++)
+        for (int c = c0; c < c1; c++) {
+            const float *plane = x + ((size_t)s * d->C + (size_t)gi * d->Cg + c) * HW, *src = plane;
+            if (padded) {
+                pad_plane(d, plane, pad);
+                src = pad;
+            }
+            for (int ki = 0; ki < d->KH; ki++)
+                for (int kj = 0; kj < d->KW; kj++) {
+                    float *row = col + ((size_t)((c - c0) * d->KH + ki) * d->KW + kj) * ld + (size_t)s * OHW;
+                    for (int oh = 0; oh < d->OH; oh++) {
+                        const float *in = src + (size_t)(oh * d->sh + ki * d->dh) * Wp + kj * d->dw;
+                        float *o = row + (size_t)oh * OW;
+                        if (sw == 1)
+                            copy_row(o, in, OW);
+                        else
+                            for (int ow = 0; ow < OW; ow++)
+                                o[ow] = in[ow * sw];
                     }
-                    const float *in = plane + (size_t)(oh * d->sh - d->ph + ki * d->dh) * d->W - d->pw + kj * d->dw;
-                    for (int ow = 0; ow < owlo; ow++)
-                        o[ow] = 0.0f;
-                    if (d->sw == 1)
-                        memcpy(o + owlo, in + owlo, (size_t)(owhi - owlo) * sizeof *o);
-                    else
-                        for (int ow = owlo; ow < owhi; ow++)
-                            o[ow] = in[ow * d->sw];
-                    for (int ow = owhi; ow < d->OW; ow++)
-                        o[ow] = 0.0f;
                 }
-            }
         }
-    }
 }
 
-static void col2im_items(void *ctx, int64_t begin, int64_t end)
+/* The gradient of the columns of channels [c0, c1) of group gi, col [(c1-c0)*KH*KW, n*OHW],
+ * into dx of n samples starting at dx: stored when `store` (nothing else has written dx),
+ * else added. Each plane is summed in pad (zeroed here) and then written once. */
+static void col2im(const conv_dims_t *d, const float *col, float *dx, int n, int gi, int c0, int c1, float *pad,
+                   int store)
 {
-    col_job_t *j = ctx;
-    const conv_dims_t *d = j->d;
-    const int Cg = d->C / d->G, OHW = d->OH * d->OW;
-    const size_t ld = (size_t)j->S * OHW;
-    for (int64_t it = begin; it < end; it++) {
-        int s = (int)(it / Cg), c = (int)(it % Cg);
-        float *plane = j->dx + ((size_t)s * d->C + (size_t)j->group * Cg + c) * d->H * d->W;
-        for (int ki = 0; ki < d->KH; ki++) {
-            int ohlo, ohhi;
-            out_range(d->H, d->OH, d->sh, d->ph, ki * d->dh, &ohlo, &ohhi);
-            for (int kj = 0; kj < d->KW; kj++) {
-                int owlo, owhi;
-                out_range(d->W, d->OW, d->sw, d->pw, kj * d->dw, &owlo, &owhi);
-                const float *row = j->col + ((size_t)(c * d->KH + ki) * d->KW + kj) * ld + (size_t)s * OHW;
-                for (int oh = ohlo; oh < ohhi; oh++) {
-                    const float *o = row + (size_t)oh * d->OW;
-                    float *in = plane + (size_t)(oh * d->sh - d->ph + ki * d->dh) * d->W - d->pw + kj * d->dw;
-                    for (int ow = owlo; ow < owhi; ow++)
-                        in[ow * d->sw] += o[ow];
+    const int OHW = d->OHW, OW = d->OW, sw = d->sw, HW = d->H * d->W;
+    const int Hp = d->H + 2 * d->ph, Wp = d->W + 2 * d->pw;
+    const size_t ld = (size_t)n * OHW;
+    for (int s = 0; s < n; s++)
+        for (int c = c0; c < c1; c++) {
+            memset(pad, 0, (size_t)Hp * Wp * sizeof *pad);
+            for (int ki = 0; ki < d->KH; ki++)
+                for (int kj = 0; kj < d->KW; kj++) {
+                    const float *row = col + ((size_t)((c - c0) * d->KH + ki) * d->KW + kj) * ld + (size_t)s * OHW;
+                    for (int oh = 0; oh < d->OH; oh++) {
+                        float *in = pad + (size_t)(oh * d->sh + ki * d->dh) * Wp + kj * d->dw;
+                        const float *o = row + (size_t)oh * OW;
+                        if (sw == 1)
+                            for (int ow = 0; ow < OW; ow++)
+                                in[ow] += o[ow];
+                        else
+                            for (int ow = 0; ow < OW; ow++)
+                                in[ow * sw] += o[ow];
+                    }
                 }
+            float *plane = dx + ((size_t)s * d->C + (size_t)gi * d->Cg + c) * HW;
+            for (int h = 0; h < d->H; h++) {
+                const float *in = pad + (size_t)(h + d->ph) * Wp + d->pw;
+                float *o = plane + (size_t)h * d->W;
+                if (store)
+                    copy_row(o, in, d->W);
+                else
+                    for (int w = 0; w < d->W; w++)
+                        o[w] += in[w];
             }
         }
+}
+
+/* Bytes of ReLU mask per output plane (planes start on a byte, so parts never share one). */
+static size_t mask_bytes(int ohw) { return ((size_t)ohw + 7) / 8; }
+
+/* Bit i of m: v[i] > 0, for n floats. */
+static void relu_mask(const float *v, int n, uint8_t *m)
+{
+    int i = 0;
+#if defined(__SSE2__)
+    const __m128 z = _mm_setzero_ps();
+    for (; i + 8 <= n; i += 8)
+        m[i / 8] = (uint8_t)(_mm_movemask_ps(_mm_cmpgt_ps(_mm_loadu_ps(v + i), z)) |
+                             _mm_movemask_ps(_mm_cmpgt_ps(_mm_loadu_ps(v + i + 4), z)) << 4);
+#endif
+    for (; i < n; i += 8) {
+        unsigned b = 0;
+        for (int k = 0; k < 8 && i + k < n; k++)
+            b |= (unsigned)(v[i + k] > 0.0f) << k;
+        m[i / 8] = (uint8_t)b;
     }
 }
 
-/* Samples per sgemm. A sample's own output [OC, OH*OW] is already the sgemm's C layout, so
- * with one sample per call the output and its gradient need no gather/scatter and the column
- * matrix stays cache-sized; only small feature maps (few columns) are batched, for sgemm
- * efficiency, at the price of a copy. FEDNAS_CONV_CHUNK overrides (benchmarks). */
+/* o[i] = dy[i] where bit i of m is set, else 0. */
+static void relu_mask_apply(const float *dy, const uint8_t *m, int n, float *o)
+{
+    int i = 0;
+#if defined(__SSE2__)
+    const __m128i lo = _mm_setr_epi32(1, 2, 4, 8), hi = _mm_setr_epi32(16, 32, 64, 128);
+    for (; i + 8 <= n; i += 8) {
+        const __m128i b = _mm_set1_epi32(m[i / 8]);
+        const __m128 k0 = _mm_castsi128_ps(_mm_cmpeq_epi32(_mm_and_si128(b, lo), lo));
+        const __m128 k1 = _mm_castsi128_ps(_mm_cmpeq_epi32(_mm_and_si128(b, hi), hi));
+        _mm_storeu_ps(o + i, _mm_and_ps(k0, _mm_loadu_ps(dy + i)));
+        _mm_storeu_ps(o + i + 4, _mm_and_ps(k1, _mm_loadu_ps(dy + i + 4)));
+    }
+#endif
+    for (; i < n; i++)
+        o[i] = (m[i >> 3] >> (i & 7)) & 1 ? dy[i] : 0.0f;
+}
+
+/* Samples per sgemm: 1 when a sample has enough output pixels (the output needs no copy),
+ * else enough to reach CONV_MIN_COLS. FEDNAS_CONV_CHUNK overrides (benchmarks). */
 static int chunk_samples(const conv_dims_t *d, int B)
 {
-    static int forced = -1;
-    if (forced < 0) {
-        const char *e = getenv("FEDNAS_CONV_CHUNK");
-        forced = e ? atoi(e) : 0;
-    }
-    const int OHW = d->OH * d->OW;
-    size_t per = (size_t)(d->C / d->G) * d->KH * d->KW * OHW * sizeof(float);
-    int S = forced > 0 ? forced : (OHW >= 128 ? 1 : (256 + OHW - 1) / OHW);
-    if ((size_t)S * per > COL_BYTES)
-        S = (int)(COL_BYTES / (per ? per : 1));
-    if (S < 1)
-        S = 1;
+    const char *e = getenv("FEDNAS_CONV_CHUNK");
+    const int forced = e ? atoi(e) : 0;
+    int S = forced > 0 ? forced : (d->OHW >= CONV_MIN_COLS ? 1 : (CONV_MIN_COLS + d->OHW - 1) / d->OHW);
     return S < B ? S : B;
+}
+
+/* Input channels per column block (at least one). */
+static int channel_block(const conv_dims_t *d, int S)
+{
+    size_t per = (size_t)d->KH * d->KW * S * d->OHW * sizeof(float);
+    size_t cb = CONV_BLOCK_BYTES / (per ? per : 1);
+    if (cb < 1)
+        cb = 1;
+    return cb < (size_t)d->Cg ? (int)cb : d->Cg;
+}
+
+/* Sum of n floats with eight independent partial sums (a single running sum is one long
+ * dependency chain); fixed order, so reproducible. */
+static float sum_floats(const float *r, int n)
+{
+    float a[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++)
+            a[k] += r[i + k];
+    float t = 0.0f;
+    for (; i < n; i++)
+        t += r[i];
+    return t + (((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])));
+}
+
+typedef struct {
+    conv_dims_t d;
+    int B, S, CB, parts; /* CB: input channels per column block */
+    int relu;            /* ReLU fused into the output (ip[7]) */
+    uint8_t *mask;       /* with relu: output > 0, mask_bytes(OHW) per (sample, channel) plane */
+    const float *x, *W, *bias, *dy;
+    float *y, *dx, *dW, *db;
+    int dx_fresh;
+    float *scratch;     /* part_floats per part: columns, [dcol,] chunk output, padded planes */
+    size_t part_floats;
+    size_t pad_floats;  /* one zero-padded input plane */
+    float *dW_part;     /* parts-1 private weight-gradient sums (parts 1..), OC*K floats each */
+    float *db_part;     /* parts-1 private bias-gradient sums, OC floats each */
+} conv_job_t;
+
+static void sample_range(const conv_job_t *j, int p, int *lo, int *hi)
+{
+    *lo = (int)((long)j->B * p / j->parts);
+    *hi = (int)((long)j->B * (p + 1) / j->parts);
+}
+
+static void conv_fwd_part(void *ctx, int64_t begin, int64_t end)
+{
+    const conv_job_t *j = ctx;
+    const conv_dims_t *d = &j->d;
+    const int OHW = d->OHW, K = d->K, OCg = d->OCg, KK = d->KH * d->KW;
+    for (int64_t p = begin; p < end; p++) {
+        float *col = j->scratch + (size_t)p * j->part_floats, *tmp = col + (size_t)j->CB * KK * j->S * OHW;
+        float *pad = tmp + (size_t)OCg * j->S * OHW;
+        memset(pad, 0, j->pad_floats * sizeof *pad); /* the border; im2col writes the interior */
+        int lo, hi;
+        sample_range(j, (int)p, &lo, &hi);
+        for (int s0 = lo; s0 < hi; s0 += j->S) {
+            const int n = hi - s0 < j->S ? hi - s0 : j->S, N = n * OHW;
+            for (int gi = 0; gi < d->G; gi++) {
+                /* one sample: the product is the output block itself; several: a chunk to scatter */
+                float *out = n == 1 ? j->y + ((size_t)s0 * d->OC + (size_t)gi * OCg) * OHW : tmp;
+                for (int c0 = 0; c0 < d->Cg; c0 += j->CB) {
+                    const int c1 = c0 + j->CB < d->Cg ? c0 + j->CB : d->Cg;
+                    im2col(d, j->x + (size_t)s0 * d->C * d->H * d->W, col, n, gi, c0, c1, pad);
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OCg, N, (c1 - c0) * KK, 1.0f,
+                                j->W + (size_t)gi * OCg * K + (size_t)c0 * KK, K, col, N, c0 ? 1.0f : 0.0f, out, N);
+                }
+                if (n == 1 && !j->bias && !j->relu)
+                    continue;
+                /* bias, ReLU (and the scatter of a chunk) while the block is still in cache */
+                for (int s = 0; s < n; s++)
+                    for (int oc = 0; oc < OCg; oc++) {
+                        float *dst = j->y + ((size_t)(s0 + s) * d->OC + (size_t)gi * OCg + oc) * OHW;
+                        const float *src = out + (size_t)oc * N + (size_t)s * OHW;
+                        const float bv = j->bias ? j->bias[gi * OCg + oc] : 0.0f;
+                        if (j->relu) {
+                            for (int i = 0; i < OHW; i++) {
+                                float v = src[i] + bv;
+                                dst[i] = v > 0.0f ? v : 0.0f;
+                            }
+                            relu_mask(dst, OHW, j->mask + ((size_t)(s0 + s) * d->OC + (size_t)gi * OCg + oc) *
+                                                              mask_bytes(OHW));
+                        } else
+                            for (int i = 0; i < OHW; i++)
+                                dst[i] = src[i] + bv;
+                    }
+            }
+        }
+    }
+}
+
+static void conv_bwd_part(void *ctx, int64_t begin, int64_t end)
+{
+    const conv_job_t *j = ctx;
+    const conv_dims_t *d = &j->d;
+    const int OHW = d->OHW, K = d->K, OCg = d->OCg, KK = d->KH * d->KW, CHW = d->C * d->H * d->W;
+    const size_t colf = (size_t)j->CB * KK * j->S * OHW;
+    for (int64_t p = begin; p < end; p++) {
+        float *col = j->scratch + (size_t)p * j->part_floats, *dcol = col + colf, *tmp = dcol + colf;
+        float *pad = tmp + (size_t)OCg * j->S * OHW, *pad_acc = pad + j->pad_floats;
+        memset(pad, 0, j->pad_floats * sizeof *pad);
+        /* part 0 adds into the gradients themselves, the others into zeroed private sums */
+        float *dW = j->dW && p > 0 ? j->dW_part + (size_t)(p - 1) * d->OC * K : j->dW;
+        float *db = j->db && p > 0 ? j->db_part + (size_t)(p - 1) * d->OC : j->db;
+        if (p > 0 && dW)
+            memset(dW, 0, (size_t)d->OC * K * sizeof *dW);
+        if (p > 0 && db)
+            memset(db, 0, (size_t)d->OC * sizeof *db);
+        int lo, hi;
+        sample_range(j, (int)p, &lo, &hi);
+        for (int s0 = lo; s0 < hi; s0 += j->S) {
+            const int n = hi - s0 < j->S ? hi - s0 : j->S, N = n * OHW;
+            for (int gi = 0; gi < d->G; gi++) {
+                /* dy of the chunk as [OCg, n*OHW]: the tensor itself for one sample without ReLU;
+                 * with a fused ReLU, dy where the output is positive, else 0 (ReLU's backward) */
+                const float *dyc = j->dy + ((size_t)s0 * d->OC + (size_t)gi * OCg) * OHW;
+                if (n > 1 || j->relu) {
+                    for (int s = 0; s < n; s++)
+                        for (int oc = 0; oc < OCg; oc++) {
+                            const size_t plane = (size_t)(s0 + s) * d->OC + (size_t)gi * OCg + oc, at = plane * OHW;
+                            float *o = tmp + (size_t)oc * N + (size_t)s * OHW;
+                            if (j->relu)
+                                relu_mask_apply(j->dy + at, j->mask + plane * mask_bytes(OHW), OHW, o);
+                            else
+                                memcpy(o, j->dy + at, (size_t)OHW * sizeof *o);
+                        }
+                    dyc = tmp;
+                }
+                if (db)
+                    for (int oc = 0; oc < OCg; oc++)
+                        db[gi * OCg + oc] += sum_floats(dyc + (size_t)oc * N, N);
+                for (int c0 = 0; c0 < d->Cg; c0 += j->CB) {
+                    const int c1 = c0 + j->CB < d->Cg ? c0 + j->CB : d->Cg, Kb = (c1 - c0) * KK;
+                    const size_t woff = (size_t)gi * OCg * K + (size_t)c0 * KK;
+                    if (dW) {
+                        im2col(d, j->x + (size_t)s0 * CHW, col, n, gi, c0, c1, pad);
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OCg, Kb, N, 1.0f, dyc, N, col, N, 1.0f,
+                                    dW + woff, K);
+                    }
+                    if (j->dx) {
+                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Kb, N, OCg, 1.0f, j->W + woff, K, dyc, N,
+                                    0.0f, dcol, N);
+                        col2im(d, dcol, j->dx + (size_t)s0 * CHW, n, gi, c0, c1, pad_acc, j->dx_fresh);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* Two parts per thread: if the OS deschedules a worker mid-part, the others take the
+ * remaining parts instead of waiting for it (engine_parallel_for claims parts dynamically).
+ * Each part has its own scratch, so when one part's is large (big images: a channel's columns
+ * alone are KH*KW times the plane) only one part per thread keeps memory in check. */
+#define CONV_PART_SCRATCH_BYTES ((size_t)4 << 20)
+static int parts_for(engine_graph_t *g, int B, size_t part_floats)
+{
+    int threads = engine_threadpool_size(engine_graph_pool(g));
+    int t = part_floats * sizeof(float) > CONV_PART_SCRATCH_BYTES ? threads : 2 * threads;
+    return t < B ? t : B;
 }
 
 void cpu_conv2d_fwd(engine_graph_t *g, engine_tensor_t *t)
 {
-    const engine_tensor_t *x = t->src[0], *Wt = t->src[1], *b = t->src[2];
-    conv_dims_t d = dims_of(t);
-    const int B = (int)x->ne[0], Cg = d.C / d.G, OCg = d.OC / d.G, OHW = d.OH * d.OW;
-    const int K = Cg * d.KH * d.KW, S = chunk_samples(&d, B);
-    float *col = engine_graph_scratch(g, ((size_t)K + OCg) * S * OHW * sizeof(float));
-    if (!col)
-        return;
-    float *tmp = col + (size_t)K * S * OHW;
-    const float *xd = x->data, *W = Wt->data;
-    float *y = t->data;
-    if (S == 1) {
-        for (int s = 0; s < B; s++)
-            for (int gi = 0; gi < d.G; gi++) {
-                col_job_t j = {&d, xd + (size_t)s * d.C * d.H * d.W, col, NULL, 1, gi};
-                engine_parallel_for(engine_graph_pool(g), Cg, 1, im2col_items, &j);
-                float *dst = y + ((size_t)s * d.OC + (size_t)gi * OCg) * OHW;
-                if (b)
-                    for (int oc = 0; oc < OCg; oc++) {
-                        float bv = ((const float *)b->data)[gi * OCg + oc];
-                        for (int p = 0; p < OHW; p++)
-                            dst[(size_t)oc * OHW + p] = bv;
-                    }
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OCg, OHW, K, 1.0f, W + (size_t)gi * OCg * K, K,
-                            col, OHW, b ? 1.0f : 0.0f, dst, OHW);
-            }
-        return;
-    }
-    for (int s0 = 0; s0 < B; s0 += S) {
-        int n = B - s0 < S ? B - s0 : S;
-        for (int gi = 0; gi < d.G; gi++) {
-            col_job_t j = {&d, xd + (size_t)s0 * d.C * d.H * d.W, col, NULL, n, gi};
-            /* With fewer columns than S, rows are n*OHW long: keep ld = n*OHW consistent. */
-            engine_parallel_for(engine_graph_pool(g), (int64_t)n * Cg, 1, im2col_items, &j);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OCg, n * OHW, K, 1.0f, W + (size_t)gi * OCg * K, K,
-                        col, n * OHW, 0.0f, tmp, n * OHW);
-            for (int s = 0; s < n; s++)
-                for (int oc = 0; oc < OCg; oc++) {
-                    float *dst = y + ((size_t)(s0 + s) * d.OC + (size_t)gi * OCg + oc) * OHW;
-                    const float *src = tmp + (size_t)oc * n * OHW + (size_t)s * OHW;
-                    if (b) {
-                        float bv = ((const float *)b->data)[gi * OCg + oc];
-                        for (int p = 0; p < OHW; p++)
-                            dst[p] = src[p] + bv;
-                    } else {
-                        memcpy(dst, src, (size_t)OHW * sizeof *dst);
-                    }
-                }
+    const engine_tensor_t *x = t->src[0];
+    conv_job_t j = {.d = dims_of(t), .B = (int)x->ne[0], .x = x->data, .W = t->src[1]->data,
+                    .bias = t->src[2] ? t->src[2]->data : NULL, .y = t->data, .relu = t->ip[7]};
+    if (j.relu) {
+        t->saved = j.mask = engine_arena_alloc(engine_graph_arena(g), (size_t)j.B * j.d.OC * mask_bytes(j.d.OHW));
+        if (!j.mask) {
+            engine_graph_fail(g, FN_ENOMEM, "conv2d: out of memory for the ReLU mask");
+            return;
         }
     }
+    j.S = chunk_samples(&j.d, j.B);
+    j.CB = channel_block(&j.d, j.S);
+    j.pad_floats = (size_t)(j.d.H + 2 * j.d.ph) * (j.d.W + 2 * j.d.pw);
+    j.part_floats = ((size_t)j.CB * j.d.KH * j.d.KW + j.d.OCg) * j.S * j.d.OHW + j.pad_floats;
+    j.part_floats = (j.part_floats + 15) / 16 * 16; /* each part's buffer on its own cache lines */
+    j.parts = parts_for(g, j.B, j.part_floats);
+    j.scratch = engine_graph_scratch(g, (size_t)j.parts * j.part_floats * sizeof(float));
+    if (!j.scratch)
+        return;
+    engine_parallel_blas(engine_graph_pool(g), j.parts, 1, conv_fwd_part, &j);
 }
 
 void cpu_conv2d_bwd(engine_graph_t *g, engine_tensor_t *t)
 {
-    const engine_tensor_t *x = t->src[0], *Wt = t->src[1];
-    conv_dims_t d = dims_of(t);
-    const int B = (int)x->ne[0], Cg = d.C / d.G, OCg = d.OC / d.G, OHW = d.OH * d.OW;
-    const int K = Cg * d.KH * d.KW, S = chunk_samples(&d, B);
-    float *dx = cpu_src_grad(g, t, 0), *dW = cpu_src_grad(g, t, 1), *db = cpu_src_grad(g, t, 2);
-    const float *dy = t->grad, *xd = x->data, *W = Wt->data;
-    if (db)
-        for (int s = 0; s < B; s++)
-            for (int oc = 0; oc < d.OC; oc++) {
-                const float *p = dy + ((size_t)s * d.OC + oc) * OHW;
-                float acc = 0.0f;
-                for (int i = 0; i < OHW; i++)
-                    acc += p[i];
-                db[oc] += acc;
-            }
-    if (!dx && !dW)
+    const engine_tensor_t *x = t->src[0];
+    conv_job_t j = {.d = dims_of(t), .B = (int)x->ne[0], .x = x->data, .W = t->src[1]->data, .dy = t->grad,
+                    .relu = t->ip[7], .mask = t->saved};
+    j.dx = cpu_src_grad_out(g, t, 0, &j.dx_fresh);
+    j.dW = cpu_src_grad(g, t, 1);
+    j.db = cpu_src_grad(g, t, 2);
+    if (engine_graph_error(g, NULL) || (!j.dx && !j.dW && !j.db))
         return;
-    float *col = engine_graph_scratch(g, ((size_t)2 * K + OCg) * S * OHW * sizeof(float));
-    if (!col)
+    j.S = chunk_samples(&j.d, j.B);
+    j.CB = channel_block(&j.d, j.S);
+    j.pad_floats = (size_t)(j.d.H + 2 * j.d.ph) * (j.d.W + 2 * j.d.pw);
+    j.part_floats = (2 * (size_t)j.CB * j.d.KH * j.d.KW + j.d.OCg) * j.S * j.d.OHW + 2 * j.pad_floats;
+    j.part_floats = (j.part_floats + 15) / 16 * 16;
+    j.parts = parts_for(g, j.B, j.part_floats);
+    const size_t wfl = (size_t)j.d.OC * j.d.K, extra = (size_t)(j.parts - 1) * (wfl + j.d.OC);
+    j.scratch = engine_graph_scratch(g, ((size_t)j.parts * j.part_floats + extra) * sizeof(float));
+    if (!j.scratch)
         return;
-    float *tmp = col + (size_t)K * S * OHW, *dcol = tmp + (size_t)OCg * S * OHW;
-    if (S == 1) {
-        for (int s = 0; s < B; s++)
-            for (int gi = 0; gi < d.G; gi++) {
-                const float *dys = dy + ((size_t)s * d.OC + (size_t)gi * OCg) * OHW;
-                if (dW) {
-                    col_job_t j = {&d, xd + (size_t)s * d.C * d.H * d.W, col, NULL, 1, gi};
-                    engine_parallel_for(engine_graph_pool(g), Cg, 1, im2col_items, &j);
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OCg, K, OHW, 1.0f, dys, OHW, col, OHW, 1.0f,
-                                dW + (size_t)gi * OCg * K, K);
-                }
-                if (dx) {
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, OHW, OCg, 1.0f, W + (size_t)gi * OCg * K, K,
-                                dys, OHW, 0.0f, dcol, OHW);
-                    col_job_t jb = {&d, NULL, dcol, dx + (size_t)s * d.C * d.H * d.W, 1, gi};
-                    engine_parallel_for(engine_graph_pool(g), Cg, 1, col2im_items, &jb);
-                }
-            }
-        return;
-    }
-    for (int s0 = 0; s0 < B; s0 += S) {
-        int n = B - s0 < S ? B - s0 : S;
-        for (int gi = 0; gi < d.G; gi++) {
-            for (int s = 0; s < n; s++)
-                for (int oc = 0; oc < OCg; oc++)
-                    memcpy(tmp + (size_t)oc * n * OHW + (size_t)s * OHW,
-                           dy + ((size_t)(s0 + s) * d.OC + (size_t)gi * OCg + oc) * OHW, (size_t)OHW * sizeof *tmp);
-            col_job_t j = {&d, xd + (size_t)s0 * d.C * d.H * d.W, col, NULL, n, gi};
-            if (dW) {
-                engine_parallel_for(engine_graph_pool(g), (int64_t)n * Cg, 1, im2col_items, &j);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OCg, K, n * OHW, 1.0f, tmp, n * OHW, col, n * OHW,
-                            1.0f, dW + (size_t)gi * OCg * K, K);
-            }
-            if (dx) {
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, n * OHW, OCg, 1.0f, W + (size_t)gi * OCg * K, K,
-                            tmp, n * OHW, 0.0f, dcol, n * OHW);
-                col_job_t jb = {&d, NULL, dcol, dx + (size_t)s0 * d.C * d.H * d.W, n, gi};
-                engine_parallel_for(engine_graph_pool(g), (int64_t)n * Cg, 1, col2im_items, &jb);
-            }
+    j.dW_part = j.scratch + (size_t)j.parts * j.part_floats;
+    j.db_part = j.dW_part + (size_t)(j.parts - 1) * wfl;
+    engine_parallel_blas(engine_graph_pool(g), j.parts, 1, conv_bwd_part, &j);
+    /* parts' sums in part order: the same order for a given thread count, whatever the timing */
+    for (int p = 1; p < j.parts; p++) {
+        if (j.dW) {
+            const float *s = j.dW_part + (size_t)(p - 1) * wfl;
+            for (size_t i = 0; i < wfl; i++)
+                j.dW[i] += s[i];
+        }
+        if (j.db) {
+            const float *s = j.db_part + (size_t)(p - 1) * j.d.OC;
+            for (int i = 0; i < j.d.OC; i++)
+                j.db[i] += s[i];
         }
     }
 }

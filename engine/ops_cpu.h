@@ -39,6 +39,34 @@ static inline float *cpu_src_grad(engine_graph_t *g, engine_tensor_t *t, int i)
     return s && s->requires_grad ? engine_graph_grad(g, s) : NULL;
 }
 
+/* The gradient of src i for a kernel that will write every element of it, or NULL when src i
+ * needs none. When no other op has written that gradient yet, it is allocated uninitialised and
+ * *fresh is set: the kernel then stores instead of adding, which saves a zeroing pass and a read
+ * over the whole tensor. Otherwise *fresh is 0 and the kernel adds (gradients accumulate). */
+static inline float *cpu_src_grad_out(engine_graph_t *g, engine_tensor_t *t, int i, int *fresh)
+{
+    engine_tensor_t *s = t->src[i];
+    *fresh = 0;
+    if (!s || !s->requires_grad)
+        return NULL;
+    if (!s->grad) {
+        s->grad = engine_arena_alloc(engine_graph_arena(g), (size_t)engine_tensor_numel(s) * sizeof(float));
+        if (!s->grad) {
+            engine_graph_fail(g, FN_ENOMEM, "out of memory for a gradient");
+            return NULL;
+        }
+        *fresh = 1;
+    }
+    return s->grad;
+}
+
+/* C = alpha op(A) op(B) + beta C (row-major; trans_a/trans_b select op = transpose), split into
+ * blocks of rows or of columns over the graph's pool, one single-threaded sgemm per block
+ * (engine_parallel_blas). The split depends only on the shape and the pool size, so a result
+ * is reproducible for a fixed thread count. beta 0 never reads C (it may be uninitialised). */
+void cpu_sgemm(engine_graph_t *g, int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+               const float *B, int ldb, float beta, float *C, int ldc);
+
 /* Elementwise loops go parallel above this many elements. */
 #define CPU_PAR_GRAIN 16384
 

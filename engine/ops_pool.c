@@ -7,6 +7,7 @@
 typedef struct {
     engine_tensor_t *t;
     float *dx;
+    int fresh; /* dx not written yet: planes are zeroed (in cache) before the scatter */
 } pool_job_t;
 
 static void maxpool_planes(void *ctx, int64_t b, int64_t e)
@@ -20,6 +21,25 @@ static void maxpool_planes(void *ctx, int64_t b, int64_t e)
         const float *in = (const float *)x->data + pl * H * W;
         float *out = (float *)t->data + pl * OH * OW;
         int32_t *a = arg + pl * OH * OW;
+        if (k == 2 && s == 2 && p == 0) {
+            /* the common 2x2 pool: no bounds to check; same scan order and tie rule as below */
+            for (int oh = 0; oh < OH; oh++) {
+                const float *r0 = in + (size_t)(2 * oh) * W, *r1 = r0 + W;
+                for (int ow = 0; ow < OW; ow++) {
+                    int32_t am = 2 * oh * W + 2 * ow;
+                    float m = r0[2 * ow];
+                    if (r0[2 * ow + 1] > m)
+                        m = r0[2 * ow + 1], am = 2 * oh * W + 2 * ow + 1;
+                    if (r1[2 * ow] > m)
+                        m = r1[2 * ow], am = (2 * oh + 1) * W + 2 * ow;
+                    if (r1[2 * ow + 1] > m)
+                        m = r1[2 * ow + 1], am = (2 * oh + 1) * W + 2 * ow + 1;
+                    out[oh * OW + ow] = m;
+                    a[oh * OW + ow] = am;
+                }
+            }
+            continue;
+        }
         for (int oh = 0; oh < OH; oh++)
             for (int ow = 0; ow < OW; ow++) {
                 float m = -FLT_MAX;
@@ -52,22 +72,35 @@ void cpu_maxpool2d_fwd(engine_graph_t *g, engine_tensor_t *t)
         engine_graph_fail(g, FN_ENOMEM, "maxpool2d: out of memory");
         return;
     }
-    pool_job_t j = {t, NULL};
+    pool_job_t j = {t, NULL, 0};
     engine_parallel_for(engine_graph_pool(g), t->ne[0] * t->ne[1], 8, maxpool_planes, &j);
+}
+
+/* Each output's gradient goes to the input its forward pass picked (argmax saved per output). */
+static void maxpool_bwd_planes(void *ctx, int64_t b, int64_t e)
+{
+    const pool_job_t *j = ctx;
+    const engine_tensor_t *t = j->t, *x = t->src[0];
+    const int64_t HW = x->ne[2] * x->ne[3], OHW = t->ne[2] * t->ne[3];
+    const int32_t *arg = t->saved;
+    for (int64_t pl = b; pl < e; pl++) {
+        float *dx = j->dx + pl * HW;
+        const float *dy = t->grad + pl * OHW;
+        const int32_t *a = arg + pl * OHW;
+        if (j->fresh)
+            memset(dx, 0, (size_t)HW * sizeof *dx);
+        for (int64_t o = 0; o < OHW; o++)
+            if (a[o] >= 0)
+                dx[a[o]] += dy[o];
+    }
 }
 
 void cpu_maxpool2d_bwd(engine_graph_t *g, engine_tensor_t *t)
 {
-    float *dx = cpu_src_grad(g, t, 0);
-    if (!dx)
-        return;
-    const engine_tensor_t *x = t->src[0];
-    const int64_t HW = x->ne[2] * x->ne[3], OHW = t->ne[2] * t->ne[3], P = t->ne[0] * t->ne[1];
-    const int32_t *arg = t->saved;
-    for (int64_t pl = 0; pl < P; pl++)
-        for (int64_t o = 0; o < OHW; o++)
-            if (arg[pl * OHW + o] >= 0)
-                dx[pl * HW + arg[pl * OHW + o]] += t->grad[pl * OHW + o];
+    pool_job_t j = {t, NULL, 0};
+    j.dx = cpu_src_grad_out(g, t, 0, &j.fresh);
+    if (j.dx)
+        engine_parallel_for(engine_graph_pool(g), t->ne[0] * t->ne[1], 8, maxpool_bwd_planes, &j);
 }
 
 static void avgpool_planes(void *ctx, int64_t b, int64_t e)
@@ -108,7 +141,7 @@ static void avgpool_planes(void *ctx, int64_t b, int64_t e)
 
 void cpu_avgpool2d_fwd(engine_graph_t *g, engine_tensor_t *t)
 {
-    pool_job_t j = {t, NULL};
+    pool_job_t j = {t, NULL, 0};
     engine_parallel_for(engine_graph_pool(g), t->ne[0] * t->ne[1], 8, avgpool_planes, &j);
 }
 
@@ -117,7 +150,7 @@ void cpu_avgpool2d_bwd(engine_graph_t *g, engine_tensor_t *t)
     float *dx = cpu_src_grad(g, t, 0);
     if (!dx)
         return;
-    pool_job_t j = {t, dx};
+    pool_job_t j = {t, dx, 0};
     engine_parallel_for(engine_graph_pool(g), t->ne[0] * t->ne[1], 8, avgpool_planes, &j);
 }
 

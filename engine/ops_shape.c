@@ -7,12 +7,16 @@ void cpu_reshape_fwd(engine_graph_t *g, engine_tensor_t *t) { (void)g, (void)t; 
 
 void cpu_reshape_bwd(engine_graph_t *g, engine_tensor_t *t)
 {
-    float *dx = cpu_src_grad(g, t, 0);
+    int fresh;
+    float *dx = cpu_src_grad_out(g, t, 0, &fresh);
     if (!dx)
         return;
     const int64_t n = engine_tensor_numel(t);
-    for (int64_t i = 0; i < n; i++)
-        dx[i] += t->grad[i];
+    if (fresh)
+        memcpy(dx, t->grad, (size_t)n * sizeof *dx);
+    else
+        for (int64_t i = 0; i < n; i++)
+            dx[i] += t->grad[i];
 }
 
 void cpu_add_fwd(engine_graph_t *g, engine_tensor_t *t)

@@ -1,58 +1,73 @@
 #include "engine/threadpool.h"
 
+#include <cblas.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 #define MAX_THREADS 256
+/* A loop is cut into up to this many chunks per thread: with more chunks than threads, a
+ * worker the OS has descheduled (more runnable threads than cores: several clients or
+ * experiments on one machine) holds up only the chunk it is in, never a fixed share. */
+#define CHUNKS_PER_THREAD 4
 
+/* One loop at a time runs on the workers. Chunks are fixed ranges of the index space and are
+ * claimed in any order by whoever is free (an atomic counter), so which thread runs a chunk
+ * varies but what each chunk computes does not. A worker joins a loop only while it is open;
+ * the submitter closes it once every chunk is claimed and waits only for the workers that
+ * joined, so a worker that wakes late finds the loop closed and never touches its context. */
 struct engine_threadpool {
     int n; /* workers including the caller */
     pthread_t th[MAX_THREADS];
     pthread_mutex_t mu;
     pthread_mutex_t submit; /* held by the thread whose loop the workers run */
     pthread_cond_t work, done;
-    unsigned long gen; /* bumped for each job */
-    int pending;       /* workers still running the current job */
+    unsigned long gen; /* bumped for each loop */
+    int open;          /* the current loop still takes helpers */
+    int active;        /* workers inside the current loop */
     int stop;
     engine_parallel_fn fn;
     void *ctx;
-    int64_t total, chunk;
+    int64_t total, chunk, nchunks;
+    atomic_llong next; /* next chunk to claim */
 };
 
-typedef struct {
-    engine_threadpool_t *p;
-    int id;
-} worker_arg_t;
+static void run_chunks(engine_threadpool_t *p, engine_parallel_fn fn, void *ctx, int64_t total, int64_t chunk,
+                       int64_t nchunks)
+{
+    for (;;) {
+        int64_t c = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
+        if (c >= nchunks)
+            return;
+        int64_t b = c * chunk, e = b + chunk < total ? b + chunk : total;
+        fn(ctx, b, e);
+    }
+}
 
 static void *worker(void *arg)
 {
-    worker_arg_t *w = arg;
-    engine_threadpool_t *p = w->p;
+    engine_threadpool_t *p = arg;
     unsigned long seen = 0;
+    pthread_mutex_lock(&p->mu);
     for (;;) {
-        pthread_mutex_lock(&p->mu);
-        while (!p->stop && p->gen == seen)
+        while (!p->stop && (p->gen == seen || !p->open))
             pthread_cond_wait(&p->work, &p->mu);
-        if (p->stop) {
-            pthread_mutex_unlock(&p->mu);
-            free(w);
-            return NULL;
-        }
+        if (p->stop)
+            break;
         seen = p->gen;
+        p->active++;
         engine_parallel_fn fn = p->fn;
         void *ctx = p->ctx;
-        int64_t b = (int64_t)w->id * p->chunk, e = b + p->chunk;
-        if (e > p->total)
-            e = p->total;
+        int64_t total = p->total, chunk = p->chunk, nchunks = p->nchunks;
         pthread_mutex_unlock(&p->mu);
-        if (b < e)
-            fn(ctx, b, e);
+        run_chunks(p, fn, ctx, total, chunk, nchunks);
         pthread_mutex_lock(&p->mu);
-        if (--p->pending == 0)
+        if (--p->active == 0 && !p->open)
             pthread_cond_signal(&p->done);
-        pthread_mutex_unlock(&p->mu);
     }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
 }
 
 engine_threadpool_t *engine_threadpool_create(int threads)
@@ -67,24 +82,16 @@ engine_threadpool_t *engine_threadpool_create(int threads)
     if (!p)
         return NULL;
     p->n = threads;
+    atomic_init(&p->next, 0);
     pthread_mutex_init(&p->mu, NULL);
     pthread_mutex_init(&p->submit, NULL);
     pthread_cond_init(&p->work, NULL);
     pthread_cond_init(&p->done, NULL);
-    for (int i = 1; i < threads; i++) {
-        worker_arg_t *a = malloc(sizeof *a);
-        if (!a) {
+    for (int i = 1; i < threads; i++)
+        if (pthread_create(&p->th[i], NULL, worker, p) != 0) {
             p->n = i;
             break;
         }
-        a->p = p;
-        a->id = i;
-        if (pthread_create(&p->th[i], NULL, worker, a) != 0) {
-            free(a);
-            p->n = i;
-            break;
-        }
-    }
     return p;
 }
 
@@ -113,31 +120,58 @@ void engine_parallel_for(engine_threadpool_t *p, int64_t n, int64_t grain, engin
         return;
     if (grain < 1)
         grain = 1;
-    int parts = p ? p->n : 1;
-    if (n / grain < parts)
-        parts = (int)(n / grain);
+    int64_t nchunks = p ? (int64_t)p->n * CHUNKS_PER_THREAD : 1;
+    if (n / grain < nchunks)
+        nchunks = n / grain;
     /* Another thread's loop holds the workers (two models training in one process, or a
      * kernel calling back in): run this one serially rather than wait or interleave. */
-    if (parts <= 1 || pthread_mutex_trylock(&p->submit) != 0) {
+    if (nchunks <= 1 || p->n <= 1 || pthread_mutex_trylock(&p->submit) != 0) {
         fn(ctx, 0, n);
         return;
     }
-    int64_t chunk = (n + parts - 1) / parts;
+    int64_t chunk = (n + nchunks - 1) / nchunks;
+    nchunks = (n + chunk - 1) / chunk;
     pthread_mutex_lock(&p->mu);
     p->fn = fn;
     p->ctx = ctx;
     p->total = n;
     p->chunk = chunk;
-    p->pending = p->n - 1;
+    p->nchunks = nchunks;
+    atomic_store_explicit(&p->next, 0, memory_order_relaxed);
+    p->open = 1;
     p->gen++;
     pthread_cond_broadcast(&p->work);
     pthread_mutex_unlock(&p->mu);
-    fn(ctx, 0, chunk < n ? chunk : n);
+    run_chunks(p, fn, ctx, n, chunk, nchunks);
     pthread_mutex_lock(&p->mu);
-    while (p->pending > 0)
+    p->open = 0;
+    while (p->active > 0)
         pthread_cond_wait(&p->done, &p->mu);
     pthread_mutex_unlock(&p->mu);
     pthread_mutex_unlock(&p->submit);
+}
+
+/* OpenBLAS's thread count is process-wide: loops in several threads share one setting, so a
+ * depth count decides who saves it and who restores it. */
+static pthread_mutex_t blas_mu = PTHREAD_MUTEX_INITIALIZER;
+static int blas_depth, blas_saved;
+
+void engine_parallel_blas(engine_threadpool_t *p, int64_t n, int64_t grain, engine_parallel_fn fn, void *ctx)
+{
+    if (n <= 0)
+        return;
+    pthread_mutex_lock(&blas_mu);
+    if (blas_depth++ == 0) {
+        blas_saved = openblas_get_num_threads();
+        if (blas_saved != 1)
+            openblas_set_num_threads(1);
+    }
+    pthread_mutex_unlock(&blas_mu);
+    engine_parallel_for(p, n, grain, fn, ctx);
+    pthread_mutex_lock(&blas_mu);
+    if (--blas_depth == 0 && blas_saved != 1)
+        openblas_set_num_threads(blas_saved);
+    pthread_mutex_unlock(&blas_mu);
 }
 
 static pthread_once_t default_once = PTHREAD_ONCE_INIT;

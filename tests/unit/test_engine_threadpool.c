@@ -1,0 +1,163 @@
+/* The engine's thread pool: every index of a loop runs exactly once whatever the chunking,
+ * loops started from inside a loop or from several threads at once complete (serially when the
+ * workers are taken), a slow chunk does not stop the others from being claimed, and
+ * engine_parallel_blas holds OpenBLAS to one thread inside the loop and restores the process's
+ * setting afterwards, also when two threads run such loops at once. */
+#include <cblas.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "engine/threadpool.h"
+
+static void count(void *ctx, int64_t b, int64_t e)
+{
+    atomic_int *m = ctx;
+    for (int64_t i = b; i < e; i++)
+        atomic_fetch_add(&m[i], 1);
+}
+
+static void test_each_index_once(void **state)
+{
+    (void)state;
+    engine_threadpool_t *p = engine_threadpool_create(3);
+    assert_non_null(p);
+    static atomic_int m[5000];
+    const int64_t sizes[] = {1, 2, 3, 11, 12, 13, 97, 1000, 4999};
+    const int64_t grains[] = {1, 4, 100};
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++)
+        for (size_t gi = 0; gi < sizeof grains / sizeof grains[0]; gi++) {
+            for (int i = 0; i < 5000; i++)
+                atomic_store(&m[i], 0);
+            engine_parallel_for(p, sizes[si], grains[gi], count, m);
+            for (int64_t i = 0; i < 5000; i++)
+                if (atomic_load(&m[i]) != (i < sizes[si]))
+                    fail_msg("n %lld grain %lld: index %lld ran %d times", (long long)sizes[si],
+                             (long long)grains[gi], (long long)i, atomic_load(&m[i]));
+        }
+    engine_parallel_for(p, 0, 1, count, m); /* nothing to do */
+    engine_parallel_for(NULL, 10, 1, count, m); /* no pool: serial */
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(atomic_load(&m[i]), 2);
+    engine_threadpool_free(p);
+}
+
+typedef struct {
+    engine_threadpool_t *p;
+    atomic_int *m;
+} nest_t;
+
+static void outer(void *ctx, int64_t b, int64_t e)
+{
+    nest_t *n = ctx;
+    for (int64_t i = b; i < e; i++) /* the workers are busy with this loop: runs serially */
+        engine_parallel_for(n->p, 100, 1, count, n->m + i * 100);
+}
+
+static void test_nested_loop(void **state)
+{
+    (void)state;
+    engine_threadpool_t *p = engine_threadpool_create(2);
+    static atomic_int m[800];
+    nest_t n = {p, m};
+    engine_parallel_for(p, 8, 1, outer, &n);
+    for (int i = 0; i < 800; i++)
+        assert_int_equal(atomic_load(&m[i]), 1);
+    engine_threadpool_free(p);
+}
+
+/* Chunk 0 sleeps: whoever runs it, the other chunks are claimed by the remaining threads, so
+ * the loop takes about one sleep, not the sum of a fixed share's sleeps. */
+static atomic_int slow_done;
+static void slow_first(void *ctx, int64_t b, int64_t e)
+{
+    atomic_int *m = ctx;
+    if (b == 0) {
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    for (int64_t i = b; i < e; i++)
+        atomic_fetch_add(&m[i], 1);
+    atomic_fetch_add(&slow_done, 1);
+}
+
+static void test_slow_chunk(void **state)
+{
+    (void)state;
+    engine_threadpool_t *p = engine_threadpool_create(2);
+    static atomic_int m[64];
+    engine_parallel_for(p, 64, 1, slow_first, m);
+    for (int i = 0; i < 64; i++)
+        assert_int_equal(atomic_load(&m[i]), 1);
+    assert_true(atomic_load(&slow_done) > 2); /* the loop was cut into more chunks than threads */
+    engine_threadpool_free(p);
+}
+
+/* Watches the OpenBLAS thread count for about 20 us per item (long enough for another
+ * thread's loop to start or end meanwhile). */
+static void blas_threads_inside(void *ctx, int64_t b, int64_t e)
+{
+    atomic_int *seen = ctx;
+    for (int64_t i = b; i < e; i++) {
+        struct timespec t0, t;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        do {
+            if (openblas_get_num_threads() != 1)
+                atomic_fetch_add(seen, 1);
+            clock_gettime(CLOCK_MONOTONIC, &t);
+        } while ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < 20000);
+    }
+}
+
+typedef struct {
+    engine_threadpool_t *p;
+    atomic_int *bad;
+} blas_job_t;
+
+static void *blas_loops(void *arg)
+{
+    blas_job_t *j = arg;
+    for (int r = 0; r < 200; r++)
+        engine_parallel_blas(j->p, 16, 1, blas_threads_inside, j->bad);
+    return NULL;
+}
+
+static void test_parallel_blas_threads(void **state)
+{
+    (void)state;
+    engine_threadpool_t *p = engine_threadpool_create(2);
+    atomic_int bad = 0;
+    openblas_set_num_threads(2);
+    const int before = openblas_get_num_threads();
+    engine_parallel_blas(p, 16, 1, blas_threads_inside, &bad);
+    assert_int_equal(atomic_load(&bad), 0);
+    assert_int_equal(openblas_get_num_threads(), before);
+    /* two threads' loops overlap: one thread inside, the other's restore must wait for it */
+    blas_job_t j = {p, &bad};
+    pthread_t t1, t2;
+    pthread_create(&t1, NULL, blas_loops, &j);
+    pthread_create(&t2, NULL, blas_loops, &j);
+    pthread_join(t1, NULL);
+    pthread_join(t2, NULL);
+    assert_int_equal(atomic_load(&bad), 0);
+    assert_int_equal(openblas_get_num_threads(), before);
+    engine_threadpool_free(p);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_each_index_once),
+        cmocka_unit_test(test_nested_loop),
+        cmocka_unit_test(test_slow_chunk),
+        cmocka_unit_test(test_parallel_blas_threads),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
