@@ -355,7 +355,8 @@ static int host_allowed(const char *host)
 
 /* Shown for every page (not API) request without a session, with the reason. No script and
  * no inline style (the CSP allows neither): its look comes from /login.css, which with the icon
- * is all that is served before login (PUBLIC_ASSET). %s: why this page is shown. */
+ * is all that is served before login (PUBLIC_ASSET). The %s: " info" for a first visit (not an
+ * error), then why this page is shown. */
 static const char k_login_page[] =
     "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
     "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
@@ -364,7 +365,7 @@ static const char k_login_page[] =
     "<link rel=\"icon\" href=\"/favicon.svg\" type=\"image/svg+xml\">"
     "<link rel=\"stylesheet\" href=\"/login.css\"></head><body>\n"
     "<main class=\"login\"><h1><img src=\"/favicon.svg\" alt=\"\" width=\"28\" height=\"28\"> fednas</h1>\n"
-    "<p class=\"why\" role=\"alert\">%s</p>\n"
+    "<p class=\"why%s\" role=\"alert\">%s</p>\n"
     "<p>Open the link that <code>fednas</code> printed when it started (it ends in "
     "<code>?token=...</code>), or paste its token here.</p>\n"
     "<form method=\"get\" action=\"/\"><label for=\"token\">Access token</label>"
@@ -388,7 +389,8 @@ static int unauthorized(const web_req_t *rq, const char *why)
     if (is_api_path(rq->path))
         return web_send_error(rq, 401, "%s", why);
     char page[sizeof k_login_page + 512];
-    int n = snprintf(page, sizeof page, k_login_page, why); /* why: our own constant text */
+    const char *kind = strncmp(why, "not logged in", 13) == 0 ? " info" : "";
+    int n = snprintf(page, sizeof page, k_login_page, kind, why); /* why: our own constant text */
     return send_response(rq, 401, "text/html; charset=utf-8", page, (size_t)n < sizeof page ? (size_t)n : 0,
                          "no-store", NULL, NULL);
 }

@@ -170,6 +170,12 @@ try {
   check((await points()) === '0', 'the accuracy chart starts empty');
   await page.waitForFunction(() => /waiting for sites/.test(document.querySelector('.facts .phase').textContent), null, { timeout: 10000 });
   check(true, 'the Run page shows the server waiting for sites');
+  await page.goto(base + '/#/');
+  await page.waitForFunction((id) => /waiting for sites/.test((document.querySelector(`#runs tr[data-run="${id}"] .phase`) || {}).textContent),
+    runId, { timeout: 10000 });
+  check(true, 'the Runs page shows the live run\'s phase');
+  await page.goto(base + '/#/run/' + runId);
+  await page.waitForSelector('figure.chart[data-points="0"]');
   await page.screenshot({ path: path.join(out, 'run-waiting.png'), fullPage: true });
 
   for (const [i, s] of ['a', 'b'].entries())

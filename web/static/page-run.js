@@ -3,7 +3,7 @@
 // admin actions. Live: the header shows the phase the server is in (round_phase events), and
 // each round_finished event of this run fetches the rounds and metrics after the last one shown
 // (?since=N) and extends every chart.
-import { api, el, badge, pct, fixed, seconds, when, duration, chart, DASHES, session } from './util.js';
+import { api, el, badge, pct, fixed, seconds, when, duration, chart, DASHES, session, runPhase } from './util.js';
 
 export async function render(view, [idText]) {
   const id = Number(idText);
@@ -50,16 +50,7 @@ export async function render(view, [idText]) {
   let last = 0;
   let busy = false, again = false, lastMetric = 0;
 
-  const PHASES = {
-    waiting: 'waiting for sites', training: 'training', advertise_keys: 'secure aggregation: advertise keys',
-    share_keys: 'secure aggregation: share keys', masked_input: 'secure aggregation: masked input',
-    unmasking: 'secure aggregation: unmasking', aggregating: 'aggregating', evaluating: 'evaluating',
-    federated_evaluation: 'federated evaluation',
-  };
-  function phaseText() {
-    if (run.status !== 'running' || !run.phase) return '–';
-    return 'round ' + run.phase_round + ': ' + (PHASES[run.phase] || run.phase);
-  }
+  const phaseText = () => runPhase(run) || '–';
 
   function renderHead() {
     const best = rounds.reduce((b, r) => (r.test_accuracy > (b ? b.test_accuracy : -1) ? r : b), null);

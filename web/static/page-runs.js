@@ -1,6 +1,7 @@
-// Runs: every run in the store with status, progress, best accuracy, epsilon spent and
-// duration. Live: refreshed (debounced) on every round or status event.
-import { api, el, badge, pct, fixed, seconds, when, duration } from './util.js';
+// Runs: every run in the store with status, progress (and, while running, the phase its server
+// is in), best accuracy, epsilon spent and duration. Live: refreshed (debounced) on every round
+// or status event; a round_phase event only rewrites that run's phase.
+import { api, el, badge, pct, fixed, seconds, when, duration, runPhase } from './util.js';
 
 export async function render(view) {
   const body = el('tbody');
@@ -18,6 +19,8 @@ export async function render(view) {
     empty);
 
   const eps = new Map(); // run id -> epsilon (only fetched for runs with a dp block)
+  const phases = new Map(); // run id -> the element showing its phase
+  const phaseText = (r) => runPhase(r);
   async function load() {
     const runs = await api('/api/runs');
     empty.hidden = runs.length > 0;
@@ -37,7 +40,8 @@ export async function render(view) {
         el('td', {}, r.experiment || '–'),
         el('td', {}, badge(r.status)),
         el('td', {}, el('progress', { max: planned || 1, value: done, 'aria-label': done + ' of ' + planned + ' rounds' }),
-          el('span', { class: 'muted small' }, ' ' + done + '/' + planned)),
+          el('span', { class: 'muted small' }, ' ' + done + '/' + planned),
+          phases.set(r.id, el('div', { class: 'muted small phase' }, phaseText(r))).get(r.id)),
         el('td', { class: 'num best' }, pct(r.best_accuracy)),
         el('td', { class: 'num' }, fixed(eps.get(r.id), 2)),
         el('td', { class: 'num' }, seconds(duration(r))),
@@ -53,6 +57,10 @@ export async function render(view) {
   const tick = setInterval(() => { if (!document.hidden) load().catch(() => {}); }, 15000);
   return {
     onEvent(ev) {
+      if (ev.type === 'round_phase' && phases.has(ev.run_id)) {
+        phases.get(ev.run_id).textContent = phaseText({ status: 'running', phase: ev.phase, phase_round: ev.round });
+        return;
+      }
       if (ev.type === 'hello' || ev.type === 'round_finished' || ev.type === 'run_status') {
         clearTimeout(t);
         t = setTimeout(() => load().catch(() => {}), 150);

@@ -81,6 +81,18 @@ export function duration(run) {
 // ---- charts -----------------------------------------------------------------------------
 
 const css = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+// What a running run's server is doing (runs.phase, round_phase events), in words; '' when not running.
+const PHASES = {
+  waiting: 'waiting for sites', training: 'training', advertise_keys: 'secure aggregation: advertise keys',
+  share_keys: 'secure aggregation: share keys', masked_input: 'secure aggregation: masked input',
+  unmasking: 'secure aggregation: unmasking', aggregating: 'aggregating', evaluating: 'evaluating',
+  federated_evaluation: 'federated evaluation',
+};
+export function runPhase(r) {
+  if (r.status !== 'running' || !r.phase) return '';
+  return 'round ' + r.phase_round + ': ' + (PHASES[r.phase] || r.phase);
+}
+
 export const DASHES = [[], [6, 4], [2, 3], [10, 3, 2, 3], [1, 6], [14, 6]];
 
 // A line chart: series = [{label, dash, color (a CSS variable name), points, stepped}].
