@@ -37,8 +37,9 @@ static int hexval(char c)
 }
 
 /* The optional "dp" object: distributed discrete Gaussian noise (crypto/dp.h). The plan, and with
- * it the scale, is recomputed here from the public parameters rather than trusted; the count the
- * noise assumes must lie between t and n (a round cannot commit with fewer than t inputs). */
+ * it the scale, is recomputed here from the public parameters rather than trusted. The count the
+ * noise assumes must not exceed the threshold t: this site refuses to unmask a sum of fewer than
+ * t inputs, so every sum revealed carries at least `assumed` noise shares. */
 static int parse_dp(const json_t *info, const secagg_params_t *p, double clip, int *has_dp, dp_ddp_plan_t *plan,
                     err_t *err)
 {
@@ -49,8 +50,9 @@ static int parse_dp(const json_t *info, const secagg_params_t *p, double clip, i
     const json_t *sigma = json_object_get(dp, "sigma");
     uint32_t assumed;
     if (!json_is_object(dp) || !json_is_number(sigma) || !(json_number_value(sigma) >= 0) ||
-        !isfinite(json_number_value(sigma)) || get_u32(dp, "assumed", p->t ? p->t : 1, p->n, &assumed) < 0)
-        return err_set(err, FN_EPROTO, "malformed distributed DP parameters (sigma >= 0, t <= assumed <= n)");
+        !isfinite(json_number_value(sigma)) ||
+        get_u32(dp, "assumed", 1, p->t ? p->t : secagg_default_t(p->n), &assumed) < 0)
+        return err_set(err, FN_EPROTO, "malformed distributed DP parameters (sigma >= 0, 1 <= assumed <= t)");
     if (dp_ddp_plan(json_number_value(sigma), clip, p->n, assumed, p->m, p->bits ? p->bits : 32, plan, err) < 0)
         return err_set(err, FN_EPROTO, "%s", err->msg);
     return 0;

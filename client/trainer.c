@@ -109,11 +109,23 @@ int trainer_compute(trainer_t *a, const engine_dataset_t *d, const int *idx, int
     return 0;
 }
 
+/* The update's header. Loss and accuracy are left out when not finite (a relay none of whose
+ * clients reported them): JSON has no NaN, and the server treats them as optional. */
+static json_t *update_header(const trainer_result_t *res, int64_t run)
+{
+    json_t *hdr = json_pack("{s:s, s:I, s:I, s:I, s:f}", "type", "update", "run", (json_int_t)run, "round",
+                            (json_int_t)res->round, "samples", (json_int_t)res->samples, "train_seconds",
+                            isfinite(res->seconds) ? res->seconds : 0.0);
+    if (hdr && isfinite(res->loss) && isfinite(res->accuracy)) {
+        json_object_set_new(hdr, "loss", json_real(res->loss));
+        json_object_set_new(hdr, "accuracy", json_real(res->accuracy));
+    }
+    return hdr;
+}
+
 int trainer_send_update(const trainer_result_t *res, void *sock, int64_t run, err_t *err)
 {
-    json_t *hdr = json_pack("{s:s, s:I, s:I, s:I, s:f, s:f, s:f}", "type", "update", "run", (json_int_t)run,
-                            "round", (json_int_t)res->round, "samples", (json_int_t)res->samples, "loss", res->loss,
-                            "accuracy", res->accuracy, "train_seconds", res->seconds);
+    json_t *hdr = update_header(res, run);
     wire_frame_t f = {.name = "update", .dtype = WIRE_F32, .data = res->update, .count = res->m};
     long long sent = wire_send(sock, NULL, 0, hdr, &f, 1, 0, err);
     json_decref(hdr);
@@ -198,9 +210,9 @@ int trainer_send_compressed(const trainer_result_t *res, const wire_msg_t *train
     } else {
         f[nf++] = (wire_frame_t){.name = "values", .dtype = WIRE_F32, .data = enc.values, .count = enc.n};
     }
-    json_t *hdr = json_pack("{s:s, s:I, s:I, s:I, s:f, s:f, s:f, s:O}", "type", "update", "run", (json_int_t)run,
-                            "round", (json_int_t)res->round, "samples", (json_int_t)res->samples, "loss", res->loss,
-                            "accuracy", res->accuracy, "train_seconds", res->seconds, "compression", c);
+    json_t *hdr = update_header(res, run);
+    if (hdr)
+        json_object_set(hdr, "compression", (json_t *)c);
     long long sent = wire_send(sock, NULL, 0, hdr, f, nf, 0, err);
     json_decref(hdr);
     compress_enc_free(&enc);
@@ -214,12 +226,26 @@ int trainer_send_compressed(const trainer_result_t *res, const wire_msg_t *train
 int trainer_round(trainer_t *a, const engine_dataset_t *d, const int *idx, int n, void *sock, int64_t run,
                   wire_msg_t *msg, trainer_feedback_t *fb, err_t *err)
 {
+    long long round = wire_get_int(msg, "round", -1), msg_run = wire_get_int(msg, "run", run);
+    long long instance = wire_get_int(msg, "instance", 0); /* 0: not sent, never a duplicate */
+    if (fb && instance > 0 && round >= 1 && instance == fb->answered_instance && msg_run == fb->answered_run &&
+        round == fb->answered_round) {
+        log_info("round %lld: the train message came again (after a reconnect); this site already answered it",
+                 round);
+        return 0;
+    }
     trainer_result_t res;
     int rc = trainer_compute(a, d, idx, n, msg, &res, err);
     if (rc < 0)
         return rc;
     uint64_t seed = (uint64_t)wire_get_int(msg, "seed", 0);
-    return trainer_send_compressed(&res, msg, seed, fb, sock, run, err);
+    rc = trainer_send_compressed(&res, msg, seed, fb, sock, run, err);
+    if (rc == 0 && fb) {
+        fb->answered_instance = instance;
+        fb->answered_run = msg_run;
+        fb->answered_round = round;
+    }
+    return rc;
 }
 
 static int cmp_int(const void *pa, const void *pb)

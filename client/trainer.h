@@ -61,12 +61,15 @@ int trainer_compute(trainer_t *t, const engine_dataset_t *d, const int *idx, int
 /* Sends res as a plain "update" (no secure aggregation). */
 int trainer_send_update(const trainer_result_t *res, void *sock, int64_t run, err_t *err);
 
-/* A site's error-feedback memory (Stich et al. 2018): what compression left out of its updates
- * so far, added to its next one. One per site (a simulation worker keeps one per simulated
- * site); reset when the model changes size. */
+/* A site's memory between rounds. The error feedback (Stich et al. 2018): what compression
+ * left out of its updates so far, added to its next one; reset when the model changes size.
+ * And the last round it answered: a train message can arrive twice when the link drops with it
+ * unread (the rejoin makes the server send it again), and a site trains each round once. One
+ * per site (a simulation worker keeps one per simulated site); zero-initialise it. */
 typedef struct trainer_feedback {
     float *residual;
     size_t m;
+    long long answered_instance, answered_run, answered_round;
 } trainer_feedback_t;
 void trainer_feedback_free(trainer_feedback_t *fb);
 

@@ -7,11 +7,14 @@ int err_set(err_t *e, int code, const char *fmt, ...)
 {
     if (!e)
         return code;
-    e->code = code;
+    /* Through a copy: callers may pass e->msg itself as an argument (re-coding an error). */
+    char msg[sizeof e->msg];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    memcpy(e->msg, msg, sizeof msg);
+    e->code = code;
     return code;
 }
 

@@ -25,7 +25,8 @@ typedef struct err {
     char msg[1024];
 } err_t;
 
-/* Sets e (if not NULL) and returns code, so callers can write `return err_set(e, ...)`. */
+/* Sets e (if not NULL) and returns code, so callers can write `return err_set(e, ...)`. The
+ * arguments may include e->msg (formatted through a copy). */
 int err_set(err_t *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Prepends context ("loading model: ") to an existing message; returns e->code. */
 int err_wrap(err_t *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -3,6 +3,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "engine/threadpool.h"
+
 struct engine_optim {
     engine_optim_config_t c;
     size_t n;
@@ -92,15 +94,26 @@ void engine_optim_reset(engine_optim_t *o)
 size_t engine_optim_state_bytes(const engine_optim_t *o) { return ((o->m != NULL) + (o->v != NULL)) * o->n * sizeof(float); }
 long engine_optim_steps(const engine_optim_t *o) { return o->t; }
 
-void engine_optim_step(engine_optim_t *o, float *p, const float *gr, float lr)
+/* One step over parameters [begin, end): every update is elementwise, so ranges run on the
+ * engine's pool and the result does not depend on how the vector is split. */
+typedef struct {
+    engine_optim_t *o;
+    float *p;
+    const float *gr;
+    float lr, bc1, bc2;
+} step_ctx_t;
+
+static void step_range(void *ctx, int64_t begin, int64_t end)
 {
+    const step_ctx_t *x = ctx;
+    engine_optim_t *o = x->o;
     const engine_optim_config_t *c = &o->c;
-    const size_t n = o->n;
-    const float wd = c->weight_decay;
-    o->t++;
+    float *p = x->p;
+    const float *gr = x->gr;
+    const float wd = c->weight_decay, lr = x->lr;
     switch (c->type) {
     case ENGINE_OPTIM_SGD:
-        for (size_t i = 0; i < n; i++) {
+        for (int64_t i = begin; i < end; i++) {
             float g = gr[i] + wd * p[i];
             if (c->momentum > 0.0f) {
                 /* PyTorch: the buffer starts as the first gradient (no dampening). */
@@ -112,7 +125,7 @@ void engine_optim_step(engine_optim_t *o, float *p, const float *gr, float lr)
         }
         break;
     case ENGINE_OPTIM_RMSPROP:
-        for (size_t i = 0; i < n; i++) {
+        for (int64_t i = begin; i < end; i++) {
             float g = gr[i] + wd * p[i];
             o->v[i] = c->alpha * o->v[i] + (1.0f - c->alpha) * g * g;
             float u = g / (sqrtf(o->v[i]) + c->eps);
@@ -125,9 +138,8 @@ void engine_optim_step(engine_optim_t *o, float *p, const float *gr, float lr)
         break;
     case ENGINE_OPTIM_ADAM:
     case ENGINE_OPTIM_ADAMW: {
-        const float bc1 = 1.0f - powf(c->beta1, (float)o->t), bc2 = 1.0f - powf(c->beta2, (float)o->t);
         const int decoupled = c->type == ENGINE_OPTIM_ADAMW;
-        for (size_t i = 0; i < n; i++) {
+        for (int64_t i = begin; i < end; i++) {
             float g = gr[i];
             if (decoupled)
                 p[i] -= lr * wd * p[i];
@@ -135,11 +147,24 @@ void engine_optim_step(engine_optim_t *o, float *p, const float *gr, float lr)
                 g += wd * p[i];
             o->m[i] = c->beta1 * o->m[i] + (1.0f - c->beta1) * g;
             o->v[i] = c->beta2 * o->v[i] + (1.0f - c->beta2) * g * g;
-            p[i] -= lr * (o->m[i] / bc1) / (sqrtf(o->v[i] / bc2) + c->eps);
+            p[i] -= lr * (o->m[i] / x->bc1) / (sqrtf(o->v[i] / x->bc2) + c->eps);
         }
         break;
     }
     }
+}
+
+void engine_optim_step(engine_optim_t *o, float *p, const float *gr, float lr)
+{
+    const engine_optim_config_t *c = &o->c;
+    o->t++;
+    step_ctx_t x = {o, p, gr, lr, 1.0f, 1.0f};
+    if (c->type == ENGINE_OPTIM_ADAM || c->type == ENGINE_OPTIM_ADAMW) {
+        x.bc1 = 1.0f - powf(c->beta1, (float)o->t);
+        x.bc2 = 1.0f - powf(c->beta2, (float)o->t);
+    }
+    /* Small vectors stay on the caller: waking the workers costs more than the loop. */
+    engine_parallel_for(engine_threadpool_default(), (int64_t)o->n, 65536, step_range, &x);
 }
 
 double engine_clip_grad_norm(float *g, size_t n, double max_norm)

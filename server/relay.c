@@ -18,6 +18,11 @@
 #include "server/sites.h"
 #include "server/strategy.h"
 
+/* The largest message a client may send the relay. The model's size is known only from the
+ * server's first train message, after the socket is bound, so this is a fixed bound: 2 GiB
+ * (a 500M-parameter update), beyond which ZeroMQ drops the connection instead of buffering. */
+#define RELAY_MAX_MESSAGE ((int64_t)1 << 31)
+
 /* A relay round's default share of the server's round deadline: the rest is left for sending
  * the aggregate upward and for the server's own bookkeeping. */
 #define RELAY_DEADLINE_SHARE 0.8
@@ -166,7 +171,7 @@ int relay_create(const relay_options_t *opt, relay_t **out, err_t *err)
     sites_options_t so = {.keys_dir = opt->keys_dir, .role = "relay", .noun = "client", .key_hint = hint,
                           .on_message = on_message, .on_disconnect = on_disconnect, .owner = r};
     if ((rc = sites_open(&so, &r->sites, err)) < 0 ||
-        (rc = sites_listen(r->sites, opt->bind, opt->heartbeat, 0, 0, err)) < 0)
+        (rc = sites_listen(r->sites, opt->bind, opt->heartbeat, RELAY_MAX_MESSAGE, 0, err)) < 0)
         goto fail;
     /* The link upward now, so a bad kit is an error before anyone waits; it says hello later. */
     if ((rc = client_link_open(&r->opt.up, &r->up, err)) < 0) {
@@ -349,8 +354,10 @@ static int forward_update(relay_t *r, err_t *err)
                             .accuracy = r->done_acc,
                             .seconds = r->done_seconds};
     uint64_t seed = (uint64_t)wire_get_int(&r->train, "seed", 0);
-    return trainer_send_compressed(&res, &r->train, seed, &r->fb, client_link_socket(r->up), client_link_run(r->up),
-                                   err);
+    /* The run of the train message this answers, not the link's latest welcome: a server that
+     * restarted as a new run must never receive an old run's aggregate under its own id. */
+    return trainer_send_compressed(&res, &r->train, seed, &r->fb, client_link_socket(r->up),
+                                   wire_get_int(&r->train, "run", -1), err);
 }
 
 /* Closes the round: the mean of the updates that arrived goes upward, or a refusal when none did. */
@@ -408,11 +415,13 @@ static void on_train(relay_t *r, wire_msg_t *msg)
         wire_msg_close(msg);
         return;
     }
-    if (r->in_round && round == r->round) { /* sent again after a rejoin: the round is under way */
+    /* The same run's round again (after a rejoin): a train of another run is a new round. */
+    int same_run = r->have_train && wire_get_int(msg, "run", -1) == wire_get_int(&r->train, "run", -2);
+    if (same_run && r->in_round && round == r->round) { /* the round is under way */
         wire_msg_close(msg);
         return;
     }
-    if (!r->in_round && round == r->done_round && count == r->m) {
+    if (same_run && !r->in_round && round == r->done_round && count == r->m) {
         /* The server did not get this round's update (the link dropped): the same one again. */
         err_t e;
         if (forward_update(r, &e) < 0)

@@ -53,11 +53,15 @@ static int index_of(const secagg_round_t *r, uint32_t id)
 int secagg_round_plan_dp(const secagg_round_config_t *cfg, uint32_t n, uint32_t m, dp_ddp_plan_t *plan, err_t *err)
 {
     uint32_t t = cfg->threshold ? cfg->threshold : secagg_default_t(n);
-    /* The fewest inputs a committed sum can hold: below t the protocol aborts, below
-     * dp_min_summed the caller does. */
+    /* The fewest inputs a sum may hold: t, or dp_min_summed (min_fit) when larger. The round
+     * raises the protocol threshold to this count (secagg_round_new), so the sites refuse to
+     * unmask any sum of fewer inputs: no sum with less noise than planned is ever revealed. */
     uint32_t assumed = t > cfg->dp_min_summed ? t : cfg->dp_min_summed;
     if (assumed > n)
-        assumed = n;
+        return err_set(err, FN_EINVAL,
+                       "distributed DP: only %u clients selected, but a sum must hold at least %u inputs (threshold %u, "
+                       "min_fit %u) to carry the planned noise; select more clients or lower min_fit",
+                       n, assumed, t, cfg->dp_min_summed);
     return dp_ddp_plan(cfg->dp_sigma, cfg->clip, n, assumed, m, cfg->bits ? cfg->bits : 32, plan, err);
 }
 
@@ -95,6 +99,8 @@ int secagg_round_new(const secagg_round_config_t *cfg, uint64_t round_id, uint64
     } else if (r->dp) {
         rc = secagg_round_plan_dp(cfg, n, m, &r->plan, err);
         r->f = r->plan.scale;
+        if (rc == 0 && r->plan.assumed > r->p.t) /* never unmask a sum with fewer noise shares */
+            r->p.t = r->plan.assumed;
     } else {
         r->f = secagg_choose_scale(n, cfg->clip, r->p.bits);
         if (!(r->f > 0))

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
 
 #include "common/compress.h"
 #include "common/log.h"
@@ -79,6 +81,10 @@ struct server {
      * again with fresh keys), and what the last finished phases took. */
     secagg_round_t *sa;
     int sa_attempt;
+    /* Random per server process, in every train message: a site that gets the same (instance,
+     * run, round) twice (a copy re-sent after a reconnect) trains once, while a resumed server,
+     * a new instance, gets fresh updates for the round it repeats. */
+    int64_t instance;
     double sa_phase_s[4];
     uint32_t sa_summed;
     /* Seconds the current round spent collecting updates (training, or the secure-aggregation
@@ -204,7 +210,7 @@ int server_check_config(const config_t *cfg, err_t *err)
                                "adaptive clipping cannot be combined with secure aggregation (it needs each update's "
                                "norm); give a fixed dp.clip");
     if (cfg->dp.enabled && cfg->dp.target_epsilon > 0 && cfg->dp.noise_multiplier < 0) {
-        double z, q = (cfg->clients.per_round ? cfg->clients.per_round : cfg->clients.fraction * cfg->clients.count) /
+        double z, q = (cfg->clients.per_round ? cfg->clients.per_round : ceil(cfg->clients.fraction * cfg->clients.count)) /
                       cfg->clients.count;
         if ((rc = dp_calibrate_sigma(q, cfg->rounds, cfg->dp.delta, cfg->dp.target_epsilon, &z, err)) < 0)
             return config_error_at(cfg, "dp.target_epsilon", err, "%s", err->msg);
@@ -218,7 +224,16 @@ int server_check_config(const config_t *cfg, err_t *err)
     rc = engine_model_create(cfg->model, input_dim, classes, &m, err);
     if (rc < 0)
         return config_error_at(cfg, "model", err, "%s", err->msg);
-    if (cfg->dp.enabled && cfg->secagg.enabled)
+    /* Batch-norm running statistics travel in the federated vector (engine/model.h). Under one L2
+     * clip they would take most of it (their change after an epoch is several times the weights'),
+     * and noise on a running variance can push it below zero. */
+    if (rc == 0 && (cfg->dp.enabled || cfg->secagg.enabled) && engine_model_num_federated(m) > engine_model_num_params(m))
+        rc = config_error_at(cfg, "model", err,
+                             "a model with batch norm cannot be combined with %s: its running statistics would share "
+                             "the clip with the weights; use layer norm (\"layernorm\" layers) or a model without "
+                             "normalization",
+                             cfg->dp.enabled ? "differential privacy" : "secure aggregation");
+    if (rc == 0 && cfg->dp.enabled && cfg->secagg.enabled)
         rc = check_distributed_dp(cfg, engine_model_num_federated(m), err);
     engine_model_free(m);
     return rc;
@@ -230,7 +245,8 @@ int server_check_config(const config_t *cfg, err_t *err)
 static int setup_dp(server_t *s, err_t *err)
 {
     const config_t *c = s->cfg;
-    s->dp_expected = c->clients.per_round ? c->clients.per_round : c->clients.fraction * c->clients.count;
+    /* The cohort select_sites draws when every site is connected (fraction: rounded up). */
+    s->dp_expected = c->clients.per_round ? c->clients.per_round : ceil(c->clients.fraction * c->clients.count);
     s->dp_q = s->dp_expected / c->clients.count;
     int rc;
     if (c->dp.noise_multiplier >= 0)
@@ -335,6 +351,11 @@ int server_create(const server_options_t *opt, server_t **out, err_t *err)
     }
     if ((rc = fedavg_init(&s->agg, s->m, err)) < 0 || (rc = strategy_create(&s->scfg, s->m, &s->strategy, err)) < 0)
         goto fail;
+    strategy_set_trained(s->strategy, engine_model_num_params(s->model));
+    uint32_t inst = 0;
+    if (getrandom(&inst, sizeof inst, 0) != sizeof inst)
+        inst = (uint32_t)getpid() ^ (uint32_t)(fn_now() * 1e6);
+    s->instance = 1 + (int64_t)(inst & 0x3fffffff);
     if (s->cfg->dp.enabled && (rc = setup_dp(s, err)) < 0)
         goto fail;
     if (opt->resume && (rc = load_checkpoint(s, err)) < 0)
@@ -379,6 +400,7 @@ static long long send_train(server_t *s, sites_site_t *site)
                             s->cfg->train.lr, "seed", seed, "arch", s->cfg->model, "input_dim",
                             s->input_dim, "num_classes", s->classes);
     json_object_set(hdr, "train", (json_t *)s->cfg->train_json);
+    json_object_set_new(hdr, "instance", json_integer(s->instance));
     /* A relay (server/relay.h) reads these: it refuses strategies that need every update and
      * finishes its own round within the server's deadline. */
     json_object_set_new(hdr, "strategy", json_string(strategy_name(s->scfg.kind)));
@@ -577,15 +599,26 @@ static void on_update(server_t *s, wire_msg_t *msg)
 static void on_refuse(server_t *s, wire_msg_t *msg)
 {
     sites_site_t *site = sites_find(s->sites, msg->user_id);
-    long long round = wire_get_int(msg, "round", -1);
-    const char *reason = wire_get_str(msg, "reason");
-    log_warn("site %s refused round %lld: %s", msg->user_id, round, reason ? reason : "(no reason given)");
-    if (!site || round != s->round)
+    long long round = wire_get_int(msg, "round", -1), run = wire_get_int(msg, "run", -1);
+    if (!site || run != s->opt.run_id || round != s->round) {
+        log_warn("site %s: refusal for run %lld round %lld ignored (now: run %lld round %d)", msg->user_id, run, round,
+                 (long long)s->opt.run_id, s->round);
         return;
+    }
+    /* The reason is the peer's text: one line of printable ASCII in the log, at most 200 bytes. */
+    char why[201] = "(no reason given)";
+    const char *reason = wire_get_str(msg, "reason");
+    if (reason) {
+        size_t i = 0;
+        for (; reason[i] && i < sizeof why - 1; i++)
+            why[i] = reason[i] >= 0x20 && reason[i] < 0x7f ? reason[i] : '?';
+        why[i] = '\0';
+    }
+    log_warn("site %s refused round %lld: %s", msg->user_id, round, why);
     site->fd = msg->srcfd;
     if (s->in_round && site->selected && !site->reported)
         site->lost = 1;
-    if (s->in_eval)
+    else if (s->in_eval)
         site->eval_pending = 0;
 }
 

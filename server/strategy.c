@@ -10,7 +10,7 @@ static const char *const k_names[] = {"fedavg",  "fedavgm", "fedprox",      "fed
 
 struct strategy {
     strategy_config_t c;
-    size_t m;
+    size_t m, trained; /* values, and how many of them are weights (strategy_set_trained) */
     float *state[2]; /* FedAvgM: momentum; adaptive: m, v */
     int nstate;
     long long steps;
@@ -60,6 +60,7 @@ int strategy_create(const strategy_config_t *c, size_t m, strategy_t **out, err_
         return err_set(err, FN_ENOMEM, "out of memory");
     s->c = *c;
     s->m = m;
+    s->trained = m;
     switch (c->kind) {
     case STRATEGY_FEDAVGM: s->nstate = 1; break;
     case STRATEGY_FEDADAM:
@@ -93,11 +94,15 @@ void strategy_free(strategy_t *s)
     free(s);
 }
 
+void strategy_set_trained(strategy_t *s, size_t trained) { s->trained = trained < s->m ? trained : s->m; }
+
 int strategy_apply_mean(strategy_t *s, float *w, const float *delta, err_t *err)
 {
     if (strategy_needs_all_updates(s->c.kind))
         return err_set(err, FN_ESTATE, "strategy %s needs every update, not their mean", k_names[s->c.kind]);
-    const size_t m = s->m;
+    for (size_t i = s->trained; i < s->m; i++) /* running statistics: the plain mean */
+        w[i] += delta[i];
+    const size_t m = s->trained;
     const float eta = (float)s->c.server_lr;
     switch (s->c.kind) {
     case STRATEGY_FEDAVG:

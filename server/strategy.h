@@ -50,6 +50,11 @@ typedef struct strategy strategy_t;
 
 int strategy_create(const strategy_config_t *c, size_t m, strategy_t **out, err_t *err);
 void strategy_free(strategy_t *s);
+/* Only the first `trained` of the m values are weights (the rest are batch-norm running
+ * statistics, engine_model_num_federated): the server optimizer (momentum, Adam, ...) steps the
+ * weights, and the statistics simply take the mean (w += mean update), as no rule meant for
+ * gradients makes sense for a running variance. Default: all m are weights. */
+void strategy_set_trained(strategy_t *s, size_t trained);
 
 /* Mean-based rules: params += step(mean_update), updating the optimizer state. */
 int strategy_apply_mean(strategy_t *s, float *params, const float *mean_update, err_t *err);

@@ -9,3 +9,5 @@ foreach(name relay csv_site)
   set_tests_properties(integration_${name} PROPERTIES TIMEOUT 600
     ENVIRONMENT "FEDNAS_SOURCE_DIR=${CMAKE_SOURCE_DIR};FAULT_CLIENT=$<TARGET_FILE:fault_client>")
 endforeach()
+# A site answers each round once (a train message re-sent after a reconnect is not trained twice).
+fednas_unit_test(test_trainer_round SOURCES unit/test_trainer_round.c LIBS fednas_client)

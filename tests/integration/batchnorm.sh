@@ -20,3 +20,11 @@ bytes=$(sql bn.db "select length(params) from checkpoints")
 acc=$(sql bn.db "select test_accuracy from rounds where round = 2")
 awk -v a="$acc" 'BEGIN { exit !(a > 0.30) }' || { cat run.out; fail "round 2 test accuracy $acc (want > 0.30: BN statistics not averaged?)"; }
 pass "a batch-norm model federates its running statistics (round 2 test accuracy $acc)"
+
+# With DP (or secure aggregation) the statistics would share the clip with the weights: refused.
+sed 's/"rounds": 2,/"rounds": 2, "dp": { "clip": 1.0, "noise_multiplier": 1.0, "delta": 1e-5 },/' bn.json > bn-dp.json
+"$FEDNAS" run bn-dp.json --db bn-dp.db --http off > dp.out 2>&1
+rc=$?
+[ $rc = 2 ] || { cat dp.out; fail "a batch-norm model with DP exited $rc, expected 2"; }
+expect_contains dp.out "batch norm cannot be combined with differential privacy"
+pass "a batch-norm model with DP is refused with a clear error"

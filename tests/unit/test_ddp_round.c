@@ -69,14 +69,17 @@ static void test_info(void **state)
     free(got);
     assert_true(f == plan->scale); /* the site's own plan gives the server's scale */
     assert_true(f < secagg_choose_scale(N, 1.0, 32));
-    /* refused: an assumed count below t or above n, a negative multiplier, a missing count */
+    /* the protocol threshold is raised to the count the noise assumes: no smaller sum unmasks */
+    assert_int_equal(p.t, 5);
+    /* refused: an assumed count above t (a sum of t inputs would carry less noise) or 0, a
+     * negative multiplier, a missing count */
     json_t *dp = json_object_get(info, "dp");
-    int bad[] = {3, 8};
-    for (int i = 0; i < 2; i++) {
+    int bad[] = {0, 6, 8};
+    for (int i = 0; i < 3; i++) {
         json_object_set_new(dp, "assumed", json_integer(bad[i]));
         assert_int_equal(secagg_site_parse(info, &p, &got, &self, &clip, &f, &e), FN_EPROTO);
     }
-    json_object_set_new(dp, "assumed", json_integer(4));
+    json_object_set_new(dp, "assumed", json_integer(4)); /* fewer assumed: more noise each, allowed */
     assert_int_equal(secagg_site_parse(info, &p, &got, &self, &clip, &f, &e), 0);
     free(got);
     json_object_set_new(dp, "sigma", json_real(-1));
@@ -94,9 +97,10 @@ static void test_info(void **state)
     assert_non_null(strstr(e.msg, "distributed DP"));
 }
 
-/* One round; site i stops after phase drop[i] (4: never). Returns the decoded sum's noise: the
- * decoded sum minus the plain sum of the inputs of the sites that sent their masked input. */
-static void run_round(const int drop[N], double *resid, uint32_t *n_summed, dp_ddp_plan_t *plan_out)
+/* One round; site i stops after phase drop[i] (4: never). Fills the decoded sum's noise: the
+ * decoded sum minus the plain sum of the inputs of the sites that sent their masked input.
+ * Returns -1, or the phase whose close aborted the round (then nothing was decoded). */
+static int run_round(const int drop[N], double *resid, uint32_t *n_summed, dp_ddp_plan_t *plan_out)
 {
     static float inputs[N][M];
     static float sum[M];
@@ -120,9 +124,13 @@ static void run_round(const int drop[N], double *resid, uint32_t *n_summed, dp_d
         secagg_buf_free(&adv);
     }
     outbox_t out = {0};
+    int aborted = -1;
     for (int phase = 0; phase < 4; phase++) {
         outbox_clear(&out);
-        assert_int_equal(secagg_round_close(r, collect, &out, sum, n_summed, &e), 0);
+        if (secagg_round_close(r, collect, &out, sum, n_summed, &e) < 0) {
+            aborted = phase;
+            break;
+        }
         if (phase == 3)
             break;
         for (int k = 0; k < out.count; k++) {
@@ -140,7 +148,7 @@ static void run_round(const int drop[N], double *resid, uint32_t *n_summed, dp_d
     outbox_clear(&out);
     for (int i = 0; i < N; i++)
         secagg_site_free(site[i]);
-    for (int j = 0; j < M; j++) {
+    for (int j = 0; j < M && aborted < 0; j++) {
         double want = 0;
         for (int i = 0; i < N; i++)
             if (drop[i] >= 3)
@@ -148,6 +156,7 @@ static void run_round(const int drop[N], double *resid, uint32_t *n_summed, dp_d
         resid[j] = sum[j] - want;
     }
     secagg_round_free(r);
+    return aborted;
 }
 
 static void check_noise(const int drop[N], uint32_t want_n)
@@ -155,7 +164,7 @@ static void check_noise(const int drop[N], uint32_t want_n)
     static double resid[M];
     uint32_t n = 0;
     dp_ddp_plan_t plan;
-    run_round(drop, resid, &n, &plan);
+    assert_int_equal(run_round(drop, resid, &n, &plan), -1);
     assert_int_equal(n, want_n);
     double s = 0, ss = 0;
     for (int j = 0; j < M; j++) {
@@ -183,11 +192,36 @@ static void test_noise_in_sum(void **state)
     check_noise(some, 6);
 }
 
+/* The noise assumes 5 inputs (min_fit 5) while the configured threshold is 4: the round raises
+ * its threshold to 5, so when only 4 masked inputs arrive nothing is unmasked (a sum of 4 would
+ * carry less noise than accounted). */
+static void test_no_sum_below_assumed(void **state)
+{
+    (void)state;
+    static double resid[M];
+    uint32_t n = 0;
+    dp_ddp_plan_t plan;
+    const int three_leave[N] = {4, 2, 4, 2, 4, 2, 4}; /* 3 leave after their shares */
+    int aborted = run_round(three_leave, resid, &n, &plan);
+    assert_int_equal(plan.assumed, 5);
+    assert_true(aborted >= 2); /* at the masked-input or unmasking close, never a decoded sum */
+    assert_int_equal(n, 0);
+    /* fewer selected than a sum must hold: refused before any key is exchanged */
+    uint32_t ids[4] = {1, 2, 3, 4};
+    secagg_round_t *r;
+    err_t e;
+    secagg_round_config_t c = k_cfg;
+    c.threshold = 3;
+    assert_int_equal(secagg_round_new(&c, 92, 5, ids, 4, M, &r, &e), FN_EINVAL);
+    assert_non_null(strstr(e.msg, "min_fit"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_info),
         cmocka_unit_test(test_noise_in_sum),
+        cmocka_unit_test(test_no_sum_below_assumed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

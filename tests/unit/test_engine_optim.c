@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -75,6 +76,50 @@ static void test_adam_rmsprop(void **state)
     two_steps(c, 0.5f, 0.5f, 0.01f, p);
     assert_float_equal(p[0], 0.9f, 1e-5);
     assert_float_equal(p[1], 0.7391119f, 1e-5);
+}
+
+/* A vector long enough to be split over the engine's pool steps each element exactly as a
+ * one-element optimizer does (the serial path), for every optimizer, over three steps. */
+static void test_parallel_step_matches_serial(void **state)
+{
+    (void)state;
+    enum { N = 300001, STEPS = 3 };
+    engine_optim_type_t types[] = {ENGINE_OPTIM_SGD, ENGINE_OPTIM_RMSPROP, ENGINE_OPTIM_ADAM, ENGINE_OPTIM_ADAMW};
+    float *p = malloc(N * sizeof *p), *g = malloc(N * sizeof *g);
+    assert_non_null(p);
+    assert_non_null(g);
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+        engine_optim_config_t c = engine_optim_defaults(types[t], 0.05f);
+        c.weight_decay = 0.01f;
+        if (types[t] == ENGINE_OPTIM_SGD || types[t] == ENGINE_OPTIM_RMSPROP)
+            c.momentum = 0.9f;
+        c.nesterov = types[t] == ENGINE_OPTIM_SGD;
+        engine_optim_t *big = NULL;
+        err_t e = {0};
+        assert_int_equal(engine_optim_create(&c, N, &big, &e), 0);
+        for (int i = 0; i < N; i++)
+            p[i] = 0.001f * (float)(i % 1000) - 0.5f;
+        for (int s = 0; s < STEPS; s++) {
+            for (int i = 0; i < N; i++)
+                g[i] = 0.01f * (float)((i * 7 + s * 13) % 200) - 1.0f;
+            engine_optim_step(big, p, g, 0.05f);
+        }
+        for (int i = 0; i < N; i += i < 70000 ? 6997 : 29989) {
+            engine_optim_t *one = NULL;
+            assert_int_equal(engine_optim_create(&c, 1, &one, &e), 0);
+            float q = 0.001f * (float)(i % 1000) - 0.5f;
+            for (int s = 0; s < STEPS; s++) {
+                float h = 0.01f * (float)((i * 7 + s * 13) % 200) - 1.0f;
+                engine_optim_step(one, &q, &h, 0.05f);
+            }
+            if (q != p[i])
+                fail_msg("optimizer %zu, element %d: %.9g on the pool, %.9g alone", t, i, (double)p[i], (double)q);
+            engine_optim_free(one);
+        }
+        engine_optim_free(big);
+    }
+    free(p);
+    free(g);
 }
 
 static void test_optim_errors(void **state)
@@ -242,6 +287,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sgd),      cmocka_unit_test(test_adam_rmsprop), cmocka_unit_test(test_optim_errors),
+        cmocka_unit_test(test_parallel_step_matches_serial),
         cmocka_unit_test(test_clip),     cmocka_unit_test(test_schedules),    cmocka_unit_test(test_config_json),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

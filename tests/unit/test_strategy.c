@@ -167,6 +167,25 @@ static void test_krum_ignores_outlier(void **state)
     strategy_free(s);
 }
 
+/* Batch-norm statistics at the end of the vector take the plain mean under every mean rule;
+ * the server optimizer steps only the weights before them. */
+static void test_statistics_take_the_mean(void **state)
+{
+    strategy_kind_t kinds[] = {STRATEGY_FEDAVGM, STRATEGY_FEDADAM, STRATEGY_FEDYOGI, STRATEGY_FEDADAGRAD};
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        strategy_t *s = make(kinds[k], 3, adaptive_cfg);
+        strategy_set_trained(s, 1);
+        float w[3] = {0, 1.0f, 0.5f}, d[3] = {0.2f, 0.3f, -0.1f};
+        err_t e = {0};
+        for (int step = 0; step < 2; step++)
+            assert_int_equal(strategy_apply_mean(s, w, d, &e), 0);
+        NEAR(w[1], 1.6); /* 1 + 2 x 0.3 */
+        NEAR(w[2], 0.3); /* 0.5 - 2 x 0.1 */
+        assert_true(fabs(w[0] - 0.4f) > 1e-3); /* the weight moved by the optimizer's rule, not the mean */
+        strategy_free(s);
+    }
+}
+
 static void test_names(void **state)
 {
     strategy_kind_t k;
@@ -185,6 +204,7 @@ int main(void)
         cmocka_unit_test(test_fedavg_adds_mean),   cmocka_unit_test(test_fedavgm_two_steps),
         cmocka_unit_test(test_adaptive_rules),     cmocka_unit_test(test_median_and_trimmed_mean),
         cmocka_unit_test(test_krum_ignores_outlier), cmocka_unit_test(test_names),
+        cmocka_unit_test(test_statistics_take_the_mean),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
