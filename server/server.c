@@ -77,6 +77,10 @@ struct server {
     double dp_z_round;
     uint32_t ddp_assumed;
     double ddp_z_summed;
+    /* Distributed DP: this round's sums the server asked the sites to unmask (each is charged
+     * to the accountant when asked for, recorded as the round's "dp_releases" metric, so a
+     * retried, stopped or crashed round is never a free look at a noised sum). */
+    int dp_releases, dp_releases_round;
     /* Secure aggregation: the round's driver, the attempt of this round (an aborted round is run
      * again with fresh keys), and what the last finished phases took. */
     secagg_round_t *sa;
@@ -280,6 +284,37 @@ static int setup_dp(server_t *s, err_t *err)
 }
 
 /* Checkpoint layout: the parameters, then each optimizer state vector; meta says which. */
+/* Distributed DP on resume: every sum the sites were asked to unmask is charged again, the
+ * committed rounds' and any the killed server asked for after its last commit (at the configured
+ * multiplier, which the guaranteed one never falls below). The round that runs next keeps
+ * counting its releases on top of those already stored for it. */
+static int replay_releases(server_t *s, int committed, err_t *err)
+{
+    json_t *rows = NULL;
+    int rc = store_metrics_json(s->opt.store, s->opt.run_id, "dp_releases", 0, &rows, err);
+    if (rc < 0)
+        return rc;
+    long long total = 0;
+    size_t i;
+    json_t *row;
+    json_array_foreach(rows, i, row) {
+        long long r = json_integer_value(json_object_get(row, "round"));
+        long long n = (long long)json_number_value(json_object_get(row, "value"));
+        total += n;
+        if (r == committed + 1) { /* released, not committed: the round that runs next */
+            s->dp_releases_round = (int)r;
+            s->dp_releases = (int)n;
+        }
+    }
+    json_decref(rows);
+    if (total < committed) /* a run from before releases were recorded: one per committed round */
+        total = committed;
+    if (total > committed)
+        log_warn("resuming: %lld secure-aggregation sum(s) were asked for after the last committed round; epsilon "
+                 "counts them", total - committed);
+    return total > 0 ? dp_accountant_add(&s->acct, s->dp_q, s->dp_z, (int)total, err) : 0;
+}
+
 static int load_checkpoint(server_t *s, err_t *err)
 {
     store_checkpoint_t ck;
@@ -307,7 +342,9 @@ static int load_checkpoint(server_t *s, err_t *err)
             json_t *clip = json_object_get(meta, "clip");
             if (json_is_number(clip))
                 s->clip.clip = json_number_value(clip);
-            if (round > 0)
+            if (s->cfg->secagg.enabled)
+                rc = replay_releases(s, round, err);
+            else if (round > 0)
                 rc = dp_accountant_add(&s->acct, s->dp_q, s->dp_z, round, err);
         }
         log_info("resuming run %lld after round %d", (long long)s->opt.run_id, round);
@@ -904,6 +941,22 @@ static void sa_send(void *ctx, uint32_t id, const char *type, const uint8_t *dat
     }
 }
 
+/* Distributed DP: the sites were just asked to unmask this round's sum. It is charged now, at
+ * the multiplier the plan guarantees, and the count of such requests is stored before anything
+ * else happens, so a resumed run replays every sum that may have been revealed. */
+static int charge_release(server_t *s, const dp_ddp_plan_t *plan, err_t *err)
+{
+    int rc = dp_accountant_add(&s->acct, s->dp_q, dp_ddp_noise_multiplier(plan, plan->assumed), 1, err);
+    if (rc < 0)
+        return rc;
+    if (s->dp_releases_round != s->round) {
+        s->dp_releases_round = s->round;
+        s->dp_releases = 0;
+    }
+    s->dp_releases++;
+    return store_metric_insert(s->opt.store, s->opt.run_id, s->round, "dp_releases", s->dp_releases, err);
+}
+
 /* The four phases of a secure-aggregation round. Each waits for the sites still expected (those
  * not lost) until its deadline: round_timeout for the advert, which follows local training,
  * phase_timeout for the others. On success s->mean holds the decoded sum and s->sa_summed |U3|. */
@@ -931,6 +984,9 @@ static int secagg_phases(server_t *s, err_t *err)
         s->sa_phase_s[phase] = fn_mono() - start;
         if (rc < 0)
             return rc;
+        const dp_ddp_plan_t *plan = secagg_round_dp_plan(s->sa);
+        if (phase == SECAGG_PHASE_MASKED && plan && (rc = charge_release(s, plan, err)) < 0)
+            return rc; /* the unmask requests are out: from here the sum may be revealed */
         if (phase < SECAGG_PHASE_UNMASK)
             log_debug("round %d: secure aggregation phase %d closed with %u sites in %.2f s", s->round, phase,
                       secagg_round_survivors(s->sa, phase + 1), s->sa_phase_s[phase]);
@@ -1122,7 +1178,8 @@ static int run_round(server_t *s, store_round_t *rec, err_t *err)
                      "accounted, %.6f carried; no central noise added",
                      s->round, s->sa_summed, plan->assumed, s->dp_z_round, s->ddp_z_summed);
         }
-        if ((rc = dp_accountant_add(&s->acct, s->dp_q, s->dp_z_round, 1, err)) < 0 ||
+        /* Central noise is charged now; distributed noise was charged when the unmask was asked. */
+        if ((!plan && (rc = dp_accountant_add(&s->acct, s->dp_q, s->dp_z_round, 1, err)) < 0) ||
             (rc = dp_accountant_epsilon(&s->acct, s->cfg->dp.delta, &epsilon, NULL, err)) < 0)
             return rc;
         if (s->cfg->dp.adaptive && (rc = dp_adaptive_clip_update(&s->clip, s->below, s->agg.count, NULL, err)) < 0)

@@ -59,3 +59,17 @@ expect_contains err2.txt "small.json:"
 expect_contains err2.txt "distributed DP: a ring of 8 bits cannot hold"
 expect_contains err2.txt "use at least"
 pass "config checks: one clip, ring headroom ($(sed 's/.*; //' err2.txt))"
+
+# Every sum the sites were asked to unmask is charged, committed or not: each round records one
+# release, and a resumed run counts a release its killed server asked for after the last commit.
+for r in 1 2 3; do
+  [ "$(metric $r dp_releases)" = 1.000000 ] || fail "round $r: one unmask request expected, got '$(metric $r dp_releases)'"
+done
+sql ddp.db "insert into round_metrics values (1, 4, 'dp_releases', 1); update runs set status = 'failed'"
+"$FEDNAS" run --resume 1 --db ddp.db --http off > resume.out 2> resume.err || { cat resume.out resume.err; fail "resume failed"; }
+expect_contains resume.err "1 secure-aggregation sum(s) were asked for after the last committed round"
+after=$(grep -oE 'epsilon [0-9.]+ at delta' resume.out | awk '{ print $2 }')
+want4=$("$FEDNAS" privacy --q 0.666667 --sigma 0.3 --steps 4 --delta 1e-5 | awk '/^epsilon:/ { print $2 }')
+awk -v a="$after" -v b="$want4" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(b > 0 && d / b < 1e-3) }' ||
+  fail "after resuming with 4 releases epsilon is $after, want $want4 (4 steps)"
+pass "releases are charged when asked for, and replayed on resume (epsilon $eps -> $after)"
