@@ -65,6 +65,7 @@ struct server {
     double dp_z;          /* noise multiplier the run is accounted with */
     double dp_z_updates;  /* the one applied to the updates (lower when adaptive clipping spends some) */
     double dp_q;          /* sampling rate: expected cohort / clients */
+    double dp_q_round;    /* this round's: higher when fewer sites are connected (round_sampling_rate) */
     double dp_expected;   /* expected cohort size, the fixed denominator */
     dp_accountant_t acct;
     dp_adaptive_clip_t clip;
@@ -284,35 +285,60 @@ static int setup_dp(server_t *s, err_t *err)
 }
 
 /* Checkpoint layout: the parameters, then each optimizer state vector; meta says which. */
-/* Distributed DP on resume: every sum the sites were asked to unmask is charged again, the
- * committed rounds' and any the killed server asked for after its last commit (at the configured
- * multiplier, which the guaranteed one never falls below). The round that runs next keeps
- * counting its releases on top of those already stored for it. */
-static int replay_releases(server_t *s, int committed, err_t *err)
+/* The accountant on resume: one step per committed round at the sampling rate that round
+ * recorded ("sampling_rate"; the configured q for runs from before it was recorded) and the
+ * configured multiplier. With distributed noise, a step per unmask request instead ("dp_releases":
+ * the committed rounds' and any the killed server asked for after its last commit); the round
+ * that runs next keeps counting its releases on top of those already stored for it. */
+static int replay_accountant(server_t *s, int committed, err_t *err)
 {
-    json_t *rows = NULL;
-    int rc = store_metrics_json(s->opt.store, s->opt.run_id, "dp_releases", 0, &rows, err);
-    if (rc < 0)
-        return rc;
-    long long total = 0;
+    json_t *q_rows = NULL, *rel_rows = NULL;
+    int rc = store_metrics_json(s->opt.store, s->opt.run_id, "sampling_rate", 0, &q_rows, err);
+    if (rc == 0 && s->cfg->secagg.enabled)
+        rc = store_metrics_json(s->opt.store, s->opt.run_id, "dp_releases", 0, &rel_rows, err);
+    int last = committed + 1;
+    double *q = rc == 0 ? FN_MALLOC((size_t)(last + 1) * sizeof *q) : NULL;
+    int *steps = rc == 0 ? FN_CALLOC((size_t)(last + 1), sizeof *steps) : NULL;
     size_t i;
     json_t *row;
-    json_array_foreach(rows, i, row) {
-        long long r = json_integer_value(json_object_get(row, "round"));
-        long long n = (long long)json_number_value(json_object_get(row, "value"));
-        total += n;
-        if (r == committed + 1) { /* released, not committed: the round that runs next */
+    for (int r = 0; q && r <= last; r++) {
+        q[r] = s->dp_q;
+        steps[r] = r >= 1 && r <= committed && !s->cfg->secagg.enabled;
+    }
+    json_array_foreach(q_rows, i, row) {
+        json_int_t r = json_integer_value(json_object_get(row, "round"));
+        double v = json_number_value(json_object_get(row, "value"));
+        if (r >= 1 && r <= last && v > q[r])
+            q[r] = v;
+    }
+    long long extra = 0;
+    json_array_foreach(rel_rows, i, row) {
+        json_int_t r = json_integer_value(json_object_get(row, "round"));
+        int n = (int)json_number_value(json_object_get(row, "value"));
+        if (r < 1 || r > last || n < 0)
+            continue;
+        steps[r] = n;
+        if (r == last) { /* released, not committed: the round that runs next */
             s->dp_releases_round = (int)r;
-            s->dp_releases = (int)n;
+            s->dp_releases = n;
+            extra = n;
         }
     }
-    json_decref(rows);
-    if (total < committed) /* a run from before releases were recorded: one per committed round */
-        total = committed;
-    if (total > committed)
+    if (s->cfg->secagg.enabled) /* runs from before releases were recorded: one per committed round */
+        for (int r = 1; r <= committed; r++)
+            if (steps[r] < 1)
+                steps[r] = 1;
+    if (extra > 0)
         log_warn("resuming: %lld secure-aggregation sum(s) were asked for after the last committed round; epsilon "
-                 "counts them", total - committed);
-    return total > 0 ? dp_accountant_add(&s->acct, s->dp_q, s->dp_z, (int)total, err) : 0;
+                 "counts them", extra);
+    for (int r = 1; rc == 0 && r <= last; r++)
+        if (steps[r] > 0)
+            rc = dp_accountant_add(&s->acct, q[r], s->dp_z, steps[r], err);
+    free(q);
+    free(steps);
+    json_decref(q_rows);
+    json_decref(rel_rows);
+    return rc;
 }
 
 static int load_checkpoint(server_t *s, err_t *err)
@@ -342,10 +368,7 @@ static int load_checkpoint(server_t *s, err_t *err)
             json_t *clip = json_object_get(meta, "clip");
             if (json_is_number(clip))
                 s->clip.clip = json_number_value(clip);
-            if (s->cfg->secagg.enabled)
-                rc = replay_releases(s, round, err);
-            else if (round > 0)
-                rc = dp_accountant_add(&s->acct, s->dp_q, s->dp_z, round, err);
+            rc = replay_accountant(s, round, err);
         }
         log_info("resuming run %lld after round %d", (long long)s->opt.run_id, round);
     }
@@ -769,7 +792,6 @@ static int stopped(const server_t *s) { return s->opt.stop && *s->opt.stop; }
 
 static int connected_count(const server_t *s) { return sites_connected(s->sites, NULL); }
 
-/* Waits until `want` sites are connected (or the timeout passes with at least min_fit). */
 /* Records what the server is doing now for the dashboard (runs.phase; web/ pushes a
  * round_phase event when it changes). A failed write is logged: the round goes on. */
 static void set_phase(server_t *s, int round, const char *phase)
@@ -779,6 +801,7 @@ static void set_phase(server_t *s, int round, const char *phase)
         log_warn("%s", e.msg);
 }
 
+/* Waits until `want` sites are connected (or the timeout passes with at least min_fit). */
 static int wait_for_sites(server_t *s, int want, err_t *err)
 {
     if (connected_count(s) >= want)
@@ -946,8 +969,9 @@ static void sa_send(void *ctx, uint32_t id, const char *type, const uint8_t *dat
  * else happens, so a resumed run replays every sum that may have been revealed. */
 static int charge_release(server_t *s, const dp_ddp_plan_t *plan, err_t *err)
 {
-    int rc = dp_accountant_add(&s->acct, s->dp_q, dp_ddp_noise_multiplier(plan, plan->assumed), 1, err);
-    if (rc < 0)
+    int rc = dp_accountant_add(&s->acct, s->dp_q_round, dp_ddp_noise_multiplier(plan, plan->assumed), 1, err);
+    if (rc < 0 || (rc = store_metric_insert(s->opt.store, s->opt.run_id, s->round, "sampling_rate", s->dp_q_round,
+                                            err)) < 0)
         return rc;
     if (s->dp_releases_round != s->round) {
         s->dp_releases_round = s->round;
@@ -1061,6 +1085,25 @@ static int fed_evaluate(server_t *s, double *loss, double *acc, double *samples,
     return s->ev_answers;
 }
 
+/* The sampling rate this round is accounted at: the cohort over the sites connected now, never
+ * below the configured q. A fixed cohort of k among the n sites online samples each online user
+ * with probability k/n; with every site connected that is the configured per_round / count. */
+static double round_sampling_rate(const server_t *s)
+{
+    int n = connected_count(s), per_round = s->cfg->clients.per_round;
+    if (n < 1)
+        return s->dp_q;
+    int k = per_round ? per_round : (int)ceil(s->cfg->clients.fraction * n);
+    k = k > n ? n : k < 1 ? 1 : k;
+    double q = (double)k / n;
+    if (q > s->dp_q * (1 + 1e-12)) {
+        log_warn("round %d: %d of %d sites connected: privacy accounted at sampling rate %d/%d = %.4f (configured %.4f)",
+                 s->round + 1, n, s->cfg->clients.count, k, n, q, s->dp_q);
+        return q;
+    }
+    return s->dp_q;
+}
+
 static int run_round(server_t *s, store_round_t *rec, err_t *err)
 {
     int want = s->cfg->clients.per_round ? s->cfg->clients.per_round : s->cfg->clients.min_fit;
@@ -1069,10 +1112,12 @@ static int run_round(server_t *s, store_round_t *rec, err_t *err)
     int rc = wait_for_sites(s, want, err);
     if (rc < 0)
         return rc;
+    if (s->cfg->dp.enabled)
+        s->dp_q_round = round_sampling_rate(s);
     if (s->cfg->dp.enabled && s->cfg->dp.target_epsilon > 0) {
         int exceed;
         double after;
-        if ((rc = dp_accountant_would_exceed(&s->acct, s->dp_q, s->dp_z, s->cfg->dp.delta, s->cfg->dp.target_epsilon,
+        if ((rc = dp_accountant_would_exceed(&s->acct, s->dp_q_round, s->dp_z, s->cfg->dp.delta, s->cfg->dp.target_epsilon,
                                              &exceed, &after, err)) < 0)
             return rc;
         s->budget_reached = exceed;
@@ -1179,7 +1224,7 @@ static int run_round(server_t *s, store_round_t *rec, err_t *err)
                      s->round, s->sa_summed, plan->assumed, s->dp_z_round, s->ddp_z_summed);
         }
         /* Central noise is charged now; distributed noise was charged when the unmask was asked. */
-        if ((!plan && (rc = dp_accountant_add(&s->acct, s->dp_q, s->dp_z_round, 1, err)) < 0) ||
+        if ((!plan && (rc = dp_accountant_add(&s->acct, s->dp_q_round, s->dp_z_round, 1, err)) < 0) ||
             (rc = dp_accountant_epsilon(&s->acct, s->cfg->dp.delta, &epsilon, NULL, err)) < 0)
             return rc;
         if (s->cfg->dp.adaptive && (rc = dp_adaptive_clip_update(&s->clip, s->below, s->agg.count, NULL, err)) < 0)
@@ -1257,6 +1302,7 @@ static int run_round(server_t *s, store_round_t *rec, err_t *err)
         if (store_metric_insert(s->opt.store, s->opt.run_id, s->round, "epsilon", epsilon, &e) < 0 ||
             store_metric_insert(s->opt.store, s->opt.run_id, s->round, "clip", clip_used, &e) < 0 ||
             store_metric_insert(s->opt.store, s->opt.run_id, s->round, "noise_multiplier", s->dp_z_round, &e) < 0 ||
+            store_metric_insert(s->opt.store, s->opt.run_id, s->round, "sampling_rate", s->dp_q_round, &e) < 0 ||
             (s->cfg->secagg.enabled &&
              (store_metric_insert(s->opt.store, s->opt.run_id, s->round, "ddp_assumed_clients", s->ddp_assumed, &e) <
                   0 ||
