@@ -461,6 +461,13 @@ static void on_train(relay_t *r, wire_msg_t *msg)
     r->round_timeout = r->opt.round_timeout > 0 ? r->opt.round_timeout
                        : r->server_round_timeout > 0 ? RELAY_DEADLINE_SHARE * r->server_round_timeout
                                                      : RELAY_DEFAULT_ROUND_TIMEOUT;
+    /* A relay round longer than the server's would always answer too late: keep the share. */
+    if (r->server_round_timeout > 0 && r->round_timeout > RELAY_DEADLINE_SHARE * r->server_round_timeout) {
+        log_warn("round %lld: --round-timeout %.0f s exceeds the server's round_timeout of %.0f s; using %.0f s so the "
+                 "aggregate arrives in time",
+                 round, r->round_timeout, r->server_round_timeout, RELAY_DEADLINE_SHARE * r->server_round_timeout);
+        r->round_timeout = RELAY_DEADLINE_SHARE * r->server_round_timeout;
+    }
     r->round = round;
     r->in_round = 1;
     r->round_t0 = fn_mono();
