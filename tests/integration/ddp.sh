@@ -31,8 +31,7 @@ done
 eps=$(sql ddp.db "select printf('%.6f', value) from round_metrics where name = 'epsilon' and round = 3")
 want=$("$FEDNAS" privacy --q 0.666667 --sigma 0.3 --steps 3 --delta 1e-5 | awk '/^epsilon:/ { print $2 }')
 # q is 8/12 in the server and 0.666667 on this command line: equal to 1e-4, not to the last digit
-awk -v a="$eps" -v b="$want" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(b > 0 && d / b < 1e-4) }' ||
-  fail "stored epsilon $eps differs from fednas privacy's $want after 3 rounds"
+expect_rel_close "$eps" "$want" 1e-4 "stored epsilon $eps differs from fednas privacy's $want after 3 rounds"
 acc=$(sql ddp.db "select printf('%.4f', test_accuracy) from rounds where round = 3")
 awk -v a="$acc" 'BEGIN { exit !(a > 0.4) }' || fail "the noisy model should still learn (accuracy $acc; about 0.6 expected, 0.1 is chance, a wrapped sum gives garbage)"
 expect_contains run.err "the server adds no central noise"
@@ -70,6 +69,5 @@ sql ddp.db "insert into round_metrics values (1, 4, 'dp_releases', 1); update ru
 expect_contains resume.err "1 secure-aggregation sum(s) were asked for after the last committed round"
 after=$(grep -oE 'epsilon [0-9.]+ at delta' resume.out | awk '{ print $2 }')
 want4=$("$FEDNAS" privacy --q 0.666667 --sigma 0.3 --steps 4 --delta 1e-5 | awk '/^epsilon:/ { print $2 }')
-awk -v a="$after" -v b="$want4" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(b > 0 && d / b < 1e-3) }' ||
-  fail "after resuming with 4 releases epsilon is $after, want $want4 (4 steps)"
+expect_rel_close "$after" "$want4" 1e-3 "after resuming with 4 releases epsilon is $after, want $want4 (4 steps)"
 pass "releases are charged when asked for, and replayed on resume (epsilon $eps -> $after)"

@@ -33,6 +33,5 @@ for r in 1 2; do
 done
 eps=$(sql dp.db "select value from round_metrics where round = 2 and name = 'epsilon'")
 want=$("$FEDNAS" privacy --q 0.6666666667 --sigma 1.0 --steps 2 --delta 1e-5 | awk '/^epsilon:/ { print $2 }')
-awk -v a="$eps" -v b="$want" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(b > 0 && d / b < 1e-4) }' ||
-  fail "epsilon $eps after 2 rounds, want $want (q = 2/3)"
+expect_rel_close "$eps" "$want" 1e-4 "epsilon $eps after 2 rounds, want $want (q = 2/3)"
 pass "3 of 4 sites online: accounted at q = 2/3 (epsilon $eps)"

@@ -14,6 +14,10 @@ trap cleanup EXIT
 fail() { echo "FAIL: $*"; FAILED=1; exit 1; }
 pass() { echo "ok: $*"; }
 # expect_contains FILE TEXT
+# expect_rel_close A B TOL MESSAGE: fails with MESSAGE unless |A - B| / B < TOL (B > 0).
+expect_rel_close() {
+  awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(b > 0 && d / b < t) }' || fail "$4"
+}
 expect_contains() { grep -qF -- "$2" "$1" || { echo "--- $1"; cat "$1"; fail "$1 lacks: $2"; }; }
 # wait_for_line FILE REGEX SECONDS: prints the first match
 wait_for_line() {
