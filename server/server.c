@@ -109,6 +109,14 @@ struct server {
 };
 
 /* Input shape and class count of each data set the experiment may name. */
+/* How many of n connected sites a draw takes: per_round, or ceil(fraction x n); at most n and,
+ * when any is connected, at least one. */
+static int cohort_size(int per_round, double fraction, int n)
+{
+    int k = per_round ? per_round : (int)ceil(fraction * n);
+    return k > n ? n : (k < 1 && n > 0) ? 1 : k;
+}
+
 static void dataset_dims(const config_t *cfg, int *input_dim, int *classes)
 {
     if (cfg->data.csv) { /* tabular: the shape the experiment states for every site's table */
@@ -170,8 +178,7 @@ static int parse_strategy(const config_t *cfg, strategy_config_t *sc, err_t *err
  * selected sites' updates plus that noise. Refused here, before any site starts. */
 static int check_distributed_dp(const config_t *cfg, size_t m, err_t *err)
 {
-    int n = cfg->clients.per_round ? cfg->clients.per_round
-                                   : (int)ceil(cfg->clients.fraction * cfg->clients.count);
+    int n = cohort_size(cfg->clients.per_round, cfg->clients.fraction, cfg->clients.count);
     double z = cfg->dp.noise_multiplier;
     if (z < 0 && dp_calibrate_sigma((double)n / cfg->clients.count, cfg->rounds, cfg->dp.delta,
                                     cfg->dp.target_epsilon, &z, err) < 0)
@@ -215,7 +222,7 @@ int server_check_config(const config_t *cfg, err_t *err)
                                "adaptive clipping cannot be combined with secure aggregation (it needs each update's "
                                "norm); give a fixed dp.clip");
     if (cfg->dp.enabled && cfg->dp.target_epsilon > 0 && cfg->dp.noise_multiplier < 0) {
-        double z, q = (cfg->clients.per_round ? cfg->clients.per_round : ceil(cfg->clients.fraction * cfg->clients.count)) /
+        double z, q = (double)cohort_size(cfg->clients.per_round, cfg->clients.fraction, cfg->clients.count) /
                       cfg->clients.count;
         if ((rc = dp_calibrate_sigma(q, cfg->rounds, cfg->dp.delta, cfg->dp.target_epsilon, &z, err)) < 0)
             return config_error_at(cfg, "dp.target_epsilon", err, "%s", err->msg);
@@ -251,7 +258,7 @@ static int setup_dp(server_t *s, err_t *err)
 {
     const config_t *c = s->cfg;
     /* The cohort select_sites draws when every site is connected (fraction: rounded up). */
-    s->dp_expected = c->clients.per_round ? c->clients.per_round : ceil(c->clients.fraction * c->clients.count);
+    s->dp_expected = cohort_size(c->clients.per_round, c->clients.fraction, c->clients.count);
     s->dp_q = s->dp_expected / c->clients.count;
     int rc;
     if (c->dp.noise_multiplier >= 0)
@@ -841,11 +848,7 @@ static sites_site_t **draw_connected(server_t *s, int per_round, double fraction
         if (sites_at(s->sites, i)->connected)
             cand[n++] = sites_at(s->sites, i);
     qsort(cand, (size_t)n, sizeof *cand, cmp_site_id);
-    *k = per_round ? per_round : (int)ceil(fraction * n);
-    if (*k > n)
-        *k = n;
-    if (*k < 1 && n > 0)
-        *k = 1;
+    *k = cohort_size(per_round, fraction, n);
     rng_t r;
     rng_seed(&r, rng_derive(s->cfg->seed ^ salt, (uint64_t)s->round));
     for (int i = 0; i < *k; i++) { /* partial Fisher-Yates */
@@ -1090,11 +1093,10 @@ static int fed_evaluate(server_t *s, double *loss, double *acc, double *samples,
  * with probability k/n; with every site connected that is the configured per_round / count. */
 static double round_sampling_rate(const server_t *s)
 {
-    int n = connected_count(s), per_round = s->cfg->clients.per_round;
+    int n = connected_count(s);
     if (n < 1)
         return s->dp_q;
-    int k = per_round ? per_round : (int)ceil(s->cfg->clients.fraction * n);
-    k = k > n ? n : k < 1 ? 1 : k;
+    int k = cohort_size(s->cfg->clients.per_round, s->cfg->clients.fraction, n);
     double q = (double)k / n;
     if (q > s->dp_q * (1 + 1e-12)) {
         log_warn("round %d: %d of %d sites connected: privacy accounted at sampling rate %d/%d = %.4f (configured %.4f)",
@@ -1302,7 +1304,9 @@ static int run_round(server_t *s, store_round_t *rec, err_t *err)
         if (store_metric_insert(s->opt.store, s->opt.run_id, s->round, "epsilon", epsilon, &e) < 0 ||
             store_metric_insert(s->opt.store, s->opt.run_id, s->round, "clip", clip_used, &e) < 0 ||
             store_metric_insert(s->opt.store, s->opt.run_id, s->round, "noise_multiplier", s->dp_z_round, &e) < 0 ||
-            store_metric_insert(s->opt.store, s->opt.run_id, s->round, "sampling_rate", s->dp_q_round, &e) < 0 ||
+            /* distributed noise recorded its rate with the charge, at the unmask request */
+            (!s->cfg->secagg.enabled &&
+             store_metric_insert(s->opt.store, s->opt.run_id, s->round, "sampling_rate", s->dp_q_round, &e) < 0) ||
             (s->cfg->secagg.enabled &&
              (store_metric_insert(s->opt.store, s->opt.run_id, s->round, "ddp_assumed_clients", s->ddp_assumed, &e) <
                   0 ||

@@ -20,7 +20,6 @@ export async function render(view) {
 
   const eps = new Map(); // run id -> epsilon (only fetched for runs with a dp block)
   const phases = new Map(); // run id -> the element showing its phase
-  const phaseText = (r) => runPhase(r);
   async function load() {
     const runs = await api('/api/runs');
     empty.hidden = runs.length > 0;
@@ -35,13 +34,15 @@ export async function render(view) {
     }));
     body.replaceChildren(...runs.map((r) => {
       const done = r.rounds_done || 0, planned = r.rounds_planned || 0;
+      const phase = el('div', { class: 'muted small phase' }, runPhase(r));
+      phases.set(r.id, phase);
       const tr = el('tr', { tabindex: 0, 'data-run': r.id },
         el('td', {}, el('a', { href: '#/run/' + r.id }, '#' + r.id)),
         el('td', {}, r.experiment || '–'),
         el('td', {}, badge(r.status)),
         el('td', {}, el('progress', { max: planned || 1, value: done, 'aria-label': done + ' of ' + planned + ' rounds' }),
           el('span', { class: 'muted small' }, ' ' + done + '/' + planned),
-          phases.set(r.id, el('div', { class: 'muted small phase' }, phaseText(r))).get(r.id)),
+          phase),
         el('td', { class: 'num best' }, pct(r.best_accuracy)),
         el('td', { class: 'num' }, fixed(eps.get(r.id), 2)),
         el('td', { class: 'num' }, seconds(duration(r))),
@@ -58,7 +59,7 @@ export async function render(view) {
   return {
     onEvent(ev) {
       if (ev.type === 'round_phase' && phases.has(ev.run_id)) {
-        phases.get(ev.run_id).textContent = phaseText({ status: 'running', phase: ev.phase, phase_round: ev.round });
+        phases.get(ev.run_id).textContent = runPhase({ status: 'running', phase: ev.phase, phase_round: ev.round });
         return;
       }
       if (ev.type === 'hello' || ev.type === 'round_finished' || ev.type === 'run_status') {
