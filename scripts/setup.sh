@@ -29,11 +29,16 @@ else
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# Browser tests: playwright-core at the version pinned in tests/browser/package-lock.json.
+# Browser tests: playwright-core at the version pinned in tests/browser/package-lock.json (1.61.1,
+# the last whose engines field accepts Debian 12's Node 18; later ones need Node 20). A checkout
+# that holds another version (installed before the pin moved) is reinstalled.
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-if [ ! -d "$ROOT/tests/browser/node_modules" ]; then
-  echo "setup: npm ci in tests/browser"
-  if ! npm ci --prefix "$ROOT/tests/browser" --no-audit --no-fund --loglevel=error > /tmp/fednas-npm-ci.log 2>&1; then
+BROWSER="$ROOT/tests/browser"
+want=$(sed -n '/"node_modules\/playwright-core"/,/}/s/.*"version": "\([^"]*\)".*/\1/p' "$BROWSER/package-lock.json")
+have=$(sed -n 's/^  "version": "\([^"]*\)".*/\1/p' "$BROWSER/node_modules/playwright-core/package.json" 2>/dev/null || true)
+if [ "$have" != "$want" ]; then
+  echo "setup: npm ci in tests/browser (playwright-core ${have:-missing}, want $want)"
+  if ! npm ci --prefix "$BROWSER" --no-audit --no-fund --loglevel=error > /tmp/fednas-npm-ci.log 2>&1; then
     cat /tmp/fednas-npm-ci.log >&2
     echo "setup: npm ci in tests/browser failed (see above); the browser test needs playwright-core" >&2
     exit 1
