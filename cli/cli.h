@@ -59,7 +59,12 @@ typedef struct serve_options {
     const char *http_host;
     /* Called once the server listens, before registration (fednas run starts its clients here). */
     int (*on_listening)(void *ctx, const config_t *cfg, const char *endpoint, const char *keys_dir, err_t *err);
+    /* Called once the run has ended and its summary is out (fednas run reaps its clients here). */
+    void (*on_ended)(void *ctx);
     void *ctx;
+    /* Keep the dashboard serving after the run ends, until SIGINT/SIGTERM, and say so in the
+     * last line; otherwise the last line is the `fednas dashboard` command. */
+    int keep_dashboard;
 } serve_options_t;
 
 /* Loads the experiment, records the run, serves it to completion and prints the summary.

@@ -23,6 +23,10 @@ static const char *const k_help =
     "process per site (clients.count) on 127.0.0.1, each with its own key pair and its share of\n"
     "the data, and the dashboard. Prints a line per round and a summary at the end.\n"
     "\n"
+    "At a terminal (stdin and stdout), the dashboard stays up after the run until Ctrl-C, and\n"
+    "the last line is its link; otherwise the run exits when done, and the last line is the\n"
+    "`fednas dashboard` command that serves the run store again.\n"
+    "\n"
     "  --db PATH         run store (SQLite), created if missing (default: fednas.db); each run\n"
     "                    also gets a folder NAME-runs/ID/ beside it with its keys\n"
     "  --http PORT|off   dashboard port on 127.0.0.1 (default: 8080; 0 picks a free port)\n"
@@ -97,9 +101,11 @@ static int spawn_clients(void *ctx, const config_t *cfg, const char *endpoint, c
     return 0;
 }
 
-/* Waits for the agents to leave after the server said "end"; stops any that linger. */
-static void reap(children_t *ch)
+/* Waits for the agents to leave after the server said "end"; stops any that linger. Called when
+ * the run ends (before the dashboard may stay up) and again on the way out, which finds nothing. */
+static void reap(void *ctx)
 {
+    children_t *ch = ctx;
     double deadline = fn_mono() + 15;
     int left = ch->n;
     while (left > 0 && fn_mono() < deadline) {
@@ -124,6 +130,8 @@ static void reap(children_t *ch)
             waitpid(ch->pids[i], NULL, 0);
         }
     free(ch->pids);
+    ch->pids = NULL;
+    ch->n = 0;
 }
 
 int cmd_run(int argc, char **argv)
@@ -166,7 +174,11 @@ int cmd_run(int argc, char **argv)
     cli_install_signals();
     children_t ch = {0};
     so.on_listening = spawn_clients;
+    so.on_ended = reap;
     so.ctx = &ch;
+    /* At a terminal the dashboard outlives the run until Ctrl-C, so the link printed last works;
+     * in a script or a pipe the run exits when done and its last line names `fednas dashboard`. */
+    so.keep_dashboard = isatty(STDIN_FILENO) && isatty(STDOUT_FILENO);
     int status = cli_serve(&so);
     reap(&ch);
     return status;

@@ -1,9 +1,12 @@
+#include <errno.h>
 #include <libgen.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -38,8 +41,8 @@ static void human_bytes(double b, char *out, size_t cap)
     snprintf(out, cap, u ? "%.2f %s" : "%.0f %s", b, unit[u]);
 }
 
-static void print_summary(const config_t *cfg, int64_t run_id, const char *db, const char *url,
-                          const server_summary_t *s, const char *status)
+static void print_summary(const config_t *cfg, int64_t run_id, const char *db, const server_summary_t *s,
+                          const char *status)
 {
     char down[32], up[32];
     double per = s->selections > 0 ? (double)s->selections : 1;
@@ -87,8 +90,31 @@ static void print_summary(const config_t *cfg, int64_t run_id, const char *db, c
     printf("| traffic per selected site   | %-38s |\n", traffic);
     printf("| run store                   | %-38s |\n", db);
     printf("+-----------------------------+----------------------------------------+\n");
-    if (url) /* too long for the table: it carries the login token */
-        printf("dashboard: %s\n", url);
+    fflush(stdout);
+}
+
+/* The last line of a run when its own dashboard is gone: the command that serves the store
+ * again, never the run's link, which died with it. The path is quoted for a shell when it needs
+ * to be. */
+static void print_dashboard_command(const char *db_path)
+{
+    int plain = db_path[0] != 0;
+    for (const char *c = db_path; *c; c++)
+        if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./+:=,@", *c))
+            plain = 0;
+    printf("dashboard: to look at this run, start `fednas dashboard --db ");
+    if (plain)
+        fputs(db_path, stdout);
+    else {
+        putchar('\'');
+        for (const char *c = db_path; *c; c++)
+            if (*c == '\'')
+                fputs("'\\''", stdout);
+            else
+                putchar(*c);
+        putchar('\'');
+    }
+    printf("` (it prints a link)\n");
     fflush(stdout);
 }
 
@@ -101,6 +127,43 @@ static void run_folder(const char *db_path, const char *dbdir, int64_t run_id, c
     const char *dot = strrchr(base, '.');
     int len = dot && dot != base ? (int)(dot - base) : (int)strlen(base);
     snprintf(out, cap, "%s/%.*s-runs/%lld", dbdir, len, base, (long long)run_id);
+}
+
+/* A folder named for a run id that the store has just handed out belongs to no run of this
+ * store: the store was deleted or replaced and its run folders were left behind. Its keys would
+ * make the new run fail ("site site-1 is already in ...") or, worse, mix two runs' keys, so it
+ * is set aside under a new name, with a notice; nothing in it is lost. */
+static int set_aside_orphan(const char *run_dir, const char *db_path, err_t *err)
+{
+    struct stat st;
+    if (lstat(run_dir, &st) != 0) {
+        if (errno == ENOENT)
+            return 0;
+        return err_set(err, FN_EIO, "cannot check run folder %s: %s", run_dir, strerror(errno));
+    }
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    char stamp[32], to[PATH_MAX];
+    strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
+    for (int i = 1; i <= 100; i++) {
+        int n = i == 1 ? snprintf(to, sizeof to, "%s.orphan-%s", run_dir, stamp)
+                       : snprintf(to, sizeof to, "%s.orphan-%s-%d", run_dir, stamp, i);
+        if (n < 0 || n >= (int)sizeof to)
+            return err_set(err, FN_EINVAL, "run folder path too long: %s", run_dir);
+        if (lstat(to, &st) == 0)
+            continue; /* set aside twice within a second */
+        if (rename(run_dir, to) < 0)
+            return err_set(err, FN_EIO, "run folder %s belongs to no run in %s, and moving it aside failed: %s",
+                           run_dir, db_path, strerror(errno));
+        fprintf(stderr,
+                "fednas: notice: run folder %s belongs to no run in %s (was the store deleted?); "
+                "moved it to %s\n",
+                run_dir, db_path, to);
+        return 0;
+    }
+    return err_set(err, FN_EIO, "run folder %s belongs to no run in %s, and %s.orphan-%s* are all taken", run_dir,
+                   db_path, run_dir, stamp);
 }
 
 /* A new run: the experiment file, checked in full before anything is recorded. */
@@ -116,6 +179,8 @@ static int start_run(const serve_options_t *o, store_t *store, config_t *cfg, co
     if ((rc = store_run_create(store, exp_id, cfg->rounds, cfg->clients.count, cfg->seed, NULL, run_id, err)) < 0)
         return rc;
     run_folder(o->db_path, dbdir, *run_id, run_dir, run_dir_len);
+    if ((rc = set_aside_orphan(run_dir, o->db_path, err)) < 0)
+        return rc;
     if (o->keys_dir)
         snprintf(keys_dir, keys_len, "%s", o->keys_dir);
     else
@@ -200,11 +265,25 @@ int cli_serve(const serve_options_t *o)
     err_t e2;
     if (store_run_finish(store, run_id, st, rc == 0 ? (sum.note[0] ? sum.note : NULL) : err.msg, &e2) < 0)
         log_error("%s", e2.msg);
-    print_summary(cfg, run_id, o->db_path, url[0] ? url : NULL, &sum, st);
+    print_summary(cfg, run_id, o->db_path, &sum, st);
     if (rc == 0)
         status = EXIT_OK;
     else
         fprintf(stderr, "fednas: error: %s\n", err.msg);
+    if (o->on_ended)
+        o->on_ended(o->ctx);
+    /* A run stopped with Ctrl-C stops its dashboard too; otherwise, when asked (an interactive
+     * `fednas run`), the dashboard outlives the run, as NNI keeps its web UI, so the link keeps
+     * working until the user is done with it. */
+    if (web && o->keep_dashboard && !cli_stop) {
+        server_free(server); /* the sockets and the round engine are done with */
+        server = NULL;
+        printf("dashboard: %s (still up after the run; Ctrl-C stops it)\n", url);
+        fflush(stdout);
+        while (!cli_stop)
+            usleep(100000);
+    } else
+        print_dashboard_command(o->db_path);
     goto done;
 
 fail_run:
