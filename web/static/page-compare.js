@@ -1,7 +1,7 @@
 // Compare: several runs' test accuracy per round on one chart. The selection lives in the
 // URL (#/compare?runs=1,2,3), so a comparison can be bookmarked. Runs are told apart by dash
 // pattern and legend, not colour.
-import { api, el, badge, chart, DASHES } from './util.js';
+import { api, el, badge, chart, fitRange, pct, DASHES } from './util.js';
 
 export async function render(view, params, { query }) {
   const runs = await api('/api/runs');
@@ -20,7 +20,7 @@ export async function render(view, params, { query }) {
     view.append(el('p', { class: 'muted' }, 'No runs yet.'));
     return null;
   }
-  const c = chart(view, { title: 'Test accuracy per round', ylabel: 'accuracy', yRange: [0, 1], height: 320,
+  const c = chart(view, { title: 'Test accuracy per round', ylabel: 'accuracy', yRange: fitRange(0, 1), format: (v) => pct(v, 2), height: 320,
     series: chosen.map((id, i) => ({ label: '#' + id + ' ' + (runs.find((r) => r.id === id).experiment || ''), dash: DASHES[i] })) });
   async function load() {
     const all = await Promise.all(chosen.map((id) => api('/api/runs/' + id + '/rounds')));

@@ -3,7 +3,7 @@
 // admin actions. Live: the header shows the phase the server is in (round_phase events), and
 // each round_finished event of this run fetches the rounds and metrics after the last one shown
 // (?since=N) and extends every chart.
-import { api, el, badge, pct, fixed, seconds, when, duration, chart, DASHES, session, runPhase } from './util.js';
+import { api, el, badge, pct, fixed, seconds, when, duration, chart, fitRange, DASHES, session, runPhase } from './util.js';
 
 export async function render(view, [idText]) {
   const id = Number(idText);
@@ -25,23 +25,26 @@ export async function render(view, [idText]) {
 
   const xEmpty = [1, Math.max(2, run.rounds_planned || 10)]; // axes before the first round
   const charts = {
-    acc: chart(grid, { xEmpty, title: 'Accuracy', ylabel: 'accuracy', yRange: [0, 1], series: [
-      { label: 'test', points: true }, { label: 'train', dash: DASHES[1] }, { label: 'best', color: '--best', width: 1, dash: DASHES[2] }] }),
-    loss: chart(grid, { xEmpty, title: 'Loss', ylabel: 'loss', series: [{ label: 'test', points: true }, { label: 'train', dash: DASHES[1] }] }),
+    // Accuracy and loss fit their data: their changes from round to round are what matters.
+    acc: chart(grid, { xEmpty, title: 'Accuracy', ylabel: 'accuracy', yRange: fitRange(0, 1), format: (v) => pct(v, 2), series: [
+      { label: 'test', points: true }, { label: 'train', dash: DASHES[1] }, { label: 'best', width: 1, dash: DASHES[2] }] }),
+    loss: chart(grid, { xEmpty, title: 'Loss', ylabel: 'loss', yRange: fitRange(0), series: [
+      { label: 'test', points: true }, { label: 'train', dash: DASHES[1] }] }),
+    // Dropped sites are vermillion (--s2) wherever they appear.
     part: chart(grid, { xEmpty, title: 'Participants per round', ylabel: 'clients', series: [
-      { label: 'participants', stepped: true }, { label: 'dropped', color: '--dropped', stepped: true }] }),
+      { label: 'participants', stepped: true }, { label: 'dropped', color: '--s2', stepped: true }] }),
     time: chart(grid, { xEmpty, title: 'Round time by phase', ylabel: 'seconds', series: [
       { label: 'whole round', points: true }, { label: 'collect updates', dash: DASHES[1] },
       { label: 'aggregate', dash: DASHES[2] }, { label: 'evaluate', dash: DASHES[3] }] }),
     sa: chart(grid, { xEmpty, title: 'Secure aggregation: sites left after each phase', ylabel: 'sites', series: [
       { label: 'selected', stepped: true, dash: DASHES[4] }, { label: 'keys advertised', stepped: true },
       { label: 'shares sent', stepped: true, dash: DASHES[1] }, { label: 'masked inputs', stepped: true, dash: DASHES[2] },
-      { label: 'summed', stepped: true, dash: DASHES[3] }, { label: 'dropped', color: '--dropped', stepped: true }] }),
+      { label: 'summed', stepped: true, dash: DASHES[3] }, { label: 'dropped', color: '--s2', stepped: true }] }),
     saTime: chart(grid, { xEmpty, title: 'Secure aggregation: time per phase', ylabel: 'seconds', series: [
       { label: 'advertise keys (incl. training)' }, { label: 'share keys', dash: DASHES[1] },
       { label: 'masked input', dash: DASHES[2] }, { label: 'unmasking', dash: DASHES[3] }] }),
     eps: chart(grid, { xEmpty, title: 'Privacy: ε spent', ylabel: 'ε', series: [
-      { label: 'ε', points: true }, { label: 'budget', color: '--failed', dash: DASHES[1], width: 1 }] }),
+      { label: 'ε', points: true }, { label: 'budget', color: '--s2', dash: DASHES[1], width: 1 }] }),
   };
 
   let rounds = [];

@@ -1,6 +1,7 @@
 // Shared helpers: DOM building, formatting, the API client and the chart wrapper over uPlot.
-// Colour carries meaning only (running, done, failed, best, dropped, budget); series are told
-// apart by dash pattern and label, in the text colour.
+// Chart series are told apart three ways, so that no reader depends on one: a colour of the
+// Okabe-Ito palette (--s1..--s7, safe for the common colour-vision deficiencies), a dash
+// pattern, and a legend that draws each series' line next to its name.
 
 let sessionP = null;
 export function session() {
@@ -94,27 +95,81 @@ export function runPhase(r) {
 }
 
 export const DASHES = [[], [6, 4], [2, 3], [10, 3, 2, 3], [1, 6], [14, 6]];
+export const PALETTE = 7; // --s1..--s7 in style.css
 
-// A line chart: series = [{label, dash, color (a CSS variable name), points, stepped}].
-export function chart(parent, { title, ylabel, series, yRange, height, xEmpty }) {
-  const box = el('figure', { class: 'chart' }, el('figcaption', {}, title));
+// A y range that fits the data (accuracy 0.78..0.86 is not drawn on 0..1), padded by a tenth of
+// the spread and kept inside [lo, hi] when the quantity has bounds.
+export function fitRange(lo, hi) {
+  return (u, min, max) => {
+    if (!isNum(min) || !isNum(max)) return [isNum(lo) ? lo : 0, isNum(hi) ? hi : 1];
+    const pad = Math.max((max - min) * 0.1, Math.abs(max) * 0.01, 1e-3);
+    let a = min - pad, b = max + pad;
+    if (isNum(lo)) a = Math.max(lo, a);
+    if (isNum(hi)) b = Math.min(hi, b);
+    return [a, b];
+  };
+}
+
+const fmtValue = (v) => (!isNum(v) ? '–' : Math.abs(v) >= 100 || Number.isInteger(v) ? String(Math.round(v)) : v.toPrecision(3));
+
+// A line chart: series = [{label, dash, color (a palette variable, e.g. '--s2'; by default the
+// next one no other series of the chart names), points, stepped, width}]. yRange: [min, max] or
+// a uPlot range function (fitRange); by default the scale starts at 0 so a change looks its
+// size. format(v) writes a value in the legend, which shows the hovered round, else the last.
+export function chart(parent, { title, ylabel, series, yRange, height, xEmpty, format }) {
+  const fmt = format || fmtValue;
+  const taken = new Set(series.map((s) => s.color).filter(Boolean));
+  const free = [];
+  for (let i = 1; i <= PALETTE; i++) if (!taken.has('--s' + i)) free.push('--s' + i);
+  const colors = series.map((s, i) => s.color || free[i % free.length] || '--fg');
+  const legend = el('ul', { class: 'legend' });
+  const values = series.map(() => el('span', { class: 'val' }, '–'));
+  const swatches = series.map((s, i) => {
+    const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
+    svg.setAttribute('width', '28');
+    svg.setAttribute('height', '10');
+    svg.setAttribute('aria-hidden', 'true');
+    const line = document.createElementNS('http://www.w3.org/2000/svg', 'line');
+    for (const [k, v] of Object.entries({ x1: 1, y1: 5, x2: 27, y2: 5, 'stroke-width': Math.max(2, s.width || 2) }))
+      line.setAttribute(k, v);
+    if (s.dash && s.dash.length) line.setAttribute('stroke-dasharray', s.dash.join(' '));
+    svg.append(line);
+    legend.append(el('li', { 'data-series': s.label }, svg, el('span', { class: 'name' }, s.label), values[i]));
+    return line;
+  });
+  const box = el('figure', { class: 'chart' }, el('figcaption', {}, title), legend);
   parent.append(box);
   let plot = null;
   let data = null;
+  function showValues(idx) {
+    series.forEach((s, i) => {
+      const ys = data ? data[i + 1] : [];
+      let j = idx;
+      if (j === null || j === undefined) for (j = ys.length - 1; j >= 0 && !isNum(ys[j]); j--);
+      values[i].textContent = j >= 0 && ys && isNum(ys[j]) ? fmt(ys[j]) : '–';
+    });
+  }
   function opts() {
-    const fg = css('--fg'), grid = css('--line'), muted = css('--muted');
+    const grid = css('--line'), muted = css('--muted');
     const width = Math.max(240, box.clientWidth || 600);
+    const stroke = colors.map((c) => css(c));
+    // The legend's lines take the colours the theme has now.
+    swatches.forEach((line, i) => { line.setAttribute('stroke', stroke[i]); line.parentNode.parentNode.dataset.color = stroke[i]; });
     return {
       width,
       height: height || 220,
-      legend: { live: true },
+      legend: { show: false },
       cursor: { drag: { x: false, y: false } },
+      hooks: {
+        setCursor: [(u) => showValues(u.cursor.idx)],
+        // The y scale as drawn, for tests and curious users (as data-points).
+        setScale: [(u, key) => { if (key === 'y') { box.dataset.ymin = String(u.scales.y.min); box.dataset.ymax = String(u.scales.y.max); } }],
+      },
       scales: {
         x: {
           time: false,
           range: (u, min, max) => (!data || !data[0].length ? xEmpty || [1, 10] : min === max ? [min - 1, max + 1] : [min, max]),
         },
-        // Accuracy has a fixed range; other scales start at 0 so a change looks its size.
         y: { range: yRange || ((u, min, max) => [Math.min(0, min), max > 0 ? max * 1.08 : 1]) },
       },
       axes: [
@@ -122,12 +177,12 @@ export function chart(parent, { title, ylabel, series, yRange, height, xEmpty })
           incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000], values: (u, v) => v.map((x) => String(Math.round(x))) },
         { stroke: muted, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid }, label: ylabel, labelSize: 18, size: 56 },
       ],
-      series: [{ label: 'round' }].concat(series.map((s) => ({
+      series: [{ label: 'round' }].concat(series.map((s, i) => ({
         label: s.label,
-        stroke: s.color ? css(s.color) : fg,
+        stroke: stroke[i],
         width: s.width || 2,
         dash: s.dash || [],
-        points: { show: !!s.points, size: 7, fill: s.color ? css(s.color) : fg },
+        points: { show: !!s.points, size: 7, fill: stroke[i] },
         paths: s.stepped ? window.uPlot.paths.stepped({ align: 1 }) : undefined,
         spanGaps: true,
       }))),
@@ -150,6 +205,7 @@ export function chart(parent, { title, ylabel, series, yRange, height, xEmpty })
     set(d) {
       data = d;
       if (plot) plot.setData(d);
+      showValues(null);
       box.dataset.points = String(d[0].length); // for tests and curious users: rounds plotted
     },
     get points() { return data ? data[0].length : 0; },
