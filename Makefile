@@ -12,6 +12,9 @@ build: setup
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS)
 	cmake --build $(BUILD) -j$(JOBS)
 
+# At a terminal, the run's dashboard stays up after the last round until Ctrl-C, and the last
+# line is its link; without one (CI, a pipe) the run exits and its last line is the
+# `fednas dashboard` command that serves the results again.
 demo: build
 	./$(BUILD)/fednas run experiments/quickstart.json
 
