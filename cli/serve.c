@@ -276,8 +276,12 @@ int cli_serve(const serve_options_t *o)
      * `fednas run`), the dashboard outlives the run, as NNI keeps its web UI, so the link keeps
      * working until the user is done with it. */
     if (web && o->keep_dashboard && !cli_stop) {
-        server_free(server); /* the sockets and the round engine are done with */
+        /* The sockets, the round engine and the store handle are done with: a terminal closed
+         * now (SIGHUP) leaves nothing half-written. The dashboard reads the store on its own. */
+        server_free(server);
         server = NULL;
+        store_close(store);
+        store = NULL;
         printf("dashboard: %s (still up after the run; Ctrl-C stops it)\n", url);
         fflush(stdout);
         while (!cli_stop)
