@@ -12,6 +12,7 @@
 import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { loadPlaywright, CHROMIUM, CHROMIUM_ARGS } from './preflight.mjs';
 
 const [fednasArg, outArg] = process.argv.slice(2);
 const fednas = fednasArg && path.resolve(fednasArg);
@@ -19,12 +20,7 @@ if (!fednasArg || !outArg) {
   console.error('usage: node dashboard.test.mjs FEDNAS_BINARY OUTPUT_DIR');
   process.exit(2);
 }
-const here = path.dirname(new URL(import.meta.url).pathname);
-if (!fs.existsSync(path.join(here, 'node_modules', 'playwright-core')) || !fs.existsSync('/usr/bin/chromium')) {
-  console.error('browser test skipped: playwright-core or /usr/bin/chromium is missing; run scripts/setup.sh (as root)');
-  process.exit(77);
-}
-const { chromium } = await import('playwright-core');
+const chromium = await loadPlaywright();
 const out = path.resolve(outArg);
 // The processes work in a private folder (several builds may run this test at once); only the
 // screenshots and the page-weight list go to OUTPUT_DIR.
@@ -112,10 +108,7 @@ try {
   const base = `https://127.0.0.1:${port}`;
   log('dashboard', base, 'run', runId);
 
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-  });
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
 
   // 3. Refusals, in a context of their own.
   {

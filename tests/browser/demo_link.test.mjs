@@ -15,6 +15,7 @@
 import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { loadPlaywright, CHROMIUM, CHROMIUM_ARGS } from './preflight.mjs';
 
 const [fednasArg, srcArg, outArg] = process.argv.slice(2);
 if (!fednasArg || !srcArg || !outArg) {
@@ -22,13 +23,7 @@ if (!fednasArg || !srcArg || !outArg) {
   process.exit(2);
 }
 const fednas = path.resolve(fednasArg);
-const here = path.dirname(new URL(import.meta.url).pathname);
-const have = (p) => fs.existsSync(p);
-if (!have(path.join(here, 'node_modules', 'playwright-core')) || !have('/usr/bin/chromium') || !have('/usr/bin/script')) {
-  console.error('browser test skipped: playwright-core, /usr/bin/chromium or /usr/bin/script is missing; run scripts/setup.sh (as root)');
-  process.exit(77);
-}
-const { chromium } = await import('playwright-core');
+const chromium = await loadPlaywright(['/usr/bin/script']);
 const out = path.resolve(outArg);
 fs.mkdirSync(out, { recursive: true });
 const work = fs.mkdtempSync('/tmp/fednas-demo-');
@@ -83,10 +78,7 @@ try {
   check(sql('select status from runs where id = 1') === 'done', 'the run is done in the store');
   await sleep(1000); // the dashboard must stay up after the run, not just a moment longer
 
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-  });
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
   const ctx = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 900 } });
   const page = await ctx.newPage();
   const errors = [];
