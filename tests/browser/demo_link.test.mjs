@@ -50,7 +50,9 @@ let text = '';
 try {
   // A free port (--http 0) and a store of its own; everything else as `make demo` does it.
   const cmd = `'${fednas}' run demo.json --db demo.db --http 0`;
-  term = spawn('/usr/bin/script', ['-qfec', cmd, '/dev/null'], { cwd: work, stdio: ['ignore', 'pipe', 'pipe'] });
+  // timeout(1) bounds it: were this test killed, the dashboard would otherwise wait for a Ctrl-C
+  // that never comes; when script(1) goes, the terminal's hang-up ends `fednas run` too.
+  term = spawn('/usr/bin/timeout', ['300', '/usr/bin/script', '-qfec', cmd, '/dev/null'], { cwd: work, stdio: ['ignore', 'pipe', 'pipe'] });
   term.stdout.on('data', (d) => { text += d.toString(); });
   term.stderr.on('data', (d) => { text += d.toString(); });
   const exited = new Promise((r) => term.on('exit', (code, sig) => r(sig ? 128 : code)));

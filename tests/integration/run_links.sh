@@ -40,7 +40,9 @@ kill -INT $DASH
 wait_exit $DASH 10 || fail "fednas dashboard did not stop on SIGINT"
 
 # 2. At a terminal.
-script -qfec "'$FEDNAS' run exp.json --db t.db --http 0" /dev/null < /dev/null > tty.out 2>&1 &
+# timeout(1) bounds it, should this script be killed before its SIGINT: the hang-up of the
+# terminal when script(1) goes ends `fednas run` too.
+timeout 120 script -qfec "'$FEDNAS' run exp.json --db t.db --http 0" /dev/null < /dev/null > tty.out 2>&1 &
 PIDS+=($!)
 SCRIPT=$!
 wait_for_line tty.out 'Ctrl-C stops it' 60 > /dev/null || exit 1
