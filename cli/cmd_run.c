@@ -25,7 +25,7 @@ static const char *const k_help =
     "\n"
     "At a terminal (stdin and stdout), the dashboard stays up after the run until Ctrl-C, and\n"
     "the last line is its link; otherwise the run exits when done, and the last line is the\n"
-    "`fednas dashboard` command that serves the run store again.\n"
+    "`fednas dashboard` command that serves the run store again. With --http off nothing waits.\n"
     "\n"
     "  --db PATH         run store (SQLite), created if missing (default: fednas.db); each run\n"
     "                    also gets a folder NAME-runs/ID/ beside it with its keys\n"
