@@ -1,6 +1,7 @@
 # web/: the dashboard over real HTTPS on 127.0.0.1 (an OpenSSL client in the test, civetweb
-# through the libssl shim): certificate, login, CSRF, rate limit, REST API, WebSocket events,
-# admin actions (launching the real fednas binary with a bad config), assets.
+# through the libssl shim): certificate, login, CSRF, rate limit, REST API (also read while a
+# writer thread commits rounds), WebSocket events, admin actions (launching the real fednas
+# binary with a bad config; a viewer's resume refused), assets, civetweb's thread stacks.
 fednas_unit_test(test_web_api SOURCES unit/test_web_api.c LIBS fednas_web OpenSSL::SSL)
 target_compile_definitions(test_web_api PRIVATE FEDNAS_BIN="$<TARGET_FILE:fednas>")
 add_dependencies(test_web_api fednas)

@@ -1,7 +1,8 @@
 /* web: the dashboard over real HTTPS on 127.0.0.1 (an OpenSSL client; the server's civetweb
  * goes through the libssl shim): the self-signed certificate, login, sessions, CSRF and the
- * failed-login limit, the REST API against a temp run store, bad input, the embedded assets
- * and their headers, methods, and a taken port. */
+ * failed-login limit, the REST API against a temp run store, reads while rounds commit, bad
+ * input, the embedded assets and their headers, methods, a taken port, civetweb's thread
+ * stacks, and the admin actions (a viewer's launch, stop and resume refused). */
 #define _GNU_SOURCE /* nftw, mkdtemp, memmem */
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +11,7 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <ftw.h>
 #include <jansson.h>
 #include <math.h>
@@ -34,6 +36,7 @@
 #include "common/util.h"
 #include "crypto/tls.h"
 #include "web/web.h"
+#include "web/web_internal.h" /* web_civetweb_min_stack, web_stack_raise */
 
 /* ---- a tiny HTTP/1.1 client ---------------------------------------------------------- */
 
@@ -780,37 +783,236 @@ static void test_new_rounds_show_up(void **state)
     resp_free(&r);
 }
 
-typedef struct hammer {
-    int port;
-    int ok;
-} hammer_t;
+/* ---- reading while rounds commit ---------------------------------------------------------
+ * A writer thread commits rounds of a new run into the store (as the server does) while reader
+ * threads fetch the API. Every body must parse and be consistent: the rounds of the run are
+ * always a prefix 1..n with the values the writer wrote, n never shrinks for one reader, the
+ * run's rounds_done agrees, and the embedded script is byte-identical every time. Reads must
+ * overlap the commits (some reader sees 0 < n < all), or the test proves nothing. Threads
+ * record the first inconsistency; the main thread asserts (cmocka may not fail off its thread). */
+#define CC_ROUNDS 40
+#define CC_READERS 4
 
-static void *hammer_thread(void *arg)
+typedef struct cc_shared {
+    int port;
+    int64_t run;
+    store_t *writer;
+    int started;          /* readers that made their first request; __atomic */
+    int done;             /* the writer committed every round; __atomic */
+    const char *app_js;   /* /app.js as the main thread read it */
+    size_t app_js_len;
+    char writer_err[256];
+} cc_shared_t;
+
+typedef struct cc_reader {
+    cc_shared_t *sh;
+    int requests, partial; /* answered requests; rounds bodies with 0 < n < CC_ROUNDS */
+    int last_n;            /* rounds seen in the last rounds body */
+    char err[512];         /* the first inconsistency, "" when none */
+} cc_reader_t;
+
+static double cc_acc(int round)
 {
-    hammer_t *h = arg;
-    static const char *const paths[] = {"/api/runs", "/api/runs/1/rounds", "/api/runs/1", "/app.js"};
-    for (int i = 0; i < 25; i++) {
-        resp_t r;
-        if (http_get(h->port, paths[i % 4], &r) == 0 && r.status == 200)
-            h->ok++;
-        resp_free(&r);
+    return round / 128.0; /* exact in binary: compared with == */
+}
+
+static void *cc_writer(void *arg)
+{
+    cc_shared_t *sh = arg;
+    while (__atomic_load_n(&sh->started, __ATOMIC_ACQUIRE) < CC_READERS)
+        usleep(1000);
+    for (int round = 1; round <= CC_ROUNDS; round++) {
+        err_t e = {0};
+        double t0 = 1700000000.0 + round;
+        store_round_t r = {.round = round, .started_at = t0, .ended_at = t0 + 1.0, .selected = 4,
+                           .participants = 3, .test_accuracy = cc_acc(round), .test_loss = 1.0 / round,
+                           .samples = 100 * round};
+        if (store_round_insert(sh->writer, sh->run, &r, &e) != 0) {
+            snprintf(sh->writer_err, sizeof sh->writer_err, "round %d: %s", round, e.msg);
+            break;
+        }
+        usleep(15000);
     }
+    __atomic_store_n(&sh->done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+/* Checks one rounds body; returns 0 or writes why not to rd->err. */
+static int cc_check_rounds(cc_reader_t *rd, const resp_t *r)
+{
+    json_error_t je;
+    json_t *j = json_loadb(r->body, r->body_len, 0, &je);
+    int bad = 0;
+    if (!j || !json_is_array(j)) {
+        snprintf(rd->err, sizeof rd->err, "rounds body is not a JSON array (%s): %.200s", j ? "not an array" : je.text,
+                 r->body);
+        bad = 1;
+    }
+    size_t n = bad ? 0 : json_array_size(j);
+    for (size_t k = 0; !bad && k < n; k++) {
+        json_t *o = json_array_get(j, k);
+        json_int_t round = json_integer_value(json_object_get(o, "round"));
+        double acc = json_real_value(json_object_get(o, "test_accuracy"));
+        if (round != (json_int_t)k + 1 || acc != cc_acc((int)k + 1) ||
+            json_integer_value(json_object_get(o, "participants")) != 3) {
+            snprintf(rd->err, sizeof rd->err, "rounds body entry %zu is round %lld, accuracy %g: not the prefix the "
+                     "writer committed", k, (long long)round, acc);
+            bad = 1;
+        }
+    }
+    if (!bad && (int)n < rd->last_n) {
+        snprintf(rd->err, sizeof rd->err, "rounds went back from %d to %zu", rd->last_n, n);
+        bad = 1;
+    }
+    if (!bad) {
+        rd->last_n = (int)n;
+        rd->partial += n > 0 && n < CC_ROUNDS;
+    }
+    json_decref(j);
+    return bad ? -1 : 0;
+}
+
+static int cc_check_other(cc_reader_t *rd, int which, const resp_t *r)
+{
+    cc_shared_t *sh = rd->sh;
+    if (which == 3) {
+        if (r->body_len != sh->app_js_len || memcmp(r->body, sh->app_js, r->body_len) != 0) {
+            snprintf(rd->err, sizeof rd->err, "/app.js came back with %zu bytes that differ from the %zu read first",
+                     r->body_len, sh->app_js_len);
+            return -1;
+        }
+        return 0;
+    }
+    json_error_t je;
+    json_t *j = json_loadb(r->body, r->body_len, 0, &je);
+    int bad = 0;
+    if (!j) {
+        snprintf(rd->err, sizeof rd->err, "body is not JSON (%s): %.200s", je.text, r->body);
+        return -1;
+    }
+    json_t *run = NULL;
+    if (which == 1) {
+        run = j;
+    } else {
+        for (size_t k = 0; k < json_array_size(j); k++)
+            if (json_integer_value(json_object_get(json_array_get(j, k), "id")) == sh->run)
+                run = json_array_get(j, k);
+    }
+    json_t *done = run ? json_object_get(run, "rounds_done") : NULL;
+    if (!done || !json_is_integer(done)) {
+        snprintf(rd->err, sizeof rd->err, "%s has no run %lld with rounds_done: %.200s",
+                 which == 1 ? "/api/runs/ID" : "/api/runs", (long long)sh->run, r->body);
+        bad = 1;
+    } else if (json_integer_value(done) < rd->last_n || json_integer_value(done) > CC_ROUNDS) {
+        snprintf(rd->err, sizeof rd->err, "rounds_done %lld is outside [%d, %d]", (long long)json_integer_value(done),
+                 rd->last_n, CC_ROUNDS);
+        bad = 1;
+    } else {
+        rd->last_n = (int)json_integer_value(done);
+    }
+    json_decref(j);
+    return bad ? -1 : 0;
+}
+
+static void *cc_reader(void *arg)
+{
+    cc_reader_t *rd = arg;
+    cc_shared_t *sh = rd->sh;
+    char paths[4][96];
+    snprintf(paths[0], sizeof paths[0], "/api/runs/%lld/rounds", (long long)sh->run);
+    snprintf(paths[1], sizeof paths[1], "/api/runs/%lld", (long long)sh->run);
+    snprintf(paths[2], sizeof paths[2], "/api/runs");
+    snprintf(paths[3], sizeof paths[3], "/app.js");
+    int last = 0;
+    for (int i = 0; !rd->err[0]; i++) {
+        /* After the writer is done, one more rounds read must see every round. */
+        int finished = __atomic_load_n(&sh->done, __ATOMIC_ACQUIRE);
+        int which = finished ? 0 : i % 4;
+        resp_t r;
+        if (http_get(sh->port, paths[which], &r) != 0 || r.status != 200) {
+            snprintf(rd->err, sizeof rd->err, "GET %s: status %d", paths[which], r.status);
+            resp_free(&r);
+            break;
+        }
+        if (i == 0)
+            __atomic_add_fetch(&sh->started, 1, __ATOMIC_RELEASE);
+        rd->requests++;
+        if (which == 0)
+            cc_check_rounds(rd, &r);
+        else
+            cc_check_other(rd, which, &r);
+        resp_free(&r);
+        if (finished) {
+            last = rd->last_n;
+            break;
+        }
+    }
+    if (!rd->err[0] && last != CC_ROUNDS)
+        snprintf(rd->err, sizeof rd->err, "after the last commit a reader saw %d rounds, not %d", last, CC_ROUNDS);
+    if (rd->err[0] && rd->requests == 0) /* never counted as started: let the writer go on */
+        __atomic_add_fetch(&sh->started, 1, __ATOMIC_RELEASE);
     return NULL;
 }
 
 static void test_concurrent_requests(void **state)
 {
     fixture_t *f = *state;
-    pthread_t th[6];
-    hammer_t h[6];
-    for (int i = 0; i < 6; i++) {
-        h[i] = (hammer_t){.port = f->port};
-        assert_int_equal(pthread_create(&th[i], NULL, hammer_thread, &h[i]), 0);
+    cc_shared_t sh = {.port = f->port, .writer = f->writer};
+    err_t e = {0};
+    assert_int_equal(store_run_create(f->writer, f->exp_id, CC_ROUNDS, 4, 11, NULL, &sh.run, &e), 0);
+    resp_t js;
+    assert_int_equal(http_get(f->port, "/app.js", &js), 0);
+    assert_int_equal(js.status, 200);
+    assert_true(js.body_len > 0);
+    sh.app_js = js.body;
+    sh.app_js_len = js.body_len;
+
+    pthread_t rt[CC_READERS], wt;
+    cc_reader_t rd[CC_READERS];
+    for (int i = 0; i < CC_READERS; i++) {
+        rd[i] = (cc_reader_t){.sh = &sh};
+        assert_int_equal(pthread_create(&rt[i], NULL, cc_reader, &rd[i]), 0);
     }
-    for (int i = 0; i < 6; i++) {
-        pthread_join(th[i], NULL);
-        assert_int_equal(h[i].ok, 25);
+    assert_int_equal(pthread_create(&wt, NULL, cc_writer, &sh), 0);
+    pthread_join(wt, NULL);
+    int partial = 0;
+    for (int i = 0; i < CC_READERS; i++) {
+        pthread_join(rt[i], NULL);
+        if (rd[i].err[0])
+            fail_msg("reader %d after %d requests: %s", i, rd[i].requests, rd[i].err);
+        partial += rd[i].partial;
     }
+    resp_free(&js);
+    if (sh.writer_err[0])
+        fail_msg("writer: %s", sh.writer_err);
+    /* The reads overlapped the commits: some reader saw a run part-way. */
+    assert_true(partial > 0);
+}
+
+/* Debian's civetweb asks for 100 KiB stacks, too small next to OpenBLAS's TLS: its threads get
+ * WEB_MIN_STACK instead (thread_stack.c), and only they: pthread_attr_setstacksize elsewhere in
+ * the process gives what is asked, unless the calling thread is inside mg_start2. */
+static void test_civetweb_stacks(void **state)
+{
+    fixture_t *f = *state;
+    size_t min = web_civetweb_min_stack(f->web); /* every civetweb thread reports at its start */
+    if (min < WEB_MIN_STACK)
+        fail_msg("a civetweb thread has a %zu-byte stack, less than %d", min, WEB_MIN_STACK);
+    pthread_attr_t a;
+    size_t got = 0;
+    assert_int_equal(pthread_attr_init(&a), 0);
+    assert_int_equal(pthread_attr_setstacksize(&a, 128 * 1024), 0);
+    assert_int_equal(pthread_attr_getstacksize(&a, &got), 0);
+    assert_int_equal(got, 128 * 1024);
+    web_stack_raise(1); /* as web_start does around mg_start2 */
+    assert_int_equal(pthread_attr_setstacksize(&a, 128 * 1024), 0);
+    web_stack_raise(0);
+    assert_int_equal(pthread_attr_getstacksize(&a, &got), 0);
+    assert_int_equal(got, WEB_MIN_STACK);
+    assert_int_equal(pthread_attr_setstacksize(&a, 4 * WEB_MIN_STACK), 0); /* larger asks are kept */
+    assert_int_equal(pthread_attr_getstacksize(&a, &got), 0);
+    assert_int_equal(got, 4 * WEB_MIN_STACK);
+    pthread_attr_destroy(&a);
 }
 
 static void test_port_in_use(void **state)
@@ -1647,7 +1849,7 @@ static void test_launch_stop_resume(void **state)
     chmod(script, 0700);
 
     web_t *w = NULL;
-    web_options_t opt = {.db_path = db, .admin_token = ADMIN_TOKEN, .fednas_bin = script};
+    web_options_t opt = {.db_path = db, .admin_token = ADMIN_TOKEN, .viewer_token = VIEWER_TOKEN, .fednas_bin = script};
     assert_int_equal(web_start(&opt, &w, &e), 0);
     int port = web_port(w);
     login(port, ADMIN_TOKEN, g_auth, sizeof g_auth, g_csrf, sizeof g_csrf);
@@ -1692,9 +1894,34 @@ static void test_launch_stop_resume(void **state)
         usleep(100000);
     assert_true(proc_gone(pid));
 
+    /* A viewer may not resume, with a valid session and CSRF token or with its bearer token,
+     * though the run could be resumed now (the admin does so below): 403 and nothing started. */
+    snprintf(path, sizeof path, "/api/runs/%lld/resume", (long long)run);
+    char vcookie[256], vcsrf[80], vextra[512];
+    login(port, VIEWER_TOKEN, vcookie, sizeof vcookie, vcsrf, sizeof vcsrf);
+    snprintf(vextra, sizeof vextra, "%sX-CSRF-Token: %s\r\nContent-Length: 0\r\n", vcookie, vcsrf);
+    assert_int_equal(http_anon(port, "POST", path, vextra, &r), 0);
+    assert_json_error(&r, 403, "admin");
+    resp_free(&r);
+    assert_int_equal(http_anon(port, "POST", path, "Authorization: Bearer " VIEWER_TOKEN "\r\nContent-Length: 0\r\n", &r),
+                     0);
+    assert_json_error(&r, 403, "admin");
+    resp_free(&r);
+    assert_int_equal(fn_read_file(args, &a, &alen, &e), 0);
+    if (strstr(a, "--resume"))
+        fail_msg("a viewer's refused resume started fednas: %s", a);
+    free(a);
+    char launch_dir[160];
+    snprintf(launch_dir, sizeof launch_dir, "%s/launch", dir);
+    DIR *ld = opendir(launch_dir);
+    for (struct dirent *de; ld && (de = readdir(ld)) != NULL;)
+        if (strncmp(de->d_name, "resume-", 7) == 0)
+            fail_msg("a viewer's refused resume left %s/%s", launch_dir, de->d_name);
+    if (ld)
+        closedir(ld);
+
     /* The store still says running (the stand-in never finishes it); its process is gone, so
      * resume starts `fednas run --resume ID`. */
-    snprintf(path, sizeof path, "/api/runs/%lld/resume", (long long)run);
     assert_int_equal(http_request(port, "POST", path, extra, &r), 0);
     if (r.status != 202)
         fail_msg("resume: %d %s", r.status, r.body);
@@ -1732,7 +1959,6 @@ int main(void)
         cmocka_unit_test(test_methods),
         cmocka_unit_test(test_dns_rebinding_guard),
         cmocka_unit_test(test_malformed_requests),
-        cmocka_unit_test(test_concurrent_requests),
         cmocka_unit_test(test_port_in_use),
         cmocka_unit_test(test_no_session_is_refused),
         cmocka_unit_test(test_wrong_token_is_refused),
@@ -1748,6 +1974,8 @@ int main(void)
         cmocka_unit_test(test_launch_refusals),
         cmocka_unit_test(test_new_rounds_show_up), /* adds a run */
         cmocka_unit_test(test_websocket_events),   /* adds a run */
+        cmocka_unit_test(test_concurrent_requests), /* adds a run */
+        cmocka_unit_test(test_civetweb_stacks),
     };
     const struct CMUnitTest alone[] = {
         cmocka_unit_test(test_bad_options),
