@@ -94,7 +94,8 @@ int secagg_client_new(const secagg_params_t *p, uint32_t my_id, secagg_client_t 
     c->in_u1 = FN_CALLOC(n, 1);
     c->have = FN_CALLOC(n, 1);
     c->nb = FN_MALLOC(n * sizeof *c->nb);
-    uint8_t *q = secagg_put_header(secagg_buf_alloc(advert, SECAGG_HEADER_LEN + 2 * KEY), SECAGG_MSG_ADVERT, my_id, c->ctx.round);
+    uint8_t *q = secagg_put_header(secagg_buf_alloc(advert, SECAGG_HEADER_LEN + 2 * KEY), SECAGG_MSG_ADVERT, my_id,
+                                   c->ctx.round);
     memcpy(q, c->c_pk, KEY);
     memcpy(q + KEY, c->s_pk, KEY);
     c->state = C_ADVERTISED;
@@ -133,7 +134,8 @@ int secagg_client_share_keys(secagg_client_t *c, const uint8_t *msg, size_t len,
         memcpy(c->peer_s_pk + (size_t)j * KEY, e + 4 + KEY, KEY);
         if ((uint32_t)j == c->me) {
             if (sodium_memcmp(e + 4, c->c_pk, KEY) || sodium_memcmp(e + 4 + KEY, c->s_pk, KEY))
-                return client_abort(c, err_set(err, FN_EPROTO, "secagg: ADVERT_LIST carries wrong keys for this client"));
+                return client_abort(c,
+                                    err_set(err, FN_EPROTO, "secagg: ADVERT_LIST carries wrong keys for this client"));
             saw_me = 1;
         }
     }
@@ -169,14 +171,15 @@ int secagg_client_share_keys(secagg_client_t *c, const uint8_t *msg, size_t len,
     if ((rc = shamir_split(c->sec->s_sk, x->thr, xs, nh, sh, err)) ||
         (rc = shamir_split(c->sec->b, x->thr, xs, nh, sh + nh, err)))
         goto fail;
-    uint8_t *q = secagg_put_header(secagg_buf_alloc(out, SECAGG_HEADER_LEN + 4 + (size_t)c->n_nb * SHARE_ENTRY), SECAGG_MSG_SHARES,
-                            c->my_id, x->round);
+    uint8_t *q = secagg_put_header(secagg_buf_alloc(out, SECAGG_HEADER_LEN + 4 + (size_t)c->n_nb * SHARE_ENTRY),
+                                   SECAGG_MSG_SHARES, c->my_id, x->round);
     secagg_put32(q, c->n_nb);
     q += 4;
     for (uint32_t i = 0; i < c->n_nb; i++, q += SHARE_ENTRY) {
         uint32_t j = c->nb[i], to = x->ids[j];
         uint8_t *key = c->aead_keys + (size_t)i * KEY, ad[16];
-        if (secagg_agree(SECAGG_CTX_C, x->round, c->sec->c_sk, c->my_id, c->c_pk, to, c->peer_c_pk + (size_t)j * KEY, key)) {
+        if (secagg_agree(SECAGG_CTX_C, x->round, c->sec->c_sk, c->my_id, c->c_pk, to, c->peer_c_pk + (size_t)j * KEY,
+                         key)) {
             secagg_buf_free(out);
             rc = err_set(err, FN_EPROTO, "secagg: client %u advertised an invalid public key", to);
             goto fail;
@@ -293,14 +296,14 @@ int secagg_client_masked_input(secagg_client_t *c, const uint8_t *msg, size_t le
         sodium_memzero(&s, sizeof s);
         c->have[j] = 1;
         if (secagg_agree(SECAGG_CTX_S, x->round, c->sec->s_sk, c->my_id, c->s_pk, from, c->peer_s_pk + (size_t)j * KEY,
-                  keys + (size_t)nk * KEY)) {
+                         keys + (size_t)nk * KEY)) {
             rc = err_set(err, FN_EPROTO, "secagg: client %u advertised an invalid mask key", from);
             goto done;
         }
         sign[nk++] = c->my_id > from ? 1 : -1;
     }
-    uint8_t *q = secagg_put_header(secagg_buf_alloc(out, SECAGG_HEADER_LEN + 8 + (size_t)x->m * 4), SECAGG_MSG_MASKED, c->my_id,
-                            x->round);
+    uint8_t *q = secagg_put_header(secagg_buf_alloc(out, SECAGG_HEADER_LEN + 8 + (size_t)x->m * 4), SECAGG_MSG_MASKED,
+                                   c->my_id, x->round);
     secagg_put32(q, x->m);
     secagg_put32(q + 4, x->bits);
     uint32_t *y = (uint32_t *)(q + 8); /* malloc'd storage, 4-aligned at offset 24 */
@@ -325,8 +328,8 @@ done:
 
 /* Parses an id list at *p of *left bytes into flags (1 + which); FN_EPROTO on a repeat, a
  * stranger or an id already flagged by the other list. */
-static int parse_ids(const secagg_ctx_t *x, const uint8_t **p, size_t *left, uint8_t *flags, uint8_t which, uint32_t *count,
-                     err_t *err)
+static int parse_ids(const secagg_ctx_t *x, const uint8_t **p, size_t *left, uint8_t *flags, uint8_t which,
+                     uint32_t *count, err_t *err)
 {
     if (*left < 4)
         return err_set(err, FN_EPROTO, "secagg: UNMASK_REQ is truncated");
@@ -365,7 +368,8 @@ int secagg_client_unmask(secagg_client_t *c, const uint8_t *msg, size_t len, sec
     uint8_t *flags = FN_CALLOC(x->n, 1); /* 1 survivor, 2 dropped */
     const uint8_t *p = msg + SECAGG_HEADER_LEN;
     size_t left = len - SECAGG_HEADER_LEN;
-    if ((rc = parse_ids(x, &p, &left, flags, 1, &n_surv, err)) || (rc = parse_ids(x, &p, &left, flags, 2, &n_drop, err)))
+    if ((rc = parse_ids(x, &p, &left, flags, 1, &n_surv, err)) ||
+        (rc = parse_ids(x, &p, &left, flags, 2, &n_drop, err)))
         goto done;
     if (left) {
         rc = err_set(err, FN_EPROTO, "secagg: UNMASK_REQ has %zu trailing bytes", left);
@@ -389,8 +393,8 @@ int secagg_client_unmask(secagg_client_t *c, const uint8_t *msg, size_t len, sec
                      held_surv, x->thr);
         goto done;
     }
-    uint8_t *q = secagg_put_header(secagg_buf_alloc(out, SECAGG_HEADER_LEN + 4 + (size_t)n_out * UNMASK_ENTRY), SECAGG_MSG_UNMASK,
-                            c->my_id, x->round);
+    uint8_t *q = secagg_put_header(secagg_buf_alloc(out, SECAGG_HEADER_LEN + 4 + (size_t)n_out * UNMASK_ENTRY),
+                                   SECAGG_MSG_UNMASK, c->my_id, x->round);
     secagg_put32(q, n_out);
     q += 4;
     for (uint32_t j = 0; j < x->n; j++) {

@@ -73,8 +73,8 @@ int secagg_ctx_resolve(const secagg_params_t *p, secagg_ctx_t *c, err_t *err)
         return err_set(err, FN_EINVAL, "secagg: no client ids");
     uint32_t n = p->n, t = p->t ? p->t : secagg_default_t(n);
     if (t < 2 || t > n || 2 * (uint64_t)t <= n)
-        return err_set(err, FN_EINVAL, "secagg: threshold t = %u must be more than n/2 = %u/2, at least 2 and at most n",
-                       t, n);
+        return err_set(err, FN_EINVAL,
+                       "secagg: threshold t = %u must be more than n/2 = %u/2, at least 2 and at most n", t, n);
     if (p->m < 1)
         return err_set(err, FN_EINVAL, "secagg: vector length m must be >= 1");
     uint32_t bits = p->bits ? p->bits : 32;

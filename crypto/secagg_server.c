@@ -152,8 +152,8 @@ int secagg_server_close_adverts(secagg_server_t *s, secagg_buf_t *out, err_t *er
     uint32_t cnt = s->count[1];
     if (cnt < s->ctx.t)
         return server_abort(s, err, "advertised keys", cnt, s->ctx.t);
-    uint8_t *q = secagg_put_header(secagg_buf_alloc(out, SECAGG_HEADER_LEN + 4 + (size_t)cnt * ADVERT_ENTRY), SECAGG_MSG_ADVERT_LIST,
-                            0, s->ctx.round);
+    uint8_t *q = secagg_put_header(secagg_buf_alloc(out, SECAGG_HEADER_LEN + 4 + (size_t)cnt * ADVERT_ENTRY),
+                                   SECAGG_MSG_ADVERT_LIST, 0, s->ctx.round);
     secagg_put32(q, cnt);
     q += 4;
     for (uint32_t i = 0; i < s->ctx.n; i++) {
@@ -179,8 +179,8 @@ int secagg_server_advert_list_for(secagg_server_t *s, uint32_t id, secagg_buf_t 
     uint32_t cnt = 0;
     for (uint32_t i = 0; i < x->n; i++)
         cnt += s->u1[i] && (i == (uint32_t)v || secagg_ctx_is_nbr(x, i, (uint32_t)v));
-    uint8_t *q = secagg_put_header(secagg_buf_alloc(out, SECAGG_HEADER_LEN + 4 + (size_t)cnt * ADVERT_ENTRY), SECAGG_MSG_ADVERT_LIST,
-                            0, x->round);
+    uint8_t *q = secagg_put_header(secagg_buf_alloc(out, SECAGG_HEADER_LEN + 4 + (size_t)cnt * ADVERT_ENTRY),
+                                   SECAGG_MSG_ADVERT_LIST, 0, x->round);
     secagg_put32(q, cnt);
     q += 4;
     for (uint32_t i = 0; i < x->n; i++) {
@@ -265,8 +265,8 @@ int secagg_server_relay(secagg_server_t *s, uint32_t to_id, secagg_buf_t *out, e
     uint32_t cnt = 0;
     for (uint32_t i = 0; i < x->n; i++)
         cnt += s->u2[i] && secagg_ctx_is_nbr(x, i, (uint32_t)v);
-    uint8_t *q = secagg_put_header(secagg_buf_alloc(out, SECAGG_HEADER_LEN + 8 + (size_t)cnt * SHARE_ENTRY), SECAGG_MSG_RELAY, 0,
-                            x->round);
+    uint8_t *q = secagg_put_header(secagg_buf_alloc(out, SECAGG_HEADER_LEN + 8 + (size_t)cnt * SHARE_ENTRY),
+                                   SECAGG_MSG_RELAY, 0, x->round);
     secagg_put32(q, to_id);
     secagg_put32(q + 4, cnt);
     q += 8;
@@ -324,8 +324,8 @@ int secagg_server_close_masked(secagg_server_t *s, secagg_buf_t *out, err_t *err
     uint32_t ns = s->count[3], nd = s->count[2] - ns;
     if (ns < s->ctx.t)
         return server_abort(s, err, "sent masked input", ns, s->ctx.t);
-    uint8_t *q = secagg_put_header(secagg_buf_alloc(out, SECAGG_HEADER_LEN + 8 + 4 * ((size_t)ns + nd)), SECAGG_MSG_UNMASK_REQ, 0,
-                            s->ctx.round);
+    uint8_t *q = secagg_put_header(secagg_buf_alloc(out, SECAGG_HEADER_LEN + 8 + 4 * ((size_t)ns + nd)),
+                                   SECAGG_MSG_UNMASK_REQ, 0, s->ctx.round);
     secagg_put32(q, ns);
     q += 4;
     for (uint32_t i = 0; i < ns; i++, q += 4)
@@ -447,8 +447,8 @@ int secagg_server_finish(secagg_server_t *s, uint32_t *sum, uint32_t *n_summed, 
         for (uint32_t j = 0; j < x->n; j++) {
             if (!s->u3[j] || !secagg_ctx_is_nbr(x, i, j))
                 continue;
-            if (secagg_agree(SECAGG_CTX_S, x->round, ssk, x->ids[i], s->s_pk + (size_t)i * KEY, x->ids[j], s->s_pk + (size_t)j * KEY,
-                      keys + (size_t)nk * KEY)) {
+            if (secagg_agree(SECAGG_CTX_S, x->round, ssk, x->ids[i], s->s_pk + (size_t)i * KEY, x->ids[j],
+                             s->s_pk + (size_t)j * KEY, keys + (size_t)nk * KEY)) {
                 rc = err_set(err, FN_EPROTO, "secagg: client %u advertised an invalid mask key", x->ids[j]);
                 break;
             }

@@ -44,16 +44,16 @@ const char *secagg_type_name(int type)
 int secagg_get_header(const uint8_t *msg, size_t len, int type, uint64_t round, uint32_t *sender, err_t *err)
 {
     if (!msg || len < SECAGG_HEADER_LEN)
-        return err_set(err, FN_EPROTO, "secagg: %s message of %zu bytes is shorter than its header", secagg_type_name(type),
-                       len);
+        return err_set(err, FN_EPROTO, "secagg: %s message of %zu bytes is shorter than its header",
+                       secagg_type_name(type), len);
     if (msg[0] != type)
         return err_set(err, FN_EPROTO, "secagg: expected a %s message, got type %u", secagg_type_name(type), msg[0]);
     if (msg[1] != SECAGG_VERSION || msg[2] || msg[3])
-        return err_set(err, FN_EPROTO, "secagg: %s message has version %u (expected %d)", secagg_type_name(type), msg[1],
-                       SECAGG_VERSION);
+        return err_set(err, FN_EPROTO, "secagg: %s message has version %u (expected %d)", secagg_type_name(type),
+                       msg[1], SECAGG_VERSION);
     if (secagg_get64(msg + 8) != round)
-        return err_set(err, FN_EPROTO, "secagg: %s message is for round %llu, this is round %llu", secagg_type_name(type),
-                       (unsigned long long)secagg_get64(msg + 8), (unsigned long long)round);
+        return err_set(err, FN_EPROTO, "secagg: %s message is for round %llu, this is round %llu",
+                       secagg_type_name(type), (unsigned long long)secagg_get64(msg + 8), (unsigned long long)round);
     *sender = secagg_get32(msg + 4);
     return 0;
 }

@@ -244,8 +244,8 @@ void web_auth_failed(web_auth_t *a, const char *ip)
 
 /* Shown for every page (not API) request without a session, with the reason. No script and
  * no inline style (the CSP allows neither): its look comes from /login.css, which with the icon
- * is all that is served before login (web_auth_public_asset). The %s: " info" for a first visit (not an
- * error), then why this page is shown. */
+ * is all that is served before login (web_auth_public_asset). The %s: " info" for a first
+ * visit (not an error), then why this page is shown. */
 static const char k_login_page[] =
     "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
     "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
@@ -434,7 +434,6 @@ int web_authenticate(web_req_t *rq, const struct mg_request_info *ri)
 
 int web_ws_authorized(struct web *w, const struct mg_connection *conn)
 {
-    const struct mg_request_info *ri = mg_get_request_info(conn);
     const char *host = mg_get_header(conn, "Host");
     if (w->loopback && !web_host_allowed(host))
         return 0;
@@ -451,7 +450,6 @@ int web_ws_authorized(struct web *w, const struct mg_connection *conn)
         return web_auth_check_token(w->auth, authz + 7, strlen(authz + 7)) != WEB_ROLE_NONE;
     const char *cookies = mg_get_header(conn, "Cookie");
     char sid[WEB_TOKEN_HEX + 2];
-    (void)ri;
     return cookies && mg_get_cookie(cookies, w->cookie_name, sid, sizeof sid) == WEB_TOKEN_HEX &&
            web_auth_session_get(w->auth, sid, NULL) != WEB_ROLE_NONE;
 }
