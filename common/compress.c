@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/rng.h"
+#include "common/util.h"
 
 size_t compress_topk_count(size_t m, double fraction)
 {
@@ -32,12 +33,6 @@ static int cmp_mag(const void *pa, const void *pb)
     return a->i < b->i ? -1 : a->i > b->i;
 }
 
-static int cmp_u32(const void *pa, const void *pb)
-{
-    uint32_t a = *(const uint32_t *)pa, b = *(const uint32_t *)pb;
-    return a < b ? -1 : a > b;
-}
-
 int compress_topk(const float *x, size_t m, size_t k, uint32_t *indices, float *values, err_t *err)
 {
     if (k < 1 || k > m || m > UINT32_MAX)
@@ -54,7 +49,7 @@ int compress_topk(const float *x, size_t m, size_t k, uint32_t *indices, float *
     for (size_t i = 0; i < k; i++)
         indices[i] = v[i].i;
     free(v);
-    qsort(indices, k, sizeof *indices, cmp_u32);
+    qsort(indices, k, sizeof *indices, fn_cmp_u32);
     for (size_t i = 0; i < k; i++)
         values[i] = x[indices[i]];
     return 0;

@@ -1,3 +1,4 @@
+/* util.c: the small shared helpers of common/util.h (time, files, number parsing, comparators). */
 #include "common/util.h"
 
 #include <errno.h>
@@ -130,4 +131,10 @@ int fn_self_exe(char *buf, size_t len, err_t *err)
         return err_set(err, FN_EIO, "cannot find the fednas executable: %s", strerror(errno));
     buf[n] = '\0';
     return 0;
+}
+
+int fn_cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
 }

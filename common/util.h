@@ -22,5 +22,7 @@ int fn_write_file(const char *path, const void *data, size_t len, int mode, err_
 int fn_parse_int(const char *s, long lo, long hi, long *out);
 /* Absolute path of the running executable (for spawning sub-commands). */
 int fn_self_exe(char *buf, size_t len, err_t *err);
+/* qsort/bsearch comparator for uint32_t in ascending order (ids, indices). */
+int fn_cmp_u32(const void *a, const void *b);
 
 #endif

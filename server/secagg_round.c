@@ -38,15 +38,9 @@ void secagg_round_graph_seed(uint64_t exp_seed, uint64_t round_id, uint8_t out[3
     }
 }
 
-static int cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return (x > y) - (x < y);
-}
-
 static int index_of(const secagg_round_t *r, uint32_t id)
 {
-    const uint32_t *p = bsearch(&id, r->ids, r->n, sizeof *r->ids, cmp_u32);
+    const uint32_t *p = bsearch(&id, r->ids, r->n, sizeof *r->ids, fn_cmp_u32);
     return p ? (int)(p - r->ids) : -1;
 }
 
@@ -74,7 +68,7 @@ int secagg_round_new(const secagg_round_config_t *cfg, uint64_t round_id, uint64
     secagg_round_t *r = FN_CALLOC(1, sizeof *r);
     r->ids = FN_MALLOC((size_t)n * sizeof *r->ids);
     memcpy(r->ids, ids, (size_t)n * sizeof *ids);
-    qsort(r->ids, n, sizeof *r->ids, cmp_u32);
+    qsort(r->ids, n, sizeof *r->ids, fn_cmp_u32);
     r->n = n;
     r->m = m;
     r->clip = cfg->clip;

@@ -1,6 +1,9 @@
-# Secure aggregation (issue 5): Shamir sharing, the SecAgg / SecAgg+ protocol, the encoding.
+# Secure aggregation (issue 5): Shamir sharing, the SecAgg / SecAgg+ protocol (test_secagg: whole
+# rounds, refusals, tampering), its pieces (test_secagg_parts: mask uniformity, graph, parameters,
+# kernel, encoding); both drive rounds through unit/secagg_sim.c.
 fednas_unit_test(test_shamir SOURCES unit/test_shamir.c LIBS fednas_crypto)
-fednas_unit_test(test_secagg SOURCES unit/test_secagg.c LIBS fednas_crypto)
+fednas_unit_test(test_secagg SOURCES unit/test_secagg.c unit/secagg_sim.c LIBS fednas_crypto)
+fednas_unit_test(test_secagg_parts SOURCES unit/test_secagg_parts.c unit/secagg_sim.c LIBS fednas_crypto)
 fednas_bench(secagg SOURCES bench/secagg.c LIBS fednas_crypto)
 # The secure-aggregation drivers (server/secagg_round, client/secagg_site) in memory, which the
 # secagg integration test runs over ZeroMQ.

@@ -1,9 +1,15 @@
-# web/: the dashboard over real HTTPS on 127.0.0.1 (an OpenSSL client in the test, civetweb
-# through the libssl shim): certificate, login, CSRF, rate limit, REST API, WebSocket events,
-# admin actions (launching the real fednas binary with a bad config), assets.
-fednas_unit_test(test_web_api SOURCES unit/test_web_api.c LIBS fednas_web OpenSSL::SSL)
-target_compile_definitions(test_web_api PRIVATE FEDNAS_BIN="$<TARGET_FILE:fednas>")
-add_dependencies(test_web_api fednas)
+# web/: the dashboard over real HTTPS on 127.0.0.1 (an OpenSSL client in the tests, civetweb
+# through the libssl shim), one program per concern sharing unit/web_test.c (the client and the
+# served fixture): the REST API and assets (test_web_api), live updates, WebSocket events and
+# reads while a writer commits rounds (test_web_live), login, CSRF, rate limit and certificates
+# (test_web_auth), options, ports and civetweb's thread stacks (test_web_server), admin actions
+# launching the real fednas binary with a bad config and a stand-in for launch/stop/resume
+# (test_web_actions).
+foreach(t test_web_api test_web_live test_web_auth test_web_server test_web_actions)
+  fednas_unit_test(${t} SOURCES unit/${t}.c unit/web_test.c LIBS fednas_web OpenSSL::SSL)
+  target_compile_definitions(${t} PRIVATE FEDNAS_BIN="$<TARGET_FILE:fednas>")
+  add_dependencies(${t} fednas)
+endforeach()
 
 # Browser test: playwright-core (tests/browser/package.json, installed by scripts/setup.sh with
 # `npm ci`, never at test time) drives Debian's /usr/bin/chromium against real fednas

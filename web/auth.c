@@ -1,4 +1,7 @@
-/* auth.c: tokens, sessions and the failed-login rate limit.
+/* auth.c: the whole login flow: tokens, sessions and the failed-login rate limit (first half);
+ * then who is asking (web_authenticate: ?token= opens a session and redirects without it, a
+ * Bearer header, or the session cookie with its CSRF check), the login page, /api/session,
+ * /api/logout and the WebSocket upgrade check (second half).
  *
  * Two random access tokens are made at start (32 bytes from RAND_bytes, 64 hex characters):
  * the admin token (printed by fednas in the dashboard URL, as Jupyter does) and a viewer
@@ -10,14 +13,17 @@
  *
  * Failed token checks are counted per client IP in a fixed window: WEB_AUTH_MAX_FAILS in
  * WEB_AUTH_WINDOW_S seconds, then 429 until the window ends. */
+#include <civetweb.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
+#include "common/log.h"
 #include "web/web_internal.h"
 
 #define N_SESSIONS 1024
@@ -232,4 +238,218 @@ void web_auth_failed(web_auth_t *a, const char *ip)
     }
     f->count++;
     pthread_mutex_unlock(&a->lock);
+}
+
+/* ---- the login flow ------------------------------------------------------------------ */
+
+/* Shown for every page (not API) request without a session, with the reason. No script and
+ * no inline style (the CSP allows neither): its look comes from /login.css, which with the icon
+ * is all that is served before login (web_auth_public_asset). The %s: " info" for a first
+ * visit (not an error), then why this page is shown. */
+static const char k_login_page[] =
+    "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+    "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+    "<meta name=\"color-scheme\" content=\"light dark\">"
+    "<title>fednas dashboard: sign in</title>"
+    "<link rel=\"icon\" href=\"/favicon.svg\" type=\"image/svg+xml\">"
+    "<link rel=\"stylesheet\" href=\"/login.css\"></head><body>\n"
+    "<main class=\"login\"><h1><img src=\"/favicon.svg\" alt=\"\" width=\"28\" height=\"28\"> fednas</h1>\n"
+    "<p class=\"why%s\" role=\"alert\">%s</p>\n"
+    "<p>Open the link that <code>fednas</code> printed when it started (it ends in "
+    "<code>?token=...</code>), or paste its token here.</p>\n"
+    "<form method=\"get\" action=\"/\"><label for=\"token\">Access token</label>"
+    "<input id=\"token\" name=\"token\" type=\"password\" autocomplete=\"off\" spellcheck=\"false\" "
+    "required autofocus><button type=\"submit\">Sign in</button></form>\n"
+    "<p class=\"hint\">The link is printed by <code>fednas run</code>, <code>fednas server</code> and "
+    "<code>fednas dashboard</code> when they start; tokens change at every start.</p></main>\n"
+    "</body></html>\n";
+
+/* What may be fetched without a session: the login page's style sheet and the icon. */
+int web_auth_public_asset(const char *path)
+{
+    return strcmp(path, "/login.css") == 0 || strcmp(path, "/favicon.svg") == 0;
+}
+
+static int is_api_path(const char *p)
+{
+    return strncmp(p, "/api/", 5) == 0 || strcmp(p, "/api") == 0 || strcmp(p, "/metrics") == 0 ||
+           strcmp(p, "/ws") == 0 || strcmp(p, "/openapi.json") == 0;
+}
+
+static int unauthorized(const web_req_t *rq, const char *why)
+{
+    if (is_api_path(rq->path))
+        return web_send_error(rq, 401, "%s", why);
+    char page[sizeof k_login_page + 512];
+    const char *kind = strncmp(why, "not logged in", 13) == 0 ? " info" : "";
+    int n = snprintf(page, sizeof page, k_login_page, kind, why); /* why: our own constant text */
+    return web_send(rq, 401, "text/html; charset=utf-8", page, (size_t)n < sizeof page ? (size_t)n : 0, "no-store",
+                    NULL);
+}
+
+static int too_many(const web_req_t *rq, int wait)
+{
+    return web_send_error(rq, 429, "too many failed logins from this address; try again in %d s", wait);
+}
+
+/* The query string without its token parameters, into out ("" when nothing is left). */
+static void strip_token(const char *query, char *out, size_t cap)
+{
+    size_t o = 0;
+    out[0] = '\0';
+    for (const char *p = query; p && *p;) {
+        size_t n = strcspn(p, "&");
+        int is_token = n >= 5 && strncmp(p, "token", 5) == 0 && (n == 5 || p[5] == '=');
+        if (!is_token && n > 0 && o + n + 2 < cap) {
+            if (o)
+                out[o++] = '&';
+            memcpy(out + o, p, n);
+            o += n;
+            out[o] = '\0';
+        }
+        p += n;
+        if (*p == '&')
+            p++;
+    }
+}
+
+/* 303 to the same URL without the token, with the session cookie. The browser keeps the
+ * #fragment across the redirect, so /?token=T#run=3 lands on #run=3. */
+static int login_redirect(const web_req_t *rq, const char *raw_path, const char *sid)
+{
+    char rest[1024], loc[2048];
+    strip_token(rq->query, rest, sizeof rest);
+    /* Only a local absolute path of printable ASCII: never "//host" (an open redirect). */
+    int ok = raw_path && raw_path[0] == '/' && raw_path[1] != '/' && raw_path[1] != '\\' && strlen(raw_path) < 900;
+    for (const char *c = raw_path; ok && *c; c++)
+        ok = *c > 0x20 && *c < 0x7f;
+    for (const char *c = rest; ok && *c; c++)
+        ok = *c > 0x20 && *c < 0x7f;
+    snprintf(loc, sizeof loc, "%s%s%s", ok ? raw_path : "/", ok && rest[0] ? "?" : "", ok ? rest : "");
+
+    char cookie[256];
+    snprintf(cookie, sizeof cookie, "%s=%s; Path=/; Max-Age=43200; HttpOnly;%s SameSite=Strict", rq->w->cookie_name,
+             sid, rq->w->tls ? " Secure;" : "");
+    struct mg_connection *c = rq->conn;
+    if (mg_response_header_start(c, 303) != 0)
+        return 303;
+    mg_response_header_add(c, "Location", loc, -1);
+    mg_response_header_add(c, "Set-Cookie", cookie, -1);
+    mg_response_header_add(c, "Cache-Control", "no-store", -1);
+    mg_response_header_add(c, "Content-Length", "0", -1);
+    web_add_security_headers(rq);
+    mg_response_header_send(c);
+    return 303;
+}
+
+int web_api_session(const web_req_t *rq)
+{
+    char csrf[WEB_TOKEN_HEX + 1] = "";
+    if (rq->session)
+        web_auth_session_get(rq->w->auth, rq->session, csrf);
+    return web_send_json(rq, 200,
+                         json_pack("{s:s, s:s?}", "role", rq->role == WEB_ROLE_ADMIN ? "admin" : "viewer", "csrf",
+                                   rq->session ? csrf : NULL));
+}
+
+int web_api_logout(const web_req_t *rq)
+{
+    if (rq->session)
+        web_auth_session_drop(rq->w->auth, rq->session);
+    char cookie[128];
+    snprintf(cookie, sizeof cookie, "%s=; Path=/; Max-Age=0; HttpOnly;%s SameSite=Strict", rq->w->cookie_name,
+             rq->w->tls ? " Secure;" : "");
+    static const char body[] = "{\"status\":\"logged out\"}";
+    struct mg_connection *c = rq->conn;
+    if (mg_response_header_start(c, 200) != 0)
+        return 200;
+    mg_response_header_add(c, "Content-Type", "application/json", -1);
+    mg_response_header_add(c, "Set-Cookie", cookie, -1);
+    mg_response_header_add(c, "Cache-Control", "no-store", -1);
+    mg_response_header_add(c, "Content-Length", "22", -1);
+    web_add_security_headers(rq);
+    mg_response_header_send(c);
+    mg_write(c, body, sizeof body - 1);
+    return 200;
+}
+
+/* Decides who is asking. Returns 0 with rq->role set, or the status of the answer it sent
+ * (303 after a login, 401, 403, 429). */
+int web_authenticate(web_req_t *rq, const struct mg_request_info *ri)
+{
+    struct web *w = rq->w;
+    const char *ip = ri->remote_addr;
+    char tok[256];
+    int n = rq->query ? mg_get_var(rq->query, strlen(rq->query), "token", tok, sizeof tok) : -1;
+    if (n >= 0 || n == -2) {
+        int wait = web_auth_limited(w->auth, ip);
+        if (wait > 0)
+            return too_many(rq, wait);
+        int role = n >= 0 ? web_auth_check_token(w->auth, tok, (size_t)n) : WEB_ROLE_NONE;
+        if (role == WEB_ROLE_NONE || rq->post) {
+            web_auth_failed(w->auth, ip);
+            log_warn("web: wrong access token from %s", ip);
+            return unauthorized(rq, "wrong access token; use the URL fednas printed when it started");
+        }
+        char sid[WEB_TOKEN_HEX + 1], csrf[WEB_TOKEN_HEX + 1];
+        if (web_auth_session_new(w->auth, role, sid, csrf) < 0)
+            return web_send_error(rq, 500, "no random bytes for a session");
+        return login_redirect(rq, ri->local_uri_raw ? ri->local_uri_raw : "/", sid);
+    }
+
+    const char *authz = web_header(rq, "Authorization");
+    if (authz) {
+        int wait = web_auth_limited(w->auth, ip);
+        if (wait > 0)
+            return too_many(rq, wait);
+        int role = WEB_ROLE_NONE;
+        if (strncasecmp(authz, "Bearer ", 7) == 0)
+            role = web_auth_check_token(w->auth, authz + 7, strlen(authz + 7));
+        if (role == WEB_ROLE_NONE) {
+            web_auth_failed(w->auth, ip);
+            return web_send_error(rq, 401, "wrong access token in the Authorization header (Bearer TOKEN)");
+        }
+        rq->role = role; /* no CSRF check: a browser never attaches this header on its own */
+        return 0;
+    }
+
+    const char *cookies = web_header(rq, "Cookie");
+    static _Thread_local char sid[WEB_TOKEN_HEX + 2];
+    if (cookies && mg_get_cookie(cookies, w->cookie_name, sid, sizeof sid) == WEB_TOKEN_HEX) {
+        char csrf[WEB_TOKEN_HEX + 1];
+        int role = web_auth_session_get(w->auth, sid, csrf);
+        if (role != WEB_ROLE_NONE) {
+            if (rq->post && !web_csrf_equal(csrf, web_header(rq, "X-CSRF-Token")))
+                return web_send_error(rq, 403,
+                                      "missing or wrong X-CSRF-Token header (its value is \"csrf\" of GET /api/session)");
+            rq->role = role;
+            rq->session = sid;
+            return 0;
+        }
+        return unauthorized(rq, "the session has expired or the server restarted; open the URL with the token again");
+    }
+    return unauthorized(rq, "not logged in; open the URL with ?token=... that fednas printed, or send "
+                            "Authorization: Bearer TOKEN");
+}
+
+int web_ws_authorized(struct web *w, const struct mg_connection *conn)
+{
+    const char *host = mg_get_header(conn, "Host");
+    if (w->loopback && !web_host_allowed(host))
+        return 0;
+    /* Cross-site WebSocket hijacking: a browser always sends Origin; it must be this server. */
+    const char *origin = mg_get_header(conn, "Origin");
+    if (origin) {
+        const char *scheme = w->tls ? "https://" : "http://";
+        size_t sl = strlen(scheme);
+        if (!host || strncasecmp(origin, scheme, sl) != 0 || strcasecmp(origin + sl, host) != 0)
+            return 0;
+    }
+    const char *authz = mg_get_header(conn, "Authorization");
+    if (authz && strncasecmp(authz, "Bearer ", 7) == 0)
+        return web_auth_check_token(w->auth, authz + 7, strlen(authz + 7)) != WEB_ROLE_NONE;
+    const char *cookies = mg_get_header(conn, "Cookie");
+    char sid[WEB_TOKEN_HEX + 2];
+    return cookies && mg_get_cookie(cookies, w->cookie_name, sid, sizeof sid) == WEB_TOKEN_HEX &&
+           web_auth_session_get(w->auth, sid, NULL) != WEB_ROLE_NONE;
 }

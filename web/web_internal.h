@@ -1,13 +1,46 @@
-/* web_internal: what web.c (start/stop, routing, responses), api.c (REST handlers) and
- * static.c (embedded assets) share. Not a public header: only web/ includes it. */
+/* web_internal: what the files of web/ share. Not a public header: only web/ (and the web unit
+ * test) includes it. Its users: web.c (life cycle, server state), route.c (dispatch), respond.c
+ * (responses), auth.c (login flow), host_guard.c (DNS rebinding), tls_load.c (OpenSSL shim and
+ * civetweb's library state), thread_stack.c (civetweb's stacks), api.c and actions.c (REST
+ * handlers), events.c (WebSocket) and static.c (embedded assets). */
 #ifndef FEDNAS_WEB_WEB_INTERNAL_H
 #define FEDNAS_WEB_WEB_INTERNAL_H
 
+#include <arpa/inet.h>
 #include <jansson.h>
+#include <limits.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
 struct mg_connection;
+struct mg_context;
+struct mg_request_info;
+typedef struct web_auth web_auth_t;
+typedef struct web_events web_events_t;
+
+/* One dashboard server (web.c owns it; route.c and auth.c read it). */
+struct web {
+    struct mg_context *ctx;
+    char *db_path;
+    char host[INET6_ADDRSTRLEN];
+    int port;
+    int loopback; /* bound to a loopback address: enforce the Host check */
+    int tls;
+    web_auth_t *auth;
+    web_events_t *events;
+    char cookie_name[40]; /* fednas_session_PORT: cookies ignore ports, dashboards must not */
+    char url[INET6_ADDRSTRLEN + 128], viewer_url[INET6_ADDRSTRLEN + 128];
+    char state_dir[PATH_MAX];
+    char fednas_bin[PATH_MAX];
+    unsigned long long counts[6]; /* by status class; __atomic */
+    size_t min_stack;             /* the smallest stack of civetweb's threads so far; __atomic */
+    pthread_mutex_t child_lock;
+    struct {
+        int64_t run_id;
+        long pid;
+    } children[64];
+};
 
 /* One request as the handlers see it. */
 typedef struct web_req {
@@ -27,7 +60,7 @@ typedef struct web_req {
 /* A route handler sends a full response and returns its HTTP status. */
 typedef int (*web_handler_fn)(const web_req_t *rq);
 
-/* Responses (web.c). Every response carries the security headers (nosniff, CSP, ...).
+/* Responses (respond.c). Every response carries the security headers (nosniff, CSP, ...).
  * cache_control and etag may be NULL. Each returns status. */
 int web_send(const web_req_t *rq, int status, const char *content_type, const void *body, size_t len,
              const char *cache_control, const char *etag);
@@ -35,6 +68,10 @@ int web_send(const web_req_t *rq, int status, const char *content_type, const vo
 int web_send_json(const web_req_t *rq, int status, json_t *body);
 /* {"error": message}. */
 int web_send_error(const web_req_t *rq, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* {"error": msg} with an Allow header (405), allow may be NULL. */
+int web_send_error_allow(const web_req_t *rq, int status, const char *allow, const char *msg);
+/* The security headers, for handlers that build their own header block. */
+void web_add_security_headers(const web_req_t *rq);
 /* A download (Content-Disposition), not cacheable. */
 int web_send_download(const web_req_t *rq, const char *content_type, const void *body, size_t len,
                       const char *disposition);
@@ -55,7 +92,6 @@ const char *web_header(const web_req_t *rq, const char *name);
 #define WEB_AUTH_MAX_FAILS 10
 #define WEB_AUTH_WINDOW_S 60
 enum { WEB_ROLE_NONE = 0, WEB_ROLE_VIEWER = 1, WEB_ROLE_ADMIN = 2 };
-typedef struct web_auth web_auth_t;
 /* NULL/empty tokens are made random. */
 int web_auth_create(const char *admin_token, const char *viewer_token, web_auth_t **out, err_t *err);
 void web_auth_free(web_auth_t *a);
@@ -74,6 +110,11 @@ int web_csrf_equal(const char *expected, const char *given);
 int web_random_hex(char *out, size_t nbytes);
 /* The server's auth state, for handlers (web.c). */
 web_auth_t *web_auth_of(struct web *w);
+/* Decides who is asking. Returns 0 with rq->role (and rq->session) set, or the status of the
+ * answer it sent: 303 after a login with ?token=, 401, 403 (CSRF), 429. */
+int web_authenticate(web_req_t *rq, const struct mg_request_info *ri);
+/* What may be fetched without a session: the login page's style sheet and the icon. */
+int web_auth_public_asset(const char *path);
 
 /* REST handlers (api.c). */
 int web_api_session(const web_req_t *rq);
@@ -107,13 +148,33 @@ int web_parse_u64(const char *s, size_t n, long long max, long long *out);
 
 /* Live events over /ws (events.c). Started after civetweb (registers the /ws handler); stopped
  * after it (civetweb closes the sockets first, then the poller ends). */
-typedef struct web_events web_events_t;
-struct mg_context;
 int web_events_start(struct web *w, struct mg_context *ctx, const char *db_path, web_events_t **out, err_t *err);
 void web_events_stop(web_events_t *ev);
 /* Whether a WebSocket upgrade request carries a valid session or bearer token and an Origin
- * (when present) that names this server (web.c). */
+ * (when present) that names this server (auth.c). */
 int web_ws_authorized(struct web *w, const struct mg_connection *conn);
+
+/* Dispatch (route.c): civetweb's request handler for "/", cbdata the struct web. */
+int web_route_request(struct mg_connection *conn, void *cbdata);
+
+/* DNS-rebinding guard (host_guard.c): for a loopback server, whether a Host header may be
+ * served: an IP literal, localhost or *.localhost (a name that could be rebound is not). No
+ * Host (HTTP/1.0 tools) is fine. */
+int web_host_allowed(const char *host);
+
+/* civetweb's library state (tls_load.c): the first user loads the OpenSSL 3 shim and calls
+ * mg_init_library (with TLS when the shim loaded); FN_EIO when tls is asked and unavailable. */
+int web_lib_acquire(int tls, err_t *err);
+void web_lib_release(void);
+
+/* civetweb's thread stacks (thread_stack.c). While on (on this thread only), requests for
+ * stacks below WEB_MIN_STACK get WEB_MIN_STACK; web_start turns it on around mg_start2. */
+#define WEB_MIN_STACK (1024 * 1024)
+void web_stack_raise(int on);
+/* The calling thread's stack size in bytes (0 when unknown). */
+size_t web_stack_of_this_thread(void);
+/* The smallest stack among w's civetweb threads that have started so far (web.c). */
+size_t web_civetweb_min_stack(struct web *w);
 
 /* Embedded assets (static.c; the table is generated by cmake/embed.cmake). */
 typedef struct web_asset {
