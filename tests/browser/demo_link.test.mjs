@@ -65,15 +65,10 @@ try {
   const lines = text.replace(/\r/g, '').split('\n').filter((l) => l.trim());
   const last = lines[lines.length - 1];
   check(/^dashboard: https:\/\/\S+ \(still up after the run; Ctrl-C stops it\)$/.test(last), 'the last line is the dashboard link, up until Ctrl-C: ' + last);
-  // fednas's own lines, not the log's (timestamped): web/web.c logs "web: dashboard at" a bare
-  // address at start; that line goes with the split of web.c, and is only reported here.
   const linksIn = (ls) => ls.flatMap((l) => [...l.matchAll(/https?:\/\/[^\s)]+/g)].map((m) => m[0]));
-  const isLog = (l) => /^\d\d:\d\d:\d\d\.\d{3} /.test(l);
-  const links = linksIn(lines.filter((l) => !isLog(l)));
+  const links = linksIn(lines);
   check(links.length >= 2, `fednas printed ${links.length} links (the live one at start, the last one at the end)`);
-  check(links.every((l) => /[?&]token=[0-9a-f]{64}/.test(l)), 'every link fednas printed carries the access token');
-  const bare = linksIn(lines.filter(isLog)).filter((l) => !/[?&]token=/.test(l));
-  if (bare.length) log('note', `the log has ${bare.length} address(es) without the token (web/web.c's start line): ${bare.join(' ')}`);
+  check(links.every((l) => /[?&]token=[0-9a-f]{64}/.test(l)), 'every link printed (log lines included) carries the access token: ' + links.filter((l) => !/[?&]token=/.test(l)).join(' '));
   const link = links[links.length - 1];
   log('last link', link.replace(/token=[0-9a-f]+/, 'token=…'));
   pid = Number(sql('select pid from runs where id = 1'));
