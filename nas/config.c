@@ -318,15 +318,15 @@ static int parse_strategy(const ctx_t *c, const json_t *st, const char *path, na
     case NAS_STRATEGY_EVOLUTION: {
         static const char *const keys[] = {"name", "population", "sample", NULL};
         TRY(check_keys(c, st, path, keys));
-        TRY(get_int(c, st, path, "population", 20, 2, 100000, &cfg->strategy.population));
+        TRY(get_int(c, st, path, "population", 20, 2, NAS_MAX_POPULATION, &cfg->strategy.population));
         TRY(get_int(c, st, path, "sample", 5, 1, cfg->strategy.population, &cfg->strategy.sample));
         return 0;
     }
     case NAS_STRATEGY_NSGA2: {
         static const char *const keys[] = {"name", "mu", "lambda", "objectives", "crossover", NULL};
         TRY(check_keys(c, st, path, keys));
-        TRY(get_int(c, st, path, "mu", 20, 2, 100000, &cfg->strategy.mu));
-        TRY(get_int(c, st, path, "lambda", cfg->strategy.mu, 1, 100000, &cfg->strategy.lambda));
+        TRY(get_int(c, st, path, "mu", 20, 2, NAS_MAX_POPULATION, &cfg->strategy.mu));
+        TRY(get_int(c, st, path, "lambda", cfg->strategy.mu, 1, NAS_MAX_POPULATION, &cfg->strategy.lambda));
         TRY(get_num(c, st, path, "crossover", 0.0, 0, 1, 0, &cfg->strategy.crossover));
         const json_t *ob = json_object_get(st, "objectives");
         if (!ob) {

@@ -14,6 +14,7 @@
 #define NAS_CELL_NODES 4   /* NAS-Bench-201 cell: node 0 the input, node 3 the output */
 #define NAS_CELL_EDGES 6   /* edges (0,1) (0,2) (1,2) (0,3) (1,3) (2,3), in this order */
 #define NAS_MAX_OBJECTIVES 4
+#define NAS_MAX_POPULATION 4096 /* evolution P, nsga2 mu and lambda */
 
 typedef enum { NAS_SPACE_MACRO = 0, NAS_SPACE_CELL = 1 } nas_space_kind_t;
 
