@@ -4,3 +4,4 @@ fednas_unit_test(test_engine_cell SOURCES unit/test_engine_cell.c LIBS fednas_en
 fednas_unit_test(test_nas_genome SOURCES unit/test_nas_genome.c LIBS fednas_nas)
 fednas_unit_test(test_nas_pareto SOURCES unit/test_nas_pareto.c LIBS fednas_nas)
 fednas_unit_test(test_nas_strategy SOURCES unit/test_nas_strategy.c LIBS fednas_nas)
+fednas_unit_test(test_nas_config SOURCES unit/test_nas_config.c LIBS fednas_nas)
