@@ -13,6 +13,7 @@
 
 #include "common/config.h"
 #include "nas/config.h"
+#include "nas/genome.h"
 
 static const char *k_head = "{\n  \"name\": \"n\",\n  \"seed\": 7,\n  \"rounds\": 1,\n"
                             "  \"data\": {\"dataset\": \"fashion-mnist\"},\n  \"model\": {\"type\": \"mlp\"},\n"
@@ -185,12 +186,49 @@ static void test_names(void **state)
     assert_string_equal(nas_objective_name(NAS_OBJ_FLOPS), "flops");
 }
 
+/* The ready searches in experiments/: their blocks parse, and their spaces draw genomes that
+ * build on the engine. */
+static void test_ready_configs(void **state)
+{
+    (void)state;
+    const char *files[] = {"nas-re-macro.json", "nas-random-macro.json", "nas-nsga2-macro.json", "nas-re-cell.json"};
+    const nas_strategy_kind_t kinds[] = {NAS_STRATEGY_EVOLUTION, NAS_STRATEGY_RANDOM, NAS_STRATEGY_NSGA2,
+                                         NAS_STRATEGY_EVOLUTION};
+    for (int i = 0; i < 4; i++) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/experiments/%s", FEDNAS_SOURCE_DIR, files[i]);
+        json_error_t je;
+        json_t *root = json_load_file(path, 0, &je);
+        assert_non_null(root);
+        nas_config_t cfg;
+        err_t e = {0};
+        int rc = nas_config_parse(json_object_get(root, "nas"), files[i], NULL, "nas", 1, &cfg, &e);
+        if (rc)
+            print_error("%s\n", e.msg);
+        assert_int_equal(rc, 0);
+        assert_int_equal(cfg.strategy.kind, kinds[i]);
+        rng_t r;
+        rng_seed(&r, (uint64_t)i);
+        for (int k = 0; k < 20; k++) {
+            nas_genome_t g;
+            double params, flops;
+            assert_int_equal(nas_genome_random(&cfg.space, &r, &g, &e), 0);
+            rc = nas_genome_cost(&cfg.space, &g, &params, &flops, &e);
+            if (rc)
+                print_error("%s\n", e.msg);
+            assert_int_equal(rc, 0);
+        }
+        json_decref(root);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_full_block),
         cmocka_unit_test(test_bad_blocks),
         cmocka_unit_test(test_names),
+        cmocka_unit_test(test_ready_configs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
