@@ -131,6 +131,8 @@ static int send_hello(link_t *l)
     int ok = wire_send(l->sock, NULL, 0, hdr, NULL, 0, ZMQ_DONTWAIT, &e) >= 0;
     json_decref(hdr);
     l->hellos += ok;
+    if (ok) /* it went over the current connection: the server there knows this site */
+        l->rejoin = 0;
     return ok;
 }
 
@@ -180,7 +182,11 @@ int link_service(link_t *l, err_t *err)
             if (l->connected)
                 log_warn("%slost the connection to %s; reconnecting", l->tag, l->opt->endpoint);
             l->connected = 0;
-            l->rejoin = l->registered;
+            /* Say hello again on the next connection: also when registration is still under
+             * way, for a welcome read after this drop came from the old connection (a server
+             * that restarted meanwhile does not know this site). */
+            l->rejoin = l->registered || l->registering;
+            l->sent = 0;
         }
     }
     if (l->registering)
@@ -188,7 +194,6 @@ int link_service(link_t *l, err_t *err)
     /* Back after a drop (or a restarted server): register again; the server resends the
      * current round's model if this site was chosen for it. */
     if (l->rejoin && l->connected && send_hello(l)) {
-        l->rejoin = 0;
         log_info("%sreconnected to %s; rejoining", l->tag, l->opt->endpoint);
     }
     return 0;
@@ -211,7 +216,6 @@ int link_recv(link_t *l, wire_msg_t *msg, err_t *err)
                          wire_get_int(msg, "client_id", -1), (long long)l->run);
             l->registered = 1;
             l->registering = 0;
-            l->rejoin = 0;
         }
         return 0;
     }

@@ -1,6 +1,6 @@
 /* The site loop (client/site.h) as simulated sites run it, against a stand-in server in this
  * process (a CURVE ROUTER speaking the wire protocol): simulated sites register, rejoin after the
- * server goes away and comes back (a restart), and stop with FN_EAUTH when the server refuses
+ * server goes away and comes back (a restart) or after it hung (transport heartbeats), and stop with FN_EAUTH when the server refuses
  * their keys, as a client agent does. Also the link's own argument checks. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -9,9 +9,12 @@
 #include <cmocka.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -109,9 +112,12 @@ static void teardown(fixture_t *f)
 }
 
 /* Waits up to seconds for a hello from every site; answers each with a welcome. Returns how
- * many came; their routing ids in ids, their sample counts summed in *samples. */
+ * many connections said hello: their routing ids in ids, their sample counts summed in
+ * *samples. A second hello on a connection already counted here or in old[0..nold) (a
+ * registration retry, not a rejoin) is answered but not counted. */
 static int collect_hellos(fixture_t *f, double seconds, unsigned char ids[SITES][WIRE_MAX_IDENTITY],
-                          size_t idlen[SITES], long long *samples)
+                          size_t idlen[SITES], long long *samples, unsigned char old[SITES][WIRE_MAX_IDENTITY],
+                          const size_t *oldlen, int nold)
 {
     int got = 0;
     *samples = 0;
@@ -124,7 +130,16 @@ static int collect_hellos(fixture_t *f, double seconds, unsigned char ids[SITES]
         err_t e = {0};
         if (wire_recv(f->router, 1, &m, ZMQ_DONTWAIT, &e) != 0)
             continue;
-        if (strcmp(m.type, "hello") == 0) {
+        int seen = 0;
+        for (int i = 0; i < got; i++)
+            seen |= idlen[i] == m.identity_len && memcmp(ids[i], m.identity, m.identity_len) == 0;
+        for (int i = 0; i < nold; i++)
+            seen |= oldlen[i] == m.identity_len && memcmp(old[i], m.identity, m.identity_len) == 0;
+        if (strcmp(m.type, "hello") == 0 && seen) {
+            json_t *w = json_pack("{s:s, s:i}", "type", "welcome", "run", 7);
+            wire_send(f->router, m.identity, m.identity_len, w, NULL, 0, 0, &e);
+            json_decref(w);
+        } else if (strcmp(m.type, "hello") == 0) {
             memcpy(ids[got], m.identity, m.identity_len);
             idlen[got] = m.identity_len;
             *samples += wire_get_int(&m, "samples", -1000);
@@ -149,7 +164,7 @@ static void test_simulated_sites_rejoin_a_restarted_server(void **state)
     unsigned char ids[SITES][WIRE_MAX_IDENTITY];
     size_t idlen[SITES];
     long long samples;
-    int first = collect_hellos(&f, 20, ids, idlen, &samples);
+    int first = collect_hellos(&f, 20, ids, idlen, &samples, NULL, NULL, 0);
     int rejoined = 0;
     long long again = 0;
     if (first == SITES) {
@@ -157,7 +172,7 @@ static void test_simulated_sites_rejoin_a_restarted_server(void **state)
         zmq_close(f.router);
         usleep(200000);
         f.router = server_socket(&f, f.keys, f.endpoint);
-        rejoined = collect_hellos(&f, 20, ids, idlen, &again);
+        rejoined = collect_hellos(&f, 20, ids, idlen, &again, NULL, NULL, 0); /* a new server: all new */
         for (int i = 0; i < rejoined; i++) {
             err_t e = {0};
             json_t *end = json_pack("{s:s, s:s}", "type", "end", "reason", "test over");
@@ -238,6 +253,86 @@ static void test_refused_simulated_sites_fail_fast(void **state)
     assert_true(took < 10);
 }
 
+/* The stand-in server as its own process, so the test can freeze it: binds, writes its endpoint
+ * on fd, welcomes every site, writes one byte, then (once continued) waits for every site to say
+ * hello again on a new connection and ends the run. Its exit status: 0 when they did. */
+static void frozen_server_child(fixture_t *f, int fd)
+{
+    f->ctx = zmq_ctx_new();
+    f->router = server_socket(f, f->keys, "tcp://127.0.0.1:*");
+    size_t len = sizeof f->endpoint;
+    zmq_getsockopt(f->router, ZMQ_LAST_ENDPOINT, f->endpoint, &len);
+    if (write(fd, f->endpoint, sizeof f->endpoint) != (ssize_t)sizeof f->endpoint)
+        _exit(3);
+    unsigned char ids[SITES][WIRE_MAX_IDENTITY];
+    size_t idlen[SITES];
+    long long samples;
+    if (collect_hellos(f, 30, ids, idlen, &samples, NULL, NULL, 0) != SITES)
+        _exit(2);
+    usleep(300000); /* let the I/O thread deliver the welcomes before the parent freezes us */
+    if (write(fd, "r", 1) != 1)
+        _exit(2);
+    unsigned char ids2[SITES][WIRE_MAX_IDENTITY];
+    size_t idlen2[SITES];
+    int again = collect_hellos(f, 60, ids2, idlen2, &samples, ids, idlen, SITES);
+    for (int i = 0; i < again; i++) {
+        err_t e = {0};
+        json_t *end = json_pack("{s:s, s:s}", "type", "end", "reason", "test over");
+        wire_send(f->router, ids2[i], idlen2[i], end, NULL, 0, 0, &e);
+        json_decref(end);
+    }
+    zmq_close(f->router);
+    zmq_ctx_term(f->ctx);
+    _exit(again == SITES ? 0 : 1);
+}
+
+/* A server that hangs without closing its connections (here: stopped with SIGSTOP) answers no
+ * transport heartbeat: after 15 s the sites drop the connection, reconnect and, once the server
+ * runs again, rejoin. The old simulation worker had no heartbeats: it would sit on the dead
+ * connection and never say hello again. Takes about 25 s. */
+static void test_simulated_sites_heartbeat_a_hung_server(void **state)
+{
+    (void)state;
+    fixture_t f;
+    setup(&f);
+    zmq_close(f.router); /* the child serves; nothing of ZeroMQ crosses the fork */
+    f.router = NULL;
+    zmq_ctx_term(f.ctx);
+    f.ctx = NULL;
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        close(fds[0]);
+        frozen_server_child(&f, fds[1]);
+    }
+    close(fds[1]);
+    assert_int_equal(read(fds[0], f.endpoint, sizeof f.endpoint), (ssize_t)sizeof f.endpoint);
+    assert_int_equal(pthread_create(&f.thread, NULL, run_sim, &f), 0);
+    char ok = 0;
+    ssize_t got = read(fds[0], &ok, 1);
+    if (got == 1) {
+        kill(child, SIGSTOP);
+        /* Past the sites' heartbeat timeout: a ping every 5 s, the link dropped 15 s after one
+         * goes unanswered, so at most 20 s after the last traffic. */
+        sleep(23);
+        kill(child, SIGCONT);
+    }
+    int status = -1;
+    waitpid(child, &status, 0);
+    close(fds[0]);
+    if (!f.done) /* the child is gone: end the worker however it behaves */
+        f.stop = 1;
+    pthread_join(f.thread, NULL);
+    f.ctx = zmq_ctx_new();
+    teardown(&f);
+    assert_int_equal(got, 1);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0); /* every site said hello again */
+    assert_int_equal(f.rc, 0);
+}
+
 static void test_link_rejects_bad_keys(void **state)
 {
     (void)state;
@@ -255,6 +350,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_simulated_sites_rejoin_a_restarted_server),
         cmocka_unit_test(test_refused_simulated_sites_fail_fast),
+        cmocka_unit_test(test_simulated_sites_heartbeat_a_hung_server),
         cmocka_unit_test(test_link_rejects_bad_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
