@@ -1,3 +1,4 @@
+/* `fednas client`: a client agent for one site, or a simulation worker for many (--simulate). */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
