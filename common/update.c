@@ -60,7 +60,7 @@ static int parse_compression(const json_t *c, compress_spec_t *spec, int *ef, er
 }
 
 int update_send_compressed(const update_result_t *res, const wire_msg_t *train, uint64_t seed,
-                            update_feedback_t *fb, void *sock, int64_t run, err_t *err)
+                           update_feedback_t *fb, void *sock, int64_t run, err_t *err)
 {
     const json_t *c = json_object_get(train->header, "compression");
     if (!c)

@@ -361,17 +361,17 @@ static int on_message(void *owner, wire_msg_t *msg)
 static int forward_update(relay_t *r, err_t *err)
 {
     update_result_t res = {.round = r->done_round,
-                            .samples = (int)r->done_samples,
-                            .update = r->mean,
-                            .m = r->m,
-                            .loss = r->done_loss,
-                            .accuracy = r->done_acc,
-                            .seconds = r->done_seconds};
+                           .samples = (int)r->done_samples,
+                           .update = r->mean,
+                           .m = r->m,
+                           .loss = r->done_loss,
+                           .accuracy = r->done_acc,
+                           .seconds = r->done_seconds};
     uint64_t seed = (uint64_t)wire_get_int(&r->train, "seed", 0);
     /* The run of the train message this answers, not the link's latest welcome: a server that
      * restarted as a new run must never receive an old run's aggregate under its own id. */
     return update_send_compressed(&res, &r->train, seed, &r->fb, link_socket(r->up),
-                                   wire_get_int(&r->train, "run", -1), err);
+                                  wire_get_int(&r->train, "run", -1), err);
 }
 
 /* Closes the round: the mean of the updates that arrived goes upward, or a refusal when none did. */
