@@ -96,18 +96,15 @@ static int step(site_t *s, int readable, trainer_t *t, const trainer_data_t *dat
         return rc;
     wire_msg_t msg;
     while (readable && (rc = link_recv(s->link, &msg, err)) == 0) {
-        s->last_heard = fn_mono();
         rc = dispatch(s, t, data, &msg, err);
         wire_msg_close(&msg);
+        s->last_heard = fn_mono(); /* after training: the silence counts from when it could answer */
         if (rc != 0)
             return rc;
         /* Training took a while: read the monitor before the next message, as a lone agent would. */
         if ((rc = link_service(s->link, err)) < 0)
             return rc;
     }
-    if (link_registered(s->link) && fn_mono() - s->last_heard > s->lo.idle_timeout)
-        return err_set(err, FN_ETIMEOUT, "%sthe server at %s has been silent for %.0f s; giving up", s->tag,
-                       s->lo.endpoint, s->lo.idle_timeout);
     return 0;
 }
 
@@ -137,9 +134,13 @@ int site_loop(site_t *sites, int count, trainer_t *t, const trainer_data_t *data
             rc = err_set(err, FN_EIO, "poll failed: %s", zmq_strerror(zmq_errno()));
             break;
         }
+        double heard = 0;
+        int registered = 0;
         for (int j = 0; rc == 0 && j < open; j++) {
             site_t *s = &sites[which[j]];
             rc = step(s, items[2 * j].revents & ZMQ_POLLIN, t, data, err);
+            registered |= link_registered(s->link);
+            heard = s->last_heard > heard ? s->last_heard : heard;
             if (rc == 1) { /* ended: hang up, as the server expects after its "end" */
                 link_close(s->link);
                 s->link = NULL;
@@ -148,6 +149,15 @@ int site_loop(site_t *sites, int count, trainer_t *t, const trainer_data_t *data
         }
         if (rc < 0)
             break;
+        /* The idle timeout is the server's silence towards this process: a simulated site the
+         * server leaves out of many rounds in a row is not a sign of a dead server, as long as
+         * its neighbours hear from it (a dead connection shows through heartbeats anyway). */
+        const link_options_t *lo = &sites[which[0]].lo;
+        if (registered && fn_mono() - heard > lo->idle_timeout) {
+            rc = err_set(err, FN_ETIMEOUT, "the server at %s has been silent for %.0f s; giving up", lo->endpoint,
+                         lo->idle_timeout);
+            break;
+        }
     }
     free(items);
     free(which);

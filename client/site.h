@@ -28,8 +28,9 @@ typedef struct site {
  * hello {"samples": n}. The link points at s->lo: s must not move until site_close. */
 int site_open(site_t *s, err_t *err);
 /* Runs sites[0..count) until the server has ended the run for each (0). A site's error ends the
- * loop: FN_EAUTH (refused key), FN_ETIMEOUT (unreachable, or silent for lo.idle_timeout after
- * registering), FN_ESTATE (lo.stop raised). Malformed server messages are logged and ignored. */
+ * loop: FN_EAUTH (refused key), FN_ETIMEOUT (a site cannot register within lo.connect_timeout,
+ * or the server, once joined, has sent none of the sites anything for lo.idle_timeout),
+ * FN_ESTATE (lo.stop raised). Malformed server messages are logged and ignored. */
 int site_loop(site_t *sites, int count, trainer_t *trainer, const trainer_data_t *data, err_t *err);
 void site_close(site_t *s);
 

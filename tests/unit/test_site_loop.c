@@ -333,6 +333,44 @@ static void test_simulated_sites_heartbeat_a_hung_server(void **state)
     assert_int_equal(f.rc, 0);
 }
 
+/* The idle timeout measures the server's silence towards the worker: one site hearing from it
+ * keeps the others (left out of rounds) from giving up; silence towards all ends the worker. */
+static void test_idle_timeout_is_the_servers_silence(void **state)
+{
+    (void)state;
+    fixture_t f;
+    setup(&f);
+    f.opt.link.idle_timeout = 1;
+    assert_int_equal(pthread_create(&f.thread, NULL, run_sim, &f), 0);
+    unsigned char ids[SITES][WIRE_MAX_IDENTITY];
+    size_t idlen[SITES];
+    long long samples;
+    int got = collect_hellos(&f, 20, ids, idlen, &samples, NULL, NULL, 0);
+    /* 3 s of welcomes (harmless repeats) to site 1 only, site 2 hearing nothing. */
+    double until = fn_mono() + 3, quiet_from;
+    while (got == SITES && fn_mono() < until && !f.done) {
+        err_t e = {0};
+        json_t *w = json_pack("{s:s, s:i}", "type", "welcome", "run", 7);
+        wire_send(f.router, ids[0], idlen[0], w, NULL, 0, 0, &e);
+        json_decref(w);
+        usleep(200000);
+    }
+    int alive = !f.done;
+    quiet_from = fn_mono();
+    while (!f.done && fn_mono() < quiet_from + 10)
+        usleep(50000);
+    double gave_up_after = fn_mono() - quiet_from;
+    if (!f.done)
+        f.stop = 1;
+    pthread_join(f.thread, NULL);
+    teardown(&f);
+    assert_int_equal(got, SITES);
+    assert_true(alive);
+    assert_int_equal(f.rc, FN_ETIMEOUT);
+    assert_non_null(strstr(f.err.msg, "silent for 1 s"));
+    assert_true(gave_up_after < 5);
+}
+
 static void test_link_rejects_bad_keys(void **state)
 {
     (void)state;
@@ -351,6 +389,7 @@ int main(void)
         cmocka_unit_test(test_simulated_sites_rejoin_a_restarted_server),
         cmocka_unit_test(test_refused_simulated_sites_fail_fast),
         cmocka_unit_test(test_simulated_sites_heartbeat_a_hung_server),
+        cmocka_unit_test(test_idle_timeout_is_the_servers_silence),
         cmocka_unit_test(test_link_rejects_bad_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
