@@ -64,7 +64,8 @@ int link_open(const link_options_t *o, const link_keys_t *k, link_t **out, err_t
     zmq_setsockopt(l->sock, ZMQ_LINGER, &linger, sizeof linger);
     /* Transport heartbeats (answered by ZeroMQ's I/O thread even while training) reveal a dead
      * server; reconnection backs off from 0.1 s to 5 s. */
-    int hb = 5000, hb_timeout = 15000, ivl_max = 5000;
+    int hb = o->heartbeat > 0 ? (int)(o->heartbeat * 1000) : 5000;
+    int hb_timeout = o->heartbeat_timeout > 0 ? (int)(o->heartbeat_timeout * 1000) : 15000, ivl_max = 5000;
     zmq_setsockopt(l->sock, ZMQ_HEARTBEAT_IVL, &hb, sizeof hb);
     zmq_setsockopt(l->sock, ZMQ_HEARTBEAT_TIMEOUT, &hb_timeout, sizeof hb_timeout);
     zmq_setsockopt(l->sock, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);

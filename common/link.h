@@ -24,6 +24,9 @@ typedef struct link_options {
     double connect_timeout; /* registration gives up after this long without a welcome (s) */
     double idle_timeout;    /* for the owner's loop: give up when a joined server is silent this long (s) */
     volatile sig_atomic_t *stop;
+    /* Transport heartbeats: a ping every `heartbeat` s; the connection is dropped (and remade)
+     * when `heartbeat_timeout` s pass without an answer. 0: 5 s and 15 s. */
+    double heartbeat, heartbeat_timeout;
     /* A ZeroMQ context to open the socket in (a simulation worker shares one among its many
      * sites: one I/O thread, not one per site); NULL: the link makes and ends its own. */
     void *ctx;

@@ -1,7 +1,8 @@
-/* The site loop (client/site.h) as simulated sites run it, against a stand-in server in this
- * process (a CURVE ROUTER speaking the wire protocol): simulated sites register, rejoin after the
- * server goes away and comes back (a restart) or after it hung (transport heartbeats), and stop with FN_EAUTH when the server refuses
- * their keys, as a client agent does. Also the link's own argument checks. */
+/* The site loop (client/site.h) as simulated sites run it, against a stand-in server (a CURVE
+ * ROUTER speaking the wire protocol): simulated sites register, rejoin after the server goes
+ * away and comes back (a restart) or after it hung (transport heartbeats), stop with FN_EAUTH
+ * when the server refuses their keys, as a client agent does, and give up on a silent server.
+ * Also the link's own argument checks. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -287,14 +288,16 @@ static void frozen_server_child(fixture_t *f, int fd)
 }
 
 /* A server that hangs without closing its connections (here: stopped with SIGSTOP) answers no
- * transport heartbeat: after 15 s the sites drop the connection, reconnect and, once the server
- * runs again, rejoin. The old simulation worker had no heartbeats: it would sit on the dead
- * connection and never say hello again. Takes about 25 s. */
+ * transport heartbeat: after the heartbeat timeout (2 s here, 15 s by default) the sites drop
+ * the connection, reconnect and, once the server runs again, rejoin. The old simulation worker
+ * had no heartbeats: it would sit on the dead connection and never say hello again. */
 static void test_simulated_sites_heartbeat_a_hung_server(void **state)
 {
     (void)state;
     fixture_t f;
     setup(&f);
+    f.opt.link.heartbeat = 0.5;
+    f.opt.link.heartbeat_timeout = 2;
     zmq_close(f.router); /* the child serves; nothing of ZeroMQ crosses the fork */
     f.router = NULL;
     zmq_ctx_term(f.ctx);
@@ -314,9 +317,9 @@ static void test_simulated_sites_heartbeat_a_hung_server(void **state)
     ssize_t got = read(fds[0], &ok, 1);
     if (got == 1) {
         kill(child, SIGSTOP);
-        /* Past the sites' heartbeat timeout: a ping every 5 s, the link dropped 15 s after one
-         * goes unanswered, so at most 20 s after the last traffic. */
-        sleep(23);
+        /* Past the sites' heartbeat timeout: a ping every 0.5 s, the link dropped 2 s after one
+         * goes unanswered, so at most 2.5 s after the last traffic. */
+        sleep(4);
         kill(child, SIGCONT);
     }
     int status = -1;
