@@ -1,3 +1,4 @@
+/* `fednas client`: a client agent for one site, or a simulation worker for many (--simulate). */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,7 +49,7 @@ int cmd_client(int argc, char **argv)
         {"simulate", required_argument, 0, 'Z'}, {"kits", required_argument, 0, 'D'},
         {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
     client_options_t o = {.data_dir = CONFIG_DEFAULT_DATA_PATH, .alpha = 0.5, .min_size = 10, .partition_seed = 1,
-                          .connect_timeout = 120, .idle_timeout = 3600, .stop = &cli_stop};
+                          .link = {.connect_timeout = 120, .idle_timeout = 3600, .stop = &cli_stop}};
     const char *kit = NULL, *kits = NULL;
     int sim_first = -1, sim_last = -1;
     int c;
@@ -56,10 +57,10 @@ int cmd_client(int argc, char **argv)
         long v;
         char *end;
         switch (c) {
-        case 'c': o.endpoint = optarg; break;
+        case 'c': o.link.endpoint = optarg; break;
         case 'K': kit = optarg; break;
-        case 'k': o.key_path = optarg; break;
-        case 's': o.server_key = optarg; break;
+        case 'k': o.link.key_path = optarg; break;
+        case 's': o.link.server_key = optarg; break;
         case 'd': o.data_dir = optarg; break;
         case 'S': {
             int k, n, len = 0;
@@ -95,11 +96,11 @@ int cmd_client(int argc, char **argv)
             break;
         }
         case 'T':
-            if (cli_parse_seconds(optarg, &o.connect_timeout) < 0)
+            if (cli_parse_seconds(optarg, &o.link.connect_timeout) < 0)
                 return cli_usage_error("client", "--connect-timeout expects seconds > 0 (got \"%s\")", optarg);
             break;
         case 'I':
-            if (cli_parse_seconds(optarg, &o.idle_timeout) < 0)
+            if (cli_parse_seconds(optarg, &o.link.idle_timeout) < 0)
                 return cli_usage_error("client", "--idle-timeout expects seconds > 0 (got \"%s\")", optarg);
             break;
         case 'Z': {
@@ -119,7 +120,7 @@ int cmd_client(int argc, char **argv)
     if (optind != argc)
         return cli_usage_error("client", "unexpected argument \"%s\"", argv[optind]);
     if (sim_first >= 0) {
-        if (!kits || !o.endpoint)
+        if (!kits || !o.link.endpoint)
             return cli_usage_error("client", "--simulate needs --kits DIR and --connect ENDPOINT");
         log_set_tag("sim");
         cli_install_signals();
@@ -128,15 +129,15 @@ int cmd_client(int argc, char **argv)
         return rc == 0 ? EXIT_OK : cli_fail(&err);
     }
     if (kit) {
-        int rc = cli_use_kit("client", kit, &o.endpoint, &o.key_path, &o.server_key);
+        int rc = cli_use_kit("client", kit, &o.link.endpoint, &o.link.key_path, &o.link.server_key);
         if (rc != EXIT_OK)
             return rc;
     } else {
         log_set_tag("client");
     }
-    if (!o.endpoint)
+    if (!o.link.endpoint)
         return cli_usage_error("client", "--connect ENDPOINT is required (or a --kit whose client.json names it)");
-    if (!o.key_path || !o.server_key)
+    if (!o.link.key_path || !o.link.server_key)
         return cli_usage_error("client", "give --kit DIR, or both --key FILE and --server-key FILE");
     cli_install_signals();
     err_t err = {0};

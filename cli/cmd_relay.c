@@ -53,7 +53,7 @@ int cmd_relay(int argc, char **argv)
         {"help", no_argument, 0, 'h'},                {0, 0, 0, 0}};
     relay_options_t o = {.bind = "tcp://127.0.0.1:6000", .register_timeout = 120, .heartbeat = 5,
                          .stop = &cli_stop};
-    o.up = (client_options_t){.connect_timeout = 120, .idle_timeout = 3600, .stop = &cli_stop};
+    o.up = (link_options_t){.connect_timeout = 120, .idle_timeout = 3600, .stop = &cli_stop};
     const char *kit = NULL;
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {

@@ -1,3 +1,4 @@
+/* kit: a site's startup kit (`fednas keys site`) as options of `fednas client` and `fednas relay`. */
 #include <jansson.h>
 #include <limits.h>
 #include <stdio.h>

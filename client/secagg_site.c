@@ -215,7 +215,7 @@ int secagg_site_on_message(secagg_site_t **state, trainer_t *t, const engine_dat
             return 0;
         secagg_site_free(*state); /* a new round: the old one is over whatever its state */
         *state = NULL;
-        trainer_result_t res;
+        update_result_t res;
         int rc = trainer_compute(t, d, idx, n, msg, &res, err);
         if (rc < 0)
             return rc;

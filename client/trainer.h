@@ -9,6 +9,7 @@
 
 #include "client/client.h"
 #include "common/err.h"
+#include "common/update.h"
 #include "common/wire.h"
 #include "engine/data.h"
 #include "engine/idx.h"
@@ -44,41 +45,19 @@ typedef struct trainer {
     const trainer_data_t *data;
 } trainer_t;
 
-/* What one round of local training produced. update points into the trainer's model (valid
- * until the next trainer call): the change to the weights, clipped when DP asked for it. */
-typedef struct trainer_result {
-    long long round;
-    int samples;
-    float *update;
-    size_t m;
-    double loss, accuracy, seconds;
-} trainer_result_t;
-
 /* Trains on the model in msg ("train") and fills *res; sends nothing. FN_EPROTO for a malformed
  * message. */
 int trainer_compute(trainer_t *t, const engine_dataset_t *d, const int *idx, int n, wire_msg_t *msg,
-                    trainer_result_t *res, err_t *err);
-/* Sends res as a plain "update" (no secure aggregation). */
-int trainer_send_update(const trainer_result_t *res, void *sock, int64_t run, err_t *err);
-
-/* A site's memory between rounds. The error feedback (Stich et al. 2018): what compression
- * left out of its updates so far, added to its next one; reset when the model changes size.
- * And the last round it answered: a train message can arrive twice when the link drops with it
- * unread (the rejoin makes the server send it again), and a site trains each round once. One
- * per site (a simulation worker keeps one per simulated site); zero-initialise it. */
+                    update_result_t *res, err_t *err);
+/* A site's memory between rounds: the error feedback of its compressed updates (ef), and the
+ * last round it answered: a train message can arrive twice when the link drops with it unread
+ * (the rejoin makes the server send it again), and a site trains each round once. One per site
+ * (a simulation worker keeps one per simulated site); zero-initialise it. */
 typedef struct trainer_feedback {
-    float *residual;
-    size_t m;
+    update_feedback_t ef;
     long long answered_instance, answered_run, answered_round;
 } trainer_feedback_t;
 void trainer_feedback_free(trainer_feedback_t *fb);
-
-/* Sends res as an "update" compressed as the train message's "compression" object says
- * ({"quantize": 8, "topk": FRACTION, "error_feedback": true}; frames as in common/compress.h),
- * or uncompressed when it has none. seed drives the stochastic rounding; fb (may be NULL when
- * error feedback is off) is the site's memory. FN_EPROTO for a malformed compression object. */
-int trainer_send_compressed(const trainer_result_t *res, const wire_msg_t *train, uint64_t seed,
-                            trainer_feedback_t *fb, void *sock, int64_t run, err_t *err);
 
 /* A site's held-out samples for federated evaluation: a split of its own indices, shuffled
  * with the seed the server gives in "holdout" {"fraction", "seed"} (the same every round, so a

@@ -1,3 +1,4 @@
+/* monitor: ZeroMQ socket monitor events read from the owner's poll loop (common/monitor.h). */
 #include "common/monitor.h"
 
 #include <stdint.h>

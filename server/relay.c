@@ -10,11 +10,13 @@
 #include <unistd.h>
 #include <zmq.h>
 
-#include "client/trainer.h"
+#include "common/link.h"
 #include "common/log.h"
 #include "common/rng.h"
+#include "common/update.h"
 #include "common/util.h"
 #include "common/wire.h"
+#include "crypto/keys.h"
 #include "server/sites.h"
 #include "server/strategy.h"
 
@@ -126,7 +128,7 @@ int relay_can_relay(const json_t *h, char *why, size_t cap)
 struct relay {
     relay_options_t opt;
     sites_t *sites; /* the side facing the region's clients */
-    client_link_t *up;
+    link_t *up;
     int64_t session; /* the "run" the region's clients are welcomed into */
     double last_up;  /* when the server was last heard from */
     /* The current (or last) round: the server's train message, kept for its model and options. */
@@ -142,7 +144,7 @@ struct relay {
     long long done_round; /* the round whose update was forwarded last (sent again on a repeat) */
     long long done_samples;
     double done_loss, done_acc, done_seconds;
-    trainer_feedback_t fb; /* the relay's own error feedback when the server asks for compression */
+    update_feedback_t fb; /* the relay's own error feedback when the server asks for compression */
     /* Federated evaluation in progress. */
     int in_eval;
     long long eval_round;
@@ -152,6 +154,18 @@ struct relay {
 
 static int on_message(void *owner, wire_msg_t *msg);
 static void on_disconnect(void *owner, sites_site_t *site);
+
+/* The link upward with the relay's kit from the server (its site.key, the server's key pinned). */
+static int open_up(relay_t *r, err_t *err)
+{
+    keys_pair_t *kp = keys_pair_new();
+    char spk[KEYS_Z85_LEN + 1];
+    int rc = kp ? keys_read_secret(r->opt.up.key_path, kp, err) : err_set(err, FN_ENOMEM, "out of secure memory");
+    if (rc == 0 && (rc = keys_read_public(r->opt.up.server_key, spk, err)) == 0)
+        rc = link_open(&r->opt.up, &(link_keys_t){kp->public_z85, kp->secret_z85, spk}, &r->up, err);
+    keys_pair_free(kp);
+    return rc;
+}
 
 int relay_create(const relay_options_t *opt, relay_t **out, err_t *err)
 {
@@ -174,14 +188,14 @@ int relay_create(const relay_options_t *opt, relay_t **out, err_t *err)
         (rc = sites_listen(r->sites, opt->bind, opt->heartbeat, RELAY_MAX_MESSAGE, 0, err)) < 0)
         goto fail;
     /* The link upward now, so a bad kit is an error before anyone waits; it says hello later. */
-    if ((rc = client_link_open(&r->opt.up, &r->up, err)) < 0) {
+    if ((rc = open_up(r, err)) < 0) {
         err_wrap(err, "the relay's startup kit from the server: ");
         goto fail;
     }
     /* Sends upward wait at most 2 s for a dropped link: the relay keeps serving its clients,
      * and the server asks for the round again once the relay has rejoined. */
     int sndtimeo = 2000;
-    zmq_setsockopt(client_link_socket(r->up), ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo);
+    zmq_setsockopt(link_socket(r->up), ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo);
     *out = r;
     return 0;
 fail:
@@ -200,8 +214,8 @@ static long long send_down(relay_t *r, sites_site_t *site, json_t *hdr, const wi
 
 static int send_up(relay_t *r, json_t *hdr, err_t *err)
 {
-    json_object_set_new(hdr, "run", json_integer(client_link_run(r->up)));
-    long long sent = wire_send(client_link_socket(r->up), NULL, 0, hdr, NULL, 0, 0, err);
+    json_object_set_new(hdr, "run", json_integer(link_run(r->up)));
+    long long sent = wire_send(link_socket(r->up), NULL, 0, hdr, NULL, 0, 0, err);
     json_decref(hdr);
     return sent < 0 ? (int)sent : 0;
 }
@@ -346,18 +360,18 @@ static int on_message(void *owner, wire_msg_t *msg)
  * server asked for it), from r->mean and the done_* fields. */
 static int forward_update(relay_t *r, err_t *err)
 {
-    trainer_result_t res = {.round = r->done_round,
-                            .samples = (int)r->done_samples,
-                            .update = r->mean,
-                            .m = r->m,
-                            .loss = r->done_loss,
-                            .accuracy = r->done_acc,
-                            .seconds = r->done_seconds};
+    update_result_t res = {.round = r->done_round,
+                           .samples = (int)r->done_samples,
+                           .update = r->mean,
+                           .m = r->m,
+                           .loss = r->done_loss,
+                           .accuracy = r->done_acc,
+                           .seconds = r->done_seconds};
     uint64_t seed = (uint64_t)wire_get_int(&r->train, "seed", 0);
     /* The run of the train message this answers, not the link's latest welcome: a server that
      * restarted as a new run must never receive an old run's aggregate under its own id. */
-    return trainer_send_compressed(&res, &r->train, seed, &r->fb, client_link_socket(r->up),
-                                   wire_get_int(&r->train, "run", -1), err);
+    return update_send_compressed(&res, &r->train, seed, &r->fb, link_socket(r->up),
+                                  wire_get_int(&r->train, "run", -1), err);
 }
 
 /* Closes the round: the mean of the updates that arrived goes upward, or a refusal when none did. */
@@ -607,16 +621,16 @@ static int relay_loop(relay_t *r, err_t *err)
             return err_set(err, FN_ESTATE, "stopped by a signal");
         zmq_pollitem_t items[4];
         sites_pollitems(r->sites, items);
-        client_link_pollitems(r->up, items + 2);
+        link_pollitems(r->up, items + 2);
         if (zmq_poll(items, 4, 100) < 0 && zmq_errno() != EINTR)
             return err_set(err, FN_EIO, "poll failed: %s", zmq_strerror(zmq_errno()));
-        int rc = client_link_service(r->up, err);
+        int rc = link_service(r->up, err);
         if (rc < 0)
             return rc;
         sites_service(r->sites, items);
         if (items[2].revents & ZMQ_POLLIN) {
             wire_msg_t msg;
-            while ((rc = client_link_recv(r->up, &msg, err)) == 0) {
+            while ((rc = link_recv(r->up, &msg, err)) == 0) {
                 r->last_up = fn_mono();
                 if ((rc = on_upstream(r, &msg, err)) != 0)
                     return rc < 0 ? rc : 0;
@@ -642,9 +656,9 @@ int relay_run(relay_t *r, err_t *err)
     if (rc == 0) {
         long long samples;
         int n = sites_connected(r->sites, &samples);
-        client_link_set_hello(r->up, json_pack("{s:I, s:b, s:i}", "samples", (json_int_t)samples, "relay", 1, "sites", n));
+        link_set_hello(r->up, json_pack("{s:I, s:b, s:i}", "samples", (json_int_t)samples, "relay", 1, "sites", n));
         log_info("joining the server at %s for %d clients (%lld samples)", r->opt.up.endpoint, n, samples);
-        rc = client_link_register(r->up, err);
+        rc = link_register(r->up, err);
     }
     if (rc == 0)
         rc = relay_loop(r, err);
@@ -657,13 +671,13 @@ void relay_free(relay_t *r)
 {
     if (!r)
         return;
-    client_link_close(r->up);
+    link_close(r->up);
     sites_free(r->sites);
     if (r->have_train)
         wire_msg_close(&r->train);
     if (r->acc_ready)
         relay_accum_free(&r->acc);
-    trainer_feedback_free(&r->fb);
+    update_feedback_free(&r->fb);
     free(r->mean);
     free(r->aligned);
     free(r);

@@ -1,7 +1,7 @@
 /* relay: the middle tier of hierarchical federated aggregation (as NVIDIA FLARE's relays or
  * Flower's hierarchical set-ups). To the server above, a relay is one site: it connects with a
  * startup kit from `fednas keys site`, on the server's allow-list, the server's key pinned
- * (client/client.h's client_link). To its region's clients it is a server: its own CURVE key
+ * (common/link.h, as a client agent's). To its region's clients it is a server: its own CURVE key
  * pair and allow-list (`fednas keys init` / `fednas keys site` on the relay's key folder), the
  * same ZAP enforcement (server/zap.h) and wire protocol, so an unchanged `fednas client --kit`
  * connects to it as to a server.
@@ -19,9 +19,8 @@
  * aggregate would be clipped and counted as one site), and the robust strategies (median,
  * trimmed mean, Krum), which need every client's own update.
  *
- * Layering: the relay is server-side code that also uses the client agent's link
- * (client/client.h) for its connection upward; it builds as its own library (fednas_relay) so
- * fednas_server itself still depends on no client code. */
+ * Layering: the relay's link upward and the update it sends are common/ modules (link.h,
+ * update.h) that client agents use too; server/ depends on no client code. */
 #ifndef FEDNAS_SERVER_RELAY_H
 #define FEDNAS_SERVER_RELAY_H
 
@@ -29,14 +28,14 @@
 #include <signal.h>
 #include <stddef.h>
 
-#include "client/client.h"
 #include "common/err.h"
+#include "common/link.h"
 #include "server/fedavg.h"
 
 typedef struct relay_options {
     /* The link upward: endpoint, key_path (the relay's site.key), server_key (the server's
      * server.pub), connect_timeout and idle_timeout, as for a client agent. */
-    client_options_t up;
+    link_options_t up;
     const char *bind;       /* where the region's clients connect; port "*" picks a free one */
     const char *keys_dir;   /* the relay's server.key and allowed_clients (`fednas keys init`) */
     int clients;            /* region clients to wait for before joining upward (0: all allowed) */
