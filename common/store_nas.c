@@ -112,16 +112,19 @@ int store_nas_candidate_put(store_t *s, int64_t run_id, const store_nas_candidat
 {
     sqlite3_stmt *st;
     int rc = prep(s,
-                  "INSERT OR REPLACE INTO nas_candidates(run_id, seq, hash, genome, arch, parent, mutation, budget, "
+                  "INSERT OR REPLACE INTO nas_candidates(run_id, seq, cand_id, rung, diverged, hash, genome, arch, parent, mutation, budget, "
                   "status, attempts, reason, worker, cached_from, tell_seq, queued_at, started_at, ended_at, seconds, "
                   "val_accuracy, val_loss, train_loss, params, flops, latency_ms, threads) "
-                  "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                  "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                   &st, err);
     if (rc < 0)
         return rc;
     int i = 1;
     sqlite3_bind_int64(st, i++, run_id);
     sqlite3_bind_int64(st, i++, c->seq);
+    sqlite3_bind_int64(st, i++, c->cand_id);
+    sqlite3_bind_int(st, i++, c->rung);
+    sqlite3_bind_int(st, i++, c->diverged);
     sqlite3_bind_text(st, i++, c->hash, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, i++, c->genome ? c->genome : "null", -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, i++, c->arch ? c->arch : "null", -1, SQLITE_TRANSIENT);
@@ -164,7 +167,7 @@ int store_nas_candidates_load(store_t *s, int64_t run_id, store_nas_candidate_t 
     int rc = prep(s,
                   "SELECT seq, hash, genome, arch, parent, mutation, budget, status, attempts, reason, worker, "
                   "cached_from, tell_seq, queued_at, started_at, ended_at, seconds, val_accuracy, val_loss, "
-                  "train_loss, params, flops, latency_ms, threads FROM nas_candidates WHERE run_id = ? ORDER BY seq",
+                  "train_loss, params, flops, latency_ms, threads, cand_id, rung, diverged FROM nas_candidates WHERE run_id = ? ORDER BY seq",
                   &st, err);
     if (rc < 0)
         return rc;
@@ -205,6 +208,9 @@ int store_nas_candidates_load(store_t *s, int64_t run_id, store_nas_candidate_t 
         c->flops = sqlite3_column_double(st, 21);
         c->latency_ms = sqlite3_column_double(st, 22);
         c->threads = sqlite3_column_int(st, 23);
+        c->cand_id = sqlite3_column_int64(st, 24);
+        c->rung = sqlite3_column_int(st, 25);
+        c->diverged = sqlite3_column_int(st, 26);
     }
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE) {

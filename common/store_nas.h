@@ -24,6 +24,8 @@
     "CREATE TABLE nas_candidates ("                                                                  \
     "  run_id INTEGER NOT NULL REFERENCES runs(id),"                                                 \
     "  seq INTEGER NOT NULL,"                                                                        \
+    "  cand_id INTEGER NOT NULL,"                                                                    \
+    "  rung INTEGER NOT NULL DEFAULT 0,"                                                             \
     "  hash TEXT NOT NULL,"                                                                          \
     "  genome TEXT NOT NULL,"                                                                        \
     "  arch TEXT NOT NULL,"                                                                          \
@@ -32,6 +34,7 @@
     "  budget REAL NOT NULL,"                                                                        \
     "  status TEXT NOT NULL CHECK (status IN ('queued','running','done','failed')),"                 \
     "  attempts INTEGER NOT NULL DEFAULT 0,"                                                         \
+    "  diverged INTEGER NOT NULL DEFAULT 0,"                                                         \
     "  reason TEXT,"                                                                                 \
     "  worker TEXT,"                                                                                 \
     "  cached_from INTEGER,"                                                                         \
@@ -73,14 +76,17 @@ int store_nas_run_get(store_t *s, int64_t run_id, store_nas_run_t *r, err_t *err
  * they are malloc'ed (store_nas_candidates_free). -1 marks an absent parent, cache source or
  * tell position; has_metrics 0 leaves the metric columns NULL. */
 typedef struct store_nas_candidate {
-    int64_t seq;
+    int64_t seq;     /* ask order, from 0: the row's key */
+    int64_t cand_id; /* the strategy's candidate id (an ASHA promotion repeats it at a higher rung) */
+    int rung;
     char hash[80];
     char *genome, *arch;
     int64_t parent;
     char mutation[64];
     double budget;
     char status[8]; /* queued, running, done, failed */
-    int attempts;
+    int attempts; /* finished evaluations (failures and the success) */
+    int diverged; /* of which diverged (NaN): each moves the next attempt's seed */
     char reason[256];
     char worker[32];
     int64_t cached_from, tell_seq;
