@@ -346,16 +346,16 @@ static int cmp_best(const void *a, const void *b)
 static char *recipe_json(const nas_search_t *s)
 {
     const engine_train_config_t *t = &s->eval.train;
-    json_t *j = json_pack("{s:i, s:s, s:f, s:i, s:s, s:s, s:i, s:i, s:s}", "epochs", s->cfg->retrain_epochs,
-                          "optimizer", engine_optim_type_name(t->optim.type), "lr", (double)t->optim.lr, "batch_size",
-                          t->batch_size, "schedule", engine_schedule_type_name(t->schedule.type), "augmentation",
-                          engine_augment_mixes_labels(&t->aug) || t->aug.random_crop_padding > 0 || t->aug.hflip
-                              ? "see the experiment's train.augment"
-                              : "none",
-                          "train_images", s->data->n_all, "test_images", s->data->n_test, "from", "scratch");
+    json_t *j = json_pack("{s:i, s:s, s:f, s:i, s:s, s:i, s:i, s:s}", "epochs", s->cfg->retrain_epochs, "optimizer",
+                          engine_optim_type_name(t->optim.type), "lr", (double)t->optim.lr, "batch_size",
+                          t->batch_size, "schedule", engine_schedule_type_name(t->schedule.type), "train_images",
+                          s->data->n_all, "test_images", s->data->n_test, "init", "from scratch");
+    json_error_t je;
+    json_t *aug = s->augment ? json_loads(s->augment, 0, &je) : NULL;
+    json_object_set_new(j, "augment", aug ? aug : json_string("none"));
     json_object_set_new(j, "momentum", json_real(t->optim.momentum));
     json_object_set_new(j, "weight_decay", json_real(t->optim.weight_decay));
-    char *text = json_dumps(j, JSON_COMPACT);
+    char *text = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6));
     json_decref(j);
     return text;
 }

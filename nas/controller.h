@@ -28,6 +28,7 @@ typedef struct nas_search {
     const nas_data_t *data;
     nas_eval_opts_t eval; /* the per-candidate recipe (epochs and seed set per job) */
     int threads;          /* FEDNAS_THREADS of each worker */
+    const char *augment;  /* the experiment's train.augment as JSON text, or NULL: for the recipe */
     store_t *store;
     int64_t run_id;
     /* Called (may be NULL) when a candidate is told (in ask order, with its final row), when
