@@ -186,10 +186,13 @@ static int dispatch(ctl_t *x, err_t *err)
     return 0;
 }
 
+/* Tells the oldest candidate if it is complete; one at a time, so that the calls always go
+ * ask x W, tell 0, ask, tell 1, ask, ... whatever finished first: the strategy's view of the
+ * search (and so every later proposal) never depends on the workers' timing. */
 static int tell_ready(ctl_t *x, int *told, err_t *err)
 {
     *told = 0;
-    while (x->next_tell < x->n && x->c[x->next_tell].complete) {
+    if (x->next_tell < x->n && x->c[x->next_tell].complete) {
         cand_t *c = &x->c[x->next_tell];
         store_nas_candidate_t *r = &c->row;
         nas_result_t res = {.status = strcmp(r->status, "done") == 0 ? NAS_RESULT_OK : NAS_RESULT_FAILED,
