@@ -315,6 +315,11 @@ static int search(const char *path, long long resume, const char *db_path, int q
     int rc;
     store_nas_run_t nr = {0};
     if (resume) {
+        struct stat sb;
+        if (stat(db_path, &sb) != 0) {
+            rc = err_set(&err, FN_ENOTFOUND, "run store %s does not exist; pass the search's --db", db_path);
+            goto out;
+        }
         if ((rc = store_open(db_path, 0, &st, &err)) < 0)
             goto out;
         if ((rc = store_nas_run_get(st, run_id, &nr, &err)) < 0)
