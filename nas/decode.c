@@ -80,14 +80,18 @@ int nas_genome_from_json(const nas_space_t *sp, const json_t *j, nas_genome_t *o
             snprintf(what, sizeof what, "layers[%d]", i);
             if (!json_is_object(L) || only_keys(L, lkeys, what, err))
                 return err_set(err, FN_EINVAL, "genome: layers[%d]: expected {\"op\",\"width\",\"bn\",\"reduce\"}", i);
-            int op = nas_macro_op_from_name(json_string_value(json_object_get(L, "op")));
+            const char *opname = json_string_value(json_object_get(L, "op"));
+            int op = nas_macro_op_from_name(opname);
+            if (op < 0)
+                return err_set(err, FN_EINVAL, "genome: layers[%d].op: unknown operation \"%s\"", i,
+                               opname ? opname : "(not a string)");
             const json_t *w = json_object_get(L, "width"), *bn = json_object_get(L, "bn"),
                          *red = json_object_get(L, "reduce");
-            if (op < 0 || !json_is_integer(w) || !json_is_boolean(bn) || !json_is_integer(red) ||
+            if (!json_is_integer(w) || !json_is_boolean(bn) || !json_is_integer(red) ||
                 json_integer_value(red) < 0 || json_integer_value(red) > 64 || json_integer_value(w) < 0 ||
                 json_integer_value(w) > 4096)
                 return err_set(err, FN_EINVAL,
-                               "genome: layers[%d]: expected a known \"op\", integer \"width\", boolean \"bn\", integer "
+                               "genome: layers[%d]: expected an integer \"width\", boolean \"bn\" and integer "
                                "\"reduce\"",
                                i);
             out->layer[i].op = op;
