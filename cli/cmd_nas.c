@@ -40,6 +40,7 @@ static const char *const k_help =
     "  --db FILE     run store (default fednas.db)\n"
     "  --resume RUN  continue run RUN of the store\n"
     "  --quiet       no progress bar (lines only)\n"
+    "  --check       validate the experiment, print the plan and exit (no store, no training)\n"
     "  export: --top K (default 3) --out DIR: DIR/rankN.json (the model, as \"model\" takes it)\n"
     "          and DIR/rankN.safetensors (\"params\", the weights; metadata fednas.arch)\n"
     "\n"
@@ -247,17 +248,21 @@ static void on_tick(void *ctx, const nas_progress_t *p)
         return;
     u->last_draw = t;
     char bar[31], eta[32], best[48];
-    int fill = p->budget > 0 ? (int)(30.0 * p->told / p->budget) : 0;
+    int fill = p->budget > 0 ? (int)(30.0 * p->progress / p->budget) : 0;
+    if (fill > 30)
+        fill = 30;
     for (int i = 0; i < 30; i++)
         bar[i] = i < fill ? '#' : '.';
     bar[30] = 0;
-    fmt_eta(p->evaluated > 0 ? p->elapsed / p->evaluated * (p->budget - p->told) : -1, eta, sizeof eta);
+    /* Seconds per unit of budget so far in this session, times what is left. */
+    fmt_eta(p->evaluated > 0 && p->progress > 0 ? p->elapsed / p->evaluated * p->told / p->progress * (p->budget - p->progress) : -1,
+            eta, sizeof eta);
     if (p->best >= 0)
         snprintf(best, sizeof best, "%.4f (#%lld)", p->best, (long long)p->best_seq);
     else
         snprintf(best, sizeof best, "-");
-    fprintf(stderr, "\r [%s] %d/%d  running %d  failed %d  best %s  ETA %s   ", bar, p->told, p->budget, p->running,
-            p->failed, best, eta);
+    fprintf(stderr, "\r [%s] %d/%d %s  running %d  failed %d  best %s  ETA %s   ", bar, p->progress, p->budget,
+            p->unit, p->running, p->failed, best, eta);
     fflush(stderr);
     u->drawn = 1;
 }
@@ -268,10 +273,10 @@ static void on_candidate(void *ctx, const store_nas_candidate_t *c, const nas_pr
     clear_bar(u);
     if (strcmp(c->status, "done") == 0)
         printf("[%3d/%d] #%-3lld done    val %.4f  loss %.4f  params %7lld  MFLOP %7.2f  lat %6.2fms  %5.1fs  %-8s %s\n",
-               p->told, p->budget, (long long)c->seq, c->val_accuracy, c->val_loss, (long long)c->params,
+               p->progress, p->budget, (long long)c->seq, c->val_accuracy, c->val_loss, (long long)c->params,
                c->flops / 1e6, c->latency_ms, c->seconds, c->worker, c->mutation);
     else
-        printf("[%3d/%d] #%-3lld FAILED  after %d attempt%s: %s\n", p->told, p->budget, (long long)c->seq, c->attempts,
+        printf("[%3d/%d] #%-3lld FAILED  after %d attempt%s: %s\n", p->progress, p->budget, (long long)c->seq, c->attempts,
                c->attempts == 1 ? "" : "s", c->reason);
     fflush(stdout);
     u->last_draw = 0;
@@ -300,6 +305,30 @@ static int threads_per_worker(int workers)
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     int t = (int)(cores / workers);
     return t < 1 ? 1 : t;
+}
+
+static int check_only(const char *path)
+{
+    err_t err = {0};
+    exp_cfg_t e;
+    memset(&e, 0, sizeof e);
+    char *text = NULL;
+    size_t len;
+    int rc = fn_read_file(path, &text, &len, &err);
+    if (rc == 0 && (rc = exp_load(&e, path, text, &err)) < 0)
+        rc = FN_EINVAL;
+    if (rc == 0) {
+        printf("%s: ok: %s search over the %s space, budget %d x %d epoch%s, %d worker%s, retries %d, top %d retrained "
+               "for %d epochs; batch %d, lr %g, %s; split seed %llu, validation %d\n",
+               path, nas_strategy_name(e.nas.strategy.kind), e.nas.space.kind == NAS_SPACE_CELL ? "cell" : "macro",
+               e.nas.budget, e.nas.epochs, e.nas.epochs == 1 ? "" : "s", e.nas.workers, e.nas.workers == 1 ? "" : "s",
+               e.nas.retries, e.nas.top_k, e.nas.retrain_epochs, e.train.batch_size, (double)e.train.optim.lr,
+               engine_optim_type_name(e.train.optim.type), (unsigned long long)e.data.split_seed, e.data.val_size);
+        exp_free(&e);
+        return EXIT_OK;
+    }
+    exp_free(&e); /* owns text once exp_load ran; text is NULL when the read failed */
+    return cli_fail(&err);
 }
 
 static int search(const char *path, long long resume, const char *db_path, int quiet)
@@ -491,11 +520,12 @@ int cmd_nas(int argc, char **argv)
     static const struct option opts[] = {{"db", required_argument, 0, 'd'},  {"resume", required_argument, 0, 'r'},
                                          {"quiet", no_argument, 0, 'q'},     {"top", required_argument, 0, 't'},
                                          {"out", required_argument, 0, 'o'}, {"help", no_argument, 0, 'h'},
+                                         {"check", no_argument, 0, 'c'},
                                          {0, 0, 0, 0}};
     const char *db = "fednas.db", *out = NULL;
     long long resume = 0;
     long top = 3;
-    int quiet = 0, c;
+    int quiet = 0, check = 0, c;
     optind = 1;
     if (is_export) {
         argc--;
@@ -510,6 +540,7 @@ int cmd_nas(int argc, char **argv)
                 return cli_usage_error(cmd, "--resume needs a run id >= 1, not \"%s\"", optarg);
             break;
         case 'q': quiet = 1; break;
+        case 'c': check = 1; break;
         case 't':
             if (!is_export || fn_parse_int(optarg, 1, 63, &top) < 0)
                 return cli_usage_error(cmd, "--top needs an integer in [1, 63] (with export), not \"%s\"", optarg);
@@ -538,5 +569,5 @@ int cmd_nas(int argc, char **argv)
     }
     if (optind != argc - 1)
         return cli_usage_error(cmd, optind < argc ? "expected one EXPERIMENT file, got more" : "missing the EXPERIMENT file");
-    return search(argv[optind], 0, db, quiet);
+    return check ? check_only(argv[optind]) : search(argv[optind], 0, db, quiet);
 }

@@ -210,6 +210,7 @@ static int tell_ready(ctl_t *x, int *told, err_t *err)
                 return rc;
         }
         x->pr.told++;
+        x->pr.progress += x->s->cfg->strategy.kind == NAS_STRATEGY_ASHA ? (int)r->budget : 1;
         if (res.status == NAS_RESULT_OK && r->val_accuracy > x->pr.best) {
             x->pr.best = r->val_accuracy;
             x->pr.best_seq = r->seq;
@@ -339,10 +340,12 @@ static int search_loop(ctl_t *x, err_t *err)
 static int cmp_best(const void *a, const void *b)
 {
     const store_nas_candidate_t *x = *(store_nas_candidate_t *const *)a, *y = *(store_nas_candidate_t *const *)b;
-    if (x->val_accuracy != y->val_accuracy)
-        return x->val_accuracy > y->val_accuracy ? -1 : 1;
+    /* An architecture ranks by its longest evaluation (ASHA's highest rung, as the strategy's own
+     * best), then by accuracy; without ASHA every budget is the same. */
     if (x->budget != y->budget)
         return x->budget > y->budget ? -1 : 1;
+    if (x->val_accuracy != y->val_accuracy)
+        return x->val_accuracy > y->val_accuracy ? -1 : 1;
     return (x->seq > y->seq) - (x->seq < y->seq);
 }
 
@@ -470,7 +473,14 @@ static int final_phase(ctl_t *x, err_t *err)
 
 int nas_search_run(nas_search_t *s, err_t *err)
 {
-    ctl_t x = {.s = s, .pr = {.budget = s->cfg->budget, .best = -1, .best_seq = -1}, .t0 = fn_mono()};
+    const nas_config_t *cfg = s->cfg;
+    int asha = cfg->strategy.kind == NAS_STRATEGY_ASHA;
+    ctl_t x = {.s = s,
+               .pr = {.budget = asha ? cfg->budget * (cfg->epochs > 0 ? cfg->epochs : 1) : cfg->budget,
+                      .unit = asha ? "epochs" : "evaluations",
+                      .best = -1,
+                      .best_seq = -1},
+               .t0 = fn_mono()};
     int rc = store_nas_candidates_load(s->store, s->run_id, &x.stored, &x.n_stored, err);
     for (int i = 0; rc == 0 && i < x.n_stored; i++)
         if (x.stored[i].seq != i)

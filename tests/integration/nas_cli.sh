@@ -46,3 +46,9 @@ expect_exit 1 "does not exist" --resume 4 --db "$WORK/none.db"
 printf '{}' > "$WORK/dummy"; sqlite3 "$WORK/y.db" "PRAGMA user_version = 0;" > /dev/null
 expect_exit 1 "run 4 is not a NAS search" --resume 4 --db "$WORK/y.db"
 pass "argument errors: exit 2; an unknown run: exit 1"
+
+for f in "$SRC"/experiments/nas-*.json; do
+  "$FEDNAS" nas --check "$f" > "$WORK/out" 2>&1 || { cat "$WORK/out"; fail "$f does not validate"; }
+  expect_contains "$WORK/out" ": ok: "
+done
+pass "experiments/nas-*.json validate (--check)"
