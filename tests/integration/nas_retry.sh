@@ -52,3 +52,25 @@ died=$(sql "$WORK/kw.db" "SELECT count(*) FROM nas_candidates WHERE reason LIKE 
 Q="SELECT seq, hash, status, printf('%.17g', val_accuracy), printf('%.17g', val_loss), params FROM nas_candidates ORDER BY seq"
 [ "$(sql "$WORK/ref.db" "$Q")" = "$(sql "$WORK/kw.db" "$Q")" ] || fail "killing workers changed the search's results"
 pass "$killed workers killed: $died candidates retried on fresh workers, results equal to the undisturbed run"
+
+# The hash cache: a space with two canonical genomes, five random draws: every repeat of a
+# (hash, budget) already evaluated takes its metrics from the store instead of a worker.
+cat > "$WORK/cache.json" <<'JSON'
+{
+  "name": "nas-cache-test", "seed": 3,
+  "data": {"dataset": "fashion-mnist", "train_subset": 256, "val_subset": 128, "test_subset": 128},
+  "nas": {
+    "space": {"type": "macro", "layers": 1, "ops": ["conv3x3", "maxpool3x3"], "widths": [4], "reductions": 0},
+    "strategy": {"name": "random"},
+    "budget": 5, "epochs": 1, "workers": 2, "retries": 0, "top_k": 1, "retrain_epochs": 1, "batch_size": 32, "lr": 0.05
+  }
+}
+JSON
+"$FEDNAS" nas "$WORK/cache.json" --db "$WORK/cache.db" --quiet > "$WORK/cache.log" 2>&1 || { cat "$WORK/cache.log"; fail "cache search failed"; }
+distinct=$(sql "$WORK/cache.db" "SELECT count(DISTINCT hash) FROM nas_candidates")
+cached=$(sql "$WORK/cache.db" "SELECT count(*) FROM nas_candidates WHERE worker = 'cache' AND cached_from IS NOT NULL")
+[ "$distinct" -le 2 ] && [ "$cached" = $((5 - distinct)) ] || fail "$distinct distinct genomes but $cached cache hits (want 5 - distinct)"
+mismatch=$(sql "$WORK/cache.db" "SELECT count(*) FROM nas_candidates c JOIN nas_candidates s ON s.run_id = c.run_id AND s.seq = c.cached_from
+  WHERE c.hash <> s.hash OR c.val_accuracy <> s.val_accuracy OR c.params <> s.params OR s.worker = 'cache'")
+[ "$mismatch" = 0 ] || fail "cached candidates do not carry their source's metrics"
+pass "hash cache: $cached of 5 candidates reused an earlier evaluation ($distinct evaluated)"
