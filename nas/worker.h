@@ -51,7 +51,10 @@ typedef struct nas_worker_backend {
 
 /* n local worker processes, forked now from this process (so they share the loaded data
  * copy-on-write), each running the engine with `threads` pool threads (FEDNAS_THREADS) and
- * base's recipe. A worker that dies is reported through wait (worker_died) and replaced. */
+ * base's recipe. A worker that dies is reported through wait (worker_died) and replaced by a
+ * fresh fork. Forking without exec is why the calling process must not have started the
+ * engine's thread pool with more than one thread (threads do not survive fork; the controller
+ * never trains in-process): a worker would otherwise inherit a pool with no threads behind it. */
 int nas_workers_start_local(int n, int threads, const nas_data_t *d, const nas_eval_opts_t *base,
                             nas_workers_t **out, err_t *err);
 int nas_workers_size(const nas_workers_t *w);
