@@ -181,6 +181,9 @@ void nas_genome_hash(const nas_space_t *sp, const nas_genome_t *g, char out[NAS_
     nas_genome_canonical(sp, g, &c);
     char buf[2048];
     encode(sp, &c, buf, sizeof buf);
+    /* idempotent and thread-safe; libsodium asks for it before any other call */
+    if (sodium_init() < 0)
+        FN_CHECK(!"libsodium failed to initialise");
     unsigned char h[crypto_hash_sha256_BYTES];
     crypto_hash_sha256(h, (const unsigned char *)buf, strlen(buf));
     sodium_bin2hex(out, NAS_HASH_LEN, h, sizeof h);
@@ -223,8 +226,8 @@ static void random_raw(const nas_space_t *sp, rng_t *r, nas_genome_t *g)
 
 int nas_genome_random(const nas_space_t *sp, rng_t *r, nas_genome_t *out, err_t *err)
 {
-    /* Only a cell can be drawn invalid (no path); with one non-"none" op among k a draw has a
-     * path with probability >= (1/k)^1 * ..., so a few hundred draws suffice for any space. */
+    /* Only a cell can be drawn invalid (no path): even with one non-"none" op among two, the
+     * single edge 0-3 alone makes a path half the time, so redrawing ends quickly. */
     for (int tries = 0; tries < 10000; tries++) {
         random_raw(sp, r, out);
         if (nas_genome_validate(sp, out, NULL) == 0)

@@ -72,8 +72,9 @@ int nas_genome_from_json(const nas_space_t *sp, const json_t *j, nas_genome_t *o
  * block (ReLU, 3x3 s2, BN, ReLU, 3x3, BN; shortcut 1x1 s2 conv + BN) doubling the channels
  * between stages; BN, ReLU, global average pool, linear. */
 int nas_genome_decode(const nas_space_t *sp, const nas_genome_t *g, json_t **model, err_t *err);
-/* Trainable parameters and forward FLOPs per sample (multiply-add = 2) on the space's input,
- * counted by building the decoded model on the engine. */
+/* Trainable parameters (weights, biases, batch-norm affine; not the running statistics) and
+ * forward FLOPs per sample (multiply-add = 2, convolutions and linear layers: pools, norms and
+ * additions are not counted) on the space's input, from the decoded model built on the engine. */
 int nas_genome_cost(const nas_space_t *sp, const nas_genome_t *g, double *params, double *flops, err_t *err);
 
 #endif

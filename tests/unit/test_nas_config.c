@@ -218,6 +218,20 @@ static void test_ready_configs(void **state)
                 print_error("%s\n", e.msg);
             assert_int_equal(rc, 0);
         }
+        if (cfg.space.kind == NAS_SPACE_MACRO) {
+            /* the largest candidate: every layer a 5x5 conv (the most weights of any op) at the
+             * widest width with batch norm (2 parameters a channel, one more than a bias) */
+            nas_genome_t big = {.kind = NAS_SPACE_MACRO, .nlayers = cfg.space.layers};
+            int wmax = 0;
+            for (int k = 0; k < cfg.space.nwidths; k++)
+                wmax = cfg.space.widths[k] > wmax ? cfg.space.widths[k] : wmax;
+            for (int k = 0; k < cfg.space.layers; k++)
+                big.layer[k] = (nas_macro_layer_t){NAS_OP_CONV5, wmax, 1, k < cfg.space.reductions};
+            double params, flops;
+            assert_int_equal(nas_genome_cost(&cfg.space, &big, &params, &flops, &e), 0);
+            print_message("%s: largest candidate %.0f parameters\n", files[i], params);
+            assert_true(params <= 100000); /* the <= 100k space of specs/nas.md's hypervolume */
+        }
         json_decref(root);
     }
 }
