@@ -386,8 +386,10 @@ static int search(const char *path, long long resume, const char *db_path, int q
     }
     store_run_set_pid(st, run_id, (int64_t)getpid(), &err);
     double t_load = fn_mono();
-    if ((rc = nas_data_load(&e.data, &data, &err)) < 0)
+    if ((rc = nas_data_load(&e.data, &data, &err)) < 0) {
+        store_run_finish(st, run_id, "failed", err.msg, NULL); /* no run is left "running" */
         goto out;
+    }
     printf("fednas nas: run %lld%s: %s search over the %s space, budget %d x %d epoch%s, seed %llu; %d worker%s x %d "
            "thread%s on %s\n",
            (long long)run_id, resume ? " (resumed)" : "", nas_strategy_name(e.nas.strategy.kind),
