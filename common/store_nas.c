@@ -317,3 +317,75 @@ int store_nas_final_done(store_t *s, int64_t run_id, uint64_t *mask, err_t *err)
     sqlite3_finalize(st);
     return rc == SQLITE_DONE ? 0 : db_err(s, err, "reading retrained NAS models");
 }
+
+/* One JSON object per row (column name -> value); columns named in `nested` hold JSON text and
+ * are embedded as values. */
+static int rows_json(store_t *s, sqlite3_stmt *st, const char *const *nested, json_t *arr, err_t *err)
+{
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        json_t *row = json_object();
+        for (int c = 0; c < sqlite3_column_count(st); c++) {
+            const char *name = sqlite3_column_name(st, c);
+            json_t *v = NULL;
+            switch (sqlite3_column_type(st, c)) {
+            case SQLITE_INTEGER: v = json_integer(sqlite3_column_int64(st, c)); break;
+            case SQLITE_FLOAT: v = json_real(sqlite3_column_double(st, c)); break;
+            case SQLITE_TEXT: {
+                const char *t = (const char *)sqlite3_column_text(st, c);
+                for (int i = 0; nested && nested[i] && !v; i++)
+                    if (strcmp(name, nested[i]) == 0)
+                        v = json_loads(t, 0, NULL);
+                if (!v)
+                    v = json_string(t);
+                break;
+            }
+            default: v = json_null(); break;
+            }
+            json_object_set_new(row, name, v ? v : json_null());
+        }
+        json_array_append_new(arr, row);
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : db_err(s, err, "reading a NAS search");
+}
+
+int store_nas_json(store_t *s, int64_t run_id, int64_t since_seq, json_t **out, err_t *err)
+{
+    *out = NULL;
+    static const char *const nested[] = {"genome", "arch", "recipe", NULL};
+    json_t *search = json_array(), *cands = json_array(), *final = json_array();
+    sqlite3_stmt *st;
+    int rc = prep(s, "SELECT strategy, split_seed, budget, workers, threads, device FROM nas_runs WHERE run_id = ?", &st,
+                  err);
+    if (rc == 0) {
+        sqlite3_bind_int64(st, 1, run_id);
+        rc = rows_json(s, st, nested, search, err);
+    }
+    if (rc == 0 && json_array_size(search) == 0)
+        rc = err_set(err, FN_ENOTFOUND, "run %lld is not a NAS search", (long long)run_id);
+    if (rc == 0 && (rc = prep(s,
+                              "SELECT seq, cand_id, rung, hash, genome, parent, mutation, budget, status, attempts, "
+                              "diverged, reason, worker, cached_from, tell_seq, queued_at, started_at, ended_at, seconds, "
+                              "val_accuracy, val_loss, train_loss, params, flops, latency_ms, threads "
+                              "FROM nas_candidates WHERE run_id = ? AND seq > ? ORDER BY seq",
+                              &st, err)) == 0) {
+        sqlite3_bind_int64(st, 1, run_id);
+        sqlite3_bind_int64(st, 2, since_seq);
+        rc = rows_json(s, st, nested, cands, err);
+    }
+    if (rc == 0 && (rc = prep(s,
+                              "SELECT rank, seq, arch, test_accuracy, test_loss, val_accuracy, params, flops, latency_ms, "
+                              "recipe, seconds, length(weights) / 4 AS n_weights FROM nas_final WHERE run_id = ? "
+                              "ORDER BY rank",
+                              &st, err)) == 0) {
+        sqlite3_bind_int64(st, 1, run_id);
+        rc = rows_json(s, st, nested, final, err);
+    }
+    if (rc == 0)
+        *out = json_pack("{s:O, s:O, s:O}", "search", json_array_get(search, 0), "candidates", cands, "final", final);
+    json_decref(search);
+    json_decref(cands);
+    json_decref(final);
+    return rc;
+}

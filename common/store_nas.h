@@ -121,4 +121,15 @@ int store_nas_final_get(store_t *s, int64_t run_id, int rank, store_nas_final_t 
 /* The ranks already retrained, as a bit mask of ranks 1..63 (resume skips them). */
 int store_nas_final_done(store_t *s, int64_t run_id, uint64_t *mask, err_t *err);
 
+/* For the dashboard and the CLI (read-only handles): a search as JSON,
+ *   {"search": {strategy, split_seed, budget, workers, threads, device},
+ *    "candidates": [{seq, cand_id, rung, hash, genome (object), parent, mutation, budget, status,
+ *                    attempts, diverged, reason, worker, cached_from, tell_seq, queued_at,
+ *                    started_at, ended_at, seconds, val_accuracy, val_loss, train_loss, params,
+ *                    flops, latency_ms, threads}, ...] in ask order, those with seq > since_seq (-1: all),
+ *    "final": [{rank, seq, arch (object), test_accuracy, test_loss, val_accuracy, params, flops,
+ *               latency_ms, recipe (object), seconds, n_weights}, ...]}.
+ * FN_ENOTFOUND when the run is not a search. */
+int store_nas_json(store_t *s, int64_t run_id, int64_t since_seq, json_t **out, err_t *err);
+
 #endif

@@ -233,6 +233,23 @@ static void test_store_nas_tables(void **state)
     free(arch);
     free(recipe);
     free(wg);
+
+    /* The dashboard's view: nested JSON where the columns hold JSON, candidates after a seq. */
+    json_t *j;
+    assert_int_equal(store_nas_json(s, run + 1, -1, &j, &e), FN_ENOTFOUND);
+    assert_int_equal(store_nas_json(s, run, -1, &j, &e), 0);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "search"), "strategy")), "evolution");
+    json_t *cs = json_object_get(j, "candidates");
+    assert_int_equal(json_array_size(cs), 2);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(json_array_get(cs, 1), "genome"), "g")), 1);
+    assert_true(json_is_null(json_object_get(json_array_get(cs, 0), "val_accuracy")));
+    json_t *fin = json_array_get(json_object_get(j, "final"), 0);
+    assert_int_equal(json_integer_value(json_object_get(fin, "n_weights")), 5);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(fin, "recipe"), "epochs")), 1);
+    json_decref(j);
+    assert_int_equal(store_nas_json(s, run, 0, &j, &e), 0);
+    assert_int_equal(json_array_size(json_object_get(j, "candidates")), 1);
+    json_decref(j);
     store_close(s);
 }
 
