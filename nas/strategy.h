@@ -12,7 +12,19 @@
  * of ask/tell calls (with the values told). The controller resumes a search by creating the
  * strategy again with the same seed and replaying the stored asks and tells in their original
  * order: every replayed ask returns the proposal it returned the first time (check its hash).
- * No clock, no global state, no other randomness. */
+ * No clock, no global state, no other randomness.
+ *
+ * Choices specs/nas.md leaves open (ours):
+ *  - evolution: the first P asks are random; a child joins the population when its result is
+ *    told ok (then the oldest leaves if there are more than P); a failed genome never joins, so
+ *    failures leave the population short until children fill it. Asks before any ok result
+ *    (more workers than P) are random. The S sampled are distinct members.
+ *  - nsga2: the first mu asks are random; offspring come in generations of lambda, and a
+ *    generation starts only when every result of the one before is in (NAS_ASK_WAIT meanwhile).
+ *    Failed candidates take no part in survival. Crossover (probability "crossover") is uniform
+ *    over layers / edges, followed by one mutation.
+ *  - asha: a failed result counts among those that finished its rung (it raises n) but ranks
+ *    last and is never promoted; ties in accuracy go to the earlier evaluation. */
 
 typedef struct nas_strategy nas_strategy_t;
 
