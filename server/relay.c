@@ -11,6 +11,7 @@
 #include <zmq.h>
 
 #include "client/trainer.h"
+#include "common/limits.h"
 #include "common/log.h"
 #include "common/rng.h"
 #include "common/util.h"
@@ -46,8 +47,8 @@ void relay_accum_reset(relay_accum_t *a)
 int relay_accum_add(relay_accum_t *a, const float *update, size_t m, long long samples, double loss, double accuracy,
                     err_t *err)
 {
-    if (samples < 1 || samples > 1000000000LL)
-        return err_set(err, FN_EINVAL, "sample count %lld outside [1, 1e9]", samples);
+    if (samples < 1 || samples > FN_MAX_SAMPLES)
+        return err_set(err, FN_EINVAL, "sample count %lld outside [1, %lld]", samples, FN_MAX_SAMPLES);
     if (m != a->agg.m)
         return err_set(err, FN_EINVAL, "%zu values where the model has %zu", m, a->agg.m);
     int rc = fedavg_add(&a->agg, update, m, (double)samples, err);
@@ -80,7 +81,7 @@ void relay_accum_free(relay_accum_t *a) { fedavg_free(&a->agg); }
 
 int relay_eval_add(relay_eval_t *e, long long samples, double loss, double accuracy, err_t *err)
 {
-    if (samples < 0 || samples > 1000000000LL || !isfinite(loss) || !(accuracy >= 0 && accuracy <= 1))
+    if (samples < 0 || samples > FN_MAX_SAMPLES || !isfinite(loss) || !(accuracy >= 0 && accuracy <= 1))
         return err_set(err, FN_EINVAL, "eval_result with %lld samples, loss %g, accuracy %g", samples, loss, accuracy);
     e->samples += samples;
     e->loss_sum += (double)samples * loss;

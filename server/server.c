@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common/compress.h"
+#include "common/limits.h"
 #include "common/log.h"
 #include "common/rng.h"
 #include "common/util.h"
@@ -614,7 +615,7 @@ static void on_update(server_t *s, wire_msg_t *msg)
         }
     }
     long long samples = wire_get_int(msg, "samples", -1);
-    if (!upd || count != s->m || samples < 1 || samples > 1000000000LL) {
+    if (!upd || count != s->m || samples < 1 || samples > FN_MAX_SAMPLES) {
         log_warn("site %s: update rejected: expected %zu float32 values and a sample count, got %zu values and %lld "
                  "samples",
                  name, s->m, upd ? count : 0, samples);
@@ -702,7 +703,7 @@ static void on_eval_result(server_t *s, wire_msg_t *msg)
         return;
     }
     site->fd = msg->srcfd;
-    if (samples < 0 || samples > 1000000000LL || !json_is_number(loss) || !json_is_number(acc) ||
+    if (samples < 0 || samples > FN_MAX_SAMPLES || !json_is_number(loss) || !json_is_number(acc) ||
         !isfinite(json_number_value(loss)) || !(json_number_value(acc) >= 0 && json_number_value(acc) <= 1)) {
         log_warn("site %s: malformed eval_result for round %d dropped", name, s->round);
         return;
@@ -744,7 +745,7 @@ static void on_sa(server_t *s, wire_msg_t *msg)
     if (strcmp(msg->type, "sa_advert") == 0) {
         long long samples = wire_get_int(msg, "samples", -1);
         json_t *loss = json_object_get(msg->header, "loss"), *acc = json_object_get(msg->header, "accuracy");
-        if (samples >= 1 && samples <= 1000000000LL && json_is_number(loss) && json_is_number(acc) &&
+        if (samples >= 1 && samples <= FN_MAX_SAMPLES && json_is_number(loss) && json_is_number(acc) &&
             isfinite(json_number_value(loss))) {
             s->train_loss_sum += samples * json_number_value(loss);
             s->train_acc_sum += samples * json_number_value(acc);

@@ -24,6 +24,7 @@ typedef struct sites_site {
     int id;        /* 1-based place on the allow-list: per-site seeds derive from it */
     int fd;        /* the connection its last message came on, to match disconnect events */
     int connected;
+    int clogged;   /* dropped because its queue was full: hellos on the same route are ignored */
     long long samples;
     /* The current round and evaluation, kept by the owner. */
     int selected;     /* in the current round */
@@ -79,11 +80,13 @@ void sites_close_eval(sites_t *s, long long round);
 
 /* A hello from msg->user_id: registers the site (its id from the allow-list, read again when
  * the ZAP handler admitted a site from a newer one) or refreshes its route, and logs the join.
- * NULL, logged, when the hello carries no valid sample count. */
+ * NULL, logged, when the hello carries no valid sample count; NULL too for a hello repeated on
+ * the route of a connected site (or of one dropped for a full queue): nothing to answer. */
 sites_site_t *sites_hello(sites_t *s, const wire_msg_t *msg);
 
-/* Sends a message to one site (hdr is consumed; "run" is set to run). Returns the bytes sent,
- * or < 0 with a warning logged when the site cannot be reached. */
+/* Sends a message to one site without blocking (hdr is consumed; "run" is set to run). Returns
+ * the bytes sent, or < 0 with a warning logged when the site cannot be reached; a site whose
+ * queue is full (FN_ETIMEOUT) is dropped: marked disconnected, on_disconnect called. */
 long long sites_send(sites_t *s, sites_site_t *site, int64_t run, json_t *hdr, const wire_frame_t *frames, int n);
 /* Tells every connected site the run is over. */
 void sites_send_end(sites_t *s, int64_t run, const char *reason);
