@@ -11,6 +11,7 @@
 #include <zmq.h>
 
 #include "client/trainer.h"
+#include "common/features.h"
 #include "common/limits.h"
 #include "common/log.h"
 #include "common/rng.h"
@@ -99,24 +100,18 @@ void relay_eval_result(const relay_eval_t *e, long long *samples, double *loss, 
 
 int relay_can_relay(const json_t *h, char *why, size_t cap)
 {
-    if (json_object_get(h, "secagg")) {
-        snprintf(why, cap, "the experiment uses secure aggregation, which a relay cannot honour: the server must "
-                           "receive every site's own masked input, and a relay would have to unmask its clients' "
-                           "updates to average them; connect these sites to the server directly");
-        return 0;
-    }
-    if (json_object_get(h, "clip")) {
-        snprintf(why, cap, "the experiment uses differential privacy, whose clipping and accounting are per site: "
-                           "a relay's aggregate would be clipped and counted as one site, so the stated guarantee "
-                           "would not hold for the sites behind it; connect these sites to the server directly");
-        return 0;
-    }
+    /* The server's train message says which features the round uses: "secagg" its secure
+     * aggregation, "clip" its differential privacy, "strategy" the rule the server applies. */
     const char *name = json_string_value(json_object_get(h, "strategy"));
     strategy_kind_t kind;
-    if (name && strategy_parse_name(name, &kind) == 0 && strategy_needs_all_updates(kind)) {
-        snprintf(why, cap, "the experiment's strategy %s needs every client's own update, and a relay forwards only "
-                           "their mean; use fedavg, fedavgm, fedprox, fedadam, fedyogi or fedadagrad, or connect "
-                           "these sites to the server directly", name);
+    features_t f = {.relay = 1,
+                    .secagg = json_object_get(h, "secagg") != NULL,
+                    .dp = json_object_get(h, "clip") != NULL,
+                    .robust = name && strategy_parse_name(name, &kind) == 0 && strategy_needs_all_updates(kind),
+                    .strategy = name};
+    err_t e;
+    if (features_check(&f, NULL, &e) < 0) {
+        snprintf(why, cap, "%s", e.msg);
         return 0;
     }
     return 1;

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common/compress.h"
+#include "common/features.h"
 #include "common/limits.h"
 #include "common/log.h"
 #include "common/rng.h"
@@ -203,53 +204,35 @@ int server_check_config(const config_t *cfg, err_t *err)
         return config_error_at(cfg, "strategy.byzantine", err,
                                "krum tolerating %d clients needs at least %d updates a round (clients.min_fit is %d)",
                                sc.krum_f, sc.krum_f + 3, cfg->clients.min_fit);
-    if (cfg->dp.enabled && strategy_needs_all_updates(sc.kind))
-        return config_error_at(cfg, "strategy.name", err,
-                               "strategy %s cannot be combined with differential privacy (its sensitivity is not "
-                               "bounded by clipping); use fedavg, fedavgm, fedprox, fedadam, fedyogi or fedadagrad",
-                               strategy_name(sc.kind));
-    if (cfg->secagg.enabled && strategy_needs_all_updates(sc.kind))
-        return config_error_at(cfg, "secure_aggregation", err,
-                               "strategy %s cannot be combined with secure aggregation (it needs every update, the "
-                               "server sees only their sum); use fedavg, fedavgm, fedprox, fedadam, fedyogi or "
-                               "fedadagrad",
-                               strategy_name(sc.kind));
-    if (cfg->compression.enabled && cfg->secagg.enabled)
-        return config_error_at(cfg, "compression", err,
-                               "cannot be combined with secure aggregation (masked inputs live in a "
-                               "ring where sparse or quantized updates do not sum); remove one of the two blocks");
-    if (cfg->secagg.enabled && cfg->dp.enabled && cfg->dp.adaptive)
-        return config_error_at(cfg, "dp.adaptive", err,
-                               "adaptive clipping cannot be combined with secure aggregation (it needs each update's "
-                               "norm); give a fixed dp.clip");
-    if (cfg->dp.enabled && cfg->dp.target_epsilon > 0 && cfg->dp.noise_multiplier < 0) {
-        double z, q = (double)cohort_size(cfg->clients.per_round, cfg->clients.fraction, cfg->clients.count) /
-                      cfg->clients.count;
-        if ((rc = dp_calibrate_sigma(q, cfg->rounds, cfg->dp.delta, cfg->dp.target_epsilon, &z, err)) < 0)
-            return config_error_at(cfg, "dp.target_epsilon", err, "%s", err->msg);
-    }
     engine_train_config_t tc;
     if ((rc = engine_train_config_from_json(cfg->train_json, &tc, err)) < 0)
         return config_error_at(cfg, "train", err, "%s", err->msg);
     int input_dim, classes;
     dataset_dims(cfg, &input_dim, &classes);
     engine_model_t *m;
-    rc = engine_model_create(cfg->model, input_dim, classes, &m, err);
-    if (rc < 0)
+    if ((rc = engine_model_create(cfg->model, input_dim, classes, &m, err)) < 0)
         return config_error_at(cfg, "model", err, "%s", err->msg);
-    /* Batch-norm running statistics travel in the federated vector (engine/model.h). Under one L2
-     * clip they would take most of it (their change after an epoch is several times the weights'),
-     * and noise on a running variance can push it below zero. */
-    if (rc == 0 && (cfg->dp.enabled || cfg->secagg.enabled) && engine_model_num_federated(m) > engine_model_num_params(m))
-        rc = config_error_at(cfg, "model", err,
-                             "a model with batch norm cannot be combined with %s: its running statistics would share "
-                             "the clip with the weights; use layer norm (\"layernorm\" layers) or a model without "
-                             "normalization",
-                             cfg->dp.enabled ? "differential privacy" : "secure aggregation");
-    if (rc == 0 && cfg->dp.enabled && cfg->secagg.enabled)
-        rc = check_distributed_dp(cfg, engine_model_num_federated(m), err);
+    size_t federated = engine_model_num_federated(m);
+    /* The combinations the experiment file alone could not rule out: the strategy's kind, and
+     * a model that federates buffers (batch-norm statistics). */
+    features_t f;
+    const char *path;
+    features_from_config(cfg, &f);
+    f.robust = strategy_needs_all_updates(sc.kind);
+    f.strategy = strategy_name(sc.kind);
+    f.batchnorm = federated > engine_model_num_params(m);
     engine_model_free(m);
-    return rc;
+    if ((rc = features_check(&f, &path, err)) < 0)
+        return config_error_at(cfg, path, err, "%s", err->msg);
+    if (cfg->dp.enabled && cfg->dp.target_epsilon > 0 && cfg->dp.noise_multiplier < 0) {
+        double z, q = (double)cohort_size(cfg->clients.per_round, cfg->clients.fraction, cfg->clients.count) /
+                      cfg->clients.count;
+        if ((rc = dp_calibrate_sigma(q, cfg->rounds, cfg->dp.delta, cfg->dp.target_epsilon, &z, err)) < 0)
+            return config_error_at(cfg, "dp.target_epsilon", err, "%s", err->msg);
+    }
+    if (cfg->dp.enabled && cfg->secagg.enabled)
+        return check_distributed_dp(cfg, federated, err);
+    return 0;
 }
 
 /* DP-FedAvg (McMahan et al. 2018): every update clipped to C, averaged over the expected cohort,

@@ -32,7 +32,7 @@ done
 # Two rounds of at most 8 s each, plus registration and training: a stalled server never ends.
 wait_exit $SERVER 90; rc=$?
 [ $rc = 124 ] && { kill -9 $SERVER; tail -5 server.err; tail -2 flood.out; fail "the server is stalled by the hello flood (still running after 90 s)"; }
-[ $rc = 0 ] || { tail -20 server.err; fail "server exited $rc"; }
+[ $rc = 0 ] || { tail -n 20 server.err; fail "server exited $rc"; }
 [ "$(sql f.db "select count(*) from rounds where participants = 2")" = 2 ] \
   || fail "both rounds should commit the 2 honest updates: $(sql f.db 'select round, participants, selected from rounds')"
 d=$(sql f.db "select max(ended_at - started_at) from rounds")
@@ -68,7 +68,7 @@ OPENBLAS_NUM_THREADS=1 "$FEDNAS" client --connect "$RA" --kit rkeys/sites/site-r
 PIDS+=($!)
 wait_exit $SERVER 90; rc=$?
 [ $rc = 124 ] && { kill -9 $SERVER $RELAY; tail -5 relay.err; fail "the relay is stalled by the hello flood (the server still runs after 90 s)"; }
-[ $rc = 0 ] || { tail -20 server2.err relay.err; fail "server exited $rc"; }
+[ $rc = 0 ] || { tail -n 20 server2.err relay.err; fail "server exited $rc"; }
 [ "$(sql r.db "select count(*) from rounds where participants = 1")" = 2 ] || fail "both rounds should commit the relay's update"
 expect_contains relay.err "forwarded the mean of 1 of 2 client updates"
 pass "relay: 2 rounds under a flood of $(grep -oE '[0-9]+ hellos sent' flood2.out | tail -1 | cut -d' ' -f1) hellos"
