@@ -104,6 +104,8 @@ int sites_listen(sites_t *s, const char *bind, double heartbeat, int64_t max_mes
 
 const char *sites_endpoint(const sites_t *s) { return s->endpoint; }
 
+const char *sites_noun(const sites_t *s) { return s->opt.noun; }
+
 int sites_allowed(const sites_t *s) { return s->allow.count; }
 
 int sites_count(const sites_t *s) { return s->count; }

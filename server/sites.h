@@ -60,6 +60,8 @@ int sites_listen(sites_t *s, const char *bind, double heartbeat, int64_t max_mes
                  err_t *err);
 /* The bound endpoint, with the real port. */
 const char *sites_endpoint(const sites_t *s);
+/* What log lines call a peer ("site" or "client"). */
+const char *sites_noun(const sites_t *s);
 /* Sites on the allow-list, as last read. */
 int sites_allowed(const sites_t *s);
 
