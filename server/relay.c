@@ -17,6 +17,7 @@
 #include "common/rng.h"
 #include "common/util.h"
 #include "common/wire.h"
+#include "server/site_msg.h"
 #include "server/sites.h"
 #include "server/strategy.h"
 
@@ -82,8 +83,9 @@ void relay_accum_free(relay_accum_t *a) { fedavg_free(&a->agg); }
 
 int relay_eval_add(relay_eval_t *e, long long samples, double loss, double accuracy, err_t *err)
 {
-    if (samples < 0 || samples > FN_MAX_SAMPLES || !isfinite(loss) || !(accuracy >= 0 && accuracy <= 1))
-        return err_set(err, FN_EINVAL, "eval_result with %lld samples, loss %g, accuracy %g", samples, loss, accuracy);
+    int rc = site_eval_check(samples, loss, accuracy, err);
+    if (rc < 0)
+        return rc;
     e->samples += samples;
     e->loss_sum += (double)samples * loss;
     e->acc_sum += (double)samples * accuracy;
@@ -134,7 +136,6 @@ struct relay {
     relay_accum_t acc;
     int acc_ready;
     float *mean;
-    float *aligned; /* an update copied out of a frame packed at an odd offset */
     long long done_round; /* the round whose update was forwarded last (sent again on a repeat) */
     long long done_samples;
     double done_loss, done_acc, done_seconds;
@@ -246,12 +247,9 @@ static long long send_model(relay_t *r, sites_site_t *site, const wire_msg_t *ms
 
 static void on_hello(relay_t *r, wire_msg_t *msg)
 {
-    sites_site_t *site = sites_hello(r->sites, msg);
-    if (!site)
-        return;
-    send_down(r, site, json_pack("{s:s, s:i}", "type", "welcome", "client_id", site->id), NULL, 0);
+    sites_site_t *site = site_msg_hello(r->sites, msg, r->session, NULL);
     /* A client of this round that lost its connection gets the round's model again. */
-    if (r->in_round && site->selected && !site->reported) {
+    if (site && r->in_round && site->selected && !site->reported) {
         site->lost = 0;
         send_model(r, site, &r->train);
     }
@@ -259,36 +257,22 @@ static void on_hello(relay_t *r, wire_msg_t *msg)
 
 static void on_update(relay_t *r, wire_msg_t *msg)
 {
-    const char *name = msg->user_id;
-    sites_site_t *site = sites_find(r->sites, name);
-    long long round = wire_get_int(msg, "round", -1), run = wire_get_int(msg, "run", -1);
-    if (!site || run != r->session || !r->in_round || round != r->round) {
-        log_warn("client %s: update for run %lld round %lld ignored (now: run %lld round %lld%s)", name, run, round,
-                 (long long)r->session, r->round, r->in_round ? "" : ", no round open");
+    sites_site_t *site = site_msg_of_round(r->sites, msg, r->session, r->in_round, r->round);
+    if (!site)
         return;
-    }
-    site->fd = msg->srcfd;
     if (!site->selected || site->reported) {
-        log_warn("client %s: %s update for round %lld ignored", name, site->reported ? "duplicate" : "unrequested",
-                 r->round);
+        log_warn("client %s: %s update for round %lld ignored", site->name,
+                 site->reported ? "duplicate" : "unrequested", r->round);
         return;
     }
-    size_t count = 0;
-    const float *upd = wire_frame_data(msg, 0, WIRE_F32, &count);
-    long long samples = wire_get_int(msg, "samples", -1);
-    json_t *loss = json_object_get(msg->header, "loss"), *acc = json_object_get(msg->header, "accuracy");
+    site_update_t u;
     err_t e;
-    if (!upd || msg->nframes != 1) {
-        log_warn("client %s: update rejected: expected one float32 frame of %zu values", name, r->m);
-        return;
-    }
-    if (((uintptr_t)upd & 3) && count == r->m) { /* ZeroMQ packs small messages at any offset */
-        memcpy(r->aligned, upd, count * sizeof *upd);
-        upd = r->aligned;
-    }
-    if (relay_accum_add(&r->acc, upd, count, samples, json_is_number(loss) ? json_number_value(loss) : NAN,
-                        json_is_number(acc) ? json_number_value(acc) : NAN, &e) < 0) {
-        log_warn("client %s: update rejected: %s", name, e.msg);
+    int rc = site_msg_update(msg, r->m, NULL, NULL, NULL, &u, &e);
+    if (rc == 0)
+        rc = relay_accum_add(&r->acc, u.values, r->m, u.samples, u.loss, u.accuracy, &e);
+    site_update_release(&u);
+    if (rc < 0) {
+        log_warn("client %s: update rejected: %s", site->name, e.msg);
         return;
     }
     site->reported = 1;
@@ -296,18 +280,17 @@ static void on_update(relay_t *r, wire_msg_t *msg)
 
 static void on_eval_result(relay_t *r, wire_msg_t *msg)
 {
-    const char *name = msg->user_id;
-    sites_site_t *site = sites_find(r->sites, name);
-    long long round = wire_get_int(msg, "round", -1), run = wire_get_int(msg, "run", -1);
-    if (!site || run != r->session || !r->in_eval || round != r->eval_round || !site->eval_pending) {
-        log_warn("client %s: eval_result for run %lld round %lld ignored (not asked for)", name, run, round);
+    sites_site_t *site = site_msg_of_round(r->sites, msg, r->session, r->in_eval, r->eval_round);
+    if (!site)
+        return;
+    site_eval_t ev;
+    err_t e;
+    if (!site->eval_pending) {
+        log_warn("client %s: eval_result for round %lld ignored (not asked for)", site->name, r->eval_round);
         return;
     }
-    json_t *loss = json_object_get(msg->header, "loss"), *acc = json_object_get(msg->header, "accuracy");
-    err_t e;
-    if (relay_eval_add(&r->ev, wire_get_int(msg, "samples", -1), json_is_number(loss) ? json_number_value(loss) : NAN,
-                       json_is_number(acc) ? json_number_value(acc) : NAN, &e) < 0) {
-        log_warn("client %s: malformed eval_result dropped: %s", name, e.msg);
+    if (site_msg_eval(msg, &ev, &e) < 0 || relay_eval_add(&r->ev, ev.samples, ev.loss, ev.accuracy, &e) < 0) {
+        log_warn("client %s: malformed eval_result dropped: %s", site->name, e.msg);
         return;
     }
     site->eval_pending = 0;
@@ -446,9 +429,7 @@ static void on_train(relay_t *r, wire_msg_t *msg)
         r->acc_ready = 1;
         r->m = count;
         free(r->mean);
-        free(r->aligned);
         r->mean = FN_MALLOC(count * sizeof *r->mean);
-        r->aligned = FN_MALLOC(count * sizeof *r->aligned);
     }
     relay_accum_reset(&r->acc);
     json_t *rt = json_object_get(msg->header, "round_timeout");
@@ -661,6 +642,5 @@ void relay_free(relay_t *r)
         relay_accum_free(&r->acc);
     trainer_feedback_free(&r->fb);
     free(r->mean);
-    free(r->aligned);
     free(r);
 }
