@@ -268,8 +268,10 @@ static void on_update(relay_t *r, wire_msg_t *msg)
     site_update_t u;
     err_t e;
     int rc = site_msg_update(msg, r->m, NULL, NULL, NULL, &u, &e);
-    if (rc == 0)
+    if (rc == 0) {
+        site_update_bound(r->sites, site, &u);
         rc = relay_accum_add(&r->acc, u.values, r->m, u.samples, u.loss, u.accuracy, &e);
+    }
     site_update_release(&u);
     if (rc < 0) {
         log_warn("client %s: update rejected: %s", site->name, e.msg);

@@ -197,8 +197,10 @@ void collect_on_update(server_t *s, wire_msg_t *msg)
     err_t e;
     int rc = site_msg_update(msg, s->mod.m, s->cfg->compression.enabled ? &s->col.cspec : NULL, s->col.cscratch,
                              s->col.decoded, &u, &e);
-    if (rc == 0)
+    if (rc == 0) {
+        site_update_bound(s->sites, site, &u);
         rc = add_update(s, site, &u, &e);
+    }
     site_update_release(&u);
     if (rc < 0) {
         log_warn("site %s: update rejected: %s", site->name, e.msg);

@@ -147,7 +147,9 @@ void sa_on_message(server_t *s, wire_msg_t *msg)
     s->rnd.bytes_up += (long long)msg->bytes;
     if (strcmp(msg->type, "sa_advert") == 0) {
         json_t *loss = json_object_get(msg->header, "loss"), *acc = json_object_get(msg->header, "accuracy");
-        server_add_train_stats(s, wire_get_int(msg, "samples", -1), json_is_number(loss) ? json_number_value(loss) : NAN,
+        long long samples = wire_get_int(msg, "samples", -1); /* no more than it registered with */
+        server_add_train_stats(s, samples < site->samples ? samples : site->samples,
+                               json_is_number(loss) ? json_number_value(loss) : NAN,
                                json_is_number(acc) ? json_number_value(acc) : NAN);
     } else if (strcmp(msg->type, "sa_masked") == 0) {
         site->reported = 1;

@@ -116,6 +116,15 @@ void site_update_release(site_update_t *u)
     u->owned = NULL;
 }
 
+void site_update_bound(const sites_t *s, const sites_site_t *site, site_update_t *u)
+{
+    if (u->samples <= site->samples)
+        return;
+    log_warn("%s %s: update claims %lld samples, more than the %lld it registered with; weighed as %lld", sites_noun(s),
+             site->name, u->samples, site->samples, site->samples);
+    u->samples = site->samples;
+}
+
 int site_eval_check(long long samples, double loss, double accuracy, err_t *err)
 {
     if (samples < 0 || samples > FN_MAX_SAMPLES || !isfinite(loss) || !(accuracy >= 0 && accuracy <= 1))

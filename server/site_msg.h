@@ -47,6 +47,10 @@ sites_site_t *site_msg_of_round(sites_t *s, const wire_msg_t *msg, int64_t run, 
 int site_msg_update(const wire_msg_t *msg, size_t m, const compress_spec_t *spec, float *scratch, float *decoded,
                     site_update_t *u, err_t *err);
 void site_update_release(site_update_t *u);
+/* Bounds the weight of u to the samples its site registered with at hello: FedAvg weighs an
+ * update by the count it claims, so an unchecked claim (up to FN_MAX_SAMPLES) would let one site
+ * outweigh all others. A larger claim is logged and weighed as the registered count. */
+void site_update_bound(const sites_t *s, const sites_site_t *site, site_update_t *u);
 
 /* An evaluation answer's numbers, and the message carrying them. */
 int site_eval_check(long long samples, double loss, double accuracy, err_t *err);

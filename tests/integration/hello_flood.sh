@@ -6,7 +6,7 @@
 # whose queue is full is dropped, and repeated hellos on a connected route are ignored: the
 # honest sites finish every round, each within its deadline.
 source "$(dirname "$0")/lib.sh"
-: "${FLOOD_CLIENT:?set FLOOD_CLIENT to the flood_client test program}"
+: "${HOSTILE_CLIENT:?set HOSTILE_CLIENT to the hostile_client test program}"
 cd "$WORK"
 cat > exp.json <<'JSON'
 { "name": "it-flood", "seed": 3, "rounds": 2,
@@ -20,7 +20,7 @@ for s in a b c; do "$FEDNAS" keys site keys "site-$s" >/dev/null || fail "keys s
 "$FEDNAS" server exp.json --keys keys --bind 'tcp://127.0.0.1:*' --db f.db --http off > server.out 2> server.err &
 PIDS+=($!); SERVER=$!
 EP=$(wait_for_line server.out 'tcp://127\.0\.0\.1:[0-9]+' 30)
-"$FLOOD_CLIENT" "$EP" keys/sites/site-c > flood.out 2>&1 &
+"$HOSTILE_CLIENT" flood "$EP" keys/sites/site-c > flood.out 2>&1 &
 PIDS+=($!)
 sleep 1 # the flood is under way before the honest sites say hello
 for i in 0 1; do
@@ -61,7 +61,7 @@ EP=$(wait_for_line server2.out 'tcp://127\.0\.0\.1:[0-9]+' 30)
   --heartbeat 5 --round-timeout 8 > relay.out 2> relay.err &
 PIDS+=($!); RELAY=$!
 RA=$(wait_for_line relay.out 'listening on tcp://127\.0\.0\.1:[0-9]+' 30 | cut -d' ' -f3)
-"$FLOOD_CLIENT" "$RA" rkeys/sites/site-r2 > flood2.out 2>&1 &
+"$HOSTILE_CLIENT" flood "$RA" rkeys/sites/site-r2 > flood2.out 2>&1 &
 PIDS+=($!)
 sleep 1
 OPENBLAS_NUM_THREADS=1 "$FEDNAS" client --connect "$RA" --kit rkeys/sites/site-r1 --shard 0/20 > client-r1.out 2>&1 &
