@@ -97,6 +97,7 @@ typedef struct server_sa {
     int attempt;
     double phase_s[4];
     uint32_t summed;
+    double clip; /* the L2 bound each site clips its input to */
 } server_sa_t;
 
 /* The round in progress: its number, what it has seen, how long each phase took. */
@@ -186,6 +187,11 @@ int sa_expects_model(const server_t *s, const sites_site_t *site); /* may a rejo
 int sa_selected_lost_after_masking(const server_t *s, const sites_site_t *site);
 void sa_record(server_t *s);
 void sa_round_end(server_t *s);                /* frees the driver, after the round was recorded */
+/* The largest L2 norm the decoded sum of `summed` clipped inputs can have (coord_error: the
+ * encoding's error bound per coordinate of the sum; plan: distributed DP noise, or NULL), and
+ * the projection of a longer sum onto that ball (1 when it scaled sum, its norm in *norm). */
+double sa_sum_bound(uint32_t summed, size_t m, double clip, double coord_error, const dp_ddp_plan_t *plan);
+int sa_project_sum(float *sum, size_t m, double bound, double *norm);
 
 /* server_eval.c */
 int eval_load_test_set(server_t *s, err_t *err);

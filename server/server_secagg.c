@@ -89,10 +89,55 @@ int sa_round_begin(server_t *s, err_t *err)
                                     .dp_min_summed = (uint32_t)c->clients.min_fit};
     memset(s->sa.phase_s, 0, sizeof s->sa.phase_s);
     s->sa.summed = 0;
+    s->sa.clip = rc_cfg.clip;
     int rc = secagg_round_new(&rc_cfg, secagg_round_id(s->opt.run_id, s->rnd.round, s->sa.attempt), c->seed, ids, n,
                               (uint32_t)s->mod.m, &s->sa.round, err);
     free(ids);
     return rc < 0 ? err_set(err, FN_ESTATE, "%s", err->msg) : 0;
+}
+
+/* Each honest input is clipped to C, so encoding error aside (at most n/f per coordinate of the
+ * sum) the sum of k of them is no longer than k C. Under distributed DP each input is bounded by
+ * the plan's sens/f instead, and the sum carries noise of sqrt(k s2)/f per coordinate: its norm
+ * exceeds that times sqrt(m) + 8 with probability below e^-32. */
+double sa_sum_bound(uint32_t summed, size_t m, double clip, double coord_error, const dp_ddp_plan_t *plan)
+{
+    double per_input = clip, noise = 0;
+    if (plan && plan->scale > 0) {
+        if (plan->sens / plan->scale > per_input)
+            per_input = plan->sens / plan->scale;
+        if (plan->var_den > 0)
+            noise = sqrt((double)summed * (double)plan->var_num / (double)plan->var_den) / plan->scale;
+    }
+    return summed * per_input + sqrt((double)m) * coord_error + noise * (sqrt((double)m) + 8);
+}
+
+int sa_project_sum(float *sum, size_t m, double bound, double *norm)
+{
+    double sq = 0;
+    for (size_t i = 0; i < m; i++)
+        sq += (double)sum[i] * sum[i];
+    *norm = sqrt(sq);
+    if (!(*norm > bound)) /* also when the norm is not a number: nothing to scale by */
+        return 0;
+    double k = bound / *norm;
+    for (size_t i = 0; i < m; i++)
+        sum[i] = (float)(sum[i] * k);
+    return 1;
+}
+
+/* The server cannot check that a site clipped its masked input, but it can check their sum: one
+ * longer than the bound holds an unclipped input (any ring value decodes to a legal-looking
+ * number), and is scaled back onto the bound so no site moves the model further than clipping
+ * allows. */
+static void bound_sum(server_t *s)
+{
+    double norm, bound = sa_sum_bound(s->sa.summed, s->mod.m, s->sa.clip, secagg_round_error_bound(s->sa.round),
+                                      secagg_round_dp_plan(s->sa.round));
+    if (sa_project_sum(s->mod.mean, s->mod.m, bound, &norm))
+        log_warn("round %d: the decoded sum of %u masked inputs has norm %.6g, above the %.6g their clipping allows "
+                 "(a site did not clip its input); scaled down to it",
+                 s->rnd.round, s->sa.summed, norm, bound);
 }
 
 /* After the phases (rc their result): a sum of at least min_fit inputs is the round's; otherwise
@@ -104,6 +149,7 @@ int sa_round_finish(server_t *s, int rc, err_t *err)
         rc = err_set(err, FN_ESTATE, "only %u masked inputs were summed (at least %d needed)", s->sa.summed,
                      s->cfg->clients.min_fit);
     if (rc == 0) {
+        bound_sum(s);
         s->col.agg.count = (int)s->sa.summed;
         return 0;
     }
