@@ -3,7 +3,10 @@
  * allow-list enforced by the ZAP handler, transport heartbeats, a monitor that turns a dead
  * connection into a disconnect) and the registry: each site's authenticated name, allow-list
  * id, current route and connection state, and the per-round flags both tiers keep. What a
- * message or a disconnect means for a round stays with the owner, through two callbacks. */
+ * message or a disconnect means for a round stays with the owner, through two callbacks.
+ * No peer can hold the owner's thread: sends never block (a peer whose queue is full is dropped
+ * until it reconnects), a hello repeated on a connected route gets no answer, and one pump
+ * handles a bounded number of messages. */
 #ifndef FEDNAS_SERVER_SITES_H
 #define FEDNAS_SERVER_SITES_H
 
