@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <string.h>
 
+#include "common/features.h"
 #include "common/jsonpos.h"
 #include "common/util.h"
 
@@ -331,16 +332,9 @@ static int validate(config_t *c, err_t *err)
         if (v && 2 * v <= expect)
             return config_error_at(c, "secure_aggregation.threshold", err,
                                    "expected more than half of the %d clients selected a round (got %lld)", expect, v);
-        /* Under DP an update is clipped once, to dp.clip: the bound both the noise and the ring
-         * encoding assume, so a second, different bound would be one of them wrong. */
+        /* Under DP an update is clipped once, to dp.clip (common/features.c checks they agree). */
         TRY(get_num(c, sa, "secure_aggregation", "clip", !c->dp.enabled, c->dp.clip, 0, 1e9, 1, &c->secagg.clip,
                     err));
-        if (c->dp.enabled && c->secagg.clip != c->dp.clip)
-            return config_error_at(c, "secure_aggregation.clip", err,
-                                   "with a \"dp\" block each update is clipped once, to dp.clip (%g), the bound the "
-                                   "distributed noise assumes; leave secure_aggregation.clip out or set it to %g "
-                                   "(got %g)",
-                                   c->dp.clip, c->dp.clip, c->secagg.clip);
         TRY(get_int(c, sa, "secure_aggregation", "bits", 0, 32, 8, 32, &v, err));
         c->secagg.bits = (int)v;
         TRY(get_int(c, sa, "secure_aggregation", "neighbours", 0, 0, 2, 100000, &v, err));
@@ -415,6 +409,13 @@ static int validate(config_t *c, err_t *err)
         c->evaluate.every = 1;
         c->evaluate.holdout = 0.1;
     }
+    /* Which blocks may be combined is decided in one place; the server asks again once it
+     * knows the strategy's kind and the model. */
+    features_t f;
+    const char *path;
+    features_from_config(c, &f);
+    if (features_check(&f, &path, err) < 0)
+        return config_error_at(c, path, err, "%s", err->msg);
     return 0;
 }
 

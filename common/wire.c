@@ -32,7 +32,8 @@ long long wire_send(void *sock, const void *identity, size_t identity_len, json_
         rc = zmq_send(sock, text, strlen(text), more | flags);
     total += (long long)strlen(text);
     free(text);
-    for (int i = 0; rc >= 0 && i < nframes; i++) {
+    int i = 0;
+    for (; rc >= 0 && i < nframes; i++) {
         size_t bytes = frames[i].count * k_dtype_sizes[frames[i].dtype];
         int f = (i + 1 < nframes ? ZMQ_SNDMORE : 0) | flags;
         if (frames[i].release) {
@@ -46,9 +47,13 @@ long long wire_send(void *sock, const void *identity, size_t identity_len, json_
         }
         total += (long long)bytes;
     }
+    int e = errno;
+    /* Frames never handed to ZeroMQ (an earlier part failed) still own their reference. */
+    for (; rc < 0 && i < nframes; i++)
+        if (frames[i].release)
+            frames[i].release((void *)frames[i].data, frames[i].hint);
     if (rc < 0)
-        return err_set(err, errno == EAGAIN ? FN_ETIMEOUT : FN_EIO, "cannot send message: %s",
-                       zmq_strerror(errno));
+        return err_set(err, e == EAGAIN ? FN_ETIMEOUT : FN_EIO, "cannot send message: %s", zmq_strerror(e));
     return total;
 }
 

@@ -10,6 +10,8 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "common/features.h"
+#include "common/limits.h"
 #include "common/link.h"
 #include "common/log.h"
 #include "common/rng.h"
@@ -17,6 +19,7 @@
 #include "common/util.h"
 #include "common/wire.h"
 #include "crypto/keys.h"
+#include "server/site_msg.h"
 #include "server/sites.h"
 #include "server/strategy.h"
 
@@ -48,8 +51,8 @@ void relay_accum_reset(relay_accum_t *a)
 int relay_accum_add(relay_accum_t *a, const float *update, size_t m, long long samples, double loss, double accuracy,
                     err_t *err)
 {
-    if (samples < 1 || samples > 1000000000LL)
-        return err_set(err, FN_EINVAL, "sample count %lld outside [1, 1e9]", samples);
+    if (samples < 1 || samples > FN_MAX_SAMPLES)
+        return err_set(err, FN_EINVAL, "sample count %lld outside [1, %lld]", samples, FN_MAX_SAMPLES);
     if (m != a->agg.m)
         return err_set(err, FN_EINVAL, "%zu values where the model has %zu", m, a->agg.m);
     int rc = fedavg_add(&a->agg, update, m, (double)samples, err);
@@ -82,8 +85,9 @@ void relay_accum_free(relay_accum_t *a) { fedavg_free(&a->agg); }
 
 int relay_eval_add(relay_eval_t *e, long long samples, double loss, double accuracy, err_t *err)
 {
-    if (samples < 0 || samples > 1000000000LL || !isfinite(loss) || !(accuracy >= 0 && accuracy <= 1))
-        return err_set(err, FN_EINVAL, "eval_result with %lld samples, loss %g, accuracy %g", samples, loss, accuracy);
+    int rc = site_eval_check(samples, loss, accuracy, err);
+    if (rc < 0)
+        return rc;
     e->samples += samples;
     e->loss_sum += (double)samples * loss;
     e->acc_sum += (double)samples * accuracy;
@@ -100,24 +104,18 @@ void relay_eval_result(const relay_eval_t *e, long long *samples, double *loss, 
 
 int relay_can_relay(const json_t *h, char *why, size_t cap)
 {
-    if (json_object_get(h, "secagg")) {
-        snprintf(why, cap, "the experiment uses secure aggregation, which a relay cannot honour: the server must "
-                           "receive every site's own masked input, and a relay would have to unmask its clients' "
-                           "updates to average them; connect these sites to the server directly");
-        return 0;
-    }
-    if (json_object_get(h, "clip")) {
-        snprintf(why, cap, "the experiment uses differential privacy, whose clipping and accounting are per site: "
-                           "a relay's aggregate would be clipped and counted as one site, so the stated guarantee "
-                           "would not hold for the sites behind it; connect these sites to the server directly");
-        return 0;
-    }
+    /* The server's train message says which features the round uses: "secagg" its secure
+     * aggregation, "clip" its differential privacy, "strategy" the rule the server applies. */
     const char *name = json_string_value(json_object_get(h, "strategy"));
     strategy_kind_t kind;
-    if (name && strategy_parse_name(name, &kind) == 0 && strategy_needs_all_updates(kind)) {
-        snprintf(why, cap, "the experiment's strategy %s needs every client's own update, and a relay forwards only "
-                           "their mean; use fedavg, fedavgm, fedprox, fedadam, fedyogi or fedadagrad, or connect "
-                           "these sites to the server directly", name);
+    features_t f = {.relay = 1,
+                    .secagg = json_object_get(h, "secagg") != NULL,
+                    .dp = json_object_get(h, "clip") != NULL,
+                    .robust = name && strategy_parse_name(name, &kind) == 0 && strategy_needs_all_updates(kind),
+                    .strategy = name};
+    err_t e;
+    if (features_check(&f, NULL, &e) < 0) {
+        snprintf(why, cap, "%s", e.msg);
         return 0;
     }
     return 1;
@@ -140,7 +138,6 @@ struct relay {
     relay_accum_t acc;
     int acc_ready;
     float *mean;
-    float *aligned; /* an update copied out of a frame packed at an odd offset */
     long long done_round; /* the round whose update was forwarded last (sent again on a repeat) */
     long long done_samples;
     double done_loss, done_acc, done_seconds;
@@ -264,12 +261,9 @@ static long long send_model(relay_t *r, sites_site_t *site, const wire_msg_t *ms
 
 static void on_hello(relay_t *r, wire_msg_t *msg)
 {
-    sites_site_t *site = sites_hello(r->sites, msg);
-    if (!site)
-        return;
-    send_down(r, site, json_pack("{s:s, s:i}", "type", "welcome", "client_id", site->id), NULL, 0);
+    sites_site_t *site = site_msg_hello(r->sites, msg, r->session, NULL);
     /* A client of this round that lost its connection gets the round's model again. */
-    if (r->in_round && site->selected && !site->reported) {
+    if (site && r->in_round && site->selected && !site->reported) {
         site->lost = 0;
         send_model(r, site, &r->train);
     }
@@ -277,36 +271,24 @@ static void on_hello(relay_t *r, wire_msg_t *msg)
 
 static void on_update(relay_t *r, wire_msg_t *msg)
 {
-    const char *name = msg->user_id;
-    sites_site_t *site = sites_find(r->sites, name);
-    long long round = wire_get_int(msg, "round", -1), run = wire_get_int(msg, "run", -1);
-    if (!site || run != r->session || !r->in_round || round != r->round) {
-        log_warn("client %s: update for run %lld round %lld ignored (now: run %lld round %lld%s)", name, run, round,
-                 (long long)r->session, r->round, r->in_round ? "" : ", no round open");
+    sites_site_t *site = site_msg_of_round(r->sites, msg, r->session, r->in_round, r->round);
+    if (!site)
         return;
-    }
-    site->fd = msg->srcfd;
     if (!site->selected || site->reported) {
-        log_warn("client %s: %s update for round %lld ignored", name, site->reported ? "duplicate" : "unrequested",
-                 r->round);
+        log_warn("client %s: %s update for round %lld ignored", site->name,
+                 site->reported ? "duplicate" : "unrequested", r->round);
         return;
     }
-    size_t count = 0;
-    const float *upd = wire_frame_data(msg, 0, WIRE_F32, &count);
-    long long samples = wire_get_int(msg, "samples", -1);
-    json_t *loss = json_object_get(msg->header, "loss"), *acc = json_object_get(msg->header, "accuracy");
+    site_update_t u;
     err_t e;
-    if (!upd || msg->nframes != 1) {
-        log_warn("client %s: update rejected: expected one float32 frame of %zu values", name, r->m);
-        return;
+    int rc = site_msg_update(msg, r->m, NULL, NULL, NULL, &u, &e);
+    if (rc == 0) {
+        site_update_bound(r->sites, site, &u);
+        rc = relay_accum_add(&r->acc, u.values, r->m, u.samples, u.loss, u.accuracy, &e);
     }
-    if (((uintptr_t)upd & 3) && count == r->m) { /* ZeroMQ packs small messages at any offset */
-        memcpy(r->aligned, upd, count * sizeof *upd);
-        upd = r->aligned;
-    }
-    if (relay_accum_add(&r->acc, upd, count, samples, json_is_number(loss) ? json_number_value(loss) : NAN,
-                        json_is_number(acc) ? json_number_value(acc) : NAN, &e) < 0) {
-        log_warn("client %s: update rejected: %s", name, e.msg);
+    site_update_release(&u);
+    if (rc < 0) {
+        log_warn("client %s: update rejected: %s", site->name, e.msg);
         return;
     }
     site->reported = 1;
@@ -314,18 +296,17 @@ static void on_update(relay_t *r, wire_msg_t *msg)
 
 static void on_eval_result(relay_t *r, wire_msg_t *msg)
 {
-    const char *name = msg->user_id;
-    sites_site_t *site = sites_find(r->sites, name);
-    long long round = wire_get_int(msg, "round", -1), run = wire_get_int(msg, "run", -1);
-    if (!site || run != r->session || !r->in_eval || round != r->eval_round || !site->eval_pending) {
-        log_warn("client %s: eval_result for run %lld round %lld ignored (not asked for)", name, run, round);
+    sites_site_t *site = site_msg_of_round(r->sites, msg, r->session, r->in_eval, r->eval_round);
+    if (!site)
+        return;
+    site_eval_t ev;
+    err_t e;
+    if (!site->eval_pending) {
+        log_warn("client %s: eval_result for round %lld ignored (not asked for)", site->name, r->eval_round);
         return;
     }
-    json_t *loss = json_object_get(msg->header, "loss"), *acc = json_object_get(msg->header, "accuracy");
-    err_t e;
-    if (relay_eval_add(&r->ev, wire_get_int(msg, "samples", -1), json_is_number(loss) ? json_number_value(loss) : NAN,
-                       json_is_number(acc) ? json_number_value(acc) : NAN, &e) < 0) {
-        log_warn("client %s: malformed eval_result dropped: %s", name, e.msg);
+    if (site_msg_eval(msg, &ev, &e) < 0 || relay_eval_add(&r->ev, ev.samples, ev.loss, ev.accuracy, &e) < 0) {
+        log_warn("client %s: malformed eval_result dropped: %s", site->name, e.msg);
         return;
     }
     site->eval_pending = 0;
@@ -464,9 +445,7 @@ static void on_train(relay_t *r, wire_msg_t *msg)
         r->acc_ready = 1;
         r->m = count;
         free(r->mean);
-        free(r->aligned);
         r->mean = FN_MALLOC(count * sizeof *r->mean);
-        r->aligned = FN_MALLOC(count * sizeof *r->aligned);
     }
     relay_accum_reset(&r->acc);
     json_t *rt = json_object_get(msg->header, "round_timeout");
@@ -679,6 +658,5 @@ void relay_free(relay_t *r)
         relay_accum_free(&r->acc);
     update_feedback_free(&r->fb);
     free(r->mean);
-    free(r->aligned);
     free(r);
 }

@@ -95,7 +95,8 @@ int relay_eval_add(relay_eval_t *e, long long samples, double loss, double accur
 void relay_eval_result(const relay_eval_t *e, long long *samples, double *loss, double *accuracy);
 
 /* Whether the relay can honour a "train" message's header: 1 when it can; 0, with the reason in
- * why, when the round needs secure aggregation, differential privacy or a robust strategy. */
+ * why, when the round needs secure aggregation, differential privacy or a robust strategy (the
+ * relay rules of common/features.h, the one table of which features combine). */
 int relay_can_relay(const json_t *train_header, char *why, size_t cap);
 
 #endif

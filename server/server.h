@@ -3,7 +3,8 @@
  * round send the global model, collect updates until all arrive or the deadline passes,
  * aggregate (FedAvg), evaluate on the test set and commit the round to the run store.
  * With secure aggregation (server/secagg_round.h) the round collects masked inputs instead of
- * updates and aggregates their decoded sum: an unweighted mean; an aborted round is rerun. */
+ * updates and aggregates their decoded sum: an unweighted mean; an aborted round is rerun.
+ * Its concerns live in one file each; server/server_int.h is the map. */
 #ifndef FEDNAS_SERVER_SERVER_H
 #define FEDNAS_SERVER_SERVER_H
 

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/limits.h"
 #include "common/log.h"
 #include "common/monitor.h"
 #include "common/util.h"
@@ -103,6 +104,8 @@ int sites_listen(sites_t *s, const char *bind, double heartbeat, int64_t max_mes
 
 const char *sites_endpoint(const sites_t *s) { return s->endpoint; }
 
+const char *sites_noun(const sites_t *s) { return s->opt.noun; }
+
 int sites_allowed(const sites_t *s) { return s->allow.count; }
 
 int sites_count(const sites_t *s) { return s->count; }
@@ -159,15 +162,27 @@ void sites_close_eval(sites_t *s, long long round)
         }
 }
 
+static int same_route(const sites_site_t *site, const wire_msg_t *msg)
+{
+    return site->identity_len == msg->identity_len && memcmp(site->identity, msg->identity, msg->identity_len) == 0;
+}
+
 sites_site_t *sites_hello(sites_t *s, const wire_msg_t *msg)
 {
     const char *name = msg->user_id;
+    sites_site_t *site = sites_find(s, name);
+    /* A hello repeated on the route we already answered gets nothing: each answer is a welcome
+     * (and mid-round the whole model), so answering a flood of them would fill that peer's pipe.
+     * One dropped for a full queue rejoins over a new connection (a new route). */
+    if (site && (site->connected || site->clogged) && same_route(site, msg)) {
+        log_debug("%s %s: repeated hello on its route ignored", s->opt.noun, name);
+        return NULL;
+    }
     long long samples = wire_get_int(msg, "samples", -1);
-    if (samples < 1 || samples > 1000000000LL) {
+    if (samples < 1 || samples > FN_MAX_SAMPLES) {
         log_warn("%s %s: hello without a valid sample count; ignored", s->opt.noun, name);
         return NULL;
     }
-    sites_site_t *site = sites_find(s, name);
     if (!site && !keys_allow_find_name(&s->allow, name)) {
         /* Admitted by the ZAP handler from a newer allow-list than ours. */
         char path[PATH_MAX];
@@ -204,18 +219,35 @@ sites_site_t *sites_hello(sites_t *s, const wire_msg_t *msg)
     site->identity_len = msg->identity_len;
     site->fd = msg->srcfd;
     site->connected = 1;
+    site->clogged = 0;
     site->samples = samples;
     return site;
+}
+
+/* Marks a connected site gone and tells the owner (a closed connection, or a full queue). */
+static void drop(sites_t *s, sites_site_t *site)
+{
+    site->connected = 0;
+    site->eval_pending = 0; /* a dropout: the evaluation goes on without it */
+    s->opt.on_disconnect(s->opt.owner, site);
 }
 
 long long sites_send(sites_t *s, sites_site_t *site, int64_t run, json_t *hdr, const wire_frame_t *frames, int n)
 {
     err_t e;
     json_object_set_new(hdr, "run", json_integer(run));
-    long long sent = wire_send(s->sock, site->identity, site->identity_len, hdr, frames, n, 0, &e);
+    /* Never blocking: the round thread serves every site, so a peer that does not read must not
+     * hold it. A full pipe (ROUTER_MANDATORY says EAGAIN) drops that peer instead. */
+    long long sent = wire_send(s->sock, site->identity, site->identity_len, hdr, frames, n, ZMQ_DONTWAIT, &e);
     json_decref(hdr);
-    if (sent < 0)
+    if (sent == FN_ETIMEOUT && site->connected) {
+        log_warn("%s %s does not read what it is sent (its queue is full); dropped until it reconnects", s->opt.noun,
+                 site->name);
+        site->clogged = 1;
+        drop(s, site);
+    } else if (sent < 0) {
         log_warn("cannot reach %s %s: %s", s->opt.noun, site->name, e.msg);
+    }
     return sent;
 }
 
@@ -235,18 +267,22 @@ static void drain_monitor(sites_t *s)
             continue;
         for (int i = 0; i < s->count; i++) {
             sites_site_t *site = &s->site[i];
-            if (!site->connected || site->fd != fd)
+            if (site->fd != fd)
                 continue;
-            site->connected = 0;
-            site->eval_pending = 0; /* a dropout: the evaluation goes on without it */
-            s->opt.on_disconnect(s->opt.owner, site);
+            site->clogged = 0; /* its connection is gone: the next hello comes on a new route */
+            if (site->connected)
+                drop(s, site);
         }
     }
 }
 
+/* At most this many messages per call, so that a peer sending faster than we handle messages
+ * cannot keep the round thread from its deadlines. */
+#define SITES_RECEIVE_BATCH 256
+
 static void receive_all(sites_t *s)
 {
-    for (;;) {
+    for (int i = 0; i < SITES_RECEIVE_BATCH; i++) {
         wire_msg_t msg;
         err_t e;
         int rc = wire_recv(s->sock, 1, &msg, ZMQ_DONTWAIT, &e);

@@ -3,7 +3,10 @@
  * allow-list enforced by the ZAP handler, transport heartbeats, a monitor that turns a dead
  * connection into a disconnect) and the registry: each site's authenticated name, allow-list
  * id, current route and connection state, and the per-round flags both tiers keep. What a
- * message or a disconnect means for a round stays with the owner, through two callbacks. */
+ * message or a disconnect means for a round stays with the owner, through two callbacks.
+ * No peer can hold the owner's thread: sends never block (a peer whose queue is full is dropped
+ * until it reconnects), a hello repeated on a connected route gets no answer, and one pump
+ * handles a bounded number of messages. */
 #ifndef FEDNAS_SERVER_SITES_H
 #define FEDNAS_SERVER_SITES_H
 
@@ -24,6 +27,7 @@ typedef struct sites_site {
     int id;        /* 1-based place on the allow-list: per-site seeds derive from it */
     int fd;        /* the connection its last message came on, to match disconnect events */
     int connected;
+    int clogged;   /* dropped because its queue was full: hellos on the same route are ignored */
     long long samples;
     /* The current round and evaluation, kept by the owner. */
     int selected;     /* in the current round */
@@ -59,6 +63,8 @@ int sites_listen(sites_t *s, const char *bind, double heartbeat, int64_t max_mes
                  err_t *err);
 /* The bound endpoint, with the real port. */
 const char *sites_endpoint(const sites_t *s);
+/* What log lines call a peer ("site" or "client"). */
+const char *sites_noun(const sites_t *s);
 /* Sites on the allow-list, as last read. */
 int sites_allowed(const sites_t *s);
 
@@ -79,11 +85,13 @@ void sites_close_eval(sites_t *s, long long round);
 
 /* A hello from msg->user_id: registers the site (its id from the allow-list, read again when
  * the ZAP handler admitted a site from a newer one) or refreshes its route, and logs the join.
- * NULL, logged, when the hello carries no valid sample count. */
+ * NULL, logged, when the hello carries no valid sample count; NULL too for a hello repeated on
+ * the route of a connected site (or of one dropped for a full queue): nothing to answer. */
 sites_site_t *sites_hello(sites_t *s, const wire_msg_t *msg);
 
-/* Sends a message to one site (hdr is consumed; "run" is set to run). Returns the bytes sent,
- * or < 0 with a warning logged when the site cannot be reached. */
+/* Sends a message to one site without blocking (hdr is consumed; "run" is set to run). Returns
+ * the bytes sent, or < 0 with a warning logged when the site cannot be reached; a site whose
+ * queue is full (FN_ETIMEOUT) is dropped: marked disconnected, on_disconnect called. */
 long long sites_send(sites_t *s, sites_site_t *site, int64_t run, json_t *hdr, const wire_frame_t *frames, int n);
 /* Tells every connected site the run is over. */
 void sites_send_end(sites_t *s, int64_t run, const char *reason);

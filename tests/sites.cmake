@@ -1,0 +1,3 @@
+# The site registry against a peer that never reads (issue 12): no blocking send, a full queue
+# drops the peer, repeated hellos are ignored, a new connection rejoins.
+fednas_unit_test(test_sites SOURCES unit/test_sites.c LIBS fednas_server)
