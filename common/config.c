@@ -169,7 +169,7 @@ static int validate(config_t *c, err_t *err)
     long long v;
     static const char *const top_keys[] = {"name", "description", "seed", "rounds", "data", "model",
                                            "clients", "train", "server", "strategy", "dp",
-                                           "secure_aggregation", "compression", "evaluate", NULL};
+                                           "secure_aggregation", "compression", "evaluate", "nas", NULL};
     TRY(check_keys(c, root, "", top_keys, err));
     TRY(get_str(c, root, "", "name", 1, NULL, NULL, &c->name, err));
     const char *desc;
@@ -231,6 +231,9 @@ static int validate(config_t *c, err_t *err)
     TRY(get_obj(c, root, "", "model", 1, (const json_t **)&c->model, err));
     if (!json_is_string(json_object_get(c->model, "type")))
         return config_error_at(c, "model", err, "missing required key \"type\" (a string such as \"mlp\")");
+
+    /* The search block belongs to nas/ (nas_config_parse validates it with c->text for positions). */
+    TRY(get_obj(c, root, "", "nas", 0, &c->nas, err));
 
     const json_t *clients;
     TRY(get_obj(c, root, "", "clients", 1, &clients, err));

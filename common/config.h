@@ -32,6 +32,7 @@ typedef struct config {
         int min_size;  /* Dirichlet: least samples per client */
     } data;
     const json_t *model; /* architecture description, checked by the engine */
+    const json_t *nas;   /* the "nas" block (a search), or NULL; checked by nas_config_parse */
     struct {
         int count;       /* clients to start (fednas run) or wait for (fednas server) */
         int per_round;   /* clients selected each round (0: use fraction) */

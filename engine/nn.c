@@ -5,21 +5,22 @@
 #include <string.h>
 
 #include "common/rng.h"
+#include "engine/nn_cell.h"
 #include "engine/ops.h"
 
 #define MAX_WIDTH (1 << 20)
 #define MAX_DEPTH 8
 
 enum { L_LINEAR, L_CONV, L_MAXPOOL, L_AVGPOOL, L_GAP, L_BN, L_LN, L_RELU, L_GELU, L_SIGMOID, L_TANH, L_DROPOUT,
-       L_FLATTEN, L_RESIDUAL, L_CONCAT, L_LSTM, L_COUNT };
+       L_FLATTEN, L_RESIDUAL, L_CONCAT, L_LSTM, L_CELL, L_COUNT };
 static const char *const kind_names[L_COUNT] = {"linear", "conv2d", "maxpool", "avgpool", "global_avgpool",
                                                 "batchnorm", "layernorm", "relu", "gelu", "sigmoid", "tanh",
-                                                "dropout", "flatten", "residual", "concat", "lstm"};
+                                                "dropout", "flatten", "residual", "concat", "lstm", "cell"};
 /* Keys each layer type accepts besides "type". */
 static const char *const kind_keys[L_COUNT] = {
     "out bias", "out kernel stride padding dilation groups bias", "kernel stride padding",
     "kernel stride padding", "", "momentum eps", "eps", "", "", "", "", "p", "", "body shortcut", "branches",
-    "hidden bias"};
+    "hidden bias", "nodes edges"};
 
 typedef struct seq seq_t;
 typedef struct layer {
@@ -33,6 +34,7 @@ typedef struct layer {
     seq_t *body, *sc; /* residual; sc NULL: identity */
     int nbr;
     seq_t *br; /* concat branches */
+    nn_cell_t *cell; /* cell (engine/nn_cell.c) */
 } layer_t;
 
 struct seq {
@@ -40,11 +42,7 @@ struct seq {
     layer_t *l;
 };
 
-/* A sample's shape without the batch: [C, H, W] (nd 3) or [F] (nd 1). */
-typedef struct {
-    int nd;
-    int64_t d[3];
-} shp_t;
+/* shp_t, a sample's shape without the batch, is in engine/nn_cell.h (the cell layer shares it). */
 
 struct engine_net {
     seq_t top;
@@ -345,6 +343,8 @@ static int parse_layer(engine_net_t *n, const json_t *o, shp_t *s, const char *p
         *s = res;
         return 0;
     }
+    case L_CELL:
+        return nn_cell_parse(n, o, s, path, depth, &L->cell, err);
     default:
         return 0;
     }
@@ -384,6 +384,7 @@ static void free_seq(seq_t *s)
         for (int b = 0; b < L->nbr; b++)
             free_seq(&L->br[b]);
         free(L->br);
+        nn_cell_free(L->cell);
     }
     free(s->l);
 }
@@ -625,6 +626,8 @@ static void init_seq(engine_net_t *n, const seq_t *s)
             init_seq(n, L->sc);
         for (int b = 0; b < L->nbr; b++)
             init_seq(n, &L->br[b]);
+        if (L->cell)
+            nn_cell_init(n, L->cell);
     }
 }
 
@@ -730,6 +733,9 @@ static engine_tensor_t *run_seq(engine_net_t *n, engine_graph_t *g, const seq_t 
             x = engine_concat(g, L->nbr, parts, 1);
             break;
         }
+        case L_CELL:
+            x = nn_cell_forward(n, g, L->cell, x, training);
+            break;
         }
     }
     return x;
@@ -750,4 +756,22 @@ engine_tensor_t *engine_net_forward(engine_net_t *n, engine_graph_t *g, engine_t
         x = engine_reshape(g, x, 4, shape);
     }
     return run_seq(n, g, &n->top, x, training);
+}
+
+/* For engine/nn_cell.c: a cell's edges are layer lists like a residual's body. */
+int nn_seq_parse(engine_net_t *n, const json_t *arr, shp_t *s, const char *path, int depth, seq_t **out, err_t *err)
+{
+    *out = calloc(1, sizeof **out);
+    FN_CHECK(*out);
+    return parse_seq(n, arr, s, path, depth, *out, err);
+}
+void nn_seq_free(seq_t *s)
+{
+    free_seq(s);
+    free(s);
+}
+void nn_seq_init(engine_net_t *n, const seq_t *s) { init_seq(n, s); }
+engine_tensor_t *nn_seq_run(engine_net_t *n, engine_graph_t *g, const seq_t *s, engine_tensor_t *x, int training)
+{
+    return run_seq(n, g, s, x, training);
 }

@@ -27,6 +27,11 @@
  *     {"type":"concat","branches":[[...],[...]]}          branches joined along channels
  *     {"type":"lstm","hidden":H,"bias":true}  reads a 1-channel image row by row (or a vector one
  *                                      value per step) and gives the last hidden state [H]
+ *     {"type":"cell","nodes":4,"edges":[{"from":0,"to":1,"layers":[...]},...]}   a DAG (NAS cells):
+ *                                      node 0 is the input, node j > 0 the sum over its edges
+ *                                      (i, j), i < j, of the edge's layers applied to node i
+ *                                      ("layers": [] is the identity), the last node the output;
+ *                                      a node without incoming edges may feed nothing
  *   The last layer must produce [B, classes]; a final "linear" with "out" omitted gets classes. */
 #ifndef FEDNAS_ENGINE_NN_H
 #define FEDNAS_ENGINE_NN_H
