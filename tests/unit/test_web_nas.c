@@ -339,6 +339,45 @@ static void test_searches(void **state)
     json_decref(j);
 }
 
+/* openapi.json describes every NAS route, and each query parameter it documents for the
+ * candidates is one the server takes (a documented name the handler refused would be a 400). */
+static void test_openapi_describes_nas(void **state)
+{
+    fixture_t *f = *state;
+    json_t *j = get_json(f, "/openapi.json");
+    json_t *paths = json_object_get(j, "paths");
+    static const char *const routes[] = {"/api/runs/{id}/nas", "/api/runs/{id}/nas/candidates",
+                                         "/api/runs/{id}/nas/candidates.csv", "/api/runs/{id}/nas/candidate",
+                                         "/api/runs/{id}/nas/pareto", "/api/nas/searches"};
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
+        if (!json_object_get(paths, routes[i]))
+            fail_msg("openapi.json does not describe %s", routes[i]);
+    static const char *const sample[][2] = {
+        {"sort", "params"},      {"order", "desc"},    {"status", "done"},       {"min_accuracy", "0.1"},
+        {"max_accuracy", "0.9"}, {"max_params", "100000"}, {"max_flops", "1e9"}, {"max_latency_ms", "100"},
+        {"hash", "a"},           {"rung", "0"},        {"since", "0"},           {"limit", "5"},
+        {"offset", "0"}};
+    json_t *params = json_object_get(json_object_get(json_object_get(paths, "/api/runs/{id}/nas/candidates"), "get"),
+                                     "parameters");
+    size_t i, documented = 0;
+    json_t *p;
+    json_array_foreach(params, i, p) {
+        const char *name = json_string_value(json_object_get(p, "name"));
+        if (!name)
+            continue; /* the run id ($ref) */
+        const char *value = NULL;
+        for (size_t k = 0; k < sizeof sample / sizeof sample[0]; k++)
+            if (strcmp(sample[k][0], name) == 0)
+                value = sample[k][1];
+        if (!value)
+            fail_msg("openapi.json documents candidates parameter %s, which this test has no value for", name);
+        json_decref(get_json(f, "/api/runs/%lld/nas/candidates?%s=%s", (long long)g_nas_run, name, value));
+        documented++;
+    }
+    assert_int_equal(documented, sizeof sample / sizeof sample[0]);
+    json_decref(j);
+}
+
 /* ---- events_nas.c, polled directly with a capturing sender ---------------------------------- */
 
 typedef struct capture {
@@ -413,6 +452,7 @@ int main(void)
         cmocka_unit_test(test_candidates_sort_and_filter), cmocka_unit_test(test_bad_parameters_refused),
         cmocka_unit_test(test_candidates_csv),             cmocka_unit_test(test_pareto_fronts),
         cmocka_unit_test(test_candidate_and_lineage),      cmocka_unit_test(test_searches),
+        cmocka_unit_test(test_openapi_describes_nas),
         cmocka_unit_test(test_candidate_events),
     };
     int failed = cmocka_run_group_tests_name("test_web_nas pure", pure, NULL, NULL);
