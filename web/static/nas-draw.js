@@ -150,22 +150,24 @@ export function archSvg(genome, arch) {
 // specs/nas.md's cell: nodes 0..3 (0 input, 3 output); edges in nas/config.h order.
 const CELL_EDGES = [[0, 1], [0, 2], [1, 2], [0, 3], [1, 3], [2, 3]];
 export function cellSvg(genome) {
-  const W = 300, H = 190, px = [30, 110, 190, 270], py = [95, 45, 145, 95];
+  // Nodes on a line; an edge skipping k nodes arcs k-1 levels away (0->2 and 0->3 above, 1->3
+  // below), so no two labels share a place.
+  const W = 330, H = 192, Y = 116, px = [30, 120, 210, 300];
+  const lift = { '0,1': 0, '1,2': 0, '2,3': 0, '0,2': -55, '1,3': 55, '0,3': -95 };
   const root = svg('svg', { class: 'arch cell', width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: 'img' });
   const said = [];
   CELL_EDGES.forEach(([a, b], i) => {
     const op = String(genome.edges[i] || 'none');
     if (op === 'none') return;
     said.push(`${a}→${b} ${op}`);
-    // The long edges bend away from the middle so their labels do not overlap.
-    const bend = b - a === 3 ? -70 : b - a === 2 ? (a === 0 ? -18 : 18) : 0;
-    const mx = (px[a] + px[b]) / 2, my = (py[a] + py[b]) / 2 + bend;
-    root.append(svg('path', { d: `M${px[a]},${py[a]}Q${mx},${my} ${px[b]},${py[b]}`, class: 'edge op-' + op.replace(/[^a-z0-9]/g, '') }),
-      text({ x: mx, y: (py[a] + py[b]) / 2 + bend / 2 - 3, 'text-anchor': 'middle', class: 'elabel' }, op));
+    const k = lift[a + ',' + b], mx = (px[a] + px[b]) / 2;
+    // A quadratic curve through its control point's half-way height: the label sits on it.
+    root.append(svg('path', { d: `M${px[a]},${Y}Q${mx},${Y + 2 * k} ${px[b]},${Y}`, class: 'edge op-' + op.replace(/[^a-z0-9]/g, '') }),
+      text({ x: mx, y: Y + k + (k > 0 ? 12 : -4), 'text-anchor': 'middle', class: 'elabel' }, op));
   });
   for (let n = 0; n < 4; n++) {
-    root.append(svg('circle', { cx: px[n], cy: py[n], r: 13, class: 'node' }),
-      text({ x: px[n], y: py[n] + 4, 'text-anchor': 'middle' }, n === 0 ? 'in' : n === 3 ? 'out' : String(n)));
+    root.append(svg('circle', { cx: px[n], cy: Y, r: 13, class: 'node' }),
+      text({ x: px[n], y: Y + 4, 'text-anchor': 'middle' }, n === 0 ? 'in' : n === 3 ? 'out' : String(n)));
   }
   root.setAttribute('aria-label', `cell: ${said.join(', ')}; ${genome.cells_per_stage} per stage, width ${genome.width}`);
   return el('figure', { class: 'cellfig' }, root,
