@@ -643,6 +643,8 @@ int web_api_nas_searches(const web_req_t *rq)
                   "(SELECT count(*) FROM nas_candidates c WHERE c.run_id = n.run_id AND c.status = 'done') AS done, "
                   "(SELECT count(*) FROM nas_candidates c WHERE c.run_id = n.run_id AND c.status = 'failed') AS failed, "
                   "(SELECT count(*) FROM nas_candidates c WHERE c.run_id = n.run_id AND c.status = 'running') AS running, "
+                  "(SELECT total(budget) FROM nas_candidates c WHERE c.run_id = n.run_id AND c.status IN ('done', "
+                  "'failed')) AS epochs_done, "
                   "(SELECT max(val_accuracy) FROM nas_candidates c WHERE c.run_id = n.run_id AND c.status = 'done') "
                   "AS best_val_accuracy "
                   "FROM nas_runs n JOIN runs r ON r.id = n.run_id JOIN experiments e ON e.id = r.experiment_id "

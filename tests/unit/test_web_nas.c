@@ -334,6 +334,8 @@ static void test_searches(void **state)
     assert_int_equal(json_integer_value(json_object_get(s, "done")), 6);
     assert_int_equal(json_integer_value(json_object_get(s, "failed")), 1);
     assert_int_equal(json_integer_value(json_object_get(s, "running")), 1);
+    /* ASHA's progress: epochs of the 7 finished candidates (1 each), the running one not yet. */
+    assert_true(fabs(json_number_value(json_object_get(s, "epochs_done")) - 7.0) < 1e-12);
     assert_true(fabs(json_number_value(json_object_get(s, "best_val_accuracy")) - 0.90) < 1e-12);
     assert_true(fabs(json_number_value(json_object_get(s, "hypervolume")) - 0.748) < 1e-9);
     json_decref(j);

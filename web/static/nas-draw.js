@@ -180,3 +180,11 @@ export function bar(v, max) {
   return svg('svg', { width: 122, height: 10, class: 'hvbar', 'aria-hidden': 'true' },
     svg('rect', { x: 0, y: 1, width: 120, height: 8, class: 'track' }), svg('rect', { x: 0, y: 1, width: w, height: 8, class: 'fill' }));
 }
+
+// How far a search is against its budget: evaluations, or for ASHA epochs consumed (its budget
+// counts epochs: specs/nas.md). finished: its done and failed candidates.
+export function progress(strategy, finished) {
+  const asha = strategy === 'asha';
+  const n = asha ? finished.reduce((a, c) => a + (Number(c.budget) || 0), 0) : finished.length;
+  return { n: Math.round(n * 100) / 100, unit: asha ? 'epochs' : 'evaluations' };
+}

@@ -38,7 +38,8 @@ export async function render(view, params, { query }) {
       el('td', {}, s.experiment || '–'),
       el('td', {}, String(s.strategy || '–')),
       el('td', {}, badge(s.status)),
-      el('td', { class: 'num' }, (s.done + s.failed) + ' / ' + s.budget),
+      el('td', { class: 'num' }, (s.strategy === 'asha' ? Math.round(s.epochs_done * 100) / 100 : s.done + s.failed) + ' / ' + s.budget +
+        (s.strategy === 'asha' ? ' epochs' : '')),
       el('td', { class: 'num best' }, pct(s.best_val_accuracy, 2)),
       el('td', { class: 'num hv' }, isNum(s.hypervolume) ? s.hypervolume.toFixed(4) : '–'),
       el('td', {}, bar(s.hypervolume, maxHv)));

@@ -8,7 +8,7 @@
 // candidate live in the address, so a view can be bookmarked; they are written with
 // replaceState, which does not re-render the page.
 import { api, el, badge, pct, fixed, seconds, chart, fitRange, isNum, DASHES } from './util.js';
-import { scatter, archSvg, si } from './nas-draw.js';
+import { scatter, archSvg, si, progress } from './nas-draw.js';
 
 // [sort key or null, heading, class, cell(c)]
 const COLS = [
@@ -132,6 +132,7 @@ export async function render(view, [idText], { query }) {
   function renderFacts() {
     const all = [...cands.values()];
     const fin = finished();
+    const prog = progress(search.strategy, fin);
     const done = fin.filter((c) => c.status === 'done');
     const top = done.reduce((b, c) => (!b || c.val_accuracy > b.val_accuracy ? c : b), null);
     const n = (s) => all.filter((c) => c.status === s).length;
@@ -139,7 +140,8 @@ export async function render(view, [idText], { query }) {
     facts.replaceChildren(
       item('status', badge(runNow.status)),
       item('strategy', String(search.strategy || '–')),
-      item('evaluated', fin.length + ' / ' + search.budget, { 'data-fact': 'evaluated' }),
+      item('evaluated', fin.length + (search.strategy === 'asha' ? ' (' + prog.n + ' / ' + search.budget + ' epochs)' : ' / ' + search.budget),
+        { 'data-fact': 'evaluated' }),
       item('running', String(n('running'))),
       item('failed', String(n('failed'))),
       item('best val. acc.', top ? pct(top.val_accuracy, 2) + ' (#' + top.seq + ')' : '–', { class: 'best', 'data-fact': 'best' }),

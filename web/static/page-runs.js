@@ -38,7 +38,10 @@ export async function render(view) {
     }));
     body.replaceChildren(...runs.map((r) => {
       const nas = searches.get(r.id);
-      const done = nas ? nas.done + nas.failed : r.rounds_done || 0, planned = nas ? nas.budget : r.rounds_planned || 0;
+      // An ASHA search's budget is epochs (specs/nas.md), every other search's evaluations.
+      const unit = nas ? (nas.strategy === 'asha' ? ' epochs' : ' evaluations') : ' rounds';
+      const done = nas ? Math.round((nas.strategy === 'asha' ? nas.epochs_done : nas.done + nas.failed) * 100) / 100 : r.rounds_done || 0;
+      const planned = nas ? nas.budget : r.rounds_planned || 0;
       const href = (nas ? '#/nas/' : '#/run/') + r.id;
       const phase = el('div', { class: 'muted small phase' }, runPhase(r));
       phases.set(r.id, phase);
@@ -46,7 +49,7 @@ export async function render(view) {
         el('td', {}, el('a', { href }, '#' + r.id), nas ? el('span', { class: 'badge kind-nas', title: 'architecture search' }, 'NAS') : null),
         el('td', {}, r.experiment || '–'),
         el('td', {}, badge(r.status)),
-        el('td', {}, el('progress', { max: planned || 1, value: done, 'aria-label': done + ' of ' + planned + (nas ? ' evaluations' : ' rounds') }),
+        el('td', {}, el('progress', { max: planned || 1, value: done, 'aria-label': done + ' of ' + planned + unit }),
           el('span', { class: 'muted small' }, ' ' + done + '/' + planned),
           phase),
         el('td', { class: 'num best' }, pct(nas ? nas.best_val_accuracy : r.best_accuracy)),
