@@ -155,6 +155,7 @@ static void poll_once(web_events_t *ev, store_t *s)
         }
         json_decref(rounds);
     }
+    web_events_nas_poll(&ev->nas, s, ev->baseline, broadcast, ev); /* candidate_*, before run_status */
     if (store_run_states_json(s, &runs, &e) == 0) {
         diff_runs(ev, runs);
         json_decref(runs);
@@ -163,7 +164,6 @@ static void poll_once(web_events_t *ev, store_t *s)
         diff_clients(ev, clients);
         json_decref(clients);
     }
-    web_events_nas_poll(&ev->nas, s, ev->baseline, broadcast, ev); /* candidate_* (events_nas.c) */
     ev->baseline = 1;
 }
 

@@ -277,7 +277,9 @@ export async function render(view, [idText], { query }) {
   const loadedAt = Date.now();
 
   // ---- live ----
-  let t = 0;
+  // Two timers: a burst of candidate events must not cancel the full refresh a run_status
+  // event asked for (the last candidates and the end of the run can come in one poll).
+  let t = 0, tAll = 0;
   async function refreshAll() {
     try {
       const [r, n] = await Promise.all([api('/api/runs/' + id), api(base)]);
@@ -297,7 +299,7 @@ export async function render(view, [idText], { query }) {
       // A reconnected socket may have missed events: catch up (not on the first hello, which
       // comes while the page is still showing what it just loaded).
       if (ev.type === 'hello') {
-        if (Date.now() - loadedAt > 3000) { clearTimeout(t); t = setTimeout(refreshAll, 100); }
+        if (Date.now() - loadedAt > 3000) { clearTimeout(tAll); tAll = setTimeout(refreshAll, 100); }
         return;
       }
       if (ev.run_id !== id) return;
@@ -308,10 +310,10 @@ export async function render(view, [idText], { query }) {
         clearTimeout(t);
         t = setTimeout(() => Promise.all([refreshPareto(), refreshTable()]).then(renderFacts).catch(showError), 250);
       } else if (ev.type === 'run_status') {
-        clearTimeout(t);
-        t = setTimeout(refreshAll, 100);
+        clearTimeout(tAll);
+        tAll = setTimeout(refreshAll, 100);
       }
     },
-    dispose() { clearTimeout(t); clearTimeout(typing); clearTimeout(resizing); ro.disconnect(); best.dispose(); },
+    dispose() { clearTimeout(t); clearTimeout(tAll); clearTimeout(typing); clearTimeout(resizing); ro.disconnect(); best.dispose(); },
   };
 }
