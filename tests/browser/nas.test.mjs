@@ -10,8 +10,9 @@
 // message); the Pareto chart has one point per candidate and exactly the non-dominated ones
 // highlighted, against parameters and against FLOPs; clicking a point shows its architecture
 // and its lineage up the parent chain; a search started while its page is open fills the table
-// live (no reload); the comparison page overlays both searches and shows each hypervolume; the
-// NAS page weighs at most 300 KB; no console errors. Screenshots go to OUTPUT_DIR.
+// live (no reload); the comparison page overlays both searches' curves and fronts and shows
+// each hypervolume; the NAS page weighs at most 300 KB; no console errors. Screenshots go to
+// OUTPUT_DIR.
 import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -268,6 +269,10 @@ try {
     const want = hypervolume(points(r, 'params'));
     check(Math.abs(shownHv - want) < 1e-4, `search #${r}: hypervolume ${shownHv} (store: ${want.toFixed(4)})`);
   }
+  await page.waitForSelector('figure.fronts-fig svg g.series');
+  const frontSizes = await page.$$eval('figure.fronts-fig svg g.series', (gs) => gs.map((g) => Number(g.dataset.points)));
+  const wantSizes = [run1, run2].map((r) => front(points(r, 'params')).length);
+  check(frontSizes.join() === wantSizes.join(), `the fronts compared: ${frontSizes.join(' and ')} points (store: ${wantSizes.join(' and ')})`);
   await page.screenshot({ path: path.join(out, 'nas-compare.png'), fullPage: true });
 
   // 9. Dark theme and a phone.

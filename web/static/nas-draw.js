@@ -17,9 +17,10 @@ const text = (attrs, s) => { const t = svg('text', attrs); t.textContent = s; re
 export function si(v) {
   if (!isNum(v)) return '–';
   const a = Math.abs(v);
-  if (a >= 1e9) return (v / 1e9).toPrecision(3) + 'G';
-  if (a >= 1e6) return (v / 1e6).toPrecision(3) + 'M';
-  if (a >= 1e3) return (v / 1e3).toPrecision(3) + 'k';
+  const p3 = (x) => String(Number(x.toPrecision(3))); // 1.00 -> "1", 12.5 -> "12.5"
+  if (a >= 1e9) return p3(v / 1e9) + 'G';
+  if (a >= 1e6) return p3(v / 1e6) + 'M';
+  if (a >= 1e3) return p3(v / 1e3) + 'k';
   return String(Math.round(v * 100) / 100);
 }
 
@@ -37,12 +38,11 @@ function ticks(lo, hi, log) {
   return out;
 }
 
-// The Pareto scatter: accuracy (up) against a cost (right, log-scaled when it spans more than a
-// decade and a half). points: [{seq, x, val_accuracy, front}]; the front is drawn as a staircase
-// through its points in cost order, its points filled; onPick(seq) on click or Enter.
-export function scatter(parent, { points, xlabel, selected, onPick }) {
-  const W = Math.max(320, parent.clientWidth || 560), H = 300, L = 58, R = 14, T = 12, B = 42;
-  const pts = points.filter((p) => isNum(p.x) && isNum(p.val_accuracy));
+// Axes for accuracy (up) against a cost (right, log-scaled when it spans more than a decade and
+// a half) fitted to pts [{x, val_accuracy}]: the svg element with its grid and labels, and the
+// two scale functions.
+function frame(W, H, pts, xlabel, cls, label) {
+  const L = 58, R = 14, T = 12, B = 42;
   const xs = pts.map((p) => p.x), ys = pts.map((p) => p.val_accuracy);
   let x0 = Math.min(...xs), x1 = Math.max(...xs);
   const log = pts.length > 1 && x0 > 0 && x1 / x0 > 30;
@@ -55,8 +55,7 @@ export function scatter(parent, { points, xlabel, selected, onPick }) {
   if (y1 <= y0) { y0 = Math.max(0, y0 - 0.05); y1 = Math.min(1, y1 + 0.05); }
   const fx = (v) => L + (W - L - R) * (log ? Math.log(v / x0) / Math.log(x1 / x0) : (v - x0) / (x1 - x0));
   const fy = (v) => T + (H - T - B) * (1 - (v - y0) / (y1 - y0));
-  const root = svg('svg', { class: 'pareto', width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: 'group',
-    'aria-label': `validation accuracy against ${xlabel}; ${pts.filter((p) => p.front).length} of ${pts.length} candidates on the Pareto front` });
+  const root = svg('svg', { class: cls, width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: 'group', 'aria-label': label });
   const axes = svg('g', { class: 'axes' });
   for (const v of ticks(x0, x1, log)) {
     axes.append(svg('line', { x1: fx(v), x2: fx(v), y1: T, y2: H - B, class: 'grid' }),
@@ -69,13 +68,28 @@ export function scatter(parent, { points, xlabel, selected, onPick }) {
   axes.append(text({ x: (L + W - R) / 2, y: H - 6, 'text-anchor': 'middle', class: 'label' }, xlabel + (log ? ' (log scale)' : '')),
     text({ x: 14, y: (T + H - B) / 2, 'text-anchor': 'middle', class: 'label', transform: `rotate(-90 14 ${(T + H - B) / 2})` }, 'validation accuracy'));
   root.append(axes);
-  const front = pts.filter((p) => p.front).sort((a, b) => a.x - b.x || b.val_accuracy - a.val_accuracy);
-  if (front.length) {
-    // Everything below and right of the staircase is dominated.
-    let d = `M${fx(front[0].x)},${fy(front[0].val_accuracy)}`;
-    for (const p of front.slice(1)) d += `H${fx(p.x)}V${fy(p.val_accuracy)}`;
-    root.append(svg('path', { d, class: 'front-line' }));
-  }
+  return { root, fx, fy };
+}
+
+// The staircase through a front's points in cost order: everything below and right of it is
+// dominated.
+function stairs(front, fx, fy) {
+  let d = `M${fx(front[0].x)},${fy(front[0].val_accuracy)}`;
+  for (const p of front.slice(1)) d += `H${fx(p.x)}V${fy(p.val_accuracy)}`;
+  return d;
+}
+const byCost = (a, b) => a.x - b.x || b.val_accuracy - a.val_accuracy;
+
+// The Pareto scatter of one search. points: [{seq, x, val_accuracy, front}]; the front's points
+// are filled and joined by its staircase; onPick(seq) on click or Enter.
+export function scatter(parent, { points, xlabel, selected, onPick }) {
+  const W = Math.max(320, parent.clientWidth || 560), H = 300;
+  const pts = points.filter((p) => isNum(p.x) && isNum(p.val_accuracy));
+  const { root, fx, fy } = frame(W, H, pts, xlabel, 'pareto',
+    `validation accuracy against ${xlabel}; ${pts.filter((p) => p.front).length} of ${pts.length} candidates on the Pareto front`);
+  const L = 58, R = 14, T = 12, B = 42;
+  const front = pts.filter((p) => p.front).sort(byCost);
+  if (front.length) root.append(svg('path', { d: stairs(front, fx, fy), class: 'front-line' }));
   const dots = svg('g', { class: 'dots' });
   // Dominated points first, so the front is drawn over them.
   for (const p of pts.slice().sort((a, b) => Number(a.front) - Number(b.front))) {
@@ -101,6 +115,33 @@ export function scatter(parent, { points, xlabel, selected, onPick }) {
 }
 function swatch(cls) {
   return svg('svg', { width: 14, height: 14, 'aria-hidden': 'true' }, svg('circle', { cx: 7, cy: 7, r: 5, class: cls }));
+}
+
+// Several searches' fronts on one chart: series [{label, points (the front's), dash}], each a
+// staircase with its points, told apart by colour (--s1, --s2, ... in order), dash and legend.
+export function fronts(parent, { series, xlabel }) {
+  const W = Math.max(320, parent.clientWidth || 640), H = 320;
+  const all = series.flatMap((s) => s.points).filter((p) => isNum(p.x) && isNum(p.val_accuracy));
+  const { root, fx, fy } = frame(W, H, all, xlabel, 'pareto fronts', `Pareto fronts of ${series.length} searches, accuracy against ${xlabel}`);
+  const legend = el('ul', { class: 'legend' });
+  series.forEach((s, i) => {
+    const cls = 'c' + ((i % 7) + 1);
+    const pts = s.points.filter((p) => isNum(p.x) && isNum(p.val_accuracy)).sort(byCost);
+    const g = svg('g', { class: 'series ' + cls, 'data-series': s.label, 'data-points': pts.length });
+    if (pts.length) g.append(svg('path', { d: stairs(pts, fx, fy), class: 'fline', 'stroke-dasharray': (s.dash || []).join(' ') || null }));
+    for (const p of pts) {
+      const c = svg('circle', { cx: fx(p.x), cy: fy(p.val_accuracy), r: 4.5, class: 'fpt', 'data-seq': p.seq });
+      c.append(svg('title', {}, `${s.label}: #${p.seq}  ${pct(p.val_accuracy, 2)}  ${xlabel} ${si(p.x)}`));
+      g.append(c);
+    }
+    root.append(g);
+    const sw = svg('svg', { width: 28, height: 10, 'aria-hidden': 'true', class: cls },
+      svg('line', { x1: 1, y1: 5, x2: 27, y2: 5, class: 'fline', 'stroke-dasharray': (s.dash || []).join(' ') || null }));
+    legend.append(el('li', { 'data-series': s.label }, sw, ' ' + s.label + ' (' + pts.length + ')'));
+  });
+  const box = el('figure', { class: 'chart fronts-fig' }, el('figcaption', {}, 'Pareto fronts compared: accuracy against ' + xlabel), legend, root);
+  parent.replaceChildren(box);
+  return box;
 }
 
 // ---- architectures ------------------------------------------------------------------------

@@ -1,10 +1,11 @@
 // NAS searches (#/nas?runs=1,2): every search in the store with its strategy, progress, best
 // accuracy and hypervolume (specs/nas.md: the area dominated in (1 - accuracy, params / 100k) up
 // to (1, 1), the number strategies are compared by), and the chosen searches side by side: their
-// best-so-far curves overlaid against evaluations, told apart by dash and legend. The choice
+// best-so-far curves overlaid against evaluations and their Pareto fronts (against parameters,
+// the fronts the hypervolumes measure) on one chart, told apart by dash and legend. The choice
 // lives in the address. Live: a finished candidate of a shown search refreshes (debounced).
 import { api, el, badge, pct, chart, fitRange, isNum, DASHES } from './util.js';
-import { bar } from './nas-draw.js';
+import { bar, fronts } from './nas-draw.js';
 
 // Best validation accuracy after each finished evaluation, in the order the strategy was told.
 export function bestSoFar(cands) {
@@ -61,12 +62,19 @@ export async function render(view, params, { query }) {
     yRange: fitRange(0, 1), format: (v) => pct(v, 2), height: 320,
     series: chosen.map((id, i) => ({ label: name(id), dash: DASHES[i], stepped: true })) });
   c.box.classList.add('nas-progress');
+  const frontBox = el('div', { class: 'fronts-box' });
+  view.append(frontBox);
   async function load() {
-    const all = await Promise.all(chosen.map((id) => api('/api/runs/' + id + '/nas/candidates?status=done,failed&sort=seq&order=asc')));
+    const [all, ps] = await Promise.all([
+      Promise.all(chosen.map((id) => api('/api/runs/' + id + '/nas/candidates?status=done,failed&sort=seq&order=asc'))),
+      Promise.all(chosen.map((id) => api('/api/runs/' + id + '/nas/pareto?x=params')))]);
     const curves = all.map((r) => bestSoFar(r.candidates));
     const n = Math.max(0, ...curves.map((x) => x.length));
     const xs = Array.from({ length: n }, (_, i) => i + 1);
     c.set([xs].concat(curves.map((cv) => xs.map((x) => (x <= cv.length ? cv[x - 1] : null)))));
+    // The fronts the hypervolumes above measure, against parameters.
+    fronts(frontBox, { xlabel: 'parameters', series: chosen.map((id, i) => ({
+      label: name(id), dash: DASHES[i], points: ps[i].points.filter((p) => p.front) })) });
   }
   await load();
   let t = 0;
