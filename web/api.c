@@ -560,3 +560,16 @@ int web_api_prometheus(const web_req_t *rq)
     free(b.p);
     return rc;
 }
+
+/* ---- for api_nas.c: the same store handle, id parsing, answers and CSV writer --------------- */
+
+store_t *web_api_store(const web_req_t *rq, int *status) { return open_store(rq, status); }
+
+int web_api_run_id(const web_req_t *rq, int64_t *id, int *status) { return run_id(rq, id, status); }
+
+int web_api_reply(const web_req_t *rq, int rc, json_t *body, const err_t *e) { return reply(rq, rc, body, e); }
+
+int web_api_send_csv(const web_req_t *rq, json_t *rows, const char *const *cols, const char *filename)
+{
+    return send_csv(rq, rows, cols, filename);
+}

@@ -40,6 +40,7 @@ struct web_events {
     int64_t data_version, last_rowid;
     json_t *runs, *clients; /* previous snapshots: "id" -> state */
     int baseline;
+    web_events_nas_t *nas; /* events_nas.c's state */
 };
 
 static void broadcast(web_events_t *ev, json_t *msg)
@@ -154,6 +155,7 @@ static void poll_once(web_events_t *ev, store_t *s)
         }
         json_decref(rounds);
     }
+    web_events_nas_poll(&ev->nas, s, ev->baseline, broadcast, ev); /* candidate_*, before run_status */
     if (store_run_states_json(s, &runs, &e) == 0) {
         diff_runs(ev, runs);
         json_decref(runs);
@@ -288,6 +290,7 @@ void web_events_stop(web_events_t *ev)
     }
     json_decref(ev->runs);
     json_decref(ev->clients);
+    web_events_nas_free(ev->nas);
     pthread_cond_destroy(&ev->wake);
     pthread_mutex_destroy(&ev->lock);
     free(ev->db_path);

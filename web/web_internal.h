@@ -1,8 +1,8 @@
 /* web_internal: what the files of web/ share. Not a public header: only web/ (and the web unit
  * test) includes it. Its users: web.c (life cycle, server state), route.c (dispatch), respond.c
  * (responses), auth.c (login flow), host_guard.c (DNS rebinding), tls_load.c (OpenSSL shim and
- * civetweb's library state), thread_stack.c (civetweb's stacks), api.c and actions.c (REST
- * handlers), events.c (WebSocket) and static.c (embedded assets). */
+ * civetweb's library state), thread_stack.c (civetweb's stacks), api.c, api_nas.c and actions.c
+ * (REST handlers), events.c and events_nas.c (WebSocket) and static.c (embedded assets). */
 #ifndef FEDNAS_WEB_WEB_INTERNAL_H
 #define FEDNAS_WEB_WEB_INTERNAL_H
 
@@ -136,6 +136,45 @@ int web_api_events(const web_req_t *rq);
 int web_api_rounds_csv(const web_req_t *rq);
 int web_api_clients_csv(const web_req_t *rq);
 int web_api_prometheus(const web_req_t *rq);
+/* What api.c lends api_nas.c: the thread's store handle (NULL after a 503), the {id} as a run
+ * id (-1 after a 400), a store query's answer (200 / 404 / 500) and a CSV download (rows stolen). */
+typedef struct store store_t;
+store_t *web_api_store(const web_req_t *rq, int *status);
+int web_api_run_id(const web_req_t *rq, int64_t *id, int *status);
+int web_api_reply(const web_req_t *rq, int rc, json_t *body, const err_t *e);
+int web_api_send_csv(const web_req_t *rq, json_t *rows, const char *const *cols, const char *filename);
+
+/* NAS searches (api_nas.c): candidates (sorted, filtered; JSON and CSV), one candidate with its
+ * architecture and lineage, the Pareto front, and every search with its hypervolume. */
+int web_api_nas_candidates(const web_req_t *rq);
+int web_api_nas_candidates_csv(const web_req_t *rq);
+int web_api_nas_candidate(const web_req_t *rq);
+int web_api_nas_pareto(const web_req_t *rq);
+int web_api_nas_searches(const web_req_t *rq);
+/* The Pareto front of n points (accuracy acc[i], maximised; cost x[i], minimised): front[i] = 1
+ * when no other point has accuracy >= and cost <= with one of them strictly better. Returns how
+ * many are on it. Non-finite points are never on it. */
+int web_nas_front(const double *acc, const double *x, int n, int *front);
+/* specs/nas.md's 2-objective hypervolume: the area dominated by the points (1 - acc[i],
+ * params[i] / 100000) inside the reference box (1, 1). */
+double web_nas_hypervolume(const double *acc, const double *params, int n);
+/* The candidate columns every NAS answer and event carries, as SQL (no genome/arch), and one
+ * JSON object per row of st (column name -> value; a column named "genome" or "arch" holding
+ * JSON text is embedded as JSON). Finalizes st. */
+#define WEB_NAS_CANDIDATE_COLUMNS                                                                  \
+    "seq, cand_id, rung, hash, parent, mutation, budget, status, attempts, diverged, reason, worker, " \
+    "cached_from, tell_seq, queued_at, started_at, ended_at, seconds, val_accuracy, val_loss, "       \
+    "train_loss, params, flops, latency_ms, threads"
+struct sqlite3_stmt;
+int web_nas_rows_json(struct sqlite3_stmt *st, json_t *arr, int nest_json);
+
+/* NAS candidate events (events_nas.c), polled by events.c's poller with the store it reads:
+ * candidate_added, candidate_started and candidate_finished for each candidate row written
+ * since the last poll; silent when baseline is 0 (it only records what is there). */
+typedef struct web_events_nas web_events_nas_t;
+void web_events_nas_poll(web_events_nas_t **state, store_t *s, int baseline,
+                         void (*send)(web_events_t *ev, json_t *msg), web_events_t *ev);
+void web_events_nas_free(web_events_nas_t *state);
 /* Admin actions (actions.c): GET lists runs, POST launches one from an experiment config. */
 int web_api_runs_collection(const web_req_t *rq);
 int web_api_stop(const web_req_t *rq);

@@ -22,6 +22,7 @@ export async function render(view, [idText]) {
       el('a', { href: '/api/runs/' + id + '/rounds.csv', download: '' }, 'rounds.csv'), ' · ',
       el('a', { href: '/api/runs/' + id + '/clients.csv', download: '' }, 'clients.csv')));
   cfg.textContent = JSON.stringify(run.config, null, 2);
+  if (run.config && run.config.nas) head.before(el('p', {}, el('a', { href: '#/nas/' + id }, 'This run is an architecture search: open its NAS page')));
 
   const xEmpty = [1, Math.max(2, run.rounds_planned || 10)]; // axes before the first round
   const charts = {
