@@ -1,13 +1,13 @@
 # The fuzz targets' committed seeds and regression inputs (tests/fuzz/corpus), replayed through
 # each target's LLVMFuzzerTestOneInput by a plain driver (tests/fuzz/replay.c): no clang or
 # libFuzzer needed, so every `make test` checks them. Fuzzing itself is `make fuzz`.
-foreach(t wire config compress safetensors idx secagg http_params)
+foreach(t wire config compress safetensors idx secagg http_params http_request)
   set(lib fednas_common)
   if(t STREQUAL "safetensors" OR t STREQUAL "idx")
     set(lib fednas_engine)
   elseif(t STREQUAL "secagg")
     set(lib fednas_crypto)
-  elseif(t STREQUAL "http_params")
+  elseif(t MATCHES "^http_")
     set(lib fednas_web)
   endif()
   add_executable(replay_fuzz_${t} fuzz/fuzz_${t}.c fuzz/replay.c)

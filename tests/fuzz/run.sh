@@ -16,12 +16,13 @@ shift 2 2>/dev/null || shift $#
 # Input size limits, sized to what each decoder takes: a secagg message of a 6-client round is
 # under 500 bytes, a compressed update of two quantization chunks about 4.5 KB.
 declare -A MAX_LEN=([fuzz_wire]=4096 [fuzz_config]=4096 [fuzz_compress]=8192 [fuzz_safetensors]=4096
-                    [fuzz_idx]=4096 [fuzz_secagg]=1024 [fuzz_http_params]=512)
+                    [fuzz_idx]=4096 [fuzz_secagg]=1024 [fuzz_http_params]=512
+                    [fuzz_http_request]=4096)
 declare -A DICT=([fuzz_wire]=wire [fuzz_config]=config [fuzz_safetensors]=safetensors
-                 [fuzz_http_params]=http_params)
+                 [fuzz_http_params]=http_params [fuzz_http_request]=http_request)
 TARGETS=("$@")
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(fuzz_wire fuzz_config fuzz_compress fuzz_safetensors fuzz_idx fuzz_secagg
-                                     fuzz_http_params)
+                                     fuzz_http_params fuzz_http_request)
 
 mkdir -p "$BUILD/artifacts" "$BUILD/logs"
 rows=()
