@@ -76,7 +76,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         die("cannot make the store", e.msg);
     for (int i = 1; i <= 3; i++) {
         store_round_t r = {.round = i, .test_accuracy = 0.5 + 0.1 * i, .test_loss = 1.0 / i, .samples = 1000};
-        if (store_round_insert(s, run_id, &r, &e) != 0 || store_metric_insert(s, run_id, i, "epsilon", 0.4 * i, &e) != 0)
+        if (store_round_insert(s, run_id, &r, &e) != 0 ||
+            store_metric_insert(s, run_id, i, "epsilon", 0.4 * i, &e) != 0)
             die("cannot fill the store", e.msg);
     }
     store_close(s);
@@ -143,14 +144,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
      * fednas code): for a request line with a bad version it answers 400 with a status line of
      * "HTTP/" + everything after the URI, bare newlines included, so the requester can inject
      * headers into its own answer. Such answers come before any fednas code runs: skip them. */
-    if (got < 13 || !((strncmp(answer, "HTTP/1.1 ", 9) == 0 || strncmp(answer, "HTTP/1.0 ", 9) == 0) && answer[9] >= '1' &&
-          answer[9] <= '5' && answer[12] == ' '))
+    int version_ok = strncmp(answer, "HTTP/1.1 ", 9) == 0 || strncmp(answer, "HTTP/1.0 ", 9) == 0;
+    if (got < 13 || !version_ok || answer[9] < '1' || answer[9] > '5' || answer[12] != ' ')
         return 0;
     /* The first answer's status and headers (later pipelined answers and bodies may echo the
      * request, so they are not searched). */
     char *end = strstr(answer, "\r\n\r\n");
     if (end)
         *end = '\0';
+    /* fednas's answers all carry the security headers; civetweb's own (the echo above, whose
+     * injected lines could look like anything) do not. */
+    if (!strstr(answer, "\nX-Content-Type-Options: nosniff"))
+        return 0;
     if (strncmp(answer, "HTTP/1.1 500", 12) == 0 || strncmp(answer, "HTTP/1.0 500", 12) == 0)
         die("an internal server error", answer);
     for (const char *p = answer; (p = strstr(p, "\nLocation:")) != NULL; p += 10) {

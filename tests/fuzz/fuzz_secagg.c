@@ -47,7 +47,7 @@ static uint32_t det_random(void)
 }
 static const char *det_name(void) { return "fuzz-deterministic"; }
 static struct randombytes_implementation g_det = {
-    .implementation_name = det_name, .random = det_random, .stir = NULL, .uniform = NULL, .buf = det_buf, .close = NULL};
+    .implementation_name = det_name, .random = det_random, .buf = det_buf};
 
 /* ---- one round ---- */
 typedef struct round {

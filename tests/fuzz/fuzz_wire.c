@@ -72,7 +72,8 @@ static void write_seeds(const char *dir)
             f, 3);
     capture(dir, "hello", 0, json_pack("{s:s, s:s}", "type", "hello", "site", "site-a"), NULL, 0);
     capture(dir, "router", 1, json_pack("{s:s, s:i}", "type", "train", "round", 1), &g, 1);
-    capture(dir, "empty-frame", 0, json_pack("{s:s}", "type", "model"), &(wire_frame_t){.name = "m", .dtype = WIRE_F32}, 1);
+    wire_frame_t empty = {.name = "m", .dtype = WIRE_F32};
+    capture(dir, "empty-frame", 0, json_pack("{s:s}", "type", "model"), &empty, 1);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
