@@ -162,6 +162,26 @@ static void roundtrip(const wire_msg_t *m, int router)
     json_decref(h);
 }
 
+/* The accessors the server and clients read messages with agree with what was accepted. */
+static void check_getters(const wire_msg_t *m)
+{
+    for (int i = -1; i <= m->nframes; i++)
+        for (int t = WIRE_F32; t <= WIRE_I64; t++) {
+            size_t count = (size_t)-1;
+            const void *d = wire_frame_data(m, i, (wire_dtype_t)t, &count);
+            int expect = i >= 0 && i < m->nframes && m->dtypes[i] == (wire_dtype_t)t;
+            if (!!d != expect && !(expect && m->counts[i] == 0))
+                die("wire_frame_data answers for the wrong frame or dtype");
+            if (expect && count != m->counts[i])
+                die("wire_frame_data gives the wrong count");
+        }
+    if (wire_get_str(m, "type") != m->type)
+        die("wire_get_str(type) differs from the type");
+    json_t *r = json_object_get(m->header, "round");
+    if (wire_get_int(m, "round", -7) != (json_is_integer(r) ? json_integer_value(r) : -7))
+        die("wire_get_int differs from the header");
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
@@ -192,6 +212,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rc == 0) {
         if (!m.type || !m.header)
             die("accepted message without a type");
+        check_getters(&m);
         roundtrip(&m, router);
         wire_msg_close(&m);
     } else if (rc != FN_EPROTO) {
