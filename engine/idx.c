@@ -3,6 +3,8 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <zlib.h>
@@ -73,6 +75,62 @@ static int idx_short_read(gzFile f, const char *path, const char *what, size_t o
                    "download the file again",
                    path, what, off + got, want, off,
                    zerr == Z_BUF_ERROR ? " (the gzip stream is cut short)" : "");
+}
+
+/* zlib's gzread stops at the end of the last gzip member and silently skips whatever follows
+ * it, so a file with bytes appended after its gzip stream (a botched download, two files run
+ * together) would load. The file is walked once more with inflate, member by member, and
+ * anything after the last complete member is refused. This costs a second decompression of
+ * the file, a fraction of what parsing and training on it cost. */
+static int idx_check_gzip_end(const char *path, err_t *err)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp)
+        return err_set(err, FN_EIO, "%s: cannot reopen: %s", path, strerror(errno));
+    const size_t chunk = (size_t)1 << 16;
+    uint8_t *in = malloc(chunk), *out = malloc(chunk);
+    z_stream z = {0};
+    int rc = FN_OK;
+    if (!in || !out || inflateInit2(&z, 15 + 16) != Z_OK) {
+        rc = err_set(err, FN_ENOMEM, "%s: cannot allocate the gzip check", path);
+        goto done_nozlib;
+    }
+    uint64_t end = 0; /* compressed bytes up to the end of the last complete member */
+    int in_member = 0, bad = 0;
+    for (;;) {
+        if (z.avail_in == 0) {
+            size_t n = fread(in, 1, chunk, fp);
+            if (n == 0)
+                break;
+            z.next_in = in;
+            z.avail_in = (uInt)n;
+        }
+        in_member = 1;
+        z.next_out = out;
+        z.avail_out = (uInt)chunk;
+        int r = inflate(&z, Z_NO_FLUSH);
+        if (r == Z_STREAM_END) {
+            end += z.total_in;
+            inflateReset(&z);
+            in_member = 0;
+        } else if (r != Z_OK && r != Z_BUF_ERROR) {
+            bad = 1; /* not a gzip member: bytes after the stream */
+            break;
+        }
+    }
+    if (ferror(fp))
+        rc = err_set(err, FN_EIO, "%s: read error: %s", path, strerror(errno));
+    else if (bad || in_member)
+        rc = err_set(err, FN_EINVAL,
+                     "%s: trailing bytes after the gzip stream (it ends at byte %llu of the file); the file "
+                     "is corrupt or something was appended to it; download the file again",
+                     path, (unsigned long long)end);
+    inflateEnd(&z);
+done_nozlib:
+    free(in);
+    free(out);
+    fclose(fp);
+    return rc;
 }
 
 /* Reads one IDX file of unsigned bytes with `ndims` dimensions into a malloc'ed buffer. */
@@ -167,6 +225,8 @@ static int idx_read_file(const char *path, uint32_t magic, int ndims, uint32_t d
                      zerr == Z_ERRNO ? strerror(errno) : gzerror(f, &zerr));
         goto done;
     }
+    if (!gzdirect(f) && (rc = idx_check_gzip_end(path, err)) != FN_OK)
+        goto done;
     *data = buf;
     buf = NULL;
 done:

@@ -2,8 +2,8 @@
  * The reader takes paths, so the two files are memfds reached through /proc/self/fd. Input:
  * bytes 0..1 the image file's length (little-endian, clamped to what is there), then the image
  * file, then the label file. On success: the counts agree, every image byte and label is
- * readable (ASan checks the sizes), every label < num_classes <= 256, and a plain (not gzip)
- * image file is exactly 16 + count x rows x cols bytes. */
+ * readable (ASan checks the sizes), every label < num_classes <= 256, a plain (not gzip) image
+ * file is exactly 16 + count x rows x cols bytes, and a gzip file ends with its last member. */
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,6 +74,34 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
+/* The oracle for gzip files: the bytes the gzip members (one after another) take up, or 0 when
+ * the data is not a complete sequence of members. A file accepted must be exactly that long:
+ * anything after the last member is trailing bytes (idx.h). */
+static size_t gzip_extent(const uint8_t *p, size_t n)
+{
+    size_t off = 0;
+    uint8_t out[4096];
+    while (off < n) {
+        if (n - off < 2 || p[off] != 0x1f || p[off + 1] != 0x8b)
+            return off;
+        z_stream z = {0};
+        if (inflateInit2(&z, 31) != Z_OK)
+            die("inflateInit2 failed");
+        z.next_in = (uint8_t *)p + off, z.avail_in = (uInt)(n - off);
+        int r;
+        do {
+            z.next_out = out, z.avail_out = sizeof out;
+            r = inflate(&z, Z_NO_FLUSH);
+        } while (r == Z_OK);
+        size_t used = z.total_in;
+        inflateEnd(&z);
+        if (r != Z_STREAM_END)
+            return 0;
+        off += used;
+    }
+    return off;
+}
+
 static void put(int i, const uint8_t *p, size_t n)
 {
     if (ftruncate(g_fd[i], 0) != 0 || (n && pwrite(g_fd[i], p, n, 0) != (ssize_t)n))
@@ -119,6 +147,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         die("num_classes is not 1 + the largest label");
     if (!(ilen >= 2 && data[0] == 0x1f && data[1] == 0x8b) && ilen != 16 + n)
         die("a plain image file's length differs from its header");
+    size_t llen = size - ilen;
+    const uint8_t *lab = data + ilen;
+    if (ilen >= 2 && data[0] == 0x1f && data[1] == 0x8b && gzip_extent(data, ilen) != ilen)
+        die("accepted a gzip image file with bytes after its last gzip member");
+    if (llen >= 2 && lab[0] == 0x1f && lab[1] == 0x8b && gzip_extent(lab, llen) != llen)
+        die("accepted a gzip label file with bytes after its last gzip member");
     engine_dataset_free(&d);
     return 0;
 }
