@@ -211,7 +211,8 @@ static void test_trailing_after_gzip(void **state)
         assert_int_equal(fwrite(junk, 1, n, f), n);
         assert_int_equal(fclose(f), 0);
         assert_int_equal(engine_idx_load(tpath("gt-img.gz"), tpath("gt-lab"), &d, &e), FN_EINVAL);
-        assert_non_null(strstr(e.msg, "trailing bytes after the gzip stream"));
+        /* A lone 0x1f may start another member, cut short; 0x1f 'x' cannot. */
+        assert_non_null(strstr(e.msg, n == 1 ? "damaged after the data" : "trailing bytes after the gzip stream"));
         assert_non_null(strstr(e.msg, tpath("gt-img.gz")));
         assert_null(d.images);
     }
