@@ -25,7 +25,7 @@ int web_parse_u64(const char *s, size_t n, long long max, long long *out)
         if (s[i] < '0' || s[i] > '9')
             return -1;
         unsigned d = (unsigned)(s[i] - '0');
-        if (v > ((unsigned long long)max - d) / 10)
+        if (d > (unsigned long long)max || v > ((unsigned long long)max - d) / 10)
             return -1;
         v = v * 10 + d;
     }
