@@ -139,6 +139,13 @@ int web_api_runs_collection(const web_req_t *rq);
 int web_api_stop(const web_req_t *rq);
 int web_api_resume(const web_req_t *rq);
 /* Child processes the dashboard started: the pid serving a run, 0 when not known here. */
+/* Whether pid is the process serving the store at db_path (it holds the file open): 1 yes, 0
+ * no (gone, or the pid was reused), -1 cannot tell (another user's process). */
+int web_serves_store(long pid, const char *db_path);
+/* Runs (an array of run objects, or one) the store says are "running" whose server is gone
+ * are shown as "interrupted", with a message; s is a handle on the store at db_path. */
+typedef struct store store_t;
+void web_runs_mark_interrupted(store_t *s, const char *db_path, json_t *runs);
 void web_children_note(struct web *w, int64_t run_id, long pid);
 long web_children_pid(struct web *w, int64_t run_id);
 
