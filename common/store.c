@@ -145,11 +145,11 @@ static int migrate(store_t *s, err_t *err)
 /* The store holds experiment configs, client names and keys' fingerprints, and models: it is
  * created 0600 before SQLite opens it (SQLite gives its -wal, -shm and -journal files the
  * database file's mode, whatever the umask), and an existing one readable by others (made by
- * an older fednas) is narrowed to its owner, with its -wal and -shm files. O_NOFOLLOW: the
- * store is never created through a link planted at its path. */
+ * an older fednas) is narrowed to its owner, with its -wal and -shm files. A store that is a
+ * symbolic link is followed, as SQLite follows it (users keep stores on other disks). */
 static int make_private(const char *path, err_t *err)
 {
-    int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0)
         return err_set(err, FN_EIO, "cannot open run store %s: %s (check the directory exists and is writable)", path,
                        strerror(errno));

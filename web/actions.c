@@ -96,7 +96,9 @@ static int alive(long pid)
  * The server opens the store before it records its pid and keeps it open until it has marked
  * the run finished, so a pid recorded by a server that was SIGKILLed or OOM-killed, then
  * reused by an unrelated process, fails the second test. The open file is compared by device
- * and inode, so the store's path may be spelled differently here and there. */
+ * and inode, so the store's path may be spelled differently here and there. A server in
+ * another pid namespace (another container) than the dashboard looks gone: with WAL, SQLite
+ * needs both on one host anyway. */
 int web_serves_store(long pid, const char *db_path)
 {
     if (pid <= 0)
