@@ -376,11 +376,15 @@ static void ws_ready(struct mg_connection *conn, void *cbdata)
     mg_websocket_write(conn, MG_WEBSOCKET_OPCODE_TEXT, hello, sizeof hello - 1);
     p->writer_started = pthread_create(&p->writer, NULL, peer_writer, p) == 0;
     pthread_mutex_lock(&ev->lock);
-    if (p->writer_started && ev->n < WEB_WS_MAX)
+    int listed = p->writer_started && ev->n < WEB_WS_MAX;
+    if (listed)
         ev->peers[ev->n++] = p;
-    else
-        p->closing = 1; /* no writer or no room: no events; the client sees no more than hello */
     pthread_mutex_unlock(&ev->lock);
+    if (!listed) { /* no writer, or a race for the last place lost: no events for it */
+        pthread_mutex_lock(&p->lock);
+        peer_close_locked(p, "no room for another WebSocket");
+        pthread_mutex_unlock(&p->lock);
+    }
     /* Poll at once: the page's first event comes without waiting a period. */
     pthread_cond_signal(&ev->wake);
 }
