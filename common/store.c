@@ -1,5 +1,7 @@
 #include "common/store.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -7,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/store_nas.h"
 #include "common/util.h"
@@ -153,6 +156,35 @@ static int migrate(store_t *s, err_t *err)
     return 0;
 }
 
+/* The store holds experiment configs, client names and keys' fingerprints, and models: it is
+ * created 0600 before SQLite opens it (SQLite gives its -wal, -shm and -journal files the
+ * database file's mode, whatever the umask), and an existing one readable by others (made by
+ * an older fednas) is narrowed to its owner, with its -wal and -shm files. A store that is a
+ * symbolic link is followed, as SQLite follows it (users keep stores on other disks). */
+static int make_private(const char *path, err_t *err)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return err_set(err, FN_EIO, "cannot open run store %s: %s (check the directory exists and is writable)", path,
+                       strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) == 0 && (sb.st_mode & 077) && sb.st_uid == geteuid()) {
+        fchmod(fd, 0600);
+        static const char *const sfx[] = {"-wal", "-shm", "-journal"};
+        for (int i = 0; i < 3; i++) {
+            char side[1100];
+            snprintf(side, sizeof side, "%s%s", path, sfx[i]);
+            int sfd = open(side, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+            if (sfd >= 0) {
+                fchmod(sfd, 0600);
+                close(sfd);
+            }
+        }
+    }
+    close(fd);
+    return 0;
+}
+
 int store_open(const char *path, int read_only, store_t **out, err_t *err)
 {
     *out = NULL;
@@ -162,6 +194,8 @@ int store_open(const char *path, int read_only, store_t **out, err_t *err)
             return err_set(err, FN_ENOTFOUND, "run store %s does not exist; start a run first or pass --db PATH",
                            path);
     }
+    if (!read_only && make_private(path, err) < 0)
+        return err->code;
     store_t *s = FN_CALLOC(1, sizeof *s);
     snprintf(s->path, sizeof s->path, "%s", path);
     int flags = read_only ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);

@@ -139,9 +139,27 @@ int web_api_healthz(const web_req_t *rq)
     return web_send_json(rq, 200, json_pack("{s:s}", "status", "ok"));
 }
 
-int web_api_runs(const web_req_t *rq) { return serve_query(rq, store_runs_json); }
+/* Runs whose server is gone show as "interrupted" (actions.c); t_store_path is the store of
+ * the handle the query runs on. */
+static int runs_query(store_t *s, json_t **out, err_t *e)
+{
+    int rc = store_runs_json(s, out, e);
+    if (rc == 0)
+        web_runs_mark_interrupted(s, t_store_path, *out);
+    return rc;
+}
 
-int web_api_run(const web_req_t *rq) { return serve_run_query(rq, store_run_json); }
+static int run_query(store_t *s, int64_t id, json_t **out, err_t *e)
+{
+    int rc = store_run_json(s, id, out, e);
+    if (rc == 0)
+        web_runs_mark_interrupted(s, t_store_path, *out);
+    return rc;
+}
+
+int web_api_runs(const web_req_t *rq) { return serve_query(rq, runs_query); }
+
+int web_api_run(const web_req_t *rq) { return serve_run_query(rq, run_query); }
 
 static int nas_search_json(store_t *s, int64_t id, json_t **out, err_t *e) { return store_nas_json(s, id, -1, out, e); }
 

@@ -90,6 +90,7 @@ const char *web_header(const web_req_t *rq, const char *name);
 #include "common/err.h"
 #define WEB_TOKEN_HEX 64 /* 32 random bytes as hex */
 #define WEB_AUTH_MAX_FAILS 10
+#define WEB_AUTH_MAX_LOGINS 30 /* a page reload needs none; a burst of tabs and tools fits */
 #define WEB_AUTH_WINDOW_S 60
 enum { WEB_ROLE_NONE = 0, WEB_ROLE_VIEWER = 1, WEB_ROLE_ADMIN = 2 };
 /* NULL/empty tokens are made random. */
@@ -98,13 +99,22 @@ void web_auth_free(web_auth_t *a);
 const char *web_auth_token(const web_auth_t *a, int role);
 /* The role a token grants (WEB_ROLE_NONE when it matches neither). */
 int web_auth_check_token(const web_auth_t *a, const char *tok, size_t len);
+/* 0, -1 (no random bytes), or -2: the table is full and this role may evict none (a viewer
+ * never evicts an admin session). */
 int web_auth_session_new(web_auth_t *a, int role, char sid[WEB_TOKEN_HEX + 1], char csrf[WEB_TOKEN_HEX + 1]);
-/* The session's role (NONE when unknown or expired); copies its CSRF token when csrf != NULL. */
+/* The session's role (NONE when unknown or expired); copies its CSRF token when csrf != NULL.
+ * Marks the session used (the table evicts the least recently used). */
 int web_auth_session_get(web_auth_t *a, const char *sid, char csrf[WEB_TOKEN_HEX + 1]);
+/* Whether the session exists and has not expired, without marking it used. */
+int web_auth_session_alive(web_auth_t *a, const char *sid);
 void web_auth_session_drop(web_auth_t *a, const char *sid);
+/* The lifetime of sessions opened from now on (12 h by default; tests shorten it). */
+void web_auth_session_ttl(web_auth_t *a, int seconds);
 /* Seconds until ip may try a token again, 0 when it may now. */
 int web_auth_limited(web_auth_t *a, const char *ip);
+/* Counts a failed token check, or a login (a session or a bearer WebSocket opened). */
 void web_auth_failed(web_auth_t *a, const char *ip);
+void web_auth_logged_in(web_auth_t *a, const char *ip);
 int web_csrf_equal(const char *expected, const char *given);
 /* nbytes random bytes as 2*nbytes hex characters plus NUL. */
 int web_random_hex(char *out, size_t nbytes);
@@ -180,6 +190,13 @@ int web_api_runs_collection(const web_req_t *rq);
 int web_api_stop(const web_req_t *rq);
 int web_api_resume(const web_req_t *rq);
 /* Child processes the dashboard started: the pid serving a run, 0 when not known here. */
+/* Whether pid is the process serving the store at db_path (it holds the file open): 1 yes, 0
+ * no (gone, or the pid was reused), -1 cannot tell (another user's process). */
+int web_serves_store(long pid, const char *db_path);
+/* Runs (an array of run objects, or one) the store says are "running" whose server is gone
+ * are shown as "interrupted", with a message; s is a handle on the store at db_path. */
+typedef struct store store_t;
+void web_runs_mark_interrupted(store_t *s, const char *db_path, json_t *runs);
 void web_children_note(struct web *w, int64_t run_id, long pid);
 long web_children_pid(struct web *w, int64_t run_id);
 
@@ -192,8 +209,11 @@ int web_parse_u64(const char *s, size_t n, long long max, long long *out);
 int web_events_start(struct web *w, struct mg_context *ctx, const char *db_path, web_events_t **out, err_t *err);
 void web_events_stop(web_events_t *ev);
 /* Whether a WebSocket upgrade request carries a valid session or bearer token and an Origin
- * (when present) that names this server (auth.c). */
-int web_ws_authorized(struct web *w, const struct mg_connection *conn);
+ * (when present) that names this server (auth.c); a bearer token counts against the login
+ * limit. sid_out: the session's id, "" for a bearer token. */
+int web_ws_authorized(struct web *w, const struct mg_connection *conn, char sid_out[WEB_TOKEN_HEX + 1]);
+/* Wakes the poller, which closes the sockets of ended sessions (after a logout). */
+void web_events_wake(web_events_t *ev);
 
 /* Dispatch (route.c): civetweb's request handler for "/", cbdata the struct web. */
 int web_route_request(struct mg_connection *conn, void *cbdata);
