@@ -10,8 +10,10 @@
  *    (web_viewer_url). Opening a URL with ?token=T sets a session cookie (HttpOnly, Secure,
  *    SameSite=Strict) and redirects to the same URL without the token. API clients may send
  *    "Authorization: Bearer T" instead. Every state-changing request of a cookie session must
- *    carry X-CSRF-Token (the fednas_csrf cookie, or "csrf" of GET /api/session). Ten failed
- *    tokens from one IP in a minute get 429 until the minute ends. Only /healthz is open;
+ *    carry X-CSRF-Token (the fednas_csrf cookie, or "csrf" of GET /api/session). Logins are
+ *    limited per IP (web/auth.c): ten failed tokens, or thirty logins of any outcome (?token=
+ *    sessions and bearer WebSockets), in a minute get 429 with Retry-After; a new session never
+ *    evicts an admin's unless it is an admin's. Only /healthz is open;
  *    everything else answers 401 (JSON under /api/ and /metrics, the login page elsewhere).
  *
  * Routes (GET and HEAD unless marked POST):
