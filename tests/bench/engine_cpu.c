@@ -1,23 +1,30 @@
-/* engine_cpu: training throughput of the FedAvg CNN (McMahan et al. 2017) on the CPU backend
- * at batch 10, 64 and 256, as samples/s and achieved GFLOP/s, against the OpenBLAS sgemm
- * GFLOP/s measured in the same run (DESIGN: compare within one run, print the BLAS core and
- * threads). FLOPs counted: forward of every linear/conv layer (multiply-add = 2), backward
- * twice that except the first conv's input gradient, which is never computed. Random data:
- * the data pipeline is not what is measured here. Never gates CI. Usage: engine_cpu [SAMPLES]
- * (3000 by default); FEDNAS_PROFILE=1 adds per-op kernel times at batch 64.
+/* engine_cpu: training throughput on the CPU backend, fednas against PyTorch side by side in one
+ * run, at batch 10, 64 and 256, for the FedAvg CNN (McMahan et al. 2017) and two small NAS-style
+ * CNNs: "plain3" (3x3 convs of 16-32-64 channels, 24k parameters) and "dwsep" (depthwise 3x3 +
+ * pointwise 1x1 blocks, 30k parameters). Samples/s over the first SAMPLES images of
+ * Fashion-MNIST (FEDNAS_FMNIST_DIR, else Debian's; random images when it is missing), SGD with
+ * momentum 0.9 at lr 0.01, after a warm-up of three batches. fednas's achieved GFLOP/s is also
+ * given against OpenBLAS's own sgemm measured in the same run (DESIGN: compare within one run,
+ * print the BLAS core and threads). Never gates CI.
  *
- * The reference is OpenBLAS's own multithreaded sgemm (all its threads, as the environment set
- * them); the engine runs its pool with OpenBLAS held to one thread inside (engine/threadpool.h).
- * The reference is measured before and again after the training runs and the higher value is
- * used, so a machine busier at the start does not flatter the ratios. */
+ * PyTorch (tests/bench/engine_cpu_torch.py, with FEDNAS_PYTHON or /usr/bin/python3 when it
+ * imports torch) runs the same cases right after each net's fednas runs, at its best set-up on
+ * this machine kind: torch.set_num_threads(T) for the engine's T pool threads, OpenBLAS held to
+ * one thread. Its default threading oversubscribes small machines and runs at about half speed.
+ *
+ * Usage: engine_cpu [SAMPLES] [--eval] [--nets cnn,plain3,dwsep]. SAMPLES: 3000 by default.
+ * --eval adds one epoch over all 60000 training images at batch 64 per net in both, and their
+ * test accuracy. FEDNAS_PROFILE=B prints fednas's per-op kernel times at batch B. */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/rng.h"
+#include "engine/idx.h"
 #include "engine/model.h"
 #include "engine/nn.h"
 #include "engine/ops.h"
@@ -27,6 +34,33 @@ char *openblas_get_corename(void);
 int openblas_get_num_threads(void);
 int openblas_get_parallel(void);
 
+#define NBATCH 3
+#define MAX_NETS 3
+static const int batches[NBATCH] = {10, 64, 256};
+
+/* Keep in step with make() in engine_cpu_torch.py. */
+static const struct {
+    const char *name, *arch;
+} nets[MAX_NETS] = {
+    {"cnn", "{\"type\":\"cnn\"}"},
+    {"plain3", "{\"type\":\"layers\",\"layers\":["
+               "{\"type\":\"conv2d\",\"out\":16,\"kernel\":3,\"padding\":\"same\"},{\"type\":\"relu\"},"
+               "{\"type\":\"maxpool\",\"kernel\":2},"
+               "{\"type\":\"conv2d\",\"out\":32,\"kernel\":3,\"padding\":\"same\"},{\"type\":\"relu\"},"
+               "{\"type\":\"maxpool\",\"kernel\":2},"
+               "{\"type\":\"conv2d\",\"out\":64,\"kernel\":3,\"padding\":\"same\"},{\"type\":\"relu\"},"
+               "{\"type\":\"global_avgpool\"},{\"type\":\"linear\"}]}"},
+    {"dwsep", "{\"type\":\"layers\",\"layers\":["
+              "{\"type\":\"conv2d\",\"out\":32,\"kernel\":3,\"padding\":\"same\"},{\"type\":\"relu\"},"
+              "{\"type\":\"conv2d\",\"out\":32,\"kernel\":3,\"padding\":\"same\",\"groups\":32},{\"type\":\"relu\"},"
+              "{\"type\":\"conv2d\",\"out\":64,\"kernel\":1},{\"type\":\"relu\"},{\"type\":\"maxpool\",\"kernel\":2},"
+              "{\"type\":\"conv2d\",\"out\":64,\"kernel\":3,\"padding\":\"same\",\"groups\":64},{\"type\":\"relu\"},"
+              "{\"type\":\"conv2d\",\"out\":128,\"kernel\":1},{\"type\":\"relu\"},{\"type\":\"maxpool\",\"kernel\":2},"
+              "{\"type\":\"conv2d\",\"out\":128,\"kernel\":3,\"padding\":\"same\",\"groups\":128},{\"type\":\"relu\"},"
+              "{\"type\":\"conv2d\",\"out\":128,\"kernel\":1},{\"type\":\"relu\"},"
+              "{\"type\":\"global_avgpool\"},{\"type\":\"linear\"}]}"},
+};
+
 static double now(void)
 {
     struct timespec ts;
@@ -34,7 +68,7 @@ static double now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Best of a few runs of C = A B for n x n. */
+/* Best of a few runs of C = A B. */
 static double sgemm_gflops(int M, int N, int K, double seconds)
 {
     float *A = malloc((size_t)M * K * sizeof(float)), *B = malloc((size_t)K * N * sizeof(float)),
@@ -58,52 +92,60 @@ static double sgemm_gflops(int M, int N, int K, double seconds)
     return best;
 }
 
-int main(int argc, char **argv)
+/* The Python that runs the PyTorch side, or NULL when none imports torch. */
+static const char *torch_python(void)
 {
-    int samples = argc > 1 ? atoi(argv[1]) : 3000;
+    static char cmd[512];
+    const char *py = getenv("FEDNAS_PYTHON");
+    if (!py)
+        py = access("/usr/bin/python3", X_OK) == 0 ? "/usr/bin/python3" : "python3";
+    snprintf(cmd, sizeof cmd, "%s -c 'import torch' >/dev/null 2>&1", py);
+    return system(cmd) == 0 ? py : NULL;
+}
+
+typedef struct {
+    double fed_sps[NBATCH], torch_sps[NBATCH];
+    double flops; /* training FLOPs per sample */
+    double fed_acc, torch_acc;
+    size_t params;
+} net_result_t;
+
+static void print_profile(int batch)
+{
+    engine_op_profile_t pr;
+    engine_profile_get(&pr, 1);
+    printf("  fednas per-op kernel time at batch %d:\n", batch);
+    for (int o = 0; o < ENGINE_OP_COUNT; o++)
+        if (pr.fwd_calls[o] || pr.bwd_calls[o])
+            printf("    %-14s fwd %6.3fs  bwd %6.3fs\n", engine_op_name((engine_op_t)o), pr.fwd_seconds[o],
+                   pr.bwd_seconds[o]);
+}
+
+/* fednas's runs of one net: fills r's fednas columns; 0 or -1. */
+static int run_fednas(int ni, const engine_dataset_t *train, const engine_dataset_t *test, int samples, int eval,
+                      net_result_t *r)
+{
     err_t err = {0};
-    json_t *arch = json_pack("{s:s}", "type", "cnn");
+    json_error_t je;
+    json_t *arch = json_loads(nets[ni].arch, 0, &je);
     engine_model_t *m = NULL;
-    if (engine_model_create_shape(arch, 1, 28, 28, 10, &m, &err) < 0) {
-        fprintf(stderr, "engine_cpu: %s\n", err.msg);
-        return 1;
+    if (!arch || engine_model_create_shape(arch, 1, 28, 28, 10, &m, &err) < 0) {
+        fprintf(stderr, "engine_cpu: %s: %s\n", nets[ni].name, arch ? err.msg : je.text);
+        json_decref(arch);
+        return -1;
     }
-    engine_model_init(m, 1);
-    /* Train FLOPs per sample: forward + 2x forward for backward, minus conv1's input gradient. */
-    const double fwd = engine_net_flops_per_sample(engine_model_net(m));
-    const double conv1 = 2.0 * 28 * 28 * 32 * 25;
-    const double train_flops = 3.0 * fwd - conv1;
-
-    engine_dataset_t d = {0};
-    d.count = samples;
-    d.rows = d.cols = 28;
-    d.num_classes = 10;
-    d.images = malloc((size_t)samples * 784);
-    d.labels = malloc((size_t)samples);
-    rng_t r;
-    rng_seed(&r, 5);
-    for (size_t i = 0; i < (size_t)samples * 784; i++)
-        d.images[i] = (uint8_t)rng_below(&r, 256);
+    json_decref(arch);
+    r->params = engine_model_num_params(m);
+    /* forward + 2x forward for backward (the first conv's input gradient is never computed,
+     * a small share: counted anyway, as PyTorch's would be) */
+    r->flops = 3.0 * engine_net_flops_per_sample(engine_model_net(m));
+    int *idx = malloc((size_t)samples * sizeof *idx);
     for (int i = 0; i < samples; i++)
-        d.labels[i] = (uint8_t)rng_below(&r, 10);
-
-    static const char *const blas_modes[] = {"sequential", "pthreads", "OpenMP"};
-    const int par = openblas_get_parallel();
-    const int blas_threads = openblas_get_num_threads();
-    double peak = sgemm_gflops(1024, 1024, 1024, 2.0);
-    double conv2_like = sgemm_gflops(64, 13 * 196, 800, 1.0);
-    printf("engine_cpu: FedAvg CNN (%zu parameters), %.1f MFLOP per training sample\n", engine_model_num_params(m),
-           train_flops / 1e6);
-    printf("OpenBLAS core %s (%s build), %d threads for the reference; engine pool %d threads "
-           "(OpenBLAS on 1 thread inside each)\n",
-           openblas_get_corename(), par >= 0 && par <= 2 ? blas_modes[par] : "?", blas_threads,
-           engine_threadpool_size(engine_threadpool_default()));
-    printf("OpenBLAS sgemm 1024^3: %.1f GFLOP/s before the runs; conv2-shaped 64x2548x800: %.1f GFLOP/s\n", peak,
-           conv2_like);
-    fflush(stdout);
-    const int batches[3] = {10, 64, 256};
-    double sps_of[3];
-    for (int bi = 0; bi < 3; bi++) {
+        idx[i] = i;
+    const char *prof = getenv("FEDNAS_PROFILE");
+    int rc = 0;
+    for (int bi = 0; bi < NBATCH && rc == 0; bi++) {
+        engine_model_init(m, 1);
         engine_train_config_t c;
         engine_train_config_default(&c);
         c.batch_size = batches[bi];
@@ -111,58 +153,166 @@ int main(int argc, char **argv)
         c.optim.lr = 0.01f;
         c.schedule.lr = 0.01;
         engine_train_stats_t st;
-        /* warm-up on a few batches (arena growth, OpenBLAS buffers) */
-        int warm_n = batches[bi] * 3;
-        int *idx = malloc((size_t)samples * sizeof(int));
-        for (int i = 0; i < samples; i++)
-            idx[i] = i;
+        /* warm-up (arena growth, OpenBLAS buffers) on three batches, never past the samples */
+        const int warm_n = batches[bi] * 3 < samples ? batches[bi] * 3 : samples;
         engine_profile_enable(0);
-        int rc = engine_model_train(m, &d, idx, warm_n, &c, &st, &err);
-        engine_profile_enable(getenv("FEDNAS_PROFILE") != NULL);
+        rc = engine_model_train(m, train, idx, warm_n, &c, &st, &err);
+        engine_profile_enable(prof && atoi(prof) == batches[bi]);
         engine_op_profile_t drop;
         engine_profile_get(&drop, 1);
-        if (rc < 0 || engine_model_train(m, &d, NULL, 0, &c, &st, &err) < 0) {
-            fprintf(stderr, "engine_cpu: %s\n", err.msg);
-            return 1;
+        if (rc == 0)
+            rc = engine_model_train(m, train, idx, samples, &c, &st, &err);
+        if (rc == 0) {
+            r->fed_sps[bi] = st.samples / st.seconds;
+            fprintf(stderr, "  fednas %s batch %d: %.0f samples/s\n", nets[ni].name, batches[bi], r->fed_sps[bi]);
+            if (prof && atoi(prof) == batches[bi])
+                print_profile(batches[bi]);
         }
-        free(idx);
-        if (batches[bi] == 64 && getenv("FEDNAS_PROFILE")) {
-            engine_op_profile_t pr;
-            engine_profile_get(&pr, 1);
-            double tot = 0;
-            for (int o = 0; o < ENGINE_OP_COUNT; o++)
-                tot += pr.fwd_seconds[o] + pr.bwd_seconds[o];
-            printf("  per-op time at batch 64 (%.2fs in kernels of %.2fs; conv2d includes its fused ReLU):\n", tot,
-                   st.seconds);
-            for (int o = 0; o < ENGINE_OP_COUNT; o++)
-                if (pr.fwd_calls[o] || pr.bwd_calls[o])
-                    printf("    %-14s fwd %6.3fs  bwd %6.3fs\n", engine_op_name((engine_op_t)o), pr.fwd_seconds[o],
-                           pr.bwd_seconds[o]);
-        }
-        sps_of[bi] = st.samples / st.seconds;
-        fflush(stdout);
     }
-    /* OpenBLAS's own threads again: the engine's loops restored the process's setting */
+    engine_profile_enable(0);
+    r->fed_acc = -1;
+    if (rc == 0 && eval && test) {
+        engine_model_init(m, 1);
+        engine_train_config_t c;
+        engine_train_config_default(&c);
+        c.batch_size = 64;
+        c.optim.momentum = 0.9f;
+        c.optim.lr = 0.01f;
+        c.schedule.lr = 0.01;
+        engine_train_stats_t st;
+        rc = engine_model_train(m, train, NULL, 0, &c, &st, &err);
+        if (rc == 0)
+            rc = engine_model_evaluate(m, test, NULL, 0, NULL, &r->fed_acc, &err);
+    }
+    if (rc < 0)
+        fprintf(stderr, "engine_cpu: %s: %s\n", nets[ni].name, err.msg);
+    free(idx);
+    engine_model_free(m);
+    return rc < 0 ? -1 : 0;
+}
+
+/* PyTorch's runs of one net (right after fednas's, so both see about the same machine load). */
+static void run_torch(const char *py, int ni, int threads, int samples, const char *dir, int eval, net_result_t *r)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=%d %s %s/tests/bench/engine_cpu_torch.py %d %d %s %s %d,%d,%d %d",
+             threads, py, FEDNAS_SOURCE_DIR, threads, samples, dir ? dir : "-", nets[ni].name, batches[0], batches[1],
+             batches[2], eval);
+    FILE *f = popen(cmd, "r");
+    if (!f)
+        return;
+    char line[256], name[64];
+    int b;
+    double v;
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "torch %63s %d %lf", name, &b, &v) == 3) {
+            for (int bi = 0; bi < NBATCH; bi++)
+                if (batches[bi] == b)
+                    r->torch_sps[bi] = v;
+            fprintf(stderr, "  torch  %s batch %d: %.0f samples/s\n", nets[ni].name, b, v);
+        } else if (sscanf(line, "acc %63s %lf", name, &v) == 2)
+            r->torch_acc = v;
+    }
+    if (pclose(f) != 0)
+        fprintf(stderr, "engine_cpu: the PyTorch side of %s failed (%s)\n", nets[ni].name, cmd);
+}
+
+int main(int argc, char **argv)
+{
+    int samples = 3000, eval = 0;
+    const char *only = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--eval"))
+            eval = 1;
+        else if (!strcmp(argv[i], "--nets") && i + 1 < argc)
+            only = argv[++i];
+        else if (atoi(argv[i]) > 0)
+            samples = atoi(argv[i]);
+        else {
+            fprintf(stderr, "usage: engine_cpu [SAMPLES] [--eval] [--nets cnn,plain3,dwsep]\n");
+            return 2;
+        }
+    }
+    err_t err = {0};
+    engine_dataset_t train = {0}, test = {0};
+    const char *dir = getenv("FEDNAS_FMNIST_DIR") ? getenv("FEDNAS_FMNIST_DIR") : ENGINE_FMNIST_DEFAULT_DIR;
+    if (engine_fmnist_load(dir, "train", &train, &err) < 0 || engine_fmnist_load(dir, "test", &test, &err) < 0) {
+        printf("no Fashion-MNIST (%s): random images, speed only\n", err.msg);
+        engine_dataset_free(&train);
+        engine_dataset_free(&test);
+        dir = NULL;
+        eval = 0;
+        train.count = samples;
+        train.rows = train.cols = 28;
+        train.num_classes = 10;
+        train.images = malloc((size_t)samples * 784);
+        train.labels = malloc((size_t)samples);
+        rng_t r;
+        rng_seed(&r, 5);
+        for (size_t i = 0; i < (size_t)samples * 784; i++)
+            train.images[i] = (uint8_t)rng_below(&r, 256);
+        for (int i = 0; i < samples; i++)
+            train.labels[i] = (uint8_t)rng_below(&r, 10);
+    }
+    if (samples > train.count)
+        samples = train.count;
+
+    static const char *const blas_modes[] = {"sequential", "pthreads", "OpenMP"};
+    const int par = openblas_get_parallel(), threads = engine_threadpool_size(engine_threadpool_default());
+    double peak = sgemm_gflops(1024, 1024, 1024, 2.0);
+    const char *py = torch_python();
+    printf("engine_cpu: %d training samples of %s per case\n", samples, dir ? "Fashion-MNIST" : "random images");
+    printf("OpenBLAS core %s (%s build), %d threads for the reference sgemm; fednas pool %d threads "
+           "(OpenBLAS on 1 thread inside each)\n",
+           openblas_get_corename(), par >= 0 && par <= 2 ? blas_modes[par] : "?", openblas_get_num_threads(), threads);
+    printf("PyTorch: %s\n", py ? "set_num_threads(pool threads), OPENBLAS_NUM_THREADS=1" : "not found (no torch column)");
+    printf("OpenBLAS sgemm 1024^3: %.1f GFLOP/s before the runs\n", peak);
+    fflush(stdout);
+
+    net_result_t res[MAX_NETS];
+    int ran[MAX_NETS] = {0};
+    for (int ni = 0; ni < MAX_NETS; ni++) {
+        if (only && !strstr(only, nets[ni].name))
+            continue;
+        memset(&res[ni], 0, sizeof res[ni]);
+        res[ni].torch_acc = -1;
+        if (run_fednas(ni, &train, dir ? &test : NULL, samples, eval, &res[ni]) < 0)
+            return 1;
+        if (py)
+            run_torch(py, ni, threads, samples, dir, eval, &res[ni]);
+        ran[ni] = 1;
+    }
     double after = sgemm_gflops(1024, 1024, 1024, 2.0);
-    printf("OpenBLAS sgemm 1024^3: %.1f GFLOP/s after the runs (%d threads); reference: the higher, %.1f GFLOP/s\n\n",
-           after, openblas_get_num_threads(), after > peak ? after : peak);
+    printf("OpenBLAS sgemm 1024^3: %.1f GFLOP/s after the runs; reference: the higher\n\n", after);
     if (after > peak)
         peak = after;
-    printf("%-6s %12s %10s %14s %12s\n", "batch", "samples/s", "GFLOP/s", "of sgemm peak", "ms/step");
-    for (int bi = 0; bi < 3; bi++) {
-        double sps = sps_of[bi], gf = sps * train_flops / 1e9;
-        printf("%-6d %12.0f %10.1f %13.0f%% %12.2f\n", batches[bi], sps, gf, 100.0 * gf / peak, 1e3 * batches[bi] / sps);
+    printf("%-7s %6s %12s %12s %8s %9s %8s\n", "net", "batch", "fednas/s", "torch/s", "ratio", "GFLOP/s", "of sgemm");
+    for (int ni = 0; ni < MAX_NETS; ni++) {
+        if (!ran[ni])
+            continue;
+        for (int bi = 0; bi < NBATCH; bi++) {
+            const net_result_t *r = &res[ni];
+            const double gf = r->fed_sps[bi] * r->flops / 1e9;
+            char t[32] = "-", q[32] = "-";
+            if (r->torch_sps[bi] > 0) {
+                snprintf(t, sizeof t, "%.0f", r->torch_sps[bi]);
+                snprintf(q, sizeof q, "%.2f", r->fed_sps[bi] / r->torch_sps[bi]);
+            }
+            printf("%-7s %6d %12.0f %12s %8s %9.1f %7.0f%%\n", nets[ni].name, batches[bi], r->fed_sps[bi], t, q, gf,
+                   100.0 * gf / peak);
+        }
     }
-    engine_model_memory_t mem;
-    engine_model_memory(m, &mem);
+    if (eval) {
+        printf("\ntest accuracy after one epoch (60000 images, batch 64, SGD momentum 0.9, lr 0.01):\n");
+        for (int ni = 0; ni < MAX_NETS; ni++)
+            if (ran[ni])
+                printf("%-7s (%zu parameters) fednas %.4f  torch %.4f\n", nets[ni].name, res[ni].params,
+                       res[ni].fed_acc, res[ni].torch_acc);
+    }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("\nmemory: params %.1f MB, grads %.1f MB, optimizer %.1f MB, activation arena peak %.1f MB, conv scratch %.1f MB, "
-           "peak RSS %.1f MB\n",
-           mem.params / 1e6, mem.grads / 1e6, mem.optimizer / 1e6, mem.activations_peak / 1e6, mem.scratch_peak / 1e6,
-           ru.ru_maxrss / 1024.0);
-    engine_model_free(m);
-    engine_dataset_free(&d);
-    json_decref(arch);
+    printf("\npeak RSS %.1f MB\n", ru.ru_maxrss / 1024.0);
+    engine_dataset_free(&train);
+    engine_dataset_free(&test);
     return 0;
 }
