@@ -61,6 +61,15 @@ static const struct {
               "{\"type\":\"global_avgpool\"},{\"type\":\"linear\"}]}"},
 };
 
+/* User + system time of the whole process (all its threads). */
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_sec +
+           1e-6 * (double)ru.ru_stime.tv_usec;
+}
+
 static double now(void)
 {
     struct timespec ts;
@@ -105,6 +114,7 @@ static const char *torch_python(void)
 
 typedef struct {
     double fed_sps[NBATCH], torch_sps[NBATCH];
+    double fed_cps[NBATCH], torch_cps[NBATCH]; /* samples per CPU-second of the process */
     double flops; /* training FLOPs per sample */
     double fed_acc, torch_acc;
     size_t params;
@@ -160,10 +170,12 @@ static int run_fednas(int ni, const engine_dataset_t *train, const engine_datase
         engine_profile_enable(prof && atoi(prof) == batches[bi]);
         engine_op_profile_t drop;
         engine_profile_get(&drop, 1);
+        const double c0 = cpu_seconds();
         if (rc == 0)
             rc = engine_model_train(m, train, idx, samples, &c, &st, &err);
         if (rc == 0) {
             r->fed_sps[bi] = st.samples / st.seconds;
+            r->fed_cps[bi] = st.samples / (cpu_seconds() - c0);
             fprintf(stderr, "  fednas %s batch %d: %.0f samples/s\n", nets[ni].name, batches[bi], r->fed_sps[bi]);
             if (prof && atoi(prof) == batches[bi])
                 print_profile(batches[bi]);
@@ -203,12 +215,12 @@ static void run_torch(const char *py, int ni, int threads, int samples, const ch
         return;
     char line[256], name[64];
     int b;
-    double v;
+    double v, cv = 0;
     while (fgets(line, sizeof line, f)) {
-        if (sscanf(line, "torch %63s %d %lf", name, &b, &v) == 3) {
+        if (sscanf(line, "torch %63s %d %lf %lf", name, &b, &v, &cv) >= 3) {
             for (int bi = 0; bi < NBATCH; bi++)
                 if (batches[bi] == b)
-                    r->torch_sps[bi] = v;
+                    r->torch_sps[bi] = v, r->torch_cps[bi] = cv;
             fprintf(stderr, "  torch  %s batch %d: %.0f samples/s\n", nets[ni].name, b, v);
         } else if (sscanf(line, "acc %63s %lf", name, &v) == 2)
             r->torch_acc = v;
@@ -286,20 +298,27 @@ int main(int argc, char **argv)
     printf("OpenBLAS sgemm 1024^3: %.1f GFLOP/s after the runs; reference: the higher\n\n", after);
     if (after > peak)
         peak = after;
-    printf("%-7s %6s %12s %12s %8s %9s %8s\n", "net", "batch", "fednas/s", "torch/s", "ratio", "GFLOP/s", "of sgemm");
+    printf("wall: samples per second; cpu: samples per CPU-second of each process, all threads (a busy machine\n"
+           "slows the wall clock of both; the CPU-time ratio says which does less work per sample)\n");
+    printf("%-7s %6s %10s %10s %7s %10s %10s %7s %9s %8s\n", "net", "batch", "fednas/s", "torch/s", "ratio",
+           "fednas/cpu", "torch/cpu", "ratio", "GFLOP/s", "of sgemm");
     for (int ni = 0; ni < MAX_NETS; ni++) {
         if (!ran[ni])
             continue;
         for (int bi = 0; bi < NBATCH; bi++) {
             const net_result_t *r = &res[ni];
             const double gf = r->fed_sps[bi] * r->flops / 1e9;
-            char t[32] = "-", q[32] = "-";
+            char t[32] = "-", q[32] = "-", tc[32] = "-", qc[32] = "-";
             if (r->torch_sps[bi] > 0) {
                 snprintf(t, sizeof t, "%.0f", r->torch_sps[bi]);
                 snprintf(q, sizeof q, "%.2f", r->fed_sps[bi] / r->torch_sps[bi]);
             }
-            printf("%-7s %6d %12.0f %12s %8s %9.1f %7.0f%%\n", nets[ni].name, batches[bi], r->fed_sps[bi], t, q, gf,
-                   100.0 * gf / peak);
+            if (r->torch_cps[bi] > 0) {
+                snprintf(tc, sizeof tc, "%.0f", r->torch_cps[bi]);
+                snprintf(qc, sizeof qc, "%.2f", r->fed_cps[bi] / r->torch_cps[bi]);
+            }
+            printf("%-7s %6d %10.0f %10s %7s %10.0f %10s %7s %9.1f %7.0f%%\n", nets[ni].name, batches[bi],
+                   r->fed_sps[bi], t, q, r->fed_cps[bi], tc, qc, gf, 100.0 * gf / peak);
         }
     }
     if (eval) {

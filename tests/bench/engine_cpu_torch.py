@@ -8,7 +8,7 @@ usage: engine_cpu_torch.py THREADS SAMPLES DATA_DIR NETS BATCHES [EVAL]
   BATCHES: comma-separated batch sizes, DATA_DIR: Fashion-MNIST IDX files, or "-" for the
   random data engine_cpu uses when the set is missing (seeded differently: speed only),
   EVAL: 1 to train one full epoch (60000 samples) at batch 64 per net and report test accuracy.
-Prints one line per case: "torch NET BATCH SAMPLES_PER_S" and, with EVAL, "acc NET ACCURACY"."""
+Prints one line per case: "torch NET BATCH SAMPLES_PER_S SAMPLES_PER_CPU_S" and, with EVAL, "acc NET ACCURACY"."""
 import gzip, os, sys, time
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 
@@ -75,9 +75,10 @@ for name in nets.split(","):
         x, y = xtr[:samples], ytr[:samples]
         w = min(3 * B, samples)  # warm-up, as engine_cpu does
         epoch(m, opt, x[:w], y[:w], B)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         epoch(m, opt, x, y, B)
-        print(f"torch {name} {B} {samples / (time.perf_counter() - t0):.1f}", flush=True)
+        t1, c1 = time.perf_counter(), time.process_time()
+        print(f"torch {name} {B} {samples / (t1 - t0):.1f} {samples / (c1 - c0):.1f}", flush=True)
     if do_eval and ddir != "-":
         xte, yte = load("t10k")
         torch.manual_seed(1)
