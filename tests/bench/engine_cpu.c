@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -131,9 +132,85 @@ static void print_profile(int batch)
                    pr.bwd_seconds[o]);
 }
 
-/* fednas's runs of one net: fills r's fednas columns; 0 or -1. */
-static int run_fednas(int ni, const engine_dataset_t *train, const engine_dataset_t *test, int samples, int eval,
-                      net_result_t *r)
+/* PyTorch as a co-process (engine_cpu_torch.py serve): requests on its stdin, results on its
+ * stdout, so fednas's and PyTorch's runs of a case alternate under about the same load. */
+typedef struct {
+    FILE *in, *out;
+    pid_t pid;
+} torch_t;
+
+static int torch_start(torch_t *t, const char *py, int threads, int samples, const char *dir)
+{
+    int req[2], res[2];
+    if (pipe(req) < 0)
+        return -1;
+    if (pipe(res) < 0) {
+        close(req[0]), close(req[1]);
+        return -1;
+    }
+    char th[16], sa[16], script[512];
+    snprintf(th, sizeof th, "%d", threads);
+    snprintf(sa, sizeof sa, "%d", samples);
+    snprintf(script, sizeof script, "%s/tests/bench/engine_cpu_torch.py", FEDNAS_SOURCE_DIR);
+    fflush(stdout);
+    t->pid = fork();
+    if (t->pid == 0) {
+        dup2(req[0], 0);
+        dup2(res[1], 1);
+        close(req[0]), close(req[1]), close(res[0]), close(res[1]);
+        setenv("OPENBLAS_NUM_THREADS", "1", 1); /* PyTorch's best set-up here (file comment) */
+        setenv("OMP_NUM_THREADS", th, 1);
+        execl(py, py, script, th, sa, dir ? dir : "-", "serve", "-", (char *)NULL);
+        _exit(127);
+    }
+    close(req[0]), close(res[1]);
+    if (t->pid < 0) {
+        close(req[1]), close(res[0]);
+        return -1;
+    }
+    t->in = fdopen(req[1], "w");
+    t->out = fdopen(res[0], "r");
+    char line[64];
+    if (!t->in || !t->out || !fgets(line, sizeof line, t->out) || strncmp(line, "ready", 5) != 0)
+        return -1;
+    return 0;
+}
+
+/* Sends one request and reads its answer line ("torch ..." or "acc ..."); 0 or -1. */
+static int torch_ask(torch_t *t, const char *req, char *line, size_t n)
+{
+    if (!t->in || fprintf(t->in, "%s\n", req) < 0 || fflush(t->in) != 0)
+        return -1;
+    while (fgets(line, (int)n, t->out))
+        if (!strncmp(line, "torch ", 6) || !strncmp(line, "acc ", 4))
+            return 0;
+    return -1;
+}
+
+static void torch_stop(torch_t *t)
+{
+    if (t->in)
+        fclose(t->in); /* EOF: the script returns */
+    if (t->out)
+        fclose(t->out);
+    if (t->pid > 0)
+        waitpid(t->pid, NULL, 0);
+}
+
+static void train_config(engine_train_config_t *c, int batch)
+{
+    engine_train_config_default(c);
+    c->batch_size = batch;
+    c->optim.momentum = 0.9f;
+    c->optim.lr = 0.01f;
+    c->schedule.lr = 0.01;
+}
+
+/* One net in both frameworks: per batch a warm-up, then `reps` rounds of one timed fednas
+ * epoch and one timed PyTorch epoch (t NULL: none); the best of each is kept (the round least
+ * disturbed by the rest of the machine). 0 or -1. */
+static int run_net(int ni, const engine_dataset_t *train, const engine_dataset_t *test, int samples, int eval,
+                   int reps, torch_t *t, net_result_t *r)
 {
     err_t err = {0};
     json_error_t je;
@@ -157,44 +234,54 @@ static int run_fednas(int ni, const engine_dataset_t *train, const engine_datase
     for (int bi = 0; bi < NBATCH && rc == 0; bi++) {
         engine_model_init(m, 1);
         engine_train_config_t c;
-        engine_train_config_default(&c);
-        c.batch_size = batches[bi];
-        c.optim.momentum = 0.9f;
-        c.optim.lr = 0.01f;
-        c.schedule.lr = 0.01;
+        train_config(&c, batches[bi]);
         engine_train_stats_t st;
         /* warm-up (arena growth, OpenBLAS buffers) on three batches, never past the samples */
         const int warm_n = batches[bi] * 3 < samples ? batches[bi] * 3 : samples;
+        const int profiled = prof && atoi(prof) == batches[bi];
         engine_profile_enable(0);
         rc = engine_model_train(m, train, idx, warm_n, &c, &st, &err);
-        engine_profile_enable(prof && atoi(prof) == batches[bi]);
+        engine_profile_enable(profiled);
         engine_op_profile_t drop;
         engine_profile_get(&drop, 1);
-        const double c0 = cpu_seconds();
-        if (rc == 0)
+        for (int rep = 0; rep < reps && rc == 0; rep++) {
+            const double c0 = cpu_seconds();
             rc = engine_model_train(m, train, idx, samples, &c, &st, &err);
-        if (rc == 0) {
-            r->fed_sps[bi] = st.samples / st.seconds;
-            r->fed_cps[bi] = st.samples / (cpu_seconds() - c0);
-            fprintf(stderr, "  fednas %s batch %d: %.0f samples/s\n", nets[ni].name, batches[bi], r->fed_sps[bi]);
-            if (prof && atoi(prof) == batches[bi])
-                print_profile(batches[bi]);
+            if (rc < 0)
+                break;
+            const double sps = st.samples / st.seconds, cps = st.samples / (cpu_seconds() - c0);
+            r->fed_sps[bi] = sps > r->fed_sps[bi] ? sps : r->fed_sps[bi];
+            r->fed_cps[bi] = cps > r->fed_cps[bi] ? cps : r->fed_cps[bi];
+            fprintf(stderr, "  fednas %-6s batch %3d: %6.0f samples/s", nets[ni].name, batches[bi], sps);
+            char req[64], line[256], name[64];
+            int b;
+            double v = 0, cv = 0;
+            snprintf(req, sizeof req, "%s %d", nets[ni].name, batches[bi]);
+            if (t && torch_ask(t, req, line, sizeof line) == 0 &&
+                sscanf(line, "torch %63s %d %lf %lf", name, &b, &v, &cv) == 4) {
+                r->torch_sps[bi] = v > r->torch_sps[bi] ? v : r->torch_sps[bi];
+                r->torch_cps[bi] = cv > r->torch_cps[bi] ? cv : r->torch_cps[bi];
+                fprintf(stderr, "   torch %6.0f samples/s", v);
+            }
+            fprintf(stderr, "\n");
         }
+        if (rc == 0 && profiled)
+            print_profile(batches[bi]);
+        engine_profile_enable(0);
     }
-    engine_profile_enable(0);
-    r->fed_acc = -1;
+    r->fed_acc = r->torch_acc = -1;
     if (rc == 0 && eval && test) {
         engine_model_init(m, 1);
         engine_train_config_t c;
-        engine_train_config_default(&c);
-        c.batch_size = 64;
-        c.optim.momentum = 0.9f;
-        c.optim.lr = 0.01f;
-        c.schedule.lr = 0.01;
+        train_config(&c, 64);
         engine_train_stats_t st;
         rc = engine_model_train(m, train, NULL, 0, &c, &st, &err);
         if (rc == 0)
             rc = engine_model_evaluate(m, test, NULL, 0, NULL, &r->fed_acc, &err);
+        char req[64], line[256], name[64];
+        snprintf(req, sizeof req, "acc %s", nets[ni].name);
+        if (rc == 0 && t && torch_ask(t, req, line, sizeof line) == 0)
+            sscanf(line, "acc %63s %lf", name, &r->torch_acc);
     }
     if (rc < 0)
         fprintf(stderr, "engine_cpu: %s: %s\n", nets[ni].name, err.msg);
@@ -203,35 +290,11 @@ static int run_fednas(int ni, const engine_dataset_t *train, const engine_datase
     return rc < 0 ? -1 : 0;
 }
 
-/* PyTorch's runs of one net (right after fednas's, so both see about the same machine load). */
-static void run_torch(const char *py, int ni, int threads, int samples, const char *dir, int eval, net_result_t *r)
-{
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=%d %s %s/tests/bench/engine_cpu_torch.py %d %d %s %s %d,%d,%d %d",
-             threads, py, FEDNAS_SOURCE_DIR, threads, samples, dir ? dir : "-", nets[ni].name, batches[0], batches[1],
-             batches[2], eval);
-    FILE *f = popen(cmd, "r");
-    if (!f)
-        return;
-    char line[256], name[64];
-    int b;
-    double v, cv = 0;
-    while (fgets(line, sizeof line, f)) {
-        if (sscanf(line, "torch %63s %d %lf %lf", name, &b, &v, &cv) >= 3) {
-            for (int bi = 0; bi < NBATCH; bi++)
-                if (batches[bi] == b)
-                    r->torch_sps[bi] = v, r->torch_cps[bi] = cv;
-            fprintf(stderr, "  torch  %s batch %d: %.0f samples/s\n", nets[ni].name, b, v);
-        } else if (sscanf(line, "acc %63s %lf", name, &v) == 2)
-            r->torch_acc = v;
-    }
-    if (pclose(f) != 0)
-        fprintf(stderr, "engine_cpu: the PyTorch side of %s failed (%s)\n", nets[ni].name, cmd);
-}
-
 int main(int argc, char **argv)
 {
-    int samples = 3000, eval = 0;
+    int samples = 3000, eval = 0, reps = getenv("FEDNAS_BENCH_REPS") ? atoi(getenv("FEDNAS_BENCH_REPS")) : 3;
+    if (reps < 1)
+        reps = 1;
     const char *only = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--eval"))
@@ -278,22 +341,30 @@ int main(int argc, char **argv)
            "(OpenBLAS on 1 thread inside each)\n",
            openblas_get_corename(), par >= 0 && par <= 2 ? blas_modes[par] : "?", openblas_get_num_threads(), threads);
     printf("PyTorch: %s\n", py ? "set_num_threads(pool threads), OPENBLAS_NUM_THREADS=1" : "not found (no torch column)");
+    printf("each case: %d rounds of one fednas epoch then one PyTorch epoch; the best of each is kept "
+           "(FEDNAS_BENCH_REPS)\n", reps);
     printf("OpenBLAS sgemm 1024^3: %.1f GFLOP/s before the runs\n", peak);
     fflush(stdout);
 
+    torch_t tp = {0};
+    if (py && torch_start(&tp, py, threads, samples, dir) < 0) {
+        fprintf(stderr, "engine_cpu: PyTorch co-process did not start; no torch column\n");
+        torch_stop(&tp);
+        tp = (torch_t){0};
+        py = NULL;
+    }
     net_result_t res[MAX_NETS];
     int ran[MAX_NETS] = {0};
     for (int ni = 0; ni < MAX_NETS; ni++) {
         if (only && !strstr(only, nets[ni].name))
             continue;
         memset(&res[ni], 0, sizeof res[ni]);
-        res[ni].torch_acc = -1;
-        if (run_fednas(ni, &train, dir ? &test : NULL, samples, eval, &res[ni]) < 0)
+        if (run_net(ni, &train, dir ? &test : NULL, samples, eval, reps, py ? &tp : NULL, &res[ni]) < 0)
             return 1;
-        if (py)
-            run_torch(py, ni, threads, samples, dir, eval, &res[ni]);
         ran[ni] = 1;
     }
+    if (py)
+        torch_stop(&tp);
     double after = sgemm_gflops(1024, 1024, 1024, 2.0);
     printf("OpenBLAS sgemm 1024^3: %.1f GFLOP/s after the runs; reference: the higher\n\n", after);
     if (after > peak)

@@ -4,7 +4,8 @@ with OpenBLAS held to one thread (engine_cpu starts this script with OPENBLAS_NU
 PyTorch's convolutions run in oneDNN, and its default threading oversubscribes small machines).
 
 usage: engine_cpu_torch.py THREADS SAMPLES DATA_DIR NETS BATCHES [EVAL]
-  NETS: comma-separated names (cnn, plain3, dwsep; the same layer lists as engine_cpu.c),
+  NETS: comma-separated names (cnn, plain3, dwsep; the same layer lists as engine_cpu.c), or
+  "serve": read requests from stdin, one a line ("NET BATCH", "acc NET"), as engine_cpu does,
   BATCHES: comma-separated batch sizes, DATA_DIR: Fashion-MNIST IDX files, or "-" for the
   random data engine_cpu uses when the set is missing (seeded differently: speed only),
   EVAL: 1 to train one full epoch (60000 samples) at batch 64 per net and report test accuracy.
@@ -67,26 +68,50 @@ def epoch(m, opt, x, y, B):
         opt.step()
 
 
-for name in nets.split(","):
-    for B in map(int, batches.split(",")):
+cases = {}  # (net, batch) -> (model, optimizer), warmed up
+
+
+def timed(name, B):
+    if (name, B) not in cases:
         torch.manual_seed(1)
         m = make(name)
         opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
-        x, y = xtr[:samples], ytr[:samples]
         w = min(3 * B, samples)  # warm-up, as engine_cpu does
-        epoch(m, opt, x[:w], y[:w], B)
-        t0, c0 = time.perf_counter(), time.process_time()
-        epoch(m, opt, x, y, B)
-        t1, c1 = time.perf_counter(), time.process_time()
-        print(f"torch {name} {B} {samples / (t1 - t0):.1f} {samples / (c1 - c0):.1f}", flush=True)
-    if do_eval and ddir != "-":
-        xte, yte = load("t10k")
-        torch.manual_seed(1)
-        m = make(name)
-        opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
-        perm = torch.randperm(xtr.shape[0], generator=torch.Generator().manual_seed(1))
-        epoch(m, opt, xtr[perm], ytr[perm], 64)
-        m.eval()
-        with torch.no_grad():
-            acc = sum((m(xte[i:i + 2000]).argmax(1) == yte[i:i + 2000]).sum().item() for i in range(0, 10000, 2000))
-        print(f"acc {name} {acc / 10000:.4f}", flush=True)
+        epoch(m, opt, xtr[:w], ytr[:w], B)
+        cases[(name, B)] = (m, opt)
+    m, opt = cases[(name, B)]
+    t0, c0 = time.perf_counter(), time.process_time()
+    epoch(m, opt, xtr[:samples], ytr[:samples], B)
+    t1, c1 = time.perf_counter(), time.process_time()
+    print(f"torch {name} {B} {samples / (t1 - t0):.1f} {samples / (c1 - c0):.1f}", flush=True)
+
+
+def accuracy(name):
+    xte, yte = load("t10k")
+    torch.manual_seed(1)
+    m = make(name)
+    opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
+    perm = torch.randperm(xtr.shape[0], generator=torch.Generator().manual_seed(1))
+    epoch(m, opt, xtr[perm], ytr[perm], 64)
+    m.eval()
+    with torch.no_grad():
+        acc = sum((m(xte[i:i + 2000]).argmax(1) == yte[i:i + 2000]).sum().item() for i in range(0, 10000, 2000))
+    print(f"acc {name} {acc / 10000:.4f}", flush=True)
+
+
+if nets == "serve":
+    # engine_cpu's co-process: one request a line, "NET BATCH" (one timed epoch) or "acc NET",
+    # so the two frameworks' runs alternate case by case under the same machine load.
+    print("ready", flush=True)
+    for line in sys.stdin:
+        f = line.split()
+        if len(f) == 2 and f[0] == "acc":
+            accuracy(f[1])
+        elif len(f) == 2:
+            timed(f[0], int(f[1]))
+else:
+    for name in nets.split(","):
+        for B in map(int, batches.split(",")):
+            timed(name, B)
+        if do_eval and ddir != "-":
+            accuracy(name)
