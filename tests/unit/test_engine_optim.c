@@ -79,7 +79,8 @@ static void test_adam_rmsprop(void **state)
 }
 
 /* A vector long enough to be split over the engine's pool steps each element exactly as a
- * one-element optimizer does (the serial path), for every optimizer, over three steps. */
+ * one-element optimizer does (the serial path), for every optimizer, over three steps; the
+ * pool's steps are engine_optim_step_zero, which must also leave the gradient all zero. */
 static void test_parallel_step_matches_serial(void **state)
 {
     (void)state;
@@ -102,7 +103,11 @@ static void test_parallel_step_matches_serial(void **state)
         for (int s = 0; s < STEPS; s++) {
             for (int i = 0; i < N; i++)
                 g[i] = 0.01f * (float)((i * 7 + s * 13) % 200) - 1.0f;
-            engine_optim_step(big, p, g, 0.05f);
+            /* the fused step-and-reset on the pool against the plain step alone */
+            engine_optim_step_zero(big, p, g, 0.05f);
+            for (int i = 0; i < N; i++)
+                if (g[i] != 0.0f)
+                    fail_msg("optimizer %zu: gradient element %d not reset (%g)", t, i, (double)g[i]);
         }
         for (int i = 0; i < N; i += i < 70000 ? 6997 : 29989) {
             engine_optim_t *one = NULL;
