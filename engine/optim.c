@@ -104,16 +104,24 @@ typedef struct {
     int zero; /* clear each gradient element once read (engine_optim_step_zero) */
 } step_ctx_t;
 
-/* Plain SGD with momentum over [begin, end), the federated default. Its own loop with every
+/* SGD over [begin, end), with or without momentum: the federated default. Its own loop with every
  * setting in a local and restrict pointers: in the generic loop the stores through o->m may
  * alias the config, so the compiler reloads it per element and does not vectorize. At batch 10
  * the step (five streams over every parameter) is a visible share of the FedAvg CNN's time. */
-static void sgd_momentum_range(const step_ctx_t *x, int64_t begin, int64_t end)
+static void sgd_range(const step_ctx_t *x, int64_t begin, int64_t end)
 {
     const engine_optim_config_t *c = &x->o->c;
     float *restrict p = x->p, *restrict gr = x->gr, *restrict m = x->o->m;
     const float wd = c->weight_decay, lr = x->lr, mu = c->momentum;
     const int first = x->o->t == 1, nesterov = c->nesterov, zero = x->zero;
+    if (mu == 0.0f) { /* plain SGD (the FedAvg experiments' default) */
+        for (int64_t i = begin; i < end; i++) {
+            p[i] -= lr * (gr[i] + wd * p[i]);
+            if (zero)
+                gr[i] = 0.0f;
+        }
+        return;
+    }
     for (int64_t i = begin; i < end; i++) {
         const float g = gr[i] + wd * p[i];
         /* PyTorch: the buffer starts as the first gradient (no dampening). */
@@ -133,8 +141,8 @@ static void step_range(void *ctx, int64_t begin, int64_t end)
     float *p = x->p;
     const float *gr = x->gr;
     const float wd = c->weight_decay, lr = x->lr;
-    if (c->type == ENGINE_OPTIM_SGD && c->momentum > 0.0f) {
-        sgd_momentum_range(x, begin, end);
+    if (c->type == ENGINE_OPTIM_SGD) {
+        sgd_range(x, begin, end);
         return;
     }
     switch (c->type) {
