@@ -21,7 +21,12 @@
  * A fused ReLU (engine_conv2d_params_t.relu) is applied in the epilogue, which also records
  * which outputs are positive as a bit mask (t->saved: 1/32 of the output's size); backward
  * applies it (dy where the output was positive) while copying the sample's dy block for the
- * sgemms, so it never reads the output itself back from memory. */
+ * sgemms, so it never reads the output itself back from memory.
+ *
+ * Depthwise convs (one input channel per group) go to the direct kernel in ops_conv_dw.c, where
+ * im2col's per-group products would be 1-row matrices; pointwise convs (1x1, stride 1, no pad)
+ * use a sample's input as its column matrix. FEDNAS_CONV_IM2COL=1 turns both off (the reference
+ * path for tests and benchmarks). */
 #include <cblas.h>
 #include <stdint.h>
 #include <stdlib.h>

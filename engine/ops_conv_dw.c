@@ -2,8 +2,11 @@
  * direct. Through im2col each group's product is a [OCg, KH*KW] x [KH*KW, OHW] sgemm: a 1-row
  * matrix times a 9-row one, all call and packing overhead, so depthwise layers (the first half
  * of a separable conv, common in NAS spaces) ran far below the rest of the net. Here each output
- * row is a sum of KH*KW scaled input rows, a loop the compiler vectorizes; dw_* are compiled for
- * AVX-512, AVX2 and baseline x86-64 and the loader picks one by the CPU (target_clones).
+ * row is a sum of KH*KW scaled input rows. Stride-1 planes (nearly all of them) take the
+ * hand-written AVX-512 kernels below when the CPU has AVX-512 (checked at run time); other
+ * strides and CPUs take plain loops that the compiler vectorizes, built for AVX-512, AVX2 and
+ * baseline x86-64 with the loader picking one by the CPU (target_clones). Tests compare both
+ * against the im2col path and a double-precision reference (test_engine_conv_paths).
  *
  * Work is split by channel, not by sample: a channel's weight gradient then depends on that
  * part's data only, so there are no per-part partial sums to add, batch 1 still runs on every
