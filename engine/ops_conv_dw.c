@@ -169,10 +169,8 @@ static void dw_gp_dims(const conv_dims_t *d, int *Hg, int *Wg)
 
 static int dw_use_512(const conv_dims_t *d)
 {
-    static int has = -1;
-    if (has < 0)
-        has = __builtin_cpu_supports("avx512f") ? 1 : 0;
-    return has && d->sw == 1 && d->sh == 1;
+    /* a read of what libgcc found at start-up: no cache of our own to race on */
+    return __builtin_cpu_supports("avx512f") && d->sw == 1 && d->sh == 1;
 }
 #else
 static int dw_use_512(const conv_dims_t *d)
