@@ -8,3 +8,4 @@ fednas_unit_test(test_engine_optim SOURCES unit/test_engine_optim.c LIBS fednas_
 # CPU training throughput against OpenBLAS sgemm (run by hand or `make bench`, never by ctest).
 fednas_bench(engine_cpu SOURCES bench/engine_cpu.c LIBS fednas_engine)
 fednas_unit_test(test_engine_graph SOURCES unit/test_engine_graph.c LIBS fednas_engine)
+fednas_unit_test(test_engine_conv_paths SOURCES unit/test_engine_conv_paths.c LIBS fednas_engine)
