@@ -8,3 +8,5 @@ fednas_bench(secagg SOURCES bench/secagg.c LIBS fednas_crypto)
 # The secure-aggregation drivers (server/secagg_round, client/secagg_site) in memory, which the
 # secagg integration test runs over ZeroMQ.
 fednas_unit_test(test_secagg_round SOURCES unit/test_secagg_round.c LIBS fednas_server fednas_client)
+# Issue 12: SecAgg+ k and t_nb from the dropout and corruption rates, their bounds, abort rates.
+fednas_unit_test(test_secagg_plan SOURCES unit/test_secagg_plan.c unit/secagg_sim.c LIBS fednas_crypto)
