@@ -117,7 +117,9 @@ typedef struct secagg_buf {
 void secagg_buf_free(secagg_buf_t *b);
 
 /* Defaults: t = max(floor(n/2) + 1, ceil(2n/3), 2) capped at n; k = 2 ceil(log2 n);
- * t_nb = max(floor((k+1)/2) + 1, ceil(2(k+1)/3)). */
+ * t_nb = max(floor((k+1)/2) + 1, ceil(2(k+1)/3)). These k and t_nb ignore dropouts (at n = 1000
+ * and 10% dropout they abort about one round in eight): the server chooses k and t_nb with
+ * secagg_plan_plus below; the library default stays for callers that set k themselves. */
 uint32_t secagg_default_t(uint32_t n);
 uint32_t secagg_default_k(uint32_t n);
 uint32_t secagg_default_t_nb(uint32_t k);

@@ -270,6 +270,9 @@ void sa_on_message(server_t *s, wire_msg_t *msg)
         server_add_train_stats(s, samples < site->samples ? samples : site->samples,
                                json_is_number(loss) ? json_number_value(loss) : NAN,
                                json_is_number(acc) ? json_number_value(acc) : NAN);
+    } else if (strcmp(msg->type, "sa_accuse") == 0) { /* secagg_round checked it; acted on if the attempt aborts */
+        log_warn("round %d: site %s reports share ciphertexts that did not authenticate; it has aborted this attempt",
+                 s->rnd.round, site->name);
     } else if (strcmp(msg->type, "sa_masked") == 0) {
         site->reported = 1;
         if (store_client_contributed(s->opt.store, s->opt.run_id, site->id, (long long)msg->bytes,
