@@ -286,7 +286,8 @@ static void check_garbled(int plus)
     assert_int_equal(garbled_round(plus, garbler, sum, &n, excl, &n_excl), 2);
     /* the garbler and one accuser sat out; the other five honest sites were summed */
     assert_int_equal(n_excl, 2);
-    assert_true(excl[0] != 2 * garbler + 1 && excl[1] == 2 * garbler + 1);
+    const uint32_t gid = (uint32_t)(2 * garbler + 1);
+    assert_true(excl[0] != gid && excl[1] == gid);
     assert_int_equal(n, N - 2);
     for (int i = 0; i < N; i++)
         for (int j = 0; j < M; j++)
