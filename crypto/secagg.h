@@ -130,14 +130,17 @@ uint32_t secagg_default_t_nb(uint32_t k);
  *            (some client's neighbourhood keeps too few survivors to rebuild its secrets), and
  *   privacy: n P(Binomial(k, gamma) >= t_nb)    <= 2^SECAGG_LOG2_PRIVACY_TARGET
  *            (some client has t_nb corrupted neighbours, who with the server rebuild its mask key),
- * both union bounds over the n clients, with dropouts and corruptions independent per client,
+ *   split:   n (delta + gamma)^(k/2)              <= 2^SECAGG_LOG2_PRIVACY_TARGET
+ *            (k/2 consecutive ring positions without an honest survivor, which the honest
+ *            survivors' graph needs to fall apart and reveal the sum of a part of it),
+ * all union bounds over the n clients, with dropouts and corruptions independent per client,
  * computed exactly in log space. When no k below n - 1 meets them the plan is the complete
  * graph (k = 0, t_nb = 0: full SecAgg with t = secagg_default_t(n); its bounds are
  * P(Binomial(n, 1 - delta) < t) and P(Binomial(n, gamma) >= t)). With k_fixed > 0 (the
  * experiment's own k) the plan keeps it with secagg_default_t_nb(k) and reports its bounds.
  * FN_EINVAL for a rate outside [0, 0.5) or when no k up to SECAGG_PLAN_MAX_K is enough for a
  * larger n. For n = 1000, delta = 0.1, gamma = 0.05: k = 38, t_nb = 20 (abort 2^-20.8,
- * privacy 2^-42.8), where the defaults k = 20, t_nb = 14 give an abort bound of 2^1.25. */
+ * privacy 2^-42.8, split 2^-42.0), where the defaults k = 20, t_nb = 14 give an abort bound of 2^1.25. */
 #define SECAGG_LOG2_ABORT_TARGET (-20.0)
 #define SECAGG_LOG2_PRIVACY_TARGET (-40.0)
 #define SECAGG_PLAN_MAX_K 4096u
@@ -145,6 +148,7 @@ typedef struct secagg_plus_plan {
     uint32_t k, t_nb;    /* 0, 0: full SecAgg */
     double log2_abort;   /* log2 of the bounds above */
     double log2_privacy;
+    double log2_split;   /* -INFINITY for full SecAgg */
 } secagg_plus_plan_t;
 int secagg_plan_plus(uint32_t n, uint32_t k_fixed, double dropout, double corruption, secagg_plus_plan_t *out,
                      err_t *err);

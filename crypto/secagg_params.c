@@ -62,6 +62,15 @@ static void bounds(uint32_t n, uint32_t k, uint32_t thr, double dropout, double 
     *priv = l2n + secagg_log2_binom_at_least(k, thr, corruption);
 }
 
+/* The honest survivors' graph (Bell et al.'s other condition): on the ring two honest survivors
+ * within k/2 positions are neighbours, so it can fall apart (and the server learn the sum of a
+ * part) only where k/2 consecutive positions hold no honest survivor; union over the n starts. */
+static double split_bound(uint32_t n, uint32_t k, double dropout, double corruption)
+{
+    double bad = dropout + corruption;
+    return bad > 0 ? log2((double)n) + (k / 2) * log2(bad < 1 ? bad : 1) : -INFINITY;
+}
+
 int secagg_plan_plus(uint32_t n, uint32_t k_fixed, double dropout, double corruption, secagg_plus_plan_t *out,
                      err_t *err)
 {
@@ -87,6 +96,8 @@ int secagg_plan_plus(uint32_t n, uint32_t k_fixed, double dropout, double corrup
                                "the privacy bound below 2^%g at dropout %g and corruption %g (n = %u)",
                                SECAGG_PLAN_MAX_K, SECAGG_LOG2_ABORT_TARGET, SECAGG_LOG2_PRIVACY_TARGET, dropout,
                                corruption, n);
+            if (split_bound(n, kk, dropout, corruption) > SECAGG_LOG2_PRIVACY_TARGET)
+                continue; /* no threshold helps: the graph itself is too sparse */
             for (uint32_t t = (kk + 1) / 2 + 1; t <= kk + 1; t++) {
                 double ab, priv;
                 bounds(n, kk, t, dropout, corruption, &ab, &priv);
@@ -106,10 +117,12 @@ int secagg_plan_plus(uint32_t n, uint32_t k_fixed, double dropout, double corrup
         out->k = k;
         out->t_nb = thr;
         bounds(n, k, thr, dropout, corruption, &out->log2_abort, &out->log2_privacy);
+        out->log2_split = split_bound(n, k, dropout, corruption);
     } else { /* the complete graph: full SecAgg with its threshold t over all n */
         uint32_t t = secagg_default_t(n);
         out->log2_abort = secagg_log2_binom_below(n, t, 1 - dropout);
         out->log2_privacy = secagg_log2_binom_at_least(n, t, corruption);
+        out->log2_split = -INFINITY; /* the complete graph stays connected */
     }
     return 0;
 }

@@ -117,9 +117,9 @@ int sa_round_begin(server_t *s, err_t *err)
                      pl->t_nb);
         else
             snprintf(what, sizeof what, "full SecAgg (threshold %u)", n ? secagg_default_t(n) : 0);
-        log_info("secure aggregation over %u sites: %s; at dropout %g and corruption %g, P(abort) <= 2^%.1f and "
-                 "P(privacy failure) <= 2^%.1f",
-                 n, what, c->secagg.dropout, c->secagg.corruption, pl->log2_abort, pl->log2_privacy);
+        log_info("secure aggregation over %u sites: %s; at dropout %g and corruption %g, P(abort) <= 2^%.1f, "
+                 "P(privacy failure) <= 2^%.1f (corrupted neighbours) and 2^%.1f (graph split)",
+                 n, what, c->secagg.dropout, c->secagg.corruption, pl->log2_abort, pl->log2_privacy, pl->log2_split);
         s->sa.logged_n = n;
     }
     return rc < 0 ? err_set(err, FN_ESTATE, "%s", err->msg) : 0;

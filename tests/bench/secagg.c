@@ -394,9 +394,10 @@ int main(void)
     OK(secagg_plan_plus(1000, 0, 0.10, 0.05, &plan, &e));
     OK(secagg_plan_plus(1000, secagg_default_k(1000), 0.10, 0.05, &old, &e));
     printf("SecAgg+ n = 1000, dropout 0.10, corruption 0.05: k = %u, t_nb = %u; P(abort) <= 2^%.2f, "
-           "P(privacy failure) <= 2^%.2f\n", plan.k, plan.t_nb, plan.log2_abort, plan.log2_privacy);
-    printf("  (old default k = %u, t_nb = %u: P(abort) <= 2^%.2f, P(privacy failure) <= 2^%.2f)\n", old.k, old.t_nb,
-           old.log2_abort, old.log2_privacy);
+           "P(privacy failure) <= 2^%.2f (corrupted neighbours), 2^%.2f (graph split)\n", plan.k, plan.t_nb,
+           plan.log2_abort, plan.log2_privacy, plan.log2_split);
+    printf("  (old default k = %u, t_nb = %u: P(abort) <= 2^%.2f, P(privacy failure) <= 2^%.2f, 2^%.2f)\n", old.k,
+           old.t_nb, old.log2_abort, old.log2_privacy, old.log2_split);
     const int n_rates = 2000;
     double rate_old = abort_rate(1000, old.k, old.t_nb, n_rates, 31), rate_new = abort_rate(1000, plan.k, plan.t_nb,
                                                                                           n_rates, 31);

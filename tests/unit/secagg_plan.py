@@ -18,6 +18,8 @@ def at_least(k, t, p): return lse([lpmf(k, i, p) for i in range(t, k + 1)]) if t
 
 def plan(n, d, g, ta=-20, tp=-40):
     for k in range(2, n - 1, 2):
+        if d + g > 0 and (log(n) + (k // 2) * log(d + g)) / log(2) > tp:
+            continue  # split: k/2 consecutive positions without an honest survivor
         for t in range((k + 1) // 2 + 1, k + 2):
             ab = (log(n) + below(k, t, 1 - d)) / log(2)
             if ab > ta: break

@@ -41,8 +41,8 @@ static void test_plan_values(void **state)
         double ab, pr;
     } want[] = {
         {1000, 0.10, 0.05, 38, 20, -20.839071, -42.771706},
-        {1000, 0.05, 0.05, 30, 18, -20.547239, -42.302291},
-        {100, 0.10, 0.05, 34, 18, -21.135188, -41.232339},
+        {1000, 0.05, 0.05, 32, 19, -22.967346, -44.690941},
+        {100, 0.10, 0.05, 36, 19, -22.649148, -43.663812},
         {10000, 0.10, 0.05, 42, 22, -20.535336, -44.305033},
         {1000, 0.30, 0.10, 212, 107, -20.105204, -153.481269},
         {50, 0.10, 0.05, 34, 18, -22.135188, -42.232339},
@@ -58,7 +58,16 @@ static void test_plan_values(void **state)
         assert_true(fabs(pl.log2_abort - want[i].ab) < 1e-4);
         assert_true(fabs(pl.log2_privacy - want[i].pr) < 1e-4);
         assert_true(pl.log2_abort <= SECAGG_LOG2_ABORT_TARGET && pl.log2_privacy <= SECAGG_LOG2_PRIVACY_TARGET);
+        assert_true(fabs(pl.log2_split - (log2(want[i].n) + pl.k / 2 * log2(want[i].d + want[i].g))) < 1e-9);
+        assert_true(pl.log2_split <= SECAGG_LOG2_PRIVACY_TARGET);
     }
+    /* the split bound decides at n = 1000, dropout 0.05: k = 30 with t_nb = 18 meets the other two
+     * (abort 2^-20.5, privacy 2^-42.3) but n 0.1^15 = 2^-39.9, hence k = 32 above */
+    assert_int_equal(secagg_plan_plus(1000, 30, 0.05, 0.05, &pl, &e), 0);
+    assert_true(fabs(pl.log2_split - (log2(1000.0) - 15 * log2(10.0))) < 1e-9);
+    assert_true(pl.log2_split > SECAGG_LOG2_PRIVACY_TARGET);
+    assert_true(secagg_log2_binom_below(30, 18, 0.95) + log2(1000.0) <= SECAGG_LOG2_ABORT_TARGET);
+    assert_true(secagg_log2_binom_at_least(30, 18, 0.05) + log2(1000.0) <= SECAGG_LOG2_PRIVACY_TARGET);
     /* 20 clients: no k below n - 1 = 19 is enough, so full SecAgg */
     assert_int_equal(secagg_plan_plus(20, 0, 0.1, 0.05, &pl, &e), 0);
     assert_int_equal(pl.k, 0);
