@@ -182,6 +182,7 @@ void server_free(server_t *s)
         return;
     sites_free(s->sites);
     secagg_round_free(s->sa.round);
+    free(s->sa.excluded);
     collect_free(s);
     dp_free(s);
     engine_model_free(s->mod.model);
