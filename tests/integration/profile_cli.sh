@@ -17,6 +17,8 @@ got = sum(e["args"]["flops"] for e in gemm)
 assert got == want, (got, want)
 assert any(e["ph"] == "C" and e["name"] == "arena" for e in ev)
 assert meta["arena_used_after_reset"] == 0
+# Each op event spans its kernel (timed by the engine itself) plus bookkeeping.
+assert 0 < meta["kernel_seconds"] <= meta["forward_seconds"] + meta["backward_seconds"] + 1e-4, meta
 PY
 }
 "$FEDNAS" profile --model cnn --batch-size 4 --steps 2 --output "$WORK/cnn.json" > "$WORK/cnn.txt" || fail "profile cnn"
