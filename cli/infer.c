@@ -31,7 +31,10 @@ struct infer {
     engine_graph_t *g;
     int classes, max_batch, cap_images;
     double max_wait, batch_ema;
-    float *xb;
+    float *xb, *lb; /* the batch's images and logits */
+    double per_img[11]; /* seconds per image of a 2^k-image pass (moving average; 0: not measured) */
+    unsigned long explore;
+    int chunk; /* the pass size of the latest batch, for /metrics */
     pthread_t thread;
     int thread_started;
     pthread_mutex_t mu;
@@ -61,7 +64,35 @@ static void abs_deadline(double mono_deadline, struct timespec *out)
     out->tv_nsec = (long)((mono_deadline - s) * 1e9);
 }
 
-/* One forward pass over requests [first, ... n_req of them), imgs images in all. */
+/* The pass size. A bigger pass reads the weights once for more images (linear layers gain
+ * most), but a convolution's im2col columns outgrow the cache, and on this engine a conv net
+ * can run faster per image in small passes. So the coalesced batch runs in chunks of 2^k
+ * images, k the size with the lowest measured time per image: every size up to the batch is
+ * tried once, then the best is used, with a neighbour re-measured every 16th batch to follow
+ * the machine's load. Only the inference thread touches these. */
+#define CHUNK_SIZES 11 /* 1 .. 1024 */
+
+static int pick_chunk(infer_t *q, int imgs)
+{
+    int kmax = 0;
+    while (kmax + 1 < CHUNK_SIZES && (1 << (kmax + 1)) <= imgs && (1 << (kmax + 1)) <= q->max_batch)
+        kmax++;
+    for (int k = 0; k <= kmax; k++)
+        if (q->per_img[k] == 0)
+            return k; /* never measured */
+    int best = 0;
+    for (int k = 1; k <= kmax; k++)
+        if (q->per_img[k] < q->per_img[best])
+            best = k;
+    if (++q->explore % 16 == 0) {
+        int k = best + ((q->explore / 16) % 2 ? 1 : -1);
+        if (k >= 0 && k <= kmax)
+            return k;
+    }
+    return best;
+}
+
+/* One forward pass per chunk over requests [first, ... n_req of them), imgs images in all. */
 static int run_batch(infer_t *q, req_t *first, int n_req, int imgs, char *msg, size_t cap)
 {
     size_t off = 0;
@@ -70,35 +101,47 @@ static int run_batch(infer_t *q, req_t *first, int n_req, int imgs, char *msg, s
         memcpy(q->xb + off, r->x, (size_t)r->n * INFER_INPUT * sizeof(float));
         off += (size_t)r->n * INFER_INPUT;
     }
-    int64_t shape[4] = {imgs, 1, 28, 28};
-    engine_tensor_t *x = engine_graph_view(q->g, q->xb, NULL, ENGINE_F32, 4, shape);
-    engine_tensor_t *logits = engine_net_forward(engine_model_net(q->m), q->g, x, 0);
+    int k = pick_chunk(q, imgs), c = 1 << k;
+    q->chunk = c;
     err_t e = {0};
-    int rc = engine_graph_error(q->g, &e);
-    if (rc == 0 && (!logits || engine_tensor_numel(logits) != (int64_t)imgs * q->classes))
-        rc = err_set(&e, FN_EIO, "the model gave no [%d, %d] logits", imgs, q->classes);
+    int rc = 0;
+    for (int at = 0; rc == 0 && at < imgs; at += c) {
+        int n = imgs - at < c ? imgs - at : c;
+        double t0 = mono();
+        int64_t shape[4] = {n, 1, 28, 28};
+        engine_tensor_t *x = engine_graph_view(q->g, q->xb + (size_t)at * INFER_INPUT, NULL, ENGINE_F32, 4, shape);
+        engine_tensor_t *logits = engine_net_forward(engine_model_net(q->m), q->g, x, 0);
+        rc = engine_graph_error(q->g, &e);
+        if (rc == 0 && (!logits || engine_tensor_numel(logits) != (int64_t)n * q->classes))
+            rc = err_set(&e, FN_EIO, "the model gave no [%d, %d] logits", n, q->classes);
+        if (rc == 0)
+            memcpy(q->lb + (size_t)at * q->classes, engine_tensor_f32(logits), (size_t)n * q->classes * sizeof(float));
+        engine_graph_reset(q->g);
+        if (rc == 0 && n == c) {
+            double per = (mono() - t0) / c;
+            q->per_img[k] = q->per_img[k] == 0 ? per : 0.7 * q->per_img[k] + 0.3 * per;
+        }
+    }
     if (rc) {
         snprintf(msg, cap, "%s", e.msg);
-        engine_graph_reset(q->g);
         return rc;
     }
-    const float *L = engine_tensor_f32(logits);
+    const float *L = q->lb;
     r = first;
     int row = 0;
     for (int i = 0; i < n_req; i++, r = r->next)
-        for (int k = 0; k < r->n; k++, row++) {
+        for (int j = 0; j < r->n; j++, row++) {
             const float *l = L + (size_t)row * q->classes;
-            float *p = r->probs + (size_t)k * q->classes;
+            float *p = r->probs + (size_t)j * q->classes;
             float mx = l[0];
-            for (int c = 1; c < q->classes; c++)
-                mx = l[c] > mx ? l[c] : mx;
+            for (int cl = 1; cl < q->classes; cl++)
+                mx = l[cl] > mx ? l[cl] : mx;
             double sum = 0;
-            for (int c = 0; c < q->classes; c++)
-                sum += (p[c] = expf(l[c] - mx));
-            for (int c = 0; c < q->classes; c++)
-                p[c] = (float)(p[c] / sum);
+            for (int cl = 0; cl < q->classes; cl++)
+                sum += (p[cl] = expf(l[cl] - mx));
+            for (int cl = 0; cl < q->classes; cl++)
+                p[cl] = (float)(p[cl] / sum);
         }
-    engine_graph_reset(q->g);
     return 0;
 }
 
@@ -200,6 +243,7 @@ int infer_start(engine_model_t *m, int max_batch, double max_wait_s, infer_t **o
     q->max_wait = max_wait_s;
     q->cap_images = max_batch > INFER_MAX_IMAGES ? max_batch : INFER_MAX_IMAGES;
     q->xb = malloc((size_t)q->cap_images * INFER_INPUT * sizeof(float));
+    q->lb = malloc((size_t)q->cap_images * (size_t)q->classes * sizeof(float));
     q->g = engine_graph_create(1 << 20, 1);
     q->started = mono();
     pthread_mutex_init(&q->mu, NULL);
@@ -209,7 +253,7 @@ int infer_start(engine_model_t *m, int max_batch, double max_wait_s, infer_t **o
     pthread_cond_init(&q->work, &ca);
     pthread_condattr_destroy(&ca);
     pthread_cond_init(&q->done, NULL);
-    if (!q->xb || !q->g) {
+    if (!q->xb || !q->lb || !q->g) {
         int cap = q->cap_images;
         infer_stop(q);
         return err_set(err, FN_ENOMEM, "out of memory for a batch of %d images", cap);
@@ -241,6 +285,7 @@ void infer_stop(infer_t *q)
     engine_graph_free(q->g);
     engine_model_free(q->m);
     free(q->xb);
+    free(q->lb);
     free(q);
 }
 
@@ -381,6 +426,9 @@ char *infer_metrics_text(infer_t *q)
         RATE_WINDOW_S, window > 0 ? (double)recent / window : 0.0);
     put(&b, "# HELP fednas_serve_batch_seconds Average forward pass time (moving average).\n"
             "# TYPE fednas_serve_batch_seconds gauge\nfednas_serve_batch_seconds %.6f\n", q->batch_ema);
+    put(&b, "# HELP fednas_serve_pass_images Images per forward pass chosen for the latest batch (the size "
+            "with the lowest measured time per image).\n# TYPE fednas_serve_pass_images gauge\n"
+            "fednas_serve_pass_images %d\n", q->chunk);
     put(&b, "# HELP fednas_serve_max_batch The batch limit.\n# TYPE fednas_serve_max_batch gauge\n"
             "fednas_serve_max_batch %d\n", q->max_batch);
     pthread_mutex_unlock(&q->mu);

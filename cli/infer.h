@@ -1,11 +1,13 @@
 /* infer: the dynamic batcher behind `fednas serve`. HTTP threads submit requests (one or more
  * images each) and block; one inference thread owns the model and a graph, takes whole queued
- * requests up to max_batch images, runs one forward pass without gradients and hands each
+ * requests up to max_batch images, runs them through the model without gradients and hands each
  * request its own rows of class probabilities. It waits for more requests only while the
  * queue is short of max_batch, and at most min(max_wait, an average batch's run time) after
  * the oldest queued request arrived: a lone request on an idle server goes at once after that
- * short wait, and requests that queued during the previous batch go without any. Counters
- * and latency percentiles feed /metrics (Prometheus text). */
+ * short wait, and requests that queued during the previous batch go without any. The batch
+ * runs in forward passes of the power-of-two size with the lowest measured time per image (a
+ * conv net's im2col columns may fall out of cache in a big pass; a big MLP wants the biggest).
+ * Counters and latency percentiles feed /metrics (Prometheus text). */
 #ifndef FEDNAS_CLI_INFER_H
 #define FEDNAS_CLI_INFER_H
 

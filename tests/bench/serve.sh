@@ -2,7 +2,8 @@
 # Inference serving benchmark: wrk over HTTPS keep-alive POSTing one 28x28 image per request to
 # `fednas serve` twice in the same run: batch-1 serving (--max-batch 1: every request its own
 # forward pass) as the reference, then dynamic batching (--max-batch 32, --max-wait-ms 5).
-# Prints requests/s and latency percentiles of both and the ratios (target: dynamic >= 3x the
+# Prints requests/s and latency percentiles of both, the mean coalesced batch and the pass size
+# the batcher settled on (cli/infer.c runs a batch in chunks of the fastest size per image), and the ratios (target: dynamic >= 3x the
 # requests/s at <= 2x the median latency) for each model: "wide", an MLP 784-2048-2048-10 whose
 # 23 MB of weights make batch-1 inference memory-bound (batching reads them once per pass),
 # and "cnn", the FedAvg CNN, compute-bound in its convolutions (batching saves little there on
@@ -55,8 +56,10 @@ run() {
   case "$line" in *" errors=0"*) ;; *) echo "$line"; echo "serve bench: HTTP errors"; exit 1 ;; esac
   echo "$line" | sed -E 's/.*rps=([0-9.]+) p50_ms=([0-9.]+) p90_ms=([0-9.]+) p99_ms=([0-9.]+).*/\1 \2 \3 \4/' > "$WORK/$name"
   curl -sk -H "Authorization: Bearer $SERVE_TOKEN" "https://127.0.0.1:$port/metrics" |
-    awk '/^fednas_serve_batch_size_(sum|count) /{ v[$1] = $2 } END { if (v["fednas_serve_batch_size_count"] > 0)
-      printf "%.1f\n", v["fednas_serve_batch_size_sum"] / v["fednas_serve_batch_size_count"]; else print "?" }' \
+    awk '/^fednas_serve_(batch_size_sum|batch_size_count|pass_images) /{ v[$1] = $2 } END {
+      if (v["fednas_serve_batch_size_count"] > 0)
+        printf "%.1f/%d\n", v["fednas_serve_batch_size_sum"] / v["fednas_serve_batch_size_count"], v["fednas_serve_pass_images"]
+      else print "?" }' \
     > "$WORK/$name.batch"
   kill "$PID"
   wait "$PID" 2> /dev/null
@@ -65,7 +68,7 @@ run() {
 
 echo '{"type":"mlp","hidden":[2048,2048]}' > "$WORK/wide.json"
 echo "serve bench: $CONNS connections, ${DURATION} s each, $(nproc) cores, one base64 image per request; $(uptime | sed 's/.*load/load/')"
-printf '%-6s %-22s %10s %9s %9s %9s %10s\n' "model" "serving" "req/s" "p50 ms" "p90 ms" "p99 ms" "mean batch"
+printf '%-6s %-22s %10s %9s %9s %9s %10s\n' "model" "serving" "req/s" "p50 ms" "p90 ms" "p99 ms" "batch/pass"
 for MODEL in $MODELS; do
   label=$MODEL
   [ "$MODEL" = wide ] && MODEL=$WORK/wide.json
