@@ -116,6 +116,7 @@ assert m['fednas_serve_batch_size_bucket{le="1"}'] < m["fednas_serve_batch_size_
 assert m["fednas_serve_batch_size_sum"] == ok + 2
 assert 0 < m['fednas_serve_latency_seconds{quantile="0.5"}'] <= m['fednas_serve_latency_seconds{quantile="0.99"}']
 assert m["fednas_serve_requests_per_second"] > 0
+assert 1 <= m["fednas_serve_pass_images"] <= 16, m["fednas_serve_pass_images"]
 PY
 pass "batching keeps answers apart; 400s, 401s and /metrics"
 
