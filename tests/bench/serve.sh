@@ -25,7 +25,7 @@ command -v wrk > /dev/null || { echo "serve bench: wrk is not installed (scripts
 [ -r "$LUA" ] || { echo "serve bench: no wrk script at $LUA"; exit 1; }
 WORK=$(mktemp -d /tmp/fednas-bench-serve-XXXXXX)
 PID=
-cleanup() { [ -n "$PID" ] && kill "$PID" 2> /dev/null; wait 2> /dev/null; rm -rf "$WORK"; }
+cleanup() { [ -n "$PID" ] && kill "$PID" 2> /dev/null; wait 2> /dev/null; [ -n "${SERVE_BENCH_KEEP:-}" ] || rm -rf "$WORK"; }
 trap cleanup EXIT
 export SERVE_TOKEN=bench_token_0123456789abcdef SERVE_BODY=$WORK/body.json
 # One image as base64 float32: the cheap encoding to parse, so the bench weighs inference more
@@ -38,6 +38,7 @@ print(json.dumps({"images": [base64.b64encode(struct.pack("<784f", *[random.rand
 run() {
   local name=$1
   shift
+  rm -f "$WORK/$name.out" # the previous model's server wrote here: never read its port
   FEDNAS_SERVE_TOKEN=$SERVE_TOKEN "$FEDNAS" serve "$MODEL" --http 0 --state-dir "$WORK" --workers $((CONNS + 8)) "$@" \
     > "$WORK/$name.out" 2>&1 &
   PID=$!
