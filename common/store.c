@@ -1,3 +1,9 @@
+/* store.c: the run store (SQLite, WAL). Map: opening (PRAGMAs, the user_version migrations in
+ * migrate(), the 0600 mode of the store and its -wal/-shm files); the statement helpers
+ * prepare/run_write/run_query that every public function goes through; writes by the server
+ * (experiments, runs, rounds committed with their checkpoint in one transaction, metrics,
+ * clients, phase and pid); then the reads the dashboard makes (JSON for the REST API and the
+ * event poller's data_version/rowid queries). NAS tables live in store_nas.c. */
 #include "common/store.h"
 
 #include <errno.h>

@@ -1,3 +1,8 @@
+/* model.c: a trainable model = a net (nn.h) plus its optimizer, schedule and data pipeline.
+ * Map: creation and the federated vector's layout; checks of inputs; one training step
+ * (forward, loss, backward, optimizer); the "train" block of a config parsed into
+ * engine_train_config_t with errors naming the key path; whole-epoch training over image
+ * batches (augmentation, MixUp/CutMix soft labels from the prefetch thread); evaluation. */
 #include "engine/model.h"
 
 #include <math.h>

@@ -1,3 +1,8 @@
+/* nn.c: networks from JSON. Map: parameter registration into the one blob (add_param); the
+ * per-layer parser (parse_layer: every key checked, every shape computed here so errors name the
+ * layer path) and sequences; the named architectures (cnn, lenet, resnet, mlp) expanded into
+ * layer lists; creation/initialisation; the forward pass (run_seq) that calls the ops; and the
+ * nn_seq_* entry points that nn_cell.c uses for the edges of a cell. */
 #include "engine/nn.h"
 
 #include <math.h>
