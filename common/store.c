@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "common/store_nas.h"
 #include "common/util.h"
 
 struct store {
@@ -82,6 +83,9 @@ static const char *const k_migrations[] = {
     "ALTER TABLE runs ADD COLUMN phase TEXT;"
     "ALTER TABLE runs ADD COLUMN phase_round INTEGER;"
     "ALTER TABLE runs ADD COLUMN phase_at REAL;",
+    /* 4 -> 5: NAS searches (common/store_nas.h): a run's search settings, every candidate the
+     * controller asked for, and the top-k retrained from scratch. */
+    STORE_NAS_MIGRATION,
 };
 #define N_MIGRATIONS ((int)(sizeof k_migrations / sizeof k_migrations[0]))
 
@@ -100,6 +104,16 @@ static int exec(store_t *s, const char *sql, err_t *err)
         return FN_EIO;
     }
     return 0;
+}
+
+sqlite3 *store_sqlite(store_t *s)
+{
+    return s->db;
+}
+
+const char *store_path(const store_t *s)
+{
+    return s->path;
 }
 
 int store_schema_version(store_t *s)

@@ -11,7 +11,7 @@
 
 typedef struct store store_t;
 
-#define STORE_SCHEMA_VERSION 4
+#define STORE_SCHEMA_VERSION 5
 
 /* Opens (creating and migrating if needed) the store at path. read_only handles never migrate and
  * fail with FN_ENOTFOUND if the file does not exist. Each thread uses its own handle. */

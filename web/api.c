@@ -13,6 +13,7 @@
 
 #include "common/log.h"
 #include "common/store.h"
+#include "common/store_nas.h"
 #include "web/web_internal.h"
 
 int web_parse_u64(const char *s, size_t n, long long max, long long *out)
@@ -141,6 +142,10 @@ int web_api_healthz(const web_req_t *rq)
 int web_api_runs(const web_req_t *rq) { return serve_query(rq, store_runs_json); }
 
 int web_api_run(const web_req_t *rq) { return serve_run_query(rq, store_run_json); }
+
+static int nas_search_json(store_t *s, int64_t id, json_t **out, err_t *e) { return store_nas_json(s, id, -1, out, e); }
+
+int web_api_nas(const web_req_t *rq) { return serve_run_query(rq, nas_search_json); }
 
 int web_api_rounds(const web_req_t *rq)
 {

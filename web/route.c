@@ -31,6 +31,7 @@ static const web_route_t k_routes[] = {
     {"/api/runs/{id}/rounds", M_GET, web_api_rounds},
     {"/api/runs/{id}/rounds.csv", M_GET, web_api_rounds_csv},
     {"/api/runs/{id}/clients", M_GET, web_api_clients},
+    {"/api/runs/{id}/nas", M_GET, web_api_nas},
     {"/api/runs/{id}/clients.csv", M_GET, web_api_clients_csv},
     {"/api/runs/{id}/metrics", M_GET, web_api_metrics},
     {"/api/runs/{id}/privacy", M_GET, web_api_privacy},

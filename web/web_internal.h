@@ -124,6 +124,8 @@ int web_api_runs(const web_req_t *rq);
 int web_api_run(const web_req_t *rq);
 int web_api_rounds(const web_req_t *rq);
 int web_api_clients(const web_req_t *rq);
+/* A NAS search's settings, candidates and retrained top-k (common/store_nas.h). */
+int web_api_nas(const web_req_t *rq);
 int web_api_not_found(const web_req_t *rq);
 int web_api_experiments(const web_req_t *rq);
 /* Closes the calling worker thread's store handle and caches (civetweb's exit_thread). */

@@ -1,0 +1,575 @@
+/* `fednas nas EXPERIMENT.json`: a neural-architecture search on this machine (nas/controller.h),
+ * recorded as a run of the store; `--resume RUN` continues one after a crash or Ctrl-C, and
+ * `fednas nas export RUN` writes the best architectures (JSON) with their retrained weights. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "common/jsonpos.h"
+#include "common/store.h"
+#include "common/store_nas.h"
+#include "common/util.h"
+#include "engine/safetensors.h"
+#include "nas/config.h"
+#include "nas/controller.h"
+#include "nas/eval.h"
+
+static const char *const k_help =
+    "Usage: fednas nas EXPERIMENT.json [--db FILE] [--quiet]\n"
+    "       fednas nas --resume RUN [--db FILE] [--quiet]\n"
+    "       fednas nas export RUN [--top K] --out DIR [--db FILE]\n"
+    "\n"
+    "Searches the experiment's \"nas\" space with its strategy: candidates are trained on 50,000\n"
+    "training images and scored on the other 10,000 (a split drawn once from data.split_seed and\n"
+    "stored with the run); the top k are then retrained from scratch on all 60,000 and tested.\n"
+    "Every candidate is recorded in the run store; a killed search continues with --resume RUN:\n"
+    "finished candidates are kept, the ones in flight run again, and the strategy replays the\n"
+    "recorded asks and tells, so the search ends as an uninterrupted one would.\n"
+    "\n"
+    "EXPERIMENT keys: \"name\", \"seed\", \"nas\" (see nas/config.h), \"train\" (the per-candidate\n"
+    "recipe: optimizer, schedule, augment; nas.lr and nas.batch_size set its learning rate and\n"
+    "batch size), \"data\": {\"dataset\":\"fashion-mnist\"|\"mnist\", \"path\":DIR, \"split_seed\":42,\n"
+    "\"validation\":10000, \"train_subset\":N, \"val_subset\":N, \"test_subset\":N} (subsets: the first\n"
+    "N images of each split, for smoke tests). Federated keys are ignored.\n"
+    "\n"
+    "  --db FILE     run store (default fednas.db)\n"
+    "  --resume RUN  continue run RUN of the store\n"
+    "  --quiet       no progress bar (lines only)\n"
+    "  --check       validate the experiment, print the plan and exit (no store, no training)\n"
+    "  export: --top K (default 3) --out DIR: DIR/rankN.json (the model, as \"model\" takes it)\n"
+    "          and DIR/rankN.safetensors (\"params\", the weights; metadata fednas.arch)\n"
+    "\n"
+    "Workers: nas.workers processes, each with FEDNAS_THREADS engine threads (default: the cores\n"
+    "divided among the workers). Results are reproducible for a fixed seed, workers and threads.\n";
+
+typedef struct exp_cfg {
+    json_t *root;
+    char *text;
+    const char *source;
+    nas_config_t nas;
+    nas_data_opts_t data;
+    engine_train_config_t train;
+    char *augment;
+    char name[128];
+} exp_cfg_t;
+
+static int at(const exp_cfg_t *e, const char *jpath, err_t *err, const char *fmt, const char *detail)
+{
+    int line = 1, col = 1;
+    jsonpos_locate(e->text, jpath, 0, &line, &col);
+    return err_set(err, FN_EINVAL, "%s:%d:%d: %s: %s%s", e->source, line, col, jpath, fmt, detail ? detail : "");
+}
+
+static int get_int(const exp_cfg_t *e, const json_t *o, const char *key, long lo, long hi, long dflt, long *out,
+                   err_t *err)
+{
+    char jpath[64];
+    snprintf(jpath, sizeof jpath, "data.%s", key);
+    const json_t *v = json_object_get(o, key);
+    *out = dflt;
+    if (!v)
+        return 0;
+    char want[96];
+    snprintf(want, sizeof want, "expected an integer in [%ld, %ld]", lo, hi);
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
+        return at(e, jpath, err, want, NULL);
+    *out = (long)json_integer_value(v);
+    return 0;
+}
+
+static int parse_data(exp_cfg_t *e, err_t *err)
+{
+    const json_t *d = json_object_get(e->root, "data");
+    memset(&e->data, 0, sizeof e->data);
+    e->data.val_size = 10000;
+    e->data.split_seed = 42;
+    if (!d)
+        return 0;
+    if (!json_is_object(d))
+        return at(e, "data", err, "expected an object", NULL);
+    static const char *const keys[] = {"dataset", "path", "split_seed", "validation", "train_subset", "val_subset",
+                                       "test_subset", NULL};
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)d, k, v) {
+        int ok = 0;
+        for (int i = 0; keys[i]; i++)
+            ok |= strcmp(k, keys[i]) == 0;
+        if (!ok) {
+            char jpath[160];
+            snprintf(jpath, sizeof jpath, "data.%s", k);
+            return at(e, jpath, err, "unknown key; expected dataset, path, split_seed, validation, train_subset, "
+                                     "val_subset or test_subset", NULL);
+        }
+    }
+    const json_t *ds = json_object_get(d, "dataset");
+    if (ds && (!json_is_string(ds) || (strcmp(json_string_value(ds), "fashion-mnist") != 0 &&
+                                       strcmp(json_string_value(ds), "mnist") != 0)))
+        return at(e, "data.dataset", err, "a search runs on \"fashion-mnist\" or \"mnist\" (IDX files)", NULL);
+    const json_t *p = json_object_get(d, "path");
+    if (p && !json_is_string(p))
+        return at(e, "data.path", err, "expected a directory name", NULL);
+    e->data.dir = p ? json_string_value(p) : NULL;
+    long x;
+    int rc;
+    if ((rc = get_int(e, d, "split_seed", 0, 0x7fffffffffffffffL, 42, &x, err)) < 0)
+        return rc;
+    e->data.split_seed = (uint64_t)x;
+    if ((rc = get_int(e, d, "validation", 1, 59999, 10000, &x, err)) < 0)
+        return rc;
+    e->data.val_size = (int)x;
+    if ((rc = get_int(e, d, "train_subset", 1, 1 << 30, 0, &x, err)) < 0)
+        return rc;
+    e->data.train_subset = (int)x;
+    if ((rc = get_int(e, d, "val_subset", 1, 1 << 30, 0, &x, err)) < 0)
+        return rc;
+    e->data.val_subset = (int)x;
+    if ((rc = get_int(e, d, "test_subset", 1, 1 << 30, 0, &x, err)) < 0)
+        return rc;
+    e->data.test_subset = (int)x;
+    return 0;
+}
+
+/* An engine message that starts with a JSON path ("train.optimizer.momentum: ...") gets the
+ * file, line and column in front. */
+static int with_position(const exp_cfg_t *e, err_t *err)
+{
+    char jpath[160];
+    const char *colon = strstr(err->msg, ": ");
+    if (colon && (size_t)(colon - err->msg) < sizeof jpath && strchr(err->msg, ' ') >= colon) {
+        memcpy(jpath, err->msg, (size_t)(colon - err->msg));
+        jpath[colon - err->msg] = 0;
+        int line = 1, col = 1;
+        if (jsonpos_locate(e->text, jpath, 0, &line, &col) == 0)
+            return err_wrap(err, "%s:%d:%d: ", e->source, line, col);
+    }
+    return err_wrap(err, "%s: ", e->source);
+}
+
+static void exp_free(exp_cfg_t *e)
+{
+    json_decref(e->root);
+    free(e->text);
+    free(e->augment);
+}
+
+/* Loads and validates an experiment given as text (a file, or a run's stored config). */
+static int exp_load(exp_cfg_t *e, const char *source, char *text, err_t *err)
+{
+    memset(e, 0, sizeof *e);
+    e->text = text;
+    e->source = source;
+    json_error_t je;
+    e->root = json_loads(text, 0, &je);
+    if (!e->root)
+        return err_set(err, FN_EINVAL, "%s:%d:%d: %s", source, je.line, je.column, je.text);
+    if (!json_is_object(e->root))
+        return err_set(err, FN_EINVAL, "%s:1:1: expected an experiment object", source);
+    static const char *const known[] = {"name", "description", "seed", "data", "train", "nas", "model", "rounds",
+                                        "clients", "server", "strategy", "privacy", "secagg", NULL};
+    const char *key;
+    json_t *val;
+    json_object_foreach(e->root, key, val) {
+        int ok = 0;
+        for (int i = 0; known[i]; i++)
+            ok |= strcmp(key, known[i]) == 0;
+        if (!ok)
+            return at(e, key, err, "unknown key", NULL);
+    }
+    const json_t *name = json_object_get(e->root, "name");
+    snprintf(e->name, sizeof e->name, "%s", json_is_string(name) ? json_string_value(name) : "nas");
+    const json_t *seed = json_object_get(e->root, "seed");
+    if (seed && (!json_is_integer(seed) || json_integer_value(seed) < 0))
+        return at(e, "seed", err, "expected an integer >= 0", NULL);
+    const json_t *nas = json_object_get(e->root, "nas");
+    if (!nas)
+        return err_set(err, FN_EINVAL, "%s: no \"nas\" block: nothing to search (see `fednas nas --help`)", source);
+    int rc = nas_config_parse(nas, source, text, "nas", seed ? (uint64_t)json_integer_value(seed) : 1, &e->nas, err);
+    if (rc < 0)
+        return rc;
+    if (e->nas.evaluation != NAS_EVAL_STANDALONE)
+        return at(e, "nas.evaluation", err, "weight sharing is not implemented by this controller yet; use \"standalone\"",
+                  NULL);
+    if ((rc = parse_data(e, err)) < 0)
+        return rc;
+    const json_t *train = json_object_get(e->root, "train");
+    if (train) {
+        if ((rc = engine_train_config_from_json(train, &e->train, err)) < 0)
+            return with_position(e, err);
+        const json_t *aug = json_object_get(train, "augment");
+        if (aug)
+            e->augment = json_dumps(aug, JSON_COMPACT);
+    } else {
+        engine_train_config_default(&e->train);
+    }
+    e->train.batch_size = e->nas.batch_size;
+    e->train.optim.lr = (float)e->nas.lr;
+    return 0;
+}
+
+/* ---- progress ------------------------------------------------------------------------------ */
+
+typedef struct ui {
+    int tty, quiet;
+    double last_draw;
+    int drawn;
+} ui_t;
+
+static void clear_bar(ui_t *u)
+{
+    if (u->drawn) {
+        fprintf(stderr, "\r%*s\r", 100, "");
+        u->drawn = 0;
+    }
+}
+
+static void fmt_eta(double s, char *buf, size_t n)
+{
+    if (!(s >= 0) || s > 1e7)
+        snprintf(buf, n, "?");
+    else if (s >= 3600)
+        snprintf(buf, n, "%dh%02dm", (int)(s / 3600), (int)(s / 60) % 60);
+    else
+        snprintf(buf, n, "%dm%02ds", (int)(s / 60), (int)s % 60);
+}
+
+static void on_tick(void *ctx, const nas_progress_t *p)
+{
+    ui_t *u = ctx;
+    if (!u->tty || u->quiet)
+        return;
+    double t = fn_mono();
+    if (t - u->last_draw < 0.2)
+        return;
+    u->last_draw = t;
+    char bar[31], eta[32], best[48];
+    int fill = p->budget > 0 ? (int)(30.0 * p->progress / p->budget) : 0;
+    if (fill > 30)
+        fill = 30;
+    for (int i = 0; i < 30; i++)
+        bar[i] = i < fill ? '#' : '.';
+    bar[30] = 0;
+    /* Seconds per unit of budget so far in this session, times what is left. */
+    fmt_eta(p->evaluated > 0 && p->progress > 0 ? p->elapsed / p->evaluated * p->told / p->progress * (p->budget - p->progress) : -1,
+            eta, sizeof eta);
+    if (p->best >= 0)
+        snprintf(best, sizeof best, "%.4f (#%lld)", p->best, (long long)p->best_seq);
+    else
+        snprintf(best, sizeof best, "-");
+    fprintf(stderr, "\r [%s] %d/%d %s  running %d  failed %d  best %s  ETA %s   ", bar, p->progress, p->budget,
+            p->unit, p->running, p->failed, best, eta);
+    fflush(stderr);
+    u->drawn = 1;
+}
+
+static void on_candidate(void *ctx, const store_nas_candidate_t *c, const nas_progress_t *p)
+{
+    ui_t *u = ctx;
+    clear_bar(u);
+    if (strcmp(c->status, "done") == 0)
+        printf("[%3d/%d] #%-3lld done    val %.4f  loss %.4f  params %7lld  MFLOP %7.2f  lat %6.2fms  %5.1fs  %-8s %s\n",
+               p->progress, p->budget, (long long)c->seq, c->val_accuracy, c->val_loss, (long long)c->params,
+               c->flops / 1e6, c->latency_ms, c->seconds, c->worker, c->mutation);
+    else
+        printf("[%3d/%d] #%-3lld FAILED  after %d attempt%s: %s\n", p->progress, p->budget, (long long)c->seq, c->attempts,
+               c->attempts == 1 ? "" : "s", c->reason);
+    fflush(stdout);
+    u->last_draw = 0;
+}
+
+static void on_final(void *ctx, const store_nas_final_t *f, const char *recipe)
+{
+    ui_t *u = ctx;
+    clear_bar(u);
+    printf("retrained top %d: candidate #%lld  test accuracy %.4f  test loss %.4f  (validation %.4f)  params %lld  MFLOP %.2f  "
+           "lat %.2fms  retrained in %.1fs\n",
+           f->rank, (long long)f->seq, f->test_accuracy, f->test_loss, f->val_accuracy, (long long)f->params,
+           f->flops / 1e6, f->latency_ms, f->seconds);
+    (void)recipe;
+    fflush(stdout);
+}
+
+/* ---- search ------------------------------------------------------------------------------- */
+
+static int threads_per_worker(int workers)
+{
+    const char *s = getenv("FEDNAS_THREADS");
+    long v;
+    if (s && fn_parse_int(s, 1, 4096, &v) == 0)
+        return (int)v;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int t = (int)(cores / workers);
+    return t < 1 ? 1 : t;
+}
+
+static int check_only(const char *path)
+{
+    err_t err = {0};
+    exp_cfg_t e;
+    memset(&e, 0, sizeof e);
+    char *text = NULL;
+    size_t len;
+    int rc = fn_read_file(path, &text, &len, &err);
+    if (rc == 0 && (rc = exp_load(&e, path, text, &err)) < 0)
+        rc = FN_EINVAL;
+    if (rc == 0) {
+        printf("%s: ok: %s search over the %s space, budget %d x %d epoch%s, %d worker%s, retries %d, top %d retrained "
+               "for %d epochs; batch %d, lr %g, %s; split seed %llu, validation %d\n",
+               path, nas_strategy_name(e.nas.strategy.kind), e.nas.space.kind == NAS_SPACE_CELL ? "cell" : "macro",
+               e.nas.budget, e.nas.epochs, e.nas.epochs == 1 ? "" : "s", e.nas.workers, e.nas.workers == 1 ? "" : "s",
+               e.nas.retries, e.nas.top_k, e.nas.retrain_epochs, e.train.batch_size, (double)e.train.optim.lr,
+               engine_optim_type_name(e.train.optim.type), (unsigned long long)e.data.split_seed, e.data.val_size);
+        exp_free(&e);
+        return EXIT_OK;
+    }
+    exp_free(&e); /* owns text once exp_load ran; text is NULL when the read failed */
+    return cli_fail(&err);
+}
+
+static int search(const char *path, long long resume, const char *db_path, int quiet)
+{
+    err_t err = {0};
+    store_t *st = NULL;
+    exp_cfg_t e;
+    memset(&e, 0, sizeof e);
+    nas_data_t data;
+    memset(&data, 0, sizeof data);
+    int64_t run_id = resume, exp_id = 0;
+    char source[64];
+    int rc;
+    store_nas_run_t nr = {0};
+    if (resume) {
+        struct stat sb;
+        if (stat(db_path, &sb) != 0) {
+            rc = err_set(&err, FN_ENOTFOUND, "run store %s does not exist; pass the search's --db", db_path);
+            goto out;
+        }
+        if ((rc = store_open(db_path, 0, &st, &err)) < 0)
+            goto out;
+        if ((rc = store_nas_run_get(st, run_id, &nr, &err)) < 0)
+            goto out;
+        char *text = NULL;
+        if ((rc = store_run_reopen(st, run_id, &text, &exp_id, &err)) < 0)
+            goto out;
+        snprintf(source, sizeof source, "run %lld", resume);
+        if ((rc = exp_load(&e, source, text, &err)) < 0)
+            goto out;
+        /* The split and the threads are the run's: a resumed search must see the same data and
+         * sum in the same order. */
+        e.data.split_seed = nr.split_seed;
+    } else {
+        char *text = NULL;
+        size_t len;
+        if ((rc = fn_read_file(path, &text, &len, &err)) < 0)
+            goto out;
+        if ((rc = exp_load(&e, path, text, &err)) < 0) {
+            rc = FN_EINVAL;
+            goto out;
+        }
+        if ((rc = store_open(db_path, 0, &st, &err)) < 0)
+            goto out;
+        nr.split_seed = e.data.split_seed;
+        nr.budget = e.nas.budget;
+        nr.workers = e.nas.workers;
+        nr.threads = threads_per_worker(e.nas.workers);
+        snprintf(nr.strategy, sizeof nr.strategy, "%s", nas_strategy_name(e.nas.strategy.kind));
+        snprintf(nr.device, sizeof nr.device, "%s", e.nas.device);
+        if ((rc = store_experiment_create(st, e.name, e.text, &exp_id, &err)) < 0 ||
+            (rc = store_run_create(st, exp_id, e.nas.budget, e.nas.workers, e.nas.seed, NULL, &run_id, &err)) < 0 ||
+            (rc = store_nas_run_create(st, run_id, &nr, &err)) < 0)
+            goto out;
+    }
+    store_run_set_pid(st, run_id, (int64_t)getpid(), &err);
+    double t_load = fn_mono();
+    if ((rc = nas_data_load(&e.data, &data, &err)) < 0) {
+        store_run_finish(st, run_id, "failed", err.msg, NULL); /* no run is left "running" */
+        goto out;
+    }
+    printf("fednas nas: run %lld%s: %s search over the %s space, budget %d x %d epoch%s, seed %llu; %d worker%s x %d "
+           "thread%s on %s\n",
+           (long long)run_id, resume ? " (resumed)" : "", nas_strategy_name(e.nas.strategy.kind),
+           e.nas.space.kind == NAS_SPACE_CELL ? "cell" : "macro", e.nas.budget, e.nas.epochs,
+           e.nas.epochs == 1 ? "" : "s", (unsigned long long)e.nas.seed, nr.workers, nr.workers == 1 ? "" : "s",
+           nr.threads, nr.threads == 1 ? "" : "s", nr.device);
+    printf("data: %d training / %d validation images (split seed %llu), %d test images, loaded in %.1fs\n",
+           data.n_train, data.n_val, (unsigned long long)data.split_seed, data.n_test, fn_mono() - t_load);
+    fflush(stdout);
+    ui_t ui = {.tty = isatty(2), .quiet = quiet};
+    nas_search_t s = {.cfg = &e.nas,
+                      .data = &data,
+                      .eval = {.train = e.train, .latency_reps = 20},
+                      .threads = nr.threads,
+                      .augment = e.augment,
+                      .store = st,
+                      .run_id = run_id,
+                      .on_candidate = on_candidate,
+                      .on_tick = on_tick,
+                      .on_final = on_final,
+                      .cb_ctx = &ui,
+                      .stop = &cli_stop};
+    /* The workers and their settings are the run's (the tell order depends on the workers). */
+    e.nas.workers = nr.workers;
+    cli_install_signals();
+    double t0 = fn_mono();
+    rc = nas_search_run(&s, &err);
+    clear_bar(&ui);
+    if (rc == 0) {
+        /* Summary from the store, by rank: what a later `fednas nas export` sees. */
+        char msg[256] = "no candidate finished";
+        for (int r = 1; r <= e.nas.top_k && r < 64; r++) {
+            store_nas_final_t f;
+            char *arch = NULL, *recipe = NULL;
+            float *w = NULL;
+            if (store_nas_final_get(st, run_id, r, &f, &arch, &recipe, &w, &err) < 0)
+                break;
+            if (r == 1) {
+                printf("retrained from scratch on %d images, tested on %d; recipe: %s\n", data.n_all, data.n_test,
+                       recipe);
+                snprintf(msg, sizeof msg, "best: candidate #%lld, validation %.4f, test %.4f after retraining",
+                         (long long)f.seq, f.val_accuracy, f.test_accuracy);
+            }
+            printf("  rank %d: candidate #%lld  validation %.4f  test %.4f  params %lld  MFLOP %.2f  latency %.2f ms\n", r,
+                   (long long)f.seq, f.val_accuracy, f.test_accuracy, (long long)f.params, f.flops / 1e6,
+                   f.latency_ms);
+            free(arch);
+            free(recipe);
+            free(w);
+        }
+        printf("done in %.1fs: %s\n", fn_mono() - t0, msg);
+        store_run_finish(st, run_id, "done", msg, &err);
+    } else if (cli_stop) {
+        store_run_finish(st, run_id, "stopped", err.msg, NULL);
+    } else {
+        store_run_finish(st, run_id, "failed", err.msg, NULL);
+    }
+out:
+    if (rc < 0)
+        rc = cli_fail(&err);
+    nas_data_free(&data);
+    exp_free(&e);
+    store_close(st);
+    return rc;
+}
+
+/* ---- export ------------------------------------------------------------------------------- */
+
+static int export_run(long long run, int top, const char *dir, const char *db_path)
+{
+    err_t err = {0};
+    store_t *st = NULL;
+    int rc = store_open(db_path, 1, &st, &err);
+    if (rc == 0)
+        rc = fn_mkdirs(dir, 0755, &err);
+    int written = 0;
+    for (int r = 1; rc == 0 && r <= top; r++) {
+        store_nas_final_t f;
+        char *arch = NULL, *recipe = NULL;
+        float *w = NULL;
+        rc = store_nas_final_get(st, run, r, &f, &arch, &recipe, &w, &err);
+        if (rc == FN_ENOTFOUND && r > 1) {
+            rc = 0;
+            break;
+        }
+        char p[1200];
+        json_error_t je;
+        json_t *a = rc == 0 ? json_loads(arch, 0, &je) : NULL;
+        if (rc == 0 && !a)
+            rc = err_set(&err, FN_EINVAL, "run %lld rank %d: stored architecture unreadable: %s", run, r, je.text);
+        if (rc == 0) {
+            char *pretty = json_dumps(a, JSON_INDENT(2));
+            snprintf(p, sizeof p, "%s/rank%d.json", dir, r);
+            rc = fn_write_file(p, pretty, strlen(pretty), 0644, &err);
+            free(pretty);
+        }
+        if (rc == 0) {
+            snprintf(p, sizeof p, "%s/rank%d.safetensors", dir, r);
+            rc = engine_safetensors_save_checkpoint(p, arch, w, NULL, NULL, f.n_weights, 0, &err);
+        }
+        if (rc == 0) {
+            printf("rank %d: candidate #%lld  test accuracy %.4f  %s/rank%d.json  %s/rank%d.safetensors (%zu floats)\n",
+                   r, (long long)f.seq, f.test_accuracy, dir, r, dir, r, f.n_weights);
+            written++;
+        }
+        json_decref(a);
+        free(arch);
+        free(recipe);
+        free(w);
+    }
+    if (rc == 0 && written < top)
+        printf("run %lld has %d retrained model%s (nas.top_k); exported them all\n", run, written,
+               written == 1 ? "" : "s");
+    store_close(st);
+    return rc < 0 ? cli_fail(&err) : EXIT_OK;
+}
+
+static int parse_run(const char *s, long long *out)
+{
+    long v;
+    if (fn_parse_int(s, 1, 0x7fffffffL, &v) < 0)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int cmd_nas(int argc, char **argv)
+{
+    int is_export = argc > 1 && strcmp(argv[1], "export") == 0;
+    static const struct option opts[] = {{"db", required_argument, 0, 'd'},  {"resume", required_argument, 0, 'r'},
+                                         {"quiet", no_argument, 0, 'q'},     {"top", required_argument, 0, 't'},
+                                         {"out", required_argument, 0, 'o'}, {"help", no_argument, 0, 'h'},
+                                         {"check", no_argument, 0, 'c'},
+                                         {0, 0, 0, 0}};
+    const char *db = "fednas.db", *out = NULL;
+    long long resume = 0;
+    long top = 3;
+    int quiet = 0, check = 0, c;
+    optind = 1;
+    if (is_export) {
+        argc--;
+        argv++;
+    }
+    const char *cmd = is_export ? "nas export" : "nas";
+    while ((c = getopt_long(argc, argv, "hq", opts, NULL)) != -1) {
+        switch (c) {
+        case 'd': db = optarg; break;
+        case 'r':
+            if (is_export || parse_run(optarg, &resume) < 0)
+                return cli_usage_error(cmd, "--resume needs a run id >= 1, not \"%s\"", optarg);
+            break;
+        case 'q': quiet = 1; break;
+        case 'c': check = 1; break;
+        case 't':
+            if (!is_export || fn_parse_int(optarg, 1, 63, &top) < 0)
+                return cli_usage_error(cmd, "--top needs an integer in [1, 63] (with export), not \"%s\"", optarg);
+            break;
+        case 'o':
+            if (!is_export)
+                return cli_usage_error(cmd, "--out belongs to `fednas nas export`");
+            out = optarg;
+            break;
+        case 'h': fputs(k_help, stdout); return EXIT_OK;
+        default: return cli_usage_error(cmd, "unknown option");
+        }
+    }
+    if (is_export) {
+        long long run;
+        if (optind != argc - 1 || parse_run(argv[optind], &run) < 0)
+            return cli_usage_error(cmd, "expected one RUN id");
+        if (!out)
+            return cli_usage_error(cmd, "--out DIR is required");
+        return export_run(run, (int)top, out, db);
+    }
+    if (resume) {
+        if (optind != argc)
+            return cli_usage_error(cmd, "--resume RUN takes no experiment file (the run's own is used)");
+        return search(NULL, resume, db, quiet);
+    }
+    if (optind != argc - 1)
+        return cli_usage_error(cmd, optind < argc ? "expected one EXPERIMENT file, got more" : "missing the EXPERIMENT file");
+    return check ? check_only(argv[optind]) : search(argv[optind], 0, db, quiet);
+}
