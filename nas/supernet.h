@@ -32,6 +32,7 @@
 #include "nas/config.h"
 #include "nas/eval.h"
 #include "nas/genome.h"
+#include "nas/worker.h"
 
 #define NAS_SUPERNET_KEY_LEN 64
 #define NAS_RECAL_MIN_BATCHES 20 /* specs/nas.md: at least 20 training batches */
@@ -103,6 +104,18 @@ typedef struct nas_supernet_score {
  * count; leaves the supernet unchanged. */
 int nas_supernet_score(nas_supernet_t *s, const nas_genome_t *g, const nas_data_t *d, nas_supernet_score_t *r,
                        err_t *err);
+
+/* ---- the controller's evaluator for "evaluation": "weight_sharing" ---- */
+
+/* Trains a supernet of cfg->space now (cfg->epochs epochs over d's training split, batch
+ * cfg->batch_size, lr cfg->lr, the momentum of base's SGD recipe, a seed derived from cfg->seed)
+ * and returns a one-slot worker pool that scores each search job's genome with it
+ * (nas_supernet_score; latency as base->latency_reps asks) and retrains final jobs from scratch
+ * like a local worker. It runs in this process on `threads` engine threads (it sets
+ * FEDNAS_THREADS, so call it before anything starts the engine's pool); a fixed thread count
+ * and seed give the same scores, so a resumed search retrains the same supernet. */
+int nas_supernet_workers_start(const nas_config_t *cfg, const nas_data_t *d, const nas_eval_opts_t *base, int threads,
+                               nas_workers_t **out, err_t *err);
 
 /* ---- introspection (tests, benchmarks) ---- */
 
