@@ -201,7 +201,9 @@ int main(int argc, char **argv)
         json_decref(arch);
         sa[i] = r.ok ? r.accuracy : 0; /* a diverged candidate is the worst there is */
         archs[i].params = (double)r.params;
+        fprintf(stderr, "\rstandalone %d/%d (%.0fs)   ", i + 1, narch, fn_mono() - t0);
     }
+    fprintf(stderr, "\n");
     t_sa = fn_mono() - t0;
 
     /* weight sharing: one supernet, trained once, scores every candidate */
