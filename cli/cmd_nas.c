@@ -417,14 +417,17 @@ static int search(const char *path, long long resume, const char *db_path, int q
     clear_bar(&ui);
     if (rc == 0) {
         /* Summary from the store, by rank: what a later `fednas nas export` sees. */
-        char msg[256] = "no candidate finished";
+        char msg[256] = "no architecture was retrained (top_k 0, or every retraining failed: see the log)";
+        int shown = 0;
         for (int r = 1; r <= e.nas.top_k && r < 64; r++) {
             store_nas_final_t f;
             char *arch = NULL, *recipe = NULL;
             float *w = NULL;
-            if (store_nas_final_get(st, run_id, r, &f, &arch, &recipe, &w, &err) < 0)
-                break;
-            if (r == 1) {
+            if (store_nas_final_get(st, run_id, r, &f, &arch, &recipe, &w, &err) < 0) {
+                printf("  rank %d: not retrained (it failed: see the log)\n", r);
+                continue;
+            }
+            if (!shown++) {
                 printf("retrained from scratch on %d images, tested on %d; recipe: %s\n", data.n_all, data.n_test,
                        recipe);
                 snprintf(msg, sizeof msg, "best: candidate #%lld, validation %.4f, test %.4f after retraining",
@@ -468,9 +471,9 @@ static int export_run(long long run, int top, const char *dir, const char *db_pa
         char *arch = NULL, *recipe = NULL;
         float *w = NULL;
         rc = store_nas_final_get(st, run, r, &f, &arch, &recipe, &w, &err);
-        if (rc == FN_ENOTFOUND && r > 1) {
-            rc = 0;
-            break;
+        if (rc == FN_ENOTFOUND) {
+            rc = 0; /* beyond top_k, or its retraining failed */
+            continue;
         }
         char p[1200];
         json_error_t je;
@@ -497,6 +500,8 @@ static int export_run(long long run, int top, const char *dir, const char *db_pa
         free(recipe);
         free(w);
     }
+    if (rc == 0 && written == 0)
+        rc = err_set(&err, FN_ENOTFOUND, "run %lld has no retrained model in %s (not a finished search?)", run, db_path);
     if (rc == 0 && written < top)
         printf("run %lld has %d retrained model%s (nas.top_k); exported them all\n", run, written,
                written == 1 ? "" : "s");

@@ -155,7 +155,8 @@ static int ask_one(ctl_t *x, err_t *err)
             r->started_at = r->ended_at = fn_now();
             c->complete = 1;
         } else if (!o->complete) {
-            c->waiting_on = j;
+            /* Wait on the evaluation itself: o may be a waiter, which no worker ever reports. */
+            c->waiting_on = o->waiting_on >= 0 ? o->waiting_on : j;
         }
         if (c->complete || c->waiting_on >= 0)
             break;
@@ -189,7 +190,7 @@ static int dispatch(ctl_t *x, err_t *err)
 }
 
 /* Tells the oldest candidate if it is complete; one at a time, so that the calls always go
- * ask x W, tell 0, ask, tell 1, ask, ... whatever finished first: the strategy's view of the
+ * ask x window, tell 0, ask, tell 1, ask, ... whatever finished first: the strategy's view of the
  * search (and so every later proposal) never depends on the workers' timing. */
 static int tell_ready(ctl_t *x, int *told, err_t *err)
 {
@@ -299,7 +300,10 @@ static void tick(ctl_t *x)
 
 static int search_loop(ctl_t *x, err_t *err)
 {
-    const int W = x->s->cfg->workers;
+    /* Up to two asks per worker outstanding: a worker that finishes while the oldest candidate
+     * is still training takes a queued one instead of idling until the oldest is told. The
+     * window is fixed by nas.workers (stored with the run), so the call sequence still is. */
+    const int W = 2 * x->s->cfg->workers;
     for (;;) {
         int stopping = x->s->stop && *x->s->stop;
         int rc = 0;
@@ -323,6 +327,11 @@ static int search_loop(ctl_t *x, err_t *err)
             return stopping ? FN_ESTATE : 0;
         if (stopping)
             return FN_ESTATE; /* in-flight evaluations are abandoned: resume re-runs them */
+        /* Every candidate not told waits on an evaluation; with none in flight the search would
+         * wait forever: fail loudly instead. */
+        if (in_flight(x) == 0)
+            return err_set(err, FN_ESTATE, "internal error: candidate %d waits with no evaluation in flight",
+                           x->next_tell);
         tick(x);
         nas_job_done_t d;
         rc = nas_workers_wait(x->w, 0.25, &d, err);

@@ -43,6 +43,7 @@ expect_exit 1 "does not exist" --resume 4 --db "$WORK/none.db"
 [ ! -e "$WORK/none.db" ] || fail "--resume created a store"
 printf '{}' > "$WORK/dummy"; sqlite3 "$WORK/y.db" "PRAGMA user_version = 0;" > /dev/null
 expect_exit 1 "run 4 is not a NAS search" --resume 4 --db "$WORK/y.db"
+expect_exit 1 "run 4 has no retrained model" export 4 --db "$WORK/y.db" --out "$WORK/exp"
 pass "argument errors: exit 2; an unknown run: exit 1"
 
 for f in "$SRC"/experiments/nas-*.json; do
