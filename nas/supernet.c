@@ -22,6 +22,7 @@ void nas_supernet_opts_default(nas_supernet_opts_t *o)
     o->momentum = 0.9;
     o->seed = 1;
     o->recal_batches = NAS_RECAL_MIN_BATCHES;
+    o->clip_norm = 5;
 }
 
 int nas_supernet_create(const nas_space_t *sp, const nas_supernet_opts_t *o, nas_supernet_t **out, err_t *err)
@@ -29,8 +30,8 @@ int nas_supernet_create(const nas_space_t *sp, const nas_supernet_opts_t *o, nas
     *out = NULL;
     if (o->batch_size < 1 || o->batch_size > 65536)
         return err_set(err, FN_EINVAL, "supernet: batch size %d out of 1..65536", o->batch_size);
-    if (!(o->lr > 0) || !(o->momentum >= 0 && o->momentum < 1) || !(o->weight_decay >= 0))
-        return err_set(err, FN_EINVAL, "supernet: expected lr > 0, momentum in [0, 1), weight decay >= 0");
+    if (!(o->lr > 0) || !(o->momentum >= 0 && o->momentum < 1) || !(o->weight_decay >= 0) || !(o->clip_norm >= 0))
+        return err_set(err, FN_EINVAL, "supernet: expected lr > 0, momentum in [0, 1), weight decay >= 0, clip >= 0");
     if (o->recal_batches < NAS_RECAL_MIN_BATCHES)
         return err_set(err, FN_EINVAL, "supernet: %d recalibration batches; specs/nas.md asks for at least %d",
                        o->recal_batches, NAS_RECAL_MIN_BATCHES);
@@ -378,13 +379,23 @@ int sn_load(nas_supernet_t *s, engine_net_t *net, char (*keys)[NAS_SUPERNET_KEY_
 static void sn_update(nas_supernet_t *s, engine_net_t *net, const int *ids, double lr)
 {
     const float *gr = engine_net_grads(net);
+    float scale = 1;
+    if (s->o.clip_norm > 0) {
+        /* one path's gradient can be huge (a deep path without batch norm, on weights other paths
+         * tuned): clipping keeps it from wrecking the weights every other path shares */
+        double sq = 0;
+        for (size_t k = 0; k < engine_net_num_params(net); k++)
+            sq += (double)gr[k] * gr[k];
+        if (sqrt(sq) > s->o.clip_norm)
+            scale = (float)(s->o.clip_norm / sqrt(sq));
+    }
     const float mu = (float)s->o.momentum, wd = (float)s->o.weight_decay, a = (float)lr;
     for (int i = 0; i < engine_net_num_tensors(net); i++) {
         const engine_param_info_t *in = engine_net_tensor(net, i);
         const float *gi = gr + in->offset;
         sn_tensor_t *t = &s->t[ids[i]];
         SLICE_FOR(t, in->ndim, in->shape, {
-            float gk = gi[k] + wd * t->w[o];
+            float gk = scale * gi[k] + wd * t->w[o];
             t->v[o] = mu * t->v[o] + gk;
             t->w[o] -= a * t->v[o];
         });

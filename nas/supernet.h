@@ -44,11 +44,13 @@ typedef struct nas_supernet_opts {
     double lr;            /* SGD learning rate at step 0, cosine-decayed to 0 over the training */
     double momentum;      /* 0.9 */
     double weight_decay;  /* L2 on the path's weights, added to the gradient (0: none) */
+    double clip_norm;     /* > 0: each step's gradient clipped to this L2 norm (0: none) */
     uint64_t seed;        /* path draws, initialisation, shuffling, recalibration batches */
     int recal_batches;    /* >= NAS_RECAL_MIN_BATCHES */
 } nas_supernet_opts_t;
 
-/* batch 64, lr 0.05, momentum 0.9, no weight decay, seed 1, 20 recalibration batches. */
+/* batch 64, lr 0.05, momentum 0.9, no weight decay, gradient clipped at norm 5, seed 1, 20
+ * recalibration batches. */
 void nas_supernet_opts_default(nas_supernet_opts_t *o);
 
 /* An empty supernet of the space sp (copied): tensors appear as paths reach them. FN_EINVAL on
