@@ -18,7 +18,8 @@
  * path's net (He-uniform for its fan-in); scoring never changes the store.
  *
  * Training is plain SGD with momentum (one velocity per stored element, stepped only on the
- * path's slice) under a cosine schedule over all the steps asked for. Results are reproducible
+ * path's slice; each path's gradient clipped in norm) under a cosine schedule over all the steps
+ * asked for. Results are reproducible
  * for a fixed seed and FEDNAS_THREADS (the engine's summation order). */
 #ifndef FEDNAS_NAS_SUPERNET_H
 #define FEDNAS_NAS_SUPERNET_H

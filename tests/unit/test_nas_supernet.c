@@ -365,6 +365,54 @@ static void test_step_changes_only_its_path(void **state)
     nas_supernet_free(s);
 }
 
+/* With clip_norm c and no momentum, one step moves the path's weights by at most lr * c. */
+static void test_gradient_clipped(void **state)
+{
+    (void)state;
+    nas_space_t sp = macro_space();
+    nas_supernet_opts_t o;
+    nas_supernet_opts_default(&o);
+    o.momentum = 0;
+    o.clip_norm = 1e-3;
+    nas_supernet_t *s;
+    err_t e = {0};
+    assert_int_equal(nas_supernet_create(&sp, &o, &s, &e), 0);
+    nas_genome_t A = macro(NAS_OP_CONV3, 8, 0, NAS_OP_SEP3, 8, 1, NAS_OP_CONV3, 8, 0);
+    float x[32 * 784];
+    uint8_t y[32];
+    engine_source_gather(&g_data.train_src, g_data.train_idx, 32, x, y);
+    assert_int_equal(nas_supernet_step(s, &A, x, y, 32, 0.5, NULL, &e), 0); /* creates the tensors */
+    int nt = nas_supernet_num_tensors(s);
+    size_t total = 0;
+    for (int i = 0; i < nt; i++) {
+        int nd;
+        int64_t S[4];
+        nas_supernet_tensor(s, i, &nd, S);
+        total += (size_t)(S[0] * S[1] * S[2] * S[3]);
+    }
+    float *before = malloc(total * sizeof(float));
+    for (int i = 0, off = 0; i < nt; i++) {
+        int nd;
+        int64_t S[4];
+        const float *w = nas_supernet_tensor(s, i, &nd, S);
+        memcpy(before + off, w, (size_t)(S[0] * S[1] * S[2] * S[3]) * sizeof(float));
+        off += (int)(S[0] * S[1] * S[2] * S[3]);
+    }
+    assert_int_equal(nas_supernet_step(s, &A, x, y, 32, 0.5, NULL, &e), 0);
+    double sq = 0;
+    for (int i = 0, off = 0; i < nt; i++) {
+        int nd;
+        int64_t S[4];
+        const float *w = nas_supernet_tensor(s, i, &nd, S);
+        for (int64_t k = 0; k < S[0] * S[1] * S[2] * S[3]; k++, off++)
+            sq += (double)(w[k] - before[off]) * (w[k] - before[off]);
+    }
+    assert_true(sqrt(sq) > 0.4 * 0.5e-3);    /* it moved (the raw gradient is far above 1e-3) */
+    assert_true(sqrt(sq) <= 0.5e-3 * 1.001); /* but no further than lr * clip */
+    free(before);
+    nas_supernet_free(s);
+}
+
 /* ---- batch-norm recalibration ---- */
 
 static void test_recalibration(void **state)
@@ -528,6 +576,7 @@ int main(void)
         cmocka_unit_test(test_macro_weights_shared),
         cmocka_unit_test(test_cell_weights_shared),
         cmocka_unit_test(test_step_changes_only_its_path),
+        cmocka_unit_test(test_gradient_clipped),
         cmocka_unit_test(test_recalibration),
         cmocka_unit_test(test_score_deterministic),
         cmocka_unit_test(test_training_learns),
