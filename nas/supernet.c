@@ -308,8 +308,9 @@ static int store_get(nas_supernet_t *s, const char *key, int nd, const int64_t *
     return 0;
 }
 
-/* Calls fn(ctx, store element offset, net element offset) over the leading slice of stored
- * tensor t that a net tensor of shape `shape` covers (t covers it: store_get grew it). */
+/* Runs BODY for every element of the leading slice of stored tensor T_ that a net tensor of
+ * shape SH_ (ND_ dimensions) reads, with k its offset in the net tensor and o its offset in the
+ * store (T_ covers SH_: store_get grew it, or the caller checked). */
 #define SLICE_FOR(T_, ND_, SH_, BODY)                                                                                 \
     do {                                                                                                              \
         int64_t ss_[4] = {1, 1, 1, 1}, q_[4] = {1, 1, 1, 1};                                                          \
