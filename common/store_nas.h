@@ -81,7 +81,7 @@ typedef struct store_nas_candidate {
     int rung;
     char hash[80];
     char *genome, *arch;
-    int64_t parent;
+    int64_t parent; /* the parent's cand_id (not seq); -1 for a random genome */
     char mutation[64];
     double budget;
     char status[8]; /* queued, running, done, failed */
