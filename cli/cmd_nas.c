@@ -192,9 +192,6 @@ static int exp_load(exp_cfg_t *e, const char *source, char *text, err_t *err)
     int rc = nas_config_parse(nas, source, text, "nas", seed ? (uint64_t)json_integer_value(seed) : 1, &e->nas, err);
     if (rc < 0)
         return rc;
-    if (e->nas.evaluation != NAS_EVAL_STANDALONE)
-        return at(e, "nas.evaluation", err, "weight sharing is not implemented by this controller yet; use \"standalone\"",
-                  NULL);
     if ((rc = parse_data(e, err)) < 0)
         return rc;
     const json_t *train = json_object_get(e->root, "train");

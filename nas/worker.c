@@ -371,6 +371,20 @@ int nas_workers_start_local(int n, int threads, const nas_data_t *d, const nas_e
     return 0;
 }
 
+int nas_workers_start_backend(const nas_worker_backend_t *be, void *impl, int size, nas_workers_t **out, err_t *err)
+{
+    *out = NULL;
+    if (size < 1)
+        return err_set(err, FN_EINVAL, "workers: need >= 1 slot (got %d)", size);
+    nas_workers_t *w = FN_CALLOC(1, sizeof *w);
+    w->be = be;
+    w->impl = impl;
+    w->size = size;
+    w->busy = FN_CALLOC((size_t)size, sizeof *w->busy);
+    *out = w;
+    return 0;
+}
+
 int nas_workers_size(const nas_workers_t *w)
 {
     return w->size;
