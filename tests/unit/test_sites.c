@@ -239,10 +239,8 @@ static void test_revoked_key_dropped(void **state)
     const char *name_a[] = {"a"}, *key_b[] = {"b"};
     rewrite_allow(dir, name_a, key_b, 1, "");
     send_hello(a);
-    for (int i = 0; i < 5; i++)
-        sites_pump(w.sites, 50);
+    pump_until(&w, &w.disconnects, 2); /* up to 5 s: a loaded machine may be slow to deliver it */
     assert_int_equal(w.hellos, 3);
-    assert_int_equal(w.disconnects, 2);
     assert_false(sites_find(w.sites, "a")->connected);
 
     zmq_close(a);
