@@ -29,6 +29,7 @@ int cmd_dashboard(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_privacy(int argc, char **argv);
 int cmd_nas(int argc, char **argv);
+int cmd_compress(int argc, char **argv);
 
 /* Prints "fednas: error: MESSAGE" and returns the exit status for the error code. */
 int cli_fail(const err_t *err);

@@ -1,0 +1,34 @@
+/* qgemm: the integer matrix product behind INT8 inference (engine/infer.h).
+ * C[M,N] (int32) = A[M,K] (uint8, activations) . B[N,K]^T (int8, weights), both row-major
+ * with K contiguous and rows `lda`/`ldb` bytes apart, accumulated exactly in int32.
+ * Kernels: a portable C reference, AVX2 (operands widened to int16, vpmaddwd: exact, no
+ * vpmaddubsw saturation), AVX-512 VNNI (vpdpbusd); picked at run time with
+ * __builtin_cpu_supports. Callers pad K with zero bytes to a multiple of ENGINE_QGEMM_KALIGN
+ * (a zero weight makes the padding's activations irrelevant). */
+#ifndef FEDNAS_ENGINE_QGEMM_H
+#define FEDNAS_ENGINE_QGEMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define ENGINE_QGEMM_KALIGN 64
+
+typedef enum engine_qgemm_impl {
+    ENGINE_QGEMM_REF = 0,
+    ENGINE_QGEMM_AVX2,
+    ENGINE_QGEMM_VNNI,
+    ENGINE_QGEMM_AUTO, /* the best one this CPU runs */
+} engine_qgemm_impl_t;
+
+typedef void (*engine_qgemm_fn)(int M, int N, int K, const uint8_t *A, int lda, const int8_t *B, int ldb,
+                                int32_t *C, int ldc);
+
+/* The kernel for impl, or NULL when this CPU (or compiler) cannot run it. K % KALIGN == 0. */
+engine_qgemm_fn engine_qgemm_get(engine_qgemm_impl_t impl);
+const char *engine_qgemm_name(engine_qgemm_impl_t impl);
+/* AUTO resolved: the implementation engine_qgemm_get(ENGINE_QGEMM_AUTO) returns. */
+engine_qgemm_impl_t engine_qgemm_best(void);
+/* Round up to the alignment. */
+static inline int engine_qgemm_kpad(int k) { return (k + ENGINE_QGEMM_KALIGN - 1) / ENGINE_QGEMM_KALIGN * ENGINE_QGEMM_KALIGN; }
+
+#endif
