@@ -27,7 +27,7 @@ static float *fdup(const float *v, size_t n)
 static void layer_free(ilayer_t *l)
 {
     free(l->w), free(l->b), free(l->gamma), free(l->beta), free(l->rm), free(l->rv);
-    free(l->qw), free(l->wscale), free(l->wsum), free(l->hist);
+    free(l->qw), free(l->qwk), free(l->wscale), free(l->wsum), free(l->hist);
     json_decref(l->json);
 }
 
@@ -38,7 +38,7 @@ void engine_infer_free(engine_infer_t *p)
     for (int i = 0; i < p->n; i++)
         layer_free(&p->L[i]);
     free(p->L);
-    free(p->buf[0]), free(p->buf[1]), free(p->col), free(p->qa), free(p->qx), free(p->acc);
+    free(p->buf[0]), free(p->buf[1]), free(p->col), free(p->qa), free(p->qx), free(p->acc), free(p->es);
     free(p);
 }
 
@@ -298,44 +298,83 @@ static int grow(void **b, size_t *cap, size_t bytes)
     return 0;
 }
 
-static void im2col(const float *x, int C, int H, int W, int k, int s, int pad, int OH, int OW, float *col)
+/* col [C*k*k][ld], this sample's columns at col[.., 0..OH*OW). Valid spans of a row are copied
+ * whole (stride 1) instead of testing every element. */
+__attribute__((noinline)) static void im2col(const float *x, int C, int H, int W, int k, int s, int pad, int OH, int OW, float *col, size_t ld)
 {
     for (int c = 0; c < C; c++)
         for (int ky = 0; ky < k; ky++)
             for (int kx = 0; kx < k; kx++) {
-                float *row = col + ((size_t)(c * k + ky) * k + kx) * OH * OW;
+                float *row = col + ((size_t)(c * k + ky) * k + kx) * ld;
+                int lo = 0, hi = OW; /* ox with 0 <= ox*s - pad + kx < W */
+                while (lo < OW && lo * s - pad + kx < 0)
+                    lo++;
+                while (hi > lo && (hi - 1) * s - pad + kx >= W)
+                    hi--;
                 for (int oy = 0; oy < OH; oy++) {
                     int iy = oy * s - pad + ky;
-                    for (int ox = 0; ox < OW; ox++) {
-                        int ix = ox * s - pad + kx;
-                        row[oy * OW + ox] = iy >= 0 && iy < H && ix >= 0 && ix < W ? x[((size_t)c * H + iy) * W + ix] : 0;
+                    float *r = row + (size_t)oy * OW;
+                    if (iy < 0 || iy >= H) {
+                        memset(r, 0, (size_t)OW * sizeof *r);
+                        continue;
                     }
+                    const float *src = x + ((size_t)c * H + iy) * W - pad + kx;
+                    for (int ox = 0; ox < lo; ox++)
+                        r[ox] = 0;
+                    if (s == 1)
+                        memcpy(r + lo, src + lo, (size_t)(hi - lo) * sizeof *r);
+                    else
+                        for (int ox = lo; ox < hi; ox++)
+                            r[ox] = src[ox * s];
+                    for (int ox = hi; ox < OW; ox++)
+                        r[ox] = 0;
                 }
             }
 }
 
-/* Rows are output pixels (K contiguous, the qgemm layout), padded with zp, then zeros to Kp. */
-static void im2row_u8(const uint8_t *x, int C, int H, int W, int k, int s, int pad, int OH, int OW, int Kp,
-                      uint8_t zp, uint8_t *A)
+/* Rows are output pixels, K ordered (ky, kx, c) over a channel-last input x [H][W][C], so each
+ * kernel row is one contiguous copy; padding gets zp, then zeros up to Kp. */
+__attribute__((noinline)) static void im2row_u8(const uint8_t *x, int C, int H, int W, int k, int s, int pad, int OH,
+                                                int OW, int Kp, uint8_t zp, uint8_t *A)
 {
-    int K = C * k * k;
+    size_t kc = (size_t)k * C;
     for (int oy = 0; oy < OH; oy++)
         for (int ox = 0; ox < OW; ox++) {
             uint8_t *r = A + (size_t)(oy * OW + ox) * Kp;
-            for (int c = 0; c < C; c++)
-                for (int ky = 0; ky < k; ky++) {
-                    int iy = oy * s - pad + ky;
-                    const uint8_t *src = x + ((size_t)c * H + iy) * W;
-                    for (int kx = 0; kx < k; kx++) {
-                        int ix = ox * s - pad + kx;
-                        *r++ = iy >= 0 && iy < H && ix >= 0 && ix < W ? src[ix] : zp;
-                    }
+            int x0 = ox * s - pad, klo = x0 < 0 ? -x0 : 0, khi = W - x0 < k ? W - x0 : k;
+            if (khi < klo)
+                khi = klo;
+            for (int ky = 0; ky < k; ky++, r += kc) {
+                int iy = oy * s - pad + ky;
+                if (iy < 0 || iy >= H) {
+                    memset(r, zp, kc);
+                    continue;
                 }
-            memset(r, 0, (size_t)(Kp - K));
+                if (klo)
+                    memset(r, zp, (size_t)klo * C);
+                memcpy(r + (size_t)klo * C, x + ((size_t)iy * W + x0 + klo) * C, (size_t)(khi - klo) * C);
+                if (khi < k)
+                    memset(r + (size_t)khi * C, zp, (size_t)(k - khi) * C);
+            }
+            memset(r, 0, (size_t)Kp - kc * k);
         }
 }
 
-static void quant_u8(const float *x, size_t n, float scale, int zp, uint8_t *q)
+/* x [C][HW] to channel-last uint8 q [HW][C]. */
+__attribute__((noinline)) static void quant_u8_hwc(const float *x, int C, int HW, float scale, int zp, uint8_t *q)
+{
+    float inv = 1.0f / scale, z = (float)zp + 0.5f;
+    for (int c = 0; c < C; c++) {
+        const float *xc = x + (size_t)c * HW;
+        for (int i = 0; i < HW; i++) {
+            float v = xc[i] * inv + z;
+            v = v < 0 ? 0 : v > 255.0f ? 255.0f : v;
+            q[(size_t)i * C + c] = (uint8_t)v;
+        }
+    }
+}
+
+__attribute__((noinline)) static void quant_u8(const float *x, size_t n, float scale, int zp, uint8_t *q)
 {
     float inv = 1.0f / scale, z = (float)zp + 0.5f;
     for (size_t i = 0; i < n; i++) {
@@ -366,49 +405,63 @@ static void record(ilayer_t *l, const float *x, size_t n, int stats)
     }
 }
 
-static void epilogue(float *y, int rows, int cols, const float *b, int relu)
-{
-    for (int r = 0; r < rows; r++) {
-        float bb = b ? b[r] : 0, *v = y + (size_t)r * cols;
-        if (relu)
-            for (int c = 0; c < cols; c++)
-                v[c] = fmaxf(v[c] + bb, 0);
-        else
-            for (int c = 0; c < cols; c++)
-                v[c] += bb;
-    }
-}
-
 static int run_conv(engine_infer_t *p, ilayer_t *l, const float *x, float *y, int B, int int8)
 {
     int C = l->in[0], H = l->in[1], W = l->in[2], OH = l->out[1], OW = l->out[2], P = OH * OW;
     size_t in_n = (size_t)C * H * W, out_n = (size_t)l->cout * P;
     if (!int8) {
-        if (grow((void **)&p->col, &p->col_cap, (size_t)l->K * P * sizeof(float)))
+        /* g samples per sgemm (N = g*P >= ~1024 keeps the product efficient on small maps), the
+         * result [cout][g*P] scattered to NCHW with bias and ReLU. */
+        int g = P >= 1024 ? 1 : (1024 + P - 1) / P;
+        if (g > B)
+            g = B;
+        size_t ld = (size_t)g * P;
+        if (grow((void **)&p->col, &p->col_cap, ((size_t)l->K + l->cout) * ld * sizeof(float)))
             return -1;
-        for (int b = 0; b < B; b++) {
-            im2col(x + b * in_n, C, H, W, l->k, l->stride, l->pad, OH, OW, p->col);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, l->cout, P, l->K, 1.0f, l->w, l->K, p->col, P, 0.0f,
-                        y + b * out_n, P);
-            epilogue(y + b * out_n, l->cout, P, l->b, l->relu);
+        float *tmp = p->col + (size_t)l->K * ld;
+        for (int b0 = 0; b0 < B; b0 += g) {
+            int nb = B - b0 < g ? B - b0 : g;
+            for (int j = 0; j < nb; j++)
+                im2col(x + (b0 + j) * in_n, C, H, W, l->k, l->stride, l->pad, OH, OW, p->col + (size_t)j * P, ld);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, l->cout, nb * P, l->K, 1.0f, l->w, l->K, p->col,
+                        (int)ld, 0.0f, tmp, (int)ld);
+            for (int o = 0; o < l->cout; o++) {
+                float bb = l->b ? l->b[o] : 0;
+                for (int j = 0; j < nb; j++) {
+                    const float *t = tmp + (size_t)o * ld + (size_t)j * P;
+                    float *yo = y + (b0 + j) * out_n + (size_t)o * P;
+                    if (l->relu)
+                        for (int q = 0; q < P; q++) {
+                            float v = t[q] + bb;
+                            yo[q] = v > 0 ? v : 0;
+                        }
+                    else
+                        for (int q = 0; q < P; q++)
+                            yo[q] = t[q] + bb;
+                }
+            }
         }
         return 0;
     }
     if (grow((void **)&p->qx, &p->qx_cap, in_n) || grow((void **)&p->qa, &p->qa_cap, (size_t)P * l->Kp) ||
+        grow((void **)&p->es, &p->es_cap, 2 * (size_t)l->cout * sizeof(float)) ||
         grow((void **)&p->acc, &p->acc_cap, (size_t)P * l->cout * sizeof(int32_t)))
         return -1;
+    p->eb = p->es + l->cout;
     for (int b = 0; b < B; b++) {
-        quant_u8(x + b * in_n, in_n, l->ascale, l->azp, p->qx);
+        quant_u8_hwc(x + b * in_n, C, H * W, l->ascale, l->azp, p->qx);
         im2row_u8(p->qx, C, H, W, l->k, l->stride, l->pad, OH, OW, l->Kp, (uint8_t)l->azp, p->qa);
-        p->qgemm(P, l->cout, l->Kp, p->qa, l->Kp, l->qw, l->Kp, p->acc, l->cout);
+        p->qgemm(P, l->cout, l->Kp, p->qa, l->Kp, l->qwk, l->Kp, p->acc, l->cout);
         float *yb = y + b * out_n;
         for (int o = 0; o < l->cout; o++) {
-            float s = l->ascale * l->wscale[o], bb = l->b ? l->b[o] : 0;
-            int32_t z = l->azp * l->wsum[o];
-            float *yo = yb + (size_t)o * P;
-            for (int q = 0; q < P; q++) {
-                float v = (float)(p->acc[(size_t)q * l->cout + o] - z) * s + bb;
-                yo[q] = l->relu && v < 0 ? 0 : v;
+            p->es[o] = l->ascale * l->wscale[o];
+            p->eb[o] = (l->b ? l->b[o] : 0) - (float)(l->azp * l->wsum[o]) * p->es[o];
+        }
+        for (int q = 0; q < P; q++) {
+            const int32_t *a = p->acc + (size_t)q * l->cout;
+            for (int o = 0; o < l->cout; o++) {
+                float v = (float)a[o] * p->es[o] + p->eb[o];
+                yb[(size_t)o * P + q] = l->relu && v < 0 ? 0 : v;
             }
         }
     }
@@ -445,9 +498,24 @@ static int run_linear(engine_infer_t *p, ilayer_t *l, const float *x, float *y, 
     return 0;
 }
 
-static void run_pool(const ilayer_t *l, const float *x, float *y, int B)
+__attribute__((noinline)) static void run_pool(const ilayer_t *l, const float *x, float *y, int B)
 {
     int C = l->in[0], H = l->in[1], W = l->in[2], OH = l->out[1], OW = l->out[2];
+    if (l->kind == IL_MAXPOOL && l->k == 2 && l->stride == 2 && l->pad == 0) { /* the common case */
+        for (int bc = 0; bc < B * C; bc++) {
+            const float *xi = x + (size_t)bc * H * W;
+            float *yo = y + (size_t)bc * OH * OW;
+            for (int oy = 0; oy < OH; oy++) {
+                const float *r0 = xi + (size_t)(2 * oy) * W, *r1 = r0 + W;
+                for (int ox = 0; ox < OW; ox++) {
+                    float a = r0[2 * ox] > r0[2 * ox + 1] ? r0[2 * ox] : r0[2 * ox + 1];
+                    float b = r1[2 * ox] > r1[2 * ox + 1] ? r1[2 * ox] : r1[2 * ox + 1];
+                    yo[oy * OW + ox] = a > b ? a : b;
+                }
+            }
+        }
+        return;
+    }
     for (int bc = 0; bc < B * C; bc++) {
         const float *xi = x + (size_t)bc * H * W;
         float *yo = y + (size_t)bc * OH * OW;
@@ -463,7 +531,7 @@ static void run_pool(const ilayer_t *l, const float *x, float *y, int B)
                         if (ix < 0 || ix >= W)
                             continue;
                         float v = xi[iy * W + ix];
-                        m = l->kind == IL_MAXPOOL ? fmaxf(m, v) : m + v;
+                        m = l->kind == IL_MAXPOOL ? (v > m ? v : m) : m + v;
                     }
                 }
                 yo[oy * OW + ox] = l->kind == IL_MAXPOOL ? m : m / (float)(l->k * l->k);
@@ -514,7 +582,7 @@ int infer_run(engine_infer_t *p, const float *x, int B, float *logits, int int8,
         }
         case IL_RELU:
             for (size_t q = 0; q < in_n * B; q++)
-                y[q] = fmaxf(cur[q], 0);
+                y[q] = cur[q] > 0 ? cur[q] : 0;
             break;
         case IL_MAXPOOL:
         case IL_AVGPOOL: run_pool(l, cur, y, B); break;
@@ -529,8 +597,7 @@ int infer_run(engine_infer_t *p, const float *x, int B, float *logits, int int8,
             break;
         }
         default: /* flatten, dropout: the data is already flat */
-            memcpy(y, cur, in_n * B * sizeof(float));
-            break;
+            continue;
         }
         if (rc < 0)
             return err_set(err, FN_ENOMEM, "infer: out of memory");

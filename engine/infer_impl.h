@@ -18,7 +18,8 @@ typedef struct ilayer {
     float *gamma, *beta, *rm, *rv, eps; /* batchnorm over in[0] channels */
     /* quantized */
     int Kp;
-    int8_t *qw;     /* [cout][Kp] */
+    int8_t *qw;     /* [cout][Kp], K in the engine's order (c, ky, kx) */
+    int8_t *qwk;    /* conv: [cout][Kp] with K as (ky, kx, c), the order of channel-last im2row */
     float *wscale;  /* [cout] */
     int32_t *wsum;  /* [cout]: sum of qw row, for the activation zero point */
     float ascale;
@@ -43,6 +44,8 @@ struct engine_infer {
     size_t qa_cap, qx_cap;
     int32_t *acc;
     size_t acc_cap;
+    float *es, *eb; /* per-channel epilogue scale and offset */
+    size_t es_cap;
 };
 
 static inline size_t ishape_numel(int nd, const int *s) { return nd == 3 ? (size_t)s[0] * s[1] * s[2] : (size_t)s[0]; }

@@ -127,6 +127,17 @@ int engine_infer_quantize(engine_infer_t *p, const float *x, int B, engine_calib
                 s += l->qw[(size_t)o * l->Kp + k];
             l->wsum[o] = s;
         }
+        free(l->qwk);
+        l->qwk = NULL;
+        if (l->kind == IL_CONV) { /* (c, ky, kx) -> (ky, kx, c) for channel-last im2row */
+            int C = l->in[0], k = l->k;
+            if (!(l->qwk = calloc((size_t)l->cout * l->Kp, 1)))
+                return err_set(err, FN_ENOMEM, "quantize: out of memory");
+            for (int o = 0; o < l->cout; o++)
+                for (int c = 0; c < C; c++)
+                    for (int t = 0; t < k * k; t++)
+                        l->qwk[(size_t)o * l->Kp + (size_t)t * C + c] = l->qw[(size_t)o * l->Kp + (size_t)c * k * k + t];
+        }
         l->amin = INFINITY, l->amax = -INFINITY;
     }
     size_t per = (size_t)p->c * p->h * p->w;
