@@ -355,7 +355,7 @@ int cmd_compress(int argc, char **argv)
     int *idx = NULL, *ref = NULL;
     engine_dataset_t te = {0}, tr = {0};
     engine_infer_t *plan = NULL, *plan0 = NULL;
-    eng_ctx_t ec = {0};
+    eng_ctx_t ec = {0}, ef = {0};
     size_t nv = 0, nf = 0;
     recipe_t R;
     FILE *fp = fopen(recipe_path, "rb");
@@ -416,7 +416,7 @@ int cmd_compress(int argc, char **argv)
         idx[i] = (int)((long)i * trs.count / NC);
     engine_source_gather(&trs, idx, NC, xcal, ycal);
 
-    stage_t st[5];
+    stage_t st[6];
     int ns = 0, bb = R.bench_batch, it = R.bench_iters;
     if (engine_net_create(arch, sh[0], sh[1], sh[2], classes, &ec.net, &err) < 0)
         goto fail;
@@ -451,6 +451,18 @@ int cmd_compress(int argc, char **argv)
     char path[4096];
     if (engine_infer_export(plan, &farch, &fvec, &nf, &err) < 0)
         goto fail;
+    if (R.fold) { /* the folded model on the engine itself: what folding saves there */
+        if (engine_net_create(farch, sh[0], sh[1], sh[2], classes, &ef.net, &err) < 0)
+            goto fail;
+        memcpy(engine_net_params(ef.net), fvec, nf * sizeof *fvec);
+        ef.g = engine_graph_create((size_t)64 << 20, 1);
+        engine_graph_set_grad(ef.g, 0);
+        memcpy(ef.sh, sh, sizeof sh);
+        ef.classes = classes;
+        st[ns].name = "engine fp32 folded";
+        if (run_stage(&st[ns++], eng_fwd, &ef, xte, yte, N, per, classes, NULL, ref, &err) < 0)
+            goto fail;
+    }
     snprintf(path, sizeof path, "%s/folded.safetensors", out_dir);
     if (write_params(path, farch, fvec, nf, sh, &err) < 0)
         goto fail;
@@ -501,6 +513,8 @@ done:
     engine_infer_free(plan0);
     engine_graph_free(ec.g);
     engine_net_free(ec.net);
+    engine_graph_free(ef.g);
+    engine_net_free(ef.net);
     engine_dataset_free(&te);
     engine_dataset_free(&tr);
     json_decref(rj), json_decref(arch), json_decref(farch);

@@ -457,11 +457,16 @@ static int run_conv(engine_infer_t *p, ilayer_t *l, const float *x, float *y, in
             p->es[o] = l->ascale * l->wscale[o];
             p->eb[o] = (l->b ? l->b[o] : 0) - (float)(l->azp * l->wsum[o]) * p->es[o];
         }
-        for (int q = 0; q < P; q++) {
-            const int32_t *a = p->acc + (size_t)q * l->cout;
+        /* acc is [P][cout], y is [cout][P]: transposed in tiles of 16 pixels that stay in L1 */
+        for (int q0 = 0; q0 < P; q0 += 16) {
+            int q1 = q0 + 16 < P ? q0 + 16 : P;
             for (int o = 0; o < l->cout; o++) {
-                float v = (float)a[o] * p->es[o] + p->eb[o];
-                yb[(size_t)o * P + q] = l->relu && v < 0 ? 0 : v;
+                float es = p->es[o], eb = p->eb[o], *yo = yb + (size_t)o * P;
+                const int32_t *a = p->acc + o;
+                for (int q = q0; q < q1; q++) {
+                    float v = (float)a[(size_t)q * l->cout] * es + eb;
+                    yo[q] = l->relu && v < 0 ? 0 : v;
+                }
             }
         }
     }
