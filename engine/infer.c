@@ -350,9 +350,18 @@ __attribute__((noinline)) static void im2row_u8(const uint8_t *x, int C, int H, 
                     memset(r, zp, kc);
                     continue;
                 }
+                const uint8_t *src = x + ((size_t)iy * W + x0) * C;
+                if (kc <= 32) { /* few channels (a first layer): bytes, not library calls */
+                    for (int kx = 0; kx < k; kx++) {
+                        int in = kx >= klo && kx < khi;
+                        for (int c = 0; c < C; c++)
+                            r[kx * C + c] = in ? src[kx * C + c] : zp;
+                    }
+                    continue;
+                }
                 if (klo)
                     memset(r, zp, (size_t)klo * C);
-                memcpy(r + (size_t)klo * C, x + ((size_t)iy * W + x0 + klo) * C, (size_t)(khi - klo) * C);
+                memcpy(r + (size_t)klo * C, src + (size_t)klo * C, (size_t)(khi - klo) * C);
                 if (khi < k)
                     memset(r + (size_t)khi * C, zp, (size_t)(k - khi) * C);
             }
@@ -412,9 +421,31 @@ static int run_conv(engine_infer_t *p, ilayer_t *l, const float *x, float *y, in
     if (!int8) {
         /* g samples per sgemm (N = g*P >= ~1024 keeps the product efficient on small maps), the
          * result [cout][g*P] scattered to NCHW with bias and ReLU. */
-        int g = P >= 1024 ? 1 : (1024 + P - 1) / P;
+        int g = P >= 128 ? 1 : (256 + P - 1) / P;
         if (g > B)
             g = B;
+        if (g == 1) { /* the product lands in NCHW directly; bias and ReLU in place */
+            if (grow((void **)&p->col, &p->col_cap, (size_t)l->K * P * sizeof(float)))
+                return -1;
+            for (int b = 0; b < B; b++) {
+                float *yb = y + b * out_n;
+                im2col(x + b * in_n, C, H, W, l->k, l->stride, l->pad, OH, OW, p->col, (size_t)P);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, l->cout, P, l->K, 1.0f, l->w, l->K, p->col, P,
+                            0.0f, yb, P);
+                for (int o = 0; o < l->cout; o++) {
+                    float bb = l->b ? l->b[o] : 0, *yo = yb + (size_t)o * P;
+                    if (l->relu)
+                        for (int q = 0; q < P; q++) {
+                            float v = yo[q] + bb;
+                            yo[q] = v > 0 ? v : 0;
+                        }
+                    else
+                        for (int q = 0; q < P; q++)
+                            yo[q] += bb;
+                }
+            }
+            return 0;
+        }
         size_t ld = (size_t)g * P;
         if (grow((void **)&p->col, &p->col_cap, ((size_t)l->K + l->cout) * ld * sizeof(float)))
             return -1;

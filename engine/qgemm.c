@@ -72,6 +72,17 @@ __attribute__((target("avx2"))) static void qgemm_avx2(int M, int N, int K, cons
 
 #define VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vnni")))
 
+/* The four horizontal sums of a..d as one vector: two transposing add steps, then the four
+ * 128-bit lanes added (about 10 instructions where four separate reductions take 30). */
+VNNI_TARGET static inline __m128i hsum4x512(__m512i a, __m512i b, __m512i c, __m512i d)
+{
+    __m512i ab = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b)); /* a0 b0 a1 b1 per lane */
+    __m512i cd = _mm512_add_epi32(_mm512_unpacklo_epi32(c, d), _mm512_unpackhi_epi32(c, d));
+    __m512i t = _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd)); /* a b c d per lane */
+    __m256i h = _mm256_add_epi32(_mm512_castsi512_si256(t), _mm512_extracti64x4_epi64(t, 1));
+    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+
 /* 4 rows of A by 4 rows of B: 16 zmm accumulators, 8 operands, of 32 registers. */
 VNNI_TARGET static void qgemm_vnni(int M, int N, int K, const uint8_t *A, int lda, const int8_t *B, int ldb,
                                    int32_t *C, int ldc)
@@ -99,8 +110,8 @@ VNNI_TARGET static void qgemm_vnni(int M, int N, int K, const uint8_t *A, int ld
                         acc[r][c] = _mm512_dpbusd_epi32(acc[r][c], x[r], w[c]);
             }
             for (int r = 0; r < 4; r++)
-                for (int c = 0; c < 4; c++)
-                    C[(size_t)(i + r) * ldc + j + c] = _mm512_reduce_add_epi32(acc[r][c]);
+                _mm_storeu_si128((__m128i *)(C + (size_t)(i + r) * ldc + j),
+                                 hsum4x512(acc[r][0], acc[r][1], acc[r][2], acc[r][3]));
         }
         for (; j < N; j++) {
             const int8_t *b = B + (size_t)j * ldb;
