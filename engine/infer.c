@@ -27,7 +27,7 @@ static float *fdup(const float *v, size_t n)
 static void layer_free(ilayer_t *l)
 {
     free(l->w), free(l->b), free(l->gamma), free(l->beta), free(l->rm), free(l->rv);
-    free(l->qw), free(l->qwk), free(l->wscale), free(l->wsum), free(l->hist);
+    free(l->qw), free(l->qwk), free(l->qwp), free(l->wscale), free(l->wsum), free(l->hist);
     json_decref(l->json);
 }
 
@@ -169,6 +169,7 @@ int engine_infer_create(const json_t *arch, const float *vec, size_t n, int c, i
     p->c = c, p->h = h, p->w = w, p->classes = classes;
     p->qimpl = engine_qgemm_best();
     p->qgemm = engine_qgemm_get(p->qimpl);
+    p->qpacked = p->qimpl == ENGINE_QGEMM_VNNI ? engine_qgemm_packed_get() : NULL;
     int rc = build(p, layers, vec, np, nb, err);
     json_decref(layers);
     if (rc < 0) {
@@ -186,6 +187,7 @@ int engine_infer_set_qgemm(engine_infer_t *p, engine_qgemm_impl_t impl, err_t *e
         return err_set(err, FN_EINVAL, "qgemm: this CPU cannot run the %s kernel", engine_qgemm_name(impl));
     p->qgemm = f;
     p->qimpl = impl == ENGINE_QGEMM_AUTO ? engine_qgemm_best() : impl;
+    p->qpacked = p->qimpl == ENGINE_QGEMM_VNNI ? engine_qgemm_packed_get() : NULL;
     return 0;
 }
 
@@ -482,7 +484,10 @@ static int run_conv(engine_infer_t *p, ilayer_t *l, const float *x, float *y, in
     for (int b = 0; b < B; b++) {
         quant_u8_hwc(x + b * in_n, C, H * W, l->ascale, l->azp, p->qx);
         im2row_u8(p->qx, C, H, W, l->k, l->stride, l->pad, OH, OW, l->Kp, (uint8_t)l->azp, p->qa);
-        p->qgemm(P, l->cout, l->Kp, p->qa, l->Kp, l->qwk, l->Kp, p->acc, l->cout);
+        if (p->qpacked && l->qwp)
+            p->qpacked(P, l->cout, l->Kp, p->qa, l->Kp, l->qwp, p->acc, l->cout);
+        else
+            p->qgemm(P, l->cout, l->Kp, p->qa, l->Kp, l->qwk, l->Kp, p->acc, l->cout);
         float *yb = y + b * out_n;
         for (int o = 0; o < l->cout; o++) {
             p->es[o] = l->ascale * l->wscale[o];
@@ -524,7 +529,10 @@ static int run_linear(engine_infer_t *p, ilayer_t *l, const float *x, float *y, 
         quant_u8(x + (size_t)b * l->K, (size_t)l->K, l->ascale, l->azp, r);
         memset(r + l->K, 0, (size_t)(l->Kp - l->K));
     }
-    p->qgemm(B, l->cout, l->Kp, p->qa, l->Kp, l->qw, l->Kp, p->acc, l->cout);
+    if (p->qpacked && l->qwp)
+        p->qpacked(B, l->cout, l->Kp, p->qa, l->Kp, l->qwp, p->acc, l->cout);
+    else
+        p->qgemm(B, l->cout, l->Kp, p->qa, l->Kp, l->qw, l->Kp, p->acc, l->cout);
     for (int b = 0; b < B; b++)
         for (int o = 0; o < l->cout; o++) {
             float v = (float)(p->acc[(size_t)b * l->cout + o] - l->azp * l->wsum[o]) * (l->ascale * l->wscale[o]) +

@@ -20,6 +20,7 @@ typedef struct ilayer {
     int Kp;
     int8_t *qw;     /* [cout][Kp], K in the engine's order (c, ky, kx) */
     int8_t *qwk;    /* conv: [cout][Kp] with K as (ky, kx, c), the order of channel-last im2row */
+    int8_t *qwp;    /* the kernel's weights packed for the VNNI broadcast kernel (or NULL) */
     float *wscale;  /* [cout] */
     int32_t *wsum;  /* [cout]: sum of qw row, for the activation zero point */
     float ascale;
@@ -35,6 +36,7 @@ struct engine_infer {
     int quantized;
     engine_qgemm_fn qgemm;
     engine_qgemm_impl_t qimpl;
+    engine_qgemm_packed_fn qpacked; /* used where a layer has qwp */
     /* scratch */
     float *buf[2];
     size_t buf_cap;

@@ -138,6 +138,11 @@ int engine_infer_quantize(engine_infer_t *p, const float *x, int B, engine_calib
                     for (int t = 0; t < k * k; t++)
                         l->qwk[(size_t)o * l->Kp + (size_t)t * C + c] = l->qw[(size_t)o * l->Kp + (size_t)c * k * k + t];
         }
+        free(l->qwp);
+        l->qwp = NULL;
+        if (engine_qgemm_packed_get() &&
+            !(l->qwp = engine_qgemm_pack(l->cout, l->Kp, l->qwk ? l->qwk : l->qw, l->Kp)))
+            return err_set(err, FN_ENOMEM, "quantize: out of memory");
         l->amin = INFINITY, l->amax = -INFINITY;
     }
     size_t per = (size_t)p->c * p->h * p->w;

@@ -5,6 +5,8 @@
 #include "engine/qgemm.h"
 
 #include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
 
 static void qgemm_ref(int M, int N, int K, const uint8_t *A, int lda, const int8_t *B, int ldb, int32_t *C, int ldc)
 {
@@ -134,6 +136,80 @@ VNNI_TARGET static void qgemm_vnni(int M, int N, int K, const uint8_t *A, int ld
         }
 }
 #endif
+
+size_t engine_qgemm_packed_size(int N, int K) { return (size_t)((N + 15) / 16) * 16 * (size_t)K; }
+
+int8_t *engine_qgemm_pack(int N, int K, const int8_t *B, int ldb)
+{
+    int8_t *p = calloc(engine_qgemm_packed_size(N, K) + 1, 1);
+    if (!p)
+        return NULL;
+    for (int n = 0; n < N; n++) {
+        int8_t *blk = p + (size_t)(n / 16) * 16 * K;
+        for (int k = 0; k < K; k++)
+            blk[(size_t)(k / 4) * 64 + (n % 16) * 4 + k % 4] = B[(size_t)n * ldb + k];
+    }
+    return p;
+}
+
+#ifdef HAVE_X86
+/* MR rows of A by 32 outputs (two zmm per row): 2*MR accumulators. */
+#define PACKED_BODY(MR)                                                                                              \
+    do {                                                                                                             \
+        __m512i c0[MR], c1[MR];                                                                                      \
+        for (int r = 0; r < MR; r++)                                                                                 \
+            c0[r] = c1[r] = _mm512_setzero_si512();                                                                  \
+        for (int k = 0; k < K; k += 4) {                                                                             \
+            __m512i w0 = _mm512_loadu_si512((const void *)(b0 + (size_t)k * 16));                                    \
+            __m512i w1 = _mm512_loadu_si512((const void *)(b1 + (size_t)k * 16));                                    \
+            for (int r = 0; r < MR; r++) {                                                                           \
+                int32_t av;                                                                                          \
+                memcpy(&av, a + (size_t)r * lda + k, 4);                                                             \
+                __m512i x = _mm512_set1_epi32(av);                                                                   \
+                c0[r] = _mm512_dpbusd_epi32(c0[r], x, w0);                                                           \
+                c1[r] = _mm512_dpbusd_epi32(c1[r], x, w1);                                                           \
+            }                                                                                                        \
+        }                                                                                                            \
+        for (int r = 0; r < MR; r++) {                                                                               \
+            _mm512_mask_storeu_epi32(C + (size_t)(i + r) * ldc + j, m0, c0[r]);                                      \
+            _mm512_mask_storeu_epi32(C + (size_t)(i + r) * ldc + j + 16, m1, c1[r]);                                 \
+        }                                                                                                            \
+    } while (0)
+
+VNNI_TARGET static void qgemm_vnni_packed(int M, int N, int K, const uint8_t *A, int lda, const int8_t *Bp, int32_t *C,
+                                          int ldc)
+{
+    for (int j = 0; j < N; j += 32) {
+        int n0 = N - j < 16 ? N - j : 16, n1 = N - j - 16 < 0 ? 0 : (N - j - 16 < 16 ? N - j - 16 : 16);
+        __mmask16 m0 = (__mmask16)((1u << n0) - 1), m1 = (__mmask16)((1u << n1) - 1);
+        const int8_t *b0 = Bp + (size_t)(j / 16) * 16 * K;
+        /* the second block may not exist: point it at the first (its lanes are masked off) */
+        const int8_t *b1 = n1 ? b0 + (size_t)16 * K : b0;
+        int i = 0;
+        for (; i + 8 <= M; i += 8) {
+            const uint8_t *a = A + (size_t)i * lda;
+            PACKED_BODY(8);
+        }
+        for (; i + 4 <= M; i += 4) {
+            const uint8_t *a = A + (size_t)i * lda;
+            PACKED_BODY(4);
+        }
+        for (; i < M; i++) {
+            const uint8_t *a = A + (size_t)i * lda;
+            PACKED_BODY(1);
+        }
+    }
+}
+#endif
+
+engine_qgemm_packed_fn engine_qgemm_packed_get(void)
+{
+#ifdef HAVE_X86
+    return engine_qgemm_get(ENGINE_QGEMM_VNNI) ? qgemm_vnni_packed : NULL;
+#else
+    return NULL;
+#endif
+}
 
 engine_qgemm_fn engine_qgemm_get(engine_qgemm_impl_t impl)
 {

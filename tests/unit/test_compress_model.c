@@ -21,7 +21,7 @@
 static void test_qgemm_kernels_match_reference(void **state)
 {
     (void)state;
-    static const int Ms[] = {1, 3, 4, 5, 17, 33}, Ns[] = {1, 2, 4, 7, 13}, Ks[] = {1, 63, 64, 65, 200};
+    static const int Ms[] = {1, 3, 4, 5, 17, 33}, Ns[] = {1, 7, 16, 33, 50}, Ks[] = {1, 63, 64, 65, 200};
     rng_t r;
     rng_seed(&r, 7);
     int checked = 0;
@@ -45,6 +45,14 @@ static void test_qgemm_kernels_match_reference(void **state)
                     ref(M, N, Kp, A, Kp, B, Kp, C0, N);
                     f(M, N, Kp, A, Kp, B, Kp, C1, N);
                     assert_memory_equal(C0, C1, (size_t)M * N * 4);
+                    engine_qgemm_packed_fn pf = engine_qgemm_packed_get();
+                    if (impl == ENGINE_QGEMM_VNNI && pf) {
+                        int8_t *Bp = engine_qgemm_pack(N, Kp, B, Kp);
+                        memset(C1, 0x55, (size_t)M * N * 4);
+                        pf(M, N, Kp, A, Kp, Bp, C1, N);
+                        assert_memory_equal(C0, C1, (size_t)M * N * 4);
+                        free(Bp);
+                    }
                     /* and the reference against a direct sum */
                     int64_t s = 0;
                     for (int k = 0; k < K; k++)
