@@ -57,6 +57,16 @@ int engine_infer_set_qgemm(engine_infer_t *p, engine_qgemm_impl_t impl, err_t *e
  * metadata fednas.arch (the folded architecture) and fednas.quant = "int8". */
 int engine_infer_save_int8(const engine_infer_t *p, const char *path, err_t *err);
 
+/* Structured pruning (engine/prune.c): every conv/linear but the classifier keeps
+ * round(keep_frac * its original "out") output channels, those with the largest L1 norm of
+ * weights; the layers between it and its consumer shrink along, and the consumer drops the
+ * matching inputs. Before quantizing. Export gives the smaller dense model. */
+int engine_infer_prune(engine_infer_t *p, double keep_frac, err_t *err);
+typedef enum engine_prune_schedule { ENGINE_PRUNE_LINEAR, ENGINE_PRUNE_EXPONENTIAL, ENGINE_PRUNE_CUBIC } engine_prune_schedule_t;
+/* Sparsity after step t of T (t = T gives final_sparsity): linear, exponential (the same fraction
+ * of what is left each step) or cubic (Zhu & Gupta 2017: fast first, gentle at the end). */
+double engine_prune_schedule(engine_prune_schedule_t s, double final_sparsity, int t, int T);
+
 /* ---- helpers, public for tests ---- */
 /* Per-row symmetric int8: scale[r] = max|w_r|/127 (1 for an all-zero row), q = round(w/scale). */
 void engine_quant_rows(const float *w, int rows, int cols, int8_t *q, int ldq, float *scale);

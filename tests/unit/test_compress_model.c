@@ -248,6 +248,79 @@ static void test_fold_matches_engine(void **state)
     json_decref(arch);
 }
 
+/* Channels whose weights and bias are zero contribute nothing after ReLU: pruning exactly those
+ * (the smallest L1 norms) must leave the logits as they were, and the smaller model must build
+ * in the engine with the same function. */
+static void test_prune_zero_channels_keeps_logits(void **state)
+{
+    (void)state;
+    json_t *arch;
+    engine_net_t *n = random_net(&arch, 21);
+    size_t nv = engine_net_num_params(n) + engine_net_num_buffers(n);
+    engine_infer_t *p = NULL;
+    err_t err = {0};
+    assert_int_equal(engine_infer_create(arch, engine_net_params(n), nv, CH, HH, WW, CLS, &p, &err), 0);
+    assert_int_equal(engine_infer_fold(p, &err), 0);
+    json_t *fa = NULL;
+    float *fv = NULL;
+    size_t nf = 0;
+    assert_int_equal(engine_infer_export(p, &fa, &fv, &nf, &err), 0);
+    engine_infer_free(p);
+    /* folded layout: conv1 w[6][18] b[6], conv2 w[5][54] b[5], fc w[12][5] b[12], fc w[4][12] b[4] */
+    static const int z1[] = {1, 4}, z2[] = {0, 3}, z3[] = {2, 5, 7, 11};
+    for (int i = 0; i < 2; i++) {
+        memset(fv + z1[i] * 18, 0, 18 * sizeof *fv);
+        fv[108 + z1[i]] = 0;
+    }
+    for (int i = 0; i < 2; i++) {
+        memset(fv + 114 + z2[i] * 54, 0, 54 * sizeof *fv);
+        fv[114 + 270 + z2[i]] = 0;
+    }
+    for (int i = 0; i < 4; i++) {
+        memset(fv + 389 + z3[i] * 5, 0, 5 * sizeof *fv);
+        fv[389 + 60 + z3[i]] = 0;
+    }
+    assert_int_equal(nf, 389 + 72 + 48 + 4);
+    float x[BATCH * CH * HH * WW], ref[BATCH * CLS], out[BATCH * CLS];
+    rng_t r;
+    rng_seed(&r, 9);
+    for (size_t i = 0; i < sizeof x / sizeof *x; i++)
+        x[i] = (float)rng_normal(&r);
+    assert_int_equal(engine_infer_create(fa, fv, nf, CH, HH, WW, CLS, &p, &err), 0);
+    assert_int_equal(engine_infer_forward(p, x, BATCH, ref, 0, &err), 0);
+    assert_int_equal(engine_infer_prune(p, 2.0 / 3.0, &err), 0);
+    assert_int_equal(engine_infer_forward(p, x, BATCH, out, 0, &err), 0);
+    assert_close(ref, out, BATCH * CLS, 1e-5f);
+    json_t *pa = NULL;
+    float *pv = NULL;
+    size_t np = 0;
+    assert_int_equal(engine_infer_export(p, &pa, &pv, &np, &err), 0);
+    assert_int_equal(np, 4 * 18 + 4 + 3 * 36 + 3 + 8 * 3 + 8 + 4 * 8 + 4);
+    engine_net_t *pn = NULL;
+    assert_int_equal(engine_net_create(pa, CH, HH, WW, CLS, &pn, &err), 0);
+    assert_int_equal(engine_net_num_params(pn), np);
+    memcpy(engine_net_params(pn), pv, np * sizeof *pv);
+    engine_logits(pn, x, BATCH, out);
+    assert_close(ref, out, BATCH * CLS, 1e-5f);
+    /* schedules reach the target at the last step and grow monotonically */
+    for (int s = ENGINE_PRUNE_LINEAR; s <= ENGINE_PRUNE_CUBIC; s++) {
+        double prev = 0;
+        for (int t = 1; t <= 4; t++) {
+            double v = engine_prune_schedule((engine_prune_schedule_t)s, 0.5, t, 4);
+            assert_true(v > prev && v <= 0.5 + 1e-12);
+            prev = v;
+        }
+        assert_true(fabs(prev - 0.5) < 1e-12);
+    }
+    assert_true(engine_prune_schedule(ENGINE_PRUNE_CUBIC, 0.5, 1, 4) > engine_prune_schedule(ENGINE_PRUNE_LINEAR, 0.5, 1, 4));
+    assert_int_equal(engine_infer_prune(p, 0, &err), FN_EINVAL);
+    engine_net_free(pn);
+    engine_infer_free(p);
+    engine_net_free(n);
+    json_decref(arch), json_decref(fa), json_decref(pa);
+    free(fv), free(pv);
+}
+
 static void test_bad_input_named(void **state)
 {
     (void)state;
@@ -286,6 +359,7 @@ int main(void)
         cmocka_unit_test(test_quant_rows_error_bound),
         cmocka_unit_test(test_calibrators),
         cmocka_unit_test(test_fold_matches_engine),
+        cmocka_unit_test(test_prune_zero_channels_keeps_logits),
         cmocka_unit_test(test_bad_input_named),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
