@@ -16,6 +16,7 @@
 #include "engine/graph.h"
 #include "engine/idx.h"
 #include "engine/infer.h"
+#include "engine/model.h"
 #include "engine/nn.h"
 #include "engine/safetensors.h"
 
@@ -26,6 +27,8 @@ static const char *const k_help =
     "fednas.input). RECIPE (every key optional except data; unknown keys are errors):\n"
     "  {\"data\": {\"dataset\":\"fashion-mnist\"|\"mnist\", \"path\":DIR},\n"
     "   \"fold\": true,                      fold batch norm into conv/linear, fuse ReLU\n"
+    "   \"prune\": {\"sparsity\":0.5, \"schedule\":\"linear\"|\"exponential\"|\"cubic\", \"steps\":3,\n"
+    "             \"finetune_samples\":6000, \"lr\":0.01}   L1 channel pruning, fine-tuned after each step\n"
     "   \"quantize\": {\"calibrator\":\"minmax\"|\"percentile\"|\"entropy\", \"percentile\":99.99,\n"
     "                \"calibration_samples\":1000, \"kernel\":\"auto\"|\"ref\"|\"avx2\"|\"vnni\"},\n"
     "                                       (absent: no quantization)\n"
@@ -76,6 +79,9 @@ static int check_keys(const recipe_src_t *r, const json_t *o, const char *where,
 typedef struct {
     const char *dataset, *data_path;
     int fold, quantize, calib_n, eval_n, bench_batch, bench_iters;
+    int prune, prune_steps, finetune_n;
+    double sparsity, prune_lr;
+    engine_prune_schedule_t schedule;
     engine_calib_t calib;
     double percentile;
     engine_qgemm_impl_t kernel;
@@ -98,12 +104,14 @@ static int int_key(const recipe_src_t *r, const json_t *o, const char *key, cons
 
 static int parse_recipe(const recipe_src_t *r, const json_t *j, recipe_t *c, err_t *err)
 {
-    static const char *const top[] = {"data", "fold", "quantize", "eval_samples", "bench", NULL};
+    static const char *const top[] = {"data", "fold", "prune", "quantize", "eval_samples", "bench", NULL};
+    static const char *const pk[] = {"sparsity", "schedule", "steps", "finetune_samples", "lr", NULL};
     static const char *const dk[] = {"dataset", "path", NULL};
     static const char *const qk[] = {"calibrator", "percentile", "calibration_samples", "kernel", NULL};
     static const char *const bk[] = {"batch", "iters", NULL};
     *c = (recipe_t){.data_path = ENGINE_FMNIST_DEFAULT_DIR, .fold = 1, .calib_n = 1000, .eval_n = 10000,
-                    .bench_batch = 64, .bench_iters = 10, .percentile = 99.99, .kernel = ENGINE_QGEMM_AUTO};
+                    .bench_batch = 64, .bench_iters = 10, .percentile = 99.99, .kernel = ENGINE_QGEMM_AUTO,
+                    .prune_steps = 3, .finetune_n = 6000, .sparsity = 0.5, .prune_lr = 0.01, .schedule = ENGINE_PRUNE_CUBIC};
     if (!json_is_object(j))
         return rfail(r, err, "", "expected a JSON object", NULL);
     if (check_keys(r, j, "", top, err) < 0)
@@ -127,6 +135,33 @@ static int parse_recipe(const recipe_src_t *r, const json_t *j, recipe_t *c, err
     c->fold = !f || json_is_true(f);
     if (int_key(r, j, "eval_samples", "eval_samples", 1, 1000000, &c->eval_n, err) < 0)
         return err->code;
+    const json_t *pr = json_object_get(j, "prune");
+    if (pr) {
+        if (!json_is_object(pr))
+            return rfail(r, err, "prune", "expected an object", NULL);
+        if (check_keys(r, pr, "prune", pk, err) < 0)
+            return err->code;
+        c->prune = 1;
+        const json_t *v = json_object_get(pr, "sparsity");
+        if (v && (!json_is_number(v) || !(json_number_value(v) >= 0 && json_number_value(v) < 1)))
+            return rfail(r, err, "prune.sparsity", "expected a number in [0, 1): the share of channels removed", NULL);
+        if (v)
+            c->sparsity = json_number_value(v);
+        v = json_object_get(pr, "lr");
+        if (v && (!json_is_number(v) || !(json_number_value(v) > 0)))
+            return rfail(r, err, "prune.lr", "expected a number > 0", NULL);
+        if (v)
+            c->prune_lr = json_number_value(v);
+        v = json_object_get(pr, "schedule");
+        const char *sc = v ? json_string_value(v) : "cubic";
+        if (!sc || (strcmp(sc, "linear") && strcmp(sc, "exponential") && strcmp(sc, "cubic")))
+            return rfail(r, err, "prune.schedule", "expected \"linear\", \"exponential\" or \"cubic\"", NULL);
+        c->schedule = strcmp(sc, "linear") == 0 ? ENGINE_PRUNE_LINEAR
+                      : strcmp(sc, "exponential") == 0 ? ENGINE_PRUNE_EXPONENTIAL : ENGINE_PRUNE_CUBIC;
+        if (int_key(r, pr, "steps", "prune.steps", 1, 100, &c->prune_steps, err) < 0 ||
+            int_key(r, pr, "finetune_samples", "prune.finetune_samples", 0, 60000, &c->finetune_n, err) < 0)
+            return err->code;
+    }
     const json_t *q = json_object_get(j, "quantize");
     if (q) {
         if (!json_is_object(q))
@@ -324,6 +359,62 @@ static int write_params(const char *path, const json_t *arch, const float *v, si
     return rc;
 }
 
+/* Prunes in R->prune_steps steps along the schedule; after each, fine-tunes the smaller model on
+ * R->finetune_n training samples (SGD, momentum 0.9, batch 64, one pass) on the engine. */
+static int prune_finetune(engine_infer_t **plan, const recipe_t *R, const engine_source_t *trs, const int sh[3],
+                          int classes, err_t *err)
+{
+    int n = R->finetune_n < trs->count ? R->finetune_n : trs->count;
+    int *idx = malloc((size_t)(n > 0 ? n : 1) * sizeof *idx);
+    if (!idx)
+        return err_set(err, FN_ENOMEM, "out of memory");
+    int rc = 0;
+    double prev = 0;
+    for (int t = 1; t <= R->prune_steps && rc == 0; t++) {
+        double s = engine_prune_schedule(R->schedule, R->sparsity, t, R->prune_steps);
+        /* the schedule counts from the original widths; each step keeps a share of the current */
+        if ((rc = engine_infer_prune(*plan, (1 - s) / (1 - prev), err)) < 0)
+            break;
+        prev = s;
+        json_t *a = NULL;
+        float *v = NULL;
+        size_t nv = 0;
+        engine_model_t *m = NULL;
+        if ((rc = engine_infer_export(*plan, &a, &v, &nv, err)) < 0)
+            break;
+        if (n > 0 && (rc = engine_model_create_shape(a, sh[0], sh[1], sh[2], classes, &m, err)) == 0) {
+            memcpy(engine_model_params(m), v, nv * sizeof *v);
+            engine_train_config_t tc;
+            engine_train_config_default(&tc);
+            tc.batch_size = 64;
+            tc.optim.lr = (float)R->prune_lr;
+            tc.optim.momentum = 0.9f;
+            tc.seed = 1000 + (uint64_t)t;
+            for (int i = 0; i < n; i++) /* a different stretch of the training set each step */
+                idx[i] = (int)(((long)(t - 1) * n + i) % trs->count);
+            engine_train_stats_t ts;
+            double t0 = now();
+            if ((rc = engine_model_train_source(m, trs, idx, n, &tc, &ts, err)) == 0) {
+                memcpy(v, engine_model_params(m), nv * sizeof *v);
+                printf("prune step %d/%d: sparsity %.3f, %zu floats; fine-tuned on %d samples in %.1fs (train acc %.4f)\n",
+                       t, R->prune_steps, s, nv, n, now() - t0, ts.accuracy);
+            }
+        }
+        if (rc == 0) {
+            engine_infer_t *np = NULL;
+            if ((rc = engine_infer_create(a, v, nv, sh[0], sh[1], sh[2], classes, &np, err)) == 0) {
+                engine_infer_free(*plan);
+                *plan = np;
+            }
+        }
+        engine_model_free(m);
+        json_decref(a);
+        free(v);
+    }
+    free(idx);
+    return rc;
+}
+
 int cmd_compress(int argc, char **argv)
 {
     static const struct option opts[] = {{"recipe", required_argument, 0, 'r'},
@@ -354,7 +445,7 @@ int cmd_compress(int argc, char **argv)
     uint8_t *yte = NULL, *ycal = NULL;
     int *idx = NULL, *ref = NULL;
     engine_dataset_t te = {0}, tr = {0};
-    engine_infer_t *plan = NULL, *plan0 = NULL;
+    engine_infer_t *plan = NULL, *plan0 = NULL, *pplan = NULL;
     eng_ctx_t ec = {0}, ef = {0};
     size_t nv = 0, nf = 0;
     recipe_t R;
@@ -416,7 +507,7 @@ int cmd_compress(int argc, char **argv)
         idx[i] = (int)((long)i * trs.count / NC);
     engine_source_gather(&trs, idx, NC, xcal, ycal);
 
-    stage_t st[6];
+    stage_t st[7];
     int ns = 0, bb = R.bench_batch, it = R.bench_iters;
     if (engine_net_create(arch, sh[0], sh[1], sh[2], classes, &ec.net, &err) < 0)
         goto fail;
@@ -447,14 +538,38 @@ int cmd_compress(int argc, char **argv)
         if (run_stage(&st[ns++], inf_fwd, &ic, xte, yte, N, per, classes, NULL, ref, &err) < 0)
             goto fail;
     }
+    engine_infer_t *fin = plan; /* the plan written out and quantized */
+    inf_ctx_t icp = {NULL, 0};
+    if (R.prune) {
+        json_t *a = NULL;
+        float *v = NULL;
+        size_t n = 0;
+        int prc = engine_infer_export(plan, &a, &v, &n, &err);
+        if (prc == 0)
+            prc = engine_infer_create(a, v, n, sh[0], sh[1], sh[2], classes, &pplan, &err);
+        json_decref(a);
+        free(v);
+        if (prc < 0 || prune_finetune(&pplan, &R, &trs, sh, classes, &err) < 0)
+            goto fail;
+        static char pname[64];
+        snprintf(pname, sizeof pname, "runtime fp32 pruned %.0f%%", R.sparsity * 100);
+        st[ns].name = pname;
+        icp.p = pplan;
+        if (run_stage(&st[ns++], inf_fwd, &icp, xte, yte, N, per, classes, NULL, ref, &err) < 0)
+            goto fail;
+        fin = pplan;
+        icq.p = pplan;
+    }
     mkdir(out_dir, 0755);
     char path[4096];
-    if (engine_infer_export(plan, &farch, &fvec, &nf, &err) < 0)
-        goto fail;
     if (R.fold) { /* the folded model on the engine itself: what folding saves there */
-        if (engine_net_create(farch, sh[0], sh[1], sh[2], classes, &ef.net, &err) < 0)
+        if (engine_infer_export(plan, &farch, &fvec, &nf, &err) < 0 ||
+            engine_net_create(farch, sh[0], sh[1], sh[2], classes, &ef.net, &err) < 0)
             goto fail;
         memcpy(engine_net_params(ef.net), fvec, nf * sizeof *fvec);
+        json_decref(farch);
+        free(fvec);
+        farch = NULL, fvec = NULL;
         ef.g = engine_graph_create((size_t)64 << 20, 1);
         engine_graph_set_grad(ef.g, 0);
         memcpy(ef.sh, sh, sizeof sh);
@@ -463,6 +578,8 @@ int cmd_compress(int argc, char **argv)
         if (run_stage(&st[ns++], eng_fwd, &ef, xte, yte, N, per, classes, NULL, ref, &err) < 0)
             goto fail;
     }
+    if (engine_infer_export(fin, &farch, &fvec, &nf, &err) < 0)
+        goto fail;
     snprintf(path, sizeof path, "%s/folded.safetensors", out_dir);
     if (write_params(path, farch, fvec, nf, sh, &err) < 0)
         goto fail;
@@ -472,10 +589,10 @@ int cmd_compress(int argc, char **argv)
         goto fail;
     }
     if (R.quantize) {
-        if (engine_infer_set_qgemm(plan, R.kernel, &err) < 0)
+        if (engine_infer_set_qgemm(fin, R.kernel, &err) < 0)
             goto fail;
         double t0 = now();
-        if (engine_infer_quantize(plan, xcal, NC, R.calib, R.percentile, &err) < 0)
+        if (engine_infer_quantize(fin, xcal, NC, R.calib, R.percentile, &err) < 0)
             goto fail;
         printf("calibrated on %d training samples in %.1fs\n", NC, now() - t0);
         static char qname[64];
@@ -485,7 +602,7 @@ int cmd_compress(int argc, char **argv)
         if (run_stage(&st[ns++], inf_fwd, &icq, xte, yte, N, per, classes, NULL, ref, &err) < 0)
             goto fail;
         snprintf(path, sizeof path, "%s/model.int8.safetensors", out_dir);
-        if (engine_infer_save_int8(plan, path, &err) < 0)
+        if (engine_infer_save_int8(fin, path, &err) < 0)
             goto fail;
     }
     if (it > 0 && bb <= N && time_stages(st, ns, xte, bb, it, 3, classes, &err) < 0)
@@ -511,6 +628,7 @@ fail:
 done:
     engine_infer_free(plan);
     engine_infer_free(plan0);
+    engine_infer_free(pplan);
     engine_graph_free(ec.g);
     engine_net_free(ec.net);
     engine_graph_free(ef.g);

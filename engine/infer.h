@@ -58,7 +58,7 @@ int engine_infer_set_qgemm(engine_infer_t *p, engine_qgemm_impl_t impl, err_t *e
 int engine_infer_save_int8(const engine_infer_t *p, const char *path, err_t *err);
 
 /* Structured pruning (engine/prune.c): every conv/linear but the classifier keeps
- * round(keep_frac * its original "out") output channels, those with the largest L1 norm of
+ * round(keep_frac * its current outputs) output channels (at least one), those with the largest L1 norm of
  * weights; the layers between it and its consumer shrink along, and the consumer drops the
  * matching inputs. Before quantizing. Export gives the smaller dense model. */
 int engine_infer_prune(engine_infer_t *p, double keep_frac, err_t *err);

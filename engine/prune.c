@@ -96,10 +96,7 @@ int engine_infer_prune(engine_infer_t *p, double keep_frac, err_t *err)
             last &= p->L[j].kind != IL_CONV && p->L[j].kind != IL_LINEAR;
         if (last) /* the classifier keeps its classes */
             break;
-        int orig = l->json ? (int)json_integer_value(json_object_get(l->json, "out")) : l->cout;
-        if (orig <= 0)
-            orig = l->cout;
-        int nk = (int)lround(orig * keep_frac);
+        int nk = (int)lround(l->cout * keep_frac);
         if (nk < 1)
             nk = 1;
         if (nk >= l->cout)

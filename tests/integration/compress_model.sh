@@ -61,6 +61,20 @@ pass "compress: folding keeps predictions; int8 file has I8 weights and scales"
 "$FEDNAS" compress out/folded.safetensors --recipe r.json --out out2 > out2.txt 2>&1 || fail "re-compressing the folded model failed"
 pass "folded model loads"
 
+# Pruning half the channels (no fine-tuning samples): a smaller model that still builds and runs.
+cat > rp.json <<R
+{ "data": {"dataset": "fashion-mnist", "path": "$DATA"},
+  "prune": {"sparsity": 0.5, "schedule": "linear", "steps": 2, "finetune_samples": 0},
+  "eval_samples": 200, "bench": {"batch": 16, "iters": 1} }
+R
+"$FEDNAS" compress m.safetensors --recipe rp.json --out outp > outp.txt 2> err.txt || { cat err.txt; fail "prune failed"; }
+python3 - <<'PY' || fail "pruned model wrong"
+import json
+arch = json.load(open("outp/arch.json"))
+assert arch["layers"][0]["out"] == 2, arch
+PY
+pass "compress: pruning 50% of channels gives a smaller model that runs"
+
 printf '{ "data": {"dataset": "fashion-mnist"},\n  "quantize": {"calibrater": "entropy"} }' > bad.json
 "$FEDNAS" compress m.safetensors --recipe bad.json --out o3 2> err.txt; [ $? = 2 ] || fail "bad recipe should exit 2"
 expect_contains err.txt "bad.json:2:16: quantize.calibrater: unknown key"
