@@ -29,6 +29,7 @@ int cmd_dashboard(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_privacy(int argc, char **argv);
 int cmd_nas(int argc, char **argv);
+int cmd_compress(int argc, char **argv);
 int cmd_profile(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 

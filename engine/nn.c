@@ -396,6 +396,9 @@ static void free_seq(seq_t *s)
 
 /* ---- the named architectures, expanded into layer lists ---- */
 
+static int expand(const json_t *arch, int classes, json_t **layers, err_t *err);
+int engine_net_expand(const json_t *arch, int classes, json_t **layers, err_t *err) { return expand(arch, classes, layers, err); }
+
 static json_t *lay(const char *type) { return json_pack("{s:s}", "type", type); }
 static json_t *conv(int out, int k, int stride, int pad, int bias)
 {
