@@ -27,7 +27,8 @@ typedef struct nas_job_done {
      * worker_died is then 1). The controller decides about retries. */
     nas_eval_result_t r;
     int worker_died;
-    char worker[32]; /* "local:2" */
+    char worker[32]; /* "local:2", "mpi:3" */
+    int slot;        /* the slot that is idle again (the backend fills it) */
     double started_at, ended_at;
     float *weights; /* final jobs: the federated vector, malloc'ed (nas_job_done_free) */
     size_t n_weights;
@@ -55,6 +56,8 @@ typedef struct nas_worker_backend {
  * fresh fork. Forking without exec is why the calling process must not have started the
  * engine's thread pool with more than one thread (threads do not survive fork; the controller
  * never trains in-process): a worker would otherwise inherit a pool with no threads behind it. */
+/* A pool over any backend: impl is handed to be's functions, and closed by nas_workers_close. */
+int nas_workers_create(const nas_worker_backend_t *be, void *impl, int size, nas_workers_t **out, err_t *err);
 int nas_workers_start_local(int n, int threads, const nas_data_t *d, const nas_eval_opts_t *base,
                             nas_workers_t **out, err_t *err);
 int nas_workers_size(const nas_workers_t *w);
