@@ -1,0 +1,11 @@
+# Searches under mpirun (nas/mpi.h): the integration test, which skips (77) when fednas is built
+# without MPI, and the candidates-per-hour benchmark that `make bench` runs (build/bench/nas_mpi).
+if(FEDNAS_HAVE_MPI)
+  set(FEDNAS_TEST_MPIEXEC ${MPIEXEC_EXECUTABLE})
+else()
+  set(FEDNAS_TEST_MPIEXEC "")
+endif()
+add_test(NAME integration_nas_mpi
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/integration/nas_mpi.sh $<TARGET_FILE:fednas>)
+set_tests_properties(integration_nas_mpi PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77
+  ENVIRONMENT "FEDNAS_SOURCE_DIR=${CMAKE_SOURCE_DIR};FEDNAS_MPIEXEC=${FEDNAS_TEST_MPIEXEC}")
