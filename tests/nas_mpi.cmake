@@ -9,3 +9,7 @@ add_test(NAME integration_nas_mpi
          COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/integration/nas_mpi.sh $<TARGET_FILE:fednas>)
 set_tests_properties(integration_nas_mpi PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77
   ENVIRONMENT "FEDNAS_SOURCE_DIR=${CMAKE_SOURCE_DIR};FEDNAS_MPIEXEC=${FEDNAS_TEST_MPIEXEC}")
+configure_file(${CMAKE_CURRENT_SOURCE_DIR}/bench/nas_mpi.sh ${CMAKE_BINARY_DIR}/bench/nas_mpi
+               FILE_PERMISSIONS OWNER_READ OWNER_WRITE OWNER_EXECUTE GROUP_READ GROUP_EXECUTE WORLD_READ
+                                WORLD_EXECUTE
+               COPYONLY)
