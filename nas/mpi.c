@@ -55,6 +55,10 @@ int nas_mpi_serve(const nas_data_t *d, const nas_eval_opts_t *base, err_t *err)
     return not_built(err);
 }
 
+void nas_mpi_release(void)
+{
+}
+
 void nas_mpi_end(int failed)
 {
 }
@@ -93,7 +97,7 @@ typedef struct result_msg {
 
 /* What rank 0 knows of each worker rank, for a clean end: a rank still waiting must be told to
  * stop, a busy one cannot be reached until its evaluation ends. */
-enum { RANK_WAITING, RANK_BUSY, RANK_STOPPED };
+enum { RANK_WAITING, RANK_BUSY, RANK_STOPPED, RANK_RELEASED };
 static int g_rank = -1, g_size = 0;
 static unsigned char *g_state;
 
@@ -373,6 +377,12 @@ int nas_mpi_serve(const nas_data_t *d, const nas_eval_opts_t *base, err_t *err)
     }
 }
 
+void nas_mpi_release(void)
+{
+    for (int r = 1; r < g_size; r++)
+        g_state[r] = RANK_RELEASED;
+}
+
 void nas_mpi_end(int failed)
 {
     if (g_size < 2)
@@ -381,7 +391,7 @@ void nas_mpi_end(int failed)
     if (g_rank == 0) {
         stop_waiting_ranks();
         for (int r = 1; r < g_size; r++)
-            abort_job |= g_state[r] == RANK_BUSY;
+            abort_job |= g_state[r] == RANK_BUSY || (failed && g_state[r] == RANK_RELEASED);
     }
     if (abort_job) {
         fflush(stdout);

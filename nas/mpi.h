@@ -29,6 +29,11 @@ int nas_mpi_send_setup(const void *blob, size_t n, err_t *err);
  * NUL), 0 when rank 0 gave up before sending one (the rank exits cleanly). */
 int nas_mpi_recv_setup(char **blob, size_t *n, err_t *err);
 
+/* Rank 0, when the worker ranks need nothing after the setup (`fednas run`'s simulated sites
+ * end with the server's own end message): nas_mpi_end then stops none of them, and aborts the
+ * job if rank 0 failed (nothing else would end sites that wait for a server). */
+void nas_mpi_release(void);
+
 /* Rank 0: the worker pool over ranks 1..size-1 (slot i is rank i+1; results are tagged "mpi:R"
  * with the rank). A rank that dies ends the whole job (the launcher's rule), so no result ever
  * comes back with worker_died: the run store keeps what finished and --resume continues. */
