@@ -150,6 +150,14 @@ int nas_mpi_init(int *rank, int *size, err_t *err)
     *size = g_size;
     if (g_size == 1) {
         MPI_Finalize();
+        /* Launched as several tasks that MPI does not see as one world (srun without an MPI
+         * plugin: each task a world of one): every task would run the whole search. */
+        static const char *const vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS", NULL};
+        for (int i = 0; vars[i]; i++)
+            if (getenv(vars[i]) && atoi(getenv(vars[i])) > 1)
+                return err_set(err, FN_ESTATE, "launched as one of %s tasks (%s) but MPI sees a world of 1; under "
+                                               "Slurm use `srun --mpi=pmix` (see `srun --mpi=list`)",
+                               getenv(vars[i]), vars[i]);
         return 0;
     }
     g_state = FN_CALLOC((size_t)g_size, 1);

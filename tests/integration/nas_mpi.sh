@@ -89,3 +89,11 @@ rc=$?
 [ $rc != 0 ] || fail "a failing rank 0 should fail the job"
 expect_contains "$WORK/bad.log" "7"
 pass "rank 0 failing early ends the job (exit $rc)"
+
+# Tasks that MPI does not join into one world (srun without an MPI plugin) must not each run the
+# whole search into the same store.
+SLURM_PROCID=1 SLURM_STEP_NUM_TASKS=3 timeout 60 "$FEDNAS" nas "$WORK/exp.json" --db "$WORK/lone.db" > "$WORK/lone.log" 2>&1 &&
+  fail "a task of 3 that MPI sees alone ran a search"
+expect_contains "$WORK/lone.log" "MPI sees a world of 1"
+[ ! -e "$WORK/lone.db" ] || fail "the lone task created a store"
+pass "a task of 3 that MPI sees as a world of one refuses to search"
