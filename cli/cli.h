@@ -80,5 +80,8 @@ typedef struct serve_options {
 /* Loads the experiment, records the run, serves it to completion and prints the summary.
  * Returns an exit status. */
 int cli_serve(const serve_options_t *o);
+/* `fednas run` under mpirun / srun (cli/run_mpi.c): *handled 0 when not launched as several ranks
+ * (the caller runs as usual); else rank 0 serves so and ranks > 0 simulate the sites. */
+int cli_run_mpi(serve_options_t *so, int bind_given, int *handled);
 
 #endif

@@ -498,9 +498,10 @@ int nas_search_run(nas_search_t *s, err_t *err)
             rc = err_set(err, FN_ESTATE, "resume: run %lld's candidates are not numbered 0..%d", (long long)s->run_id,
                          x.n_stored - 1);
     /* Workers fork before this process touches the engine, so none inherits a thread pool. */
-    if (rc == 0 && cfg->evaluation == NAS_EVAL_WEIGHT_SHARING) /* trains the supernet first */
+    x.w = s->workers; /* caller-owned (MPI ranks), else our own */
+    if (rc == 0 && !x.w && cfg->evaluation == NAS_EVAL_WEIGHT_SHARING) /* trains the supernet first */
         rc = nas_supernet_workers_start(cfg, s->data, &s->eval, s->threads * cfg->workers, &x.w, err);
-    else if (rc == 0)
+    else if (rc == 0 && !x.w)
         rc = nas_workers_start_local(s->cfg->workers, s->threads, s->data, &s->eval, &x.w, err);
     if (rc == 0)
         rc = nas_strategy_create(s->cfg, s->cfg->seed, &x.st, err);
@@ -510,7 +511,8 @@ int nas_search_run(nas_search_t *s, err_t *err)
         rc = final_phase(&x, err);
     if (rc == FN_ESTATE && s->stop && *s->stop)
         err_set(err, FN_ESTATE, "stopped; `fednas nas --resume %lld` continues the search", (long long)s->run_id);
-    nas_workers_close(x.w);
+    if (x.w != s->workers)
+        nas_workers_close(x.w);
     nas_strategy_free(x.st);
     for (int i = 0; i < x.n; i++) {
         free(x.c[i].row.genome);

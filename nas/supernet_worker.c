@@ -153,7 +153,7 @@ int nas_supernet_workers_start(const nas_config_t *cfg, const nas_data_t *d, con
                      st.steps, st.paths, st.seconds, st.loss, st.accuracy);
     }
     if (rc == 0)
-        rc = nas_workers_start_backend(&k_supernet, w, 1, out, err);
+        rc = nas_workers_create(&k_supernet, w, 1, out, err);
     if (rc) {
         sw_close(w);
         return rc;
