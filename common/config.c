@@ -10,16 +10,12 @@
 
 int config_error_at(const config_t *c, const char *json_path, err_t *err, const char *fmt, ...)
 {
-    int line = 1, col = 1;
-    if (c->text)
-        jsonpos_locate(c->text, json_path, 0, &line, &col);
     char msg[768];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    return err_set(err, FN_EINVAL, "%s:%d:%d: %s: %s", c->source, line, col, json_path[0] ? json_path : "(top level)",
-                   msg);
+    return jsonpos_fail(err, c->source, c->text, json_path, 0, "%s", msg);
 }
 
 static void join(char *out, size_t cap, const char *path, const char *key)
@@ -27,32 +23,10 @@ static void join(char *out, size_t cap, const char *path, const char *key)
     snprintf(out, cap, "%s%s%s", path, path[0] ? "." : "", key);
 }
 
-/* Every object is checked against the keys it may hold, so a typo ("round" for "rounds") is
- * an error naming the key and listing the valid ones, not a silently ignored setting. */
 static int check_keys(const config_t *c, const json_t *obj, const char *path, const char *const *allowed,
                       err_t *err)
 {
-    const char *key;
-    json_t *v;
-    json_object_foreach((json_t *)obj, key, v)
-    {
-        int ok = 0;
-        for (int i = 0; allowed[i]; i++)
-            ok |= strcmp(key, allowed[i]) == 0;
-        if (!ok) {
-            char full[256], list[512] = "";
-            join(full, sizeof full, path, key);
-            for (int i = 0; allowed[i]; i++) {
-                strncat(list, i ? ", " : "", sizeof list - strlen(list) - 1);
-                strncat(list, allowed[i], sizeof list - strlen(list) - 1);
-            }
-            int line, col;
-            jsonpos_locate(c->text, full, 1, &line, &col);
-            return err_set(err, FN_EINVAL, "%s:%d:%d: %s: unknown key (expected one of: %s)", c->source, line, col,
-                           full, list);
-        }
-    }
-    return 0;
+    return jsonpos_check_keys(err, c->source, c->text, obj, path, allowed);
 }
 
 static const char *type_name(const json_t *v)

@@ -1,5 +1,6 @@
 #include "common/jsonpos.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -123,4 +124,42 @@ int jsonpos_locate(const char *text, const char *path, int key_pos, int *line, i
     *line = s.found ? s.fline : root_line;
     *col = s.found ? s.fcol : root_col;
     return s.found ? 0 : -1;
+}
+
+int jsonpos_fail(err_t *err, const char *source, const char *text, const char *path, int key_pos, const char *fmt,
+                 ...)
+{
+    int line = 1, col = 1;
+    if (text)
+        jsonpos_locate(text, path, key_pos, &line, &col);
+    char msg[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return err_set(err, FN_EINVAL, "%s:%d:%d: %s: %s", source ? source : "(config)", line, col,
+                   path[0] ? path : "(top level)", msg);
+}
+
+int jsonpos_check_keys(err_t *err, const char *source, const char *text, const json_t *obj, const char *path,
+                       const char *const *allowed)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)obj, key, v)
+    {
+        int ok = 0;
+        for (int i = 0; allowed[i]; i++)
+            ok |= strcmp(key, allowed[i]) == 0;
+        if (!ok) {
+            char full[256], list[512] = "";
+            snprintf(full, sizeof full, "%s%s%s", path, path[0] ? "." : "", key);
+            for (int i = 0; allowed[i]; i++) {
+                strncat(list, i ? ", " : "", sizeof list - strlen(list) - 1);
+                strncat(list, allowed[i], sizeof list - strlen(list) - 1);
+            }
+            return jsonpos_fail(err, source, text, full, 1, "unknown key (expected one of: %s)", list);
+        }
+    }
+    return 0;
 }

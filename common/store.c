@@ -279,6 +279,35 @@ static int run_write(store_t *s, err_t *err, const char *sql, const char *types,
     return 0;
 }
 
+int store_rows_json(sqlite3_stmt *st, const char *const *nested, json_t *arr)
+{
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        json_t *row = json_object();
+        for (int c = 0; c < sqlite3_column_count(st); c++) {
+            const char *name = sqlite3_column_name(st, c);
+            json_t *v = NULL;
+            switch (sqlite3_column_type(st, c)) {
+            case SQLITE_INTEGER: v = json_integer(sqlite3_column_int64(st, c)); break;
+            case SQLITE_FLOAT: v = json_real(sqlite3_column_double(st, c)); break;
+            case SQLITE_TEXT: {
+                const char *t = (const char *)sqlite3_column_text(st, c);
+                for (int i = 0; nested && nested[i] && !v; i++)
+                    if (strcmp(name, nested[i]) == 0)
+                        v = json_loads(t, 0, NULL);
+                if (!v)
+                    v = json_string(t);
+                break;
+            }
+            default: v = json_null(); break;
+            }
+            json_object_set_new(row, name, v ? v : json_null());
+        }
+        json_array_append_new(arr, row);
+    }
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
 /* Runs a query and appends one JSON object per row (column name -> value) to arr. */
 static int run_query(store_t *s, json_t *arr, err_t *err, const char *sql, const char *types, ...)
 {
@@ -289,20 +318,7 @@ static int run_query(store_t *s, json_t *arr, err_t *err, const char *sql, const
     va_end(ap);
     if (rc < 0)
         return rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        json_t *row = json_object();
-        for (int c = 0; c < sqlite3_column_count(st); c++) {
-            json_t *v;
-            switch (sqlite3_column_type(st, c)) {
-            case SQLITE_INTEGER: v = json_integer(sqlite3_column_int64(st, c)); break;
-            case SQLITE_FLOAT: v = json_real(sqlite3_column_double(st, c)); break;
-            case SQLITE_TEXT: v = json_string((const char *)sqlite3_column_text(st, c)); break;
-            default: v = json_null(); break;
-            }
-            json_object_set_new(row, sqlite3_column_name(st, c), v ? v : json_null());
-        }
-        json_array_append_new(arr, row);
-    }
+    rc = store_rows_json(st, NULL, arr) == 0 ? SQLITE_DONE : SQLITE_ERROR;
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE)
         return db_err(s, err, "reading");

@@ -19,6 +19,13 @@ int store_open(const char *path, int read_only, store_t **out, err_t *err);
 void store_close(store_t *s);
 int store_schema_version(store_t *s);
 
+/* Steps a prepared statement to its end, appending one JSON object per row (column name ->
+ * value) to arr; columns named in `nested` (NULL-terminated, or NULL) hold JSON text and are
+ * embedded as values. Returns SQLITE_DONE's 0, or -1 when a step fails (the caller finalizes
+ * st and reports). The one row converter of the store's readers, the dashboard's included. */
+struct sqlite3_stmt;
+int store_rows_json(struct sqlite3_stmt *st, const char *const *nested, json_t *arr);
+
 /* Writing (server). Times are seconds since the epoch (double). */
 int store_experiment_create(store_t *s, const char *name, const char *config_json, int64_t *id, err_t *err);
 int store_run_create(store_t *s, int64_t experiment_id, int rounds_planned, int clients_planned, uint64_t seed,

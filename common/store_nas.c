@@ -322,32 +322,9 @@ int store_nas_final_done(store_t *s, int64_t run_id, uint64_t *mask, err_t *err)
  * are embedded as values. */
 static int rows_json(store_t *s, sqlite3_stmt *st, const char *const *nested, json_t *arr, err_t *err)
 {
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        json_t *row = json_object();
-        for (int c = 0; c < sqlite3_column_count(st); c++) {
-            const char *name = sqlite3_column_name(st, c);
-            json_t *v = NULL;
-            switch (sqlite3_column_type(st, c)) {
-            case SQLITE_INTEGER: v = json_integer(sqlite3_column_int64(st, c)); break;
-            case SQLITE_FLOAT: v = json_real(sqlite3_column_double(st, c)); break;
-            case SQLITE_TEXT: {
-                const char *t = (const char *)sqlite3_column_text(st, c);
-                for (int i = 0; nested && nested[i] && !v; i++)
-                    if (strcmp(name, nested[i]) == 0)
-                        v = json_loads(t, 0, NULL);
-                if (!v)
-                    v = json_string(t);
-                break;
-            }
-            default: v = json_null(); break;
-            }
-            json_object_set_new(row, name, v ? v : json_null());
-        }
-        json_array_append_new(arr, row);
-    }
+    int rc = store_rows_json(st, nested, arr);
     sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? 0 : db_err(s, err, "reading a NAS search");
+    return rc == 0 ? 0 : db_err(s, err, "reading a NAS search");
 }
 
 int store_nas_json(store_t *s, int64_t run_id, int64_t since_seq, json_t **out, err_t *err)

@@ -35,20 +35,7 @@ typedef struct {
     err_t *err;
 } ctx_t;
 
-static int fail_at(const ctx_t *c, const char *path, int key_pos, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int fail_at(const ctx_t *c, const char *path, int key_pos, const char *fmt, ...)
-{
-    int line = 1, col = 1;
-    if (c->text)
-        jsonpos_locate(c->text, path, key_pos, &line, &col);
-    char msg[768];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    return err_set(c->err, FN_EINVAL, "%s:%d:%d: %s: %s", c->source ? c->source : "(config)", line, col, path, msg);
-}
+#define fail_at(c, path, key_pos, ...) jsonpos_fail((c)->err, (c)->source, (c)->text, path, key_pos, __VA_ARGS__)
 
 static void join(char *out, size_t cap, const char *path, const char *key)
 {
@@ -69,27 +56,9 @@ static const char *type_name(const json_t *v)
     }
 }
 
-/* A typo ("populaton") must be an error naming the key, not a silently ignored setting. */
 static int check_keys(const ctx_t *c, const json_t *obj, const char *path, const char *const *allowed)
 {
-    const char *key;
-    json_t *v;
-    json_object_foreach((json_t *)obj, key, v)
-    {
-        int ok = 0;
-        for (int i = 0; allowed[i]; i++)
-            ok |= strcmp(key, allowed[i]) == 0;
-        if (!ok) {
-            char full[256], list[512] = "";
-            join(full, sizeof full, path, key);
-            for (int i = 0; allowed[i]; i++) {
-                strncat(list, i ? ", " : "", sizeof list - strlen(list) - 1);
-                strncat(list, allowed[i], sizeof list - strlen(list) - 1);
-            }
-            return fail_at(c, full, 1, "unknown key (expected one of: %s)", list);
-        }
-    }
-    return 0;
+    return jsonpos_check_keys(c->err, c->source, c->text, obj, path, allowed);
 }
 
 static int get_int(const ctx_t *c, const json_t *obj, const char *path, const char *key, long long def, long long lo,

@@ -79,31 +79,10 @@ double web_nas_hypervolume(const double *acc, const double *params, int n)
 
 int web_nas_rows_json(sqlite3_stmt *st, json_t *arr, int nest_json)
 {
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        json_t *row = json_object();
-        for (int c = 0; c < sqlite3_column_count(st); c++) {
-            const char *name = sqlite3_column_name(st, c);
-            json_t *v = NULL;
-            switch (sqlite3_column_type(st, c)) {
-            case SQLITE_INTEGER: v = json_integer(sqlite3_column_int64(st, c)); break;
-            case SQLITE_FLOAT: v = json_real(sqlite3_column_double(st, c)); break;
-            case SQLITE_TEXT: {
-                const char *t = (const char *)sqlite3_column_text(st, c);
-                if (nest_json && (strcmp(name, "genome") == 0 || strcmp(name, "arch") == 0))
-                    v = json_loads(t, 0, NULL);
-                if (!v)
-                    v = json_string(t);
-                break;
-            }
-            default: v = json_null(); break;
-            }
-            json_object_set_new(row, name, v ? v : json_null());
-        }
-        json_array_append_new(arr, row);
-    }
+    static const char *const nested[] = {"genome", "arch", NULL};
+    int rc = store_rows_json(st, nest_json ? nested : NULL, arr);
     sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? 0 : -1;
+    return rc;
 }
 
 /* ---- query parameters -------------------------------------------------------------------- */
