@@ -47,6 +47,8 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format
 /* A count of seconds: a number > 0 and at most 1e7 that takes the whole argument (0, or -1 when
  * it is not one). */
 int cli_parse_seconds(const char *s, double *out);
+/* An integer in [lo, hi] that takes the whole argument (0, or -1 when it is not one). */
+int cli_parse_int(const char *s, int lo, int hi, int *out);
 
 /* A site's startup kit (`fednas keys site`), for `client` and `relay`: fills what the command
  * line left NULL (the server's address from DIR/client.json, DIR/site.key, DIR/server.pub) and

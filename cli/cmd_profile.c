@@ -54,16 +54,6 @@ static double cpu_seconds(void)
            1e-6 * (double)ru.ru_stime.tv_usec;
 }
 
-static int parse_int(const char *s, int lo, int hi, int *out)
-{
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (!*s || *end || v < lo || v > hi)
-        return -1;
-    *out = (int)v;
-    return 0;
-}
-
 enum { M_FLOPS = 1, M_LATENCY = 2, M_MEMORY = 4 };
 
 static int parse_metrics(const char *s, int *out)
@@ -127,11 +117,11 @@ int cmd_profile(int argc, char **argv)
         case 'm': model = optarg; break;
         case 'o': output = optarg; break;
         case 'b':
-            if (parse_int(optarg, 1, 4096, &B))
+            if (cli_parse_int(optarg, 1, 4096, &B))
                 return cli_usage_error("profile", "--batch-size: expected an integer in 1..4096");
             break;
         case 's':
-            if (parse_int(optarg, 1, 100, &steps))
+            if (cli_parse_int(optarg, 1, 100, &steps))
                 return cli_usage_error("profile", "--steps: expected an integer in 1..100");
             break;
         case 'M':

@@ -307,16 +307,6 @@ static int on_log(const struct mg_connection *conn, const char *message)
     return 1;
 }
 
-static int parse_int(const char *s, int lo, int hi, int *out)
-{
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (!*s || *end || v < lo || v > hi)
-        return -1;
-    *out = (int)v;
-    return 0;
-}
-
 int cmd_serve(int argc, char **argv)
 {
     static const struct option opts[] = {{"http", required_argument, 0, 'p'},      {"host", required_argument, 0, 'H'},
@@ -331,12 +321,12 @@ int cmd_serve(int argc, char **argv)
         char *end;
         switch (c) {
         case 'p':
-            if (parse_int(optarg, 0, 65535, &port))
+            if (cli_parse_int(optarg, 0, 65535, &port))
                 return cli_usage_error("serve", "--http: expected a port in 0..65535");
             break;
         case 'H': host = optarg; break;
         case 'b':
-            if (parse_int(optarg, 1, 1024, &max_batch))
+            if (cli_parse_int(optarg, 1, 1024, &max_batch))
                 return cli_usage_error("serve", "--max-batch: expected an integer in 1..1024");
             break;
         case 'w':
@@ -345,7 +335,7 @@ int cmd_serve(int argc, char **argv)
                 return cli_usage_error("serve", "--max-wait-ms: expected milliseconds in 0..1000");
             break;
         case 'W':
-            if (parse_int(optarg, 2, 512, &workers))
+            if (cli_parse_int(optarg, 2, 512, &workers))
                 return cli_usage_error("serve", "--workers: expected an integer in 2..512");
             break;
         case 's': state = optarg; break;

@@ -55,6 +55,16 @@ int cli_parse_seconds(const char *s, double *out)
     return 0;
 }
 
+int cli_parse_int(const char *s, int lo, int hi, int *out)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || v < lo || v > hi)
+        return -1;
+    *out = (int)v;
+    return 0;
+}
+
 static void usage(FILE *f)
 {
     fputs("fednas: federated learning with secure aggregation and differential privacy\n"
