@@ -378,15 +378,29 @@ static int write_checkpoint(store_t *s, int64_t run_id, int round, const void *p
 
 int store_round_commit(store_t *s, int64_t run_id, const store_round_t *r, const store_checkpoint_t *ck, err_t *err)
 {
-    int rc = exec(s, "BEGIN IMMEDIATE;", err);
+    /* A savepoint is a transaction of its own outside store_tx_begin and nests inside it. */
+    int rc = exec(s, "SAVEPOINT round_commit;", err);
     if (rc < 0)
         return rc;
     rc = store_round_insert(s, run_id, r, err);
     if (rc == 0 && ck)
         rc = write_checkpoint(s, run_id, r->round, ck->params, ck->params_len, ck->state, ck->state_len, ck->meta, err);
-    if (rc == 0)
-        return exec(s, "COMMIT;", err);
-    sqlite3_exec(s->db, "ROLLBACK;", NULL, NULL, NULL);
+    if (rc == 0 && (rc = exec(s, "RELEASE round_commit;", err)) == 0)
+        return 0;
+    sqlite3_exec(s->db, "ROLLBACK TO round_commit; RELEASE round_commit;", NULL, NULL, NULL);
+    return rc;
+}
+
+int store_tx_begin(store_t *s, err_t *err)
+{
+    return exec(s, "BEGIN IMMEDIATE;", err);
+}
+
+int store_tx_end(store_t *s, int commit, err_t *err)
+{
+    int rc = commit ? exec(s, "COMMIT;", err) : 0;
+    if (!commit || rc < 0)
+        sqlite3_exec(s->db, "ROLLBACK;", NULL, NULL, NULL);
     return rc;
 }
 

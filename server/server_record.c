@@ -72,11 +72,6 @@ int record_commit(server_t *s, const store_round_t *rec, err_t *err)
     char *text = json_dumps(meta, JSON_COMPACT);
     store_checkpoint_t ck = {s->mod.params, s->mod.m * sizeof(float), state, (size_t)nstate * s->mod.m * sizeof(float), text};
     int rc = store_round_commit(s->opt.store, s->opt.run_id, rec, &ck, err);
-    if (rc < 0)
-        err_wrap(err,
-                 "round %d was not committed; rounds 1-%d are safe in the store, and once it can be written "
-                 "`fednas server --resume %lld` (or `fednas run --resume %lld`) continues after them: ",
-                 rec->round, rec->round - 1, (long long)s->opt.run_id, (long long)s->opt.run_id);
     free(text);
     json_decref(meta);
     free(state);

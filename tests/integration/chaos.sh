@@ -7,8 +7,10 @@
 #           consecutive, and the epsilon each resumed run reports is never below what the store
 #           says was charged (every unmask request, committed or not: README, DP section).
 # Kill moments: each kill targets a phase the server writes to runs.phase (round-robin over the
-# run's phases from a random offset, so every phase is aimed at) plus a random 0-199 ms delay, or
-# "startup" (while a resumed server loads). Draws come from CHAOS_SEED (printed first; set it to
+# run's phases from a random offset, so every phase is aimed at) plus a random delay (0-199 ms in
+# the long phases, 0-2 ms in the short ones), or "startup" (while a resumed server loads). A
+# phase too short to be seen is overshot: the kill lands just after it (tests/integration/
+# chaos_kill.py), and the table shows the phase the store says the server was in. Draws come from CHAOS_SEED (printed first; set it to
 # replay a failure). A table of kills, phases hit and rounds committed closes the log.
 source "$(dirname "$0")/lib.sh"
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -105,7 +107,10 @@ chaos() {
     if [ $k -le "$kills" ]; then # the killer first: it must see the phases the new server writes
       target=${phases[$(((k + off) % ${#phases[@]}))]}
       [ $k = 1 ] && [ "$target" = startup ] && target=waiting # the first start makes the run
-      delay=$((RANDOM % 200))
+      case $target in # long phases: anywhere in their first 200 ms; short ones: right away
+        startup | waiting | training | advertise_keys | federated_evaluation) delay=$((RANDOM % 200)) ;;
+        *) delay=$((RANDOM % 3)) ;;
+      esac
       rm -f "$name.pid" "$name.pid.ready"
       python3 "$HERE/chaos_kill.py" "$db" "$name.pid" "$target" "$order" "$delay" 30 > "$name-kill-$k.txt" &
       hp=$!
@@ -143,8 +148,14 @@ chaos() {
   local a
   for ((k = 1; k <= kills; k++)); do
     eval "a=\${${name}_AFTER[$k]}"
-    grep -qF "resuming run 1 after round $a" "$name-$k.err" ||
-      { tail -n 20 "$name-$k.err"; fail "$name: resumed server $k did not resume after round $a"; }
+    local said
+    said=$(grep -oE 'resuming run 1 after round [0-9]+' "$name-$k.err")
+    if [ -z "$said" ]; then # killed while loading, before it could say
+      [ $k -lt "$kills" ] && grep -q '^startup ' "$name-kill-$((k + 1)).txt" ||
+        { tail -n 20 "$name-$k.err"; fail "$name: resumed server $k never said it resumed"; }
+    elif [ "$said" != "resuming run 1 after round $a" ]; then
+      tail -n 20 "$name-$k.err"; fail "$name: resumed server $k: '$said', but $a rounds were committed"
+    fi
   done
   [ "$(rounds_list "$db")" = "$(seq_list "$(sql "$db" "select rounds_planned from runs")")" ] ||
     fail "$name: rounds at the end: $(rounds_list "$db")"

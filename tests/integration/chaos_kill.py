@@ -59,8 +59,14 @@ def main():
             return None
 
     def committed():
-        r = query("select count(*) from rounds where run_id = 1")
-        return r[0] if r else 0
+        # A server starting on a killed server's store recovers its WAL under a lock: retry
+        # until a reader gets through (a missing answer must not read as 0 rounds).
+        for _ in range(2000):
+            r = query("select count(*) from rounds where run_id = 1")
+            if r:
+                return r[0]
+            time.sleep(0.005)
+        raise SystemExit("cannot read the store " + db)
 
     if target == "startup":
         time.sleep(delay)
