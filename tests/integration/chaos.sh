@@ -106,11 +106,13 @@ chaos() {
   for ((k = 1; k <= kills + 1; k++)); do
     if [ $k -le "$kills" ]; then # the killer first: it must see the phases the new server writes
       target=${phases[$(((k + off) % ${#phases[@]}))]}
-      [ $k = 1 ] && [ "$target" = startup ] && target=waiting # the first start makes the run
       case $target in # long phases: anywhere in their first 200 ms; short ones: right away
         startup | waiting | training | advertise_keys | federated_evaluation) delay=$((RANDOM % 200)) ;;
         *) delay=$((RANDOM % 3)) ;;
       esac
+      # The first kill always lands before round 1 is committed: the resume of a run with no
+      # committed round (it starts over from the seeded model) is checked every time.
+      [ $k = 1 ] && target=waiting delay=$((RANDOM % 3))
       rm -f "$name.pid" "$name.pid.ready"
       python3 "$HERE/chaos_kill.py" "$db" "$name.pid" "$target" "$order" "$delay" 30 > "$name-kill-$k.txt" &
       hp=$!
@@ -160,6 +162,8 @@ chaos() {
   [ "$(rounds_list "$db")" = "$(seq_list "$(sql "$db" "select rounds_planned from runs")")" ] ||
     fail "$name: rounds at the end: $(rounds_list "$db")"
   [ "$(sql "$db" "select status from runs where id = 1")" = done ] || fail "$name: run not done"
+  cat "$name"-[0-9]*.err | grep -q "resuming run 1 after round 0 (none was committed)" ||
+    fail "$name: the first kill (before round 1 was committed) was not resumed from round 0"
 }
 
 declare -a plain_AFTER=() ddp_AFTER=()
