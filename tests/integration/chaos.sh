@@ -142,7 +142,8 @@ chaos() {
         fail "$name kill $k: checkpoint round $(sql "$db" "select round from checkpoints") but $after rounds committed"
     fi
     [ "$(sql "$db" "select status from runs where id = 1")" = running ] || fail "$name kill $k: a killed run should read running"
-    TABLE+=("$(printf '%-6s %3d  %-21s +%3d ms  %-28s %3d %5d' "$name" "$k" "$target" "$delay" "$phase (round $rnd)" "$after" 0)")
+    TABLE+=("$(printf '%-6s %3d  %-21s +%3d ms  %-28s %3d %5d' "$name" "$k" "$target" "$delay" "$phase (round $rnd)" "$after" \
+      $((before > after ? before - after : 0)))")
     eval "${name}_AFTER[$k]=$after"
   done
   finish_run $pid "$name-$kills" 600
