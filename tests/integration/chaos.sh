@@ -197,7 +197,7 @@ for ((r = 1; r <= R_DDP; r++)); do
 done
 charged_extra=$((total - R_DDP))
 replayed=$(cat ddp-*.err | grep -oE 'resuming: [0-9]+ secure-aggregation sum' | awk '{ s += $2 } END { print s + 0 }')
-pass "ddp: $KILLS_DDP kills, $R_DDP rounds consecutive, $total releases charged ($charged_extra from rounds a kill interrupted after the unmask request; $replayed replayed on resume), final epsilon $(eps_for $total)"
+pass "ddp: $KILLS_DDP kills, $R_DDP rounds consecutive, $total releases charged ($charged_extra from rounds a kill interrupted after the unmask request; the resumed servers' warnings replayed such sums $replayed times, once per resume of their round), final epsilon $(eps_for $total)"
 
 echo
 echo "chaos table (seed $SEED): kill target, phase the server was in (runs.phase), rounds committed after the kill"
