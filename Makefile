@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= 2
 CMAKE_FLAGS ?=
 
-.PHONY: demo test build setup bench sanitize clean
+.PHONY: demo test build setup bench sanitize clean fuzz fuzz-build
 
 setup:
 	bash scripts/setup.sh
@@ -31,8 +31,19 @@ sanitize: setup
 	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	    ctest --output-on-failure -j$(JOBS)
 
+# libFuzzer targets (tests/fuzz), built with clang under ASan+UBSan in build-fuzz, each run for
+# FUZZ_SECONDS; a crash, leak or timeout fails and leaves its reproducer in build-fuzz/artifacts.
+FUZZ_SECONDS ?= 600
+fuzz-build: setup
+	cmake -S . -B build-fuzz -DFEDNAS_FUZZ=ON -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	      -DFEDNAS_CUDA=OFF $(CMAKE_FLAGS)
+	cmake --build build-fuzz -j$(JOBS)
+
+fuzz: fuzz-build
+	bash tests/fuzz/run.sh build-fuzz $(FUZZ_SECONDS)
+
 bench: build
 	bash tests/bench/run.sh $(BUILD)
 
 clean:
-	rm -rf $(BUILD) build-asan
+	rm -rf $(BUILD) build-asan build-fuzz

@@ -29,6 +29,15 @@ int cmd_dashboard(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_privacy(int argc, char **argv);
 int cmd_nas(int argc, char **argv);
+int cmd_compress(int argc, char **argv);
+int cmd_profile(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+
+/* MODEL for `profile` and `serve` (cli/model_spec.c): a .safetensors model file, an
+ * architecture (or experiment) JSON file, or a built-in architecture name ("cnn"); inputs
+ * 1x28x28, 10 classes. Architectures without a file get the deterministic init (seed 1). */
+struct engine_model;
+int cli_load_model(const char *spec, struct engine_model **out, err_t *err);
 
 /* Prints "fednas: error: MESSAGE" and returns the exit status for the error code. */
 int cli_fail(const err_t *err);
@@ -71,5 +80,8 @@ typedef struct serve_options {
 /* Loads the experiment, records the run, serves it to completion and prints the summary.
  * Returns an exit status. */
 int cli_serve(const serve_options_t *o);
+/* `fednas run` under mpirun / srun (cli/run_mpi.c): *handled 0 when not launched as several ranks
+ * (the caller runs as usual); else rank 0 serves so and ranks > 0 simulate the sites. */
+int cli_run_mpi(serve_options_t *so, int bind_given, int *handled);
 
 #endif

@@ -18,6 +18,7 @@
 #include "nas/config.h"
 #include "nas/controller.h"
 #include "nas/eval.h"
+#include "nas/mpi.h"
 
 static const char *const k_help =
     "Usage: fednas nas EXPERIMENT.json [--db FILE] [--quiet]\n"
@@ -45,7 +46,10 @@ static const char *const k_help =
     "          and DIR/rankN.safetensors (\"params\", the weights; metadata fednas.arch)\n"
     "\n"
     "Workers: nas.workers processes, each with FEDNAS_THREADS engine threads (default: the cores\n"
-    "divided among the workers). Results are reproducible for a fixed seed, workers and threads.\n";
+    "divided among the workers). Results are reproducible for a fixed seed, workers and threads.\n"
+    "Under mpirun or srun (`mpirun -n K fednas nas EXP`): rank 0 is the controller and owns the\n"
+    "store, ranks 1..K-1 are the workers (a new run's nas.workers becomes K-1), each with\n"
+    "FEDNAS_THREADS engine threads (default 1); --resume works with any K.\n";
 
 typedef struct exp_cfg {
     json_t *root;
@@ -192,9 +196,6 @@ static int exp_load(exp_cfg_t *e, const char *source, char *text, err_t *err)
     int rc = nas_config_parse(nas, source, text, "nas", seed ? (uint64_t)json_integer_value(seed) : 1, &e->nas, err);
     if (rc < 0)
         return rc;
-    if (e->nas.evaluation != NAS_EVAL_STANDALONE)
-        return at(e, "nas.evaluation", err, "weight sharing is not implemented by this controller yet; use \"standalone\"",
-                  NULL);
     if ((rc = parse_data(e, err)) < 0)
         return rc;
     const json_t *train = json_object_get(e->root, "train");
@@ -331,7 +332,82 @@ static int check_only(const char *path)
     return cli_fail(&err);
 }
 
-static int search(const char *path, long long resume, const char *db_path, int quiet)
+static int search(const char *path, long long resume, const char *db_path, int quiet, int mpi_size);
+
+/* ---- MPI: rank 0 sends the experiment, ranks > 0 evaluate (nas/mpi.h) ----------------------- */
+
+/* What a worker rank needs: the experiment text (a new file's or a resumed run's), the run's
+ * split seed and threads; every rank then loads the data itself (nothing shared but files). */
+static int send_setup(const exp_cfg_t *e, const store_nas_run_t *nr, nas_workers_t **ranks, err_t *err)
+{
+    json_t *j = json_pack("{s:s, s:I, s:i}", "experiment", e->text, "split_seed", (json_int_t)nr->split_seed,
+                          "threads", nr->threads);
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!text)
+        return err_set(err, FN_EINVAL, "MPI: cannot encode the setup");
+    int rc = nas_mpi_send_setup(text, strlen(text), err);
+    free(text);
+    return rc < 0 ? rc : nas_workers_start_mpi(ranks, err);
+}
+
+static int serve_rank(void)
+{
+    err_t err = {0};
+    exp_cfg_t e;
+    memset(&e, 0, sizeof e);
+    nas_data_t data;
+    memset(&data, 0, sizeof data);
+    char *blob = NULL;
+    size_t n;
+    int rc = nas_mpi_recv_setup(&blob, &n, &err);
+    if (rc == 0)
+        return EXIT_OK; /* rank 0 failed before the search began and said so */
+    json_error_t je;
+    json_t *j = rc > 0 ? json_loads(blob, 0, &je) : NULL;
+    const char *text = json_string_value(json_object_get(j, "experiment"));
+    if (rc > 0 && !text)
+        rc = err_set(&err, FN_EPROTO, "MPI: unreadable setup from rank 0");
+    if (rc > 0 && (rc = exp_load(&e, "rank 0's experiment", strdup(text), &err)) == 0) {
+        e.data.split_seed = (uint64_t)json_integer_value(json_object_get(j, "split_seed"));
+        char th[24];
+        snprintf(th, sizeof th, "%lld", (long long)json_integer_value(json_object_get(j, "threads")));
+        setenv("FEDNAS_THREADS", th, 1); /* before the engine's pool starts */
+        rc = nas_data_load(&e.data, &data, &err);
+    }
+    nas_eval_opts_t base = {.train = e.train, .latency_reps = 20};
+    if (rc == 0)
+        rc = nas_mpi_serve(&data, &base, &err);
+    json_decref(j);
+    free(blob);
+    nas_data_free(&data);
+    exp_free(&e);
+    return rc < 0 ? cli_fail(&err) : EXIT_OK;
+}
+
+/* The search under a launcher: MPI only when one started us, and only a world of >= 2 ranks
+ * splits controller and workers. */
+static int search_launched(const char *path, long long resume, const char *db, int quiet)
+{
+    err_t err = {0};
+    if (!nas_mpi_built()) {
+        const char *k = getenv("OMPI_COMM_WORLD_SIZE") ? getenv("OMPI_COMM_WORLD_SIZE") : getenv("PMI_SIZE");
+        if (k && atoi(k) > 1) {
+            err_set(&err, FN_ESTATE, "started as one of %s ranks, but this fednas was built without MPI: every "
+                                     "rank would run its own search (rebuild with libopenmpi-dev installed)", k);
+            return cli_fail(&err);
+        }
+        return search(path, resume, db, quiet, 1);
+    }
+    int rank, size;
+    if (nas_mpi_init(&rank, &size, &err) < 0)
+        return cli_fail(&err);
+    int rc = size < 2 ? search(path, resume, db, quiet, 1) : rank > 0 ? serve_rank() : search(path, resume, db, quiet, size);
+    nas_mpi_end(rc != EXIT_OK);
+    return rc;
+}
+
+static int search(const char *path, long long resume, const char *db_path, int quiet, int mpi_size)
 {
     err_t err = {0};
     store_t *st = NULL;
@@ -343,6 +419,7 @@ static int search(const char *path, long long resume, const char *db_path, int q
     char source[64];
     int rc;
     store_nas_run_t nr = {0};
+    nas_workers_t *ranks = NULL; /* MPI worker ranks, or NULL: local workers */
     if (resume) {
         struct stat sb;
         if (stat(db_path, &sb) != 0) {
@@ -377,6 +454,14 @@ static int search(const char *path, long long resume, const char *db_path, int q
         nr.budget = e.nas.budget;
         nr.workers = e.nas.workers;
         nr.threads = threads_per_worker(e.nas.workers);
+        if (mpi_size > 1) {
+            /* The job's worker ranks are the search's workers (its ask window); one engine
+             * thread each unless FEDNAS_THREADS says otherwise: one rank per core. */
+            if (nr.workers != mpi_size - 1)
+                printf("fednas nas: %d worker ranks replace nas.workers %d\n", mpi_size - 1, nr.workers);
+            nr.workers = mpi_size - 1;
+            nr.threads = getenv("FEDNAS_THREADS") ? threads_per_worker(1) : 1;
+        }
         snprintf(nr.strategy, sizeof nr.strategy, "%s", nas_strategy_name(e.nas.strategy.kind));
         snprintf(nr.device, sizeof nr.device, "%s", e.nas.device);
         if ((rc = store_experiment_create(st, e.name, e.text, &exp_id, &err)) < 0 ||
@@ -385,17 +470,19 @@ static int search(const char *path, long long resume, const char *db_path, int q
             goto out;
     }
     store_run_set_pid(st, run_id, (int64_t)getpid(), &err);
+    if (mpi_size > 1 && (rc = send_setup(&e, &nr, &ranks, &err)) < 0)
+        goto out;
     double t_load = fn_mono();
     if ((rc = nas_data_load(&e.data, &data, &err)) < 0) {
         store_run_finish(st, run_id, "failed", err.msg, NULL); /* no run is left "running" */
         goto out;
     }
     printf("fednas nas: run %lld%s: %s search over the %s space, budget %d x %d epoch%s, seed %llu; %d worker%s x %d "
-           "thread%s on %s\n",
+           "thread%s on %s%s\n",
            (long long)run_id, resume ? " (resumed)" : "", nas_strategy_name(e.nas.strategy.kind),
            e.nas.space.kind == NAS_SPACE_CELL ? "cell" : "macro", e.nas.budget, e.nas.epochs,
            e.nas.epochs == 1 ? "" : "s", (unsigned long long)e.nas.seed, nr.workers, nr.workers == 1 ? "" : "s",
-           nr.threads, nr.threads == 1 ? "" : "s", nr.device);
+           nr.threads, nr.threads == 1 ? "" : "s", nr.device, ranks ? " (MPI ranks)" : "");
     printf("data: %d training / %d validation images (split seed %llu), %d test images, loaded in %.1fs\n",
            data.n_train, data.n_val, (unsigned long long)data.split_seed, data.n_test, fn_mono() - t_load);
     fflush(stdout);
@@ -411,7 +498,8 @@ static int search(const char *path, long long resume, const char *db_path, int q
                       .on_tick = on_tick,
                       .on_final = on_final,
                       .cb_ctx = &ui,
-                      .stop = &cli_stop};
+                      .stop = &cli_stop,
+                      .workers = ranks};
     /* The workers and their settings are the run's (the tell order depends on the workers). */
     e.nas.workers = nr.workers;
     cli_install_signals();
@@ -451,6 +539,7 @@ static int search(const char *path, long long resume, const char *db_path, int q
         store_run_finish(st, run_id, "failed", err.msg, NULL);
     }
 out:
+    nas_workers_close(ranks);
     if (rc < 0)
         rc = cli_fail(&err);
     nas_data_free(&data);
@@ -572,9 +661,11 @@ int cmd_nas(int argc, char **argv)
     if (resume) {
         if (optind != argc)
             return cli_usage_error(cmd, "--resume RUN takes no experiment file (the run's own is used)");
-        return search(NULL, resume, db, quiet);
+        return nas_mpi_launched() ? search_launched(NULL, resume, db, quiet) : search(NULL, resume, db, quiet, 1);
     }
     if (optind != argc - 1)
         return cli_usage_error(cmd, optind < argc ? "expected one EXPERIMENT file, got more" : "missing the EXPERIMENT file");
-    return check ? check_only(argv[optind]) : search(argv[optind], 0, db, quiet);
+    if (check)
+        return check_only(argv[optind]);
+    return nas_mpi_launched() ? search_launched(argv[optind], 0, db, quiet) : search(argv[optind], 0, db, quiet, 1);
 }

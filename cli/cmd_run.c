@@ -142,12 +142,12 @@ int cmd_run(int argc, char **argv)
                                          {"resume", required_argument, 0, 'r'}, {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     serve_options_t so = {.db_path = "fednas.db", .bind = "tcp://127.0.0.1:*", .http_port = 8080};
-    int c;
+    int c, bind_given = 0;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         long v;
         switch (c) {
         case 'd': so.db_path = optarg; break;
-        case 'b': so.bind = optarg; break;
+        case 'b': so.bind = optarg, bind_given = 1; break;
         case 'p':
             if (strcmp(optarg, "off") == 0)
                 so.http_port = -1;
@@ -170,6 +170,9 @@ int cmd_run(int argc, char **argv)
                                                     : "expected one experiment file, e.g. fednas run "
                                                       "experiments/quickstart.json");
     so.config_path = so.resume_run ? NULL : argv[optind];
+    int handled, st = cli_run_mpi(&so, bind_given, &handled);
+    if (handled)
+        return st;
     log_set_tag("server");
     cli_install_signals();
     children_t ch = {0};

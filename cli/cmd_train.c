@@ -15,9 +15,10 @@
 #include "engine/idx.h"
 #include "engine/model.h"
 #include "engine/nn.h"
+#include "engine/safetensors.h"
 
 static const char *const k_help =
-    "Usage: fednas train CONFIG [--epochs N] [--quiet]\n"
+    "Usage: fednas train CONFIG [--epochs N] [--save MODEL.safetensors] [--quiet]\n"
     "\n"
     "Trains the experiment's model centrally on the whole training set and reports the test\n"
     "accuracy after every epoch: the baseline for a federated run.\n"
@@ -40,6 +41,8 @@ static const char *const k_help =
     "\n"
     "  --epochs N  override train.epochs\n"
     "  --quiet     no progress bar, only the per-epoch lines\n"
+    "  --save FILE write the trained model (\"params\": parameters + buffers, metadata fednas.arch\n"
+    "              and fednas.input [c,h,w]): the input of `fednas compress`\n"
     "  -h, --help  this help\n"
     "\n"
     "Threads: FEDNAS_THREADS sets the engine's pool (default: all cores), the only parallelism\n"
@@ -131,8 +134,9 @@ static int str_key(const json_t *o, const char *key, const char **out, err_t *er
 int cmd_train(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"epochs", required_argument, 0, 'e'}, {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"epochs", required_argument, 0, 'e'}, {"quiet", no_argument, 0, 'q'}, {"save", required_argument, 0, 's'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c, epochs_override = 0, quiet = 0;
+    const char *save_path = NULL;
     optind = 1;
     while ((c = getopt_long(argc, argv, "hq", opts, NULL)) != -1) {
         switch (c) {
@@ -142,6 +146,7 @@ int cmd_train(int argc, char **argv)
                 return cli_usage_error("train", "--epochs needs an integer >= 1, not \"%s\"", optarg);
             break;
         case 'q': quiet = 1; break;
+        case 's': save_path = optarg; break;
         case 'h': fputs(k_help, stdout); return EXIT_OK;
         default: return cli_usage_error("train", "unknown option");
         }
@@ -285,6 +290,17 @@ int cmd_train(int argc, char **argv)
            "%.1f MB, batches %.1f MB; peak RSS %.1f MB\n",
            mem.params / 1e6, mem.grads / 1e6, mem.optimizer / 1e6, mem.activations_peak / 1e6, mem.scratch_peak / 1e6,
            mem.batches / 1e6, ru.ru_maxrss / 1024.0);
+    if (save_path) {
+        char *arch = json_dumps(engine_model_arch(m), JSON_COMPACT), shape[64];
+        snprintf(shape, sizeof shape, "[%d,%d,%d]", trs.channels, trs.height, trs.width);
+        engine_st_kv_t meta[2] = {{ENGINE_ST_META_ARCH, arch ? arch : "{}"}, {"fednas.input", shape}};
+        int src = engine_safetensors_save_vector(save_path, "params", engine_model_params(m),
+                                                 engine_model_num_federated(m), meta, 2, &err);
+        free(arch);
+        if (src < 0)
+            goto fail;
+        printf("saved %s\n", save_path);
+    }
     goto done;
 fail:
     if (rc == EXIT_OK)

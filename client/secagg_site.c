@@ -172,6 +172,15 @@ int secagg_site_step(secagg_site_t *s, const char *type, const uint8_t *data, si
         rc = secagg_client_masked_input(s->c, data, len, s->x, reply, err);
     else
         rc = secagg_client_unmask(s->c, data, len, reply, err);
+    if (rc == FN_EAUTH && s->step == 1) {
+        /* Only this site can tell whose shares were garbage: it names them to the server,
+         * which leaves them out of the round's next attempt, instead of aborting silently. */
+        err_t e2;
+        s->step = 3; /* aborted: nothing more from this site this round */
+        if (secagg_client_accusation(s->c, reply, &e2) == 0)
+            *reply_type = "sa_accuse";
+        return rc;
+    }
     if (rc < 0)
         return rc;
     if (s->step == 1) { /* the encoded update is no longer needed */
@@ -243,11 +252,20 @@ int secagg_site_on_message(secagg_site_t **state, trainer_t *t, const engine_dat
         return err_set(err, FN_EPROTO, "%s without its secagg frame", msg->type);
     if (s->step > 2 || strcmp(msg->type, in[s->step]) != 0) /* a stray message: the round goes on */
         return err_set(err, FN_EPROTO, "%s out of order (expected %s)", msg->type, s->step > 2 ? "nothing" : in[s->step]);
-    const char *type;
     secagg_buf_t reply = {0};
+    const char *type = NULL;
     int rc = secagg_site_step(s, msg->type, data, len, &type, &reply, err);
     if (rc < 0) {
-        /* The library aborted this client: it reveals nothing more this round. */
+        /* The library aborted this client: it reveals nothing more this round, but it names the
+         * senders of share ciphertexts that failed to authenticate (an ACCUSE holds only ids). */
+        err_t e2;
+        if (type && reply.data) {
+            json_t *hdr = json_pack("{s:s, s:I, s:I, s:I}", "type", type, "run", (json_int_t)run, "round",
+                                    (json_int_t)s->round, "sa_round", (json_int_t)s->round_id);
+            if (send_sa(sock, hdr, &reply, &e2) < 0)
+                log_warn("sa_accuse not sent: %s", e2.msg);
+        }
+        secagg_buf_free(&reply);
         secagg_site_free(s);
         *state = NULL;
         return err_set(err, FN_EPROTO, "secure aggregation round aborted: %s", err->msg);

@@ -33,7 +33,9 @@ int secagg_site_begin(const json_t *info, const float *update, size_t m, secagg_
                       err_t *err);
 /* One phase message from the server ("sa_keys", "sa_relay" or "sa_unmask_req"); *reply_type and
  * *reply are what to send back. FN_EPROTO for a message of the wrong type or round; the library's
- * errors otherwise (the round is then over for this site). */
+ * errors otherwise (the round is then over for this site). FN_EAUTH when share ciphertexts in the
+ * relay failed to authenticate: the site is aborted, and *reply_type = "sa_accuse" with *reply the
+ * ACCUSE naming their senders, the one message it still sends this round. */
 int secagg_site_step(secagg_site_t *s, const char *type, const uint8_t *data, size_t len, const char **reply_type,
                      secagg_buf_t *reply, err_t *err);
 uint64_t secagg_site_round_id(const secagg_site_t *s);

@@ -101,8 +101,12 @@ int compress_q8_decode(const uint8_t *codes, size_t n, const float *scales, size
             return err_set(err, FN_EPROTO, "quantized update: chunk %zu has an invalid range [%g, %g]", c, mn, mx);
         double step = ((double)mx - (double)mn) / 255.0;
         size_t lo = c * COMPRESS_CHUNK, hi = lo + COMPRESS_CHUNK < n ? lo + COMPRESS_CHUNK : n;
-        for (size_t i = lo; i < hi; i++)
-            out[i] = (float)((double)mn + codes[i] * step);
+        /* mn + 255 * step can land past mx by a rounding error, which matters when mx is tiny
+         * next to mn (it can even flip the sign): clamp so every value stays in the chunk's range. */
+        for (size_t i = lo; i < hi; i++) {
+            double v = (double)mn + codes[i] * step;
+            out[i] = (float)(v > (double)mx ? (double)mx : v);
+        }
     }
     return 0;
 }

@@ -316,7 +316,8 @@ static int validate(config_t *c, err_t *err)
     const json_t *sa;
     TRY(get_obj(c, root, "", "secure_aggregation", 0, &sa, err));
     if (sa) {
-        static const char *const sa_keys[] = {"mode", "threshold", "clip", "bits", "neighbours", NULL};
+        static const char *const sa_keys[] = {"mode",       "threshold", "clip",      "bits",
+                                              "neighbours", "dropout",   "corruption", NULL};
         static const char *const modes[] = {"secagg", "secagg+", NULL};
         const char *mode;
         TRY(check_keys(c, sa, "secure_aggregation", sa_keys, err));
@@ -342,6 +343,14 @@ static int validate(config_t *c, err_t *err)
         if (v && !c->secagg.plus)
             return config_error_at(c, "secure_aggregation.neighbours", err,
                                    "\"neighbours\" applies only to mode \"secagg+\"");
+        /* SecAgg+ derives k and its threshold from these (crypto/secagg.h, secagg_plan_plus);
+         * full SecAgg reports its failure bounds with them. */
+        TRY(get_num(c, sa, "secure_aggregation", "dropout", 0, 0.1, 0, 0.5, 0, &c->secagg.dropout, err));
+        TRY(get_num(c, sa, "secure_aggregation", "corruption", 0, 0.05, 0, 0.5, 0, &c->secagg.corruption, err));
+        if (c->secagg.dropout >= 0.5 || c->secagg.corruption >= 0.5)
+            return config_error_at(c, c->secagg.dropout >= 0.5 ? "secure_aggregation.dropout"
+                                                                : "secure_aggregation.corruption",
+                                   err, "expected a number in [0, 0.5)");
     }
 
     const json_t *server;

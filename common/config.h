@@ -64,7 +64,9 @@ typedef struct config {
         int threshold;  /* t: clients that must survive each phase (0: the library default for n) */
         double clip;    /* L2 clip of each update before encoding (= dp.clip when dp is on) */
         int bits;       /* ring Z_2^bits, 8..32 */
-        int neighbours; /* SecAgg+ k (0: the library default, 2 ceil(log2 n)) */
+        int neighbours; /* SecAgg+ k (0: chosen from dropout and corruption, secagg_plan_plus) */
+        double dropout;    /* expected fraction of a round's clients that drop (default 0.1) */
+        double corruption; /* fraction that may collude with the server (default 0.05) */
     } secagg;
     struct {
         double round_timeout;    /* seconds a round waits for updates */

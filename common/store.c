@@ -1,5 +1,13 @@
+/* store.c: the run store (SQLite, WAL). Map: opening (PRAGMAs, the user_version migrations in
+ * migrate(), the 0600 mode of the store and its -wal/-shm files); the statement helpers
+ * prepare/run_write/run_query that every public function goes through; writes by the server
+ * (experiments, runs, rounds committed with their checkpoint in one transaction, metrics,
+ * clients, phase and pid); then the reads the dashboard makes (JSON for the REST API and the
+ * event poller's data_version/rowid queries). NAS tables live in store_nas.c. */
 #include "common/store.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -194,6 +202,35 @@ static int migrate(store_t *s, err_t *err)
     return 0;
 }
 
+/* The store holds experiment configs, client names and keys' fingerprints, and models: it is
+ * created 0600 before SQLite opens it (SQLite gives its -wal, -shm and -journal files the
+ * database file's mode, whatever the umask), and an existing one readable by others (made by
+ * an older fednas) is narrowed to its owner, with its -wal and -shm files. A store that is a
+ * symbolic link is followed, as SQLite follows it (users keep stores on other disks). */
+static int make_private(const char *path, err_t *err)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return err_set(err, FN_EIO, "cannot open run store %s: %s (check the directory exists and is writable)", path,
+                       strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) == 0 && (sb.st_mode & 077) && sb.st_uid == geteuid()) {
+        fchmod(fd, 0600);
+        static const char *const sfx[] = {"-wal", "-shm", "-journal"};
+        for (int i = 0; i < 3; i++) {
+            char side[1100];
+            snprintf(side, sizeof side, "%s%s", path, sfx[i]);
+            int sfd = open(side, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+            if (sfd >= 0) {
+                fchmod(sfd, 0600);
+                close(sfd);
+            }
+        }
+    }
+    close(fd);
+    return 0;
+}
+
 int store_open(const char *path, int read_only, store_t **out, err_t *err)
 {
     *out = NULL;
@@ -203,6 +240,8 @@ int store_open(const char *path, int read_only, store_t **out, err_t *err)
             return err_set(err, FN_ENOTFOUND, "run store %s does not exist; start a run first or pass --db PATH",
                            path);
     }
+    if (!read_only && make_private(path, err) < 0)
+        return err->code;
     store_t *s = FN_CALLOC(1, sizeof *s);
     snprintf(s->path, sizeof s->path, "%s", path);
     int flags = read_only ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);

@@ -80,14 +80,26 @@ int fn_read_file(const char *path, char **data, size_t *len, err_t *err)
     return 0;
 }
 
+/* Writes a temporary file next to path and renames it over path, so readers see the old or
+ * the new file, never half of one. The temporary file is created O_EXCL | O_NOFOLLOW with mode
+ * 0600 (in a shared directory, a link or file planted at its name is never written through,
+ * and nobody can open it while the secret is written), then given the caller's mode. Its name
+ * is PATH.tmp.PID, or PATH.tmp.PID.N when something already sits there. */
 int fn_write_file(const char *path, const void *data, size_t len, int mode, err_t *err)
 {
     char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof tmp)
-        return err_set(err, FN_EINVAL, "path too long: %s", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, (mode_t)mode);
+    int fd = -1;
+    for (unsigned attempt = 0; fd < 0 && attempt < 100; attempt++) {
+        int n = attempt == 0 ? snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid())
+                             : snprintf(tmp, sizeof tmp, "%s.tmp.%d.%u", path, (int)getpid(), attempt);
+        if (n >= (int)sizeof tmp)
+            return err_set(err, FN_EINVAL, "path too long: %s", path);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0 && errno != EEXIST)
+            return err_set(err, FN_EIO, "cannot create %s: %s", tmp, strerror(errno));
+    }
     if (fd < 0)
-        return err_set(err, FN_EIO, "cannot create %s: %s", tmp, strerror(errno));
+        return err_set(err, FN_EIO, "cannot create a temporary file next to %s: 100 names are taken", path);
     const char *p = data;
     size_t left = len;
     while (left > 0) {
@@ -103,10 +115,20 @@ int fn_write_file(const char *path, const void *data, size_t len, int mode, err_
         p += w;
         left -= (size_t)w;
     }
-    fchmod(fd, (mode_t)mode); /* the umask must not widen or narrow key files */
-    if (fsync(fd) != 0 || close(fd) != 0 || rename(tmp, path) != 0) {
+    /* The caller's mode exactly: the umask must not widen or narrow key files. */
+    int bad = fchmod(fd, (mode_t)mode) != 0 || fsync(fd) != 0;
+    int e = errno;
+    if (close(fd) != 0 && !bad) {
+        bad = 1;
+        e = errno;
+    }
+    if (!bad && rename(tmp, path) != 0) {
+        bad = 1;
+        e = errno;
+    }
+    if (bad) {
         unlink(tmp);
-        return err_set(err, FN_EIO, "cannot write %s: %s", path, strerror(errno));
+        return err_set(err, FN_EIO, "cannot write %s: %s", path, strerror(e));
     }
     return 0;
 }

@@ -16,7 +16,8 @@ double fn_mono(void);
 int fn_mkdirs(const char *path, int mode, err_t *err);
 /* Reads a whole file into a NUL-terminated malloc'ed buffer. */
 int fn_read_file(const char *path, char **data, size_t *len, err_t *err);
-/* Writes data to path atomically (temp file + rename) with the given mode (e.g. 0600). */
+/* Writes data to path atomically (temp file + rename) with the given mode (e.g. 0600); the
+ * temporary file is created O_EXCL | O_NOFOLLOW, 0600 until written. */
 int fn_write_file(const char *path, const void *data, size_t len, int mode, err_t *err);
 /* Parses a whole string as a base-10 integer in [lo, hi]. */
 int fn_parse_int(const char *s, long lo, long hi, long *out);

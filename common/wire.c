@@ -110,6 +110,8 @@ int wire_recv(void *sock, int router, wire_msg_t *m, int flags, err_t *err)
     m->srcfd = zmq_msg_get(&part, ZMQ_SRCFD);
     const char *uid = zmq_msg_gets(&part, "User-Id");
     snprintf(m->user_id, sizeof m->user_id, "%s", uid ? uid : "");
+    const char *key = zmq_msg_gets(&part, "X-Key");
+    snprintf(m->peer_key, sizeof m->peer_key, "%s", key ? key : "");
     if (hlen == 0 || hlen > WIRE_MAX_HEADER) {
         zmq_msg_close(&part);
         drain(sock);

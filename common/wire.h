@@ -33,6 +33,7 @@ typedef struct wire_msg {
     unsigned char identity[WIRE_MAX_IDENTITY]; /* ROUTER sockets: the peer's routing id */
     size_t identity_len;
     char user_id[64]; /* the authenticated peer (set by the ZAP handler), "" if none */
+    char peer_key[48]; /* its CURVE public key in Z85 (ZAP metadata "X-Key"), "" if none */
     int srcfd;        /* the connection it came on (matches monitor events), -1 if unknown */
     json_t *header;   /* owned; "v" and "frames" already checked */
     const char *type; /* points into header */

@@ -58,6 +58,8 @@
  *   6 UNMASK_REQ  n_surv, n_surv x id (U3), n_drop, n_drop x id (U2 \ U3)
  *   7 UNMASK      count, count x { owner id, u32 kind (1 = self seed b, 2 = mask key s_sk),
  *                 y[SHAMIR_SHARE_LEN] }                                 (share point = sender id)
+ *   8 ACCUSE      count, count x id: the neighbours whose ciphertexts in the RELAY failed to
+ *                 authenticate (ascending; sent instead of MASKED by a client that aborted)
  * The AEAD plaintext is: from, to (u32), round (u64), share of s_sk, share of b (40 bytes each).
  *
  * Encoding: secagg_choose_scale picks f = (2^(bits-1) - 1 - n) / (n C), so n clipped inputs
@@ -89,6 +91,7 @@ enum {
     SECAGG_MSG_MASKED = 5,
     SECAGG_MSG_UNMASK_REQ = 6,
     SECAGG_MSG_UNMASK = 7,
+    SECAGG_MSG_ACCUSE = 8,
 };
 enum { SECAGG_SHARE_SEED = 1, SECAGG_SHARE_KEY = 2 };
 
@@ -114,10 +117,50 @@ typedef struct secagg_buf {
 void secagg_buf_free(secagg_buf_t *b);
 
 /* Defaults: t = max(floor(n/2) + 1, ceil(2n/3), 2) capped at n; k = 2 ceil(log2 n);
- * t_nb = max(floor((k+1)/2) + 1, ceil(2(k+1)/3)). */
+ * t_nb = max(floor((k+1)/2) + 1, ceil(2(k+1)/3)). These k and t_nb ignore dropouts (at n = 1000
+ * and 10% dropout they abort about one round in eight): the server chooses k and t_nb with
+ * secagg_plan_plus below; the library default stays for callers that set k themselves. */
 uint32_t secagg_default_t(uint32_t n);
 uint32_t secagg_default_k(uint32_t n);
 uint32_t secagg_default_t_nb(uint32_t k);
+/* SecAgg+ parameters from the expected dropout rate delta and corruption rate gamma (the
+ * fraction of clients that may collude with the server), after Bell et al. 2020: the smallest
+ * even k, and for it the smallest t_nb > (k+1)/2, such that
+ *   abort:   n P(Binomial(k, 1 - delta) < t_nb) <= 2^SECAGG_LOG2_ABORT_TARGET
+ *            (some client's neighbourhood keeps too few survivors to rebuild its secrets), and
+ *   privacy: n P(Binomial(k, gamma) >= t_nb)    <= 2^SECAGG_LOG2_PRIVACY_TARGET
+ *            (some client has t_nb corrupted neighbours, who with the server rebuild its mask key),
+ *   split:   n (delta + gamma)^(k/2)              <= 2^SECAGG_LOG2_PRIVACY_TARGET
+ *            (k/2 consecutive ring positions without an honest survivor, which the honest
+ *            survivors' graph needs to fall apart and reveal the sum of a part of it),
+ * all union bounds over the n clients, with dropouts and corruptions independent per client,
+ * computed exactly in log space. When no k below n - 1 meets them the plan is the complete
+ * graph (k = 0, t_nb = 0: full SecAgg with t = secagg_default_t(n); its bounds are
+ * P(Binomial(n, 1 - delta) < t) and P(Binomial(n, gamma) >= t)). With k_fixed > 0 (the
+ * experiment's own k) the plan keeps it with secagg_default_t_nb(k) and reports its bounds.
+ * FN_EINVAL for a rate outside [0, 0.5) or when no k up to SECAGG_PLAN_MAX_K is enough for a
+ * larger n. For n = 1000, delta = 0.1, gamma = 0.05: k = 38, t_nb = 20 (abort 2^-20.8,
+ * privacy 2^-42.8, split 2^-42.0), where the defaults k = 20, t_nb = 14 give an abort bound of 2^1.25. */
+#define SECAGG_LOG2_ABORT_TARGET (-20.0)
+#define SECAGG_LOG2_PRIVACY_TARGET (-40.0)
+#define SECAGG_PLAN_MAX_K 4096u
+typedef struct secagg_plus_plan {
+    uint32_t k, t_nb;    /* 0, 0: full SecAgg */
+    double log2_abort;   /* log2 of the bounds above */
+    double log2_privacy;
+    double log2_split;   /* -INFINITY for full SecAgg */
+} secagg_plus_plan_t;
+int secagg_plan_plus(uint32_t n, uint32_t k_fixed, double dropout, double corruption, secagg_plus_plan_t *out,
+                     err_t *err);
+/* log2 P(Binomial(k, p) < t) and log2 P(Binomial(k, p) >= t) (-INFINITY when impossible). */
+double secagg_log2_binom_below(uint32_t k, uint32_t t, double p);
+double secagg_log2_binom_at_least(uint32_t k, uint32_t t, double p);
+/* Whether a round whose clients that survive to the end are flagged in survived[] (in the order
+ * of p->ids; the others dropped after sharing their keys, the costliest case) can finish: at
+ * least t survivors, every survivor with t_nb survivors among its neighbourhood and itself,
+ * every dropped client with a surviving neighbour with t_nb surviving neighbours. 1 or 0, or
+ * FN_EINVAL for bad params. */
+int secagg_can_finish(const secagg_params_t *p, const uint8_t *survived, err_t *err);
 /* Validates params (after defaults) and says why not; used by both new() calls. */
 int secagg_params_check(const secagg_params_t *p, err_t *err);
 
@@ -137,6 +180,15 @@ int secagg_client_share_keys(secagg_client_t *c, const uint8_t *msg, size_t len,
  * fails to authenticate is FN_EAUTH. */
 int secagg_client_masked_input(secagg_client_t *c, const uint8_t *msg, size_t len, const uint32_t *x,
                                secagg_buf_t *masked, err_t *err);
+/* After secagg_client_masked_input failed with FN_EAUTH: *out = ACCUSE naming every neighbour
+ * whose ciphertext failed to authenticate. Only the recipient can tell (the server relays what it
+ * cannot read), so a client reports them for the server to act on (server/secagg_round.h:
+ * accusations); the client itself stays aborted. FN_ESTATE when it has no one to accuse. */
+int secagg_client_accusation(const secagg_client_t *c, secagg_buf_t *out, err_t *err);
+/* Reads an ACCUSE of this round: its sender and the up to max ids it names. FN_EPROTO when
+ * malformed, naming more than max, 0, the sender, or ids not strictly ascending. */
+int secagg_accusation_read(const uint8_t *msg, size_t len, uint64_t round, uint32_t *sender, uint32_t *ids,
+                           uint32_t max, uint32_t *count, err_t *err);
 /* UNMASK_REQ in; *resp = UNMASK: the share of b_v for each listed survivor v and of s_v_sk for
  * each listed dropped v, among the clients whose shares this one holds (itself included).
  * Refuses (FN_EPROTO) an id listed as both survivor and dropped and a request that does not
@@ -164,6 +216,9 @@ int secagg_server_add_shares(secagg_server_t *s, const uint8_t *msg, size_t len,
 /* Ends phase 1 (FN_ESTATE below t). Then secagg_server_relay gives the RELAY for each id in U2. */
 int secagg_server_close_shares(secagg_server_t *s, err_t *err);
 int secagg_server_relay(secagg_server_t *s, uint32_t to_id, secagg_buf_t *relay, err_t *err);
+/* Between close_shares and close_masked: 1 when the RELAY for `to` carries a ciphertext from
+ * `from` (both in U2, neighbours), i.e. when an ACCUSE from `to` naming `from` can be true. */
+int secagg_server_relayed(const secagg_server_t *s, uint32_t from, uint32_t to);
 /* Adds a MASKED message into the running sum (from a client in U2, once). */
 int secagg_server_add_masked(secagg_server_t *s, const uint8_t *msg, size_t len, err_t *err);
 /* Ends phase 2 (FN_ESTATE below t); *req = UNMASK_REQ for every client in U3. */

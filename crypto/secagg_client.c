@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/util.h"
+
 enum { C_ADVERTISED = 1, C_SHARED, C_MASKED, C_DONE, C_ABORTED };
 
 typedef struct client_secrets {
@@ -27,6 +29,7 @@ struct secagg_client {
     uint8_t *aead_keys;  /* n_nb x KEY, sodium_malloc */
     uint64_t *held;      /* n x 2 x SHAMIR_WORDS: shares of s_sk and b held for each owner; sodium_malloc */
     uint8_t *have;       /* n flags: owner's shares are held (its ciphertext arrived, or self) */
+    uint32_t *accused, n_accused; /* senders whose ciphertexts failed to authenticate (public) */
 };
 
 uint32_t secagg_client_id(const secagg_client_t *c) { return c ? c->my_id : 0; }
@@ -46,6 +49,7 @@ void secagg_client_free(secagg_client_t *c)
     free(c->in_u1);
     free(c->nb);
     free(c->have);
+    free(c->accused);
     secagg_ctx_free(&c->ctx);
     free(c);
 }
@@ -283,8 +287,11 @@ int secagg_client_masked_input(secagg_client_t *c, const uint8_t *msg, size_t le
         if (crypto_aead_xchacha20poly1305_ietf_decrypt(pt, &ptlen, NULL, e + 4 + SECAGG_NONCE_LEN, SECAGG_CT_LEN, ad,
                                                        sizeof ad, e + 4, c->aead_keys + (size_t)p * KEY) != 0 ||
             ptlen != SECAGG_PT_LEN || sodium_memcmp(pt, ad, 16) != 0) {
-            rc = err_set(err, FN_EAUTH, "secagg: the ciphertext from client %u failed to authenticate", from);
-            goto done;
+            /* Go on reading the others: every sender of a bad ciphertext is reported. */
+            if (!c->accused)
+                c->accused = FN_MALLOC((size_t)count * sizeof *c->accused);
+            c->accused[c->n_accused++] = from;
+            continue;
         }
         shamir_share_t s;
         if ((rc = shamir_load(&s, c->my_id, pt + 16, err)))
@@ -301,6 +308,12 @@ int secagg_client_masked_input(secagg_client_t *c, const uint8_t *msg, size_t le
             goto done;
         }
         sign[nk++] = c->my_id > from ? 1 : -1;
+    }
+    if (c->n_accused) {
+        qsort(c->accused, c->n_accused, sizeof *c->accused, fn_cmp_u32); /* ACCUSE lists ids ascending */
+        rc = err_set(err, FN_EAUTH, "secagg: the ciphertexts from %u client%s (client %u first) failed to authenticate",
+                     c->n_accused, c->n_accused > 1 ? "s" : "", c->accused[0]);
+        goto done;
     }
     uint8_t *q = secagg_put_header(secagg_buf_alloc(out, SECAGG_HEADER_LEN + 8 + (size_t)x->m * 4), SECAGG_MSG_MASKED,
                                    c->my_id, x->round);
@@ -324,6 +337,18 @@ done:
         sodium_free(keys);
     free(sign);
     return rc ? client_abort(c, rc) : 0;
+}
+
+int secagg_client_accusation(const secagg_client_t *c, secagg_buf_t *out, err_t *err)
+{
+    if (!c || !c->n_accused)
+        return err_set(err, FN_ESTATE, "secagg: no ciphertext failed to authenticate");
+    uint8_t *q = secagg_put_header(secagg_buf_alloc(out, SECAGG_HEADER_LEN + 4 + (size_t)c->n_accused * 4),
+                                   SECAGG_MSG_ACCUSE, c->my_id, c->ctx.round);
+    secagg_put32(q, c->n_accused);
+    for (uint32_t i = 0; i < c->n_accused; i++)
+        secagg_put32(q + 4 + 4 * (size_t)i, c->accused[i]);
+    return 0;
 }
 
 /* Parses an id list at *p of *left bytes into flags (1 + which); FN_EPROTO on a repeat, a

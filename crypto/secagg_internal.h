@@ -6,6 +6,7 @@
  *   secagg_client.c  the client's phases
  *   secagg_server.c  the server's phases and the final unmasking
  *   secagg_encode.c  fixed-point encoding of float vectors into the ring
+ *   secagg_params.c  SecAgg+ k and t_nb from the dropout and corruption rates, their bounds
  * The public API stays crypto/secagg.h. */
 #ifndef FEDNAS_CRYPTO_SECAGG_INTERNAL_H
 #define FEDNAS_CRYPTO_SECAGG_INTERNAL_H

@@ -282,6 +282,14 @@ int secagg_server_relay(secagg_server_t *s, uint32_t to_id, secagg_buf_t *out, e
     return 0;
 }
 
+int secagg_server_relayed(const secagg_server_t *s, uint32_t from, uint32_t to)
+{
+    if (s->state != S_MASKED)
+        return 0;
+    int64_t i = secagg_ctx_index(&s->ctx, from), v = secagg_ctx_index(&s->ctx, to);
+    return i >= 0 && v >= 0 && s->u2[i] && s->u2[v] && secagg_ctx_is_nbr(&s->ctx, (uint32_t)i, (uint32_t)v);
+}
+
 int secagg_server_add_masked(secagg_server_t *s, const uint8_t *msg, size_t len, err_t *err)
 {
     uint32_t i;

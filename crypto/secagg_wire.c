@@ -37,8 +37,9 @@ uint8_t *secagg_put_header(uint8_t *p, int type, uint32_t sender, uint64_t round
 
 const char *secagg_type_name(int type)
 {
-    static const char *names[] = {"?", "ADVERT", "ADVERT_LIST", "SHARES", "RELAY", "MASKED", "UNMASK_REQ", "UNMASK"};
-    return type >= 1 && type <= 7 ? names[type] : "?";
+    static const char *names[] = {"?", "ADVERT", "ADVERT_LIST", "SHARES", "RELAY", "MASKED", "UNMASK_REQ", "UNMASK",
+                                  "ACCUSE"};
+    return type >= 1 && type <= 8 ? names[type] : "?";
 }
 
 int secagg_get_header(const uint8_t *msg, size_t len, int type, uint64_t round, uint32_t *sender, err_t *err)
@@ -55,5 +56,25 @@ int secagg_get_header(const uint8_t *msg, size_t len, int type, uint64_t round, 
         return err_set(err, FN_EPROTO, "secagg: %s message is for round %llu, this is round %llu",
                        secagg_type_name(type), (unsigned long long)secagg_get64(msg + 8), (unsigned long long)round);
     *sender = secagg_get32(msg + 4);
+    return 0;
+}
+
+int secagg_accusation_read(const uint8_t *msg, size_t len, uint64_t round, uint32_t *sender, uint32_t *ids,
+                           uint32_t max, uint32_t *count, err_t *err)
+{
+    int rc = secagg_get_header(msg, len, SECAGG_MSG_ACCUSE, round, sender, err);
+    if (rc)
+        return rc;
+    if (len < SECAGG_HEADER_LEN + 4)
+        return err_set(err, FN_EPROTO, "secagg: ACCUSE has no count");
+    uint32_t k = secagg_get32(msg + SECAGG_HEADER_LEN);
+    if (k == 0 || k > max || len != SECAGG_HEADER_LEN + 4 + (size_t)k * 4)
+        return err_set(err, FN_EPROTO, "secagg: ACCUSE of %zu bytes naming %u clients (1 to %u allowed)", len, k, max);
+    for (uint32_t i = 0; i < k; i++) {
+        ids[i] = secagg_get32(msg + SECAGG_HEADER_LEN + 4 + 4 * (size_t)i);
+        if (ids[i] == 0 || ids[i] == *sender || (i && ids[i] <= ids[i - 1]))
+            return err_set(err, FN_EPROTO, "secagg: ACCUSE ids must be ascending, distinct, not 0 nor the sender");
+    }
+    *count = k;
     return 0;
 }

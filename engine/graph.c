@@ -17,7 +17,15 @@ struct engine_graph {
     size_t scratch_size;
     rng_t rng;
     engine_threadpool_t *pool;
+    engine_graph_trace_fn trace; /* engine/profile.c's per-op hook; NULL (the default) costs one test */
+    void *trace_ctx;
 };
+
+void engine_graph_set_trace(engine_graph_t *g, engine_graph_trace_fn fn, void *ctx)
+{
+    g->trace = fn;
+    g->trace_ctx = ctx;
+}
 
 engine_graph_t *engine_graph_create(size_t arena_bytes, uint64_t seed)
 {
@@ -142,6 +150,8 @@ int engine_graph_record(engine_graph_t *g, engine_tensor_t *t)
     g->tape[g->ntape++] = t;
     if (g->ntape > g->tape_peak)
         g->tape_peak = g->ntape;
+    if (g->trace) /* ops record right after their forward kernel: this marks its end */
+        g->trace(g->trace_ctx, t, 0);
     return 0;
 }
 
@@ -194,6 +204,8 @@ int engine_graph_backward(engine_graph_t *g, engine_tensor_t *root, const float 
         } else {
             be->backward[t->op](g, t);
         }
+        if (g->trace)
+            g->trace(g->trace_ctx, t, 1);
         if (g->err.code)
             return engine_graph_error(g, err);
     }

@@ -54,6 +54,13 @@ int engine_graph_backward(engine_graph_t *g, engine_tensor_t *root, const float 
 int engine_graph_error(const engine_graph_t *g, err_t *err);
 void engine_graph_mem(const engine_graph_t *g, engine_graph_mem_t *m);
 
+/* Per-op hook for the profiler (engine/profile.h): called with backward 0 when an op that
+ * records itself on the tape has just run its forward kernel, and with 1 after each backward
+ * kernel. fn NULL turns it off (the default). Ops that do not record (gradients off) are not
+ * seen. */
+typedef void (*engine_graph_trace_fn)(void *ctx, const engine_tensor_t *t, int backward);
+void engine_graph_set_trace(engine_graph_t *g, engine_graph_trace_fn fn, void *ctx);
+
 /* ---- for op implementations (engine/ops*.c) ---- */
 int engine_graph_fail(engine_graph_t *g, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 engine_arena_t *engine_graph_arena(engine_graph_t *g);

@@ -3,6 +3,8 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <zlib.h>
@@ -25,8 +27,53 @@ static uint32_t be32(const uint8_t *p)
     return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | (uint32_t)p[3];
 }
 
-static int idx_open(const char *path, gzFile *f, err_t *err)
+/* One IDX file being read: plain bytes, or gzip members inflated here. Not gzread: it stops at
+ * the end of the last gzip member and silently skips whatever follows, so a file with bytes
+ * appended after its gzip stream (a botched download, two files run together) would load,
+ * against the no-trailing-bytes promise of idx.h. */
+#define IDX_CHUNK ((size_t)1 << 17)
+typedef struct idx_src {
+    FILE *fp;
+    uint8_t *in;   /* IDX_CHUNK bytes of the file; z.next_in/avail_in is the unread part */
+    z_stream z;
+    int gz;        /* the file starts with the gzip magic */
+    int eof;       /* the file has no more bytes */
+    int in_member; /* inside a gzip member whose end has not been reached */
+    int members;   /* complete gzip members read */
+    int zerr;      /* Z_OK, or what stopped the stream: Z_ERRNO, Z_DATA_ERROR, Z_BUF_ERROR (cut
+                      short), Z_MEM_ERROR */
+    int trailing;  /* Z_DATA_ERROR because bytes that are no gzip member follow the last one */
+} idx_src_t;
+
+static void idx_close(idx_src_t *f)
 {
+    if (f->gz)
+        inflateEnd(&f->z);
+    if (f->fp)
+        fclose(f->fp);
+    free(f->in);
+    memset(f, 0, sizeof *f);
+}
+
+/* Refills the input buffer when it is empty; sets eof (and zerr on a read error). */
+static void idx_fill(idx_src_t *f)
+{
+    if (f->z.avail_in > 0 || f->eof)
+        return;
+    size_t r = fread(f->in, 1, IDX_CHUNK, f->fp);
+    if (r == 0) {
+        f->eof = 1;
+        if (ferror(f->fp))
+            f->zerr = Z_ERRNO;
+        return;
+    }
+    f->z.next_in = f->in;
+    f->z.avail_in = (uInt)r;
+}
+
+static int idx_open(const char *path, idx_src_t *f, err_t *err)
+{
+    memset(f, 0, sizeof *f);
     struct stat st;
     if (stat(path, &st) != 0) {
         if (errno == ENOENT || errno == ENOTDIR)
@@ -35,53 +82,91 @@ static int idx_open(const char *path, gzFile *f, err_t *err)
     }
     if (S_ISDIR(st.st_mode))
         return err_set(err, FN_EINVAL, "%s: is a directory; pass the IDX file inside it", path);
-    *f = gzopen(path, "rb");
-    if (!*f)
-        return err_set(err, FN_EIO, "%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");
-    gzbuffer(*f, 1 << 17);
+    f->fp = fopen(path, "rb");
+    if (!f->fp)
+        return err_set(err, FN_EIO, "%s: cannot open: %s", path, strerror(errno));
+    f->in = malloc(IDX_CHUNK);
+    if (!f->in) {
+        idx_close(f);
+        return err_set(err, FN_ENOMEM, "%s: cannot allocate a read buffer", path);
+    }
+    idx_fill(f);
+    f->gz = f->z.avail_in >= 2 && f->z.next_in[0] == 0x1f && f->z.next_in[1] == 0x8b;
+    if (f->gz && inflateInit2(&f->z, 15 + 16) != Z_OK) {
+        f->gz = 0;
+        idx_close(f);
+        return err_set(err, FN_ENOMEM, "%s: cannot start gzip decompression", path);
+    }
     return 0;
 }
 
 /* Reads up to n bytes; returns how many arrived (short only at end of data or on error). */
-static size_t idx_read(gzFile f, uint8_t *buf, size_t n)
+static size_t idx_read(idx_src_t *f, uint8_t *buf, size_t n)
 {
     size_t got = 0;
-    while (got < n) {
-        size_t want = n - got < IDX_MAX_READ ? n - got : IDX_MAX_READ;
-        int r = gzread(f, buf + got, (unsigned)want);
-        if (r <= 0)
+    while (got < n && f->zerr == Z_OK) {
+        idx_fill(f);
+        if (f->zerr != Z_OK)
             break;
-        got += (size_t)r;
+        if (!f->gz) {
+            if (f->z.avail_in == 0)
+                break;
+            size_t k = n - got < f->z.avail_in ? n - got : f->z.avail_in;
+            memcpy(buf + got, f->z.next_in, k);
+            f->z.next_in += k;
+            f->z.avail_in -= (uInt)k;
+            got += k;
+            continue;
+        }
+        if (!f->in_member) {
+            if (f->z.avail_in == 0)
+                break; /* the end of the file, right after a complete member */
+            f->in_member = 1;
+        }
+        size_t want = n - got < IDX_MAX_READ ? n - got : IDX_MAX_READ;
+        f->z.next_out = buf + got;
+        f->z.avail_out = (uInt)want;
+        int r = inflate(&f->z, Z_NO_FLUSH);
+        got += want - f->z.avail_out;
+        if (r == Z_STREAM_END) {
+            f->members++;
+            f->in_member = 0;
+            inflateReset(&f->z);
+        } else if (r == Z_BUF_ERROR || (r == Z_OK && f->z.avail_in == 0)) {
+            if (f->eof)
+                f->zerr = Z_BUF_ERROR; /* the file ends inside a member */
+        } else if (r != Z_OK) {
+            f->zerr = r == Z_MEM_ERROR ? Z_MEM_ERROR : Z_DATA_ERROR;
+            f->trailing = f->members > 0 && f->z.total_out == 0;
+        }
     }
     return got;
 }
 
 /* Explains why fewer than `want` bytes arrived at uncompressed offset `off`. */
-static int idx_short_read(gzFile f, const char *path, const char *what, size_t off, size_t got,
+static int idx_short_read(const idx_src_t *f, const char *path, const char *what, size_t off, size_t got,
                           size_t want, err_t *err)
 {
-    int zerr = Z_OK;
-    const char *zmsg = gzerror(f, &zerr);
-    if (zerr == Z_ERRNO)
+    if (f->zerr == Z_ERRNO)
         return err_set(err, FN_EIO, "%s: read error at offset %zu: %s", path, off + got, strerror(errno));
-    if (zerr == Z_DATA_ERROR || zerr == Z_MEM_ERROR)
-        return err_set(err, zerr == Z_MEM_ERROR ? FN_ENOMEM : FN_EINVAL,
+    if ((f->zerr == Z_DATA_ERROR && !f->trailing) || f->zerr == Z_MEM_ERROR)
+        return err_set(err, f->zerr == Z_MEM_ERROR ? FN_ENOMEM : FN_EINVAL,
                        "%s: corrupt gzip data near uncompressed offset %zu (%s); download the file again",
-                       path, off + got, zmsg);
+                       path, off + got, f->z.msg ? f->z.msg : "out of memory");
     return err_set(err, FN_EINVAL,
                    "%s: truncated: the %s ends at offset %zu but needs %zu bytes from offset %zu%s; "
                    "download the file again",
                    path, what, off + got, want, off,
-                   zerr == Z_BUF_ERROR ? " (the gzip stream is cut short)" : "");
+                   f->zerr == Z_BUF_ERROR ? " (the gzip stream is cut short)" : "");
 }
 
 /* Reads one IDX file of unsigned bytes with `ndims` dimensions into a malloc'ed buffer. */
 static int idx_read_file(const char *path, uint32_t magic, int ndims, uint32_t dims[3], uint8_t **data,
                          err_t *err)
 {
-    gzFile f = NULL;
+    idx_src_t src, *f = &src;
     uint8_t *buf = NULL;
-    int rc = idx_open(path, &f, err);
+    int rc = idx_open(path, f, err);
     if (rc)
         return rc;
 
@@ -158,21 +243,28 @@ static int idx_read_file(const char *path, uint32_t magic, int ndims, uint32_t d
                      path, hlen + total, total);
         goto done;
     }
-    int zerr = Z_OK;
-    gzerror(f, &zerr);
-    if (zerr != Z_OK) {
+    if (f->trailing) {
+        rc = err_set(err, FN_EINVAL,
+                     "%s: trailing bytes after the gzip stream (after uncompressed offset %zu); the file is "
+                     "corrupt or something was appended to it; download the file again",
+                     path, hlen + total);
+        goto done;
+    }
+    if (f->zerr != Z_OK) {
         /* All data arrived but the gzip trailer (CRC, length) is missing or wrong. */
-        rc = err_set(err, zerr == Z_ERRNO ? FN_EIO : FN_EINVAL,
+        rc = err_set(err, f->zerr == Z_ERRNO ? FN_EIO : FN_EINVAL,
                      "%s: the gzip stream is damaged after the data (%s); download the file again", path,
-                     zerr == Z_ERRNO ? strerror(errno) : gzerror(f, &zerr));
+                     f->zerr == Z_ERRNO      ? strerror(errno)
+                     : f->zerr == Z_BUF_ERROR ? "the file ends inside it"
+                     : f->z.msg              ? f->z.msg
+                                             : "invalid data");
         goto done;
     }
     *data = buf;
     buf = NULL;
 done:
     free(buf);
-    if (f)
-        gzclose(f);
+    idx_close(f);
     return rc;
 }
 

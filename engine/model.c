@@ -1,3 +1,8 @@
+/* model.c: a trainable model = a net (nn.h) plus its optimizer, schedule and data pipeline.
+ * Map: creation and the federated vector's layout; checks of inputs; one training step
+ * (forward, loss, backward, optimizer); the "train" block of a config parsed into
+ * engine_train_config_t with errors naming the key path; whole-epoch training over image
+ * batches (augmentation, MixUp/CutMix soft labels from the prefetch thread); evaluation. */
 #include "engine/model.h"
 
 #include <math.h>
@@ -562,8 +567,7 @@ int engine_model_train_source(engine_model_t *m, const engine_source_t *src, con
                 last_norm = engine_clip_grad_norm(grads, P, cfg->clip_norm);
             long t = (sch.per_step ? step : ep) + cfg->schedule_offset;
             last_lr = engine_schedule_lr(&sch, t);
-            engine_optim_step(opt, params, grads, (float)last_lr);
-            memset(grads, 0, P * sizeof(float));
+            engine_optim_step_zero(opt, params, grads, (float)last_lr);
             step++;
             if (cfg->on_step)
                 cfg->on_step(cfg->cb_ctx, ep, ep_seen, n, ep_loss / ep_seen);

@@ -1,3 +1,8 @@
+/* nn.c: networks from JSON. Map: parameter registration into the one blob (add_param); the
+ * per-layer parser (parse_layer: every key checked, every shape computed here so errors name the
+ * layer path) and sequences; the named architectures (cnn, lenet, resnet, mlp) expanded into
+ * layer lists; creation/initialisation; the forward pass (run_seq) that calls the ops; and the
+ * nn_seq_* entry points that nn_cell.c uses for the edges of a cell. */
 #include "engine/nn.h"
 
 #include <math.h>
@@ -390,6 +395,9 @@ static void free_seq(seq_t *s)
 }
 
 /* ---- the named architectures, expanded into layer lists ---- */
+
+static int expand(const json_t *arch, int classes, json_t **layers, err_t *err);
+int engine_net_expand(const json_t *arch, int classes, json_t **layers, err_t *err) { return expand(arch, classes, layers, err); }
 
 static json_t *lay(const char *type) { return json_pack("{s:s}", "type", type); }
 static json_t *conv(int out, int k, int stride, int pad, int bias)

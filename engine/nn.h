@@ -59,6 +59,8 @@ typedef struct engine_param_info {
  * flattens) is FN_EINVAL naming the layer path ("layers[3] (conv2d): ..."). */
 int engine_net_create(const json_t *arch, int c, int h, int w, int num_classes, engine_net_t **out, err_t *err);
 void engine_net_free(engine_net_t *n);
+/* The architecture as its flat layer list (named types expanded; a new reference). */
+int engine_net_expand(const json_t *arch, int classes, json_t **layers, err_t *err);
 
 size_t engine_net_num_params(const engine_net_t *n);
 float *engine_net_params(engine_net_t *n);

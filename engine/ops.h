@@ -1,6 +1,7 @@
 /* ops: every differentiable operation of the engine. One stable op enum indexes each backend's
- * kernel table (engine_backend_t: forward and backward per op); the CPU backend lives in
- * ops_*.c, one file per op family, and a CUDA backend fills the same table. The functions
+ * kernel table (engine_backend_t: forward and backward per op). Only the CPU backend exists
+ * today (ops_*.c, one file per op family, gathered in ops.c), and ops run on it directly; the
+ * table is the seam where a CUDA backend (kernels/, DESIGN.md) would plug in. The functions
  * below are the backend-neutral front: they check shapes, allocate the output in the graph's
  * arena, record the op on the tape and run the kernel at once (define-by-run).
  *

@@ -21,27 +21,24 @@
  * A fused ReLU (engine_conv2d_params_t.relu) is applied in the epilogue, which also records
  * which outputs are positive as a bit mask (t->saved: 1/32 of the output's size); backward
  * applies it (dy where the output was positive) while copying the sample's dy block for the
- * sgemms, so it never reads the output itself back from memory. */
+ * sgemms, so it never reads the output itself back from memory.
+ *
+ * Depthwise convs (one input channel per group) go to the direct kernel in ops_conv_dw.c, where
+ * im2col's per-group products would be 1-row matrices; pointwise convs (1x1, stride 1, no pad)
+ * use a sample's input as its column matrix. FEDNAS_CONV_IM2COL=1 turns both off (the reference
+ * path for tests and benchmarks). */
 #include <cblas.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
 
-#include "engine/ops_cpu.h"
+#include "engine/ops_conv.h"
 
 /* Column block: a block of input channels' columns for S samples, small enough to stay in a
  * core's L2 cache together with the sgemm's packed copy of it. */
 #define CONV_BLOCK_BYTES ((size_t)256 << 10)
 /* Output pixels per sgemm below which samples are batched. */
 #define CONV_MIN_COLS 128
-
-typedef struct {
-    int C, H, W, OC, OH, OW, KH, KW, sh, sw, ph, pw, dh, dw, G;
-    int Cg, OCg, K, OHW;
-} conv_dims_t;
 
 static conv_dims_t dims_of(const engine_tensor_t *t)
 {
@@ -59,31 +56,6 @@ static conv_dims_t dims_of(const engine_tensor_t *t)
 /* im2col and col2im go through a zero-padded copy of one input plane ([H+2ph, W+2pw], the
  * part's `pad` buffer, whose border stays zero), so every column row is OH plain copies of OW
  * elements with no bounds checks: about 3x faster than clipping each row against the border. */
-
-/* n floats from in to o (not overlapping) in 16-byte moves, the last one overlapping the one
- * before instead of a scalar tail: rows here are short (14 floats in the FedAvg CNN), so the
- * tail loop of a plain copy costs as much as its body. */
-static inline void copy_row(float *o, const float *in, int n)
-{
-    if (n < 4) {
-        for (int i = 0; i < n; i++)
-            o[i] = in[i];
-        return;
-    }
-    int i = 0;
-    for (; i + 4 <= n; i += 4)
-        memcpy(o + i, in + i, 4 * sizeof *o);
-    if (i < n)
-        memcpy(o + n - 4, in + n - 4, 4 * sizeof *o);
-}
-
-/* Copies plane [H, W] into the interior of pad (the border is left as it is: zero). */
-static void pad_plane(const conv_dims_t *d, const float *plane, float *pad)
-{
-    const int Wp = d->W + 2 * d->pw;
-    for (int h = 0; h < d->H; h++)
-        copy_row(pad + (size_t)(h + d->ph) * Wp + d->pw, plane + (size_t)h * d->W, d->W);
-}
 
 /* Columns of input channels [c0, c1) of group gi for n samples starting at x (the chunk's first
  * sample) into col [(c1-c0)*KH*KW, n*OHW]. pad: (H+2ph)*(W+2pw) floats, border zero. */
@@ -154,45 +126,6 @@ static void col2im(const conv_dims_t *d, const float *col, float *dx, int n, int
         }
 }
 
-/* Bytes of ReLU mask per output plane (planes start on a byte, so parts never share one). */
-static size_t mask_bytes(int ohw) { return ((size_t)ohw + 7) / 8; }
-
-/* Bit i of m: v[i] > 0, for n floats. */
-static void relu_mask(const float *v, int n, uint8_t *m)
-{
-    int i = 0;
-#if defined(__SSE2__)
-    const __m128 z = _mm_setzero_ps();
-    for (; i + 8 <= n; i += 8)
-        m[i / 8] = (uint8_t)(_mm_movemask_ps(_mm_cmpgt_ps(_mm_loadu_ps(v + i), z)) |
-                             _mm_movemask_ps(_mm_cmpgt_ps(_mm_loadu_ps(v + i + 4), z)) << 4);
-#endif
-    for (; i < n; i += 8) {
-        unsigned b = 0;
-        for (int k = 0; k < 8 && i + k < n; k++)
-            b |= (unsigned)(v[i + k] > 0.0f) << k;
-        m[i / 8] = (uint8_t)b;
-    }
-}
-
-/* o[i] = dy[i] where bit i of m is set, else 0. */
-static void relu_mask_apply(const float *dy, const uint8_t *m, int n, float *o)
-{
-    int i = 0;
-#if defined(__SSE2__)
-    const __m128i lo = _mm_setr_epi32(1, 2, 4, 8), hi = _mm_setr_epi32(16, 32, 64, 128);
-    for (; i + 8 <= n; i += 8) {
-        const __m128i b = _mm_set1_epi32(m[i / 8]);
-        const __m128 k0 = _mm_castsi128_ps(_mm_cmpeq_epi32(_mm_and_si128(b, lo), lo));
-        const __m128 k1 = _mm_castsi128_ps(_mm_cmpeq_epi32(_mm_and_si128(b, hi), hi));
-        _mm_storeu_ps(o + i, _mm_and_ps(k0, _mm_loadu_ps(dy + i)));
-        _mm_storeu_ps(o + i + 4, _mm_and_ps(k1, _mm_loadu_ps(dy + i + 4)));
-    }
-#endif
-    for (; i < n; i++)
-        o[i] = (m[i >> 3] >> (i & 7)) & 1 ? dy[i] : 0.0f;
-}
-
 /* Samples per sgemm: 1 when a sample has enough output pixels (the output needs no copy),
  * else enough to reach CONV_MIN_COLS. FEDNAS_CONV_CHUNK overrides (benchmarks). */
 static int chunk_samples(const conv_dims_t *d, int B)
@@ -213,21 +146,6 @@ static int channel_block(const conv_dims_t *d, int S)
     return cb < (size_t)d->Cg ? (int)cb : d->Cg;
 }
 
-/* Sum of n floats with eight independent partial sums (a single running sum is one long
- * dependency chain); fixed order, so reproducible. */
-static float sum_floats(const float *r, int n)
-{
-    float a[8] = {0};
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++)
-            a[k] += r[i + k];
-    float t = 0.0f;
-    for (; i < n; i++)
-        t += r[i];
-    return t + (((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])));
-}
-
 typedef struct {
     conv_dims_t d;
     int B, S, CB, parts; /* CB: input channels per column block */
@@ -236,12 +154,32 @@ typedef struct {
     const float *x, *W, *bias, *dy;
     float *y, *dx, *dW, *db;
     int dx_fresh;
+    int pw_direct;      /* pointwise (1x1, stride 1, no pad) and not forced through im2col */
     float *scratch;     /* part_floats per part: columns, [dcol,] chunk output, padded planes */
     size_t part_floats;
     size_t pad_floats;  /* one zero-padded input plane */
     float *dW_part;     /* parts-1 private weight-gradient sums (parts 1..), OC*K floats each */
     float *db_part;     /* parts-1 private bias-gradient sums, OC floats each */
 } conv_job_t;
+
+/* 1x1, stride 1, no padding: a sample's column matrix is its input, [Cg, H*W] per group
+ * (pointwise convs, the second half of a depthwise-separable block). */
+static int pointwise(const conv_dims_t *d)
+{
+    return d->KH == 1 && d->KW == 1 && d->sh == 1 && d->sw == 1 && d->ph == 0 && d->pw == 0;
+}
+
+/* The column matrix of channels [c0, c1) of group gi for the n samples from s0: built in col,
+ * or for one sample of a pointwise conv the input itself (no copy). */
+static const float *col_of(const conv_job_t *j, int s0, int n, int gi, int c0, int c1, float *col, float *pad)
+{
+    const conv_dims_t *d = &j->d;
+    const size_t CHW = (size_t)d->C * d->H * d->W;
+    if (n == 1 && j->pw_direct)
+        return j->x + (size_t)s0 * CHW + ((size_t)gi * d->Cg + c0) * d->H * d->W;
+    im2col(d, j->x + (size_t)s0 * CHW, col, n, gi, c0, c1, pad);
+    return col;
+}
 
 static void sample_range(const conv_job_t *j, int p, int *lo, int *hi)
 {
@@ -267,9 +205,9 @@ static void conv_fwd_part(void *ctx, int64_t begin, int64_t end)
                 float *out = n == 1 ? j->y + ((size_t)s0 * d->OC + (size_t)gi * OCg) * OHW : tmp;
                 for (int c0 = 0; c0 < d->Cg; c0 += j->CB) {
                     const int c1 = c0 + j->CB < d->Cg ? c0 + j->CB : d->Cg;
-                    im2col(d, j->x + (size_t)s0 * d->C * d->H * d->W, col, n, gi, c0, c1, pad);
+                    const float *cm = col_of(j, s0, n, gi, c0, c1, col, pad);
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OCg, N, (c1 - c0) * KK, 1.0f,
-                                j->W + (size_t)gi * OCg * K + (size_t)c0 * KK, K, col, N, c0 ? 1.0f : 0.0f, out, N);
+                                j->W + (size_t)gi * OCg * K + (size_t)c0 * KK, K, cm, N, c0 ? 1.0f : 0.0f, out, N);
                 }
                 if (n == 1 && !j->bias && !j->relu)
                     continue;
@@ -338,12 +276,14 @@ static void conv_bwd_part(void *ctx, int64_t begin, int64_t end)
                 for (int c0 = 0; c0 < d->Cg; c0 += j->CB) {
                     const int c1 = c0 + j->CB < d->Cg ? c0 + j->CB : d->Cg, Kb = (c1 - c0) * KK;
                     const size_t woff = (size_t)gi * OCg * K + (size_t)c0 * KK;
-                    if (dW) {
-                        im2col(d, j->x + (size_t)s0 * CHW, col, n, gi, c0, c1, pad);
-                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OCg, Kb, N, 1.0f, dyc, N, col, N, 1.0f,
-                                    dW + woff, K);
-                    }
-                    if (j->dx) {
+                    if (dW)
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OCg, Kb, N, 1.0f, dyc, N,
+                                    col_of(j, s0, n, gi, c0, c1, col, pad), N, 1.0f, dW + woff, K);
+                    if (j->dx && n == 1 && j->pw_direct) /* the column gradient is dx itself */
+                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Kb, N, OCg, 1.0f, j->W + woff, K, dyc, N,
+                                    j->dx_fresh ? 0.0f : 1.0f, j->dx + (size_t)s0 * CHW + ((size_t)gi * d->Cg + c0) * N,
+                                    N);
+                    else if (j->dx) {
                         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Kb, N, OCg, 1.0f, j->W + woff, K, dyc, N,
                                     0.0f, dcol, N);
                         col2im(d, dcol, j->dx + (size_t)s0 * CHW, n, gi, c0, c1, pad_acc, j->dx_fresh);
@@ -378,6 +318,12 @@ void cpu_conv2d_fwd(engine_graph_t *g, engine_tensor_t *t)
             return;
         }
     }
+    if (j.d.Cg == 1 && j.d.G > 1 && !conv_force_im2col()) {
+        dw_job_t w = {.d = j.d, .B = j.B, .relu = j.relu, .mask = j.mask, .x = j.x, .W = j.W, .bias = j.bias, .y = j.y};
+        conv_dw_fwd(g, &w);
+        return;
+    }
+    j.pw_direct = pointwise(&j.d) && !conv_force_im2col();
     j.S = chunk_samples(&j.d, j.B);
     j.CB = channel_block(&j.d, j.S);
     j.pad_floats = (size_t)(j.d.H + 2 * j.d.ph) * (j.d.W + 2 * j.d.pw);
@@ -400,6 +346,13 @@ void cpu_conv2d_bwd(engine_graph_t *g, engine_tensor_t *t)
     j.db = cpu_src_grad(g, t, 2);
     if (engine_graph_error(g, NULL) || (!j.dx && !j.dW && !j.db))
         return;
+    if (j.d.Cg == 1 && j.d.G > 1 && !conv_force_im2col()) {
+        dw_job_t w = {.d = j.d, .B = j.B, .relu = j.relu, .mask = j.mask, .x = j.x, .W = j.W, .dy = j.dy,
+                      .dx = j.dx, .dW = j.dW, .db = j.db, .dx_fresh = j.dx_fresh};
+        conv_dw_bwd(g, &w);
+        return;
+    }
+    j.pw_direct = pointwise(&j.d) && !conv_force_im2col();
     j.S = chunk_samples(&j.d, j.B);
     j.CB = channel_block(&j.d, j.S);
     j.pad_floats = (size_t)(j.d.H + 2 * j.d.ph) * (j.d.W + 2 * j.d.pw);

@@ -99,9 +99,39 @@ long engine_optim_steps(const engine_optim_t *o) { return o->t; }
 typedef struct {
     engine_optim_t *o;
     float *p;
-    const float *gr;
+    float *gr;
     float lr, bc1, bc2;
+    int zero; /* clear each gradient element once read (engine_optim_step_zero) */
 } step_ctx_t;
+
+/* SGD over [begin, end), with or without momentum: the federated default. Its own loop with every
+ * setting in a local and restrict pointers: in the generic loop the stores through o->m may
+ * alias the config, so the compiler reloads it per element and does not vectorize. At batch 10
+ * the step (five streams over every parameter) is a visible share of the FedAvg CNN's time. */
+static void sgd_range(const step_ctx_t *x, int64_t begin, int64_t end)
+{
+    const engine_optim_config_t *c = &x->o->c;
+    float *restrict p = x->p, *restrict gr = x->gr, *restrict m = x->o->m;
+    const float wd = c->weight_decay, lr = x->lr, mu = c->momentum;
+    const int first = x->o->t == 1, nesterov = c->nesterov, zero = x->zero;
+    if (mu == 0.0f) { /* plain SGD (the FedAvg experiments' default) */
+        for (int64_t i = begin; i < end; i++) {
+            p[i] -= lr * (gr[i] + wd * p[i]);
+            if (zero)
+                gr[i] = 0.0f;
+        }
+        return;
+    }
+    for (int64_t i = begin; i < end; i++) {
+        const float g = gr[i] + wd * p[i];
+        /* PyTorch: the buffer starts as the first gradient (no dampening). */
+        const float b = first ? g : mu * m[i] + g;
+        m[i] = b;
+        p[i] -= lr * (nesterov ? g + mu * b : b);
+        if (zero)
+            gr[i] = 0.0f;
+    }
+}
 
 static void step_range(void *ctx, int64_t begin, int64_t end)
 {
@@ -111,6 +141,10 @@ static void step_range(void *ctx, int64_t begin, int64_t end)
     float *p = x->p;
     const float *gr = x->gr;
     const float wd = c->weight_decay, lr = x->lr;
+    if (c->type == ENGINE_OPTIM_SGD) {
+        sgd_range(x, begin, end);
+        return;
+    }
     switch (c->type) {
     case ENGINE_OPTIM_SGD:
         for (int64_t i = begin; i < end; i++) {
@@ -152,19 +186,31 @@ static void step_range(void *ctx, int64_t begin, int64_t end)
         break;
     }
     }
+    if (x->zero) /* the range is still in cache */
+        memset(x->gr + begin, 0, (size_t)(end - begin) * sizeof *x->gr);
 }
 
-void engine_optim_step(engine_optim_t *o, float *p, const float *gr, float lr)
+static void optim_step(engine_optim_t *o, float *p, float *gr, float lr, int zero)
 {
     const engine_optim_config_t *c = &o->c;
     o->t++;
-    step_ctx_t x = {o, p, gr, lr, 1.0f, 1.0f};
+    step_ctx_t x = {o, p, gr, lr, 1.0f, 1.0f, zero};
     if (c->type == ENGINE_OPTIM_ADAM || c->type == ENGINE_OPTIM_ADAMW) {
         x.bc1 = 1.0f - powf(c->beta1, (float)o->t);
         x.bc2 = 1.0f - powf(c->beta2, (float)o->t);
     }
     /* Small vectors stay on the caller: waking the workers costs more than the loop. */
     engine_parallel_for(engine_threadpool_default(), (int64_t)o->n, 65536, step_range, &x);
+}
+
+void engine_optim_step(engine_optim_t *o, float *p, const float *gr, float lr)
+{
+    optim_step(o, p, (float *)gr, lr, 0); /* zero 0: gr is only read */
+}
+
+void engine_optim_step_zero(engine_optim_t *o, float *p, float *gr, float lr)
+{
+    optim_step(o, p, gr, lr, 1);
 }
 
 double engine_clip_grad_norm(float *g, size_t n, double max_norm)

@@ -39,6 +39,9 @@ int engine_optim_create(const engine_optim_config_t *cfg, size_t n, engine_optim
 void engine_optim_free(engine_optim_t *o);
 /* One update of params from grads at learning rate lr (the scheduled value). */
 void engine_optim_step(engine_optim_t *o, float *params, const float *grads, float lr);
+/* The same, then grads all zero: the training loop's step and gradient reset in one pass over
+ * memory instead of two (the reset alone is a 6.6 MB write per step for the FedAvg CNN). */
+void engine_optim_step_zero(engine_optim_t *o, float *params, float *grads, float lr);
 /* Zeroes the state and the step count (a new federated round starts fresh). */
 void engine_optim_reset(engine_optim_t *o);
 size_t engine_optim_state_bytes(const engine_optim_t *o);

@@ -10,6 +10,7 @@
 #include "common/util.h"
 #include "nas/genome.h"
 #include "nas/strategy.h"
+#include "nas/supernet.h"
 #include "nas/worker.h"
 
 /* One ask, kept in ask order. The tell order is the ask order: a candidate is told only when
@@ -173,7 +174,8 @@ static int dispatch(ctl_t *x, err_t *err)
                          .final = 0,
                          .epochs = c->row.budget,
                          .seed = nas_eval_seed(x->s->cfg->seed, c->row.hash, c->row.budget, c->row.diverged),
-                         .arch = c->row.arch};
+                         .arch = c->row.arch,
+                         .genome = c->row.genome};
         int rc = nas_workers_submit(x->w, &job, err);
         if (rc < 0)
             return rc;
@@ -496,7 +498,10 @@ int nas_search_run(nas_search_t *s, err_t *err)
             rc = err_set(err, FN_ESTATE, "resume: run %lld's candidates are not numbered 0..%d", (long long)s->run_id,
                          x.n_stored - 1);
     /* Workers fork before this process touches the engine, so none inherits a thread pool. */
-    if (rc == 0)
+    x.w = s->workers; /* caller-owned (MPI ranks), else our own */
+    if (rc == 0 && !x.w && cfg->evaluation == NAS_EVAL_WEIGHT_SHARING) /* trains the supernet first */
+        rc = nas_supernet_workers_start(cfg, s->data, &s->eval, s->threads * cfg->workers, &x.w, err);
+    else if (rc == 0 && !x.w)
         rc = nas_workers_start_local(s->cfg->workers, s->threads, s->data, &s->eval, &x.w, err);
     if (rc == 0)
         rc = nas_strategy_create(s->cfg, s->cfg->seed, &x.st, err);
@@ -506,7 +511,8 @@ int nas_search_run(nas_search_t *s, err_t *err)
         rc = final_phase(&x, err);
     if (rc == FN_ESTATE && s->stop && *s->stop)
         err_set(err, FN_ESTATE, "stopped; `fednas nas --resume %lld` continues the search", (long long)s->run_id);
-    nas_workers_close(x.w);
+    if (x.w != s->workers)
+        nas_workers_close(x.w);
     nas_strategy_free(x.st);
     for (int i = 0; i < x.n; i++) {
         free(x.c[i].row.genome);

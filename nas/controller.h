@@ -12,6 +12,7 @@
 #include "common/store_nas.h"
 #include "nas/config.h"
 #include "nas/eval.h"
+#include "nas/worker.h"
 
 /* Progress as the controller sees it, for the command's lines and bar. */
 typedef struct nas_progress {
@@ -40,6 +41,10 @@ typedef struct nas_search {
     void (*on_final)(void *ctx, const store_nas_final_t *f, const char *recipe);
     void *cb_ctx;
     volatile sig_atomic_t *stop; /* set (SIGINT): stop dispatching, leave the run resumable */
+    /* Workers started by the caller (MPI ranks: nas/mpi.h), which also closes them; NULL: the
+     * controller forks cfg->workers local ones. The ask window stays 2 x cfg->workers either
+     * way, so a search gives the same candidates whatever evaluates them. */
+    nas_workers_t *workers;
 } nas_search_t;
 
 /* The seed of an evaluation: a function of the search seed, the candidate's canonical hash and

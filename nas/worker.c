@@ -226,6 +226,7 @@ static int take_message(local_slot_t *s, int slot, nas_job_done_t *out)
     memset(out, 0, sizeof *out);
     out->id = s->job_id;
     out->final = s->job_final;
+    out->slot = slot;
     snprintf(out->worker, sizeof out->worker, "local:%d", slot);
     nas_eval_result_t *r = &out->r;
     if (!j) {
@@ -303,6 +304,7 @@ static int local_wait(void *impl, double timeout_s, nas_job_done_t *out, err_t *
         out->id = s->job_id;
         out->final = s->job_final;
         out->worker_died = 1;
+        out->slot = i;
         out->started_at = s->started_at;
         out->ended_at = fn_now();
         snprintf(out->worker, sizeof out->worker, "local:%d", i);
@@ -355,11 +357,8 @@ int nas_workers_start_local(int n, int threads, const nas_data_t *d, const nas_e
     p->d = d;
     p->base = *base;
     p->s = FN_CALLOC((size_t)n, sizeof *p->s);
-    nas_workers_t *w = FN_CALLOC(1, sizeof *w);
-    w->be = &k_local;
-    w->impl = p;
-    w->size = n;
-    w->busy = FN_CALLOC((size_t)n, sizeof *w->busy);
+    nas_workers_t *w = NULL;
+    nas_workers_create(&k_local, p, n, &w, err);
     for (int i = 0; i < n; i++) {
         int rc = spawn(p, i, err);
         if (rc < 0) {
@@ -367,6 +366,20 @@ int nas_workers_start_local(int n, int threads, const nas_data_t *d, const nas_e
             return rc;
         }
     }
+    *out = w;
+    return 0;
+}
+
+int nas_workers_create(const nas_worker_backend_t *be, void *impl, int size, nas_workers_t **out, err_t *err)
+{
+    *out = NULL;
+    if (size < 1)
+        return err_set(err, FN_EINVAL, "workers: a pool needs >= 1 slot (got %d)", size);
+    nas_workers_t *w = FN_CALLOC(1, sizeof *w);
+    w->be = be;
+    w->impl = impl;
+    w->size = size;
+    w->busy = FN_CALLOC((size_t)size, sizeof *w->busy);
     *out = w;
     return 0;
 }
@@ -406,13 +419,8 @@ int nas_workers_submit(nas_workers_t *w, const nas_job_t *job, err_t *err)
 int nas_workers_wait(nas_workers_t *w, double timeout_s, nas_job_done_t *out, err_t *err)
 {
     int rc = w->be->wait(w->impl, timeout_s, out, err);
-    if (rc == 1) {
-        /* The worker tag names the slot that is idle again. */
-        const char *colon = strchr(out->worker, ':');
-        int slot = colon ? atoi(colon + 1) : -1;
-        if (slot >= 0 && slot < w->size)
-            w->busy[slot] = 0;
-    }
+    if (rc == 1 && out->slot >= 0 && out->slot < w->size)
+        w->busy[out->slot] = 0;
     return rc;
 }
 

@@ -18,6 +18,7 @@ typedef struct nas_job {
     double epochs;
     uint64_t seed;
     const char *arch; /* the layers JSON, as text */
+    const char *genome; /* the genome JSON, as text (weight sharing scores the genome; may be NULL) */
 } nas_job_t;
 
 typedef struct nas_job_done {
@@ -27,7 +28,8 @@ typedef struct nas_job_done {
      * worker_died is then 1). The controller decides about retries. */
     nas_eval_result_t r;
     int worker_died;
-    char worker[32]; /* "local:2" */
+    char worker[32]; /* "local:2", "mpi:3" */
+    int slot;        /* the slot that is idle again (the backend fills it) */
     double started_at, ended_at;
     float *weights; /* final jobs: the federated vector, malloc'ed (nas_job_done_free) */
     size_t n_weights;
@@ -57,6 +59,10 @@ typedef struct nas_worker_backend {
  * never trains in-process): a worker would otherwise inherit a pool with no threads behind it. */
 int nas_workers_start_local(int n, int threads, const nas_data_t *d, const nas_eval_opts_t *base,
                             nas_workers_t **out, err_t *err);
+/* A pool of `size` slots behind any backend (impl is handed to its functions and closed by
+ * nas_workers_close): the MPI ranks of nas/mpi.h and the weight-sharing evaluator of
+ * nas/supernet.h are two. */
+int nas_workers_create(const nas_worker_backend_t *be, void *impl, int size, nas_workers_t **out, err_t *err);
 int nas_workers_size(const nas_workers_t *w);
 /* Slots with a job in flight. */
 int nas_workers_busy(const nas_workers_t *w);

@@ -5,7 +5,7 @@
 set -euo pipefail
 PKGS=(build-essential cmake pkg-config libssl-dev libsodium-dev libcivetweb-dev libjansson-dev
       libsqlite3-dev sqlite3 libzmq3-dev libcmocka-dev libopenblas-dev zlib1g-dev dataset-fashion-mnist
-      nodejs npm chromium wrk curl)
+      nodejs npm chromium wrk curl clang libclang-rt-14-dev libopenmpi-dev openmpi-bin)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

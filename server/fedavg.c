@@ -31,19 +31,23 @@ int fedavg_add(fedavg_t *a, const float *update, size_t m, double weight, err_t 
         return err_set(err, FN_EINVAL, "update has %zu parameters, the model has %zu", m, a->m);
     if (!(weight > 0) || !isfinite(weight))
         return err_set(err, FN_EINVAL, "update weight must be a positive number (got %g)", weight);
+    if (a->count >= FEDAVG_MAX_TERMS)
+        return err_set(err, FN_ESTATE, "the aggregate already holds %d updates, the most it can sum exactly",
+                       a->count);
     /* Check everything before touching the sums, so a bad update adds nothing. */
     double limit = FEDAVG_MAX_TERM / weight;
     for (size_t i = 0; i < m; i++)
         if (!(fabs((double)update[i]) <= limit))
             return err_set(err, FN_EINVAL, "update value %zu is %s", i,
                            isfinite(update[i]) ? "too large" : "not finite");
-    int64_t *hi = a->hi, *lo = a->lo;
+    fedavg_wide_t *hi = a->hi;
+    int64_t *lo = a->lo;
     for (size_t i = 0; i < m; i++) {
         /* t * 2^20 and its fractional part are exact in double; truncation is a fixed
          * function of the term, so the integer sums do not depend on the order of terms. */
         double t = weight * (double)update[i] * 0x1p20;
         int64_t whole = (int64_t)t; /* truncation toward zero, without a libm call */
-        hi[i] += whole;
+        hi[i] += whole; /* 128 bits: see fedavg.h for the bound */
         lo[i] += (int64_t)((t - (double)whole) * 0x1p44);
     }
     a->total_weight += weight;

@@ -1,3 +1,9 @@
+/* relay.c: `fednas relay`, a site upward and a server downward. Map: the arithmetic (an
+ * example-weighted running mean of updates and of evaluation answers) and the rules of what a
+ * relay can forward (common/features.h); creation (the upward link, common/link.h, and the
+ * downward registry, server/sites.h); the downward handlers, which share server/site_msg.h with
+ * the server; the upward handlers (train: broadcast down and collect until the deadline, then
+ * one mean up; evaluate: likewise); the loop polling both sides. */
 #include "server/relay.h"
 
 #include <errno.h>

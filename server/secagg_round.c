@@ -22,6 +22,8 @@ struct secagg_round {
     uint8_t *member;   /* in the open phase's set */
     uint8_t *answered; /* answered in the open phase */
     uint32_t surv[4];  /* [1..3]: |U1|, |U2|, |U3| */
+    secagg_plus_plan_t plus;
+    uint32_t *acc, n_acc, cap_acc; /* accusation pairs (accuser, accused) */
 };
 
 uint64_t secagg_round_id(int64_t run_id, int round, int attempt)
@@ -78,16 +80,19 @@ int secagg_round_new(const secagg_round_config_t *cfg, uint64_t round_id, uint64
     r->p.t = cfg->threshold;
     r->p.m = m;
     r->p.bits = cfg->bits ? cfg->bits : 32;
-    r->p.k = cfg->plus ? (cfg->neighbours ? cfg->neighbours : secagg_default_k(n)) : 0;
-    if (r->p.k >= n - 1) /* the complete graph: plain SecAgg */
-        r->p.k = 0;
     if (r->p.t == 0)
         r->p.t = secagg_default_t(n);
-    if (r->p.k)
-        r->p.t_nb = secagg_default_t_nb(r->p.k + (r->p.k & 1));
+    /* SecAgg+: k and t_nb from the expected dropout and corruption rates unless k is given; a
+     * k reaching n - 1 is the complete graph, plain SecAgg (plan k = 0) */
+    int rc = secagg_plan_plus(n, cfg->plus ? cfg->neighbours : n, cfg->dropout, cfg->corruption, &r->plus, err);
+    r->p.k = r->plus.k;
+    r->p.t_nb = r->plus.t_nb;
     secagg_round_graph_seed(exp_seed, round_id, r->p.graph_seed);
-    int rc = 0;
     r->dp = cfg->dp;
+    if (rc < 0) {
+        secagg_round_free(r);
+        return rc;
+    }
     if (r->p.t > n) {
         rc = err_set(err, FN_EINVAL, "secure aggregation threshold %u is above the %u clients selected", r->p.t, n);
     } else if (r->dp) {
@@ -100,6 +105,10 @@ int secagg_round_new(const secagg_round_config_t *cfg, uint64_t round_id, uint64
         if (!(r->f > 0))
             rc = err_set(err, FN_EINVAL, "no fixed-point scale fits %u clients clipped to %g in %u bits", n,
                          cfg->clip, r->p.bits);
+    }
+    if (rc == 0 && !r->p.k) { /* full SecAgg: the bounds at the threshold actually used */
+        r->plus.log2_abort = secagg_log2_binom_below(n, r->p.t, 1 - cfg->dropout);
+        r->plus.log2_privacy = secagg_log2_binom_at_least(n, r->p.t, cfg->corruption);
     }
     if (rc == 0)
         rc = secagg_server_new(&r->p, &r->srv, err);
@@ -123,6 +132,7 @@ void secagg_round_free(secagg_round_t *r)
     free(r->ids);
     free(r->member);
     free(r->answered);
+    free(r->acc);
     free(r);
 }
 
@@ -164,9 +174,39 @@ int secagg_round_expects(const secagg_round_t *r, uint32_t id)
     return r->phase < SECAGG_PHASE_DONE && i >= 0 && r->member[i] && !r->answered[i];
 }
 
+/* An ACCUSE from site i (index), in the masked phase instead of its masked input. */
+static int add_accusation(secagg_round_t *r, int i, uint32_t id, const uint8_t *data, size_t len, err_t *err)
+{
+    uint32_t sender, count, *ids = FN_MALLOC((size_t)r->n * sizeof *ids);
+    int rc = secagg_accusation_read(data, len, r->p.round_id, &sender, ids, r->n, &count, err);
+    if (rc == 0 && sender != id)
+        rc = err_set(err, FN_EPROTO, "sa_accuse claims to come from client %u", sender);
+    for (uint32_t j = 0; rc == 0 && j < count; j++)
+        if (!secagg_server_relayed(r->srv, ids[j], id)) /* it never got a ciphertext from that one */
+            rc = err_set(err, FN_EPROTO, "sa_accuse names client %u, whose shares were not relayed to it", ids[j]);
+    if (rc < 0) {
+        free(ids);
+        return err_set(err, FN_EPROTO, "%s", err->msg);
+    }
+    if (r->n_acc + count > r->cap_acc) {
+        r->cap_acc = 2 * (r->n_acc + count);
+        r->acc = realloc(r->acc, (size_t)r->cap_acc * 2 * sizeof *r->acc);
+        FN_CHECK(r->acc);
+    }
+    for (uint32_t j = 0; j < count; j++) {
+        r->acc[2 * r->n_acc] = id;
+        r->acc[2 * r->n_acc + 1] = ids[j];
+        r->n_acc++;
+    }
+    free(ids);
+    r->answered[i] = 1; /* it aborted: nothing more will come from it this attempt */
+    return 0;
+}
+
 int secagg_round_add(secagg_round_t *r, uint32_t id, const char *type, const uint8_t *data, size_t len, err_t *err)
 {
-    if (r->phase >= SECAGG_PHASE_DONE || strcmp(type, k_in_types[r->phase]) != 0)
+    int accuse = r->phase == SECAGG_PHASE_MASKED && strcmp(type, "sa_accuse") == 0;
+    if (!accuse && (r->phase >= SECAGG_PHASE_DONE || strcmp(type, k_in_types[r->phase]) != 0))
         return err_set(err, FN_EPROTO, "%s outside its phase (now expecting %s)", type, secagg_round_expected_type(r));
     int i = index_of(r, id);
     if (i < 0 || !r->member[i])
@@ -180,6 +220,8 @@ int secagg_round_add(secagg_round_t *r, uint32_t id, const char *type, const uin
     uint32_t sender = (uint32_t)data[4] | (uint32_t)data[5] << 8 | (uint32_t)data[6] << 16 | (uint32_t)data[7] << 24;
     if (sender != id)
         return err_set(err, FN_EPROTO, "%s claims to come from client %u", type, sender);
+    if (accuse)
+        return add_accusation(r, i, id, data, len, err);
     int rc;
     switch (r->phase) {
     case SECAGG_PHASE_ADVERT: rc = secagg_server_add_advert(r->srv, data, len, err); break;
@@ -281,3 +323,34 @@ uint32_t secagg_round_survivors(const secagg_round_t *r, int phase)
 double secagg_round_error_bound(const secagg_round_t *r) { return (double)r->n / r->f; }
 
 const dp_ddp_plan_t *secagg_round_dp_plan(const secagg_round_t *r) { return r->dp ? &r->plan : NULL; }
+
+uint32_t secagg_round_accusations(const secagg_round_t *r, const uint32_t **pairs)
+{
+    *pairs = r->acc;
+    return r->n_acc;
+}
+
+static int listed(const uint32_t *ids, uint32_t n, uint32_t id)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (ids[i] == id)
+            return 1;
+    return 0;
+}
+
+uint32_t secagg_round_dispute_pairs(const uint32_t *pairs, uint32_t n_pairs, uint32_t *excluded,
+                                    uint32_t *n_excluded, uint32_t cap)
+{
+    uint32_t added = 0;
+    for (uint32_t i = 0; i < n_pairs && *n_excluded + 2 <= cap; i++) {
+        uint32_t u = pairs[2 * i], v = pairs[2 * i + 1];
+        if (u == v || listed(excluded, *n_excluded, u) || listed(excluded, *n_excluded, v))
+            continue;
+        excluded[(*n_excluded)++] = u;
+        excluded[(*n_excluded)++] = v;
+        added++;
+    }
+    return added;
+}
+
+const secagg_plus_plan_t *secagg_round_plus_plan(const secagg_round_t *r) { return &r->plus; }

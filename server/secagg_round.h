@@ -6,7 +6,9 @@
  * Wire (header {"type", "round", "sa_round"} plus one WIRE_U8 frame holding the library message):
  *   server -> site  "train" with a "secagg" object (secagg_round_info), "sa_keys" (ADVERT_LIST),
  *                   "sa_relay" (RELAY), "sa_unmask_req" (UNMASK_REQ)
- *   site -> server  "sa_advert", "sa_shares", "sa_masked", "sa_unmask"
+ *   site -> server  "sa_advert", "sa_shares", "sa_masked", "sa_unmask"; or, instead of
+ *                   "sa_masked", "sa_accuse" (ACCUSE) from a site that aborted because share
+ *                   ciphertexts in its relay failed to authenticate
  * Phases: 0 advert (the deadline covers local training), 1 shares, 2 masked, 3 unmask. Each
  * closes when every site still expected has answered or at its deadline; a close with fewer
  * than t answers aborts the round (FN_ESTATE): nothing is committed and the caller starts the
@@ -25,6 +27,7 @@
 
 #include "common/err.h"
 #include "crypto/dp.h"
+#include "crypto/secagg.h"
 
 typedef struct secagg_round secagg_round_t;
 
@@ -37,6 +40,9 @@ typedef struct secagg_round_config {
     int dp;            /* distributed discrete Gaussian noise, added by the sites */
     double dp_sigma;   /* its noise multiplier (>= 0) */
     uint32_t dp_min_summed; /* the fewest inputs the caller commits a sum with (clients.min_fit) */
+    /* SecAgg+ without an explicit k: k and t_nb from these expected rates (secagg_plan_plus; the
+     * experiment's secure_aggregation.dropout and .corruption, defaults 0.1 and 0.05). */
+    double dropout, corruption;
 } secagg_round_config_t;
 
 enum { SECAGG_PHASE_ADVERT = 0, SECAGG_PHASE_SHARES, SECAGG_PHASE_MASKED, SECAGG_PHASE_UNMASK, SECAGG_PHASE_DONE };
@@ -77,6 +83,23 @@ int secagg_round_add(secagg_round_t *r, uint32_t id, const char *type, const uin
  * the round must abort (below t, missing shares); FN_EPROTO when shares were tampered with. */
 int secagg_round_close(secagg_round_t *r, secagg_round_send_fn send, void *ctx, float *decoded, uint32_t *n_summed,
                        err_t *err);
+/* The accusations the masked phase took, in arrival order: pairs[2i] accused pairs[2i+1] of
+ * sending a share ciphertext that failed to authenticate. Each is checked to be possible (the
+ * accused's ciphertext was relayed to the accuser) but cannot be verified: the server cannot
+ * read the ciphertexts, so it cannot tell a garbling sender from a lying accuser. An accuser
+ * has aborted and is no longer waited for. Returns the count. */
+uint32_t secagg_round_accusations(const secagg_round_t *r, const uint32_t **pairs);
+/* The dispute-pair rule the server applies to them before the round's next attempt: in order,
+ * an accusation between two sites neither of which is already in excluded[0..*n_excluded) adds
+ * both to it; any other is moot. Each pair added holds at least one misbehaving site (the
+ * accused sent garbage, or the accuser lied), so m misbehaving sites can exclude at most m
+ * honest ones from a round, however many accusations they make, and a garbling site is out of
+ * the round after the first attempt it garbles. excluded has room for cap ids; returns the
+ * number of pairs added. */
+uint32_t secagg_round_dispute_pairs(const uint32_t *pairs, uint32_t n_pairs, uint32_t *excluded,
+                                    uint32_t *n_excluded, uint32_t cap);
+/* The SecAgg+ plan this round runs with (k = 0: full SecAgg) and its failure bounds. */
+const secagg_plus_plan_t *secagg_round_plus_plan(const secagg_round_t *r);
 /* |U1|, |U2|, |U3| after their closes (0 before). */
 uint32_t secagg_round_survivors(const secagg_round_t *r, int phase);
 /* The documented bound on the decoding error per coordinate of the sum: n / f (without DP noise). */

@@ -47,7 +47,9 @@ long long server_send(server_t *s, sites_site_t *site, json_t *hdr, const wire_f
 
 void server_add_train_stats(server_t *s, long long samples, double loss, double accuracy)
 {
-    if (samples < 1 || samples > FN_MAX_SAMPLES || !isfinite(loss) || !isfinite(accuracy))
+    /* Every path that stores training statistics (plain updates, secagg adverts) passes here:
+     * a peer's numbers are checked before they reach the round's metrics. */
+    if (samples < 1 || samples > FN_MAX_SAMPLES || !site_train_stats_ok(loss, accuracy))
         return;
     s->rnd.train_loss_sum += (double)samples * loss;
     s->rnd.train_acc_sum += (double)samples * accuracy;
@@ -182,6 +184,7 @@ void server_free(server_t *s)
         return;
     sites_free(s->sites);
     secagg_round_free(s->sa.round);
+    free(s->sa.excluded);
     collect_free(s);
     dp_free(s);
     engine_model_free(s->mod.model);

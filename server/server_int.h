@@ -98,6 +98,10 @@ typedef struct server_sa {
     double phase_s[4];
     uint32_t summed;
     double clip; /* the L2 bound each site clips its input to */
+    /* Sites left out of this round's later attempts by the dispute-pair rule (secagg_round.h:
+     * accusations), cleared when the round ends; and the n whose parameters were last logged. */
+    uint32_t *excluded, n_excluded, cap_excluded;
+    uint32_t logged_n;
 } server_sa_t;
 
 /* The round in progress: its number, what it has seen, how long each phase took. */

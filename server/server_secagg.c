@@ -69,13 +69,27 @@ int sa_round_phases(server_t *s, err_t *err)
     return 0;
 }
 
+static int is_excluded(const server_t *s, int id)
+{
+    for (uint32_t i = 0; i < s->sa.n_excluded; i++)
+        if (s->sa.excluded[i] == (uint32_t)id)
+            return 1;
+    return 0;
+}
+
 int sa_round_begin(server_t *s, err_t *err)
 {
     int count = sites_count(s->sites);
     uint32_t *ids = FN_MALLOC((size_t)(count > 0 ? count : 1) * sizeof *ids), n = 0;
-    for (int i = 0; i < count; i++)
-        if (sites_at(s->sites, i)->selected)
-            ids[n++] = (uint32_t)sites_at(s->sites, i)->id;
+    for (int i = 0; i < count; i++) {
+        sites_site_t *site = sites_at(s->sites, i);
+        if (site->selected && is_excluded(s, site->id)) { /* a dispute pair of an earlier attempt */
+            site->selected = 0;
+            s->rnd.selected--;
+        }
+        if (site->selected)
+            ids[n++] = (uint32_t)site->id;
+    }
     const config_t *c = s->cfg;
     secagg_round_config_t rc_cfg = {.plus = c->secagg.plus,
                                     .threshold = (uint32_t)c->secagg.threshold,
@@ -86,14 +100,71 @@ int sa_round_begin(server_t *s, err_t *err)
                                                                                             : c->secagg.clip,
                                     .dp = c->dp.enabled,
                                     .dp_sigma = s->dp.z_updates,
-                                    .dp_min_summed = (uint32_t)c->clients.min_fit};
+                                    .dp_min_summed = (uint32_t)c->clients.min_fit,
+                                    .dropout = c->secagg.dropout,
+                                    .corruption = c->secagg.corruption};
     memset(s->sa.phase_s, 0, sizeof s->sa.phase_s);
     s->sa.summed = 0;
     s->sa.clip = rc_cfg.clip;
     int rc = secagg_round_new(&rc_cfg, secagg_round_id(s->opt.run_id, s->rnd.round, s->sa.attempt), c->seed, ids, n,
                               (uint32_t)s->mod.m, &s->sa.round, err);
     free(ids);
+    if (rc == 0 && n != s->sa.logged_n) { /* the parameters and their failure bounds, per cohort size */
+        const secagg_plus_plan_t *pl = secagg_round_plus_plan(s->sa.round);
+        char what[96];
+        if (pl->k)
+            snprintf(what, sizeof what, "SecAgg+ with k = %u neighbours, threshold %u per neighbourhood", pl->k,
+                     pl->t_nb);
+        else
+            snprintf(what, sizeof what, "full SecAgg (threshold %u)", n ? secagg_default_t(n) : 0);
+        log_info("secure aggregation over %u sites: %s; at dropout %g and corruption %g, P(abort) <= 2^%.1f, "
+                 "P(privacy failure) <= 2^%.1f (corrupted neighbours) and 2^%.1f (graph split)",
+                 n, what, c->secagg.dropout, c->secagg.corruption, pl->log2_abort, pl->log2_privacy, pl->log2_split);
+        s->sa.logged_n = n;
+    }
     return rc < 0 ? err_set(err, FN_ESTATE, "%s", err->msg) : 0;
+}
+
+/* Before the next attempt of an aborted round: the accusations of this attempt, by the
+ * dispute-pair rule, leave sites out of the round's later attempts; logged and recorded. */
+static void apply_accusations(server_t *s)
+{
+    const uint32_t *pairs;
+    uint32_t np = secagg_round_accusations(s->sa.round, &pairs);
+    if (!np)
+        return;
+    uint32_t before = s->sa.n_excluded, need = before + 2 * np;
+    if (need > s->sa.cap_excluded) {
+        s->sa.cap_excluded = need;
+        s->sa.excluded = realloc(s->sa.excluded, (size_t)need * sizeof *s->sa.excluded);
+        FN_CHECK(s->sa.excluded);
+    }
+    secagg_round_dispute_pairs(pairs, np, s->sa.excluded, &s->sa.n_excluded, s->sa.cap_excluded);
+    err_t e;
+    for (uint32_t i = before; i + 1 < s->sa.n_excluded; i += 2) {
+        uint32_t u = s->sa.excluded[i], v = s->sa.excluded[i + 1];
+        const sites_site_t *su = NULL, *sv = NULL;
+        for (int j = 0; j < sites_count(s->sites); j++) {
+            const sites_site_t *x = sites_at(s->sites, j);
+            su = x->id == (int)u ? x : su;
+            sv = x->id == (int)v ? x : sv;
+        }
+        /* only ids and the allow-list's names: an accusation carries no text of the peer's */
+        log_warn("round %d (attempt %d): site %s (id %u) reports that the share ciphertext of site %s (id %u) did "
+                 "not authenticate; the server cannot tell which of the two misbehaved, so both sit out the rest of "
+                 "this round",
+                 s->rnd.round, s->sa.attempt + 1, su ? su->name : "?", u, sv ? sv->name : "?", v);
+        char name[48];
+        snprintf(name, sizeof name, "secagg_accused_%u", v); /* value: its accuser */
+        if (store_metric_insert(s->opt.store, s->opt.run_id, s->rnd.round, name, u, &e) < 0)
+            log_error("%s", e.msg);
+    }
+    if (s->sa.n_excluded > before &&
+        store_metric_insert(s->opt.store, s->opt.run_id, s->rnd.round, "secagg_excluded", s->sa.n_excluded, &e) < 0)
+        log_error("%s", e.msg);
+    if (np > (s->sa.n_excluded - before) / 2)
+        log_info("round %d: %u accusation%s moot (a party to each already sits out)", s->rnd.round,
+                 np - (s->sa.n_excluded - before) / 2, np - (s->sa.n_excluded - before) / 2 > 1 ? "s" : "");
 }
 
 /* Each honest input is clipped to C, so encoding error aside (at most n/f per coordinate of the
@@ -155,6 +226,8 @@ int sa_round_finish(server_t *s, int rc, err_t *err)
     }
     log_warn("round %d (attempt %d): secure aggregation aborted: %s; the round starts again with fresh keys",
              s->rnd.round, s->sa.attempt + 1, err->msg);
+    if (s->sa.round)
+        apply_accusations(s);
     secagg_round_free(s->sa.round);
     s->sa.round = NULL;
     s->rnd.round--;
@@ -197,6 +270,9 @@ void sa_on_message(server_t *s, wire_msg_t *msg)
         server_add_train_stats(s, samples < site->samples ? samples : site->samples,
                                json_is_number(loss) ? json_number_value(loss) : NAN,
                                json_is_number(acc) ? json_number_value(acc) : NAN);
+    } else if (strcmp(msg->type, "sa_accuse") == 0) { /* secagg_round checked it; acted on if the attempt aborts */
+        log_warn("round %d: site %s reports share ciphertexts that did not authenticate; it has aborted this attempt",
+                 s->rnd.round, site->name);
     } else if (strcmp(msg->type, "sa_masked") == 0) {
         site->reported = 1;
         if (store_client_contributed(s->opt.store, s->opt.run_id, site->id, (long long)msg->bytes,
@@ -248,4 +324,5 @@ void sa_round_end(server_t *s)
     secagg_round_free(s->sa.round);
     s->sa.round = NULL;
     s->sa.attempt = 0;
+    s->sa.n_excluded = 0; /* exclusions last one round: the next draws from every site again */
 }

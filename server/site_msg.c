@@ -105,8 +105,18 @@ int site_msg_update(const wire_msg_t *msg, size_t m, const compress_spec_t *spec
                        "expected %zu float32 values and a sample count, got %zu values and %lld samples", m,
                        values ? count : 0, u->samples);
     u->values = site_msg_aligned4(values, count, &u->owned);
+    /* Out-of-range statistics are dropped (NAN: not counted in the round's training metrics),
+     * the update itself is still good. */
     u->loss = finite_or_nan(json_object_get(msg->header, "loss"));
     u->accuracy = finite_or_nan(json_object_get(msg->header, "accuracy"));
+    if (!isnan(u->loss) && !site_train_loss_ok(u->loss)) {
+        log_warn("%s: update with training loss %g ignored (expected 0 to %g)", msg->user_id, u->loss, SITE_MAX_LOSS);
+        u->loss = NAN;
+    }
+    if (!isnan(u->accuracy) && !site_train_accuracy_ok(u->accuracy)) {
+        log_warn("%s: update with training accuracy %g ignored (expected 0 to 1)", msg->user_id, u->accuracy);
+        u->accuracy = NAN;
+    }
     return 0;
 }
 
@@ -123,6 +133,15 @@ void site_update_bound(const sites_t *s, const sites_site_t *site, site_update_t
     log_warn("%s %s: update claims %lld samples, more than the %lld it registered with; weighed as %lld", sites_noun(s),
              site->name, u->samples, site->samples, site->samples);
     u->samples = site->samples;
+}
+
+int site_train_loss_ok(double loss) { return loss >= 0 && loss <= SITE_MAX_LOSS; }
+
+int site_train_accuracy_ok(double accuracy) { return accuracy >= 0 && accuracy <= 1; }
+
+int site_train_stats_ok(double loss, double accuracy)
+{
+    return site_train_loss_ok(loss) && site_train_accuracy_ok(accuracy);
 }
 
 int site_eval_check(long long samples, double loss, double accuracy, err_t *err)

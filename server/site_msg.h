@@ -17,7 +17,7 @@
 typedef struct site_update {
     const float *values; /* in the message, in owned (copied to be aligned) or in the caller's buffer */
     long long samples;   /* in [1, FN_MAX_SAMPLES] */
-    double loss, accuracy; /* NAN when the site sent none that is a finite number */
+    double loss, accuracy; /* NAN when the site sent none that site_train_stats_ok accepts */
     void *owned;
 } site_update_t;
 
@@ -51,6 +51,14 @@ void site_update_release(site_update_t *u);
  * update by the count it claims, so an unchecked claim (up to FN_MAX_SAMPLES) would let one site
  * outweigh all others. A larger claim is logged and weighed as the registered count. */
 void site_update_bound(const sites_t *s, const sites_site_t *site, site_update_t *u);
+
+/* Training statistics a peer reports, before anything stores or averages them: a loss that is
+ * a finite number in [0, SITE_MAX_LOSS] (cross-entropy is never negative) and an accuracy in
+ * [0, 1]. 1 when both are. */
+#define SITE_MAX_LOSS 1e6
+int site_train_loss_ok(double loss);
+int site_train_accuracy_ok(double accuracy);
+int site_train_stats_ok(double loss, double accuracy);
 
 /* An evaluation answer's numbers, and the message carrying them. */
 int site_eval_check(long long samples, double loss, double accuracy, err_t *err);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "common/limits.h"
 #include "common/log.h"
@@ -23,9 +24,13 @@ struct sites {
     void *ctx, *sock, *mon;
     zap_t *zap;
     char endpoint[256];
+    struct timespec allow_mtime; /* the allow-list file as last read, to notice edits */
+    off_t allow_size;
     sites_site_t *site;
     int count, cap;
 };
+
+static void drop(sites_t *s, sites_site_t *site);
 
 int sites_open(const sites_options_t *opt, sites_t **out, err_t *err)
 {
@@ -47,6 +52,11 @@ int sites_open(const sites_options_t *opt, sites_t **out, err_t *err)
         err_wrap(err, "%s", opt->key_hint);
     if (rc == 0) {
         snprintf(path, sizeof path, "%s/allowed_clients", s->keys_dir);
+        struct stat sb;
+        if (stat(path, &sb) == 0) {
+            s->allow_mtime = sb.st_mtim;
+            s->allow_size = sb.st_size;
+        }
         rc = keys_allow_load(path, &s->allow, err);
     }
     if (rc < 0) {
@@ -167,6 +177,65 @@ static int same_route(const sites_site_t *site, const wire_msg_t *msg)
     return site->identity_len == msg->identity_len && memcmp(site->identity, msg->identity, msg->identity_len) == 0;
 }
 
+/* Whether name, with key (when the ZAP handler told it), is on the allow-list as last read. */
+static int allowed(const sites_t *s, const char *name, const char *key)
+{
+    const keys_allow_entry_t *e = keys_allow_find_name(&s->allow, name);
+    return e && (!key[0] || strcmp(e->public_z85, key) == 0);
+}
+
+/* A new site's id: its place on the list, unless a site registered earlier holds that number
+ * (a list edited mid-run shifts places); then the next one no site can hold. Never 0. */
+static int new_id(const sites_t *s, long place)
+{
+    int top = s->allow.count;
+    int taken = 0;
+    for (int i = 0; i < s->count; i++) {
+        taken |= s->site[i].id == place;
+        if (s->site[i].id > top)
+            top = s->site[i].id;
+    }
+    return taken || place < 1 ? top + 1 : (int)place;
+}
+
+/* Re-reads the allow-list when its file changed (always when force). One that cannot be read
+ * keeps the previous list. A connected site no longer on the new list with the key it joined
+ * with is dropped: ZAP refuses only new connections, and ROUTER cannot close one peer's
+ * connection, so from here on receive_all ignores its messages too. */
+static void allow_refresh(sites_t *s, int force)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/allowed_clients", s->keys_dir);
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return;
+    int same = sb.st_mtim.tv_sec == s->allow_mtime.tv_sec && sb.st_mtim.tv_nsec == s->allow_mtime.tv_nsec &&
+               sb.st_size == s->allow_size;
+    if (same && !force)
+        return;
+    s->allow_mtime = sb.st_mtim;
+    s->allow_size = sb.st_size;
+    keys_allow_t fresh;
+    err_t e;
+    if (keys_allow_load(path, &fresh, &e) < 0) {
+        if (!same)
+            log_error("keeping the previous allow-list: %s", e.msg);
+        return;
+    }
+    keys_allow_free(&s->allow);
+    s->allow = fresh;
+    for (int i = 0; i < s->count; i++) {
+        sites_site_t *site = &s->site[i];
+        if (!(site->connected || site->clogged) || allowed(s, site->name, site->public_z85))
+            continue;
+        log_warn("%s %s is no longer on the allow-list with the key it joined with: dropped, its messages ignored",
+                 s->opt.noun, site->name);
+        site->clogged = 0;
+        if (site->connected)
+            drop(s, site);
+    }
+}
+
 sites_site_t *sites_hello(sites_t *s, const wire_msg_t *msg)
 {
     const char *name = msg->user_id;
@@ -183,15 +252,14 @@ sites_site_t *sites_hello(sites_t *s, const wire_msg_t *msg)
         log_warn("%s %s: hello without a valid sample count; ignored", s->opt.noun, name);
         return NULL;
     }
-    if (!site && !keys_allow_find_name(&s->allow, name)) {
-        /* Admitted by the ZAP handler from a newer allow-list than ours. */
-        char path[PATH_MAX];
-        keys_allow_t fresh;
-        err_t e;
-        snprintf(path, sizeof path, "%s/allowed_clients", s->keys_dir);
-        if (keys_allow_load(path, &fresh, &e) == 0) {
-            keys_allow_free(&s->allow);
-            s->allow = fresh;
+    if (!allowed(s, name, msg->peer_key)) {
+        /* Admitted by the ZAP handler from a newer allow-list than ours, or taken off it since:
+         * read it again. A list that cannot be read keeps the old one, and a name not on the
+         * list is refused rather than registered without a place on it (id 0). */
+        allow_refresh(s, 1);
+        if (!allowed(s, name, msg->peer_key)) {
+            log_warn("%s %s: hello from a key not on the allow-list (as last read); ignored", s->opt.noun, name);
+            return NULL;
         }
     }
     if (!site) {
@@ -205,16 +273,14 @@ sites_site_t *sites_hello(sites_t *s, const wire_msg_t *msg)
         snprintf(site->name, sizeof site->name, "%s", name);
         /* The id is the site's place on the allow-list, not its arrival order, so that the
          * per-site training seeds and therefore the run are the same every time. */
-        for (int i = 0; i < s->allow.count; i++)
-            if (strcmp(s->allow.entries[i].name, name) == 0) {
-                site->id = i + 1;
-                memcpy(site->public_z85, s->allow.entries[i].public_z85, sizeof site->public_z85);
-            }
+        site->id = new_id(s, keys_allow_find_name(&s->allow, name) - s->allow.entries + 1);
         log_info("%s %s joined (%lld samples)", s->opt.noun, name, samples);
     } else if (!site->connected) {
         log_info("%s %s rejoined", s->opt.noun, name);
     }
-    /* A repeated hello (a retry, or a reconnect) refreshes the route. */
+    /* A repeated hello (a retry, or a reconnect) refreshes the route, and the key (it may be a
+     * replaced one, under the same name). */
+    memcpy(site->public_z85, keys_allow_find_name(&s->allow, name)->public_z85, sizeof site->public_z85);
     memcpy(site->identity, msg->identity, msg->identity_len);
     site->identity_len = msg->identity_len;
     site->fd = msg->srcfd;
@@ -282,6 +348,8 @@ static void drain_monitor(sites_t *s)
 
 static void receive_all(sites_t *s)
 {
+    allow_refresh(s, 0); /* a stat: an edited list takes effect before its next message */
+    int reread = 0;
     for (int i = 0; i < SITES_RECEIVE_BATCH; i++) {
         wire_msg_t msg;
         err_t e;
@@ -294,6 +362,11 @@ static void receive_all(sites_t *s)
         }
         if (!msg.user_id[0])
             log_warn("dropped a message from an unauthenticated peer");
+        else if (!allowed(s, msg.user_id, msg.peer_key) && (reread++ || (allow_refresh(s, 1), 1)) &&
+                 !allowed(s, msg.user_id, msg.peer_key))
+            /* At most one forced re-read a batch (a site just added), so a flood from a
+             * revoked key costs no more than one. */
+            log_warn("%s %s: message from a key no longer on the allow-list dropped", s->opt.noun, msg.user_id);
         else if (s->opt.on_message(s->opt.owner, &msg) < 0)
             log_warn("%s %s: unexpected \"%s\" message dropped", s->opt.noun, msg.user_id, msg.type);
         wire_msg_close(&msg);

@@ -105,7 +105,20 @@ static void *zap_main(void *arg)
         const char *text = name ? "OK" : "key not allowed";
         zmq_send(z->sock, text, strlen(text), ZMQ_SNDMORE);
         zmq_send(z->sock, name ? name : "", name ? strlen(name) : 0, ZMQ_SNDMORE);
-        zmq_send(z->sock, "", 0, 0);
+        /* The key as metadata ("X-Key") on every message of the connection: the name alone
+         * cannot tell an old connection from a new one after the name's key was replaced, and
+         * the registry checks each message against the allow-list as it is now. */
+        unsigned char meta[1 + 5 + 4 + KEYS_Z85_LEN];
+        size_t mlen = 0;
+        if (name) {
+            meta[0] = 5;
+            memcpy(meta + 1, "X-Key", 5);
+            meta[6] = meta[7] = meta[8] = 0;
+            meta[9] = KEYS_Z85_LEN;
+            memcpy(meta + 10, z85, KEYS_Z85_LEN);
+            mlen = sizeof meta;
+        }
+        zmq_send(z->sock, meta, mlen, 0);
     }
     zmq_close(z->sock);
     return NULL;

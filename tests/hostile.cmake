@@ -4,7 +4,7 @@
 # it registered with.
 add_executable(hostile_client integration/hostile_client.c)
 target_link_libraries(hostile_client PRIVATE fednas_crypto fednas_common)
-foreach(name hello_flood overclaim)
+foreach(name hello_flood overclaim hostile)
   add_test(NAME integration_${name}
            COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/integration/${name}.sh $<TARGET_FILE:fednas>)
   set_tests_properties(integration_${name} PROPERTIES TIMEOUT 600

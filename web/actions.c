@@ -2,8 +2,12 @@
  * not call into server/): launch and resume start `fednas run ... --http off` as a detached
  * process (double fork, own session, output to a log file in the state folder) on the same
  * run store, and stop sends SIGTERM to the process serving a run, which finishes the round in
- * flight, marks the run stopped and exits. */
+ * flight, marks the run stopped and exits. The pid recorded with a run is trusted only while
+ * that process holds the store open (web_serves_store): a server that was killed leaves its
+ * run "running" with a pid that may be reused; such a run is shown as "interrupted" and may be
+ * resumed, and its stale pid is never signalled. */
 #define _GNU_SOURCE /* close_range */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -11,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -84,6 +89,66 @@ static int alive(long pid)
     st[n] = '\0';
     const char *rp = strrchr(st, ')');
     return !(rp && rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X'));
+}
+
+/* Whether pid is the process that serves a run of the store at db_path: 1 yes, 0 no (gone, a
+ * zombie, or a process that does not hold the store open), -1 cannot tell (not our process).
+ * The server opens the store before it records its pid and keeps it open until it has marked
+ * the run finished, so a pid recorded by a server that was SIGKILLed or OOM-killed, then
+ * reused by an unrelated process, fails the second test. The open file is compared by device
+ * and inode, so the store's path may be spelled differently here and there. A server in
+ * another pid namespace (another container) than the dashboard looks gone: with WAL, SQLite
+ * needs both on one host anyway. */
+int web_serves_store(long pid, const char *db_path)
+{
+    if (pid <= 0)
+        return 0;
+    if (kill((pid_t)pid, 0) != 0)
+        return errno == EPERM ? -1 : 0;
+    if (!alive(pid))
+        return 0;
+    struct stat db;
+    if (stat(db_path, &db) != 0)
+        return 0;
+    char dir[64];
+    snprintf(dir, sizeof dir, "/proc/%ld/fd", pid);
+    DIR *d = opendir(dir);
+    if (!d)
+        return errno == EACCES || errno == EPERM ? -1 : 0;
+    int found = 0;
+    for (struct dirent *de; !found && (de = readdir(d)) != NULL;) {
+        char fd_path[64 + 256];
+        struct stat sb;
+        snprintf(fd_path, sizeof fd_path, "%s/%s", dir, de->d_name);
+        found = de->d_name[0] != '.' && stat(fd_path, &sb) == 0 && sb.st_dev == db.st_dev && sb.st_ino == db.st_ino;
+    }
+    closedir(d);
+    return found;
+}
+
+void web_runs_mark_interrupted(store_t *s, const char *db_path, json_t *runs)
+{
+    json_t *one = json_is_object(runs) ? runs : NULL;
+    size_t n = one ? 1 : json_array_size(runs);
+    for (size_t i = 0; i < n; i++) {
+        json_t *row = one ? one : json_array_get(runs, i);
+        const char *st = json_string_value(json_object_get(row, "status"));
+        if (!st || strcmp(st, "running") != 0)
+            continue;
+        int64_t pid = 0;
+        char status[16];
+        err_t e = {0};
+        /* pid 0: a server from before pids were recorded, or not yet recorded: cannot tell. */
+        if (store_run_pid(s, json_integer_value(json_object_get(row, "id")), &pid, status, &e) < 0 || pid <= 0 ||
+            web_serves_store((long)pid, db_path) != 0)
+            continue;
+        char msg[160];
+        snprintf(msg, sizeof msg, "interrupted: the server process (pid %lld) is gone; resume the run to continue "
+                 "from its last committed round", (long long)pid);
+        json_object_set_new(row, "status", json_string("interrupted"));
+        json_object_set_new(row, "message", json_string(msg));
+        json_object_del(row, "phase");
+    }
 }
 
 static void sleep_ms(int ms)
@@ -245,9 +310,36 @@ int web_api_stop(const web_req_t *rq)
         return web_send_error(rq, 409, "the process serving run %lld is not known to this dashboard; stop it where it "
                                        "runs (Ctrl-C)",
                               (long long)id);
-    if (kill((pid_t)pid, SIGTERM) != 0)
+    /* A pidfd pins the process: the identity checked below is the one signalled, even if the
+     * server exits and its pid is reused in between. */
+    int pfd = -1;
+#ifdef SYS_pidfd_open
+    pfd = (int)syscall(SYS_pidfd_open, (pid_t)pid, 0);
+#endif
+    int serves = web_serves_store(pid, rq->db_path);
+    if (serves == 0) {
+        if (pfd >= 0)
+            close(pfd);
+        log_warn("web: stop run %lld: pid %ld no longer serves %s; not signalled", (long long)id, pid, rq->db_path);
+        return web_send_json(rq, 409,
+                             json_pack("{s:s, s:I, s:s}", "error",
+                                       "the server of this run is gone (killed?): the run is interrupted; resume it to "
+                                       "continue from its last committed round",
+                                       "run_id", (json_int_t)id, "status", "interrupted"));
+    }
+    int sent;
+#ifdef SYS_pidfd_send_signal
+    if (pfd >= 0)
+        sent = serves > 0 ? (int)syscall(SYS_pidfd_send_signal, pfd, SIGTERM, NULL, 0) : -1;
+    else
+#endif
+        sent = serves > 0 ? kill((pid_t)pid, SIGTERM) : -1;
+    int err_no = serves > 0 ? errno : EPERM;
+    if (pfd >= 0)
+        close(pfd);
+    if (sent != 0)
         return web_send_error(rq, 409, "cannot signal process %ld of run %lld: %s", pid, (long long)id,
-                              strerror(errno));
+                              strerror(err_no));
     log_info("web: stop run %lld: SIGTERM to pid %ld", (long long)id, pid);
     return web_send_json(rq, 202, json_pack("{s:I, s:I, s:s}", "run_id", (json_int_t)id, "pid", (json_int_t)pid,
                                             "signal", "SIGTERM"));
@@ -265,7 +357,9 @@ int web_api_resume(const web_req_t *rq)
     char status[16];
     if ((rc = run_process(rq, id, &pid, status)) != 0)
         return rc;
-    if (strcmp(status, "running") == 0 && alive(pid))
+    /* A pid that no longer serves the store (reused after the server was killed) does not
+     * block a resume. */
+    if (strcmp(status, "running") == 0 && web_serves_store(pid, rq->db_path) != 0)
         return web_send_error(rq, 409, "run %lld is running (pid %ld)", (long long)id, pid);
     char dir[4096 + 16], log_path[4096 + 64], idstr[24], rnd[13];
     err_t e = {0};

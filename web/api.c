@@ -25,7 +25,7 @@ int web_parse_u64(const char *s, size_t n, long long max, long long *out)
         if (s[i] < '0' || s[i] > '9')
             return -1;
         unsigned d = (unsigned)(s[i] - '0');
-        if (v > ((unsigned long long)max - d) / 10)
+        if (d > (unsigned long long)max || v > ((unsigned long long)max - d) / 10)
             return -1;
         v = v * 10 + d;
     }
@@ -139,9 +139,27 @@ int web_api_healthz(const web_req_t *rq)
     return web_send_json(rq, 200, json_pack("{s:s}", "status", "ok"));
 }
 
-int web_api_runs(const web_req_t *rq) { return serve_query(rq, store_runs_json); }
+/* Runs whose server is gone show as "interrupted" (actions.c); t_store_path is the store of
+ * the handle the query runs on. */
+static int runs_query(store_t *s, json_t **out, err_t *e)
+{
+    int rc = store_runs_json(s, out, e);
+    if (rc == 0)
+        web_runs_mark_interrupted(s, t_store_path, *out);
+    return rc;
+}
 
-int web_api_run(const web_req_t *rq) { return serve_run_query(rq, store_run_json); }
+static int run_query(store_t *s, int64_t id, json_t **out, err_t *e)
+{
+    int rc = store_run_json(s, id, out, e);
+    if (rc == 0)
+        web_runs_mark_interrupted(s, t_store_path, *out);
+    return rc;
+}
+
+int web_api_runs(const web_req_t *rq) { return serve_query(rq, runs_query); }
+
+int web_api_run(const web_req_t *rq) { return serve_run_query(rq, run_query); }
 
 static int nas_search_json(store_t *s, int64_t id, json_t **out, err_t *e) { return store_nas_json(s, id, -1, out, e); }
 
@@ -559,4 +577,17 @@ int web_api_prometheus(const web_req_t *rq)
     int rc = web_send(rq, 200, "text/plain; version=0.0.4; charset=utf-8", b.p, b.len, "no-store", NULL);
     free(b.p);
     return rc;
+}
+
+/* ---- for api_nas.c: the same store handle, id parsing, answers and CSV writer --------------- */
+
+store_t *web_api_store(const web_req_t *rq, int *status) { return open_store(rq, status); }
+
+int web_api_run_id(const web_req_t *rq, int64_t *id, int *status) { return run_id(rq, id, status); }
+
+int web_api_reply(const web_req_t *rq, int rc, json_t *body, const err_t *e) { return reply(rq, rc, body, e); }
+
+int web_api_send_csv(const web_req_t *rq, json_t *rows, const char *const *cols, const char *filename)
+{
+    return send_csv(rq, rows, cols, filename);
 }

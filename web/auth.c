@@ -11,8 +11,16 @@
  * sends back in X-CSRF-Token on every state-changing request. Tokens, session ids and CSRF
  * tokens are compared in constant time. Restarting the server ends every session.
  *
- * Failed token checks are counted per client IP in a fixed window: WEB_AUTH_MAX_FAILS in
- * WEB_AUTH_WINDOW_S seconds, then 429 until the window ends. */
+ * Token checks are counted per client IP in a fixed window of WEB_AUTH_WINDOW_S seconds:
+ * WEB_AUTH_MAX_FAILS failures, or WEB_AUTH_MAX_LOGINS logins (sessions opened and WebSockets
+ * opened with a bearer token, successful or not: each costs a session slot or a worker), then
+ * 429 until the window ends. A bearer token on a plain request is checked, not counted when
+ * right (API clients and scrapers send it with every request).
+ *
+ * The session table is bounded (N_SESSIONS). A new session takes a free or expired slot, else
+ * the least recently used session of a viewer; only an admin login may take the least recently
+ * used admin session; a viewer login that finds only admin sessions is refused (503), so a
+ * viewer can never log the admin out. */
 #include <civetweb.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -34,12 +42,14 @@ typedef struct session {
     char csrf[WEB_TOKEN_HEX + 1];
     int role;
     time_t expires;
+    time_t last_used;
 } session_t;
 
 typedef struct ip_fail {
     char ip[48];
     time_t window_start;
-    int count;
+    int count;  /* failed token checks */
+    int logins; /* sessions and bearer WebSockets opened */
 } ip_fail_t;
 
 struct web_auth {
@@ -142,26 +152,36 @@ int web_auth_session_new(web_auth_t *a, int role, char sid[WEB_TOKEN_HEX + 1], c
         return -1;
     time_t now = time(NULL);
     pthread_mutex_lock(&a->lock);
-    /* A free or expired slot, else the one closest to expiry. */
-    int best = 0;
-    for (int i = 0; i < N_SESSIONS; i++) {
-        if (a->sessions[i].expires <= now) {
+    /* A free or expired slot; else the least recently used viewer session; else, for an admin
+     * only, the least recently used admin session. */
+    int best = -1, lru_viewer = -1, lru_admin = -1;
+    for (int i = 0; i < N_SESSIONS && best < 0; i++) {
+        session_t *s = &a->sessions[i];
+        if (s->expires <= now)
             best = i;
-            break;
-        }
-        if (a->sessions[i].expires < a->sessions[best].expires)
-            best = i;
+        else if (s->role == WEB_ROLE_ADMIN) {
+            if (lru_admin < 0 || s->last_used < a->sessions[lru_admin].last_used)
+                lru_admin = i;
+        } else if (lru_viewer < 0 || s->last_used < a->sessions[lru_viewer].last_used)
+            lru_viewer = i;
+    }
+    if (best < 0)
+        best = lru_viewer >= 0 ? lru_viewer : role == WEB_ROLE_ADMIN ? lru_admin : -1;
+    if (best < 0) {
+        pthread_mutex_unlock(&a->lock);
+        return -2;
     }
     session_t *s = &a->sessions[best];
     memcpy(s->id, sid, WEB_TOKEN_HEX + 1);
     memcpy(s->csrf, csrf, WEB_TOKEN_HEX + 1);
     s->role = role;
     s->expires = now + a->session_ttl_s;
+    s->last_used = now;
     pthread_mutex_unlock(&a->lock);
     return 0;
 }
 
-int web_auth_session_get(web_auth_t *a, const char *sid, char csrf[WEB_TOKEN_HEX + 1])
+static int session_find(web_auth_t *a, const char *sid, char csrf[WEB_TOKEN_HEX + 1], int touch)
 {
     size_t n = sid ? strlen(sid) : 0;
     if (n != WEB_TOKEN_HEX)
@@ -175,11 +195,30 @@ int web_auth_session_get(web_auth_t *a, const char *sid, char csrf[WEB_TOKEN_HEX
             role = s->role;
             if (csrf)
                 memcpy(csrf, s->csrf, WEB_TOKEN_HEX + 1);
+            if (touch)
+                s->last_used = now;
             break;
         }
     }
     pthread_mutex_unlock(&a->lock);
     return role;
+}
+
+int web_auth_session_get(web_auth_t *a, const char *sid, char csrf[WEB_TOKEN_HEX + 1])
+{
+    return session_find(a, sid, csrf, 1);
+}
+
+int web_auth_session_alive(web_auth_t *a, const char *sid)
+{
+    return session_find(a, sid, NULL, 0) != WEB_ROLE_NONE;
+}
+
+void web_auth_session_ttl(web_auth_t *a, int seconds)
+{
+    pthread_mutex_lock(&a->lock);
+    a->session_ttl_s = seconds;
+    pthread_mutex_unlock(&a->lock);
 }
 
 void web_auth_session_drop(web_auth_t *a, const char *sid)
@@ -221,13 +260,14 @@ int web_auth_limited(web_auth_t *a, const char *ip)
     pthread_mutex_lock(&a->lock);
     ip_fail_t *f = ip_slot(a, ip ? ip : "", now, 0);
     int wait = 0;
-    if (f && now - f->window_start < WEB_AUTH_WINDOW_S && f->count >= WEB_AUTH_MAX_FAILS)
+    if (f && now - f->window_start < WEB_AUTH_WINDOW_S &&
+        (f->count >= WEB_AUTH_MAX_FAILS || f->logins >= WEB_AUTH_MAX_LOGINS))
         wait = (int)(WEB_AUTH_WINDOW_S - (now - f->window_start));
     pthread_mutex_unlock(&a->lock);
     return wait;
 }
 
-void web_auth_failed(web_auth_t *a, const char *ip)
+static void count(web_auth_t *a, const char *ip, int failed)
 {
     time_t now = time(NULL);
     pthread_mutex_lock(&a->lock);
@@ -235,9 +275,22 @@ void web_auth_failed(web_auth_t *a, const char *ip)
     if (now - f->window_start >= WEB_AUTH_WINDOW_S) {
         f->window_start = now;
         f->count = 0;
+        f->logins = 0;
     }
-    f->count++;
+    if (failed)
+        f->count++;
+    f->logins++;
     pthread_mutex_unlock(&a->lock);
+}
+
+void web_auth_failed(web_auth_t *a, const char *ip)
+{
+    count(a, ip, 1);
+}
+
+void web_auth_logged_in(web_auth_t *a, const char *ip)
+{
+    count(a, ip, 0);
 }
 
 /* ---- the login flow ------------------------------------------------------------------ */
@@ -289,7 +342,27 @@ static int unauthorized(const web_req_t *rq, const char *why)
 
 static int too_many(const web_req_t *rq, int wait)
 {
-    return web_send_error(rq, 429, "too many failed logins from this address; try again in %d s", wait);
+    return web_send_error(rq, 429, "too many logins or failed logins from this address; try again in %d s", wait);
+}
+
+/* The session table holds only admin sessions and a viewer asked for one. */
+static int sessions_full(const web_req_t *rq)
+{
+    static const char body[] = "{\"error\":\"too many open sessions; try again later\"}";
+    struct mg_connection *c = rq->conn;
+    if (mg_response_header_start(c, 503) != 0)
+        return 503;
+    mg_response_header_add(c, "Content-Type", "application/json", -1);
+    mg_response_header_add(c, "Retry-After", "60", -1);
+    mg_response_header_add(c, "Cache-Control", "no-store", -1);
+    char n[16];
+    snprintf(n, sizeof n, "%zu", sizeof body - 1);
+    mg_response_header_add(c, "Content-Length", n, -1);
+    web_add_security_headers(rq);
+    mg_response_header_send(c);
+    if (!rq->head)
+        mg_write(c, body, sizeof body - 1);
+    return 503;
 }
 
 /* The query string without its token parameters, into out ("" when nothing is left). */
@@ -354,8 +427,10 @@ int web_api_session(const web_req_t *rq)
 
 int web_api_logout(const web_req_t *rq)
 {
-    if (rq->session)
+    if (rq->session) {
         web_auth_session_drop(rq->w->auth, rq->session);
+        web_events_wake(rq->w->events); /* its WebSockets close now, not at the next period */
+    }
     char cookie[128];
     snprintf(cookie, sizeof cookie, "%s=; Path=/; Max-Age=0; HttpOnly;%s SameSite=Strict", rq->w->cookie_name,
              rq->w->tls ? " Secure;" : "");
@@ -391,8 +466,14 @@ int web_authenticate(web_req_t *rq, const struct mg_request_info *ri)
             log_warn("web: wrong access token from %s", ip);
             return unauthorized(rq, "wrong access token; use the URL fednas printed when it started");
         }
+        web_auth_logged_in(w->auth, ip);
         char sid[WEB_TOKEN_HEX + 1], csrf[WEB_TOKEN_HEX + 1];
-        if (web_auth_session_new(w->auth, role, sid, csrf) < 0)
+        int rc = web_auth_session_new(w->auth, role, sid, csrf);
+        if (rc == -2) {
+            log_warn("web: refusing a viewer session from %s: the session table is full", ip);
+            return sessions_full(rq);
+        }
+        if (rc < 0)
             return web_send_error(rq, 500, "no random bytes for a session");
         return login_redirect(rq, ri->local_uri_raw ? ri->local_uri_raw : "/", sid);
     }
@@ -432,8 +513,9 @@ int web_authenticate(web_req_t *rq, const struct mg_request_info *ri)
                             "Authorization: Bearer TOKEN");
 }
 
-int web_ws_authorized(struct web *w, const struct mg_connection *conn)
+int web_ws_authorized(struct web *w, const struct mg_connection *conn, char sid_out[WEB_TOKEN_HEX + 1])
 {
+    sid_out[0] = '\0';
     const char *host = mg_get_header(conn, "Host");
     if (w->loopback && !web_host_allowed(host))
         return 0;
@@ -446,10 +528,27 @@ int web_ws_authorized(struct web *w, const struct mg_connection *conn)
             return 0;
     }
     const char *authz = mg_get_header(conn, "Authorization");
-    if (authz && strncasecmp(authz, "Bearer ", 7) == 0)
-        return web_auth_check_token(w->auth, authz + 7, strlen(authz + 7)) != WEB_ROLE_NONE;
+    if (authz) {
+        /* A bearer socket is a login: the same per-address limit as ?token=. */
+        const struct mg_request_info *ri = mg_get_request_info(conn);
+        const char *ip = ri ? ri->remote_addr : "";
+        if (web_auth_limited(w->auth, ip) > 0)
+            return 0;
+        int ok = strncasecmp(authz, "Bearer ", 7) == 0 &&
+                 web_auth_check_token(w->auth, authz + 7, strlen(authz + 7)) != WEB_ROLE_NONE;
+        if (ok)
+            web_auth_logged_in(w->auth, ip);
+        else {
+            web_auth_failed(w->auth, ip);
+            log_warn("web: wrong access token on a WebSocket from %s", ip);
+        }
+        return ok;
+    }
     const char *cookies = mg_get_header(conn, "Cookie");
     char sid[WEB_TOKEN_HEX + 2];
-    return cookies && mg_get_cookie(cookies, w->cookie_name, sid, sizeof sid) == WEB_TOKEN_HEX &&
-           web_auth_session_get(w->auth, sid, NULL) != WEB_ROLE_NONE;
+    if (!cookies || mg_get_cookie(cookies, w->cookie_name, sid, sizeof sid) != WEB_TOKEN_HEX ||
+        web_auth_session_get(w->auth, sid, NULL) == WEB_ROLE_NONE)
+        return 0;
+    memcpy(sid_out, sid, WEB_TOKEN_HEX + 1);
+    return 1;
 }

@@ -10,7 +10,14 @@
  *
  * A socket is accepted only with a valid session cookie or bearer token, and an Origin (when
  * sent) naming this server, so another site cannot open it with the user's cookie. Each socket
- * holds a civetweb worker, so at most WEB_WS_MAX are open at once. */
+ * holds a civetweb worker, so at most WEB_WS_MAX are open at once. A socket opened with a
+ * session lives only as long as the session: the poller closes it within a period after a
+ * logout or the session's expiry.
+ *
+ * Sending never blocks the poller: each socket has its own writer thread and a queue of at
+ * most WS_QUEUE messages or WS_QUEUE_BYTES bytes (shared, reference-counted texts); a socket
+ * whose queue is full cannot keep up and is closed, so one slow or stalled browser delays
+ * nobody else (the page reconnects and reloads what it missed through the REST API). */
 #include <civetweb.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -25,6 +32,35 @@
 
 #define WEB_WS_MAX 8
 #define POLL_MS 200
+#define WS_QUEUE 1024               /* events waiting for one socket, at most */
+#define WS_QUEUE_BYTES (1024 * 1024) /* and their bytes: a socket this far behind is not reading */
+
+/* One event's text, shared by every socket's queue. */
+typedef struct ws_msg {
+    int refs; /* __atomic */
+    size_t len;
+    char text[];
+} ws_msg_t;
+
+static void msg_unref(ws_msg_t *m)
+{
+    if (m && __atomic_sub_fetch(&m->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        free(m);
+}
+
+/* One open socket (civetweb's connection data); the writer thread alone writes events to it. */
+typedef struct ws_peer {
+    struct mg_connection *conn;
+    char sid[WEB_TOKEN_HEX + 1]; /* the session it was opened with, "" for a bearer token */
+    pthread_t writer;
+    int writer_started;
+    pthread_mutex_t lock; /* everything below */
+    pthread_cond_t wake;
+    ws_msg_t *q[WS_QUEUE];
+    size_t head, n, bytes;
+    int closing; /* we end it: drop the queue, send a close frame, write nothing more */
+    int gone;    /* civetweb ends it: write nothing more */
+} ws_peer_t;
 
 struct web_events {
     struct web *w;
@@ -34,13 +70,24 @@ struct web_events {
     pthread_mutex_t lock; /* conns, n, stop */
     pthread_cond_t wake;
     int stop;
-    struct mg_connection *conns[WEB_WS_MAX];
+    ws_peer_t *peers[WEB_WS_MAX];
     int n;
     /* poller state (its thread only) */
     int64_t data_version, last_rowid;
     json_t *runs, *clients; /* previous snapshots: "id" -> state */
     int baseline;
+    web_events_nas_t *nas; /* events_nas.c's state */
 };
+
+/* Asks the peer's writer to close it (a logout, an expiry, a full queue). Caller holds p->lock. */
+static void peer_close_locked(ws_peer_t *p, const char *why)
+{
+    if (p->closing || p->gone)
+        return;
+    p->closing = 1;
+    log_info("web: closing a WebSocket: %s", why);
+    pthread_cond_signal(&p->wake);
+}
 
 static void broadcast(web_events_t *ev, json_t *msg)
 {
@@ -49,11 +96,94 @@ static void broadcast(web_events_t *ev, json_t *msg)
     if (!text)
         return;
     size_t len = strlen(text);
-    pthread_mutex_lock(&ev->lock);
-    for (int i = 0; i < ev->n; i++)
-        mg_websocket_write(ev->conns[i], MG_WEBSOCKET_OPCODE_TEXT, text, len);
-    pthread_mutex_unlock(&ev->lock);
+    ws_msg_t *m = malloc(sizeof *m + len + 1);
+    if (m) {
+        m->refs = 1; /* ours, until every queue has taken its own */
+        m->len = len;
+        memcpy(m->text, text, len + 1);
+    }
     free(text);
+    if (!m)
+        return;
+    pthread_mutex_lock(&ev->lock);
+    for (int i = 0; i < ev->n; i++) {
+        ws_peer_t *p = ev->peers[i];
+        pthread_mutex_lock(&p->lock);
+        if (p->n == WS_QUEUE || p->bytes + len > WS_QUEUE_BYTES)
+            peer_close_locked(p, "it does not keep up with the events");
+        else if (!p->closing && !p->gone) {
+            __atomic_add_fetch(&m->refs, 1, __ATOMIC_ACQ_REL);
+            p->q[(p->head + p->n++) % WS_QUEUE] = m;
+            p->bytes += len;
+            pthread_cond_signal(&p->wake);
+        }
+        pthread_mutex_unlock(&p->lock);
+    }
+    pthread_mutex_unlock(&ev->lock);
+    msg_unref(m);
+}
+
+/* The writer of one socket: a blocking write stalls this thread only. */
+static void *peer_writer(void *arg)
+{
+    ws_peer_t *p = arg;
+    pthread_mutex_lock(&p->lock);
+    for (;;) {
+        while (p->n == 0 && !p->closing && !p->gone)
+            pthread_cond_wait(&p->wake, &p->lock);
+        if (p->gone)
+            break;
+        if (p->closing) {
+            pthread_mutex_unlock(&p->lock);
+            static const char going_away[] = {0x03, (char)0xe9}; /* 1001: going away */
+            mg_websocket_write(p->conn, MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE, going_away, sizeof going_away);
+            pthread_mutex_lock(&p->lock);
+            break;
+        }
+        ws_msg_t *m = p->q[p->head];
+        p->head = (p->head + 1) % WS_QUEUE;
+        p->n--;
+        p->bytes -= m->len;
+        pthread_mutex_unlock(&p->lock);
+        int rc = mg_websocket_write(p->conn, MG_WEBSOCKET_OPCODE_TEXT, m->text, m->len);
+        msg_unref(m);
+        pthread_mutex_lock(&p->lock);
+        if (rc <= 0) {
+            p->gone = 1; /* the connection failed: civetweb ends it */
+            break;
+        }
+    }
+    /* What is left is never sent. */
+    for (; p->n > 0; p->n--, p->head = (p->head + 1) % WS_QUEUE)
+        msg_unref(p->q[p->head]);
+    p->bytes = 0;
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+/* Closes the sockets whose session ended (logout, expiry). Runs on the poller, every period. */
+static void close_ended_sessions(web_events_t *ev)
+{
+    web_auth_t *auth = web_auth_of(ev->w);
+    pthread_mutex_lock(&ev->lock);
+    for (int i = 0; i < ev->n; i++) {
+        ws_peer_t *p = ev->peers[i];
+        if (p->sid[0] && !web_auth_session_alive(auth, p->sid)) {
+            pthread_mutex_lock(&p->lock);
+            peer_close_locked(p, "its session ended (logout or expiry)");
+            pthread_mutex_unlock(&p->lock);
+        }
+    }
+    pthread_mutex_unlock(&ev->lock);
+}
+
+void web_events_wake(web_events_t *ev)
+{
+    if (!ev)
+        return;
+    pthread_mutex_lock(&ev->lock);
+    pthread_cond_signal(&ev->wake);
+    pthread_mutex_unlock(&ev->lock);
 }
 
 static const char *client_event(const char *status)
@@ -154,6 +284,7 @@ static void poll_once(web_events_t *ev, store_t *s)
         }
         json_decref(rounds);
     }
+    web_events_nas_poll(&ev->nas, s, ev->baseline, broadcast, ev); /* candidate_*, before run_status */
     if (store_run_states_json(s, &runs, &e) == 0) {
         diff_runs(ev, runs);
         json_decref(runs);
@@ -172,6 +303,7 @@ static void *poller(void *arg)
     pthread_mutex_lock(&ev->lock);
     while (!ev->stop) {
         pthread_mutex_unlock(&ev->lock);
+        close_ended_sessions(ev);
         err_t e = {0};
         if (!s && store_open(ev->db_path, 1, &s, &e) < 0)
             s = NULL; /* not there yet: the server may create it later */
@@ -205,38 +337,74 @@ static void *poller(void *arg)
 
 /* ---- civetweb's WebSocket callbacks ------------------------------------------------------- */
 
+static void peer_free(ws_peer_t *p)
+{
+    pthread_cond_destroy(&p->wake);
+    pthread_mutex_destroy(&p->lock);
+    free(p);
+}
+
 static int ws_connect(const struct mg_connection *conn, void *cbdata)
 {
     web_events_t *ev = cbdata;
-    if (!web_ws_authorized(ev->w, conn))
+    char sid[WEB_TOKEN_HEX + 1];
+    if (!web_ws_authorized(ev->w, conn, sid))
         return 1; /* civetweb closes it */
     pthread_mutex_lock(&ev->lock);
     int full = ev->n >= WEB_WS_MAX;
     pthread_mutex_unlock(&ev->lock);
-    if (full)
+    if (full) {
         log_warn("web: refusing a WebSocket: %d are open already", WEB_WS_MAX);
-    return full;
+        return 1;
+    }
+    ws_peer_t *p = calloc(1, sizeof *p);
+    if (!p)
+        return 1;
+    memcpy(p->sid, sid, sizeof p->sid);
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->wake, NULL);
+    mg_set_user_connection_data(conn, p);
+    return 0;
 }
 
 static void ws_ready(struct mg_connection *conn, void *cbdata)
 {
     web_events_t *ev = cbdata;
-    pthread_mutex_lock(&ev->lock);
-    if (ev->n < WEB_WS_MAX)
-        ev->conns[ev->n++] = conn;
-    pthread_mutex_unlock(&ev->lock);
+    ws_peer_t *p = mg_get_user_connection_data(conn);
+    if (!p)
+        return;
+    p->conn = conn;
     static const char hello[] = "{\"type\":\"hello\"}";
     mg_websocket_write(conn, MG_WEBSOCKET_OPCODE_TEXT, hello, sizeof hello - 1);
+    p->writer_started = pthread_create(&p->writer, NULL, peer_writer, p) == 0;
+    pthread_mutex_lock(&ev->lock);
+    int listed = p->writer_started && ev->n < WEB_WS_MAX;
+    if (listed)
+        ev->peers[ev->n++] = p;
+    pthread_mutex_unlock(&ev->lock);
+    if (!listed) { /* no writer, or a race for the last place lost: no events for it */
+        pthread_mutex_lock(&p->lock);
+        peer_close_locked(p, "no room for another WebSocket");
+        pthread_mutex_unlock(&p->lock);
+    }
     /* Poll at once: the page's first event comes without waiting a period. */
     pthread_cond_signal(&ev->wake);
 }
 
 static int ws_data(struct mg_connection *conn, int bits, char *data, size_t len, void *cbdata)
 {
-    (void)data, (void)len, (void)cbdata;
+    (void)cbdata;
     int op = bits & 0x0f;
     if (op == MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE)
         return 0;
+    ws_peer_t *p = mg_get_user_connection_data(conn);
+    if (p) {
+        pthread_mutex_lock(&p->lock);
+        int closing = p->closing;
+        pthread_mutex_unlock(&p->lock);
+        if (closing)
+            return 0; /* a socket we are closing: whatever it sends ends it */
+    }
     if (op == MG_WEBSOCKET_OPCODE_PING)
         mg_websocket_write(conn, MG_WEBSOCKET_OPCODE_PONG, data, len);
     return 1; /* the page sends nothing we act on */
@@ -245,14 +413,26 @@ static int ws_data(struct mg_connection *conn, int bits, char *data, size_t len,
 static void ws_close(const struct mg_connection *conn, void *cbdata)
 {
     web_events_t *ev = cbdata;
+    ws_peer_t *p = mg_get_user_connection_data(conn);
+    if (!p)
+        return;
     pthread_mutex_lock(&ev->lock);
     for (int i = 0; i < ev->n; i++) {
-        if (ev->conns[i] == conn) {
-            ev->conns[i] = ev->conns[--ev->n];
+        if (ev->peers[i] == p) {
+            ev->peers[i] = ev->peers[--ev->n];
             break;
         }
     }
     pthread_mutex_unlock(&ev->lock);
+    pthread_mutex_lock(&p->lock);
+    p->gone = 1;
+    pthread_cond_signal(&p->wake);
+    pthread_mutex_unlock(&p->lock);
+    /* Nothing writes to the connection once this returns: civetweb frees it next. */
+    if (p->writer_started)
+        pthread_join(p->writer, NULL);
+    mg_set_user_connection_data(conn, NULL);
+    peer_free(p);
 }
 
 int web_events_start(struct web *w, struct mg_context *ctx, const char *db_path, web_events_t **out, err_t *err)
@@ -288,6 +468,7 @@ void web_events_stop(web_events_t *ev)
     }
     json_decref(ev->runs);
     json_decref(ev->clients);
+    web_events_nas_free(ev->nas);
     pthread_cond_destroy(&ev->wake);
     pthread_mutex_destroy(&ev->lock);
     free(ev->db_path);

@@ -10,8 +10,10 @@
  *    (web_viewer_url). Opening a URL with ?token=T sets a session cookie (HttpOnly, Secure,
  *    SameSite=Strict) and redirects to the same URL without the token. API clients may send
  *    "Authorization: Bearer T" instead. Every state-changing request of a cookie session must
- *    carry X-CSRF-Token (the fednas_csrf cookie, or "csrf" of GET /api/session). Ten failed
- *    tokens from one IP in a minute get 429 until the minute ends. Only /healthz is open;
+ *    carry X-CSRF-Token (the fednas_csrf cookie, or "csrf" of GET /api/session). Logins are
+ *    limited per IP (web/auth.c): ten failed tokens, or thirty logins of any outcome (?token=
+ *    sessions and bearer WebSockets), in a minute get 429 with Retry-After; a new session never
+ *    evicts an admin's unless it is an admin's. Only /healthz is open;
  *    everything else answers 401 (JSON under /api/ and /metrics, the login page elsewhere).
  *
  * Routes (GET and HEAD unless marked POST):
@@ -35,6 +37,8 @@
  * web page cannot read the API through DNS rebinding. Debian's civetweb has no IPv6. */
 #ifndef FEDNAS_WEB_WEB_H
 #define FEDNAS_WEB_WEB_H
+
+#include <stddef.h>
 
 #include "common/err.h"
 
@@ -71,5 +75,20 @@ const char *web_url(const web_t *w);
 const char *web_viewer_url(const web_t *w);
 /* Stops the server, waiting for requests in flight; NULL is a no-op. */
 void web_stop(web_t *w);
+
+/* ---- the dashboard's HTTPS pieces, for another endpoint in this process (`fednas serve`) ----
+ * Same declarations as in web_internal.h: civetweb's library state with the OpenSSL 3 shim
+ * (tls_load.c), the raised civetweb thread stacks to wrap around mg_start2 (thread_stack.c),
+ * and the access tokens with their per-IP failure limit (auth.c). Roles: 1 viewer, 2 admin. */
+typedef struct web_auth web_auth_t;
+int web_lib_acquire(int tls, err_t *err);
+void web_lib_release(void);
+void web_stack_raise(int on);
+int web_auth_create(const char *admin_token, const char *viewer_token, web_auth_t **out, err_t *err);
+void web_auth_free(web_auth_t *a);
+const char *web_auth_token(const web_auth_t *a, int role);
+int web_auth_check_token(const web_auth_t *a, const char *tok, size_t len);
+int web_auth_limited(web_auth_t *a, const char *ip);
+void web_auth_failed(web_auth_t *a, const char *ip);
 
 #endif

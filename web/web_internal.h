@@ -1,8 +1,8 @@
 /* web_internal: what the files of web/ share. Not a public header: only web/ (and the web unit
  * test) includes it. Its users: web.c (life cycle, server state), route.c (dispatch), respond.c
  * (responses), auth.c (login flow), host_guard.c (DNS rebinding), tls_load.c (OpenSSL shim and
- * civetweb's library state), thread_stack.c (civetweb's stacks), api.c and actions.c (REST
- * handlers), events.c (WebSocket) and static.c (embedded assets). */
+ * civetweb's library state), thread_stack.c (civetweb's stacks), api.c, api_nas.c and actions.c
+ * (REST handlers), events.c and events_nas.c (WebSocket) and static.c (embedded assets). */
 #ifndef FEDNAS_WEB_WEB_INTERNAL_H
 #define FEDNAS_WEB_WEB_INTERNAL_H
 
@@ -90,6 +90,7 @@ const char *web_header(const web_req_t *rq, const char *name);
 #include "common/err.h"
 #define WEB_TOKEN_HEX 64 /* 32 random bytes as hex */
 #define WEB_AUTH_MAX_FAILS 10
+#define WEB_AUTH_MAX_LOGINS 30 /* a page reload needs none; a burst of tabs and tools fits */
 #define WEB_AUTH_WINDOW_S 60
 enum { WEB_ROLE_NONE = 0, WEB_ROLE_VIEWER = 1, WEB_ROLE_ADMIN = 2 };
 /* NULL/empty tokens are made random. */
@@ -98,13 +99,22 @@ void web_auth_free(web_auth_t *a);
 const char *web_auth_token(const web_auth_t *a, int role);
 /* The role a token grants (WEB_ROLE_NONE when it matches neither). */
 int web_auth_check_token(const web_auth_t *a, const char *tok, size_t len);
+/* 0, -1 (no random bytes), or -2: the table is full and this role may evict none (a viewer
+ * never evicts an admin session). */
 int web_auth_session_new(web_auth_t *a, int role, char sid[WEB_TOKEN_HEX + 1], char csrf[WEB_TOKEN_HEX + 1]);
-/* The session's role (NONE when unknown or expired); copies its CSRF token when csrf != NULL. */
+/* The session's role (NONE when unknown or expired); copies its CSRF token when csrf != NULL.
+ * Marks the session used (the table evicts the least recently used). */
 int web_auth_session_get(web_auth_t *a, const char *sid, char csrf[WEB_TOKEN_HEX + 1]);
+/* Whether the session exists and has not expired, without marking it used. */
+int web_auth_session_alive(web_auth_t *a, const char *sid);
 void web_auth_session_drop(web_auth_t *a, const char *sid);
+/* The lifetime of sessions opened from now on (12 h by default; tests shorten it). */
+void web_auth_session_ttl(web_auth_t *a, int seconds);
 /* Seconds until ip may try a token again, 0 when it may now. */
 int web_auth_limited(web_auth_t *a, const char *ip);
+/* Counts a failed token check, or a login (a session or a bearer WebSocket opened). */
 void web_auth_failed(web_auth_t *a, const char *ip);
+void web_auth_logged_in(web_auth_t *a, const char *ip);
 int web_csrf_equal(const char *expected, const char *given);
 /* nbytes random bytes as 2*nbytes hex characters plus NUL. */
 int web_random_hex(char *out, size_t nbytes);
@@ -136,11 +146,57 @@ int web_api_events(const web_req_t *rq);
 int web_api_rounds_csv(const web_req_t *rq);
 int web_api_clients_csv(const web_req_t *rq);
 int web_api_prometheus(const web_req_t *rq);
+/* What api.c lends api_nas.c: the thread's store handle (NULL after a 503), the {id} as a run
+ * id (-1 after a 400), a store query's answer (200 / 404 / 500) and a CSV download (rows stolen). */
+typedef struct store store_t;
+store_t *web_api_store(const web_req_t *rq, int *status);
+int web_api_run_id(const web_req_t *rq, int64_t *id, int *status);
+int web_api_reply(const web_req_t *rq, int rc, json_t *body, const err_t *e);
+int web_api_send_csv(const web_req_t *rq, json_t *rows, const char *const *cols, const char *filename);
+
+/* NAS searches (api_nas.c): candidates (sorted, filtered; JSON and CSV), one candidate with its
+ * architecture and lineage, the Pareto front, and every search with its hypervolume. */
+int web_api_nas_candidates(const web_req_t *rq);
+int web_api_nas_candidates_csv(const web_req_t *rq);
+int web_api_nas_candidate(const web_req_t *rq);
+int web_api_nas_pareto(const web_req_t *rq);
+int web_api_nas_searches(const web_req_t *rq);
+/* The Pareto front of n points (accuracy acc[i], maximised; cost x[i], minimised): front[i] = 1
+ * when no other point has accuracy >= and cost <= with one of them strictly better. Returns how
+ * many are on it. Non-finite points are never on it. */
+int web_nas_front(const double *acc, const double *x, int n, int *front);
+/* specs/nas.md's 2-objective hypervolume: the area dominated by the points (1 - acc[i],
+ * params[i] / 100000) inside the reference box (1, 1). */
+double web_nas_hypervolume(const double *acc, const double *params, int n);
+/* The candidate columns every NAS answer and event carries, as SQL (no genome/arch), and one
+ * JSON object per row of st (column name -> value; a column named "genome" or "arch" holding
+ * JSON text is embedded as JSON). Finalizes st. */
+#define WEB_NAS_CANDIDATE_COLUMNS                                                                  \
+    "seq, cand_id, rung, hash, parent, mutation, budget, status, attempts, diverged, reason, worker, " \
+    "cached_from, tell_seq, queued_at, started_at, ended_at, seconds, val_accuracy, val_loss, "       \
+    "train_loss, params, flops, latency_ms, threads"
+struct sqlite3_stmt;
+int web_nas_rows_json(struct sqlite3_stmt *st, json_t *arr, int nest_json);
+
+/* NAS candidate events (events_nas.c), polled by events.c's poller with the store it reads:
+ * candidate_added, candidate_started and candidate_finished for each candidate row written
+ * since the last poll; silent when baseline is 0 (it only records what is there). */
+typedef struct web_events_nas web_events_nas_t;
+void web_events_nas_poll(web_events_nas_t **state, store_t *s, int baseline,
+                         void (*send)(web_events_t *ev, json_t *msg), web_events_t *ev);
+void web_events_nas_free(web_events_nas_t *state);
 /* Admin actions (actions.c): GET lists runs, POST launches one from an experiment config. */
 int web_api_runs_collection(const web_req_t *rq);
 int web_api_stop(const web_req_t *rq);
 int web_api_resume(const web_req_t *rq);
 /* Child processes the dashboard started: the pid serving a run, 0 when not known here. */
+/* Whether pid is the process serving the store at db_path (it holds the file open): 1 yes, 0
+ * no (gone, or the pid was reused), -1 cannot tell (another user's process). */
+int web_serves_store(long pid, const char *db_path);
+/* Runs (an array of run objects, or one) the store says are "running" whose server is gone
+ * are shown as "interrupted", with a message; s is a handle on the store at db_path. */
+typedef struct store store_t;
+void web_runs_mark_interrupted(store_t *s, const char *db_path, json_t *runs);
 void web_children_note(struct web *w, int64_t run_id, long pid);
 long web_children_pid(struct web *w, int64_t run_id);
 
@@ -153,8 +209,11 @@ int web_parse_u64(const char *s, size_t n, long long max, long long *out);
 int web_events_start(struct web *w, struct mg_context *ctx, const char *db_path, web_events_t **out, err_t *err);
 void web_events_stop(web_events_t *ev);
 /* Whether a WebSocket upgrade request carries a valid session or bearer token and an Origin
- * (when present) that names this server (auth.c). */
-int web_ws_authorized(struct web *w, const struct mg_connection *conn);
+ * (when present) that names this server (auth.c); a bearer token counts against the login
+ * limit. sid_out: the session's id, "" for a bearer token. */
+int web_ws_authorized(struct web *w, const struct mg_connection *conn, char sid_out[WEB_TOKEN_HEX + 1]);
+/* Wakes the poller, which closes the sockets of ended sessions (after a logout). */
+void web_events_wake(web_events_t *ev);
 
 /* Dispatch (route.c): civetweb's request handler for "/", cbdata the struct web. */
 int web_route_request(struct mg_connection *conn, void *cbdata);

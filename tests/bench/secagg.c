@@ -2,7 +2,12 @@
  *   A: full SecAgg, n = 100, m = 1,663,370, 10% of clients drop after sharing keys (the costly
  *      case for the server): a real round through the message API; every client masks and the
  *      unmasked sum is checked exactly.
- *   B: SecAgg+, n = 1000 (k = 2 log2 n = 20), m = 100,000, 10% dropout: a real round likewise.
+ *   B: SecAgg+, n = 1000, m = 100,000, 10% dropout: a real round likewise, with k and t_nb from
+ *      secagg_plan_plus (dropout 0.1, corruption 0.05: k = 38, t_nb = 20). An abort (a
+ *      neighbourhood left below its threshold) is an outcome, counted and reported, not a crash.
+ *   Aborts: the share of n = 1000 rounds at 10% dropout that abort, over many graph seeds and
+ *      dropout draws (secagg_can_finish, which the unit tests check against real rounds), with the
+ *      old default k = 2 ceil(log2 n) = 20, t_nb = 14 and with the derived parameters.
  *   C: full SecAgg, n = 1000, m = 100,000: one representative client's work from the primitives
  *      the protocol runs (999 c-key and 999 s-key agreements, two Shamir splits at 1000 points,
  *      999 encryptions and decryptions, 1000 PRG expansions), since a real round would spend
@@ -69,6 +74,7 @@ typedef struct round_res {
     double client_share_s, client_mask_s, kernel_s, server_unmask_s, server_sum_s, rate;
     size_t client_bytes;
     uint32_t prg_streams, summed, server_streams;
+    int aborted; /* the round aborted at unmasking (a neighbourhood below its threshold) */
 } round_res_t;
 
 typedef struct work {
@@ -114,7 +120,8 @@ static void *mask_worker(void *arg)
 
 /* A real round: n clients, the ones flagged in drop2 vanish after sharing keys. Client 0 of the
  * survivors is timed alone; the rest mask on two threads. */
-static round_res_t real_round(uint32_t n, uint32_t m, uint32_t k, double drop_frac, uint64_t seed, uint32_t reps)
+static round_res_t real_round(uint32_t n, uint32_t m, uint32_t k, uint32_t t_nb, double drop_frac, uint64_t seed,
+                              uint32_t reps)
 {
     round_res_t res = {0};
     rng_t r;
@@ -122,7 +129,7 @@ static round_res_t real_round(uint32_t n, uint32_t m, uint32_t k, double drop_fr
     uint32_t *ids = malloc(n * sizeof *ids);
     for (uint32_t i = 0; i < n; i++)
         ids[i] = i + 1;
-    secagg_params_t p = {.round_id = seed, .n = n, .ids = ids, .m = m, .bits = 32, .k = k};
+    secagg_params_t p = {.round_id = seed, .n = n, .ids = ids, .m = m, .bits = 32, .k = k, .t_nb = t_nb};
     randombytes_buf(p.graph_seed, sizeof p.graph_seed);
     uint8_t *drop = calloc(n, 1), *masks_on = calloc(n, 1);
     uint32_t ndrop = (uint32_t)(drop_frac * n + 0.5);
@@ -228,17 +235,29 @@ static round_res_t real_round(uint32_t n, uint32_t m, uint32_t k, double drop_fr
     secagg_buf_t *ans = calloc(n, sizeof *ans);
     for (uint32_t i = 0; i < n; i++)
         if (!drop[i]) {
-            OK(secagg_client_unmask(cl[i], req.data, req.len, &ans[i], &e));
+            int rc = secagg_client_unmask(cl[i], req.data, req.len, &ans[i], &e);
+            if (rc == FN_ESTATE) { /* too few survivors around it: it refuses, the round will abort */
+                res.aborted = 1;
+                continue;
+            }
+            OK(rc);
             if (i == 0)
                 bytes0 += ans[i].len;
         }
     uint32_t *sum = malloc((size_t)m * 4);
     t0 = now();
     for (uint32_t i = 0; i < n; i++)
-        if (!drop[i])
+        if (!drop[i] && ans[i].data)
             OK(secagg_server_add_unmask(srv, ans[i].data, ans[i].len, &e));
-    OK(secagg_server_finish(srv, sum, &res.summed, &e));
+    int frc = secagg_server_finish(srv, sum, &res.summed, &e);
     res.server_unmask_s = now() - t0;
+    if (frc == FN_ESTATE) {
+        printf("round (n = %u, k = %u) aborted: %s\n", n, k, e.msg);
+        res.aborted = 1;
+        res.summed = 0;
+    } else {
+        OK(frc);
+    }
     /* the server's PRG expansions: one per survivor, plus one per (dropped, surviving neighbour) */
     res.server_streams = res.summed;
     {
@@ -252,7 +271,7 @@ static round_res_t real_round(uint32_t n, uint32_t m, uint32_t k, double drop_fr
         }
         free(nb);
     }
-    for (uint32_t j = 0; j < m; j++) {
+    for (uint32_t j = 0; j < m && !res.aborted; j++) {
         uint32_t want = 0;
         for (uint32_t i = 0; i < n; i++)
             if (!drop[i])
@@ -277,6 +296,37 @@ static round_res_t real_round(uint32_t n, uint32_t m, uint32_t k, double drop_fr
     free(masks_on);
     free(ids);
     return res;
+}
+
+/* The share of `rounds` rounds of n clients, exactly 10% of them dropping after sharing, that
+ * abort with (k, t_nb): a fresh graph seed and dropout draw each round. */
+static double abort_rate(uint32_t n, uint32_t k, uint32_t t_nb, int rounds, uint64_t seed)
+{
+    uint32_t *ids = malloc(n * sizeof *ids);
+    uint8_t *surv = malloc(n);
+    for (uint32_t i = 0; i < n; i++)
+        ids[i] = i + 1;
+    secagg_params_t p = {.n = n, .ids = ids, .m = 1, .k = k, .t_nb = t_nb};
+    rng_t r;
+    rng_seed(&r, seed);
+    int aborts = 0;
+    for (int round = 0; round < rounds; round++) {
+        for (int i = 0; i < 32; i++)
+            p.graph_seed[i] = (uint8_t)rng_next(&r);
+        memset(surv, 1, n);
+        for (uint32_t c = 0; c < n / 10;) {
+            uint32_t i = (uint32_t)rng_below(&r, n);
+            c += surv[i];
+            surv[i] = 0;
+        }
+        int rc = secagg_can_finish(&p, surv, &e);
+        if (rc < 0)
+            DIE("secagg_can_finish: %s", e.msg);
+        aborts += !rc;
+    }
+    free(ids);
+    free(surv);
+    return (double)aborts / rounds;
 }
 
 /* One client's work in full SecAgg from the protocol's primitives (see the header). */
@@ -340,9 +390,22 @@ int main(void)
            sodium_version_string());
 
     const uint32_t mA = 1663370, mB = 100000;
-    round_res_t A = real_round(100, mA, 0, 0.10, 11, 3);
+    secagg_plus_plan_t plan, old;
+    OK(secagg_plan_plus(1000, 0, 0.10, 0.05, &plan, &e));
+    OK(secagg_plan_plus(1000, secagg_default_k(1000), 0.10, 0.05, &old, &e));
+    printf("SecAgg+ n = 1000, dropout 0.10, corruption 0.05: k = %u, t_nb = %u; P(abort) <= 2^%.2f, "
+           "P(privacy failure) <= 2^%.2f (corrupted neighbours), 2^%.2f (graph split)\n", plan.k, plan.t_nb,
+           plan.log2_abort, plan.log2_privacy, plan.log2_split);
+    printf("  (old default k = %u, t_nb = %u: P(abort) <= 2^%.2f, P(privacy failure) <= 2^%.2f, 2^%.2f)\n", old.k,
+           old.t_nb, old.log2_abort, old.log2_privacy, old.log2_split);
+    const int n_rates = 2000;
+    double rate_old = abort_rate(1000, old.k, old.t_nb, n_rates, 31), rate_new = abort_rate(1000, plan.k, plan.t_nb,
+                                                                                          n_rates, 31);
+    printf("aborted rounds at n = 1000, 10%% dropout, %d graph and dropout draws: %.4f with k = %u, t_nb = %u; "
+           "%.4f with k = %u, t_nb = %u\n", n_rates, rate_old, old.k, old.t_nb, rate_new, plan.k, plan.t_nb);
+    round_res_t A = real_round(100, mA, 0, 0, 0.10, 11, 3);
     double est_mask_A, estA = primitive_client(100, mA, &est_mask_A);
-    round_res_t B = real_round(1000, mB, secagg_default_k(1000), 0.10, 12, 20);
+    round_res_t B = real_round(1000, mB, plan.k, plan.t_nb, 0.10, 12, 20);
     double rateC = chacha_rate();
     double est_mask_C, estC = 1e30, best_mask_C = 1e30;
     for (int rep = 0; rep < 2; rep++) {
@@ -363,6 +426,8 @@ int main(void)
            rateC / 1e9);
     printf("%-40s %16u %16u %16u\n", "PRG streams per client", A.prg_streams, B.prg_streams, 1000);
     printf("%-40s %16u %16u %16s\n", "clients summed (10% dropped)", A.summed, B.summed, "-");
+    printf("%-40s %16s %16s %16s\n", "round outcome", A.aborted ? "aborted" : "summed",
+           B.aborted ? "aborted" : "summed", "-");
     printf("%-40s %16.4f %16.4f %16.4f\n", "client share_keys s", A.client_share_s, B.client_share_s,
            estC - est_mask_C);
     printf("%-40s %16.4f %16.4f %16s\n", "client masked_input s (whole phase)", A.client_mask_s, B.client_mask_s,

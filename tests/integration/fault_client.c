@@ -9,7 +9,8 @@
  *                compute the expected mean); SAMPLES is the count it claims. In round R it does
  *                ACTION: die-before (exit on the model), die-after-advert, die-after-shares,
  *                die-after-masked (exit right after sending that message), mute-shares (stay
- *                connected but ignore the first sa_keys of round R), or none. With FAULT_DUMP set
+ *                connected but ignore the first sa_keys of round R), garble-shares (flip a bit in
+ *                every share ciphertext it sends in round R), or none. With FAULT_DUMP set
  *                it writes each model it receives to $FAULT_DUMP/rROUND.f32.
  *   check A B EXPECTED SELECTED SUMMED CLIP BITS
  *                not a client: checks that every coordinate of the float32 files B - A equals
@@ -164,15 +165,27 @@ int main(int argc, char **argv)
         if (sa && strncmp(m.type, "sa_", 3) == 0) {
             size_t len = 0;
             const uint8_t *d = wire_frame_data(&m, 0, WIRE_U8, &len);
-            const char *type;
+            const char *type = NULL;
             secagg_buf_t out = {0};
-            int hit = cur_round == sa_round;
+            int hit = cur_round == sa_round, rc = 0;
             if (st && d && hit && strcmp(action, "mute-shares") == 0 && strcmp(m.type, "sa_keys") == 0 && !muted) {
                 muted = 1;
                 fprintf(stderr, "fault_client: ignoring sa_keys in round %lld\n", cur_round);
-            } else if (!st || !d || secagg_site_step(st, m.type, d, len, &type, &out, &e) < 0) {
+            } else if (!st || !d || (rc = secagg_site_step(st, m.type, d, len, &type, &out, &e)) < 0) {
                 fprintf(stderr, "fault_client: %s dropped: %s\n", m.type, st && d ? e.msg : "no round");
+                if (rc == FN_EAUTH && type) { /* garbage shares: name their senders, as client.c does */
+                    fprintf(stderr, "fault_client: sending %s in round %lld\n", type, cur_round);
+                    send_sa(sock, type, run, cur_round, secagg_site_round_id(st), &out, 0);
+                }
+                secagg_buf_free(&out);
             } else {
+                if (hit && strcmp(action, "garble-shares") == 0 && strcmp(type, "sa_shares") == 0) {
+                    /* one bit off in every ciphertext: none will authenticate */
+                    for (size_t off = SECAGG_HEADER_LEN + 4; off + 4 + SECAGG_NONCE_LEN < out.len;
+                         off += 4 + SECAGG_NONCE_LEN + SECAGG_CT_LEN)
+                        out.data[off + 4 + SECAGG_NONCE_LEN + 7] ^= 0x20;
+                    fprintf(stderr, "fault_client: garbled its share ciphertexts in round %lld\n", cur_round);
+                }
                 send_sa(sock, type, run, cur_round, secagg_site_round_id(st), &out, 0);
                 secagg_buf_free(&out);
                 if (hit && ((strcmp(action, "die-after-shares") == 0 && strcmp(type, "sa_shares") == 0) ||

@@ -6,8 +6,19 @@
  *              It floods until it is killed.
  *   overclaim  registers with 100 samples, then answers every round with an update of zeros
  *              that claims FN_MAX_SAMPLES samples: unbounded, its weight would freeze the model.
- * Usage: hostile_client flood|overclaim ENDPOINT KIT_DIR */
+ *   attack     registers with 100 samples, then in every round sends, before its one valid
+ *              update: a header that is not JSON, a truncated frame (shorter than its header
+ *              declares), a frame the header does not declare, updates of the wrong size, with a
+ *              NaN and with an Inf, updates for another round and another run, a replay of the
+ *              previous round's update, and out-of-range training statistics; its valid update
+ *              (zeros) claims FN_MAX_SAMPLES samples; then it replays it. In round 2 it last sends
+ *              an update larger than the server's message limit (ZeroMQ closes that connection).
+ *   connflood N
+ *              opens and closes N connections, one at a time: even ones with its allowed key
+ *              (they say nothing), odd ones with a fresh key not on the allow-list.
+ * Usage: hostile_client flood|overclaim|attack ENDPOINT KIT_DIR, hostile_client connflood N ENDPOINT KIT_DIR */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,10 +81,131 @@ static int overclaim(void *sock)
     }
 }
 
+static void say(const char *what, long long round)
+{
+    printf("hostile_client: round %lld: sent %s\n", round, what);
+    fflush(stdout);
+}
+
+static void send_values(void *sock, long long run, long long round, long long samples, double loss, double acc,
+                        const float *v, size_t n)
+{
+    err_t e;
+    json_t *u = json_pack("{s:s, s:I, s:I, s:I, s:f, s:f}", "type", "update", "run", (json_int_t)run, "round",
+                          (json_int_t)round, "samples", (json_int_t)samples, "loss", loss, "accuracy", acc);
+    wire_frame_t f = {.name = "update", .dtype = WIRE_F32, .data = v, .count = n};
+    if (wire_send(sock, NULL, 0, u, &f, 1, 0, &e) < 0)
+        fprintf(stderr, "hostile_client: %s\n", e.msg);
+    json_decref(u);
+}
+
+/* A header (raw text) and one raw frame, bypassing wire_send's own consistency. */
+static void send_raw(void *sock, const char *header, const void *frame, size_t bytes)
+{
+    zmq_send(sock, header, strlen(header), frame ? ZMQ_SNDMORE : 0);
+    if (frame)
+        zmq_send(sock, frame, bytes, 0);
+}
+
+static void attack_round(void *sock, long long run, long long round, size_t n)
+{
+    float *v = calloc(n + 20000, sizeof *v);
+    char hdr[512];
+    send_raw(sock, "{\"type\": \"update\", \"v\": 1, this is not JSON", NULL, 0);
+    say("a header that is not JSON", round);
+    snprintf(hdr, sizeof hdr,
+             "{\"type\":\"update\",\"v\":%d,\"run\":%lld,\"round\":%lld,\"samples\":100,"
+             "\"frames\":[{\"name\":\"update\",\"dtype\":\"f32\",\"count\":%zu}]}",
+             WIRE_VERSION, run, round, n);
+    send_raw(sock, hdr, v, 4 * n - 2);
+    say("a truncated frame", round);
+    snprintf(hdr, sizeof hdr, "{\"type\":\"update\",\"v\":%d,\"run\":%lld,\"round\":%lld,\"samples\":100,\"frames\":[]}",
+             WIRE_VERSION, run, round);
+    send_raw(sock, hdr, v, 4 * n);
+    say("an undeclared frame", round);
+    send_values(sock, run, round, 100, 1, 0.5, v, n - 1);
+    send_values(sock, run, round, 100, 1, 0.5, v, n + 1);
+    say("updates of the wrong size", round);
+    v[n / 2] = NAN;
+    send_values(sock, run, round, 100, 1, 0.5, v, n);
+    v[n / 2] = INFINITY;
+    send_values(sock, run, round, 100, 1, 0.5, v, n);
+    v[n / 2] = 0;
+    say("NaN and Inf updates", round);
+    send_values(sock, run, round + 7, 100, 1, 0.5, v, n);
+    send_values(sock, run + 1, round, 100, 1, 0.5, v, n);
+    say("updates for another round and another run", round);
+    if (round > 1) {
+        send_values(sock, run, round - 1, 100, 1, 0.5, v, n);
+        say("a replay of the previous round's update", round);
+    }
+    send_values(sock, run, round, FN_MAX_SAMPLES, -5, 7, v, n);
+    say("its update claiming 1000000000 samples, loss -5, accuracy 7", round);
+    send_values(sock, run, round, 100, 1, 0.5, v, n);
+    say("a replay of its update", round);
+    if (round == 2) {
+        send_values(sock, run, round, 100, 1, 0.5, v, n + 20000);
+        say("an oversized update", round);
+    }
+    free(v);
+}
+
+static int attack(void *sock)
+{
+    err_t e;
+    json_t *h = json_pack("{s:s, s:i}", "type", "hello", "samples", 100);
+    wire_send(sock, NULL, 0, h, NULL, 0, 0, &e);
+    json_decref(h);
+    for (;;) {
+        wire_msg_t m;
+        if (wire_recv(sock, 0, &m, 0, &e) < 0)
+            continue;
+        int end = strcmp(m.type, "end") == 0;
+        size_t n = 0;
+        if (strcmp(m.type, "train") == 0 && wire_frame_data(&m, 0, WIRE_F32, &n) && n > 1)
+            attack_round(sock, wire_get_int(&m, "run", -1), wire_get_int(&m, "round", -1), n);
+        wire_msg_close(&m);
+        if (end)
+            return 0;
+    }
+}
+
+static int connflood(void *ctx, int count, const char *endpoint, const char *spk, const keys_pair_t *kp)
+{
+    struct timespec pause = {0, 5000000};
+    for (int i = 0; i < count; i++) {
+        char pub[KEYS_Z85_LEN + 1], sec[KEYS_Z85_LEN + 1];
+        if (i % 2) {
+            zmq_curve_keypair(pub, sec);
+        } else {
+            memcpy(pub, kp->public_z85, sizeof pub);
+            memcpy(sec, kp->secret_z85, sizeof sec);
+        }
+        void *sock = zmq_socket(ctx, ZMQ_DEALER);
+        int linger = 0;
+        zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+        zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, spk, KEYS_Z85_LEN + 1);
+        zmq_setsockopt(sock, ZMQ_CURVE_PUBLICKEY, pub, KEYS_Z85_LEN + 1);
+        zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, sec, KEYS_Z85_LEN + 1);
+        zmq_connect(sock, endpoint);
+        nanosleep(&pause, NULL);
+        zmq_close(sock);
+    }
+    printf("hostile_client: %d connections opened and closed\n", count);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 4 || (strcmp(argv[1], "flood") != 0 && strcmp(argv[1], "overclaim") != 0)) {
-        fprintf(stderr, "usage: hostile_client flood|overclaim ENDPOINT KIT_DIR\n");
+    int flood_count = 0;
+    if (argc == 5 && strcmp(argv[1], "connflood") == 0) {
+        flood_count = atoi(argv[2]);
+        argv++;
+        argc--;
+    } else if (argc != 4 || (strcmp(argv[1], "flood") != 0 && strcmp(argv[1], "overclaim") != 0 &&
+                             strcmp(argv[1], "attack") != 0)) {
+        fprintf(stderr, "usage: hostile_client flood|overclaim|attack ENDPOINT KIT_DIR\n"
+                        "       hostile_client connflood N ENDPOINT KIT_DIR\n");
         return 2;
     }
     const char *endpoint = argv[2], *kit = argv[3];
@@ -90,7 +222,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "hostile_client: %s\n", e.msg);
         return 1;
     }
-    void *ctx = zmq_ctx_new(), *sock = zmq_socket(ctx, ZMQ_DEALER);
+    void *ctx = zmq_ctx_new();
+    if (flood_count > 0) {
+        int rc = connflood(ctx, flood_count, endpoint, spk, kp);
+        keys_pair_free(kp);
+        zmq_ctx_term(ctx);
+        return rc;
+    }
+    void *sock = zmq_socket(ctx, ZMQ_DEALER);
     if (strcmp(argv[1], "flood") == 0) {
         int hwm = 1, rcvbuf = 4096;
         zmq_setsockopt(sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
@@ -106,7 +245,7 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "flood") == 0)
         flood(sock);
-    int rc = overclaim(sock);
+    int rc = strcmp(argv[1], "attack") == 0 ? attack(sock) : overclaim(sock);
     zmq_close(sock);
     zmq_ctx_term(ctx);
     return rc;

@@ -94,10 +94,12 @@ cat > plus.json <<'JSON'
 { "name": "it-secagg-plus", "seed": 3, "rounds": 2,
   "model": { "type": "mlp", "hidden": [32] }, "data": {},
   "clients": { "count": 20, "per_round": 12, "min_fit": 8, "simulate": { "workers": 2 } },
-  "secure_aggregation": { "mode": "secagg+", "clip": 5, "bits": 32 },
+  "secure_aggregation": { "mode": "secagg+", "clip": 5, "bits": 32, "neighbours": 6 },
   "train": { "epochs": 1, "batch_size": 32, "lr": 0.05 } }
 JSON
+# (12 sites: k derived from the dropout rate would be the complete graph, so k is given here)
 mkdir plus && (cd plus && "$FEDNAS" run ../plus.json --db p.db --http off > run.out 2> run.err) || { cat plus/run.err; fail "simulated secagg+ run failed"; }
+grep -q "SecAgg+ with k = 6 neighbours" plus/run.out plus/run.err || fail "the secagg+ run should log its k and failure bounds"
 [ "$(sql plus/p.db "select count(*) from round_metrics where name = 'secagg_summed' and value = 12")" = 2 ] || fail "every secagg+ round should sum its 12 sites"
 acc2=$(sql plus/p.db "select test_accuracy from rounds where round = 2")
 awk -v a="$acc2" 'BEGIN { exit !(a >= 0.6) }' || fail "secagg+ accuracy $acc2 is below 0.6"

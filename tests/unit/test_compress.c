@@ -182,6 +182,19 @@ static void test_decode_rejects(void **state)
     assert_int_equal(compress_decode(&t, 16, idx, 4, v, 3, NULL, 0, NULL, 0, NULL, out, &e), FN_EPROTO);
 }
 
+/* Found by fuzz_compress: with max tiny next to min, min + 255 * step rounded past max (to
+ * +0.0 for a negative max). Every decoded value must stay inside its chunk's [min, max]. */
+static void test_q8_decode_within_range(void **state)
+{
+    (void)state;
+    float sc[2] = {-3.125000238418579f, -9.677681971507976e-21f}, out[4];
+    uint8_t codes[4] = {255, 0, 128, 255};
+    assert_int_equal(compress_q8_decode(codes, 4, sc, 2, out, NULL), 0);
+    for (int i = 0; i < 4; i++)
+        assert_true(out[i] >= sc[0] && out[i] <= sc[1]);
+    assert_true(out[0] == sc[1] && out[1] == sc[0]);
+}
+
 /* The whole path: encode then decode under each spec. */
 static void test_encode_decode(void **state)
 {
@@ -220,6 +233,7 @@ int main(void)
         cmocka_unit_test(test_q8_round_trip_bound), cmocka_unit_test(test_q8_unbiased),
         cmocka_unit_test(test_topk_exact),          cmocka_unit_test(test_topk_ties),
         cmocka_unit_test(test_decode_rejects),      cmocka_unit_test(test_encode_decode),
+        cmocka_unit_test(test_q8_decode_within_range),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -195,6 +195,36 @@ static void test_trailing_garbage(void **state)
     assert_non_null(strstr(e.msg, tpath("x-img")));
 }
 
+/* Found by fuzz_idx: gzread skips bytes after the last gzip member, so they went unnoticed.
+ * Garbage after the stream is refused; a further (empty) gzip member is still a valid file. */
+static void test_trailing_after_gzip(void **state)
+{
+    (void)state;
+    engine_dataset_t d;
+    err_t e = {0};
+    write_labels(tpath("gt-lab"), 0, 0x801, 5); /* labels 0..4: num_classes 5 */
+    static const uint8_t junk[] = {0x1f, 'x', 0, 0, 0};
+    for (size_t n = 1; n <= sizeof junk; n += 3) {
+        write_images(tpath("gt-img.gz"), 1, 0x803, 5, 2, 2, 5, 0);
+        FILE *f = fopen(tpath("gt-img.gz"), "ab");
+        assert_non_null(f);
+        assert_int_equal(fwrite(junk, 1, n, f), n);
+        assert_int_equal(fclose(f), 0);
+        assert_int_equal(engine_idx_load(tpath("gt-img.gz"), tpath("gt-lab"), &d, &e), FN_EINVAL);
+        /* A lone 0x1f may start another member, cut short; 0x1f 'x' cannot. */
+        assert_non_null(strstr(e.msg, n == 1 ? "damaged after the data" : "trailing bytes after the gzip stream"));
+        assert_non_null(strstr(e.msg, tpath("gt-img.gz")));
+        assert_null(d.images);
+    }
+    write_images(tpath("gt-img.gz"), 1, 0x803, 5, 2, 2, 5, 0);
+    gzFile g = gzopen(tpath("gt-img.gz"), "ab"); /* appends a second, empty member */
+    assert_non_null(g);
+    assert_int_equal(gzclose(g), Z_OK);
+    assert_int_equal(engine_idx_load(tpath("gt-img.gz"), tpath("gt-lab"), &d, &e), 0);
+    check_loaded(&d, 5, 2, 2);
+    engine_dataset_free(&d);
+}
+
 static void test_count_mismatch_and_zero_dims(void **state)
 {
     (void)state;
@@ -300,6 +330,7 @@ int main(void)
         cmocka_unit_test(test_bad_magic),
         cmocka_unit_test(test_truncated),
         cmocka_unit_test(test_trailing_garbage),
+        cmocka_unit_test(test_trailing_after_gzip),
         cmocka_unit_test(test_count_mismatch_and_zero_dims),
         cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_fmnist_missing),

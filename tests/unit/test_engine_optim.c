@@ -79,21 +79,24 @@ static void test_adam_rmsprop(void **state)
 }
 
 /* A vector long enough to be split over the engine's pool steps each element exactly as a
- * one-element optimizer does (the serial path), for every optimizer, over three steps. */
+ * one-element optimizer does (the serial path), for every optimizer, over three steps; the
+ * pool's steps are engine_optim_step_zero, which must also leave the gradient all zero. */
 static void test_parallel_step_matches_serial(void **state)
 {
     (void)state;
     enum { N = 300001, STEPS = 3 };
-    engine_optim_type_t types[] = {ENGINE_OPTIM_SGD, ENGINE_OPTIM_RMSPROP, ENGINE_OPTIM_ADAM, ENGINE_OPTIM_ADAMW};
+    /* the last: SGD without momentum, plain SGD's own branch */
+    engine_optim_type_t types[] = {ENGINE_OPTIM_SGD, ENGINE_OPTIM_RMSPROP, ENGINE_OPTIM_ADAM, ENGINE_OPTIM_ADAMW,
+                                   ENGINE_OPTIM_SGD};
     float *p = malloc(N * sizeof *p), *g = malloc(N * sizeof *g);
     assert_non_null(p);
     assert_non_null(g);
     for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
         engine_optim_config_t c = engine_optim_defaults(types[t], 0.05f);
         c.weight_decay = 0.01f;
-        if (types[t] == ENGINE_OPTIM_SGD || types[t] == ENGINE_OPTIM_RMSPROP)
+        if ((types[t] == ENGINE_OPTIM_SGD && t == 0) || types[t] == ENGINE_OPTIM_RMSPROP)
             c.momentum = 0.9f;
-        c.nesterov = types[t] == ENGINE_OPTIM_SGD;
+        c.nesterov = types[t] == ENGINE_OPTIM_SGD && t == 0;
         engine_optim_t *big = NULL;
         err_t e = {0};
         assert_int_equal(engine_optim_create(&c, N, &big, &e), 0);
@@ -102,7 +105,11 @@ static void test_parallel_step_matches_serial(void **state)
         for (int s = 0; s < STEPS; s++) {
             for (int i = 0; i < N; i++)
                 g[i] = 0.01f * (float)((i * 7 + s * 13) % 200) - 1.0f;
-            engine_optim_step(big, p, g, 0.05f);
+            /* the fused step-and-reset on the pool against the plain step alone */
+            engine_optim_step_zero(big, p, g, 0.05f);
+            for (int i = 0; i < N; i++)
+                if (g[i] != 0.0f)
+                    fail_msg("optimizer %zu: gradient element %d not reset (%g)", t, i, (double)g[i]);
         }
         for (int i = 0; i < N; i += i < 70000 ? 6997 : 29989) {
             engine_optim_t *one = NULL;

@@ -73,30 +73,59 @@ static void test_nested_loop(void **state)
     engine_threadpool_free(p);
 }
 
-/* Chunk 0 sleeps: whoever runs it, the other chunks are claimed by the remaining threads, so
- * the loop takes about one sleep, not the sum of a fixed share's sleeps. */
-static atomic_int slow_done;
+/* The pool's promise under load: chunks are claimed dynamically, so one slow chunk (a worker
+ * the OS descheduled, a cache-missing part) never holds back the rest. Chunk 0 here does not
+ * finish until every other item of the loop is done (or 5 s pass): with dynamic claiming the
+ * other thread runs all of them meanwhile; with a fixed share per thread, the thread stuck in
+ * chunk 0 would still own items nobody else may run, and chunk 0 would time out. */
+typedef struct {
+    atomic_int m[64];
+    atomic_int others;   /* items done outside chunk 0 */
+    atomic_int chunks;   /* chunks run */
+    int waited_ok;       /* chunk 0 saw every other item done */
+    pthread_t who[64];   /* the thread that ran the chunk starting at each index */
+} slow_t;
+
+static double mono(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
 static void slow_first(void *ctx, int64_t b, int64_t e)
 {
-    atomic_int *m = ctx;
+    slow_t *s = ctx;
+    atomic_fetch_add(&s->chunks, 1);
+    s->who[b] = pthread_self();
     if (b == 0) {
-        struct timespec ts = {0, 20 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
+        const int want = 64 - (int)(e - b);
+        const double deadline = mono() + 5.0;
+        while (atomic_load(&s->others) < want && mono() < deadline) {
+            struct timespec ts = {0, 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+        s->waited_ok = atomic_load(&s->others) == want;
+    } else
+        atomic_fetch_add(&s->others, (int)(e - b));
     for (int64_t i = b; i < e; i++)
-        atomic_fetch_add(&m[i], 1);
-    atomic_fetch_add(&slow_done, 1);
+        atomic_fetch_add(&s->m[i], 1);
 }
 
 static void test_slow_chunk(void **state)
 {
     (void)state;
     engine_threadpool_t *p = engine_threadpool_create(2);
-    static atomic_int m[64];
-    engine_parallel_for(p, 64, 1, slow_first, m);
+    static slow_t s;
+    engine_parallel_for(p, 64, 1, slow_first, &s);
     for (int i = 0; i < 64; i++)
-        assert_int_equal(atomic_load(&m[i]), 1);
-    assert_true(atomic_load(&slow_done) > 2); /* the loop was cut into more chunks than threads */
+        assert_int_equal(atomic_load(&s.m[i]), 1);
+    assert_true(atomic_load(&s.chunks) > 2); /* more chunks than threads */
+    assert_true(s.waited_ok);                /* the others were not held back by chunk 0 */
+    int elsewhere = 0; /* chunks that ran on another thread than chunk 0 */
+    for (int i = 1; i < 64; i++)
+        elsewhere += s.who[i] && !pthread_equal(s.who[i], s.who[0]);
+    assert_true(elsewhere > 0);
     engine_threadpool_free(p);
 }
 

@@ -49,6 +49,39 @@ static void test_rejects_bad_updates(void **state)
     fedavg_free(&a);
 }
 
+/* Maximum-size terms (|weight * value| at FEDAVG_MAX_TERM) in numbers an int64 sum of
+ * trunc(term * 2^20) cannot hold: nine already pass 2^63. The mean must still be the value. */
+static void test_max_terms_do_not_overflow(void **state)
+{
+    (void)state;
+    const int counts[] = {9, 10, 64, 1000};
+    for (int c = 0; c < 4; c++) {
+        fedavg_t a;
+        err_t e = {0};
+        float big[2] = {(float)FEDAVG_MAX_TERM, -(float)FEDAVG_MAX_TERM}, out[2];
+        assert_true(fabs((double)big[0]) <= FEDAVG_MAX_TERM);
+        assert_int_equal(fedavg_init(&a, 2, &e), 0);
+        for (int i = 0; i < counts[c]; i++)
+            assert_int_equal(fedavg_add(&a, big, 2, 1, &e), 0);
+        assert_int_equal(fedavg_mean(&a, out, &e), 0);
+        assert_true(out[0] == big[0] && out[1] == big[1]);
+        assert_int_equal(fedavg_sum_over(&a, counts[c], out, &e), 0);
+        assert_true(out[0] == big[0] && out[1] == big[1]);
+        fedavg_free(&a);
+    }
+    /* Past FEDAVG_MAX_TERMS the remainders' sum could overflow: the next update is refused. */
+    fedavg_t a;
+    err_t e = {0};
+    float x = 0.75f, out;
+    assert_int_equal(fedavg_init(&a, 1, &e), 0);
+    for (int i = 0; i < FEDAVG_MAX_TERMS; i++)
+        assert_int_equal(fedavg_add(&a, &x, 1, 3, &e), 0);
+    assert_int_equal(fedavg_add(&a, &x, 1, 3, &e), FN_ESTATE);
+    assert_int_equal(fedavg_mean(&a, &out, &e), 0);
+    assert_true(out == x);
+    fedavg_free(&a);
+}
+
 /* The mean must not depend on the order the updates arrive in, bit for bit. */
 static void test_order_independent(void **state)
 {
@@ -95,6 +128,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_weighted_mean),
         cmocka_unit_test(test_rejects_bad_updates),
+        cmocka_unit_test(test_max_terms_do_not_overflow),
         cmocka_unit_test(test_order_independent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

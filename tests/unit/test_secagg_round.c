@@ -190,6 +190,153 @@ static void test_below_threshold_aborts(void **state)
     assert_int_equal(run_round(0, drop, sum, &n, inputs), FN_ESTATE);
 }
 
+
+/* Issue 12: site `garbler` sends share ciphertexts that cannot authenticate. Attempts run as
+ * server_secagg.c runs them: honest sites accuse it (sa_accuse) instead of aborting silently, and
+ * between attempts the dispute-pair rule leaves the first accuser and the garbler out. Returns
+ * the attempt (1-based) that committed, 0 when 8 attempts all aborted (what happened before:
+ * every attempt aborted and the run failed). */
+static int garbled_round(int plus, int garbler, float *sum, uint32_t *n_summed, uint32_t *excl, uint32_t *n_excl)
+{
+    static float inputs[N][M];
+    secagg_round_config_t cfg = {.plus = plus, .neighbours = plus ? 4 : 0, .threshold = 4, .bits = 32, .clip = 1.0};
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < M; j++)
+            inputs[i][j] = (float)(0.01 * cos(i * 5.0 + j));
+    *n_excl = 0;
+    for (int attempt = 0; attempt < 8; attempt++) {
+        uint32_t ids[N], n = 0;
+        for (int i = 0; i < N; i++) {
+            uint32_t id = (uint32_t)(2 * i + 1), out = 0;
+            for (uint32_t k = 0; k < *n_excl; k++)
+                out |= excl[k] == id;
+            if (!out)
+                ids[n++] = id;
+        }
+        secagg_round_t *r;
+        secagg_site_t *site[N] = {0};
+        err_t e;
+        assert_int_equal(secagg_round_new(&cfg, secagg_round_id(1, 1, attempt), 5, ids, n, M, &r, &e), 0);
+        for (uint32_t j = 0; j < n; j++) {
+            int i = (int)(ids[j] - 1) / 2;
+            json_t *info = secagg_round_info(r, ids[j]);
+            secagg_buf_t adv;
+            assert_int_equal(secagg_site_begin(info, inputs[i], M, &site[i], &adv, &e), 0);
+            json_decref(info);
+            assert_int_equal(secagg_round_add(r, ids[j], "sa_advert", adv.data, adv.len, &e), 0);
+            secagg_buf_free(&adv);
+        }
+        outbox_t out = {0};
+        int rc = 0, accusations = 0;
+        for (int phase = 0; phase < 4; phase++) {
+            outbox_clear(&out);
+            rc = secagg_round_close(r, collect, &out, sum, n_summed, &e);
+            if (rc < 0 || phase == 3)
+                break;
+            for (int k = 0; k < out.count; k++) {
+                int i = (int)(out.id[k] - 1) / 2;
+                const char *type = NULL;
+                secagg_buf_t reply = {0};
+                int src = secagg_site_step(site[i], out.type[k], out.msg[k].data, out.msg[k].len, &type, &reply, &e);
+                if (src == FN_EAUTH) { /* an honest site whose relay held the garbage */
+                    assert_int_equal(phase, 1);
+                    if (type) /* (before issue 12 it aborted silently) */
+                        assert_string_equal(type, "sa_accuse");
+                    accusations += type != NULL;
+                } else {
+                    assert_int_equal(src, 0);
+                }
+                if (i == garbler && type && strcmp(type, "sa_shares") == 0) /* every ciphertext: one bit off */
+                    for (size_t off = SECAGG_HEADER_LEN + 4; off < reply.len;
+                         off += 4 + SECAGG_NONCE_LEN + SECAGG_CT_LEN)
+                        reply.data[off + 4 + SECAGG_NONCE_LEN + 7] ^= 0x20;
+                if (type)
+                    assert_int_equal(secagg_round_add(r, out.id[k], type, reply.data, reply.len, &e), 0);
+                secagg_buf_free(&reply);
+            }
+            if (phase == 1 && accusations) /* accusers are not waited for: the phase may close at once */
+                for (uint32_t j = 0; j < n; j++)
+                    assert_false(secagg_round_expects(r, ids[j]));
+        }
+        outbox_clear(&out);
+        for (int i = 0; i < N; i++)
+            secagg_site_free(site[i]);
+        const uint32_t *pairs;
+        uint32_t np = secagg_round_accusations(r, &pairs);
+        assert_int_equal(np, (uint32_t)accusations);
+        for (uint32_t k = 0; k < np; k++)
+            assert_int_equal(pairs[2 * k + 1], 2 * garbler + 1); /* only the garbler is accused */
+        if (rc == 0) {
+            secagg_round_free(r);
+            return attempt + 1;
+        }
+        print_message("attempt %d aborted: %s (%u accusations)\n", attempt + 1, e.msg, np);
+        secagg_round_dispute_pairs(pairs, np, excl, n_excl, N);
+        secagg_round_free(r);
+    }
+    return 0;
+}
+
+static void check_garbled(int plus)
+{
+    static float inputs[N][M];
+    float sum[M];
+    uint32_t n = 0, excl[N], n_excl = 0;
+    const int garbler = 3;
+    assert_int_equal(garbled_round(plus, garbler, sum, &n, excl, &n_excl), 2);
+    /* the garbler and one accuser sat out; the other five honest sites were summed */
+    assert_int_equal(n_excl, 2);
+    const uint32_t gid = (uint32_t)(2 * garbler + 1);
+    assert_true(excl[0] != gid && excl[1] == gid);
+    assert_int_equal(n, N - 2);
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < M; j++)
+            inputs[i][j] = (float)(0.01 * cos(i * 5.0 + j));
+    double bound = N / secagg_choose_scale(N - 2, 1.0, 32) + 1e-6;
+    for (int j = 0; j < M; j++) {
+        double want = 0;
+        for (int i = 0; i < N; i++)
+            if ((uint32_t)(2 * i + 1) != excl[0] && (uint32_t)(2 * i + 1) != excl[1])
+                want += inputs[i][j];
+        assert_true(fabs(sum[j] - want) <= bound);
+    }
+}
+
+static void test_garbage_shares_secagg(void **state)
+{
+    (void)state;
+    check_garbled(0);
+}
+
+static void test_garbage_shares_secagg_plus(void **state)
+{
+    (void)state;
+    check_garbled(1);
+}
+
+/* False accusations cost the accuser its place too: one liar accusing everyone removes one honest
+ * site; accusations touching an excluded site are moot. */
+static void test_dispute_pairs(void **state)
+{
+    (void)state;
+    uint32_t excl[16], n = 0;
+    /* liar 9 accuses 1, 3, 5, 7; honest 3 and 5 accuse garbler 11 */
+    const uint32_t pairs[] = {9, 1, 9, 3, 9, 5, 9, 7, 3, 11, 5, 11};
+    assert_int_equal(secagg_round_dispute_pairs(pairs, 6, excl, &n, 16), 2);
+    assert_int_equal(n, 4);
+    assert_int_equal(excl[0], 9);
+    assert_int_equal(excl[1], 1);
+    assert_int_equal(excl[2], 3);
+    assert_int_equal(excl[3], 11);
+    /* a later attempt: accusations involving excluded sites change nothing */
+    const uint32_t more[] = {1, 13, 13, 9, 15, 15};
+    assert_int_equal(secagg_round_dispute_pairs(more, 3, excl, &n, 16), 0);
+    assert_int_equal(n, 4);
+    /* the cap is respected */
+    n = 0;
+    assert_int_equal(secagg_round_dispute_pairs(pairs + 8, 2, excl, &n, 1), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -197,6 +344,9 @@ int main(void)
         cmocka_unit_test(test_dropouts_secagg),
         cmocka_unit_test(test_dropouts_secagg_plus),
         cmocka_unit_test(test_below_threshold_aborts),
+        cmocka_unit_test(test_garbage_shares_secagg),
+        cmocka_unit_test(test_garbage_shares_secagg_plus),
+        cmocka_unit_test(test_dispute_pairs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

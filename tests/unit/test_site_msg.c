@@ -94,6 +94,23 @@ static void test_update(void **state)
         site_update_release(&u);
         free_msg(&m);
     }
+    /* Training statistics out of range are dropped, the update is kept: an accuracy outside
+     * [0, 1], a negative or huge loss would otherwise reach the round's metrics. */
+    const double stats[][2] = {{0.5, 5}, {0.5, -0.1}, {-1, 0.5}, {1e300, 0.5}, {2e6, 1.5}, {0, 1}, {1e6, 0}};
+    for (int i = 0; i < 7; i++) {
+        make_msg(&m, json_pack("{s:s, s:i, s:f, s:f}", "type", "update", "samples", 10, "loss", stats[i][0],
+                               "accuracy", stats[i][1]), v, &n, 1);
+        assert_int_equal(site_msg_update(&m, 4, NULL, NULL, NULL, &u, &e), 0);
+        int loss_ok = stats[i][0] >= 0 && stats[i][0] <= 1e6, acc_ok = stats[i][1] >= 0 && stats[i][1] <= 1;
+        assert_true(loss_ok ? u.loss == stats[i][0] : isnan(u.loss));
+        assert_true(acc_ok ? u.accuracy == stats[i][1] : isnan(u.accuracy));
+        assert_int_equal(site_train_stats_ok(stats[i][0], stats[i][1]), loss_ok && acc_ok);
+        site_update_release(&u);
+        free_msg(&m);
+    }
+    assert_false(site_train_stats_ok(NAN, 0.5));
+    assert_false(site_train_stats_ok(INFINITY, 0.5));
+    assert_false(site_train_stats_ok(0.5, NAN));
     free(raw);
 }
 

@@ -16,6 +16,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -91,6 +92,66 @@ static void test_launch_refusals(void **state)
     resp_free(&r);
 }
 
+/* Issue 12: a server killed with SIGKILL (or by the OOM killer) leaves its run "running" with
+ * its pid; after that pid is reused by an unrelated process (here a sleep of ours, which does
+ * not hold the store open), Stop must not signal it: 409, the process lives on, and the run
+ * shows as "interrupted" (list and detail), so it can be resumed. A pid that does serve the
+ * store (this process: the fixture's writer holds it open) still shows "running". */
+static void test_stop_reused_pid(void **state)
+{
+    fixture_t *f = *state;
+    pid_t other = fork();
+    assert_true(other >= 0);
+    if (other == 0) {
+        execlp("sleep", "sleep", "30", (char *)NULL);
+        _exit(127);
+    }
+    err_t e = {0};
+    assert_int_equal(store_run_set_pid(f->writer, f->run_id, (int64_t)other, &e), 0);
+    char extra[256], path[64];
+    resp_t r;
+    snprintf(extra, sizeof extra, "X-CSRF-Token: %s\r\nContent-Length: 0\r\n", g_csrf);
+    snprintf(path, sizeof path, "/api/runs/%lld/stop", (long long)f->run_id);
+    assert_int_equal(http_request(f->port, "POST", path, extra, &r), 0);
+    assert_json_error(&r, 409, "interrupted");
+    resp_free(&r);
+    usleep(200000);
+    int wst;
+    assert_int_equal(waitpid(other, &wst, WNOHANG), 0); /* not signalled */
+
+    snprintf(path, sizeof path, "/api/runs/%lld", (long long)f->run_id);
+    assert_int_equal(http_request(f->port, "GET", path, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    json_t *j = body_json(&r);
+    assert_string_equal(json_string_value(json_object_get(j, "status")), "interrupted");
+    json_decref(j);
+    resp_free(&r);
+    assert_int_equal(http_request(f->port, "GET", "/api/runs", NULL, &r), 0);
+    j = body_json(&r);
+    json_t *row;
+    size_t i;
+    int seen = 0;
+    json_array_foreach(j, i, row) if (json_integer_value(json_object_get(row, "id")) == f->run_id)
+    {
+        assert_string_equal(json_string_value(json_object_get(row, "status")), "interrupted");
+        seen = 1;
+    }
+    assert_true(seen);
+    json_decref(j);
+    resp_free(&r);
+
+    /* This process holds the store open: it is taken for the run's server. */
+    assert_int_equal(store_run_set_pid(f->writer, f->run_id, (int64_t)getpid(), &e), 0);
+    assert_int_equal(http_request(f->port, "GET", path, NULL, &r), 0);
+    j = body_json(&r);
+    assert_string_equal(json_string_value(json_object_get(j, "status")), "running");
+    json_decref(j);
+    resp_free(&r);
+    assert_int_equal(store_run_set_pid(f->writer, f->run_id, 0, &e), 0);
+    kill(other, SIGKILL);
+    waitpid(other, &wst, 0);
+}
+
 /* ---- a tiny WebSocket client over TLS ---------------------------------------------------- */
 
 static int proc_gone(long pid)
@@ -130,8 +191,8 @@ static void test_launch_stop_resume(void **state)
             "sqlite3 '%s' \"INSERT INTO experiments(name, config, created_at) VALUES ('fake', '{}', 0); "
             "INSERT INTO runs(experiment_id, status, rounds_planned, clients_planned, seed, started_at, pid) "
             "VALUES (last_insert_rowid(), 'running', 1, 1, 1, 0, $$);\" || exit 3\n"
-            "exec sleep 30\n",
-            args, db);
+            "exec sleep 30 3<'%s'\n", /* holds the store open, as the real server does */
+            args, db, db);
     fclose(fp);
     chmod(script, 0700);
 
@@ -232,6 +293,7 @@ int main(void)
 {
     const struct CMUnitTest served[] = {
         cmocka_unit_test(test_launch_refusals),
+        cmocka_unit_test(test_stop_reused_pid),
     };
     const struct CMUnitTest alone[] = {
         cmocka_unit_test(test_launch_stop_resume),

@@ -24,6 +24,7 @@
 
 #include "common/util.h"
 #include "crypto/tls.h"
+#include "web/web_internal.h"
 
 /* Without a session only /healthz answers; the API says 401 in JSON, pages show the login
  * form (and never the app). */
@@ -202,6 +203,69 @@ static void test_failed_logins_rate_limited(void **state)
     nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
 }
 
+/* Issue 12: successful logins count too. WEB_AUTH_MAX_LOGINS logins with the right token in
+ * a window, then 429 (with Retry-After) even for the right token; an open session keeps
+ * working. */
+static void test_logins_rate_limited(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/fednas-test-weblrl-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    web_t *w = NULL;
+    err_t e = {0};
+    web_options_t opt = {.db_path = "/tmp/none.db", .state_dir = dir, .admin_token = ADMIN_TOKEN};
+    assert_int_equal(web_start(&opt, &w, &e), 0);
+    int port = web_port(w);
+    char cookie[256], csrf[80];
+    login(port, ADMIN_TOKEN, cookie, sizeof cookie, csrf, sizeof csrf);
+    resp_t r;
+    for (int i = 1; i < WEB_AUTH_MAX_LOGINS; i++) {
+        assert_int_equal(http_anon(port, "GET", "/?token=" ADMIN_TOKEN, NULL, &r), 0);
+        if (r.status != 303)
+            fail_msg("login %d: status %d, expected 303", i + 1, r.status);
+        resp_free(&r);
+    }
+    assert_int_equal(http_anon(port, "GET", "/?token=" ADMIN_TOKEN, NULL, &r), 0);
+    assert_json_error(&r, 429, "too many");
+    assert_non_null(header(&r, "Retry-After"));
+    resp_free(&r);
+    assert_int_equal(http_anon(port, "GET", "/api/session", cookie, &r), 0);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    web_stop(w);
+    nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Issue 12: the session table is bounded, and a flood of viewer logins must not log the admin
+ * out: viewers evict the least recently used viewer session, never an admin one; a table full
+ * of admin sessions refuses a viewer (-2: 503) and still takes an admin. */
+static void test_session_table_keeps_admin(void **state)
+{
+    (void)state;
+    web_auth_t *a = NULL;
+    err_t e = {0};
+    assert_int_equal(web_auth_create(ADMIN_TOKEN, VIEWER_TOKEN, &a, &e), 0);
+    char admin[WEB_TOKEN_HEX + 1], first_viewer[WEB_TOKEN_HEX + 1], sid[WEB_TOKEN_HEX + 1], csrf[WEB_TOKEN_HEX + 1];
+    assert_int_equal(web_auth_session_new(a, WEB_ROLE_ADMIN, admin, csrf), 0);
+    assert_int_equal(web_auth_session_new(a, WEB_ROLE_VIEWER, first_viewer, csrf), 0);
+    for (int i = 0; i < 2100; i++)
+        assert_int_equal(web_auth_session_new(a, WEB_ROLE_VIEWER, sid, csrf), 0);
+    assert_int_equal(web_auth_session_get(a, admin, NULL), WEB_ROLE_ADMIN);
+    assert_int_equal(web_auth_session_get(a, first_viewer, NULL), WEB_ROLE_NONE); /* evicted */
+    assert_int_equal(web_auth_session_get(a, sid, NULL), WEB_ROLE_VIEWER);
+    web_auth_free(a);
+
+    assert_int_equal(web_auth_create(ADMIN_TOKEN, VIEWER_TOKEN, &a, &e), 0);
+    assert_int_equal(web_auth_session_new(a, WEB_ROLE_ADMIN, admin, csrf), 0);
+    for (int i = 1; i < 1024; i++)
+        assert_int_equal(web_auth_session_new(a, WEB_ROLE_ADMIN, sid, csrf), 0);
+    assert_int_equal(web_auth_session_new(a, WEB_ROLE_VIEWER, first_viewer, csrf), -2);
+    assert_int_equal(web_auth_session_get(a, admin, NULL), WEB_ROLE_ADMIN);
+    assert_int_equal(web_auth_session_new(a, WEB_ROLE_ADMIN, sid, csrf), 0);
+    assert_int_equal(web_auth_session_get(a, sid, NULL), WEB_ROLE_ADMIN);
+    web_auth_free(a);
+}
+
 /* The self-signed certificate: made on first start in <state_dir>/tls with a 0600 key,
  * verifiable for 127.0.0.1, and the same one after a restart. Plain HTTP to the port fails. */
 static void test_tls_certificate(void **state)
@@ -317,6 +381,8 @@ int main(void)
     };
     const struct CMUnitTest alone[] = {
         cmocka_unit_test(test_failed_logins_rate_limited),
+        cmocka_unit_test(test_logins_rate_limited),
+        cmocka_unit_test(test_session_table_keeps_admin),
         cmocka_unit_test(test_tls_certificate),
         cmocka_unit_test(test_insecure_http),
     };

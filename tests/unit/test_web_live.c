@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -24,6 +25,7 @@
 
 #include "common/util.h"
 #include "crypto/tls.h"
+#include "web/web_internal.h"
 
 static void test_new_rounds_show_up(void **state)
 {
@@ -78,12 +80,17 @@ static void ws_close_conn(ws_t *c)
     c->fd = -1;
 }
 
+/* When > 0, the receive buffer of the next sockets ws_open makes (a client that reads slowly). */
+static int g_ws_rcvbuf;
+
 /* Opens /ws with extra header lines; returns the handshake's HTTP status (101 on success), or
  * -1 when the connection failed or was closed without an answer. */
 static int ws_open(int port, const char *extra, ws_t *c)
 {
     memset(c, 0, sizeof *c);
     c->fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (g_ws_rcvbuf > 0) /* before connect: the window it advertises stays small */
+        setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &g_ws_rcvbuf, sizeof g_ws_rcvbuf);
     struct timeval tv = {.tv_sec = 5};
     setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
@@ -158,6 +165,50 @@ static int ws_wait_for(ws_t *c, const char *needle, int timeout_ms)
             return -1;
         c->len += (size_t)got;
     }
+}
+
+/* Reads until the server closes the socket (a close frame or the end of the stream); returns
+ * the milliseconds it took, or -1 when it is still open after timeout_ms. */
+static int ws_wait_closed(ws_t *c, int timeout_ms)
+{
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    struct timeval tv = {.tv_sec = 0, .tv_usec = 200000};
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    for (;;) {
+        while (c->len >= 2) {
+            unsigned char *b = (unsigned char *)c->buf;
+            size_t hl = 2, pl = b[1] & 0x7f;
+            if (pl == 126) {
+                if (c->len < 4)
+                    break;
+                pl = ((size_t)b[2] << 8) | b[3];
+                hl = 4;
+            }
+            if (c->len < hl + pl)
+                break;
+            int close_frame = (b[0] & 0x0f) == 8;
+            memmove(c->buf, c->buf + hl + pl, c->len - hl - pl);
+            c->len -= hl + pl;
+            if (close_frame)
+                goto closed;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        if ((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000 > timeout_ms)
+            return -1;
+        int got = SSL_read(c->ssl, c->buf + c->len, (int)(sizeof c->buf - c->len));
+        if (got <= 0) {
+            int err = SSL_get_error(c->ssl, got);
+            ERR_clear_error();
+            if (err == SSL_ERROR_WANT_READ || (err == SSL_ERROR_SYSCALL && (errno == EAGAIN || errno == EWOULDBLOCK)))
+                continue; /* the 200 ms read timeout: still open */
+            goto closed;
+        }
+        c->len += (size_t)got;
+    }
+closed:
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (int)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000);
 }
 
 /* Events reach a socket within a second of the commit; sockets without a session or from
@@ -403,14 +454,145 @@ static void test_concurrent_requests(void **state)
     assert_true(partial > 0);
 }
 
+/* Issue 12: one socket that does not read (a small receive window, never drained) must not
+ * stall the broadcast: a reading socket gets every batch of events within a couple of seconds,
+ * and the stalled socket is closed once its queue is full. */
+static void test_slow_socket_does_not_stall(void **state)
+{
+    fixture_t *f = *state;
+    char extra[512];
+    snprintf(extra, sizeof extra, "%sOrigin: https://127.0.0.1:%d\r\n", g_auth, f->port);
+    ws_t slow, fast;
+    g_ws_rcvbuf = 2048;
+    assert_int_equal(ws_open(f->port, extra, &slow), 101);
+    g_ws_rcvbuf = 0;
+    assert_int_equal(ws_open(f->port, extra, &fast), 101);
+    assert_true(ws_wait_for(&fast, "\"hello\"", 2000) >= 0);
+    usleep(300000); /* the poller's silent baseline */
+    err_t e = {0};
+    int64_t run;
+    assert_int_equal(store_run_create(f->writer, f->exp_id, 1, 400, 7, NULL, &run, &e), 0);
+    /* Big events (client_joined carries the client's name: 12 KB here), so the stalled socket's
+     * kernel buffers (about 2 MB on loopback) fill within the test. */
+    static char name[12 * 1024];
+    int worst = 0, client = 0;
+    for (int batch = 0; batch < 24; batch++) {
+        for (int i = 0; i < 16; i++) {
+            client++;
+            int n = snprintf(name, sizeof name, "site-%d-", client);
+            memset(name + n, 'x', sizeof name - 1 - (size_t)n);
+            name[sizeof name - 1] = '\0';
+            assert_int_equal(store_client_upsert(f->writer, run, client, name, NULL, 10, "joined", &e), 0);
+        }
+        char needle[48];
+        snprintf(needle, sizeof needle, "\"site-%d-", client);
+        int ms = ws_wait_for(&fast, needle, 15000);
+        if (ms < 0)
+            fail_msg("batch %d: client %d never reached the reading socket", batch, client);
+        worst = ms > worst ? ms : worst;
+    }    if (worst > 2000)
+        fail_msg("the reading socket waited %d ms for a batch (want <= 2000): the stalled one blocks it", worst);
+    /* The stalled socket: what it had buffered, then a close frame. */
+    assert_true(ws_wait_closed(&slow, 10000) >= 0);
+    ws_close_conn(&slow);
+    ws_close_conn(&fast);
+}
+
+/* ---- sockets and the login rules (their own dashboard) ----------------------------------- */
+
+static web_t *own_dashboard(char *dir, store_t **writer)
+{
+    assert_non_null(mkdtemp(dir));
+    char db[160];
+    snprintf(db, sizeof db, "%s/runs.db", dir);
+    err_t e = {0};
+    assert_int_equal(store_open(db, 0, writer, &e), 0);
+    web_t *w = NULL;
+    web_options_t opt = {.db_path = db, .state_dir = dir, .admin_token = ADMIN_TOKEN, .viewer_token = VIEWER_TOKEN};
+    assert_int_equal(web_start(&opt, &w, &e), 0);
+    return w;
+}
+
+/* Issue 12: a socket opened with a session closes when the session ends: at logout, and when
+ * it expires. */
+static void test_socket_ends_with_session(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/fednas-test-wsend-XXXXXX";
+    store_t *writer = NULL;
+    web_t *w = own_dashboard(dir, &writer);
+    int port = web_port(w);
+    char cookie[256], csrf[80], extra[512];
+    login(port, ADMIN_TOKEN, cookie, sizeof cookie, csrf, sizeof csrf);
+    snprintf(extra, sizeof extra, "%sOrigin: https://127.0.0.1:%d\r\n", cookie, port);
+    ws_t c;
+    assert_int_equal(ws_open(port, extra, &c), 101);
+    assert_true(ws_wait_for(&c, "\"hello\"", 2000) >= 0);
+    char lextra[512];
+    snprintf(lextra, sizeof lextra, "%sX-CSRF-Token: %s\r\nContent-Length: 0\r\n", cookie, csrf);
+    resp_t r;
+    assert_int_equal(http_anon(port, "POST", "/api/logout", lextra, &r), 0);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    int ms = ws_wait_closed(&c, 2000);
+    if (ms < 0)
+        fail_msg("the socket of a logged-out session is still open after 2 s");
+    ws_close_conn(&c);
+
+    /* Expiry: sessions opened from now on last one second. */
+    web_auth_session_ttl(web_auth_of(w), 1);
+    login(port, VIEWER_TOKEN, cookie, sizeof cookie, csrf, sizeof csrf);
+    snprintf(extra, sizeof extra, "%sOrigin: https://127.0.0.1:%d\r\n", cookie, port);
+    assert_int_equal(ws_open(port, extra, &c), 101);
+    assert_true(ws_wait_for(&c, "\"hello\"", 2000) >= 0);
+    ms = ws_wait_closed(&c, 4000);
+    if (ms < 0)
+        fail_msg("the socket of an expired session is still open 4 s after opening (ttl 1 s)");
+    ws_close_conn(&c);
+    web_stop(w);
+    store_close(writer);
+    nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Issue 12: a WebSocket with a bearer token is a login like ?token=: wrong tokens count
+ * against the address's limit, which then refuses the right token everywhere. */
+static void test_socket_bearer_limited(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/fednas-test-wsrl-XXXXXX";
+    store_t *writer = NULL;
+    web_t *w = own_dashboard(dir, &writer);
+    int port = web_port(w);
+    ws_t c;
+    for (int i = 0; i < WEB_AUTH_MAX_FAILS; i++) {
+        assert_int_not_equal(ws_open(port, "Authorization: Bearer wrong-0123456789abcdef\r\n", &c), 101);
+        ws_close_conn(&c);
+    }
+    resp_t r;
+    assert_int_equal(http_anon(port, "GET", "/?token=" ADMIN_TOKEN, NULL, &r), 0);
+    assert_int_equal(r.status, 429);
+    resp_free(&r);
+    assert_int_not_equal(ws_open(port, "Authorization: Bearer " ADMIN_TOKEN "\r\n", &c), 101);
+    ws_close_conn(&c);
+    web_stop(w);
+    store_close(writer);
+    nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
 int main(void)
 {
     const struct CMUnitTest served[] = {
         cmocka_unit_test(test_new_rounds_show_up),
         cmocka_unit_test(test_websocket_events),
         cmocka_unit_test(test_concurrent_requests),
+        cmocka_unit_test(test_slow_socket_does_not_stall),
+    };
+    const struct CMUnitTest alone[] = {
+        cmocka_unit_test(test_socket_ends_with_session),
+        cmocka_unit_test(test_socket_bearer_limited),
     };
     int failed = 0;
     failed += cmocka_run_group_tests_name("test_web_live served", served, fixture_up, fixture_down);
+    failed += cmocka_run_group_tests_name("test_web_live alone", alone, NULL, NULL);
     return failed;
 }

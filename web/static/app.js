@@ -8,6 +8,8 @@ import * as run from './page-run.js';
 import * as clients from './page-clients.js';
 import * as compare from './page-compare.js';
 import * as launch from './page-launch.js';
+import * as nas from './page-nas.js';
+import * as nasList from './page-nas-list.js';
 import { api, session, el } from './util.js';
 
 const ROUTES = [
@@ -16,6 +18,8 @@ const ROUTES = [
   { re: /^\/clients(?:\/(\d+))?$/, page: clients, nav: 'clients' },
   { re: /^\/compare$/, page: compare, nav: 'compare' },
   { re: /^\/launch$/, page: launch, nav: 'launch' },
+  { re: /^\/nas$/, page: nasList, nav: 'nas' },
+  { re: /^\/nas\/(\d+)$/, page: nas, nav: 'nas' },
 ];
 
 const view = document.getElementById('view');

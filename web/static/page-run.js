@@ -22,6 +22,7 @@ export async function render(view, [idText]) {
       el('a', { href: '/api/runs/' + id + '/rounds.csv', download: '' }, 'rounds.csv'), ' · ',
       el('a', { href: '/api/runs/' + id + '/clients.csv', download: '' }, 'clients.csv')));
   cfg.textContent = JSON.stringify(run.config, null, 2);
+  if (run.config && run.config.nas) head.before(el('p', {}, el('a', { href: '#/nas/' + id }, 'This run is an architecture search: open its NAS page')));
 
   const xEmpty = [1, Math.max(2, run.rounds_planned || 10)]; // axes before the first round
   const charts = {
@@ -70,7 +71,7 @@ export async function render(view, [idText]) {
       el('div', {}, el('dt', {}, 'started'), el('dd', {}, when(run.started_at)))));
     message.hidden = !run.message;
     message.textContent = run.message || '';
-    message.className = 'message' + (run.status === 'failed' ? ' failed' : '');
+    message.className = 'message' + (run.status === 'failed' || run.status === 'interrupted' ? ' failed' : '');
     actions.replaceChildren();
     if (s.role === 'admin') {
       if (run.status === 'running') actions.append(el('button', { type: 'button', class: 'danger', onclick: () => act('stop') }, 'Stop run'));
@@ -83,6 +84,8 @@ export async function render(view, [idText]) {
       await api('/api/runs/' + id + '/' + what, { method: 'POST' });
       actions.append(el('span', { class: 'muted' }, ' ' + what + ' requested'));
     } catch (e) {
+      // A server that is gone (killed) is not signalled: the run is interrupted and may be resumed.
+      if (what === 'stop' && /interrupted/.test(e.message)) { run.status = 'interrupted'; run.phase = null; renderHead(); }
       actions.append(el('span', { class: 'error' }, ' ' + e.message));
     }
   }

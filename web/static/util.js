@@ -116,7 +116,8 @@ const fmtValue = (v) => (!isNum(v) ? '–' : Math.abs(v) >= 100 || Number.isInte
 // next one no other series of the chart names), points, stepped, width}]. yRange: [min, max] or
 // a uPlot range function (fitRange); by default the scale starts at 0 so a change looks its
 // size. format(v) writes a value in the legend, which shows the hovered round, else the last.
-export function chart(parent, { title, ylabel, series, yRange, height, xEmpty, format }) {
+// xlabel names the x axis when it is not rounds (the NAS pages count evaluations).
+export function chart(parent, { title, ylabel, xlabel, series, yRange, height, xEmpty, format }) {
   const fmt = format || fmtValue;
   const taken = new Set(series.map((s) => s.color).filter(Boolean));
   const free = [];
@@ -173,7 +174,7 @@ export function chart(parent, { title, ylabel, series, yRange, height, xEmpty, f
         y: { range: yRange || ((u, min, max) => [Math.min(0, min), max > 0 ? max * 1.08 : 1]) },
       },
       axes: [
-        { stroke: muted, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid }, label: 'round', labelSize: 18,
+        { stroke: muted, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid }, label: xlabel || 'round', labelSize: 18,
           incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000], values: (u, v) => v.map((x) => String(Math.round(x))) },
         { stroke: muted, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid }, label: ylabel, labelSize: 18, size: 56 },
       ],

@@ -1,0 +1,658 @@
+/* infer: plan building, batch-norm folding, export and the fp32/int8 forward (see infer.h). */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/infer_impl.h"
+#include "engine/nn.h"
+
+static const char *const kinds[] = {"conv2d", "linear", "batchnorm", "relu", "maxpool", "avgpool",
+                                    "global_avgpool", "flatten", "dropout"};
+
+static int geti(const json_t *o, const char *key, int def)
+{
+    const json_t *v = json_object_get(o, key);
+    return json_is_integer(v) ? (int)json_integer_value(v) : def;
+}
+
+static float *fdup(const float *v, size_t n)
+{
+    float *d = malloc((n ? n : 1) * sizeof *d);
+    if (d && n)
+        memcpy(d, v, n * sizeof *d);
+    return d;
+}
+
+static void layer_free(ilayer_t *l)
+{
+    free(l->w), free(l->b), free(l->gamma), free(l->beta), free(l->rm), free(l->rv);
+    free(l->qw), free(l->qwk), free(l->qwp), free(l->wscale), free(l->wsum), free(l->hist);
+    json_decref(l->json);
+}
+
+void engine_infer_free(engine_infer_t *p)
+{
+    if (!p)
+        return;
+    for (int i = 0; i < p->n; i++)
+        layer_free(&p->L[i]);
+    free(p->L);
+    free(p->buf[0]), free(p->buf[1]), free(p->col), free(p->qa), free(p->qx), free(p->acc), free(p->es);
+    free(p);
+}
+
+int engine_infer_num_layers(const engine_infer_t *p) { return p->n; }
+
+/* Walks the layer list with shapes, copying weights out of the vector (params first, then the
+ * batch-norm buffers, in layer order: the layout engine/nn.c gives them). */
+static int build(engine_infer_t *p, const json_t *layers, const float *vec, size_t nparams, size_t nbuf, err_t *err)
+{
+    size_t np = json_array_size(layers), po = 0, bo = 0;
+    p->L = calloc(np ? np : 1, sizeof *p->L);
+    if (!p->L)
+        return err_set(err, FN_ENOMEM, "infer: out of memory");
+    int nd = 3, s[3] = {p->c, p->h, p->w};
+    for (size_t i = 0; i < np; i++) {
+        const json_t *o = json_array_get(layers, i);
+        const char *t = json_string_value(json_object_get(o, "type"));
+        ilayer_t *l = &p->L[p->n];
+        l->kind = -1;
+        for (int k = 0; k < (int)(sizeof kinds / sizeof *kinds); k++)
+            if (t && strcmp(t, kinds[k]) == 0)
+                l->kind = k;
+        if (l->kind < 0)
+            return err_set(err, FN_EINVAL, "layers[%zu] (%s): not supported by the inference runtime (it takes "
+                           "conv2d, linear, batchnorm, relu, maxpool, avgpool, global_avgpool, flatten, dropout)",
+                           i, t ? t : "?");
+        l->src_index = (int)i;
+        l->json = json_deep_copy(o);
+        p->n++;
+        l->in_nd = nd;
+        memcpy(l->in, s, sizeof s);
+        switch (l->kind) {
+        case IL_CONV: {
+            if (geti(o, "groups", 1) != 1 || geti(o, "dilation", 1) != 1)
+                return err_set(err, FN_EINVAL, "layers[%zu] (conv2d): only groups 1 and dilation 1 are supported", i);
+            l->cout = geti(o, "out", 0);
+            l->k = geti(o, "kernel", 0);
+            l->stride = geti(o, "stride", 1);
+            const json_t *pd = json_object_get(o, "padding");
+            l->pad = json_is_string(pd) ? (strcmp(json_string_value(pd), "same") == 0 ? (l->k - 1) / 2 : 0)
+                                        : geti(o, "padding", 0);
+            l->has_bias = !json_is_false(json_object_get(o, "bias"));
+            l->K = s[0] * l->k * l->k;
+            nd = 3;
+            s[0] = l->cout;
+            s[1] = (l->in[1] + 2 * l->pad - l->k) / l->stride + 1;
+            s[2] = (l->in[2] + 2 * l->pad - l->k) / l->stride + 1;
+            break;
+        }
+        case IL_LINEAR:
+            l->K = (int)ishape_numel(nd, s);
+            l->cout = json_object_get(o, "out") ? geti(o, "out", 0) : p->classes;
+            l->has_bias = !json_is_false(json_object_get(o, "bias"));
+            nd = 1;
+            s[0] = l->cout;
+            break;
+        case IL_BN: {
+            int C = s[0];
+            l->eps = json_is_number(json_object_get(o, "eps")) ? (float)json_number_value(json_object_get(o, "eps"))
+                                                                : 1e-5f;
+            if (po + 2 * (size_t)C > nparams || bo + 2 * (size_t)C > nbuf)
+                return err_set(err, FN_EINVAL, "layers[%zu] (batchnorm): the vector is too short", i);
+            l->gamma = fdup(vec + po, C), l->beta = fdup(vec + po + C, C);
+            l->rm = fdup(vec + nparams + bo, C), l->rv = fdup(vec + nparams + bo + C, C);
+            po += 2 * (size_t)C, bo += 2 * (size_t)C;
+            break;
+        }
+        case IL_MAXPOOL:
+        case IL_AVGPOOL:
+            l->k = geti(o, "kernel", 2);
+            l->stride = geti(o, "stride", l->k);
+            l->pad = geti(o, "padding", 0);
+            if (nd != 3)
+                return err_set(err, FN_EINVAL, "layers[%zu] (%s): needs an image input", i, t);
+            s[1] = (s[1] + 2 * l->pad - l->k) / l->stride + 1;
+            s[2] = (s[2] + 2 * l->pad - l->k) / l->stride + 1;
+            break;
+        case IL_GAP:
+        case IL_FLATTEN:
+            s[0] = (int)ishape_numel(nd, s);
+            nd = 1;
+            break;
+        default: break;
+        }
+        if (l->kind == IL_CONV || l->kind == IL_LINEAR) {
+            size_t nw = (size_t)l->cout * l->K;
+            if (po + nw + (l->has_bias ? (size_t)l->cout : 0) > nparams)
+                return err_set(err, FN_EINVAL, "layers[%zu] (%s): the vector is too short", i, t);
+            l->w = fdup(vec + po, nw);
+            po += nw;
+            if (l->has_bias) {
+                l->b = fdup(vec + po, l->cout);
+                po += (size_t)l->cout;
+            }
+        }
+        l->out_nd = nd;
+        memcpy(l->out, s, sizeof s);
+    }
+    if (po != nparams || bo != nbuf)
+        return err_set(err, FN_EINVAL, "infer: the layers use %zu parameters and %zu buffers, the model has %zu and %zu",
+                       po, bo, nparams, nbuf);
+    if (nd != 1 || s[0] != p->classes)
+        return err_set(err, FN_EINVAL, "infer: the last layer gives %zu values per sample, not %d classes",
+                       ishape_numel(nd, s), p->classes);
+    return 0;
+}
+
+int engine_infer_create(const json_t *arch, const float *vec, size_t n, int c, int h, int w, int classes,
+                        engine_infer_t **out, err_t *err)
+{
+    *out = NULL;
+    engine_net_t *net = NULL;
+    json_t *layers = NULL;
+    if (engine_net_create(arch, c, h, w, classes, &net, err) < 0)
+        return err->code;
+    size_t np = engine_net_num_params(net), nb = engine_net_num_buffers(net);
+    engine_net_free(net);
+    if (n != np + nb)
+        return err_set(err, FN_EINVAL, "model: the vector has %zu floats, the architecture needs %zu (%zu parameters "
+                       "+ %zu buffers)", n, np + nb, np, nb);
+    if (engine_net_expand(arch, classes, &layers, err) < 0)
+        return err->code;
+    engine_infer_t *p = calloc(1, sizeof *p);
+    if (!p) {
+        json_decref(layers);
+        return err_set(err, FN_ENOMEM, "infer: out of memory");
+    }
+    p->c = c, p->h = h, p->w = w, p->classes = classes;
+    p->qimpl = engine_qgemm_best();
+    p->qgemm = engine_qgemm_get(p->qimpl);
+    p->qpacked = p->qimpl == ENGINE_QGEMM_VNNI ? engine_qgemm_packed_get() : NULL;
+    int rc = build(p, layers, vec, np, nb, err);
+    json_decref(layers);
+    if (rc < 0) {
+        engine_infer_free(p);
+        return rc;
+    }
+    *out = p;
+    return 0;
+}
+
+int engine_infer_set_qgemm(engine_infer_t *p, engine_qgemm_impl_t impl, err_t *err)
+{
+    engine_qgemm_fn f = engine_qgemm_get(impl);
+    if (!f)
+        return err_set(err, FN_EINVAL, "qgemm: this CPU cannot run the %s kernel", engine_qgemm_name(impl));
+    p->qgemm = f;
+    p->qimpl = impl == ENGINE_QGEMM_AUTO ? engine_qgemm_best() : impl;
+    p->qpacked = p->qimpl == ENGINE_QGEMM_VNNI ? engine_qgemm_packed_get() : NULL;
+    return 0;
+}
+
+/* BN(y) = gamma (y - mean) / sqrt(var + eps) + beta: a per-channel scale a and shift, folded
+ * into the rows of W and the bias of the layer before. */
+int engine_infer_fold(engine_infer_t *p, err_t *err)
+{
+    (void)err;
+    int j = 0;
+    for (int i = 0; i < p->n; i++) {
+        ilayer_t *l = &p->L[i];
+        ilayer_t *prev = j > 0 ? &p->L[j - 1] : NULL;
+        int lin = prev && (prev->kind == IL_CONV || prev->kind == IL_LINEAR) && !prev->relu;
+        if (l->kind == IL_BN && lin && !p->quantized) {
+            if (!prev->b) {
+                prev->b = calloc((size_t)prev->cout, sizeof *prev->b);
+                if (!prev->b)
+                    return err_set(err, FN_ENOMEM, "fold: out of memory");
+                prev->has_bias = 1;
+            }
+            for (int o = 0; o < prev->cout; o++) {
+                float a = l->gamma[o] / sqrtf(l->rv[o] + l->eps);
+                for (int k = 0; k < prev->K; k++)
+                    prev->w[(size_t)o * prev->K + k] *= a;
+                prev->b[o] = (prev->b[o] - l->rm[o]) * a + l->beta[o];
+            }
+            memcpy(prev->out, l->out, sizeof prev->out);
+            layer_free(l);
+            continue;
+        }
+        if (l->kind == IL_RELU && lin) {
+            prev->relu = 1;
+            layer_free(l);
+            continue;
+        }
+        if (l->kind == IL_DROPOUT) {
+            layer_free(l);
+            continue;
+        }
+        if (j != i)
+            p->L[j] = *l;
+        j++;
+    }
+    p->n = j;
+    return 0;
+}
+
+int engine_infer_export(const engine_infer_t *p, json_t **arch, float **vec, size_t *n, err_t *err)
+{
+    size_t np = 0, nb = 0;
+    for (int i = 0; i < p->n; i++) {
+        const ilayer_t *l = &p->L[i];
+        if (l->kind == IL_CONV || l->kind == IL_LINEAR)
+            np += (size_t)l->cout * l->K + (l->b ? (size_t)l->cout : 0);
+        else if (l->kind == IL_BN)
+            np += 2 * (size_t)l->in[0], nb += 2 * (size_t)l->in[0];
+    }
+    float *v = malloc((np + nb ? np + nb : 1) * sizeof *v);
+    json_t *L = json_array();
+    if (!v || !L) {
+        free(v);
+        json_decref(L);
+        return err_set(err, FN_ENOMEM, "export: out of memory");
+    }
+    size_t po = 0, bo = np;
+    for (int i = 0; i < p->n; i++) {
+        const ilayer_t *l = &p->L[i];
+        if (l->kind == IL_CONV || l->kind == IL_LINEAR) {
+            json_t *o = l->kind == IL_CONV ? json_pack("{s:s,s:i,s:i,s:i,s:i,s:b}", "type", "conv2d", "out", l->cout,
+                                                       "kernel", l->k, "stride", l->stride, "padding", l->pad,
+                                                       "bias", l->b != NULL)
+                                           : json_pack("{s:s,s:i,s:b}", "type", "linear", "out", l->cout, "bias",
+                                                       l->b != NULL);
+            json_array_append_new(L, o);
+            memcpy(v + po, l->w, (size_t)l->cout * l->K * sizeof *v);
+            po += (size_t)l->cout * l->K;
+            if (l->b) {
+                memcpy(v + po, l->b, (size_t)l->cout * sizeof *v);
+                po += (size_t)l->cout;
+            }
+            if (l->relu)
+                json_array_append_new(L, json_pack("{s:s}", "type", "relu"));
+        } else {
+            json_array_append_new(L, json_deep_copy(l->json));
+            if (l->kind == IL_BN) {
+                size_t C = (size_t)l->in[0];
+                memcpy(v + po, l->gamma, C * sizeof *v), memcpy(v + po + C, l->beta, C * sizeof *v);
+                memcpy(v + bo, l->rm, C * sizeof *v), memcpy(v + bo + C, l->rv, C * sizeof *v);
+                po += 2 * C, bo += 2 * C;
+            }
+        }
+    }
+    *arch = json_pack("{s:s,s:o}", "type", "layers", "layers", L);
+    *vec = v;
+    *n = np + nb;
+    return 0;
+}
+
+/* ---- forward ---- */
+
+static int grow(void **b, size_t *cap, size_t bytes)
+{
+    if (*cap >= bytes)
+        return 0;
+    void *n = realloc(*b, bytes);
+    if (!n)
+        return -1;
+    *b = n;
+    *cap = bytes;
+    return 0;
+}
+
+/* col [C*k*k][ld], this sample's columns at col[.., 0..OH*OW). Valid spans of a row are copied
+ * whole (stride 1) instead of testing every element. */
+__attribute__((noinline)) static void im2col(const float *x, int C, int H, int W, int k, int s, int pad, int OH, int OW, float *col, size_t ld)
+{
+    for (int c = 0; c < C; c++)
+        for (int ky = 0; ky < k; ky++)
+            for (int kx = 0; kx < k; kx++) {
+                float *row = col + ((size_t)(c * k + ky) * k + kx) * ld;
+                int lo = 0, hi = OW; /* ox with 0 <= ox*s - pad + kx < W */
+                while (lo < OW && lo * s - pad + kx < 0)
+                    lo++;
+                while (hi > lo && (hi - 1) * s - pad + kx >= W)
+                    hi--;
+                for (int oy = 0; oy < OH; oy++) {
+                    int iy = oy * s - pad + ky;
+                    float *r = row + (size_t)oy * OW;
+                    if (iy < 0 || iy >= H) {
+                        memset(r, 0, (size_t)OW * sizeof *r);
+                        continue;
+                    }
+                    const float *src = x + ((size_t)c * H + iy) * W - pad + kx;
+                    for (int ox = 0; ox < lo; ox++)
+                        r[ox] = 0;
+                    if (s == 1)
+                        memcpy(r + lo, src + lo, (size_t)(hi - lo) * sizeof *r);
+                    else
+                        for (int ox = lo; ox < hi; ox++)
+                            r[ox] = src[ox * s];
+                    for (int ox = hi; ox < OW; ox++)
+                        r[ox] = 0;
+                }
+            }
+}
+
+/* Rows are output pixels, K ordered (ky, kx, c) over a channel-last input x [H][W][C], so each
+ * kernel row is one contiguous copy; padding gets zp, then zeros up to Kp. */
+__attribute__((noinline)) static void im2row_u8(const uint8_t *x, int C, int H, int W, int k, int s, int pad, int OH,
+                                                int OW, int Kp, uint8_t zp, uint8_t *A)
+{
+    size_t kc = (size_t)k * C;
+    for (int oy = 0; oy < OH; oy++)
+        for (int ox = 0; ox < OW; ox++) {
+            uint8_t *r = A + (size_t)(oy * OW + ox) * Kp;
+            int x0 = ox * s - pad, klo = x0 < 0 ? -x0 : 0, khi = W - x0 < k ? W - x0 : k;
+            if (khi < klo)
+                khi = klo;
+            for (int ky = 0; ky < k; ky++, r += kc) {
+                int iy = oy * s - pad + ky;
+                if (iy < 0 || iy >= H) {
+                    memset(r, zp, kc);
+                    continue;
+                }
+                const uint8_t *src = x + ((size_t)iy * W + x0) * C;
+                if (kc <= 32) { /* few channels (a first layer): bytes, not library calls */
+                    for (int kx = 0; kx < k; kx++) {
+                        int in = kx >= klo && kx < khi;
+                        for (int c = 0; c < C; c++)
+                            r[kx * C + c] = in ? src[kx * C + c] : zp;
+                    }
+                    continue;
+                }
+                if (klo)
+                    memset(r, zp, (size_t)klo * C);
+                memcpy(r + (size_t)klo * C, src + (size_t)klo * C, (size_t)(khi - klo) * C);
+                if (khi < k)
+                    memset(r + (size_t)khi * C, zp, (size_t)(k - khi) * C);
+            }
+            memset(r, 0, (size_t)Kp - kc * k);
+        }
+}
+
+/* x [C][HW] to channel-last uint8 q [HW][C]. */
+__attribute__((noinline)) static void quant_u8_hwc(const float *x, int C, int HW, float scale, int zp, uint8_t *q)
+{
+    float inv = 1.0f / scale, z = (float)zp + 0.5f;
+    for (int c = 0; c < C; c++) {
+        const float *xc = x + (size_t)c * HW;
+        for (int i = 0; i < HW; i++) {
+            float v = xc[i] * inv + z;
+            v = v < 0 ? 0 : v > 255.0f ? 255.0f : v;
+            q[(size_t)i * C + c] = (uint8_t)v;
+        }
+    }
+}
+
+__attribute__((noinline)) static void quant_u8(const float *x, size_t n, float scale, int zp, uint8_t *q)
+{
+    float inv = 1.0f / scale, z = (float)zp + 0.5f;
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i] * inv + z;
+        v = v < 0 ? 0 : v > 255.0f ? 255.0f : v;
+        q[i] = (uint8_t)v;
+    }
+}
+
+static void record(ilayer_t *l, const float *x, size_t n, int stats)
+{
+    if (stats == 1) {
+        for (size_t i = 0; i < n; i++) {
+            if (x[i] < l->amin)
+                l->amin = x[i];
+            if (x[i] > l->amax)
+                l->amax = x[i];
+        }
+        return;
+    }
+    float m = fmaxf(fabsf(l->amin), fabsf(l->amax));
+    if (m <= 0)
+        return;
+    float sc = IHIST / m;
+    for (size_t i = 0; i < n; i++) {
+        int b = (int)(fabsf(x[i]) * sc);
+        l->hist[b >= IHIST ? IHIST - 1 : b] += 1;
+    }
+}
+
+static int run_conv(engine_infer_t *p, ilayer_t *l, const float *x, float *y, int B, int int8)
+{
+    int C = l->in[0], H = l->in[1], W = l->in[2], OH = l->out[1], OW = l->out[2], P = OH * OW;
+    size_t in_n = (size_t)C * H * W, out_n = (size_t)l->cout * P;
+    if (!int8) {
+        /* g samples per sgemm (N = g*P >= ~1024 keeps the product efficient on small maps), the
+         * result [cout][g*P] scattered to NCHW with bias and ReLU. */
+        int g = P >= 128 ? 1 : (256 + P - 1) / P;
+        if (g > B)
+            g = B;
+        if (g == 1) { /* the product lands in NCHW directly; bias and ReLU in place */
+            if (grow((void **)&p->col, &p->col_cap, (size_t)l->K * P * sizeof(float)))
+                return -1;
+            for (int b = 0; b < B; b++) {
+                float *yb = y + b * out_n;
+                im2col(x + b * in_n, C, H, W, l->k, l->stride, l->pad, OH, OW, p->col, (size_t)P);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, l->cout, P, l->K, 1.0f, l->w, l->K, p->col, P,
+                            0.0f, yb, P);
+                for (int o = 0; o < l->cout; o++) {
+                    float bb = l->b ? l->b[o] : 0, *yo = yb + (size_t)o * P;
+                    if (l->relu)
+                        for (int q = 0; q < P; q++) {
+                            float v = yo[q] + bb;
+                            yo[q] = v > 0 ? v : 0;
+                        }
+                    else
+                        for (int q = 0; q < P; q++)
+                            yo[q] += bb;
+                }
+            }
+            return 0;
+        }
+        size_t ld = (size_t)g * P;
+        if (grow((void **)&p->col, &p->col_cap, ((size_t)l->K + l->cout) * ld * sizeof(float)))
+            return -1;
+        float *tmp = p->col + (size_t)l->K * ld;
+        for (int b0 = 0; b0 < B; b0 += g) {
+            int nb = B - b0 < g ? B - b0 : g;
+            for (int j = 0; j < nb; j++)
+                im2col(x + (b0 + j) * in_n, C, H, W, l->k, l->stride, l->pad, OH, OW, p->col + (size_t)j * P, ld);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, l->cout, nb * P, l->K, 1.0f, l->w, l->K, p->col,
+                        (int)ld, 0.0f, tmp, (int)ld);
+            for (int o = 0; o < l->cout; o++) {
+                float bb = l->b ? l->b[o] : 0;
+                for (int j = 0; j < nb; j++) {
+                    const float *t = tmp + (size_t)o * ld + (size_t)j * P;
+                    float *yo = y + (b0 + j) * out_n + (size_t)o * P;
+                    if (l->relu)
+                        for (int q = 0; q < P; q++) {
+                            float v = t[q] + bb;
+                            yo[q] = v > 0 ? v : 0;
+                        }
+                    else
+                        for (int q = 0; q < P; q++)
+                            yo[q] = t[q] + bb;
+                }
+            }
+        }
+        return 0;
+    }
+    if (grow((void **)&p->qx, &p->qx_cap, in_n) || grow((void **)&p->qa, &p->qa_cap, (size_t)P * l->Kp) ||
+        grow((void **)&p->es, &p->es_cap, 2 * (size_t)l->cout * sizeof(float)) ||
+        grow((void **)&p->acc, &p->acc_cap, (size_t)P * l->cout * sizeof(int32_t)))
+        return -1;
+    p->eb = p->es + l->cout;
+    for (int b = 0; b < B; b++) {
+        quant_u8_hwc(x + b * in_n, C, H * W, l->ascale, l->azp, p->qx);
+        im2row_u8(p->qx, C, H, W, l->k, l->stride, l->pad, OH, OW, l->Kp, (uint8_t)l->azp, p->qa);
+        if (p->qpacked && l->qwp)
+            p->qpacked(P, l->cout, l->Kp, p->qa, l->Kp, l->qwp, p->acc, l->cout);
+        else
+            p->qgemm(P, l->cout, l->Kp, p->qa, l->Kp, l->qwk, l->Kp, p->acc, l->cout);
+        float *yb = y + b * out_n;
+        for (int o = 0; o < l->cout; o++) {
+            p->es[o] = l->ascale * l->wscale[o];
+            p->eb[o] = (l->b ? l->b[o] : 0) - (float)(l->azp * l->wsum[o]) * p->es[o];
+        }
+        /* acc is [P][cout], y is [cout][P]: transposed in tiles of 16 pixels that stay in L1 */
+        for (int q0 = 0; q0 < P; q0 += 16) {
+            int q1 = q0 + 16 < P ? q0 + 16 : P;
+            for (int o = 0; o < l->cout; o++) {
+                float es = p->es[o], eb = p->eb[o], *yo = yb + (size_t)o * P;
+                const int32_t *a = p->acc + o;
+                for (int q = q0; q < q1; q++) {
+                    float v = (float)a[(size_t)q * l->cout] * es + eb;
+                    yo[q] = l->relu && v < 0 ? 0 : v;
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+static int run_linear(engine_infer_t *p, ilayer_t *l, const float *x, float *y, int B, int int8)
+{
+    if (!int8) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, l->cout, l->K, 1.0f, x, l->K, l->w, l->K, 0.0f, y,
+                    l->cout);
+        for (int b = 0; b < B; b++)
+            for (int o = 0; o < l->cout; o++) {
+                float v = y[(size_t)b * l->cout + o] + (l->b ? l->b[o] : 0);
+                y[(size_t)b * l->cout + o] = l->relu && v < 0 ? 0 : v;
+            }
+        return 0;
+    }
+    if (grow((void **)&p->qa, &p->qa_cap, (size_t)B * l->Kp) ||
+        grow((void **)&p->acc, &p->acc_cap, (size_t)B * l->cout * sizeof(int32_t)))
+        return -1;
+    for (int b = 0; b < B; b++) {
+        uint8_t *r = p->qa + (size_t)b * l->Kp;
+        quant_u8(x + (size_t)b * l->K, (size_t)l->K, l->ascale, l->azp, r);
+        memset(r + l->K, 0, (size_t)(l->Kp - l->K));
+    }
+    if (p->qpacked && l->qwp)
+        p->qpacked(B, l->cout, l->Kp, p->qa, l->Kp, l->qwp, p->acc, l->cout);
+    else
+        p->qgemm(B, l->cout, l->Kp, p->qa, l->Kp, l->qw, l->Kp, p->acc, l->cout);
+    for (int b = 0; b < B; b++)
+        for (int o = 0; o < l->cout; o++) {
+            float v = (float)(p->acc[(size_t)b * l->cout + o] - l->azp * l->wsum[o]) * (l->ascale * l->wscale[o]) +
+                      (l->b ? l->b[o] : 0);
+            y[(size_t)b * l->cout + o] = l->relu && v < 0 ? 0 : v;
+        }
+    return 0;
+}
+
+__attribute__((noinline)) static void run_pool(const ilayer_t *l, const float *x, float *y, int B)
+{
+    int C = l->in[0], H = l->in[1], W = l->in[2], OH = l->out[1], OW = l->out[2];
+    if (l->kind == IL_MAXPOOL && l->k == 2 && l->stride == 2 && l->pad == 0) { /* the common case */
+        for (int bc = 0; bc < B * C; bc++) {
+            const float *xi = x + (size_t)bc * H * W;
+            float *yo = y + (size_t)bc * OH * OW;
+            for (int oy = 0; oy < OH; oy++) {
+                const float *r0 = xi + (size_t)(2 * oy) * W, *r1 = r0 + W;
+                for (int ox = 0; ox < OW; ox++) {
+                    float a = r0[2 * ox] > r0[2 * ox + 1] ? r0[2 * ox] : r0[2 * ox + 1];
+                    float b = r1[2 * ox] > r1[2 * ox + 1] ? r1[2 * ox] : r1[2 * ox + 1];
+                    yo[oy * OW + ox] = a > b ? a : b;
+                }
+            }
+        }
+        return;
+    }
+    for (int bc = 0; bc < B * C; bc++) {
+        const float *xi = x + (size_t)bc * H * W;
+        float *yo = y + (size_t)bc * OH * OW;
+        for (int oy = 0; oy < OH; oy++)
+            for (int ox = 0; ox < OW; ox++) {
+                float m = l->kind == IL_MAXPOOL ? -INFINITY : 0;
+                for (int ky = 0; ky < l->k; ky++) {
+                    int iy = oy * l->stride - l->pad + ky;
+                    if (iy < 0 || iy >= H)
+                        continue;
+                    for (int kx = 0; kx < l->k; kx++) {
+                        int ix = ox * l->stride - l->pad + kx;
+                        if (ix < 0 || ix >= W)
+                            continue;
+                        float v = xi[iy * W + ix];
+                        m = l->kind == IL_MAXPOOL ? (v > m ? v : m) : m + v;
+                    }
+                }
+                yo[oy * OW + ox] = l->kind == IL_MAXPOOL ? m : m / (float)(l->k * l->k);
+            }
+    }
+}
+
+int engine_infer_run(engine_infer_t *p, const float *x, int B, float *logits, int int8, int stats, err_t *err)
+{
+    if (int8 && !p->quantized)
+        return err_set(err, FN_EINVAL, "infer: int8 forward before engine_infer_quantize");
+    size_t maxn = (size_t)p->c * p->h * p->w;
+    for (int i = 0; i < p->n; i++)
+        if (ishape_numel(p->L[i].out_nd, p->L[i].out) > maxn)
+            maxn = ishape_numel(p->L[i].out_nd, p->L[i].out);
+    size_t need = maxn * (size_t)B * sizeof(float);
+    if (p->buf_cap < need) {
+        free(p->buf[0]), free(p->buf[1]);
+        p->buf[0] = malloc(need), p->buf[1] = malloc(need);
+        p->buf_cap = p->buf[0] && p->buf[1] ? need : 0;
+        if (!p->buf_cap)
+            return err_set(err, FN_ENOMEM, "infer: out of memory");
+    }
+    const float *cur = x;
+    int which = 0;
+    for (int i = 0; i < p->n; i++) {
+        ilayer_t *l = &p->L[i];
+        size_t in_n = ishape_numel(l->in_nd, l->in);
+        float *y = p->buf[which];
+        int rc = 0;
+        if (stats && (l->kind == IL_CONV || l->kind == IL_LINEAR))
+            record(l, cur, in_n * B, stats);
+        switch (l->kind) {
+        case IL_CONV: rc = run_conv(p, l, cur, y, B, int8); break;
+        case IL_LINEAR: rc = run_linear(p, l, cur, y, B, int8); break;
+        case IL_BN: {
+            int C = l->in[0];
+            size_t hw = in_n / (size_t)C;
+            for (int b = 0; b < B; b++)
+                for (int c = 0; c < C; c++) {
+                    float a = l->gamma[c] / sqrtf(l->rv[c] + l->eps), sh = l->beta[c] - l->rm[c] * a;
+                    const float *xi = cur + b * in_n + c * hw;
+                    float *yo = y + b * in_n + c * hw;
+                    for (size_t q = 0; q < hw; q++)
+                        yo[q] = xi[q] * a + sh;
+                }
+            break;
+        }
+        case IL_RELU:
+            for (size_t q = 0; q < in_n * B; q++)
+                y[q] = cur[q] > 0 ? cur[q] : 0;
+            break;
+        case IL_MAXPOOL:
+        case IL_AVGPOOL: run_pool(l, cur, y, B); break;
+        case IL_GAP: {
+            size_t hw = (size_t)l->in[1] * l->in[2];
+            for (int bc = 0; bc < B * l->in[0]; bc++) {
+                double s = 0;
+                for (size_t q = 0; q < hw; q++)
+                    s += cur[bc * hw + q];
+                y[bc] = (float)(s / (double)hw);
+            }
+            break;
+        }
+        default: /* flatten, dropout: the data is already flat */
+            continue;
+        }
+        if (rc < 0)
+            return err_set(err, FN_ENOMEM, "infer: out of memory");
+        cur = y;
+        which ^= 1;
+    }
+    memcpy(logits, cur, (size_t)B * p->classes * sizeof(float));
+    return 0;
+}
+
+int engine_infer_forward(engine_infer_t *p, const float *x, int B, float *logits, int int8, err_t *err)
+{
+    return engine_infer_run(p, x, B, logits, int8, 0, err);
+}

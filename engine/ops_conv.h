@@ -1,0 +1,126 @@
+/* ops_conv: internal to the engine. What the convolution kernels share: the op's dimensions,
+ * the row copies of im2col and the direct kernels, the fused ReLU's bit mask, a reproducible
+ * sum; and the direct depthwise kernel (ops_conv_dw.c) that ops_conv.c hands depthwise ops to. */
+#ifndef FEDNAS_ENGINE_OPS_CONV_H
+#define FEDNAS_ENGINE_OPS_CONV_H
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+#include "engine/ops_cpu.h"
+
+typedef struct {
+    int C, H, W, OC, OH, OW, KH, KW, sh, sw, ph, pw, dh, dw, G;
+    int Cg, OCg, K, OHW;
+} conv_dims_t;
+
+/* n floats from in to o (not overlapping) in 16-byte moves, the last one overlapping the one
+ * before instead of a scalar tail: rows here are short (14 floats in the FedAvg CNN), so the
+ * tail loop of a plain copy costs as much as its body. */
+static inline void copy_row(float *o, const float *in, int n)
+{
+    if (n < 4) {
+        for (int i = 0; i < n; i++)
+            o[i] = in[i];
+        return;
+    }
+    int i = 0;
+    for (; i + 4 <= n; i += 4)
+        memcpy(o + i, in + i, 4 * sizeof *o);
+    if (i < n)
+        memcpy(o + n - 4, in + n - 4, 4 * sizeof *o);
+}
+
+/* Copies plane [H, W] into the interior of pad (the border is left as it is: zero). */
+static inline void pad_plane(const conv_dims_t *d, const float *plane, float *pad)
+{
+    const int Wp = d->W + 2 * d->pw;
+    for (int h = 0; h < d->H; h++)
+        copy_row(pad + (size_t)(h + d->ph) * Wp + d->pw, plane + (size_t)h * d->W, d->W);
+}
+
+/* Bytes of ReLU mask per output plane (planes start on a byte, so parts never share one). */
+static inline size_t mask_bytes(int ohw) { return ((size_t)ohw + 7) / 8; }
+
+/* Bit i of m: v[i] > 0, for n floats. */
+static inline void relu_mask(const float *v, int n, uint8_t *m)
+{
+    int i = 0;
+#if defined(__SSE2__)
+    const __m128 z = _mm_setzero_ps();
+    for (; i + 8 <= n; i += 8)
+        m[i / 8] = (uint8_t)(_mm_movemask_ps(_mm_cmpgt_ps(_mm_loadu_ps(v + i), z)) |
+                             _mm_movemask_ps(_mm_cmpgt_ps(_mm_loadu_ps(v + i + 4), z)) << 4);
+#endif
+    for (; i < n; i += 8) {
+        unsigned b = 0;
+        for (int k = 0; k < 8 && i + k < n; k++)
+            b |= (unsigned)(v[i + k] > 0.0f) << k;
+        m[i / 8] = (uint8_t)b;
+    }
+}
+
+/* o[i] = dy[i] where bit i of m is set, else 0. */
+static inline void relu_mask_apply(const float *dy, const uint8_t *m, int n, float *o)
+{
+    int i = 0;
+#if defined(__SSE2__)
+    const __m128i lo = _mm_setr_epi32(1, 2, 4, 8), hi = _mm_setr_epi32(16, 32, 64, 128);
+    for (; i + 8 <= n; i += 8) {
+        const __m128i b = _mm_set1_epi32(m[i / 8]);
+        const __m128 k0 = _mm_castsi128_ps(_mm_cmpeq_epi32(_mm_and_si128(b, lo), lo));
+        const __m128 k1 = _mm_castsi128_ps(_mm_cmpeq_epi32(_mm_and_si128(b, hi), hi));
+        _mm_storeu_ps(o + i, _mm_and_ps(k0, _mm_loadu_ps(dy + i)));
+        _mm_storeu_ps(o + i + 4, _mm_and_ps(k1, _mm_loadu_ps(dy + i + 4)));
+    }
+#endif
+    for (; i < n; i++)
+        o[i] = (m[i >> 3] >> (i & 7)) & 1 ? dy[i] : 0.0f;
+}
+
+/* Sum of n floats with eight independent partial sums (a single running sum is one long
+ * dependency chain); fixed order, so reproducible. */
+static inline float sum_floats(const float *r, int n)
+{
+    float a[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++)
+            a[k] += r[i + k];
+    float t = 0.0f;
+    for (; i < n; i++)
+        t += r[i];
+    return t + (((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])));
+}
+
+/* FEDNAS_CONV_IM2COL=1 sends every convolution through im2col + sgemm, the reference path
+ * (tests compare the direct kernels against it; benchmarks measure what they gain). Read on
+ * every call, as FEDNAS_CONV_CHUNK is: a getenv per conv op is noise next to the op. */
+static inline int conv_force_im2col(void)
+{
+    const char *e = getenv("FEDNAS_CONV_IM2COL");
+    return e && atoi(e) > 0;
+}
+
+/* A depthwise op (Cg = 1) for ops_conv_dw.c: inputs, outputs and gradients as in conv_job_t. */
+typedef struct {
+    conv_dims_t d;
+    int B, relu;
+    uint8_t *mask;
+    const float *x, *W, *bias, *dy;
+    float *y, *dx, *dW, *db;
+    int dx_fresh;
+    float *scratch;
+    size_t part_floats, pad_floats;
+    int parts;
+} dw_job_t;
+
+/* Forward and backward of a depthwise conv2d; failures are recorded in g. */
+void conv_dw_fwd(engine_graph_t *g, dw_job_t *j);
+void conv_dw_bwd(engine_graph_t *g, dw_job_t *j);
+
+#endif

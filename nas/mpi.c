@@ -1,0 +1,414 @@
+#include "nas/mpi.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+
+int nas_mpi_launched(void)
+{
+    static const char *const vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "SLURM_PROCID", NULL};
+    for (int i = 0; vars[i]; i++)
+        if (getenv(vars[i]))
+            return 1;
+    return 0;
+}
+
+#ifndef FEDNAS_HAVE_MPI
+
+int nas_mpi_built(void)
+{
+    return 0;
+}
+
+static int not_built(err_t *err)
+{
+    return err_set(err, FN_ESTATE, "this fednas was built without MPI (install libopenmpi-dev and rebuild with "
+                                   "-DFEDNAS_MPI=ON)");
+}
+
+int nas_mpi_init(int *rank, int *size, err_t *err)
+{
+    *rank = 0;
+    *size = 1;
+    return not_built(err);
+}
+
+int nas_mpi_send_setup(const void *blob, size_t n, err_t *err)
+{
+    return not_built(err);
+}
+
+int nas_mpi_recv_setup(char **blob, size_t *n, err_t *err)
+{
+    return not_built(err);
+}
+
+int nas_workers_start_mpi(nas_workers_t **out, err_t *err)
+{
+    *out = NULL;
+    return not_built(err);
+}
+
+int nas_mpi_serve(const nas_data_t *d, const nas_eval_opts_t *base, err_t *err)
+{
+    return not_built(err);
+}
+
+void nas_mpi_release(void)
+{
+}
+
+void nas_mpi_end(int failed)
+{
+}
+
+#else
+
+#include <math.h>
+#include <mpi.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/prctl.h>
+#include <time.h>
+
+#include "common/util.h"
+
+/* Messages are raw structs: every rank runs the same binary, so layout and byte order agree,
+ * and a fixed struct needs no parsing. Every receive still checks the size it got. */
+enum { TAG_SETUP = 1, TAG_JOB, TAG_STOP, TAG_RESULT, TAG_WEIGHTS };
+
+typedef struct job_msg {
+    int64_t id;
+    int32_t final, pad;
+    double epochs;
+    uint64_t seed;
+    /* followed by the architecture JSON, without its NUL */
+} job_msg_t;
+
+typedef struct result_msg {
+    int64_t id;
+    int32_t final, pad;
+    double started_at, ended_at;
+    uint64_t n_weights; /* a TAG_WEIGHTS message of this many floats follows */
+    nas_eval_result_t r;
+} result_msg_t;
+
+/* What rank 0 knows of each worker rank, for a clean end: a rank still waiting must be told to
+ * stop, a busy one cannot be reached until its evaluation ends. */
+enum { RANK_WAITING, RANK_BUSY, RANK_STOPPED, RANK_RELEASED };
+static int g_rank = -1, g_size = 0;
+static unsigned char *g_state;
+
+int nas_mpi_built(void)
+{
+    return 1;
+}
+
+static int mpi_fail(err_t *err, int code, const char *what)
+{
+    char msg[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(code, msg, &len);
+    return err_set(err, FN_EIO, "MPI: %s: %s", what, msg);
+}
+
+/* Polls instead of blocking in MPI_Probe: Open MPI's blocking calls spin a core, and on a node
+ * where every core runs a worker rank the controller's spinning would slow them all. 2 ms is
+ * nothing next to an evaluation. */
+static int probe(int source, int tag, double timeout_s, MPI_Status *st, err_t *err)
+{
+    double t0 = fn_mono();
+    for (;;) {
+        int flag = 0, rc = MPI_Iprobe(source, tag, MPI_COMM_WORLD, &flag, st);
+        if (rc != MPI_SUCCESS)
+            return mpi_fail(err, rc, "probe");
+        if (flag)
+            return 1;
+        if (timeout_s >= 0 && fn_mono() - t0 >= timeout_s)
+            return 0;
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+int nas_mpi_init(int *rank, int *size, err_t *err)
+{
+    *rank = 0;
+    *size = 1;
+    /* A rank outlives nothing: if the launcher is killed, its ranks go too, so no orphaned
+     * controller keeps writing the store while the search is resumed. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    int rc = MPI_Init(NULL, NULL);
+    if (rc != MPI_SUCCESS)
+        return mpi_fail(err, rc, "init");
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &g_size);
+    *rank = g_rank;
+    *size = g_size;
+    if (g_size == 1) {
+        MPI_Finalize();
+        /* Launched as several tasks that MPI does not see as one world (srun without an MPI
+         * plugin: each task a world of one): every task would run the whole search. */
+        static const char *const vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS", NULL};
+        for (int i = 0; vars[i]; i++)
+            if (getenv(vars[i]) && atoi(getenv(vars[i])) > 1)
+                return err_set(err, FN_ESTATE, "launched as one of %s tasks (%s) but MPI sees a world of 1; under "
+                                               "Slurm use `srun --mpi=pmix` (see `srun --mpi=list`)",
+                               getenv(vars[i]), vars[i]);
+        return 0;
+    }
+    g_state = FN_CALLOC((size_t)g_size, 1);
+    return 0;
+}
+
+int nas_mpi_send_setup(const void *blob, size_t n, err_t *err)
+{
+    if (n > INT32_MAX)
+        return err_set(err, FN_EINVAL, "MPI: setup of %zu bytes is too large", n);
+    for (int r = 1; r < g_size; r++) {
+        int rc = MPI_Send(blob, (int)n, MPI_BYTE, r, TAG_SETUP, MPI_COMM_WORLD);
+        if (rc != MPI_SUCCESS)
+            return mpi_fail(err, rc, "sending the setup");
+    }
+    return 0;
+}
+
+/* Receives the message probe found as bytes, NUL-terminated. */
+static int recv_bytes(MPI_Status *st, char **out, size_t *n, err_t *err)
+{
+    int count = 0;
+    MPI_Get_count(st, MPI_BYTE, &count);
+    char *b = FN_MALLOC((size_t)count + 1);
+    int rc = MPI_Recv(b, count, MPI_BYTE, st->MPI_SOURCE, st->MPI_TAG, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    if (rc != MPI_SUCCESS) {
+        free(b);
+        return mpi_fail(err, rc, "receive");
+    }
+    b[count] = 0;
+    *out = b;
+    *n = (size_t)count;
+    return 0;
+}
+
+int nas_mpi_recv_setup(char **blob, size_t *n, err_t *err)
+{
+    MPI_Status st;
+    int rc = probe(0, MPI_ANY_TAG, -1, &st, err);
+    if (rc < 0)
+        return rc;
+    if ((rc = recv_bytes(&st, blob, n, err)) < 0)
+        return rc;
+    if (st.MPI_TAG == TAG_SETUP)
+        return 1;
+    free(*blob);
+    *blob = NULL;
+    return st.MPI_TAG == TAG_STOP ? 0 : err_set(err, FN_EPROTO, "MPI: expected the setup, got tag %d", st.MPI_TAG);
+}
+
+/* ---- rank 0: the pool --------------------------------------------------------------------- */
+
+typedef struct mpi_pool {
+    int n; /* worker ranks: slot i is rank i + 1 */
+    int64_t *job_id;
+    int *job_final;
+} mpi_pool_t;
+
+static int mpi_submit(void *impl, int slot, const nas_job_t *job, err_t *err)
+{
+    mpi_pool_t *p = impl;
+    size_t alen = strlen(job->arch);
+    char *buf = FN_MALLOC(sizeof(job_msg_t) + alen);
+    job_msg_t m = {.id = job->id, .final = job->final, .epochs = job->epochs, .seed = job->seed};
+    memcpy(buf, &m, sizeof m);
+    memcpy(buf + sizeof m, job->arch, alen);
+    int rc = MPI_Send(buf, (int)(sizeof m + alen), MPI_BYTE, slot + 1, TAG_JOB, MPI_COMM_WORLD);
+    free(buf);
+    if (rc != MPI_SUCCESS)
+        return mpi_fail(err, rc, "sending a job");
+    p->job_id[slot] = job->id;
+    p->job_final[slot] = job->final;
+    g_state[slot + 1] = RANK_BUSY;
+    return 0;
+}
+
+static int mpi_wait(void *impl, double timeout_s, nas_job_done_t *out, err_t *err)
+{
+    mpi_pool_t *p = impl;
+    MPI_Status st;
+    int rc = probe(MPI_ANY_SOURCE, TAG_RESULT, timeout_s, &st, err);
+    if (rc <= 0)
+        return rc;
+    int src = st.MPI_SOURCE, count = 0;
+    MPI_Get_count(&st, MPI_BYTE, &count);
+    result_msg_t m;
+    if (count != (int)sizeof m) {
+        char *junk;
+        size_t n;
+        recv_bytes(&st, &junk, &n, err);
+        free(junk);
+        return err_set(err, FN_EPROTO, "MPI: rank %d sent a result of %d bytes, not %zu (another fednas build?)",
+                       src, count, sizeof m);
+    }
+    if ((rc = MPI_Recv(&m, count, MPI_BYTE, src, TAG_RESULT, MPI_COMM_WORLD, MPI_STATUS_IGNORE)) != MPI_SUCCESS)
+        return mpi_fail(err, rc, "receiving a result");
+    int slot = src - 1;
+    if (slot < 0 || slot >= p->n || g_state[src] != RANK_BUSY || m.id != p->job_id[slot])
+        return err_set(err, FN_EPROTO, "MPI: rank %d returned job %lld, which it was not given", src,
+                       (long long)m.id);
+    memset(out, 0, sizeof *out);
+    out->id = m.id;
+    out->final = p->job_final[slot];
+    out->slot = slot;
+    out->r = m.r;
+    out->r.reason[sizeof out->r.reason - 1] = 0;
+    out->r.device[sizeof out->r.device - 1] = 0;
+    out->started_at = m.started_at;
+    out->ended_at = m.ended_at;
+    snprintf(out->worker, sizeof out->worker, "mpi:%d", src);
+    g_state[src] = RANK_WAITING;
+    if (m.n_weights) {
+        if (m.n_weights > (uint64_t)INT32_MAX)
+            return err_set(err, FN_EPROTO, "MPI: rank %d announces %llu weights", src,
+                           (unsigned long long)m.n_weights);
+        out->weights = FN_MALLOC(m.n_weights * sizeof(float));
+        out->n_weights = m.n_weights;
+        MPI_Status ws;
+        rc = MPI_Recv(out->weights, (int)m.n_weights, MPI_FLOAT, src, TAG_WEIGHTS, MPI_COMM_WORLD, &ws);
+        int got = 0;
+        if (rc == MPI_SUCCESS)
+            MPI_Get_count(&ws, MPI_FLOAT, &got);
+        if (rc != MPI_SUCCESS || (uint64_t)got != m.n_weights) {
+            nas_job_done_free(out);
+            return rc != MPI_SUCCESS ? mpi_fail(err, rc, "receiving weights")
+                                     : err_set(err, FN_EPROTO, "MPI: rank %d sent %d weights of %llu", src, got,
+                                               (unsigned long long)m.n_weights);
+        }
+    }
+    return 1;
+}
+
+static void stop_waiting_ranks(void)
+{
+    for (int r = 1; r < g_size; r++)
+        if (g_state[r] == RANK_WAITING) {
+            MPI_Send(NULL, 0, MPI_BYTE, r, TAG_STOP, MPI_COMM_WORLD);
+            g_state[r] = RANK_STOPPED;
+        }
+}
+
+static void mpi_close(void *impl)
+{
+    mpi_pool_t *p = impl;
+    /* Busy ranks stay busy: nas_mpi_end aborts the job for them. */
+    stop_waiting_ranks();
+    free(p->job_id);
+    free(p->job_final);
+    free(p);
+}
+
+static const nas_worker_backend_t k_mpi = {"mpi", mpi_submit, mpi_wait, mpi_close};
+
+int nas_workers_start_mpi(nas_workers_t **out, err_t *err)
+{
+    *out = NULL;
+    if (g_rank != 0 || g_size < 2)
+        return err_set(err, FN_ESTATE, "MPI: the worker pool lives on rank 0 of a world of >= 2 ranks");
+    mpi_pool_t *p = FN_CALLOC(1, sizeof *p);
+    p->n = g_size - 1;
+    p->job_id = FN_CALLOC((size_t)p->n, sizeof *p->job_id);
+    p->job_final = FN_CALLOC((size_t)p->n, sizeof *p->job_final);
+    int rc = nas_workers_create(&k_mpi, p, p->n, out, err);
+    if (rc < 0)
+        mpi_close(p);
+    return rc;
+}
+
+/* ---- ranks > 0: evaluate ------------------------------------------------------------------ */
+
+int nas_mpi_serve(const nas_data_t *d, const nas_eval_opts_t *base, err_t *err)
+{
+    char tag[32];
+    snprintf(tag, sizeof tag, "nas rank %d", g_rank);
+    log_set_tag(tag);
+    for (;;) {
+        MPI_Status st;
+        int rc = probe(0, MPI_ANY_TAG, -1, &st, err);
+        char *msg = NULL;
+        size_t n = 0;
+        if (rc < 0 || (rc = recv_bytes(&st, &msg, &n, err)) < 0)
+            return rc;
+        if (st.MPI_TAG == TAG_STOP) {
+            free(msg);
+            return 0;
+        }
+        if (st.MPI_TAG != TAG_JOB || n < sizeof(job_msg_t)) {
+            free(msg);
+            return err_set(err, FN_EPROTO, "MPI: rank 0 sent tag %d with %zu bytes; expected a job", st.MPI_TAG, n);
+        }
+        job_msg_t j;
+        memcpy(&j, msg, sizeof j);
+        result_msg_t res;
+        memset(&res, 0, sizeof res);
+        res.id = j.id;
+        res.final = j.final;
+        res.started_at = fn_now();
+        nas_eval_opts_t o = *base;
+        o.epochs = j.epochs;
+        o.seed = j.seed;
+        o.final = j.final;
+        json_error_t je;
+        json_t *arch = json_loads(msg + sizeof j, 0, &je);
+        engine_model_t *m = NULL;
+        err_t e = {0};
+        if (!arch)
+            snprintf(res.r.reason, sizeof res.r.reason, "worker: unreadable architecture: %s", je.text);
+        else if (nas_eval_run(arch, d, &o, &res.r, o.final ? &m : NULL, &e) < 0) {
+            res.r.ok = 0;
+            snprintf(res.r.reason, sizeof res.r.reason, "%s", e.msg);
+        }
+        /* As the local worker sends it: a non-finite train loss travels as -1. */
+        if (!isfinite(res.r.train_loss))
+            res.r.train_loss = -1.0;
+        res.n_weights = m ? engine_model_num_federated(m) : 0;
+        res.ended_at = fn_now();
+        rc = MPI_Send(&res, (int)sizeof res, MPI_BYTE, 0, TAG_RESULT, MPI_COMM_WORLD);
+        if (rc == MPI_SUCCESS && res.n_weights)
+            rc = MPI_Send(engine_model_params(m), (int)res.n_weights, MPI_FLOAT, 0, TAG_WEIGHTS, MPI_COMM_WORLD);
+        json_decref(arch);
+        engine_model_free(m);
+        free(msg);
+        if (rc != MPI_SUCCESS)
+            return mpi_fail(err, rc, "sending a result");
+    }
+}
+
+void nas_mpi_release(void)
+{
+    for (int r = 1; r < g_size; r++)
+        g_state[r] = RANK_RELEASED;
+}
+
+void nas_mpi_end(int failed)
+{
+    if (g_size < 2)
+        return;
+    int abort_job = g_rank != 0 && failed;
+    if (g_rank == 0) {
+        stop_waiting_ranks();
+        for (int r = 1; r < g_size; r++)
+            abort_job |= g_state[r] == RANK_BUSY || (failed && g_state[r] == RANK_RELEASED);
+    }
+    if (abort_job) {
+        fflush(stdout);
+        fflush(stderr);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    free(g_state);
+    g_state = NULL;
+    MPI_Finalize();
+}
+
+#endif

@@ -1,0 +1,51 @@
+/* supernet_internal (internal to nas/supernet*.c): the store's layout and the helpers that
+ * supernet.c (store, keys, training) lends supernet_score.c (recalibration, scoring), kept out
+ * of the public nas/supernet.h. */
+#ifndef FEDNAS_NAS_SUPERNET_INTERNAL_H
+#define FEDNAS_NAS_SUPERNET_INTERNAL_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/rng.h"
+#include "engine/graph.h"
+#include "engine/nn.h"
+#include "nas/supernet.h"
+
+/* One shared tensor at the largest shape any path gave it (row-major, up to 4 dimensions). */
+typedef struct sn_tensor {
+    char key[NAS_SUPERNET_KEY_LEN];
+    int nd;
+    int64_t shape[4];
+    float *w;      /* weights */
+    float *v;      /* SGD velocity */
+    uint8_t *init; /* 1 once a training path has initialised the element */
+} sn_tensor_t;
+
+struct nas_supernet {
+    nas_space_t sp;
+    nas_supernet_opts_t o;
+    sn_tensor_t *t;
+    int nt, cap;
+    rng_t draw;        /* the path draws, continued across nas_supernet_train calls */
+    engine_graph_t *g; /* the training steps' graph */
+    long steps;
+    uint64_t epochs;   /* passes begun, for their shuffles */
+    uint64_t *seen;    /* open-addressed set of drawn paths (hash prefixes) */
+    size_t nseen, capseen;
+};
+
+/* g decoded (arch), built (net) and the key of every net tensor (keys: calloc'ed). */
+int sn_build(const nas_supernet_t *s, const nas_genome_t *g, json_t **arch, engine_net_t **net,
+             char (**keys)[NAS_SUPERNET_KEY_LEN], err_t *err);
+int sn_keys(const nas_space_t *sp, const nas_genome_t *canon, const json_t *arch, const engine_net_t *net,
+            char (*keys)[NAS_SUPERNET_KEY_LEN], err_t *err);
+/* Copies the path's stored slices into net; ids gets each net tensor's store id (-1: none).
+ * persist 1 (training): creates and grows stored tensors and initialises their new elements
+ * from engine_net_init(net, init_seed); persist 0 (scoring): reads only, and net keeps its
+ * engine_net_init(net, init_seed) values where the store has nothing. */
+int sn_load(nas_supernet_t *s, engine_net_t *net, char (*keys)[NAS_SUPERNET_KEY_LEN], int persist, uint64_t init_seed,
+            int *ids, err_t *err);
+
+#endif

@@ -1,0 +1,133 @@
+#!/bin/bash
+# `fednas serve` end to end over HTTPS: dynamic batching never mixes up answers (48 concurrent
+# clients, each with its own image, must get exactly what that image gets alone in a batch of
+# one), multi-image requests keep their order, bad bodies get 400 with a reason, a missing or
+# wrong token 401, and /metrics counts it all.
+. "$(dirname "$0")/lib.sh"
+TOKEN=serve_test_token_0123456789
+echo '{"type":"mlp","hidden":[64]}' > "$WORK/mlp.json"
+FEDNAS_SERVE_TOKEN=$TOKEN "$FEDNAS" serve "$WORK/mlp.json" --http 0 --max-batch 16 --max-wait-ms 50 --workers 64 \
+  > "$WORK/serve.out" 2>&1 &
+PIDS+=($!)
+SPID=$!
+PORT=$(wait_for_line "$WORK/serve.out" 'https://127\.0\.0\.1:[0-9]+/v1/predict' 20 | sed -E 's#.*:([0-9]+)/v1/predict#\1#')
+[ -d "$WORK/tls" ] || fail "no certificate made in the model's folder"
+
+python3 - "$PORT" "$TOKEN" <<'PY' || fail "serve checks"
+import base64, http.client, json, random, ssl, struct, sys, threading
+port, token = int(sys.argv[1]), sys.argv[2]
+ctx = ssl._create_unverified_context()
+
+def call(body, tok=token, path="/v1/predict", method="POST", headers=None):
+    c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=60)
+    h = {"Content-Type": "application/json"}
+    if tok:
+        h["Authorization"] = "Bearer " + tok
+    h.update(headers or {})
+    c.request(method, path, body=body, headers=h)
+    r = c.getresponse()
+    data = r.read().decode()
+    c.close()
+    return r.status, data
+
+N = 48
+rng = random.Random(11)
+imgs = [[rng.random() * (1 + i % 5) for _ in range(784)] for i in range(N)]
+alone = []
+for im in imgs:
+    st, body = call(json.dumps({"images": [im]}))
+    assert st == 200, (st, body)
+    d = json.loads(body)
+    assert d["batch_size"] == 1, d["batch_size"]  # nothing else queued: a single-sample forward
+    alone.append(d["predictions"][0])
+assert len({tuple(p["probabilities"]) for p in alone}) == N, "images are not told apart"
+
+def close(a, b):
+    return a["class"] == b["class"] and all(abs(x - y) < 1e-5 for x, y in zip(a["probabilities"], b["probabilities"]))
+
+for rnd in range(2):
+    got, errs = [None] * N, []
+    go = threading.Barrier(N)
+    def client(i):
+        try:
+            go.wait()
+            enc = base64.b64encode(struct.pack("<784f", *imgs[i])).decode() if (i + rnd) % 2 else imgs[i]
+            st, body = call(json.dumps({"images": [enc]}))
+            got[i] = (st, json.loads(body))
+        except Exception as e:
+            errs.append(repr(e))
+    ts = [threading.Thread(target=client, args=(i,)) for i in range(N)]
+    for t in ts: t.start()
+    for t in ts: t.join()
+    assert not errs, errs
+    batched = 0
+    for i in range(N):
+        st, d = got[i]
+        assert st == 200, (i, st, d)
+        assert close(d["predictions"][0], alone[i]), ("mixed up", i)
+        batched += d["batch_size"] > 1
+    assert batched > 0, "48 concurrent requests never shared a forward pass"
+    print("round", rnd, ":", batched, "of", N, "answers came from shared passes")
+
+st, body = call(json.dumps([imgs[3], imgs[7], imgs[1]]))
+assert st == 200, body
+ps = json.loads(body)["predictions"]
+assert [close(p, alone[j]) for p, j in zip(ps, (3, 7, 1))] == [True] * 3, "multi-image order"
+
+bad = [
+    ("{\"images\": [", "invalid JSON"),
+    (json.dumps({"images": [imgs[0][:100]]}), "expected 784 numbers"),
+    (json.dumps({"images": []}), "1..64 images"),
+    (json.dumps({"images": [imgs[0]] * 65}), "1..64 images"),
+    (json.dumps({"images": [imgs[0]], "extra": 1}), "unknown key"),
+    (json.dumps({"images": [["x"] * 784]}), "images[0][0]: not a finite number"),
+    (json.dumps({"images": [base64.b64encode(b"\0" * 100).decode()]}), "base64 must decode"),
+    (json.dumps({"images": [base64.b64encode(struct.pack("<784f", *([float("nan")] * 784))).decode()]}), "not a finite"),
+    (json.dumps({"images": "abc"}), "the body must be"),
+    ("", "invalid JSON"),
+]
+for body, want in bad:
+    st, resp = call(body)
+    assert st == 400 and want in json.loads(resp)["error"], (body[:40], st, resp)
+st, resp = call(None, method="GET")
+assert st == 405, (st, resp)
+st, resp = call(json.dumps({"images": [imgs[0]]}), tok=None)
+assert st == 401 and "Bearer" in resp, (st, resp)
+st, resp = call(json.dumps({"images": [imgs[0]]}), tok="wrong_token_0123456789")
+assert st == 401, (st, resp)
+st, resp = call(None, path="/metrics", method="GET", tok=None)
+assert st == 401, st
+st, resp = call(None, path="/healthz", method="GET", tok=None)
+assert st == 200 and "ok" in resp, (st, resp)
+
+st, text = call(None, path="/metrics", method="GET")
+assert st == 200, st
+m = {}
+for line in text.splitlines():
+    if line and not line.startswith("#"):
+        k, v = line.rsplit(" ", 1)
+        m[k] = float(v)
+ok = N + 2 * N + 1
+assert m['fednas_serve_requests_total{code="2xx"}'] == ok, m['fednas_serve_requests_total{code="2xx"}']
+assert m['fednas_serve_requests_total{code="4xx"}'] == len(bad) + 4, m['fednas_serve_requests_total{code="4xx"}']
+assert m["fednas_serve_images_total"] == ok + 2
+assert m['fednas_serve_batch_size_bucket{le="+Inf"}'] == m["fednas_serve_batch_size_count"]
+assert m['fednas_serve_batch_size_bucket{le="1"}'] < m["fednas_serve_batch_size_count"], "no batch above 1"
+assert m["fednas_serve_batch_size_sum"] == ok + 2
+assert 0 < m['fednas_serve_latency_seconds{quantile="0.5"}'] <= m['fednas_serve_latency_seconds{quantile="0.99"}']
+assert m["fednas_serve_requests_per_second"] > 0
+assert 1 <= m["fednas_serve_pass_images"] <= 16, m["fednas_serve_pass_images"]
+PY
+pass "batching keeps answers apart; 400s, 401s and /metrics"
+
+# A body over the limit is refused from its Content-Length, before it is read.
+code=$(head -c 3000000 /dev/zero | curl -sk -o "$WORK/big.out" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" \
+  --data-binary @- "https://127.0.0.1:$PORT/v1/predict")
+[ "$code" = 413 ] || fail "3 MB body: HTTP $code"
+pass "oversized body"
+
+kill "$SPID"
+wait_exit "$SPID" 20 || fail "serve did not stop on SIGTERM"
+FEDNAS_SERVE_TOKEN=$TOKEN "$FEDNAS" serve "$WORK/mlp.json" > "$WORK/e1" 2>&1; [ $? = 2 ] || fail "no --http accepted"
+"$FEDNAS" serve "$WORK/mlp.json" --http 0 --max-batch 0 > "$WORK/e2" 2>&1; [ $? = 2 ] || fail "max batch 0 accepted"
+pass "arguments"

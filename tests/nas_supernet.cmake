@@ -1,0 +1,7 @@
+# nas/supernet (weight sharing) and nas/rank (Kendall's tau-b); the weight-sharing benchmark.
+fednas_unit_test(test_nas_supernet SOURCES unit/test_nas_supernet.c LIBS fednas_nas fednas_engine fednas_common)
+# Weight sharing against standalone evaluation: candidates per CPU-hour and Kendall tau-b
+# (`make bench`; sizes from NAS_BENCH_ARGS there, see tests/bench/run.sh).
+fednas_bench(nas SOURCES bench/nas.c LIBS fednas_nas fednas_engine fednas_common)
+add_test(NAME integration_nas_ws COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/integration/nas_ws.sh $<TARGET_FILE:fednas>)
+set_tests_properties(integration_nas_ws PROPERTIES TIMEOUT 300 ENVIRONMENT "FEDNAS_SOURCE_DIR=${CMAKE_SOURCE_DIR}")
