@@ -210,9 +210,13 @@ static int migrate(store_t *s, err_t *err)
 static int make_private(const char *path, err_t *err)
 {
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return err_set(err, FN_EIO, "cannot open run store %s: %s (check the directory exists and is writable)", path,
-                       strerror(errno));
+    if (fd < 0) {
+        int en = errno;
+        char hint[512];
+        io_hint(path, en == ENOSPC ? SQLITE_FULL : en == EROFS ? SQLITE_READONLY : SQLITE_PERM, hint, sizeof hint);
+        return err_set(err, FN_EIO, "cannot open run store %s: %s%s", path, strerror(en),
+                       hint[0] ? hint : " (check the directory exists and is writable)");
+    }
     struct stat sb;
     if (fstat(fd, &sb) == 0 && (sb.st_mode & 077) && sb.st_uid == geteuid()) {
         fchmod(fd, 0600);

@@ -111,6 +111,7 @@ mount -o remount,ro ro
 [ $rc != 0 ] || fail "resuming on a read-only store should fail"
 cat ro2.err
 expect_contains ro2.err "run store ro/s.db"
+expect_contains ro2.err "mounted read-only: remount it read-write"
 # store.c says "mounted read-only: remount it read-write"; a store opened by open(2) first (to set
 # its mode) may fail there with strerror's "Read-only file system": both name the cause.
 grep -qi "read-only" ro2.err || fail "resuming on a read-only disk: the error should say read-only"
@@ -118,7 +119,7 @@ grep -qi "read-only" ro2.err || fail "resuming on a read-only disk: the error sh
 [ $rc3 != 0 ] || fail "a new run on a read-only disk should fail"
 cat ro3.err
 expect_contains ro3.err "ro/new.db"
-grep -q "read-only" ro3.err || fail "a new store on a read-only disk: the error should say read-only"
+grep -qi "read-only" ro3.err || fail "a new store on a read-only disk: the error should say read-only"
 mount -o remount,rw ro
 [ "$(rounds_list ro/s.db)" = "$(seq -s, 1 "$n")" ] || fail "rounds after the read-only attempts: $(rounds_list ro/s.db)"
 serve ro4 --resume 1 --db ro/s.db
