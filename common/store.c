@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -98,17 +99,56 @@ static const char *const k_migrations[] = {
 };
 #define N_MIGRATIONS ((int)(sizeof k_migrations / sizeof k_migrations[0]))
 
+/* What a failed write most likely means for the user, and what to do about it: the store's file
+ * system is read-only or full, or the store is not writable by this user. Empty when the file
+ * system shows none of these (the error is then SQLite's alone). */
+static void io_hint(const char *path, int code, char *out, size_t cap)
+{
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        snprintf(dir, sizeof dir, ".");
+    else
+        slash[slash == dir] = '\0';
+    struct statvfs fs;
+    int have = statvfs(dir, &fs) == 0;
+    int prim = code & 0xff;
+    out[0] = '\0';
+    if (have && (fs.f_flag & ST_RDONLY))
+        snprintf(out, cap,
+                 " (the file system holding %s is mounted read-only: remount it read-write, or copy the store to a "
+                 "writable disk and pass --db there; what was committed is kept)",
+                 dir);
+    else if (prim == SQLITE_FULL || (have && fs.f_bavail == 0 && (prim == SQLITE_IOERR || prim == SQLITE_CANTOPEN)))
+        snprintf(out, cap,
+                 " (the disk holding %s is full: %llu bytes free; free space there, or move the store and pass --db; "
+                 "what was committed is kept)",
+                 dir, have ? (unsigned long long)fs.f_bavail * fs.f_frsize : 0ULL);
+    else if ((prim == SQLITE_READONLY || prim == SQLITE_CANTOPEN || prim == SQLITE_PERM) &&
+             (access(dir, W_OK) != 0 || (access(path, F_OK) == 0 && access(path, W_OK) != 0)))
+        snprintf(out, cap,
+                 " (%s or its folder %s is not writable by this user: give write permission to both, and to its -wal "
+                 "and -shm files)",
+                 path, dir);
+}
+
 static int db_err(store_t *s, err_t *err, const char *what)
 {
-    return err_set(err, FN_EIO, "run store %s: %s: %s", s ? s->path : "?", what,
-                   s && s->db ? sqlite3_errmsg(s->db) : "no database");
+    char hint[512] = "";
+    if (s && s->db)
+        io_hint(s->path, sqlite3_extended_errcode(s->db), hint, sizeof hint);
+    return err_set(err, FN_EIO, "run store %s: %s: %s%s", s ? s->path : "?", what,
+                   s && s->db ? sqlite3_errmsg(s->db) : "no database", hint);
 }
 
 static int exec(store_t *s, const char *sql, err_t *err)
 {
     char *msg = NULL;
     if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        err_set(err, FN_EIO, "run store %s: %s", s->path, msg ? msg : "error");
+        char hint[512];
+        io_hint(s->path, sqlite3_extended_errcode(s->db), hint, sizeof hint);
+        err_set(err, FN_EIO, "run store %s: %s%s", s->path, msg ? msg : "error", hint);
         sqlite3_free(msg);
         return FN_EIO;
     }
@@ -170,9 +210,13 @@ static int migrate(store_t *s, err_t *err)
 static int make_private(const char *path, err_t *err)
 {
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return err_set(err, FN_EIO, "cannot open run store %s: %s (check the directory exists and is writable)", path,
-                       strerror(errno));
+    if (fd < 0) {
+        int en = errno;
+        char hint[512];
+        io_hint(path, en == ENOSPC ? SQLITE_FULL : en == EROFS ? SQLITE_READONLY : SQLITE_PERM, hint, sizeof hint);
+        return err_set(err, FN_EIO, "cannot open run store %s: %s%s", path, strerror(en),
+                       hint[0] ? hint : " (check the directory exists and is writable)");
+    }
     struct stat sb;
     if (fstat(fd, &sb) == 0 && (sb.st_mode & 077) && sb.st_uid == geteuid()) {
         fchmod(fd, 0600);
@@ -207,8 +251,11 @@ int store_open(const char *path, int read_only, store_t **out, err_t *err)
     int flags = read_only ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
     flags |= SQLITE_OPEN_NOMUTEX; /* one handle per thread */
     if (sqlite3_open_v2(path, &s->db, flags, NULL) != SQLITE_OK) {
-        int rc = err_set(err, FN_EIO, "cannot open run store %s: %s (check the directory exists and is writable)",
-                         path, s->db ? sqlite3_errmsg(s->db) : "out of memory");
+        char hint[512] = " (check the directory exists and is writable)";
+        if (s->db)
+            io_hint(path, sqlite3_extended_errcode(s->db), hint, sizeof hint);
+        int rc = err_set(err, FN_EIO, "cannot open run store %s: %s%s", path,
+                         s->db ? sqlite3_errmsg(s->db) : "out of memory", hint[0] ? hint : " (check the directory exists and is writable)");
         store_close(s);
         return rc;
     }
@@ -390,15 +437,29 @@ static int write_checkpoint(store_t *s, int64_t run_id, int round, const void *p
 
 int store_round_commit(store_t *s, int64_t run_id, const store_round_t *r, const store_checkpoint_t *ck, err_t *err)
 {
-    int rc = exec(s, "BEGIN IMMEDIATE;", err);
+    /* A savepoint is a transaction of its own outside store_tx_begin and nests inside it. */
+    int rc = exec(s, "SAVEPOINT round_commit;", err);
     if (rc < 0)
         return rc;
     rc = store_round_insert(s, run_id, r, err);
     if (rc == 0 && ck)
         rc = write_checkpoint(s, run_id, r->round, ck->params, ck->params_len, ck->state, ck->state_len, ck->meta, err);
-    if (rc == 0)
-        return exec(s, "COMMIT;", err);
-    sqlite3_exec(s->db, "ROLLBACK;", NULL, NULL, NULL);
+    if (rc == 0 && (rc = exec(s, "RELEASE round_commit;", err)) == 0)
+        return 0;
+    sqlite3_exec(s->db, "ROLLBACK TO round_commit; RELEASE round_commit;", NULL, NULL, NULL);
+    return rc;
+}
+
+int store_tx_begin(store_t *s, err_t *err)
+{
+    return exec(s, "BEGIN IMMEDIATE;", err);
+}
+
+int store_tx_end(store_t *s, int commit, err_t *err)
+{
+    int rc = commit ? exec(s, "COMMIT;", err) : 0;
+    if (!commit || rc < 0)
+        sqlite3_exec(s->db, "ROLLBACK;", NULL, NULL, NULL);
     return rc;
 }
 

@@ -52,8 +52,14 @@ typedef struct store_checkpoint {
     const char *meta;
 } store_checkpoint_t;
 /* Inserts the round and replaces the run's checkpoint in one transaction: either both are
- * committed or neither. ck may be NULL. */
+ * committed or neither. ck may be NULL. Inside store_tx_begin/end it is a savepoint of that
+ * transaction, so the round's metrics can join it. */
 int store_round_commit(store_t *s, int64_t run_id, const store_round_t *r, const store_checkpoint_t *ck, err_t *err);
+/* One transaction around several writes (a round, its checkpoint and its metrics: a server killed
+ * in between must not leave a committed round without its epsilon). store_tx_end commits
+ * (commit != 0) or rolls back; a failed commit is rolled back. */
+int store_tx_begin(store_t *s, err_t *err);
+int store_tx_end(store_t *s, int commit, err_t *err);
 /* Loads the run's checkpoint (malloc'ed copies; store_checkpoint_free) and its round.
  * FN_ENOTFOUND when the run has none. */
 int store_checkpoint_load(store_t *s, int64_t run_id, store_checkpoint_t *ck, int *round, err_t *err);

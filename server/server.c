@@ -325,13 +325,24 @@ static int round_commit(server_t *s, store_round_t *rec, err_t *err)
     rec->samples = (int64_t)s->rnd.train_weight;
     rec->bytes_down = s->rnd.bytes_down;
     rec->bytes_up = s->rnd.bytes_up;
-    if ((rc = record_commit(s, rec, err)) < 0)
-        return rc;
-    record_phase_metrics(s);
-    sa_record(s);
+    /* The round, its checkpoint and its metrics (epsilon, the sampling rate a resume replays)
+     * in one transaction: a server killed in between leaves all of them or none. */
+    if ((rc = store_tx_begin(s->opt.store, err)) == 0) {
+        if ((rc = record_commit(s, rec, err)) == 0) {
+            record_phase_metrics(s);
+            sa_record(s);
+            dp_record(s);
+        }
+        int rc2 = store_tx_end(s->opt.store, rc == 0, err);
+        rc = rc < 0 ? rc : rc2;
+    }
+    if (rc < 0)
+        return err_wrap(err,
+                        "round %d was not committed; rounds 1-%d are safe in the store, and once it can be written "
+                        "`fednas server --resume %lld` (or `fednas run --resume %lld`) continues after them: ",
+                        rec->round, rec->round - 1, (long long)s->opt.run_id, (long long)s->opt.run_id);
     sa_round_end(s);
     double fed_acc = eval_federated(s);
-    dp_record(s);
     record_print(s, rec, fed_acc);
     return 0;
 }

@@ -14,6 +14,13 @@ int record_load_checkpoint(server_t *s, err_t *err)
 {
     store_checkpoint_t ck;
     int round, rc = store_checkpoint_load(s->opt.store, s->opt.run_id, &ck, &round, err);
+    if (rc == FN_ENOTFOUND) {
+        /* Killed before its first round was committed: the run starts over from the model its
+         * seed gives, which is the one it had. Distributed DP still replays any sum of round 1
+         * the sites were asked to unmask. */
+        log_info("resuming run %lld after round 0 (none was committed)", (long long)s->opt.run_id);
+        return s->cfg->dp.enabled ? dp_replay(s, 0, err) : 0;
+    }
     if (rc < 0)
         return rc;
     json_t *meta = json_loads(ck.meta, 0, NULL);

@@ -63,6 +63,8 @@ static int check(char **argv)
     double want = atof(argv[4]), sel = atof(argv[5]), summed = atof(argv[6]), clip = atof(argv[7]);
     if (!a || !b || na != nb || na == 0) {
         fprintf(stderr, "check: cannot read %s and %s as float32 vectors of one length\n", argv[2], argv[3]);
+        free(a);
+        free(b);
         return 1;
     }
     double f = secagg_choose_scale((uint32_t)sel, clip, (uint32_t)atoi(argv[8]));
@@ -78,10 +80,14 @@ static int check(char **argv)
         if (d > tol) {
             fprintf(stderr, "check: coordinate %zu moved by %.9g, expected %.9g (error %.3g > bound %.3g)\n", i,
                     (double)b[i] - a[i], want, d, tol);
+            free(a);
+            free(b);
             return 1;
         }
     }
     printf("max error %.3g within bound %.3g (%zu coordinates, f = %.6g)\n", worst, bound, na, f);
+    free(a);
+    free(b);
     return 0;
 }
 

@@ -203,6 +203,54 @@ static void test_round_commit_is_atomic_and_resumable(void **state)
     store_close(s);
 }
 
+/* A round, its checkpoint and its metrics in one transaction (server/server.c round_commit): a
+ * reader sees none of them until the end, a rolled-back one leaves nothing, and a failed round
+ * commit inside it (a savepoint) leaves the transaction usable. */
+static void test_round_and_metrics_in_one_transaction(void **state)
+{
+    store_t *s, *r;
+    err_t e = {0};
+    int64_t exp, run;
+    assert_int_equal(store_open(g_db, 0, &s, &e), 0);
+    assert_int_equal(store_experiment_create(s, "x", "{}", &exp, &e), 0);
+    assert_int_equal(store_run_create(s, exp, 5, 1, 1, NULL, &run, &e), 0);
+    assert_int_equal(store_open(g_db, 1, &r, &e), 0);
+    float p1[3] = {1, 2, 3};
+    store_checkpoint_t ck = {p1, sizeof p1, NULL, 0, "{}"}, got;
+    store_round_t r1 = {.round = 1};
+    json_t *rows;
+    int round;
+
+    assert_int_equal(store_tx_begin(s, &e), 0);
+    assert_int_equal(store_round_commit(s, run, &r1, &ck, &e), 0);
+    assert_int_equal(store_metric_insert(s, run, 1, "epsilon", 0.5, &e), 0);
+    assert_int_equal(store_tx_end(s, 0, &e), 0); /* rolled back: nothing */
+    assert_int_equal(store_checkpoint_load(s, run, &got, &round, &e), FN_ENOTFOUND);
+    assert_int_equal(store_metrics_json(s, run, "epsilon", 0, &rows, &e), 0);
+    assert_int_equal(json_array_size(rows), 0);
+    json_decref(rows);
+
+    assert_int_equal(store_tx_begin(s, &e), 0);
+    assert_int_equal(store_round_commit(s, run, &r1, &ck, &e), 0);
+    assert_int_equal(store_round_commit(s, run, &r1, &ck, &e), FN_EIO); /* duplicate: its savepoint only */
+    assert_int_equal(store_metric_insert(s, run, 1, "epsilon", 0.5, &e), 0);
+    assert_int_equal(store_rounds_json(r, run, 0, &rows, &e), 0); /* another reader: not yet */
+    assert_int_equal(json_array_size(rows), 0);
+    json_decref(rows);
+    assert_int_equal(store_tx_end(s, 1, &e), 0);
+    assert_int_equal(store_rounds_json(r, run, 0, &rows, &e), 0);
+    assert_int_equal(json_array_size(rows), 1);
+    json_decref(rows);
+    assert_int_equal(store_metrics_json(r, run, "epsilon", 0, &rows, &e), 0);
+    assert_int_equal(json_array_size(rows), 1);
+    json_decref(rows);
+    assert_int_equal(store_checkpoint_load(r, run, &got, &round, &e), 0);
+    assert_int_equal(round, 1);
+    store_checkpoint_free(&got);
+    store_close(r);
+    store_close(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -212,6 +260,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_status_rejected, setup, teardown),
         cmocka_unit_test_setup_teardown(test_run_phase, setup, teardown),
         cmocka_unit_test_setup_teardown(test_round_commit_is_atomic_and_resumable, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_round_and_metrics_in_one_transaction, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
