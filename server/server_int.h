@@ -102,6 +102,10 @@ typedef struct server_sa {
      * accusations), cleared when the round ends; and the n whose parameters were last logged. */
     uint32_t *excluded, n_excluded, cap_excluded;
     uint32_t logged_n;
+    /* Distributed DP: this attempt's sum was charged (1), or charging it failed (-1, with
+     * charge_err) and no unmask request went out. Reset as each masked phase closes. */
+    int charge;
+    err_t charge_err;
 } server_sa_t;
 
 /* The round in progress: its number, what it has seen, how long each phase took. */

@@ -16,6 +16,16 @@
 static void sa_send(void *ctx, uint32_t id, const char *type, const uint8_t *data, size_t len)
 {
     server_t *s = ctx;
+    /* Distributed DP: a sum is charged before the first request to unmask it leaves, so no kill
+     * between the two can reveal a sum the accountant never saw. */
+    if (strcmp(type, "sa_unmask_req") == 0 && s->sa.charge <= 0) {
+        const dp_ddp_plan_t *plan = secagg_round_dp_plan(s->sa.round);
+        if (s->sa.charge < 0 || (plan && dp_charge_release(s, plan, &s->sa.charge_err) < 0)) {
+            s->sa.charge = -1;
+            return;
+        }
+        s->sa.charge = 1;
+    }
     for (int i = 0; i < sites_count(s->sites); i++) {
         sites_site_t *site = sites_at(s->sites, i);
         if (site->id != (int)id)
@@ -55,13 +65,16 @@ int sa_round_phases(server_t *s, err_t *err)
         }
         if (server_stopped(s))
             return err_set(err, FN_ESTATE, "stopped");
+        s->sa.charge = 0;
         int rc = secagg_round_close(s->sa.round, sa_send, s, s->mod.mean, &s->sa.summed, err);
         s->sa.phase_s[phase] = fn_mono() - start;
+        if (s->sa.charge < 0) { /* nothing was asked for: the sum stays masked */
+            if (err)
+                *err = s->sa.charge_err;
+            return s->sa.charge_err.code < 0 ? s->sa.charge_err.code : FN_EIO;
+        }
         if (rc < 0)
             return rc;
-        const dp_ddp_plan_t *plan = secagg_round_dp_plan(s->sa.round);
-        if (phase == SECAGG_PHASE_MASKED && plan && (rc = dp_charge_release(s, plan, err)) < 0)
-            return rc; /* the unmask requests are out: from here the sum may be revealed */
         if (phase < SECAGG_PHASE_UNMASK)
             log_debug("round %d: secure aggregation phase %d closed with %u sites in %.2f s", s->rnd.round, phase,
                       secagg_round_survivors(s->sa.round, phase + 1), s->sa.phase_s[phase]);
