@@ -1,5 +1,5 @@
 /* store.c: the run store (SQLite, WAL). Map: opening (PRAGMAs, the user_version migrations in
- * migrate(), the 0600 mode of the store and its -wal/-shm files); the statement helpers
+ * migrate(): the schema is store_schema.c), the 0600 mode of the store and its -wal/-shm files); the statement helpers
  * prepare/run_write/run_query that every public function goes through; writes by the server
  * (experiments, runs, rounds committed with their checkpoint in one transaction, metrics,
  * clients, phase and pid); then the reads the dashboard makes (JSON for the REST API and the
@@ -18,7 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "common/store_nas.h"
+#include "common/store_schema.h"
 #include "common/util.h"
 
 struct store {
@@ -26,78 +26,6 @@ struct store {
     char path[1024];
 };
 
-/* Migrations run in order; migration i brings user_version from i to i+1. Never edit one that
- * has shipped: append a new one. */
-static const char *const k_migrations[] = {
-    /* 0 -> 1: the walking skeleton's tables. */
-    "CREATE TABLE experiments ("
-    "  id INTEGER PRIMARY KEY,"
-    "  name TEXT NOT NULL,"
-    "  config TEXT NOT NULL,"
-    "  created_at REAL NOT NULL);"
-    "CREATE TABLE runs ("
-    "  id INTEGER PRIMARY KEY,"
-    "  experiment_id INTEGER NOT NULL REFERENCES experiments(id),"
-    "  status TEXT NOT NULL CHECK (status IN ('running','done','failed','stopped')),"
-    "  rounds_planned INTEGER NOT NULL,"
-    "  clients_planned INTEGER NOT NULL,"
-    "  seed INTEGER NOT NULL,"
-    "  run_dir TEXT,"
-    "  started_at REAL NOT NULL,"
-    "  ended_at REAL,"
-    "  message TEXT);"
-    "CREATE TABLE rounds ("
-    "  run_id INTEGER NOT NULL REFERENCES runs(id),"
-    "  round INTEGER NOT NULL,"
-    "  started_at REAL NOT NULL,"
-    "  ended_at REAL NOT NULL,"
-    "  selected INTEGER NOT NULL,"
-    "  participants INTEGER NOT NULL,"
-    "  dropped INTEGER NOT NULL,"
-    "  test_accuracy REAL, test_loss REAL, train_loss REAL, train_accuracy REAL,"
-    "  samples INTEGER NOT NULL,"
-    "  bytes_down INTEGER NOT NULL, bytes_up INTEGER NOT NULL,"
-    "  PRIMARY KEY (run_id, round));"
-    "CREATE TABLE round_metrics ("
-    "  run_id INTEGER NOT NULL REFERENCES runs(id),"
-    "  round INTEGER NOT NULL,"
-    "  name TEXT NOT NULL,"
-    "  value REAL NOT NULL,"
-    "  PRIMARY KEY (run_id, round, name));"
-    "CREATE TABLE clients ("
-    "  run_id INTEGER NOT NULL REFERENCES runs(id),"
-    "  client_id INTEGER NOT NULL,"
-    "  name TEXT NOT NULL,"
-    "  public_key TEXT,"
-    "  samples INTEGER NOT NULL DEFAULT 0,"
-    "  status TEXT NOT NULL,"
-    "  joined_at REAL NOT NULL,"
-    "  last_seen REAL NOT NULL,"
-    "  rounds_contributed INTEGER NOT NULL DEFAULT 0,"
-    "  bytes_up INTEGER NOT NULL DEFAULT 0,"
-    "  bytes_down INTEGER NOT NULL DEFAULT 0,"
-    "  last_latency REAL,"
-    "  PRIMARY KEY (run_id, client_id));",
-    /* 1 -> 2: the latest committed model of each run, written in the same transaction as its
-     * round row, so a killed server resumes from exactly the last round it reported. */
-    "CREATE TABLE checkpoints ("
-    "  run_id INTEGER PRIMARY KEY REFERENCES runs(id),"
-    "  round INTEGER NOT NULL,"
-    "  params BLOB NOT NULL,"
-    "  state BLOB,"
-    "  meta TEXT NOT NULL,"
-    "  created_at REAL NOT NULL);",
-    /* 2 -> 3: the process serving each run, so the dashboard can stop it (SIGTERM). */
-    "ALTER TABLE runs ADD COLUMN pid INTEGER;",
-    /* 3 -> 4: what the server is doing right now (a round's phase), for the dashboard. */
-    "ALTER TABLE runs ADD COLUMN phase TEXT;"
-    "ALTER TABLE runs ADD COLUMN phase_round INTEGER;"
-    "ALTER TABLE runs ADD COLUMN phase_at REAL;",
-    /* 4 -> 5: NAS searches (common/store_nas.h): a run's search settings, every candidate the
-     * controller asked for, and the top-k retrained from scratch. */
-    STORE_NAS_MIGRATION,
-};
-#define N_MIGRATIONS ((int)(sizeof k_migrations / sizeof k_migrations[0]))
 
 /* What a failed write most likely means for the user, and what to do about it: the store's file
  * system is read-only or full, or the store is not writable by this user. Empty when the file
@@ -182,17 +110,17 @@ static int migrate(store_t *s, err_t *err)
     int v = store_schema_version(s);
     if (v < 0)
         return db_err(s, err, "reading the schema version");
-    if (v > N_MIGRATIONS)
+    if (v > store_n_migrations)
         return err_set(err, FN_EINVAL,
                        "run store %s has schema version %d, newer than this fednas understands (%d); "
                        "upgrade fednas or use another --db",
-                       s->path, v, N_MIGRATIONS);
-    for (; v < N_MIGRATIONS; v++) {
+                       s->path, v, store_n_migrations);
+    for (; v < store_n_migrations; v++) {
         char pragma[64];
         snprintf(pragma, sizeof pragma, "PRAGMA user_version = %d;", v + 1);
         if (exec(s, "BEGIN IMMEDIATE;", err) < 0)
             return err->code;
-        if (exec(s, k_migrations[v], err) < 0 || exec(s, pragma, err) < 0) {
+        if (exec(s, store_migrations[v], err) < 0 || exec(s, pragma, err) < 0) {
             sqlite3_exec(s->db, "ROLLBACK;", NULL, NULL, NULL);
             return err_wrap(err, "migrating to schema %d: ", v + 1);
         }

@@ -1,9 +1,6 @@
-/* safetensors.c: the safetensors format (8-byte header length, JSON header, raw little-endian
- * data). Map: dtypes; writing (a canonical JSON header with sorted tensors, UTF-8 checked,
- * written to a temporary file, fsynced and renamed, then the folder fsynced); reading (the file
- * mapped, every offset, shape and dtype checked against the data length before use, overlapping
- * or gapped tensors refused); fednas conveniences (a net's blob to and from a file, with the
- * architecture JSON in the metadata). */
+/* safetensors.c: the format. Map: dtypes; writing (canonical sorted header, temporary file
+ * fsynced, renamed, folder fsynced); reading (mapped; every offset, shape and dtype checked,
+ * overlaps and gaps refused); a net's blob with its architecture JSON in the metadata. */
 #include "engine/safetensors.h"
 
 #include <errno.h>
