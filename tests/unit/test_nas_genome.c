@@ -13,23 +13,8 @@
 
 #include "engine/nn.h"
 #include "nas/genome.h"
+#include "tests/unit/nas_test.h"
 
-static nas_space_t space_from(const char *json)
-{
-    json_error_t je;
-    json_t *j = json_loads(json, 0, &je);
-    assert_non_null(j);
-    nas_config_t cfg;
-    err_t e = {0};
-    int rc = nas_config_parse(j, "test.json", json, "", 1, &cfg, &e);
-    if (rc)
-        print_error("%s\n", e.msg);
-    assert_int_equal(rc, 0);
-    json_decref(j);
-    return cfg.space;
-}
-
-#define STRATEGY ",\"strategy\":{\"name\":\"random\"}}"
 static nas_space_t macro_space(void)
 {
     return space_from("{\"space\":{\"type\":\"macro\",\"layers\":8,\"widths\":[4,8,16],\"batchnorm\":\"search\","

@@ -20,6 +20,7 @@
 #include "nas/genome.h"
 #include "nas/rank.h"
 #include "nas/supernet.h"
+#include "tests/unit/nas_test.h"
 
 static nas_data_t g_data;
 
@@ -44,22 +45,6 @@ static int group_teardown(void **state)
     return 0;
 }
 
-static nas_space_t space_from(const char *json)
-{
-    json_error_t je;
-    json_t *j = json_loads(json, 0, &je);
-    assert_non_null(j);
-    nas_config_t cfg;
-    err_t e = {0};
-    int rc = nas_config_parse(j, "test.json", json, "", 1, &cfg, &e);
-    if (rc)
-        print_error("%s\n", e.msg);
-    assert_int_equal(rc, 0);
-    json_decref(j);
-    return cfg.space;
-}
-
-#define STRATEGY ",\"strategy\":{\"name\":\"random\"}}"
 static nas_space_t macro_space(void)
 {
     return space_from("{\"space\":{\"type\":\"macro\",\"layers\":3,\"widths\":[4,8],\"ops\":[\"conv3x3\",\"sepconv3x3\","
