@@ -10,7 +10,7 @@ sleeps DELAY_MS and kills. Start it before the server, once it has made PIDFILE.
 then waits for PIDFILE to hold the server's pid.
 ORDER lists the phases of a round, comma-separated, in the order the server goes through them:
 a phase too short to be seen between two polls is overshot, and the helper then kills at
-once (seeing a later phase of that round, or a later round), so each kill costs at most one
+once (seeing a later phase of that round, or a later round), so overshooting costs at most one
 round. Past TIMEOUT_S it kills anyway. What it hit is what is reported. Prints one line:
     PHASE ROUND COMMITTED_BEFORE COMMITTED_AFTER
 PHASE/ROUND: the last phase the server wrote before it died; COMMITTED_BEFORE: rounds in the
