@@ -28,7 +28,26 @@ struct sites {
     off_t allow_size;
     sites_site_t *site;
     int count, cap;
+    zap_limit_t limit; /* on the log lines of messages from keys not on the allow-list */
 };
+
+static void limit_report(void *arg, const char *key, long count, long keys, double seconds)
+{
+    const sites_t *s = arg;
+    if (key)
+        log_warn("%s %s: %ld more messages dropped in the last %.0f s", s->opt.noun, key, count, seconds);
+    else
+        log_warn("%ld more messages dropped in the last %.0f s from %ld other names or keys not on the allow-list",
+                 count, seconds, keys);
+}
+
+/* A refused message of name's with key, logged in full or counted (zap_limit_t). */
+static int limit_note(sites_t *s, const char *name, const char *key)
+{
+    char id[64];
+    snprintf(id, sizeof id, "%.16s (key %.40s)", name, key[0] ? key : "-");
+    return zap_limit_note(&s->limit, id, fn_mono());
+}
 
 static void drop(sites_t *s, sites_site_t *site);
 
@@ -37,6 +56,7 @@ int sites_open(const sites_options_t *opt, sites_t **out, err_t *err)
     *out = NULL;
     sites_t *s = FN_CALLOC(1, sizeof *s);
     s->opt = *opt;
+    zap_limit_init(&s->limit, 60, limit_report, s);
     snprintf(s->keys_dir, sizeof s->keys_dir, "%s", opt->keys_dir);
     s->opt.keys_dir = s->keys_dir;
     s->opt.key_hint = NULL; /* the caller's, needed only below */
@@ -258,7 +278,9 @@ sites_site_t *sites_hello(sites_t *s, const wire_msg_t *msg)
          * list is refused rather than registered without a place on it (id 0). */
         allow_refresh(s, 1);
         if (!allowed(s, name, msg->peer_key)) {
-            log_warn("%s %s: hello from a key not on the allow-list (as last read); ignored", s->opt.noun, name);
+            if (limit_note(s, name, msg->peer_key))
+                log_warn("%s %s: hello from a key not on the allow-list (as last read); ignored (more are counted, "
+                         "and logged at most every minute)", s->opt.noun, name);
             return NULL;
         }
     }
@@ -349,6 +371,7 @@ static void drain_monitor(sites_t *s)
 static void receive_all(sites_t *s)
 {
     allow_refresh(s, 0); /* a stat: an edited list takes effect before its next message */
+    zap_limit_flush(&s->limit, fn_mono(), 0);
     int reread = 0;
     for (int i = 0; i < SITES_RECEIVE_BATCH; i++) {
         wire_msg_t msg;
@@ -363,11 +386,13 @@ static void receive_all(sites_t *s)
         if (!msg.user_id[0])
             log_warn("dropped a message from an unauthenticated peer");
         else if (!allowed(s, msg.user_id, msg.peer_key) && (reread++ || (allow_refresh(s, 1), 1)) &&
-                 !allowed(s, msg.user_id, msg.peer_key))
+                 !allowed(s, msg.user_id, msg.peer_key)) {
             /* At most one forced re-read a batch (a site just added), so a flood from a
              * revoked key costs no more than one. */
-            log_warn("%s %s: message from a key no longer on the allow-list dropped", s->opt.noun, msg.user_id);
-        else if (s->opt.on_message(s->opt.owner, &msg) < 0)
+            if (limit_note(s, msg.user_id, msg.peer_key))
+                log_warn("%s %s: message from a key no longer on the allow-list dropped (more are counted, and "
+                         "logged at most every minute)", s->opt.noun, msg.user_id);
+        } else if (s->opt.on_message(s->opt.owner, &msg) < 0)
             log_warn("%s %s: unexpected \"%s\" message dropped", s->opt.noun, msg.user_id, msg.type);
         wire_msg_close(&msg);
     }
@@ -402,6 +427,7 @@ void sites_free(sites_t *s)
 {
     if (!s)
         return;
+    zap_limit_flush(&s->limit, fn_mono(), 1);
     monitor_close(s->sock, s->mon);
     if (s->sock)
         zmq_close(s->sock);

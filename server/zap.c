@@ -1,5 +1,6 @@
 #include "server/zap.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -10,6 +11,10 @@
 #include <zmq.h>
 
 #include "common/log.h"
+#include "common/util.h"
+
+/* Seconds between two summary lines of one refused key. */
+#define ZAP_LOG_INTERVAL 60.0
 
 struct zap {
     void *sock;
@@ -19,7 +24,87 @@ struct zap {
     struct timespec mtime;
     off_t size;
     atomic_int refused;
+    zap_limit_t limit; /* the handler thread's alone */
 };
+
+void zap_limit_init(zap_limit_t *l, double interval, zap_limit_report_fn report, void *arg)
+{
+    memset(l, 0, sizeof *l);
+    l->interval = interval;
+    l->report = report;
+    l->arg = arg;
+    l->window = -1e300;
+}
+
+void zap_limit_flush(zap_limit_t *l, double now, int force)
+{
+    for (int i = 0; i < l->used; i++)
+        if (l->entry[i].pending > 0 && (force || now - l->entry[i].last >= l->interval)) {
+            l->report(l->arg, l->entry[i].key, l->entry[i].pending, 1, now - l->entry[i].last);
+            l->entry[i].pending = 0;
+            l->entry[i].last = now;
+        }
+    if (l->others > 0 && (force || now - l->others_since >= l->interval)) {
+        l->report(l->arg, NULL, l->others, l->other_keys, now - l->others_since);
+        l->others = l->other_keys = 0;
+    }
+}
+
+int zap_limit_note(zap_limit_t *l, const char *key, double now)
+{
+    zap_limit_flush(l, now, 0);
+    int at = -1;
+    for (int i = 0; i < l->used && at < 0; i++)
+        if (strcmp(l->entry[i].key, key) == 0)
+            at = i;
+    if (at >= 0) {
+        l->entry[at].touched = now;
+        if (l->entry[at].pending == 0 && now - l->entry[at].last >= l->interval) {
+            l->entry[at].last = now; /* quiet for an interval: logged in full again */
+            return 1;
+        }
+        l->entry[at].pending++;
+        return 0;
+    }
+    if (now - l->window >= l->interval) {
+        l->window = now;
+        l->new_lines = 0;
+    }
+    if (l->new_lines >= ZAP_LIMIT_NEW_KEYS) {
+        if (l->others == 0)
+            l->others_since = now;
+        l->others++;
+        l->other_keys++; /* keys seen past the limit are not tracked: each counts as new */
+        return 0;
+    }
+    l->new_lines++;
+    if (l->used < ZAP_LIMIT_KEYS) {
+        at = l->used++;
+    } else {
+        at = 0;
+        for (int i = 1; i < l->used; i++)
+            if (l->entry[i].touched < l->entry[at].touched)
+                at = i;
+        if (l->entry[at].pending > 0)
+            l->report(l->arg, l->entry[at].key, l->entry[at].pending, 1, now - l->entry[at].last);
+    }
+    snprintf(l->entry[at].key, sizeof l->entry[at].key, "%s", key);
+    l->entry[at].last = l->entry[at].touched = now;
+    l->entry[at].pending = 0;
+    return 1;
+}
+
+static void zap_report(void *arg, const char *key, long count, long keys, double seconds)
+{
+    (void)arg;
+    if (key)
+        log_warn("refused %ld more connections in the last %.0f s from %s, not on the allow-list", count, seconds,
+                 key);
+    else
+        log_warn("refused %ld more connections in the last %.0f s from %ld other peers not on the allow-list "
+                 "(over %d new keys a %.0f s are counted, not logged)",
+                 count, seconds, keys, ZAP_LIMIT_NEW_KEYS, ZAP_LOG_INTERVAL);
+}
 
 /* Re-reads the allow-list when its file changed; a broken edit keeps the previous list. */
 static void refresh(zap_t *z)
@@ -60,6 +145,14 @@ static void *zap_main(void *arg)
 {
     zap_t *z = arg;
     for (;;) {
+        /* Wakes at least every second, to log the summaries that are due. */
+        zmq_pollitem_t item = {z->sock, 0, ZMQ_POLLIN, 0};
+        int ready = zmq_poll(&item, 1, 1000);
+        zap_limit_flush(&z->limit, fn_mono(), 0);
+        if (ready < 0 && zmq_errno() == ETERM)
+            break; /* context shut down */
+        if (ready <= 0)
+            continue;
         char version[16] = "", request_id[256] = "", domain[256], address[256] = "", routing[256], mechanism[32] = "";
         unsigned char key[64];
         size_t idlen = 0, keylen = 0;
@@ -96,8 +189,16 @@ static void *zap_main(void *arg)
             log_debug("admitted site %s from %s", name, address);
         } else {
             atomic_fetch_add(&z->refused, 1);
-            log_warn("refused a connection from %s: %s key %s is not on the allow-list", address, mechanism,
-                     z85[0] ? z85 : "(none)");
+            /* Keyed by the key, or for a peer without one by its address (ZAP gives no port). */
+            char id[64];
+            if (z85[0])
+                snprintf(id, sizeof id, "key %s", z85);
+            else
+                snprintf(id, sizeof id, "%.40s (no key)", address);
+            if (zap_limit_note(&z->limit, id, fn_mono()))
+                log_warn("refused a connection from %s: %s key %s is not on the allow-list (more refusals of it "
+                         "are counted, and logged at most every %.0f s)",
+                         address, mechanism, z85[0] ? z85 : "(none)", ZAP_LOG_INTERVAL);
         }
         zmq_send(z->sock, "1.0", 3, ZMQ_SNDMORE);
         zmq_send(z->sock, request_id, idlen, ZMQ_SNDMORE);
@@ -134,6 +235,7 @@ int zap_start(void *ctx, const char *allow_path, zap_t **out, err_t *err)
         return rc;
     }
     refresh(z); /* records the file's time and size */
+    zap_limit_init(&z->limit, ZAP_LOG_INTERVAL, zap_report, z);
     z->sock = zmq_socket(ctx, ZMQ_REP);
     int linger = 0;
     zmq_setsockopt(z->sock, ZMQ_LINGER, &linger, sizeof linger);
@@ -162,6 +264,7 @@ void zap_join(zap_t *z)
     if (!z)
         return;
     pthread_join(z->thread, NULL);
+    zap_limit_flush(&z->limit, fn_mono(), 1);
     keys_allow_free(&z->allow);
     free(z);
 }
