@@ -6,6 +6,7 @@
 
 #include "cli/cli.h"
 #include "common/store.h"
+#include "common/store_live.h"
 
 static const char *const k_help =
     "Usage: fednas runs [--db PATH] [--json]\n"
@@ -44,6 +45,8 @@ int cmd_runs(int argc, char **argv)
     if (store_open(db, 1, &s, &err) < 0)
         return cli_fail(&err);
     int rc = store_runs_json(s, &runs, &err);
+    if (rc == 0) /* "running" whose server was killed: "interrupted" (as the dashboard shows it) */
+        store_live_mark_interrupted(s, db, runs);
     store_close(s);
     if (rc < 0)
         return cli_fail(&err);
@@ -52,7 +55,7 @@ int cmd_runs(int argc, char **argv)
         puts(text);
         free(text);
     } else {
-        printf("%-5s %-24s %-8s %-9s %-9s %-19s\n", "RUN", "EXPERIMENT", "STATUS", "ROUNDS", "BEST ACC", "STARTED");
+        printf("%-5s %-24s %-11s %-9s %-9s %-19s\n", "RUN", "EXPERIMENT", "STATUS", "ROUNDS", "BEST ACC", "STARTED");
         size_t i;
         json_t *r;
         json_array_foreach(runs, i, r)
@@ -65,7 +68,7 @@ int cmd_runs(int argc, char **argv)
             struct tm tm;
             localtime_r(&t, &tm);
             strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
-            printf("%-5lld %-24.24s %-8s %-9s %-9s %-19s\n", (long long)num(r, "id"),
+            printf("%-5lld %-24.24s %-11s %-9s %-9s %-19s\n", (long long)num(r, "id"),
                    json_string_value(json_object_get(r, "experiment")),
                    json_string_value(json_object_get(r, "status")), rounds, best, when);
         }

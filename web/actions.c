@@ -3,7 +3,7 @@
  * process (double fork, own session, output to a log file in the state folder) on the same
  * run store, and stop sends SIGTERM to the process serving a run, which finishes the round in
  * flight, marks the run stopped and exits. The pid recorded with a run is trusted only while
- * that process holds the store open (web_serves_store): a server that was killed leaves its
+ * that process holds the store open (common/store_live.h): a server that was killed leaves its
  * run "running" with a pid that may be reused; such a run is shown as "interrupted" and may be
  * resumed, and its stale pid is never signalled. */
 #define _GNU_SOURCE /* close_range */
@@ -22,6 +22,7 @@
 
 #include "common/log.h"
 #include "common/store.h"
+#include "common/store_live.h"
 #include "common/util.h"
 #include "web/web_internal.h"
 
@@ -73,84 +74,6 @@ static long spawn_detached(char *const argv[], const char *log_path)
     return pid;
 }
 
-/* A zombie counts as gone: a detached child is reaped by init, or by nobody in a container
- * whose first process does not reap. */
-static int alive(long pid)
-{
-    if (pid <= 0 || (kill((pid_t)pid, 0) != 0 && errno != EPERM))
-        return 0;
-    char path[64], st[512];
-    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 1;
-    size_t n = fread(st, 1, sizeof st - 1, f);
-    fclose(f);
-    st[n] = '\0';
-    const char *rp = strrchr(st, ')');
-    return !(rp && rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X'));
-}
-
-/* Whether pid is the process that serves a run of the store at db_path: 1 yes, 0 no (gone, a
- * zombie, or a process that does not hold the store open), -1 cannot tell (not our process).
- * The server opens the store before it records its pid and keeps it open until it has marked
- * the run finished, so a pid recorded by a server that was SIGKILLed or OOM-killed, then
- * reused by an unrelated process, fails the second test. The open file is compared by device
- * and inode, so the store's path may be spelled differently here and there. A server in
- * another pid namespace (another container) than the dashboard looks gone: with WAL, SQLite
- * needs both on one host anyway. */
-int web_serves_store(long pid, const char *db_path)
-{
-    if (pid <= 0)
-        return 0;
-    if (kill((pid_t)pid, 0) != 0)
-        return errno == EPERM ? -1 : 0;
-    if (!alive(pid))
-        return 0;
-    struct stat db;
-    if (stat(db_path, &db) != 0)
-        return 0;
-    char dir[64];
-    snprintf(dir, sizeof dir, "/proc/%ld/fd", pid);
-    DIR *d = opendir(dir);
-    if (!d)
-        return errno == EACCES || errno == EPERM ? -1 : 0;
-    int found = 0;
-    for (struct dirent *de; !found && (de = readdir(d)) != NULL;) {
-        char fd_path[64 + 256];
-        struct stat sb;
-        snprintf(fd_path, sizeof fd_path, "%s/%s", dir, de->d_name);
-        found = de->d_name[0] != '.' && stat(fd_path, &sb) == 0 && sb.st_dev == db.st_dev && sb.st_ino == db.st_ino;
-    }
-    closedir(d);
-    return found;
-}
-
-void web_runs_mark_interrupted(store_t *s, const char *db_path, json_t *runs)
-{
-    json_t *one = json_is_object(runs) ? runs : NULL;
-    size_t n = one ? 1 : json_array_size(runs);
-    for (size_t i = 0; i < n; i++) {
-        json_t *row = one ? one : json_array_get(runs, i);
-        const char *st = json_string_value(json_object_get(row, "status"));
-        if (!st || strcmp(st, "running") != 0)
-            continue;
-        int64_t pid = 0;
-        char status[16];
-        err_t e = {0};
-        /* pid 0: a server from before pids were recorded, or not yet recorded: cannot tell. */
-        if (store_run_pid(s, json_integer_value(json_object_get(row, "id")), &pid, status, &e) < 0 || pid <= 0 ||
-            web_serves_store((long)pid, db_path) != 0)
-            continue;
-        char msg[160];
-        snprintf(msg, sizeof msg, "interrupted: the server process (pid %lld) is gone; resume the run to continue "
-                 "from its last committed round", (long long)pid);
-        json_object_set_new(row, "status", json_string("interrupted"));
-        json_object_set_new(row, "message", json_string(msg));
-        json_object_del(row, "phase");
-    }
-}
-
 static void sleep_ms(int ms)
 {
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
@@ -191,7 +114,7 @@ static int64_t wait_for_run(const char *db, int64_t before, long pid)
         int64_t now = max_run_id(db);
         if (now > before)
             return now;
-        if (!alive(pid))
+        if (!store_live_pid_alive(pid))
             return max_run_id(db) > before ? max_run_id(db) : -1;
         sleep_ms(100);
     }
@@ -316,7 +239,7 @@ int web_api_stop(const web_req_t *rq)
 #ifdef SYS_pidfd_open
     pfd = (int)syscall(SYS_pidfd_open, (pid_t)pid, 0);
 #endif
-    int serves = web_serves_store(pid, rq->db_path);
+    int serves = store_live_serves(pid, rq->db_path);
     if (serves == 0) {
         if (pfd >= 0)
             close(pfd);
@@ -359,7 +282,7 @@ int web_api_resume(const web_req_t *rq)
         return rc;
     /* A pid that no longer serves the store (reused after the server was killed) does not
      * block a resume. */
-    if (strcmp(status, "running") == 0 && web_serves_store(pid, rq->db_path) != 0)
+    if (strcmp(status, "running") == 0 && store_live_serves(pid, rq->db_path) != 0)
         return web_send_error(rq, 409, "run %lld is running (pid %ld)", (long long)id, pid);
     char dir[4096 + 16], log_path[4096 + 64], idstr[24], rnd[13];
     err_t e = {0};
@@ -374,9 +297,9 @@ int web_api_resume(const web_req_t *rq)
     if (child <= 0)
         return web_send_error(rq, 500, "cannot start %s: %s", argv[0], strerror(errno));
     /* A refused resume (finished run, missing checkpoint) exits at once: say why. */
-    for (int waited = 0; waited < 1500 && alive(child); waited += 100)
+    for (int waited = 0; waited < 1500 && store_live_pid_alive(child); waited += 100)
         sleep_ms(100);
-    if (!alive(child))
+    if (!store_live_pid_alive(child))
         return web_send_json(rq, 422, json_pack("{s:s, s:o, s:s}", "error", "fednas run --resume exited", "log_tail",
                                                 log_tail(log_path), "log", log_path));
     web_children_note(rq->w, id, child);

@@ -13,6 +13,7 @@
 
 #include "common/log.h"
 #include "common/store.h"
+#include "common/store_live.h"
 #include "common/store_nas.h"
 #include "web/web_internal.h"
 
@@ -139,13 +140,13 @@ int web_api_healthz(const web_req_t *rq)
     return web_send_json(rq, 200, json_pack("{s:s}", "status", "ok"));
 }
 
-/* Runs whose server is gone show as "interrupted" (actions.c); t_store_path is the store of
+/* Runs whose server is gone show as "interrupted" (common/store_live.h); t_store_path is the store of
  * the handle the query runs on. */
 static int runs_query(store_t *s, json_t **out, err_t *e)
 {
     int rc = store_runs_json(s, out, e);
     if (rc == 0)
-        web_runs_mark_interrupted(s, t_store_path, *out);
+        store_live_mark_interrupted(s, t_store_path, *out);
     return rc;
 }
 
@@ -153,7 +154,7 @@ static int run_query(store_t *s, int64_t id, json_t **out, err_t *e)
 {
     int rc = store_run_json(s, id, out, e);
     if (rc == 0)
-        web_runs_mark_interrupted(s, t_store_path, *out);
+        store_live_mark_interrupted(s, t_store_path, *out);
     return rc;
 }
 
@@ -531,14 +532,16 @@ int web_api_prometheus(const web_req_t *rq)
     }
     if (s && store_summary_json(s, &sum, &e) < 0)
         log_warn("web: /metrics: %s", e.msg);
+    if (sum)
+        store_live_mark_summary(s, rq->db_path, sum);
     buf_str(&b, "# HELP fednas_store_up Whether the run store could be read.\n# TYPE fednas_store_up gauge\n");
     snprintf(line, sizeof line, "fednas_store_up %d\n", sum ? 1 : 0);
     buf_str(&b, line);
     if (sum) {
-        static const char *const statuses[] = {"running", "done", "failed", "stopped"};
+        static const char *const statuses[] = {"running", "done", "failed", "stopped", "interrupted"};
         json_t *by = json_object_get(sum, "runs_by_status");
         buf_str(&b, "# HELP fednas_runs Runs in the store by status.\n# TYPE fednas_runs gauge\n");
-        for (size_t i = 0; i < 4; i++) {
+        for (size_t i = 0; i < 5; i++) {
             snprintf(line, sizeof line, "fednas_runs{status=\"%s\"} %lld\n", statuses[i],
                      (long long)json_integer_value(json_object_get(by, statuses[i])));
             buf_str(&b, line);

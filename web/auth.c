@@ -20,7 +20,12 @@
  * The session table is bounded (N_SESSIONS). A new session takes a free or expired slot, else
  * the least recently used session of a viewer; only an admin login may take the least recently
  * used admin session; a viewer login that finds only admin sessions is refused (503), so a
- * viewer can never log the admin out. */
+ * viewer can never log the admin out.
+ *
+ * A WebSocket opened with a bearer token has no session, but the same bounds: it lives at most
+ * a session's lifetime from its opening (then the client opens a new one, a counted login), and
+ * /api/logout sent with that bearer token ends every socket the token opened (a generation
+ * count per role, web_auth_bearer_alive). */
 #include <civetweb.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -58,6 +63,7 @@ struct web_auth {
     session_t sessions[N_SESSIONS];
     ip_fail_t ips[N_IPS];
     int session_ttl_s;
+    unsigned bearer_gen[2]; /* per role: a bearer logout ends the sockets of older generations */
 };
 
 int web_random_hex(char *out, size_t nbytes)
@@ -218,6 +224,30 @@ void web_auth_session_ttl(web_auth_t *a, int seconds)
 {
     pthread_mutex_lock(&a->lock);
     a->session_ttl_s = seconds;
+    pthread_mutex_unlock(&a->lock);
+}
+
+void web_auth_bearer_open(web_auth_t *a, int role, web_bearer_t *b)
+{
+    pthread_mutex_lock(&a->lock);
+    b->role = role;
+    b->gen = a->bearer_gen[role == WEB_ROLE_ADMIN];
+    b->expires = time(NULL) + a->session_ttl_s;
+    pthread_mutex_unlock(&a->lock);
+}
+
+int web_auth_bearer_alive(web_auth_t *a, const web_bearer_t *b)
+{
+    pthread_mutex_lock(&a->lock);
+    int alive = b->gen == a->bearer_gen[b->role == WEB_ROLE_ADMIN] && time(NULL) < b->expires;
+    pthread_mutex_unlock(&a->lock);
+    return alive;
+}
+
+void web_auth_bearer_logout(web_auth_t *a, int role)
+{
+    pthread_mutex_lock(&a->lock);
+    a->bearer_gen[role == WEB_ROLE_ADMIN]++;
     pthread_mutex_unlock(&a->lock);
 }
 
@@ -430,6 +460,10 @@ int web_api_logout(const web_req_t *rq)
     if (rq->session) {
         web_auth_session_drop(rq->w->auth, rq->session);
         web_events_wake(rq->w->events); /* its WebSockets close now, not at the next period */
+    } else if (rq->role != WEB_ROLE_NONE) {
+        /* With a bearer token (no session, no cookie): ends every socket that token opened. */
+        web_auth_bearer_logout(rq->w->auth, rq->role);
+        web_events_wake(rq->w->events);
     }
     char cookie[128];
     snprintf(cookie, sizeof cookie, "%s=; Path=/; Max-Age=0; HttpOnly;%s SameSite=Strict", rq->w->cookie_name,
@@ -513,9 +547,11 @@ int web_authenticate(web_req_t *rq, const struct mg_request_info *ri)
                             "Authorization: Bearer TOKEN");
 }
 
-int web_ws_authorized(struct web *w, const struct mg_connection *conn, char sid_out[WEB_TOKEN_HEX + 1])
+int web_ws_authorized(struct web *w, const struct mg_connection *conn, char sid_out[WEB_TOKEN_HEX + 1],
+                      web_bearer_t *bearer)
 {
     sid_out[0] = '\0';
+    bearer->role = WEB_ROLE_NONE;
     const char *host = mg_get_header(conn, "Host");
     if (w->loopback && !web_host_allowed(host))
         return 0;
@@ -534,11 +570,13 @@ int web_ws_authorized(struct web *w, const struct mg_connection *conn, char sid_
         const char *ip = ri ? ri->remote_addr : "";
         if (web_auth_limited(w->auth, ip) > 0)
             return 0;
-        int ok = strncasecmp(authz, "Bearer ", 7) == 0 &&
-                 web_auth_check_token(w->auth, authz + 7, strlen(authz + 7)) != WEB_ROLE_NONE;
-        if (ok)
+        int role = strncasecmp(authz, "Bearer ", 7) == 0 ? web_auth_check_token(w->auth, authz + 7, strlen(authz + 7))
+                                                         : WEB_ROLE_NONE;
+        int ok = role != WEB_ROLE_NONE;
+        if (ok) {
             web_auth_logged_in(w->auth, ip);
-        else {
+            web_auth_bearer_open(w->auth, role, bearer);
+        } else {
             web_auth_failed(w->auth, ip);
             log_warn("web: wrong access token on a WebSocket from %s", ip);
         }

@@ -12,7 +12,8 @@
  * sent) naming this server, so another site cannot open it with the user's cookie. Each socket
  * holds a civetweb worker, so at most WEB_WS_MAX are open at once. A socket opened with a
  * session lives only as long as the session: the poller closes it within a period after a
- * logout or the session's expiry.
+ * logout or the session's expiry; one opened with a bearer token at most a session's lifetime,
+ * or until /api/logout is sent with that token.
  *
  * Sending never blocks the poller: each socket has its own writer thread and a queue of at
  * most WS_QUEUE messages or WS_QUEUE_BYTES bytes (shared, reference-counted texts); a socket
@@ -28,10 +29,15 @@
 
 #include "common/log.h"
 #include "common/store.h"
+#include "common/store_live.h"
+#include "common/util.h"
 #include "web/web_internal.h"
 
 #define WEB_WS_MAX 8
 #define POLL_MS 200
+/* A SIGKILLed server commits nothing, so data_version cannot tell; run_status "interrupted"
+ * comes from looking at the running runs' servers (common/store_live.h) this often. */
+#define LIVE_CHECK_S 2.0
 #define WS_QUEUE 1024               /* events waiting for one socket, at most */
 #define WS_QUEUE_BYTES (1024 * 1024) /* and their bytes: a socket this far behind is not reading */
 
@@ -52,6 +58,7 @@ static void msg_unref(ws_msg_t *m)
 typedef struct ws_peer {
     struct mg_connection *conn;
     char sid[WEB_TOKEN_HEX + 1]; /* the session it was opened with, "" for a bearer token */
+    web_bearer_t bearer;         /* a bearer token's socket: when it ends */
     pthread_t writer;
     int writer_started;
     pthread_mutex_t lock; /* everything below */
@@ -74,6 +81,7 @@ struct web_events {
     int n;
     /* poller state (its thread only) */
     int64_t data_version, last_rowid;
+    double live_due; /* when to look again whether "running" runs still have a server */
     json_t *runs, *clients; /* previous snapshots: "id" -> state */
     int baseline;
     web_events_nas_t *nas; /* events_nas.c's state */
@@ -168,9 +176,10 @@ static void close_ended_sessions(web_events_t *ev)
     pthread_mutex_lock(&ev->lock);
     for (int i = 0; i < ev->n; i++) {
         ws_peer_t *p = ev->peers[i];
-        if (p->sid[0] && !web_auth_session_alive(auth, p->sid)) {
+        if (p->sid[0] ? !web_auth_session_alive(auth, p->sid) : !web_auth_bearer_alive(auth, &p->bearer)) {
             pthread_mutex_lock(&p->lock);
-            peer_close_locked(p, "its session ended (logout or expiry)");
+            peer_close_locked(p, p->sid[0] ? "its session ended (logout or expiry)"
+                                           : "its bearer token's time is up or the token logged out");
             pthread_mutex_unlock(&p->lock);
         }
     }
@@ -261,13 +270,18 @@ static void poll_once(web_events_t *ev, store_t *s)
 {
     err_t e = {0};
     int64_t v;
-    if (store_data_version(s, &v, &e) < 0 || (ev->baseline && v == ev->data_version))
+    if (store_data_version(s, &v, &e) < 0)
         return;
+    int changed = !ev->baseline || v != ev->data_version;
+    double now = fn_mono();
+    if (!changed && now < ev->live_due)
+        return;
+    ev->live_due = now + LIVE_CHECK_S;
     ev->data_version = v;
     json_t *rounds = NULL, *runs = NULL, *clients = NULL;
     if (!ev->baseline)
         ev->last_rowid = 0;
-    size_t got = 1000;
+    size_t got = changed ? 1000 : 0;
     /* Pages of 1000 rows (the query's limit) until the last one. */
     while (got == 1000 && store_rounds_after_json(s, ev->last_rowid, &rounds, &e) == 0) {
         size_t i;
@@ -284,12 +298,14 @@ static void poll_once(web_events_t *ev, store_t *s)
         }
         json_decref(rounds);
     }
-    web_events_nas_poll(&ev->nas, s, ev->baseline, broadcast, ev); /* candidate_*, before run_status */
+    if (changed)
+        web_events_nas_poll(&ev->nas, s, ev->baseline, broadcast, ev); /* candidate_*, before run_status */
     if (store_run_states_json(s, &runs, &e) == 0) {
+        store_live_mark_interrupted(s, ev->db_path, runs);
         diff_runs(ev, runs);
         json_decref(runs);
     }
-    if (store_client_states_json(s, &clients, &e) == 0) {
+    if (changed && store_client_states_json(s, &clients, &e) == 0) {
         diff_clients(ev, clients);
         json_decref(clients);
     }
@@ -348,7 +364,8 @@ static int ws_connect(const struct mg_connection *conn, void *cbdata)
 {
     web_events_t *ev = cbdata;
     char sid[WEB_TOKEN_HEX + 1];
-    if (!web_ws_authorized(ev->w, conn, sid))
+    web_bearer_t bearer;
+    if (!web_ws_authorized(ev->w, conn, sid, &bearer))
         return 1; /* civetweb closes it */
     pthread_mutex_lock(&ev->lock);
     int full = ev->n >= WEB_WS_MAX;
@@ -361,6 +378,7 @@ static int ws_connect(const struct mg_connection *conn, void *cbdata)
     if (!p)
         return 1;
     memcpy(p->sid, sid, sizeof p->sid);
+    p->bearer = bearer;
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->wake, NULL);
     mg_set_user_connection_data(conn, p);

@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 struct mg_connection;
 struct mg_context;
@@ -110,6 +111,18 @@ int web_auth_session_alive(web_auth_t *a, const char *sid);
 void web_auth_session_drop(web_auth_t *a, const char *sid);
 /* The lifetime of sessions opened from now on (12 h by default; tests shorten it). */
 void web_auth_session_ttl(web_auth_t *a, int seconds);
+/* A WebSocket opened with a bearer token: its role, the role's logout generation then, and its
+ * end (a session's lifetime after its opening). */
+typedef struct web_bearer {
+    int role;
+    unsigned gen;
+    time_t expires;
+} web_bearer_t;
+void web_auth_bearer_open(web_auth_t *a, int role, web_bearer_t *b);
+/* Whether the socket may stay open: not expired, and no logout with its token since it opened. */
+int web_auth_bearer_alive(web_auth_t *a, const web_bearer_t *b);
+/* /api/logout with a bearer token: ends every socket opened with that role's token. */
+void web_auth_bearer_logout(web_auth_t *a, int role);
 /* Seconds until ip may try a token again, 0 when it may now. */
 int web_auth_limited(web_auth_t *a, const char *ip);
 /* Counts a failed token check, or a login (a session or a bearer WebSocket opened). */
@@ -190,13 +203,6 @@ int web_api_runs_collection(const web_req_t *rq);
 int web_api_stop(const web_req_t *rq);
 int web_api_resume(const web_req_t *rq);
 /* Child processes the dashboard started: the pid serving a run, 0 when not known here. */
-/* Whether pid is the process serving the store at db_path (it holds the file open): 1 yes, 0
- * no (gone, or the pid was reused), -1 cannot tell (another user's process). */
-int web_serves_store(long pid, const char *db_path);
-/* Runs (an array of run objects, or one) the store says are "running" whose server is gone
- * are shown as "interrupted", with a message; s is a handle on the store at db_path. */
-typedef struct store store_t;
-void web_runs_mark_interrupted(store_t *s, const char *db_path, json_t *runs);
 void web_children_note(struct web *w, int64_t run_id, long pid);
 long web_children_pid(struct web *w, int64_t run_id);
 
@@ -210,8 +216,10 @@ int web_events_start(struct web *w, struct mg_context *ctx, const char *db_path,
 void web_events_stop(web_events_t *ev);
 /* Whether a WebSocket upgrade request carries a valid session or bearer token and an Origin
  * (when present) that names this server (auth.c); a bearer token counts against the login
- * limit. sid_out: the session's id, "" for a bearer token. */
-int web_ws_authorized(struct web *w, const struct mg_connection *conn, char sid_out[WEB_TOKEN_HEX + 1]);
+ * limit. sid_out: the session's id, "" for a bearer token; bearer: its lifetime (role
+ * WEB_ROLE_NONE for a session). */
+int web_ws_authorized(struct web *w, const struct mg_connection *conn, char sid_out[WEB_TOKEN_HEX + 1],
+                      web_bearer_t *bearer);
 /* Wakes the poller, which closes the sockets of ended sessions (after a logout). */
 void web_events_wake(web_events_t *ev);
 

@@ -554,6 +554,49 @@ static void test_socket_ends_with_session(void **state)
     nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
 }
 
+/* Issue 12: a socket opened with a bearer token has no session, but ends as one does: when
+ * /api/logout is sent with its token (sockets of the other token stay), and a session's lifetime
+ * after it opened. */
+static void test_socket_bearer_ends(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/fednas-test-wsbe-XXXXXX";
+    store_t *writer = NULL;
+    web_t *w = own_dashboard(dir, &writer);
+    int port = web_port(w);
+    ws_t admin, viewer;
+    assert_int_equal(ws_open(port, "Authorization: Bearer " ADMIN_TOKEN "\r\n", &admin), 101);
+    assert_true(ws_wait_for(&admin, "\"hello\"", 2000) >= 0);
+    assert_int_equal(ws_open(port, "Authorization: Bearer " VIEWER_TOKEN "\r\n", &viewer), 101);
+    assert_true(ws_wait_for(&viewer, "\"hello\"", 2000) >= 0);
+    resp_t r;
+    assert_int_equal(http_anon(port, "POST", "/api/logout", "Authorization: Bearer " ADMIN_TOKEN "\r\nContent-Length: 0\r\n", &r), 0);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    if (ws_wait_closed(&admin, 2000) < 0)
+        fail_msg("a socket opened with the admin token is still open 2 s after a logout with that token");
+    ws_close_conn(&admin);
+    /* The viewer token's socket is not that token's: it stays (a closed one would be closed by now). */
+    if (ws_wait_closed(&viewer, 600) >= 0)
+        fail_msg("a logout with the admin token closed a socket opened with the viewer token");
+    ws_close_conn(&viewer);
+    /* A socket opened after the logout is a new login: it works. */
+    assert_int_equal(ws_open(port, "Authorization: Bearer " ADMIN_TOKEN "\r\n", &admin), 101);
+    assert_true(ws_wait_for(&admin, "\"hello\"", 2000) >= 0);
+    ws_close_conn(&admin);
+
+    /* Expiry: sockets opened from now on last one second, as sessions would. */
+    web_auth_session_ttl(web_auth_of(w), 1);
+    assert_int_equal(ws_open(port, "Authorization: Bearer " VIEWER_TOKEN "\r\n", &viewer), 101);
+    assert_true(ws_wait_for(&viewer, "\"hello\"", 2000) >= 0);
+    if (ws_wait_closed(&viewer, 4000) < 0)
+        fail_msg("a bearer token's socket is still open 4 s after opening (lifetime 1 s)");
+    ws_close_conn(&viewer);
+    web_stop(w);
+    store_close(writer);
+    nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
 /* Issue 12: a WebSocket with a bearer token is a login like ?token=: wrong tokens count
  * against the address's limit, which then refuses the right token everywhere. */
 static void test_socket_bearer_limited(void **state)
@@ -589,6 +632,7 @@ int main(void)
     };
     const struct CMUnitTest alone[] = {
         cmocka_unit_test(test_socket_ends_with_session),
+        cmocka_unit_test(test_socket_bearer_ends),
         cmocka_unit_test(test_socket_bearer_limited),
     };
     int failed = 0;
