@@ -471,6 +471,25 @@ int store_metric_insert(store_t *s, int64_t run_id, int round, const char *name,
                      "iitd", run_id, (int64_t)round, name, value);
 }
 
+int store_metric_get(store_t *s, int64_t run_id, int round, const char *name, double *value, err_t *err)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "SELECT value FROM round_metrics WHERE run_id = ? AND round = ? AND name = ?", -1,
+                           &st, NULL) != SQLITE_OK)
+        return db_err(s, err, "reading a round metric");
+    sqlite3_bind_int64(st, 1, run_id);
+    sqlite3_bind_int64(st, 2, round);
+    sqlite3_bind_text(st, 3, name, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW && value)
+        *value = sqlite3_column_double(st, 0);
+    sqlite3_finalize(st);
+    if (rc == SQLITE_ROW)
+        return 0;
+    return rc == SQLITE_DONE ? err_set(err, FN_ENOTFOUND, "run %lld has no %s for round %d", (long long)run_id, name, round)
+                             : db_err(s, err, "reading a round metric");
+}
+
 int store_client_upsert(store_t *s, int64_t run_id, int client_id, const char *name, const char *public_key,
                         int64_t samples, const char *status, err_t *err)
 {

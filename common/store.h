@@ -70,6 +70,8 @@ int store_run_reopen(store_t *s, int64_t run_id, char **config_json, int64_t *ex
 
 /* Extra named per-round values (phase timings, privacy, ...). */
 int store_metric_insert(store_t *s, int64_t run_id, int round, const char *name, double value, err_t *err);
+/* One of them into *value (NULL: only whether it is there); FN_ENOTFOUND when it is not. */
+int store_metric_get(store_t *s, int64_t run_id, int round, const char *name, double *value, err_t *err);
 
 /* A client row is created on registration and updated as it contributes. */
 int store_client_upsert(store_t *s, int64_t run_id, int client_id, const char *name, const char *public_key,

@@ -368,6 +368,8 @@ int server_run(server_t *s, server_summary_t *sum, err_t *err)
     double t0 = fn_mono(), round_seconds = 0;
     /* Everyone expected, before the first round; later rounds need only their own selection. */
     int rc = wait_for_sites(s, s->cfg->clients.count, err);
+    if (rc == 0)
+        eval_recover(s);
     while (rc == 0 && s->rnd.round < s->cfg->rounds) {
         store_round_t rec;
         rc = run_round(s, &rec, err);

@@ -119,10 +119,27 @@ static int ask_sites(server_t *s)
     return asked;
 }
 
-double eval_federated(server_t *s)
+/* The three federated-evaluation metrics of the round, in one transaction (all or none). */
+static void record_federated(server_t *s, double loss, double acc)
 {
-    if (!s->cfg->evaluate.enabled || s->rnd.round % s->cfg->evaluate.every != 0 || server_stopped(s))
-        return NAN;
+    err_t e;
+    int rc = store_tx_begin(s->opt.store, &e);
+    if (rc == 0) {
+        rc = store_metric_insert(s->opt.store, s->opt.run_id, s->rnd.round, "fed_eval_accuracy", acc, &e);
+        if (rc == 0)
+            rc = store_metric_insert(s->opt.store, s->opt.run_id, s->rnd.round, "fed_eval_loss", loss, &e);
+        if (rc == 0)
+            rc = store_metric_insert(s->opt.store, s->opt.run_id, s->rnd.round, "fed_eval_samples", s->ev.samples, &e);
+        int rc2 = store_tx_end(s->opt.store, rc == 0, &e);
+        rc = rc < 0 ? rc : rc2;
+    }
+    if (rc < 0)
+        log_error("round %d: its federated evaluation was not recorded: %s", s->rnd.round, e.msg);
+}
+
+/* Asks the sites and records their answers; the accuracy, NAN when none came. */
+static double evaluate_and_record(server_t *s)
+{
     server_set_phase(s, s->rnd.round, "federated_evaluation");
     int asked = ask_sites(s);
     if (s->ev.samples <= 0 || s->ev.answers == 0) {
@@ -130,10 +147,37 @@ double eval_federated(server_t *s)
         return NAN;
     }
     double loss = s->ev.loss_sum / s->ev.samples, acc = s->ev.acc_sum / s->ev.samples;
-    err_t e;
-    if (store_metric_insert(s->opt.store, s->opt.run_id, s->rnd.round, "fed_eval_accuracy", acc, &e) < 0 ||
-        store_metric_insert(s->opt.store, s->opt.run_id, s->rnd.round, "fed_eval_loss", loss, &e) < 0 ||
-        store_metric_insert(s->opt.store, s->opt.run_id, s->rnd.round, "fed_eval_samples", s->ev.samples, &e) < 0)
-        log_error("%s", e.msg);
+    record_federated(s, loss, acc);
     return acc;
+}
+
+/* Federated evaluation comes after the round's commit, not inside its transaction: the sites
+ * are sent the new model, and under differential privacy a model may leave the server only
+ * once its privacy cost is committed (a server killed after sending it but before the commit
+ * would have released a model no accountant charged). A server killed between the commit and
+ * this record leaves a committed round without its federated metrics: eval_recover, on resume,
+ * evaluates that round's model (the checkpoint) again. */
+static int due(const server_t *s)
+{
+    return s->cfg->evaluate.enabled && s->rnd.round > 0 && s->rnd.round % s->cfg->evaluate.every == 0;
+}
+
+double eval_federated(server_t *s)
+{
+    if (!due(s) || server_stopped(s))
+        return NAN;
+    return evaluate_and_record(s);
+}
+
+void eval_recover(server_t *s)
+{
+    err_t e;
+    if (!s->opt.resume || !due(s) || server_stopped(s) ||
+        store_metric_get(s->opt.store, s->opt.run_id, s->rnd.round, "fed_eval_accuracy", NULL, &e) != FN_ENOTFOUND)
+        return;
+    log_info("round %d was committed without its federated evaluation (the server stopped in between): its model "
+             "is evaluated again", s->rnd.round);
+    double acc = evaluate_and_record(s);
+    if (!isnan(acc))
+        log_info("round %d: federated evaluation recovered: accuracy %.4f", s->rnd.round, acc);
 }

@@ -206,6 +206,7 @@ int eval_load_test_set(server_t *s, err_t *err);
 json_t *eval_holdout_info(const server_t *s, const sites_site_t *site);
 int eval_test_set(server_t *s, double *loss, double *acc, err_t *err);
 double eval_federated(server_t *s);            /* accuracy, NAN when none or not this round */
+void eval_recover(server_t *s); /* on resume: the last committed round's federated evaluation, when missing */
 void eval_on_result(server_t *s, wire_msg_t *msg);
 
 /* server_record.c */

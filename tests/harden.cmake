@@ -1,7 +1,7 @@
 # Issue 12, the last findings: a SIGKILLed server's run reads "interrupted" everywhere
 # (interrupted.sh); one model-poisoning site under FedAvg and the robust strategies (poison.sh,
 # the small version of tests/bench/poison.sh).
-foreach(name interrupted)
+foreach(name interrupted fed_eval_resume)
   add_test(NAME integration_${name}
            COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/integration/${name}.sh $<TARGET_FILE:fednas>)
   set_tests_properties(integration_${name} PROPERTIES TIMEOUT 600
