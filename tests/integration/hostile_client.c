@@ -16,8 +16,19 @@
  *   connflood N
  *              opens and closes N connections, one at a time: even ones with its allowed key
  *              (they say nothing), odd ones with a fresh key not on the allow-list.
- * Usage: hostile_client flood|overclaim|attack ENDPOINT KIT_DIR, hostile_client connflood N ENDPOINT KIT_DIR */
+ *   poison flip|noise SCALE
+ *              model poisoning (tests/bench/poison.sh, integration/poison.sh): registers with 3000
+ *              samples (one shard of 20 of Fashion-MNIST's training set, what an honest site of the
+ *              test holds) and answers every round with a well-formed, finite update of the right
+ *              size claiming those 3000 samples. flip: -SCALE times the last global step it saw
+ *              (the model it is sent minus the one before, a stand-in for the honest update the
+ *              others send; zeros in its first round). noise: Gaussian noise of std SCALE in every
+ *              coordinate (a fixed seed, so a run is repeatable). Nothing in the server bounds an
+ *              update's norm without DP clipping: this is what the robust strategies are for.
+ * Usage: hostile_client flood|overclaim|attack ENDPOINT KIT_DIR, hostile_client connflood N ENDPOINT KIT_DIR,
+ *        hostile_client poison flip|noise SCALE ENDPOINT KIT_DIR */
 #include <errno.h>
+#include <stdint.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,6 +90,66 @@ static int overclaim(void *sock)
         }
         wire_msg_close(&m);
     }
+}
+
+#define POISON_SAMPLES 3000
+
+static void send_values(void *sock, long long run, long long round, long long samples, double loss, double acc,
+                        const float *v, size_t n);
+
+/* A standard normal draw (Box-Muller on a 64-bit LCG): fixed seed, no dependency. */
+static double gauss(uint64_t *st)
+{
+    double u[2];
+    for (int i = 0; i < 2; i++) {
+        *st = *st * 6364136223846793005ULL + 1442695040888963407ULL;
+        u[i] = ((double)(*st >> 11) + 0.5) / 9007199254740992.0;
+    }
+    return sqrt(-2 * log(u[0])) * cos(6.283185307179586 * u[1]);
+}
+
+static int poison(void *sock, int flip, double scale)
+{
+    err_t e;
+    json_t *h = json_pack("{s:s, s:i}", "type", "hello", "samples", POISON_SAMPLES);
+    wire_send(sock, NULL, 0, h, NULL, 0, 0, &e);
+    json_decref(h);
+    float *prev = NULL, *w = NULL, *v = NULL;
+    size_t pn = 0;
+    uint64_t st = 0x9e3779b97f4a7c15ULL;
+    for (;;) {
+        wire_msg_t m;
+        if (wire_recv(sock, 0, &m, 0, &e) < 0)
+            continue;
+        if (strcmp(m.type, "end") == 0) {
+            wire_msg_close(&m);
+            break;
+        }
+        size_t n = 0;
+        const void *model = strcmp(m.type, "train") == 0 ? wire_frame_data(&m, 0, WIRE_F32, &n) : NULL;
+        if (model && n > 0) {
+            w = realloc(w, n * sizeof *w);
+            v = realloc(v, n * sizeof *v);
+            memcpy(w, model, n * sizeof *w); /* frames may sit at odd offsets */
+            for (size_t i = 0; i < n; i++)
+                v[i] = flip ? (prev && pn == n ? (float)(-scale * ((double)w[i] - prev[i])) : 0.0f)
+                            : (float)(scale * gauss(&st));
+            long long round = wire_get_int(&m, "round", -1);
+            send_values(sock, wire_get_int(&m, "run", -1), round, POISON_SAMPLES, 1.0, 0.5, v, n);
+            printf("hostile_client: round %lld: sent a %s update (scale %g)\n", round, flip ? "flipped" : "noise",
+                   scale);
+            fflush(stdout);
+            float *t = prev;
+            prev = w;
+            w = t;
+            pn = n;
+        }
+        wire_msg_close(&m);
+    }
+    free(prev);
+    free(w);
+    free(v);
+    return 0;
 }
 
 static void say(const char *what, long long round)
@@ -197,15 +268,24 @@ static int connflood(void *ctx, int count, const char *endpoint, const char *spk
 
 int main(int argc, char **argv)
 {
-    int flood_count = 0;
+    int flood_count = 0, poison_flip = -1;
+    double poison_scale = 0;
     if (argc == 5 && strcmp(argv[1], "connflood") == 0) {
         flood_count = atoi(argv[2]);
         argv++;
         argc--;
+    } else if (argc == 6 && strcmp(argv[1], "poison") == 0 &&
+               (strcmp(argv[2], "flip") == 0 || strcmp(argv[2], "noise") == 0) && atof(argv[3]) > 0) {
+        poison_flip = strcmp(argv[2], "flip") == 0;
+        poison_scale = atof(argv[3]);
+        argv[3] = argv[1];
+        argv += 2;
+        argc -= 2;
     } else if (argc != 4 || (strcmp(argv[1], "flood") != 0 && strcmp(argv[1], "overclaim") != 0 &&
                              strcmp(argv[1], "attack") != 0)) {
         fprintf(stderr, "usage: hostile_client flood|overclaim|attack ENDPOINT KIT_DIR\n"
-                        "       hostile_client connflood N ENDPOINT KIT_DIR\n");
+                        "       hostile_client connflood N ENDPOINT KIT_DIR\n"
+                        "       hostile_client poison flip|noise SCALE ENDPOINT KIT_DIR\n");
         return 2;
     }
     const char *endpoint = argv[2], *kit = argv[3];
@@ -245,7 +325,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "flood") == 0)
         flood(sock);
-    int rc = strcmp(argv[1], "attack") == 0 ? attack(sock) : overclaim(sock);
+    int rc = poison_flip >= 0                 ? poison(sock, poison_flip, poison_scale)
+             : strcmp(argv[1], "attack") == 0 ? attack(sock)
+                                              : overclaim(sock);
     zmq_close(sock);
     zmq_ctx_term(ctx);
     return rc;
