@@ -101,8 +101,8 @@ static void zap_report(void *arg, const char *key, long count, long keys, double
         log_warn("refused %ld more connections in the last %.0f s from %s, not on the allow-list", count, seconds,
                  key);
     else
-        log_warn("refused %ld more connections in the last %.0f s from %ld other peers not on the allow-list "
-                 "(over %d new keys a %.0f s are counted, not logged)",
+        log_warn("refused %ld more connections in the last %.0f s from %ld other keys not on the allow-list (past "
+                 "%d new keys in %.0f s, refusals are counted, not logged one by one)",
                  count, seconds, keys, ZAP_LIMIT_NEW_KEYS, ZAP_LOG_INTERVAL);
 }
 

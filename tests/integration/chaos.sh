@@ -180,6 +180,11 @@ MATCH=yes
 [ "$(sql ref.db "select group_concat(printf('%.9f', test_accuracy)) from rounds")" = \
   "$(sql plain.db "select group_concat(printf('%.9f', test_accuracy)) from rounds")" ] ||
   fail "per-round test accuracy differs from the uninterrupted run's"
+# Federated evaluation follows each round's commit; a kill in between is made good on resume
+# (server_eval.c, eval_recover): every round has it, with the uninterrupted run's value.
+fed() { sql "$1" "select group_concat(round || ':' || printf('%.9f', value)) from (select round, value from round_metrics where name = 'fed_eval_accuracy' order by round)"; }
+[ "$(fed ref.db)" = "$(fed plain.db)" ] ||
+  fail "per-round federated accuracy differs from the uninterrupted run's: $(fed plain.db) against $(fed ref.db)"
 pass "plain: $KILLS_PLAIN kills, $R_PLAIN rounds, final model and FedAdam state identical to the uninterrupted run"
 
 T1=$(date +%s)
