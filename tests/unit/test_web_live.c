@@ -19,6 +19,8 @@
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
+#include <fcntl.h>
+#include <sys/wait.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -597,6 +599,59 @@ static void test_socket_bearer_ends(void **state)
     nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
 }
 
+/* Issue 12: a run whose server is SIGKILLed commits nothing, yet its sockets learn of it: a
+ * run_status "interrupted" event within a few polls (common/store_live.h). The "server" is a
+ * child process holding the store open, as a real one does. */
+static void test_killed_server_event(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/fednas-test-wskill-XXXXXX";
+    store_t *writer = NULL;
+    web_t *w = own_dashboard(dir, &writer);
+    int port = web_port(w);
+    char db[160];
+    snprintf(db, sizeof db, "%s/runs.db", dir);
+    int ready[2];
+    assert_int_equal(pipe(ready), 0);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) { /* async-signal-safe calls only: the parent has threads */
+        int fd = open(db, O_RDONLY);
+        if (write(ready[1], "x", 1) != 1 || fd < 0)
+            _exit(1);
+        for (;;)
+            pause();
+    }
+    char x;
+    assert_int_equal(read(ready[0], &x, 1), 1); /* it holds the store open from here on */
+    close(ready[0]);
+    close(ready[1]);
+    err_t e = {0};
+    int64_t exp_id, run;
+    assert_int_equal(store_experiment_create(writer, "killed", "{\"name\":\"killed\"}", &exp_id, &e), 0);
+    assert_int_equal(store_run_create(writer, exp_id, 3, 2, 7, NULL, &run, &e), 0);
+    assert_int_equal(store_run_set_pid(writer, run, child, &e), 0);
+    /* Running while the child holds the store. The poller's first look after a socket opens is
+     * a silent baseline: a phase change that arrives as an event proves it has been taken. */
+    ws_t c;
+    assert_int_equal(ws_open(port, "Authorization: Bearer " ADMIN_TOKEN "\r\n", &c), 101);
+    assert_true(ws_wait_for(&c, "\"hello\"", 2000) >= 0);
+    int seen = 0;
+    for (int i = 1; i <= 20 && !seen; i++) {
+        assert_int_equal(store_run_set_phase(writer, run, i, "training", &e), 0);
+        seen = ws_wait_for(&c, "\"round_phase\"", 500) >= 0;
+    }
+    assert_true(seen);
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    if (ws_wait_for(&c, "\"interrupted\"", 10000) < 0)
+        fail_msg("no run_status event says interrupted 10 s after the run's server was killed");
+    ws_close_conn(&c);
+    web_stop(w);
+    store_close(writer);
+    nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
 /* Issue 12: a WebSocket with a bearer token is a login like ?token=: wrong tokens count
  * against the address's limit, which then refuses the right token everywhere. */
 static void test_socket_bearer_limited(void **state)
@@ -633,6 +688,7 @@ int main(void)
     const struct CMUnitTest alone[] = {
         cmocka_unit_test(test_socket_ends_with_session),
         cmocka_unit_test(test_socket_bearer_ends),
+        cmocka_unit_test(test_killed_server_event),
         cmocka_unit_test(test_socket_bearer_limited),
     };
     int failed = 0;
