@@ -1,8 +1,9 @@
 # Issue 12, the last findings: a SIGKILLed server's run reads "interrupted" everywhere
 # (interrupted.sh); a round committed without its federated evaluation gets it on resume
-# (fed_eval_resume.sh); one model-poisoning site under FedAvg and the robust strategies
+# (fed_eval_resume.sh); a refused peer in a loop does not flood the log (refusal_log.sh); one
+# model-poisoning site under FedAvg and the robust strategies
 # (poison.sh, the small version of tests/bench/poison.sh).
-foreach(name interrupted fed_eval_resume poison)
+foreach(name interrupted fed_eval_resume poison refusal_log)
   add_test(NAME integration_${name}
            COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/integration/${name}.sh $<TARGET_FILE:fednas>)
   set_tests_properties(integration_${name} PROPERTIES TIMEOUT 600

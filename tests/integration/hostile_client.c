@@ -16,6 +16,9 @@
  *   connflood N
  *              opens and closes N connections, one at a time: even ones with its allowed key
  *              (they say nothing), odd ones with a fresh key not on the allow-list.
+ *   strangerloop N
+ *              opens and closes N connections, one at a time, 20 ms apart, all with one key not on
+ *              the allow-list (a refused peer reconnecting in a loop; prints the key).
  *   poison flip|noise SCALE
  *              model poisoning (tests/bench/poison.sh, integration/poison.sh): registers with 3000
  *              samples (one shard of 20 of Fashion-MNIST's training set, what an honest site of the
@@ -25,7 +28,8 @@
  *              others send; zeros in its first round). noise: Gaussian noise of std SCALE in every
  *              coordinate (a fixed seed, so a run is repeatable). Nothing in the server bounds an
  *              update's norm without DP clipping: this is what the robust strategies are for.
- * Usage: hostile_client flood|overclaim|attack ENDPOINT KIT_DIR, hostile_client connflood N ENDPOINT KIT_DIR,
+ * Usage: hostile_client flood|overclaim|attack ENDPOINT KIT_DIR,
+ *        hostile_client connflood|strangerloop N ENDPOINT KIT_DIR,
  *        hostile_client poison flip|noise SCALE ENDPOINT KIT_DIR */
 #include <errno.h>
 #include <stdint.h>
@@ -241,12 +245,19 @@ static int attack(void *sock)
     }
 }
 
-static int connflood(void *ctx, int count, const char *endpoint, const char *spk, const keys_pair_t *kp)
+static int connflood(void *ctx, int count, const char *endpoint, const char *spk, const keys_pair_t *kp, int stranger)
 {
-    struct timespec pause = {0, 5000000};
+    struct timespec pause = {0, stranger ? 20000000 : 5000000};
+    char spub[KEYS_Z85_LEN + 1], ssec[KEYS_Z85_LEN + 1];
+    zmq_curve_keypair(spub, ssec);
+    if (stranger)
+        printf("hostile_client: stranger key %s\n", spub);
     for (int i = 0; i < count; i++) {
         char pub[KEYS_Z85_LEN + 1], sec[KEYS_Z85_LEN + 1];
-        if (i % 2) {
+        if (stranger) {
+            memcpy(pub, spub, sizeof pub);
+            memcpy(sec, ssec, sizeof sec);
+        } else if (i % 2) {
             zmq_curve_keypair(pub, sec);
         } else {
             memcpy(pub, kp->public_z85, sizeof pub);
@@ -268,9 +279,10 @@ static int connflood(void *ctx, int count, const char *endpoint, const char *spk
 
 int main(int argc, char **argv)
 {
-    int flood_count = 0, poison_flip = -1;
+    int flood_count = 0, poison_flip = -1, stranger = 0;
     double poison_scale = 0;
-    if (argc == 5 && strcmp(argv[1], "connflood") == 0) {
+    if (argc == 5 && (strcmp(argv[1], "connflood") == 0 || strcmp(argv[1], "strangerloop") == 0)) {
+        stranger = strcmp(argv[1], "strangerloop") == 0;
         flood_count = atoi(argv[2]);
         argv++;
         argc--;
@@ -284,7 +296,7 @@ int main(int argc, char **argv)
     } else if (argc != 4 || (strcmp(argv[1], "flood") != 0 && strcmp(argv[1], "overclaim") != 0 &&
                              strcmp(argv[1], "attack") != 0)) {
         fprintf(stderr, "usage: hostile_client flood|overclaim|attack ENDPOINT KIT_DIR\n"
-                        "       hostile_client connflood N ENDPOINT KIT_DIR\n"
+                        "       hostile_client connflood|strangerloop N ENDPOINT KIT_DIR\n"
                         "       hostile_client poison flip|noise SCALE ENDPOINT KIT_DIR\n");
         return 2;
     }
@@ -304,7 +316,7 @@ int main(int argc, char **argv)
     }
     void *ctx = zmq_ctx_new();
     if (flood_count > 0) {
-        int rc = connflood(ctx, flood_count, endpoint, spk, kp);
+        int rc = connflood(ctx, flood_count, endpoint, spk, kp, stranger);
         keys_pair_free(kp);
         zmq_ctx_term(ctx);
         return rc;
