@@ -121,6 +121,8 @@ static int ask_sites(server_t *s)
 
 double eval_federated(server_t *s)
 {
+    if (s->nas) /* the candidates were scored before the commit: the round's best */
+        return server_nas_fed_acc(s);
     if (!s->cfg->evaluate.enabled || s->rnd.round % s->cfg->evaluate.every != 0 || server_stopped(s))
         return NAN;
     server_set_phase(s, s->rnd.round, "federated_evaluation");

@@ -142,6 +142,7 @@ struct server {
     server_sa_t sa;
     server_round_t rnd;
     server_eval_t ev;
+    struct server_nas *nas; /* a federated search (server_nas.c), or NULL */
 };
 
 /* run_round's answer when secure aggregation aborted the round: nothing was committed and the
@@ -207,6 +208,25 @@ json_t *eval_holdout_info(const server_t *s, const sites_site_t *site);
 int eval_test_set(server_t *s, double *loss, double *acc, err_t *err);
 double eval_federated(server_t *s);            /* accuracy, NAN when none or not this round */
 void eval_on_result(server_t *s, wire_msg_t *msg);
+
+/* server_nas.c: a federated search (an experiment with "nas" and "clients" blocks). Each is
+ * called only when s->nas is set, except create and check. */
+typedef struct server_nas server_nas_t;
+struct site_update;
+int server_nas_check(const config_t *cfg, err_t *err);
+int server_nas_create(server_t *s, size_t *max_m, err_t *err); /* max_m: the largest path's values */
+const json_t *server_nas_ref_arch(const server_t *s);          /* the server's placeholder model */
+int server_nas_best_params(server_t *s);                       /* the best candidate's, 0 before one */
+void server_nas_free(server_t *s);
+int server_nas_open(server_t *s, err_t *err);                  /* the round's candidates and deal */
+int server_nas_train_model(server_t *s, const sites_site_t *site, const json_t **arch, broadcast_t **bc, size_t *m);
+size_t server_nas_site_m(const server_t *s, const sites_site_t *site); /* 0: no candidate dealt */
+int server_nas_add(server_t *s, const sites_site_t *site, const struct site_update *u, err_t *err);
+int server_nas_aggregate(server_t *s, err_t *err);
+int server_nas_score(server_t *s, double *test_loss, double *test_acc, err_t *err);
+double server_nas_fed_acc(server_t *s);
+int server_nas_commit(server_t *s, const store_round_t *rec, err_t *err);
+int server_nas_resume(server_t *s, err_t *err);
 
 /* server_record.c */
 int record_load_checkpoint(server_t *s, err_t *err);

@@ -1,0 +1,641 @@
+/* server_nas: the federated search's round (Zhu and Jin's real-time federated evolutionary NAS
+ * on the weight-sharing supernet, nas/fedsuper.h). Each round:
+ *   open       the strategy proposes the round's candidates (evolution: the population's next
+ *              individuals; NSGA-II: until a generation is complete); each is a path of the
+ *              supernet; the round's drawn sites are shuffled and dealt out among the candidates
+ *              ("double sampling": every candidate trains on a random subset of the sites);
+ *   train      each site gets its candidate's architecture and slice as the "train" message's
+ *              model and returns the change like any update (sites need nothing new);
+ *   aggregate  each supernet element moves by the mean change of the sites that trained it;
+ *   score      every candidate is measured on the same draw of sites' held-out samples
+ *              (federated evaluation) and told to the strategy with its parameter count (the
+ *              communication cost: a site moves 8 bytes per federated value of its path a round);
+ *   commit     the round's candidates go to the NAS tables and the supernet to the checkpoint in
+ *              the round's transaction; the round's best is tested on the server's test set.
+ * When the search budget (nas.budget candidates) is spent, the remaining rounds train and score
+ * the best architecture found, on every drawn site. A resumed run loads the supernet and replays
+ * the stored asks and tells into a new strategy (nas/strategy.h: the same proposals follow). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/rng.h"
+#include "common/store_nas.h"
+#include "common/util.h"
+#include "engine/nn.h"
+#include "nas/config.h"
+#include "nas/fedsuper.h"
+#include "nas/strategy.h"
+#include "server/server_int.h"
+#include "server/site_msg.h"
+
+typedef struct nas_cand {
+    nas_proposal_t prop;
+    nas_fedsuper_path_t *path;
+    broadcast_t *bc;      /* its slice this round, shared by its train messages */
+    int64_t seq;          /* its row in the NAS tables (-1: the incumbent, not a new candidate) */
+    int trainers;         /* sites it was dealt */
+    double acc, loss, samples, flops;
+    int answers;
+    double train_loss_sum, train_weight; /* its trainers' reported loss, by samples */
+} nas_cand_t;
+
+struct server_nas {
+    nas_config_t cfg;
+    nas_strategy_t *strat;
+    nas_fedsuper_t *fs;
+    int per_round;     /* candidates a round asks for */
+    nas_cand_t *c;
+    int nc;
+    int *site_cand;    /* by registry index: the candidate a site trains this round (-1: none) */
+    int nsites;
+    int64_t next_seq, tells;
+    int best;          /* this round's best candidate (by federated accuracy), -1 before scoring */
+    json_t *ref_arch;  /* the largest path: the server's placeholder model, sizing its messages */
+};
+
+/* ---- setup ---- */
+
+static int parse(const config_t *cfg, nas_config_t *nc, err_t *err)
+{
+    int rc = nas_config_parse(cfg->nas, cfg->source, cfg->text, "nas", cfg->seed, nc, err);
+    if (rc)
+        return rc;
+    int input_dim, classes;
+    server_dataset_dims(cfg, &input_dim, &classes);
+    int side = (int)lround(sqrt((double)input_dim));
+    nc->space.classes = classes;
+    if (side * side == input_dim) {
+        nc->space.in_c = 1;
+        nc->space.in_h = nc->space.in_w = side;
+    } else {
+        nc->space.in_c = nc->space.in_h = 1;
+        nc->space.in_w = input_dim;
+    }
+    return 0;
+}
+
+int server_nas_check(const config_t *cfg, err_t *err)
+{
+    nas_config_t nc;
+    int rc = parse(cfg, &nc, err);
+    if (rc)
+        return rc;
+    if (cfg->secagg.enabled)
+        return config_error_at(cfg, "secure_aggregation", err,
+                               "a federated search does not run with secure aggregation yet (each site trains a "
+                               "different path); remove the \"secure_aggregation\" block or the \"nas\" block");
+    if (cfg->dp.enabled)
+        return config_error_at(cfg, "dp", err,
+                               "a federated search does not run with differential privacy yet; remove the \"dp\" "
+                               "block or the \"nas\" block");
+    if (cfg->compression.enabled)
+        return config_error_at(cfg, "compression", err,
+                               "a federated search sends each site a path of its own; remove the \"compression\" "
+                               "block");
+    if (!cfg->evaluate.enabled)
+        return config_error_at(cfg, "nas", err,
+                               "a federated search scores its candidates on the sites' held-out samples: add an "
+                               "\"evaluate\" block, e.g. \"evaluate\": {\"holdout\": 0.1, \"clients_fraction\": 1}");
+    if (nc.strategy.kind == NAS_STRATEGY_ASHA)
+        return config_error_at(cfg, "nas.strategy.name", err,
+                               "a federated search trains every candidate for one round; use \"evolution\", "
+                               "\"nsga2\" or \"random\"");
+    strategy_config_t sc;
+    if ((rc = server_parse_strategy(cfg, &sc, err)) < 0)
+        return rc;
+    if (sc.kind != STRATEGY_FEDAVG)
+        return config_error_at(cfg, "strategy.name", err,
+                               "a federated search averages each supernet weight over the sites that trained it "
+                               "(FedAvg); remove \"strategy\" or set its name to \"fedavg\"");
+    return 0;
+}
+
+/* The largest path the space allows: every layer (or edge) the op with the most parameters at
+ * the widest width, with batch norm; it sizes the messages the server accepts. */
+static int largest_arch(const nas_space_t *sp, json_t **out, size_t *m, err_t *err)
+{
+    *out = NULL;
+    *m = 0;
+    int maxw = 0;
+    for (int i = 0; i < sp->nwidths; i++)
+        maxw = sp->widths[i] > maxw ? sp->widths[i] : maxw;
+    int nops = sp->kind == NAS_SPACE_MACRO ? sp->nops : sp->nedge_ops;
+    for (int k = 0; k < nops; k++) {
+        nas_genome_t g;
+        memset(&g, 0, sizeof g);
+        g.kind = sp->kind;
+        if (sp->kind == NAS_SPACE_MACRO) {
+            g.nlayers = sp->layers;
+            for (int l = 0; l < sp->layers; l++)
+                g.layer[l] = (nas_macro_layer_t){.op = sp->ops[k], .width = maxw,
+                                                 .bn = sp->batchnorm != NAS_BN_OFF, .reduce = l < sp->reductions};
+        } else {
+            for (int e = 0; e < NAS_CELL_EDGES; e++)
+                g.edge[e] = sp->edge_ops[k];
+            g.width = maxw;
+            for (int i = 0; i < sp->ncells; i++)
+                g.cells = sp->cells[i] > g.cells ? sp->cells[i] : g.cells;
+        }
+        err_t e;
+        json_t *arch;
+        engine_model_t *mod;
+        if (nas_genome_validate(sp, &g, &e) || nas_genome_decode(sp, &g, &arch, &e))
+            continue;
+        if (engine_model_create_shape(arch, sp->in_c, sp->in_h, sp->in_w, sp->classes, &mod, &e)) {
+            json_decref(arch);
+            continue;
+        }
+        size_t n = engine_model_num_federated(mod);
+        engine_model_free(mod);
+        if (n > *m) {
+            json_decref(*out);
+            *out = arch;
+            *m = n;
+        } else {
+            json_decref(arch);
+        }
+    }
+    if (!*out)
+        return err_set(err, FN_EINVAL, "nas.space: no uniform architecture of the space builds");
+    return 0;
+}
+
+static void round_clear(server_nas_t *n)
+{
+    for (int i = 0; i < n->nc; i++) {
+        nas_fedsuper_path_free(n->c[i].path);
+        if (n->c[i].bc && atomic_fetch_sub(&n->c[i].bc->refs, 1) == 1)
+            free(n->c[i].bc);
+    }
+    n->nc = 0;
+    n->best = -1;
+}
+
+void server_nas_free(server_t *s)
+{
+    server_nas_t *n = s->nas;
+    if (!n)
+        return;
+    round_clear(n);
+    free(n->c);
+    free(n->site_cand);
+    nas_strategy_free(n->strat);
+    nas_fedsuper_free(n->fs);
+    json_decref(n->ref_arch);
+    free(n);
+    s->nas = NULL;
+}
+
+int server_nas_create(server_t *s, size_t *max_m, err_t *err)
+{
+    server_nas_t *n = FN_CALLOC(1, sizeof *n);
+    s->nas = n;
+    n->best = -1;
+    int rc = server_nas_check(s->cfg, err);
+    if (rc == 0)
+        rc = parse(s->cfg, &n->cfg, err);
+    if (rc == 0)
+        rc = nas_strategy_create(&n->cfg, n->cfg.seed, &n->strat, err);
+    if (rc == 0)
+        rc = nas_fedsuper_create(&n->cfg.space, rng_derive(n->cfg.seed, 0xfed5u), &n->fs, err);
+    if (rc == 0)
+        rc = largest_arch(&n->cfg.space, &n->ref_arch, max_m, err);
+    if (rc)
+        return rc;
+    switch (n->cfg.strategy.kind) {
+    case NAS_STRATEGY_NSGA2:
+        n->per_round = n->cfg.strategy.mu > n->cfg.strategy.lambda ? n->cfg.strategy.mu : n->cfg.strategy.lambda;
+        break;
+    default:
+        n->per_round = n->cfg.strategy.population > 0 ? n->cfg.strategy.population : n->cfg.workers;
+    }
+    if (n->per_round < 1)
+        n->per_round = 1;
+    n->c = FN_CALLOC((size_t)n->per_round, sizeof *n->c);
+    if (!s->opt.resume) {
+        store_nas_run_t r = {.split_seed = n->cfg.seed, .budget = n->cfg.budget, .workers = s->cfg->clients.count,
+                             .threads = 1};
+        snprintf(r.strategy, sizeof r.strategy, "%s", nas_strategy_name(n->cfg.strategy.kind));
+        snprintf(r.device, sizeof r.device, "federated");
+        rc = store_nas_run_create(s->opt.store, s->opt.run_id, &r, err);
+    }
+    log_info("federated search: %s, %d candidates a round, budget %d, largest path %zu values",
+             nas_strategy_name(n->cfg.strategy.kind), n->per_round, n->cfg.budget, *max_m);
+    return rc;
+}
+
+const json_t *server_nas_ref_arch(const server_t *s) { return s->nas->ref_arch; }
+
+int server_nas_best_params(server_t *s)
+{
+    nas_proposal_t p;
+    nas_result_t r;
+    err_t e;
+    return nas_strategy_best(s->nas->strat, &p, &r, &e) < 0 ? 0 : (int)r.params;
+}
+
+/* ---- open: candidates, their paths and slices, and the deal of sites ---- */
+
+static int add_candidate(server_t *s, const nas_proposal_t *p, int64_t seq, err_t *err)
+{
+    server_nas_t *n = s->nas;
+    nas_cand_t *c = &n->c[n->nc];
+    memset(c, 0, sizeof *c);
+    c->prop = *p;
+    c->seq = seq;
+    int rc = nas_fedsuper_path(n->fs, &p->genome, &c->path, err);
+    if (rc)
+        return err_wrap(err, "round %d, candidate %d: ", s->rnd.round, p->id);
+    c->flops = engine_net_flops_per_sample(engine_model_net(c->path->model));
+    n->nc++;
+    return 0;
+}
+
+static int ask_round(server_t *s, err_t *err)
+{
+    server_nas_t *n = s->nas;
+    while (n->nc < n->per_round && nas_strategy_asked(n->strat) < n->cfg.budget) {
+        nas_proposal_t p;
+        int rc = nas_strategy_ask(n->strat, &p, err);
+        if (rc == NAS_ASK_WAIT)
+            break;
+        if (rc < 0 || (rc = add_candidate(s, &p, n->next_seq++, err)) < 0)
+            return rc;
+    }
+    if (n->nc == 0) { /* the budget is spent: the best architecture found trains on */
+        nas_proposal_t p;
+        nas_result_t r;
+        int rc = nas_strategy_best(n->strat, &p, &r, err);
+        if (rc < 0)
+            return err_wrap(err, "round %d: the search budget is spent and no candidate succeeded: ", s->rnd.round);
+        if ((rc = add_candidate(s, &p, -1, err)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
+int server_nas_open(server_t *s, err_t *err)
+{
+    server_nas_t *n = s->nas;
+    round_clear(n);
+    int rc = ask_round(s, err);
+    if (rc < 0)
+        return rc;
+    for (int i = 0; i < n->nc; i++) {
+        nas_cand_t *c = &n->c[i];
+        c->bc = FN_MALLOC(sizeof *c->bc + c->path->m * sizeof(float));
+        atomic_init(&c->bc->refs, 1);
+        nas_fedsuper_slice(n->fs, c->path, c->bc->data);
+    }
+    int count = sites_count(s->sites), k = 0;
+    if (count > n->nsites) {
+        n->site_cand = realloc(n->site_cand, (size_t)count * sizeof *n->site_cand);
+        FN_CHECK(n->site_cand);
+        n->nsites = count;
+    }
+    sites_site_t **sel = FN_MALLOC((size_t)(count > 0 ? count : 1) * sizeof *sel);
+    for (int i = 0; i < count; i++) {
+        n->site_cand[i] = -1;
+        if (sites_at(s->sites, i)->selected)
+            sel[k++] = sites_at(s->sites, i);
+    }
+    /* The deal: the selected sites (registry order) shuffled by (seed, round), then dealt out
+     * one each in turn, so every candidate gets floor or ceil of k / candidates sites. */
+    rng_t r;
+    rng_seed(&r, rng_derive(s->cfg->seed ^ 0xdea1ULL, (uint64_t)s->rnd.round));
+    for (int i = k - 1; i > 0; i--) {
+        int j = (int)rng_below(&r, (uint64_t)(i + 1));
+        sites_site_t *t = sel[i];
+        sel[i] = sel[j];
+        sel[j] = t;
+    }
+    for (int i = 0; i < k; i++) {
+        n->site_cand[sites_index(s->sites, sel[i])] = i % n->nc;
+        n->c[i % n->nc].trainers++;
+    }
+    free(sel);
+    if (k < n->nc)
+        log_warn("round %d: %d candidates and only %d sites: %d candidates are scored without training this round",
+                 s->rnd.round, n->nc, k, n->nc - k);
+    return 0;
+}
+
+/* The candidate a site trains this round, or NULL (not dealt one: a site that joined after the
+ * deal, which then sits the round out). */
+static nas_cand_t *site_cand(const server_t *s, const sites_site_t *site)
+{
+    const server_nas_t *n = s->nas;
+    int i = sites_index(s->sites, site);
+    if (i < 0 || i >= n->nsites || n->site_cand[i] < 0 || n->site_cand[i] >= n->nc)
+        return NULL;
+    return &n->c[n->site_cand[i]];
+}
+
+int server_nas_train_model(server_t *s, const sites_site_t *site, const json_t **arch, broadcast_t **bc, size_t *m)
+{
+    nas_cand_t *c = site_cand(s, site);
+    if (!c)
+        return -1;
+    *arch = c->path->arch;
+    *bc = c->bc;
+    *m = c->path->m;
+    return 0;
+}
+
+size_t server_nas_site_m(const server_t *s, const sites_site_t *site)
+{
+    const nas_cand_t *c = site_cand(s, site);
+    return c ? c->path->m : 0;
+}
+
+int server_nas_add(server_t *s, const sites_site_t *site, const site_update_t *u, err_t *err)
+{
+    nas_cand_t *c = site_cand(s, site);
+    if (!c)
+        return err_set(err, FN_EINVAL, "no candidate was dealt to this site in round %d", s->rnd.round);
+    int rc = nas_fedsuper_add(s->nas->fs, c->path, u->values, (double)u->samples, err);
+    if (rc == 0) {
+        s->col.agg.count++; /* the round's arrivals, as plain updates count them */
+        if (site_train_stats_ok(u->loss, u->accuracy) && !isnan(u->loss)) {
+            c->train_loss_sum += (double)u->samples * u->loss;
+            c->train_weight += (double)u->samples;
+        }
+    }
+    return rc;
+}
+
+int server_nas_aggregate(server_t *s, err_t *err)
+{
+    (void)err;
+    size_t changed = nas_fedsuper_apply(s->nas->fs);
+    log_debug("round %d: %zu supernet values changed", s->rnd.round, changed);
+    return 0;
+}
+
+/* ---- score: every candidate on the same sites' held-out samples ---- */
+
+/* One candidate measured by the sites in draw (those that missed an earlier wave's deadline this
+ * round are left out: an answer arriving late would be counted for the wrong candidate). */
+static void score_one(server_t *s, nas_cand_t *c, sites_site_t **draw, int k, uint8_t *late)
+{
+    float *v = FN_MALLOC(c->path->m * sizeof *v);
+    nas_fedsuper_slice(s->nas->fs, c->path, v);
+    for (int i = 0; i < sites_count(s->sites); i++)
+        sites_at(s->sites, i)->eval_pending = 0;
+    memset(&s->ev, 0, sizeof s->ev);
+    s->ev.in_eval = 1;
+    for (int i = 0; i < k; i++) {
+        int at = sites_index(s->sites, draw[i]);
+        if (late[at] || !draw[i]->connected)
+            continue;
+        json_t *hdr = json_pack("{s:s, s:i, s:O, s:i, s:i}", "type", "evaluate", "round", s->rnd.round, "arch",
+                                c->path->arch, "input_dim", s->mod.input_dim, "num_classes", s->mod.classes);
+        json_object_set_new(hdr, "holdout", eval_holdout_info(s, draw[i]));
+        wire_frame_t f = {.name = "model", .dtype = WIRE_F32, .data = v, .count = c->path->m};
+        long long sent = server_send(s, draw[i], hdr, &f, 1);
+        if (sent >= 0) {
+            draw[i]->eval_pending = 1;
+            s->rnd.bytes_down += sent;
+        }
+    }
+    double deadline = fn_mono() + s->cfg->server.round_timeout;
+    while (sites_awaiting_eval(s->sites) > 0 && fn_mono() < deadline && !server_stopped(s))
+        server_pump(s, 100);
+    for (int i = 0; i < sites_count(s->sites); i++)
+        if (sites_at(s->sites, i)->eval_pending)
+            late[i] = 1;
+    s->ev.in_eval = 0;
+    sites_close_eval(s->sites, s->rnd.round);
+    c->answers = s->ev.answers;
+    c->samples = s->ev.samples;
+    c->acc = s->ev.samples > 0 ? s->ev.acc_sum / s->ev.samples : NAN;
+    c->loss = s->ev.samples > 0 ? s->ev.loss_sum / s->ev.samples : NAN;
+    free(v);
+}
+
+static double cand_params(const nas_cand_t *c) { return (double)c->path->np; }
+
+/* Scores the round's candidates, tells the strategy, and tests the best on the server's test
+ * set (when this round is one the server evaluates). */
+int server_nas_score(server_t *s, double *test_loss, double *test_acc, err_t *err)
+{
+    server_nas_t *n = s->nas;
+    *test_loss = *test_acc = NAN;
+    server_set_phase(s, s->rnd.round, "federated_evaluation");
+    int k;
+    sites_site_t **draw = collect_draw_connected(s, 0, s->cfg->evaluate.clients_fraction, 0xe7a1ULL, &k);
+    uint8_t *late = FN_CALLOC((size_t)(sites_count(s->sites) > 0 ? sites_count(s->sites) : 1), 1);
+    for (int i = 0; i < n->nc && !server_stopped(s); i++)
+        score_one(s, &n->c[i], draw, k, late);
+    free(draw);
+    free(late);
+    if (server_stopped(s))
+        return err_set(err, FN_ESTATE, "stopped while scoring the candidates of round %d", s->rnd.round);
+    n->best = -1;
+    for (int i = 0; i < n->nc; i++) {
+        nas_cand_t *c = &n->c[i];
+        if (c->answers > 0 && c->samples > 0 && (n->best < 0 || c->acc > n->c[n->best].acc))
+            n->best = i;
+        if (c->seq < 0)
+            continue;
+        nas_result_t r = {.status = c->answers > 0 && c->samples > 0 ? NAS_RESULT_OK : NAS_RESULT_FAILED,
+                          .val_acc = c->answers > 0 && c->samples > 0 ? c->acc : 0, .params = cand_params(c),
+                          .flops = c->flops};
+        int rc = nas_strategy_tell(n->strat, &c->prop, &r, err);
+        if (rc < 0)
+            return err_wrap(err, "round %d, candidate %d: ", s->rnd.round, c->prop.id);
+        n->tells++;
+        log_info("round %d candidate %d (%.12s, %.0f params, %d sites): fed acc %.4f", s->rnd.round, c->prop.id,
+                 c->path->hash, cand_params(c), c->trainers, c->acc);
+    }
+    int every = s->cfg->server.evaluate_every;
+    int due = (every > 0 && s->rnd.round % every == 0) || s->rnd.round == s->cfg->rounds;
+    if (n->best < 0 || !due || !s->mod.has_test)
+        return 0;
+    nas_cand_t *b = &n->c[n->best];
+    nas_fedsuper_slice(n->fs, b->path, engine_model_params(b->path->model));
+    return engine_model_evaluate_source(b->path->model, &s->mod.test_src, NULL, 0, test_loss, test_acc, err);
+}
+
+double server_nas_fed_acc(server_t *s)
+{
+    server_nas_t *n = s->nas;
+    if (n->best < 0)
+        return NAN;
+    const nas_cand_t *b = &n->c[n->best];
+    err_t e;
+    if (store_metric_insert(s->opt.store, s->opt.run_id, s->rnd.round, "fed_eval_accuracy", b->acc, &e) < 0 ||
+        store_metric_insert(s->opt.store, s->opt.run_id, s->rnd.round, "fed_eval_loss", b->loss, &e) < 0 ||
+        store_metric_insert(s->opt.store, s->opt.run_id, s->rnd.round, "fed_eval_samples", b->samples, &e) < 0)
+        log_error("%s", e.msg);
+    return b->acc;
+}
+
+/* ---- commit: the supernet as the checkpoint, the candidates in the NAS tables ---- */
+
+static int put_candidate(server_t *s, const nas_cand_t *c, int64_t tell_seq, double now, err_t *err)
+{
+    const server_nas_t *n = s->nas;
+    json_t *gj = NULL;
+    int rc = nas_genome_to_json(&n->cfg.space, &c->prop.genome, &gj, err);
+    if (rc < 0)
+        return rc;
+    char *genome = json_dumps(gj, JSON_COMPACT | JSON_SORT_KEYS), *arch = json_dumps(c->path->arch, JSON_COMPACT);
+    json_decref(gj);
+    int ok = c->answers > 0 && c->samples > 0;
+    store_nas_candidate_t r = {.seq = c->seq, .cand_id = c->prop.id, .rung = c->prop.rung, .genome = genome,
+                               .arch = arch, .parent = c->prop.parent_id, .budget = s->cfg->train.epochs,
+                               .attempts = 1, .cached_from = -1, .tell_seq = tell_seq,
+                               .queued_at = now, .started_at = now, .ended_at = now, .has_metrics = ok,
+                               .val_accuracy = c->acc, .val_loss = c->loss,
+                               .train_loss = c->train_weight > 0 ? c->train_loss_sum / c->train_weight : NAN,
+                               .flops = c->flops, .params = (int64_t)c->path->np, .threads = 1};
+    snprintf(r.hash, sizeof r.hash, "%s", c->prop.hash);
+    snprintf(r.mutation, sizeof r.mutation, "%s", c->prop.mutation);
+    snprintf(r.status, sizeof r.status, "%s", ok ? "done" : "failed");
+    snprintf(r.worker, sizeof r.worker, "round %d", s->rnd.round);
+    if (!ok)
+        snprintf(r.reason, sizeof r.reason, "no site answered its federated evaluation in round %d", s->rnd.round);
+    else
+        snprintf(r.reason, sizeof r.reason, "trained by %d sites; scored on %.0f held-out samples of %d sites",
+                 c->trainers, c->samples, c->answers);
+    rc = store_nas_candidate_put(s->opt.store, s->opt.run_id, &r, err);
+    free(genome);
+    free(arch);
+    return rc;
+}
+
+/* The best architecture so far as the search's result (rank 1), with its supernet weights and
+ * its test accuracy: `fednas nas export` writes it for a FedAvg retraining. */
+static int put_final(server_t *s, err_t *err)
+{
+    server_nas_t *n = s->nas;
+    nas_proposal_t p;
+    nas_result_t r;
+    if (nas_strategy_best(n->strat, &p, &r, err) < 0)
+        return 0; /* no candidate succeeded: nothing to report */
+    nas_fedsuper_path_t *path;
+    int rc = nas_fedsuper_path(n->fs, &p.genome, &path, err);
+    if (rc < 0)
+        return rc;
+    float *w = engine_model_params(path->model);
+    nas_fedsuper_slice(n->fs, path, w);
+    double loss = NAN, acc = NAN;
+    if (s->mod.has_test)
+        rc = engine_model_evaluate_source(path->model, &s->mod.test_src, NULL, 0, &loss, &acc, err);
+    char *arch = json_dumps(path->arch, JSON_COMPACT);
+    char recipe[160];
+    snprintf(recipe, sizeof recipe, "{\"federated\":true,\"supernet_rounds\":%d}", s->rnd.round);
+    int64_t seq = -1;
+    for (int i = 0; i < n->nc; i++)
+        if (strcmp(n->c[i].prop.hash, p.hash) == 0 && n->c[i].seq >= 0)
+            seq = n->c[i].seq;
+    store_nas_final_t f = {.rank = 1, .seq = seq >= 0 ? seq : p.id, .arch = arch, .recipe = recipe,
+                           .test_accuracy = acc, .test_loss = loss, .val_accuracy = r.val_acc, .flops = r.flops,
+                           .params = (int64_t)path->np, .weights = w, .n_weights = path->m};
+    if (rc == 0)
+        rc = store_nas_final_put(s->opt.store, s->opt.run_id, &f, err);
+    free(arch);
+    nas_fedsuper_path_free(path);
+    return rc;
+}
+
+int server_nas_commit(server_t *s, const store_round_t *rec, err_t *err)
+{
+    server_nas_t *n = s->nas;
+    void *blob;
+    size_t len;
+    int rc = nas_fedsuper_save(n->fs, &blob, &len, err);
+    if (rc < 0)
+        return rc;
+    char meta[160];
+    snprintf(meta, sizeof meta, "{\"strategy\":\"fedavg\",\"federated_nas\":true,\"supernet_values\":%zu}",
+             nas_fedsuper_size(n->fs));
+    store_checkpoint_t ck = {blob, len, NULL, 0, meta};
+    rc = store_round_commit(s->opt.store, s->opt.run_id, rec, &ck, err);
+    free(blob);
+    double now = fn_now();
+    int64_t tell = n->tells - n->nc;
+    for (int i = 0; rc == 0 && i < n->nc; i++)
+        if (n->c[i].seq >= 0)
+            rc = put_candidate(s, &n->c[i], tell++, now, err);
+    if (rc == 0 && s->rnd.round == s->cfg->rounds)
+        rc = put_final(s, err);
+    return rc;
+}
+
+/* ---- resume: the supernet from the checkpoint, the strategy by replaying the stored rounds ---- */
+
+static int replay(server_t *s, int committed, err_t *err)
+{
+    server_nas_t *n = s->nas;
+    store_nas_candidate_t *c = NULL;
+    int nc = 0;
+    int rc = store_nas_candidates_load(s->opt.store, s->opt.run_id, &c, &nc, err);
+    if (rc < 0)
+        return rc;
+    for (int r = 1; rc == 0 && r <= committed; r++) {
+        char tag[32];
+        snprintf(tag, sizeof tag, "round %d", r);
+        nas_proposal_t *asked = FN_CALLOC((size_t)(nc > 0 ? nc : 1), sizeof *asked);
+        int *row = FN_CALLOC((size_t)(nc > 0 ? nc : 1), sizeof *row), na = 0;
+        for (int i = 0; rc == 0 && i < nc; i++) {
+            if (strcmp(c[i].worker, tag) != 0)
+                continue;
+            if ((rc = nas_strategy_ask(n->strat, &asked[na], err)) != 0 || strcmp(asked[na].hash, c[i].hash) != 0) {
+                rc = err_set(err, FN_ESTATE,
+                             "resuming the search: candidate %lld of round %d is not what the strategy proposes again "
+                             "(was the experiment's \"nas\" block changed?)",
+                             (long long)c[i].seq, r);
+                break;
+            }
+            row[na++] = i;
+        }
+        /* tells in their recorded order */
+        for (int t = 0; rc == 0 && t < na; t++) {
+            int best = -1;
+            for (int j = 0; j < na; j++)
+                if (row[j] >= 0 && (best < 0 || c[row[j]].tell_seq < c[row[best]].tell_seq))
+                    best = j;
+            const store_nas_candidate_t *x = &c[row[best]];
+            nas_result_t res = {.status = strcmp(x->status, "done") == 0 ? NAS_RESULT_OK : NAS_RESULT_FAILED,
+                                .val_acc = x->has_metrics ? x->val_accuracy : 0, .params = (double)x->params,
+                                .flops = x->flops};
+            rc = nas_strategy_tell(n->strat, &asked[best], &res, err);
+            row[best] = -1;
+            n->tells++;
+        }
+        free(asked);
+        free(row);
+    }
+    for (int i = 0; i < nc; i++)
+        if (c[i].seq >= n->next_seq)
+            n->next_seq = c[i].seq + 1;
+    store_nas_candidates_free(c, nc);
+    return rc;
+}
+
+int server_nas_resume(server_t *s, err_t *err)
+{
+    store_checkpoint_t ck;
+    int round, rc = store_checkpoint_load(s->opt.store, s->opt.run_id, &ck, &round, err);
+    if (rc == FN_ENOTFOUND) {
+        log_info("resuming federated search %lld after round 0 (none was committed)", (long long)s->opt.run_id);
+        return 0;
+    }
+    if (rc < 0)
+        return rc;
+    rc = nas_fedsuper_load(s->nas->fs, ck.params, ck.params_len, err);
+    store_checkpoint_free(&ck);
+    if (rc < 0)
+        return err_wrap(err, "the checkpoint of run %lld (round %d): ", (long long)s->opt.run_id, round);
+    if ((rc = replay(s, round, err)) < 0)
+        return rc;
+    s->rnd.round = round;
+    log_info("resuming federated search %lld after round %d (%d candidates asked, %lld told)",
+             (long long)s->opt.run_id, round, nas_strategy_asked(s->nas->strat), (long long)s->nas->tells);
+    return 0;
+}
