@@ -10,3 +10,6 @@ fednas_unit_test(test_nas_fedsuper SOURCES unit/test_nas_fedsuper.c LIBS fednas_
 # A federated search on simulated sites (server/server_nas.c): candidates, scores, result, refusals.
 add_test(NAME integration_fed_nas COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/integration/fed_nas.sh $<TARGET_FILE:fednas>)
 set_tests_properties(integration_fed_nas PROPERTIES TIMEOUT 300 ENVIRONMENT "FEDNAS_SOURCE_DIR=${CMAKE_SOURCE_DIR}")
+add_test(NAME integration_fed_nas_resume
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/integration/fed_nas_resume.sh $<TARGET_FILE:fednas>)
+set_tests_properties(integration_fed_nas_resume PROPERTIES TIMEOUT 300 ENVIRONMENT "FEDNAS_SOURCE_DIR=${CMAKE_SOURCE_DIR}")
