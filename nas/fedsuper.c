@@ -24,7 +24,10 @@ typedef struct fs_buffers {
     size_t n;
     float *v;
     double *sum, cnt; /* a genome's statistics are trained whole: one count */
+    uint8_t *var;     /* which are running variances (the engine initialises those to 1, means to 0) */
 } fs_buffers_t;
+
+static int ensure_pending(struct fs_tensor *t, err_t *err);
 
 struct nas_fedsuper {
     nas_space_t sp;
@@ -66,6 +69,7 @@ static void clear_tensors(nas_fedsuper_t *fs)
     for (int i = 0; i < fs->nb; i++) {
         free(fs->b[i].v);
         free(fs->b[i].sum);
+        free(fs->b[i].var);
     }
     fs->nt = fs->nb = 0;
 }
@@ -223,6 +227,13 @@ static int path_buffers(nas_fedsuper_t *fs, nas_fedsuper_path_t *p, const float 
     if (fs->b[i].n != p->m - p->np)
         return err_set(err, FN_EINVAL, "federated supernet: genome %.12s has %zu statistics here and %zu in the store",
                        p->hash, p->m - p->np, fs->b[i].n);
+    fs_buffers_t *b = &fs->b[i];
+    if (!b->var) {
+        if (!(b->var = malloc(b->n)))
+            return err_set(err, FN_ENOMEM, "federated supernet: out of memory");
+        for (size_t k = 0; k < b->n; k++)
+            b->var[k] = init[k] == 1.0f;
+    }
     p->buf = i;
     return 0;
 }
@@ -320,13 +331,9 @@ int nas_fedsuper_add(nas_fedsuper_t *fs, const nas_fedsuper_path_t *p, const flo
             return err_set(err, FN_EINVAL, "federated supernet: value %zu of the change is not finite", i);
     engine_net_t *net = engine_model_net(p->model);
     for (int i = 0; i < p->nt; i++) {
-        fs_tensor_t *t = &fs->t[p->ids[i]];
-        if (!t->sum) {
-            t->sum = calloc(t->n, sizeof *t->sum);
-            t->cnt = calloc(t->n, sizeof *t->cnt);
-            if (!t->sum || !t->cnt)
-                return err_set(err, FN_ENOMEM, "federated supernet: out of memory");
-        }
+        int rc = ensure_pending(&fs->t[p->ids[i]], err);
+        if (rc)
+            return rc;
     }
     for (int i = 0; i < p->nt; i++) {
         const engine_param_info_t *in = engine_net_tensor(net, i);
@@ -368,14 +375,33 @@ size_t nas_fedsuper_apply(nas_fedsuper_t *fs)
         fs_buffers_t *b = &fs->b[i];
         if (!b->sum)
             continue;
-        for (size_t k = 0; k < b->n; k++)
+        /* A variance is never negative: a mean of changes under secure aggregation carries the
+         * encoding's rounding, and a dead channel's variance sits at 0. */
+        for (size_t k = 0; k < b->n; k++) {
             b->v[k] = (float)(b->v[k] + b->sum[k] / b->cnt);
+            if (b->var && b->var[k] && b->v[k] < 0)
+                b->v[k] = 0;
+        }
         changed += b->n;
         free(b->sum);
         b->sum = NULL;
         b->cnt = 0;
     }
     return changed;
+}
+
+void nas_fedsuper_discard(nas_fedsuper_t *fs)
+{
+    for (int i = 0; i < fs->nt; i++) {
+        free(fs->t[i].sum);
+        free(fs->t[i].cnt);
+        fs->t[i].sum = fs->t[i].cnt = NULL;
+    }
+    for (int i = 0; i < fs->nb; i++) {
+        free(fs->b[i].sum);
+        fs->b[i].sum = NULL;
+        fs->b[i].cnt = 0;
+    }
 }
 
 size_t nas_fedsuper_size(const nas_fedsuper_t *fs)
@@ -386,6 +412,107 @@ size_t nas_fedsuper_size(const nas_fedsuper_t *fs)
     for (int i = 0; i < fs->nb; i++)
         n += fs->b[i].n;
     return n;
+}
+
+/* ---- secure aggregation's fixed layout ---- */
+
+size_t nas_fedsuper_num_params(const nas_fedsuper_t *fs)
+{
+    size_t n = 0;
+    for (int i = 0; i < fs->nt; i++)
+        n += fs->t[i].n;
+    return n;
+}
+
+static size_t layout_offset(const nas_fedsuper_t *fs, int id)
+{
+    size_t off = 0;
+    for (int i = 0; i < id; i++)
+        off += fs->t[i].n;
+    return off;
+}
+
+void nas_fedsuper_layout_of(const nas_fedsuper_t *fs, const nas_fedsuper_path_t *p, int64_t *offset,
+                            int64_t (*shape)[4])
+{
+    for (int i = 0; i < p->nt; i++) {
+        const fs_tensor_t *t = &fs->t[p->ids[i]];
+        offset[i] = (int64_t)layout_offset(fs, p->ids[i]);
+        for (int d = 0; d < 4; d++)
+            shape[i][d] = d < t->nd ? t->shape[d] : 1;
+    }
+}
+
+void nas_fedsuper_scatter(const nas_fedsuper_t *fs, const nas_fedsuper_path_t *p, const float *v, float *full)
+{
+    memset(full, 0, nas_fedsuper_num_params(fs) * sizeof *full);
+    engine_net_t *net = engine_model_net(p->model);
+    for (int i = 0; i < p->nt; i++) {
+        const engine_param_info_t *in = engine_net_tensor(net, i);
+        const fs_tensor_t *t = &fs->t[p->ids[i]];
+        float *dst = full + layout_offset(fs, p->ids[i]);
+        const float *src = v + in->offset;
+        FS_SLICE_FOR(t, in->ndim, in->shape, dst[o] = src[k]);
+    }
+}
+
+static int ensure_pending(struct fs_tensor *t, err_t *err)
+{
+    if (!t->sum) {
+        t->sum = calloc(t->n, sizeof *t->sum);
+        t->cnt = calloc(t->n, sizeof *t->cnt);
+        if (!t->sum || !t->cnt)
+            return err_set(err, FN_ENOMEM, "federated supernet: out of memory");
+    }
+    return 0;
+}
+
+int nas_fedsuper_add_sum(nas_fedsuper_t *fs, const nas_fedsuper_path_t *const *survivors, int n, const float *sum,
+                         err_t *err)
+{
+    size_t np = nas_fedsuper_num_params(fs);
+    for (size_t i = 0; i < np; i++)
+        if (!isfinite(sum[i]))
+            return err_set(err, FN_EINVAL, "federated supernet: value %zu of the sum is not finite", i);
+    for (int j = 0; j < n; j++) {
+        const nas_fedsuper_path_t *p = survivors[j];
+        engine_net_t *net = engine_model_net(p->model);
+        for (int i = 0; i < p->nt; i++) {
+            const engine_param_info_t *in = engine_net_tensor(net, i);
+            fs_tensor_t *t = &fs->t[p->ids[i]];
+            int rc = ensure_pending(t, err);
+            if (rc)
+                return rc;
+            FS_SLICE_FOR(t, in->ndim, in->shape, t->cnt[o] += 1);
+        }
+    }
+    size_t off = 0;
+    for (int i = 0; i < fs->nt; off += fs->t[i].n, i++) {
+        fs_tensor_t *t = &fs->t[i];
+        if (t->sum) /* elements no survivor reads hold only cancelled masks: their count stays 0 */
+            for (size_t k = 0; k < t->n; k++)
+                t->sum[k] += sum[off + k];
+    }
+    return 0;
+}
+
+int nas_fedsuper_add_stats_sum(nas_fedsuper_t *fs, const nas_fedsuper_path_t *p, const float *sum, double count,
+                               err_t *err)
+{
+    if (p->buf < 0)
+        return 0;
+    if (!(count > 0))
+        return err_set(err, FN_EINVAL, "federated supernet: a statistics sum of %g sites", count);
+    fs_buffers_t *b = &fs->b[p->buf];
+    for (size_t k = 0; k < b->n; k++)
+        if (!isfinite(sum[k]))
+            return err_set(err, FN_EINVAL, "federated supernet: statistic %zu of the sum is not finite", k);
+    if (!b->sum && !(b->sum = calloc(b->n, sizeof *b->sum)))
+        return err_set(err, FN_ENOMEM, "federated supernet: out of memory");
+    for (size_t k = 0; k < b->n; k++)
+        b->sum[k] += sum[k];
+    b->cnt += count;
+    return 0;
 }
 
 /* ---- the checkpoint block: "FNSUPER1", counts, then each tensor (key, nd, shape, values,

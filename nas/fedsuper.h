@@ -56,9 +56,33 @@ void nas_fedsuper_slice(const nas_fedsuper_t *fs, const nas_fedsuper_path_t *p, 
 int nas_fedsuper_add(nas_fedsuper_t *fs, const nas_fedsuper_path_t *p, const float *delta, double w, err_t *err);
 /* Applies the round's means (see above) and clears them; returns the elements changed. */
 size_t nas_fedsuper_apply(nas_fedsuper_t *fs);
+/* Drops the round's changes unapplied (a round that did not complete). */
+void nas_fedsuper_discard(nas_fedsuper_t *fs);
 
 /* Stored values: shared tensors and per-genome statistics (introspection, tests). */
 size_t nas_fedsuper_size(const nas_fedsuper_t *fs);
+
+/* ---- secure aggregation: every site sends one vector of the same length ----
+ * The layout: every stored tensor at its stored shape, in the store's order (params values in
+ * all). A site scatters its path's change into it (its tensors' leading slices; zeros elsewhere);
+ * the server, which knows who survived, adds the decoded sum with add_sum and each element is
+ * divided by the number of survivors whose path reads it. The layout must not change while a
+ * round is open: secure aggregation fixes the vector's length (the caller creates every tensor
+ * first, e.g. by cutting paths that reach them all). */
+size_t nas_fedsuper_num_params(const nas_fedsuper_t *fs);
+/* For each of p's tensors (engine_net_tensor order): its offset in the layout and the stored
+ * shape (4 entries, unused dimensions 1). */
+void nas_fedsuper_layout_of(const nas_fedsuper_t *fs, const nas_fedsuper_path_t *p, int64_t *offset,
+                            int64_t (*shape)[4]);
+/* p's vector's parameters scattered into full (num_params values, zeroed first). */
+void nas_fedsuper_scatter(const nas_fedsuper_t *fs, const nas_fedsuper_path_t *p, const float *v, float *full);
+/* The decoded sum of the survivors' scattered changes: survivors[i] is the path survivor i
+ * trained (one entry per survivor, repeated paths included). */
+int nas_fedsuper_add_sum(nas_fedsuper_t *fs, const nas_fedsuper_path_t *const *survivors, int n, const float *sum,
+                         err_t *err);
+/* p's statistics: the sum of `count` sites' changes of them (statistics, p->m - p->np values). */
+int nas_fedsuper_add_stats_sum(nas_fedsuper_t *fs, const nas_fedsuper_path_t *p, const float *sum, double count,
+                               err_t *err);
 
 /* The store as one byte block (magic "FNSUPER1"; a checkpoint) and back. load replaces the
  * store's contents; FN_EINVAL for a block that is malformed or was not written by save. */

@@ -161,6 +161,8 @@ int server_create(const server_options_t *opt, server_t **out, err_t *err)
     engine_model_init(s->mod.model, s->cfg->seed);
     s->mod.params = engine_model_params(s->mod.model);
     s->mod.m = engine_model_num_federated(s->mod.model); /* parameters, then batch-norm statistics */
+    if (s->nas)
+        server_nas_layout(s);
     s->mod.mean = FN_MALLOC(s->mod.m * sizeof *s->mod.mean);
     if ((rc = collect_init(s, err)) < 0)
         goto fail;

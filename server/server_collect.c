@@ -90,6 +90,9 @@ long long collect_send_train(server_t *s, sites_site_t *site)
     json_t *sa = sa_train_info(s, site);
     if (sa)
         json_object_set_new(hdr, "secagg", sa);
+    json_t *scatter = s->nas && sa ? server_nas_scatter_info(s, site) : NULL;
+    if (scatter)
+        json_object_set_new(hdr, "scatter", scatter);
     if (s->cfg->evaluate.enabled)
         json_object_set_new(hdr, "holdout", eval_holdout_info(s, site));
     if (s->cfg->compression.enabled) {

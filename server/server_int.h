@@ -216,7 +216,9 @@ struct site_update;
 int server_nas_check(const config_t *cfg, err_t *err);
 int server_nas_create(server_t *s, size_t *max_m, err_t *err); /* max_m: the largest path's values */
 const json_t *server_nas_ref_arch(const server_t *s);          /* the server's placeholder model */
-int server_nas_best_params(server_t *s);                       /* the best candidate's, 0 before one */
+int server_nas_best_params(server_t *s);
+void server_nas_layout(server_t *s); /* under secure aggregation, the length every site masks */
+json_t *server_nas_scatter_info(const server_t *s, const sites_site_t *site); /* NULL without */                       /* the best candidate's, 0 before one */
 void server_nas_free(server_t *s);
 int server_nas_open(server_t *s, err_t *err);                  /* the round's candidates and deal */
 int server_nas_train_model(server_t *s, const sites_site_t *site, const json_t **arch, broadcast_t **bc, size_t *m);

@@ -53,7 +53,13 @@ struct server_nas {
     int nsites;
     int64_t next_seq, tells;
     int best;          /* this round's best candidate (by federated accuracy), -1 before scoring */
+    int open_round;    /* the round the candidates were asked for (a retried round keeps them) */
     json_t *ref_arch;  /* the largest path: the server's placeholder model, sizing its messages */
+    /* Secure aggregation: every site masks one vector: the whole supernet's parameters (created
+     * up front, so the length is fixed), then a slot of statistics per candidate of the round. */
+    int secagg;
+    size_t sa_params, sa_stats; /* the parameters, and a slot's length (the largest path's statistics) */
+    float *sa_zero;             /* the server's "model" vector of that length (never broadcast) */
 };
 
 /* ---- setup ---- */
@@ -83,10 +89,6 @@ int server_nas_check(const config_t *cfg, err_t *err)
     int rc = parse(cfg, &nc, err);
     if (rc)
         return rc;
-    if (cfg->secagg.enabled)
-        return config_error_at(cfg, "secure_aggregation", err,
-                               "a federated search does not run with secure aggregation yet (each site trains a "
-                               "different path); remove the \"secure_aggregation\" block or the \"nas\" block");
     if (cfg->dp.enabled)
         return config_error_at(cfg, "dp", err,
                                "a federated search does not run with differential privacy yet; remove the \"dp\" "
@@ -113,28 +115,40 @@ int server_nas_check(const config_t *cfg, err_t *err)
     return 0;
 }
 
-/* The largest path the space allows: every layer (or edge) the op with the most parameters at
- * the widest width, with batch norm; it sizes the messages the server accepts. */
-static int largest_arch(const nas_space_t *sp, json_t **out, size_t *m, err_t *err)
+/* Creates every supernet tensor at its largest shape up front (so secure aggregation's layout is
+ * fixed, and a run with and without it starts from the same weights), by cutting paths that reach
+ * them all, and finds the largest path among them, which sizes the messages the server accepts. */
+static int largest_arch(const nas_space_t *sp, nas_fedsuper_t *fs, size_t *stats, json_t **out, size_t *m,
+                        err_t *err)
 {
+    *stats = 0;
     *out = NULL;
     *m = 0;
     int maxw = 0;
     for (int i = 0; i < sp->nwidths; i++)
         maxw = sp->widths[i] > maxw ? sp->widths[i] : maxw;
     int nops = sp->kind == NAS_SPACE_MACRO ? sp->nops : sp->nedge_ops;
-    for (int k = 0; k < nops; k++) {
+    /* Macro: each op at every depth, with and without batch norm where the space searches it,
+     * after each op at depth 0 too (a pool keeps its input's channels, so a pool's batch norm is
+     * widest after the widest convolution). */
+    int leads = sp->kind == NAS_SPACE_MACRO ? nops + 1 : 1;
+    for (int k = 0; k < 2 * nops * leads; k++) {
+        int lead = k / (2 * nops) - 1, bn = (k / nops) % 2;
+        if (sp->kind == NAS_SPACE_MACRO && ((bn && sp->batchnorm == NAS_BN_OFF) || (!bn && sp->batchnorm == NAS_BN_ON)))
+            continue;
+        if (sp->kind == NAS_SPACE_CELL && bn)
+            continue;
         nas_genome_t g;
         memset(&g, 0, sizeof g);
         g.kind = sp->kind;
         if (sp->kind == NAS_SPACE_MACRO) {
             g.nlayers = sp->layers;
             for (int l = 0; l < sp->layers; l++)
-                g.layer[l] = (nas_macro_layer_t){.op = sp->ops[k], .width = maxw,
-                                                 .bn = sp->batchnorm != NAS_BN_OFF, .reduce = l < sp->reductions};
+                g.layer[l] = (nas_macro_layer_t){.op = sp->ops[l == 0 && lead >= 0 ? lead : k % nops], .width = maxw,
+                                                 .bn = bn, .reduce = l < sp->reductions};
         } else {
             for (int e = 0; e < NAS_CELL_EDGES; e++)
-                g.edge[e] = sp->edge_ops[k];
+                g.edge[e] = sp->edge_ops[k % nops];
             g.width = maxw;
             for (int i = 0; i < sp->ncells; i++)
                 g.cells = sp->cells[i] > g.cells ? sp->cells[i] : g.cells;
@@ -144,6 +158,15 @@ static int largest_arch(const nas_space_t *sp, json_t **out, size_t *m, err_t *e
         engine_model_t *mod;
         if (nas_genome_validate(sp, &g, &e) || nas_genome_decode(sp, &g, &arch, &e))
             continue;
+        if (fs) { /* every tensor at its largest shape (secure aggregation's fixed layout) */
+            nas_fedsuper_path_t *p;
+            if (nas_fedsuper_path(fs, &g, &p, err) < 0) {
+                json_decref(arch);
+                return err->code;
+            }
+            *stats = p->m - p->np > *stats ? p->m - p->np : *stats;
+            nas_fedsuper_path_free(p);
+        }
         if (engine_model_create_shape(arch, sp->in_c, sp->in_h, sp->in_w, sp->classes, &mod, &e)) {
             json_decref(arch);
             continue;
@@ -182,6 +205,7 @@ void server_nas_free(server_t *s)
     round_clear(n);
     free(n->c);
     free(n->site_cand);
+    free(n->sa_zero);
     nas_strategy_free(n->strat);
     nas_fedsuper_free(n->fs);
     json_decref(n->ref_arch);
@@ -201,8 +225,9 @@ int server_nas_create(server_t *s, size_t *max_m, err_t *err)
         rc = nas_strategy_create(&n->cfg, n->cfg.seed, &n->strat, err);
     if (rc == 0)
         rc = nas_fedsuper_create(&n->cfg.space, rng_derive(n->cfg.seed, 0xfed5u), &n->fs, err);
+    n->secagg = s->cfg->secagg.enabled;
     if (rc == 0)
-        rc = largest_arch(&n->cfg.space, &n->ref_arch, max_m, err);
+        rc = largest_arch(&n->cfg.space, n->fs, &n->sa_stats, &n->ref_arch, max_m, err);
     if (rc)
         return rc;
     switch (n->cfg.strategy.kind) {
@@ -214,6 +239,14 @@ int server_nas_create(server_t *s, size_t *max_m, err_t *err)
     }
     if (n->per_round < 1)
         n->per_round = 1;
+    if (n->secagg) {
+        n->sa_params = nas_fedsuper_num_params(n->fs);
+        size_t full = n->sa_params + (size_t)n->per_round * n->sa_stats;
+        *max_m = full > *max_m ? full : *max_m;
+        log_info("federated search under secure aggregation: every site masks %zu values (%zu supernet parameters, "
+                 "%d x %zu statistics); values outside a site's path are zeros",
+                 full, n->sa_params, n->per_round, n->sa_stats);
+    }
     n->c = FN_CALLOC((size_t)n->per_round, sizeof *n->c);
     if (!s->opt.resume) {
         store_nas_run_t r = {.split_seed = n->cfg.seed, .budget = n->cfg.budget, .workers = s->cfg->clients.count,
@@ -228,6 +261,16 @@ int server_nas_create(server_t *s, size_t *max_m, err_t *err)
 }
 
 const json_t *server_nas_ref_arch(const server_t *s) { return s->nas->ref_arch; }
+
+void server_nas_layout(server_t *s)
+{
+    server_nas_t *n = s->nas;
+    if (!n->secagg)
+        return;
+    s->mod.m = n->sa_params + (size_t)n->per_round * n->sa_stats;
+    n->sa_zero = FN_CALLOC(s->mod.m, sizeof *n->sa_zero);
+    s->mod.params = n->sa_zero;
+}
 
 int server_nas_best_params(server_t *s)
 {
@@ -277,13 +320,38 @@ static int ask_round(server_t *s, err_t *err)
     return 0;
 }
 
+static int cmp_site_id(const void *a, const void *b)
+{
+    return (*(sites_site_t *const *)a)->id - (*(sites_site_t *const *)b)->id;
+}
+
 int server_nas_open(server_t *s, err_t *err)
 {
     server_nas_t *n = s->nas;
-    round_clear(n);
-    int rc = ask_round(s, err);
-    if (rc < 0)
-        return rc;
+    nas_fedsuper_discard(n->fs); /* anything a failed attempt left */
+    int rc = 0;
+    if (n->nc > 0 && n->open_round == s->rnd.round) {
+        /* Secure aggregation aborted this round and runs it again: the same candidates (the
+         * strategy asked for them once), dealt anew among the sites now connected. */
+        for (int i = 0; i < n->nc; i++) {
+            nas_cand_t *c = &n->c[i];
+            if (c->bc && atomic_fetch_sub(&c->bc->refs, 1) == 1)
+                free(c->bc);
+            c->bc = NULL;
+            c->trainers = c->answers = 0;
+            c->train_loss_sum = c->train_weight = 0;
+        }
+    } else {
+        round_clear(n);
+        if ((rc = ask_round(s, err)) < 0)
+            return rc;
+        n->open_round = s->rnd.round;
+    }
+    if (n->secagg && nas_fedsuper_num_params(n->fs) != n->sa_params)
+        return err_set(err, FN_ESTATE,
+                       "round %d: a candidate's path reaches supernet weights (%zu values now) that the secure "
+                       "aggregation layout (%zu) did not plan for; this is a bug in the layout (server_nas.c)",
+                       s->rnd.round, nas_fedsuper_num_params(n->fs), n->sa_params);
     for (int i = 0; i < n->nc; i++) {
         nas_cand_t *c = &n->c[i];
         c->bc = FN_MALLOC(sizeof *c->bc + c->path->m * sizeof(float));
@@ -302,8 +370,10 @@ int server_nas_open(server_t *s, err_t *err)
         if (sites_at(s->sites, i)->selected)
             sel[k++] = sites_at(s->sites, i);
     }
-    /* The deal: the selected sites (registry order) shuffled by (seed, round), then dealt out
-     * one each in turn, so every candidate gets floor or ceil of k / candidates sites. */
+    /* The deal: the selected sites (by id: registration order varies between runs) shuffled by
+     * (seed, round), then dealt out one each in turn, so every candidate gets floor or ceil of
+     * k / candidates sites. */
+    qsort(sel, (size_t)k, sizeof *sel, cmp_site_id);
     rng_t r;
     rng_seed(&r, rng_derive(s->cfg->seed ^ 0xdea1ULL, (uint64_t)s->rnd.round));
     for (int i = k - 1; i > 0; i--) {
@@ -367,9 +437,67 @@ int server_nas_add(server_t *s, const sites_site_t *site, const site_update_t *u
     return rc;
 }
 
+json_t *server_nas_scatter_info(const server_t *s, const sites_site_t *site)
+{
+    const server_nas_t *n = s->nas;
+    const nas_cand_t *c = site_cand(s, site);
+    if (!n->secagg || !c)
+        return NULL;
+    int64_t *off = FN_CALLOC((size_t)(c->path->nt > 0 ? c->path->nt : 1), sizeof *off);
+    int64_t(*shape)[4] = FN_CALLOC((size_t)(c->path->nt > 0 ? c->path->nt : 1), sizeof *shape);
+    nas_fedsuper_layout_of(n->fs, c->path, off, shape);
+    json_t *t = json_array();
+    for (int i = 0; i < c->path->nt; i++)
+        json_array_append_new(t, json_pack("[I, I, I, I, I]", (json_int_t)off[i], (json_int_t)shape[i][0],
+                                           (json_int_t)shape[i][1], (json_int_t)shape[i][2], (json_int_t)shape[i][3]));
+    free(off);
+    free(shape);
+    int64_t stats = c->path->m > c->path->np ? (int64_t)(n->sa_params + (size_t)(c - n->c) * n->sa_stats) : -1;
+    return json_pack("{s:I, s:o, s:I}", "length", (json_int_t)s->mod.m, "tensors", t, "stats", (json_int_t)stats);
+}
+
+/* Secure aggregation: s->mod.mean holds the decoded sum of the survivors' scattered changes;
+ * each value is divided by the survivors that trained a path reading it. */
+static int aggregate_sum(server_t *s, err_t *err)
+{
+    server_nas_t *n = s->nas;
+    int count = sites_count(s->sites), k = 0;
+    const nas_fedsuper_path_t **paths = FN_MALLOC((size_t)(count > 0 ? count : 1) * sizeof *paths);
+    double *per = FN_CALLOC((size_t)n->nc, sizeof *per);
+    for (int i = 0; i < count; i++) {
+        sites_site_t *site = sites_at(s->sites, i);
+        nas_cand_t *c = site->selected && site->reported ? site_cand(s, site) : NULL;
+        if (c) {
+            paths[k++] = c->path;
+            per[c - n->c] += 1;
+        }
+    }
+    int rc = 0;
+    if ((uint32_t)k != s->sa.summed)
+        rc = err_set(err, FN_ESTATE, "round %d: %u masked inputs were summed but %d sites sent theirs", s->rnd.round,
+                     s->sa.summed, k);
+    if (rc == 0)
+        rc = nas_fedsuper_add_sum(n->fs, paths, k, s->mod.mean, err);
+    for (int i = 0; rc == 0 && i < n->nc; i++)
+        if (per[i] > 0)
+            rc = nas_fedsuper_add_stats_sum(n->fs, n->c[i].path, s->mod.mean + n->sa_params + (size_t)i * n->sa_stats,
+                                            per[i], err);
+    for (int i = 0; i < n->nc; i++)
+        n->c[i].trainers = (int)per[i]; /* the survivors, as the store reports them */
+    free(paths);
+    free(per);
+    return rc;
+}
+
 int server_nas_aggregate(server_t *s, err_t *err)
 {
-    (void)err;
+    if (s->sa.round) {
+        int rc = aggregate_sum(s, err);
+        if (rc < 0) {
+            nas_fedsuper_discard(s->nas->fs); /* the round is not committed */
+            return rc;
+        }
+    }
     size_t changed = nas_fedsuper_apply(s->nas->fs);
     log_debug("round %d: %zu supernet values changed", s->rnd.round, changed);
     return 0;

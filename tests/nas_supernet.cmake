@@ -13,3 +13,7 @@ set_tests_properties(integration_fed_nas PROPERTIES TIMEOUT 300 ENVIRONMENT "FED
 add_test(NAME integration_fed_nas_resume
          COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/integration/fed_nas_resume.sh $<TARGET_FILE:fednas>)
 set_tests_properties(integration_fed_nas_resume PROPERTIES TIMEOUT 300 ENVIRONMENT "FEDNAS_SOURCE_DIR=${CMAKE_SOURCE_DIR}")
+# Secure aggregation in a federated search: the site's scatter (client/scatter.c) and the server's
+# per-parameter division of the sum (nas/fedsuper.c).
+fednas_unit_test(test_fed_nas_scatter SOURCES unit/test_fed_nas_scatter.c
+                 LIBS fednas_client fednas_nas fednas_engine fednas_common)
