@@ -79,6 +79,14 @@ paste -d' ' plain.txt masked.txt | awk '$2 != $5 { print "candidate " $1 ": " $2
   END { exit bad }' || fail "secure aggregation changed the search (plain vs masked above)"
 pass "the search under secure aggregation matches the plain one"
 
+# NSGA-II with the communication cost (parameters) as its second objective: generations of 4
+python3 -c "import json; e=json.load(open('exp.json')); e['nas']['strategy']={'name':'nsga2','mu':4,'lambda':4,'objectives':['val_acc','params']}; json.dump(e, open('ns.json','w'))"
+OPENBLAS_NUM_THREADS=1 "$FEDNAS" run ns.json --db ns.db --http off > ns.out 2> ns.err || fail "the NSGA-II search failed: $(tail -20 ns.err)"
+[ "$(sql ns.db "select group_concat(n) from (select count(*) as n from nas_candidates group by worker order by worker)")" = "4,4,4" ] ||
+  fail "NSGA-II rounds: $(sql ns.db 'select worker, count(*) from nas_candidates group by worker')"
+[ "$(sql ns.db "select count(*) from nas_runs where strategy = 'nsga2'")" = 1 ] || fail "nas_runs strategy"
+pass "NSGA-II with the communication cost as an objective"
+
 # refused combinations
 refuse() { # FILE-SUFFIX JQ-LIKE-PYTHON MESSAGE
   python3 -c "import json,sys; e=json.load(open('exp.json')); $2; json.dump(e, open('bad-$1.json','w'))"
