@@ -24,6 +24,7 @@
 #include "common/rng.h"
 #include "common/store_nas.h"
 #include "common/util.h"
+#include "crypto/dp.h"
 #include "engine/nn.h"
 #include "nas/config.h"
 #include "nas/fedsuper.h"
@@ -31,36 +32,6 @@
 #include "server/server_int.h"
 #include "server/site_msg.h"
 
-typedef struct nas_cand {
-    nas_proposal_t prop;
-    nas_fedsuper_path_t *path;
-    broadcast_t *bc;      /* its slice this round, shared by its train messages */
-    int64_t seq;          /* its row in the NAS tables (-1: the incumbent, not a new candidate) */
-    int trainers;         /* sites it was dealt */
-    double acc, loss, samples, flops;
-    int answers;
-    double train_loss_sum, train_weight; /* its trainers' reported loss, by samples */
-} nas_cand_t;
-
-struct server_nas {
-    nas_config_t cfg;
-    nas_strategy_t *strat;
-    nas_fedsuper_t *fs;
-    int per_round;     /* candidates a round asks for */
-    nas_cand_t *c;
-    int nc;
-    int *site_cand;    /* by registry index: the candidate a site trains this round (-1: none) */
-    int nsites;
-    int64_t next_seq, tells;
-    int best;          /* this round's best candidate (by federated accuracy), -1 before scoring */
-    int open_round;    /* the round the candidates were asked for (a retried round keeps them) */
-    json_t *ref_arch;  /* the largest path: the server's placeholder model, sizing its messages */
-    /* Secure aggregation: every site masks one vector: the whole supernet's parameters (created
-     * up front, so the length is fixed), then a slot of statistics per candidate of the round. */
-    int secagg;
-    size_t sa_params, sa_stats; /* the parameters, and a slot's length (the largest path's statistics) */
-    float *sa_zero;             /* the server's "model" vector of that length (never broadcast) */
-};
 
 /* ---- setup ---- */
 
@@ -89,10 +60,13 @@ int server_nas_check(const config_t *cfg, err_t *err)
     int rc = parse(cfg, &nc, err);
     if (rc)
         return rc;
-    if (cfg->dp.enabled)
+    if (cfg->dp.enabled && cfg->secagg.enabled)
         return config_error_at(cfg, "dp", err,
-                               "a federated search does not run with differential privacy yet; remove the \"dp\" "
-                               "block or the \"nas\" block");
+                               "a federated search takes central differential privacy only, not distributed noise "
+                               "with secure aggregation yet; remove the \"dp\" or the \"secure_aggregation\" block");
+    if (cfg->dp.enabled && cfg->dp.adaptive)
+        return config_error_at(cfg, "dp.adaptive", err,
+                               "a federated search clips to a fixed bound; remove \"adaptive\"");
     if (cfg->compression.enabled)
         return config_error_at(cfg, "compression", err,
                                "a federated search sends each site a path of its own; remove the \"compression\" "
@@ -206,6 +180,9 @@ void server_nas_free(server_t *s)
     free(n->c);
     free(n->site_cand);
     free(n->sa_zero);
+    free(n->dp_sum);
+    free(n->dp_tmp);
+    free(n->dp_clip);
     nas_strategy_free(n->strat);
     nas_fedsuper_free(n->fs);
     json_decref(n->ref_arch);
@@ -239,8 +216,14 @@ int server_nas_create(server_t *s, size_t *max_m, err_t *err)
     }
     if (n->per_round < 1)
         n->per_round = 1;
+    n->sa_params = nas_fedsuper_num_params(n->fs);
+    if (s->cfg->dp.enabled) {
+        size_t full = n->sa_params + (size_t)n->per_round * n->sa_stats;
+        n->dp_sum = FN_CALLOC(full, sizeof *n->dp_sum);
+        n->dp_tmp = FN_CALLOC(n->sa_params, sizeof *n->dp_tmp);
+        n->dp_clip = FN_CALLOC(*max_m, sizeof *n->dp_clip);
+    }
     if (n->secagg) {
-        n->sa_params = nas_fedsuper_num_params(n->fs);
         size_t full = n->sa_params + (size_t)n->per_round * n->sa_stats;
         *max_m = full > *max_m ? full : *max_m;
         log_info("federated search under secure aggregation: every site masks %zu values (%zu supernet parameters, "
@@ -285,7 +268,7 @@ int server_nas_best_params(server_t *s)
 static int add_candidate(server_t *s, const nas_proposal_t *p, int64_t seq, err_t *err)
 {
     server_nas_t *n = s->nas;
-    nas_cand_t *c = &n->c[n->nc];
+    server_nas_cand_t *c = &n->c[n->nc];
     memset(c, 0, sizeof *c);
     c->prop = *p;
     c->seq = seq;
@@ -329,12 +312,14 @@ int server_nas_open(server_t *s, err_t *err)
 {
     server_nas_t *n = s->nas;
     nas_fedsuper_discard(n->fs); /* anything a failed attempt left */
+    if (n->dp_sum)
+        memset(n->dp_sum, 0, (n->sa_params + (size_t)n->per_round * n->sa_stats) * sizeof *n->dp_sum);
     int rc = 0;
     if (n->nc > 0 && n->open_round == s->rnd.round) {
         /* Secure aggregation aborted this round and runs it again: the same candidates (the
          * strategy asked for them once), dealt anew among the sites now connected. */
         for (int i = 0; i < n->nc; i++) {
-            nas_cand_t *c = &n->c[i];
+            server_nas_cand_t *c = &n->c[i];
             if (c->bc && atomic_fetch_sub(&c->bc->refs, 1) == 1)
                 free(c->bc);
             c->bc = NULL;
@@ -353,7 +338,7 @@ int server_nas_open(server_t *s, err_t *err)
                        "aggregation layout (%zu) did not plan for; this is a bug in the layout (server_nas.c)",
                        s->rnd.round, nas_fedsuper_num_params(n->fs), n->sa_params);
     for (int i = 0; i < n->nc; i++) {
-        nas_cand_t *c = &n->c[i];
+        server_nas_cand_t *c = &n->c[i];
         c->bc = FN_MALLOC(sizeof *c->bc + c->path->m * sizeof(float));
         atomic_init(&c->bc->refs, 1);
         nas_fedsuper_slice(n->fs, c->path, c->bc->data);
@@ -395,7 +380,7 @@ int server_nas_open(server_t *s, err_t *err)
 
 /* The candidate a site trains this round, or NULL (not dealt one: a site that joined after the
  * deal, which then sits the round out). */
-static nas_cand_t *site_cand(const server_t *s, const sites_site_t *site)
+static server_nas_cand_t *site_cand(const server_t *s, const sites_site_t *site)
 {
     const server_nas_t *n = s->nas;
     int i = sites_index(s->sites, site);
@@ -406,7 +391,7 @@ static nas_cand_t *site_cand(const server_t *s, const sites_site_t *site)
 
 int server_nas_train_model(server_t *s, const sites_site_t *site, const json_t **arch, broadcast_t **bc, size_t *m)
 {
-    nas_cand_t *c = site_cand(s, site);
+    server_nas_cand_t *c = site_cand(s, site);
     if (!c)
         return -1;
     *arch = c->path->arch;
@@ -417,16 +402,33 @@ int server_nas_train_model(server_t *s, const sites_site_t *site, const json_t *
 
 size_t server_nas_site_m(const server_t *s, const sites_site_t *site)
 {
-    const nas_cand_t *c = site_cand(s, site);
+    const server_nas_cand_t *c = site_cand(s, site);
     return c ? c->path->m : 0;
 }
 
 int server_nas_add(server_t *s, const sites_site_t *site, const site_update_t *u, err_t *err)
 {
-    nas_cand_t *c = site_cand(s, site);
+    server_nas_t *n = s->nas;
+    server_nas_cand_t *c = site_cand(s, site);
     if (!c)
         return err_set(err, FN_EINVAL, "no candidate was dealt to this site in round %d", s->rnd.round);
-    int rc = nas_fedsuper_add(s->nas->fs, c->path, u->values, (double)u->samples, err);
+    int rc;
+    if (n->dp_sum) {
+        /* DP-FedAvg: the update clipped to C, unweighted, into the round's sum (noised once at
+         * aggregation); its statistics in its candidate's slot. */
+        double norm;
+        memcpy(n->dp_clip, u->values, c->path->m * sizeof *n->dp_clip);
+        if ((rc = dp_clip_l2(n->dp_clip, c->path->m, s->dp.clip.clip, &norm, err)) < 0)
+            return rc;
+        nas_fedsuper_scatter(n->fs, c->path, n->dp_clip, n->dp_tmp);
+        for (size_t k = 0; k < n->sa_params; k++)
+            n->dp_sum[k] += n->dp_tmp[k];
+        float *slot = n->dp_sum + n->sa_params + (size_t)(c - n->c) * n->sa_stats;
+        for (size_t k = c->path->np; k < c->path->m; k++)
+            slot[k - c->path->np] += n->dp_clip[k];
+    } else {
+        rc = nas_fedsuper_add(n->fs, c->path, u->values, (double)u->samples, err);
+    }
     if (rc == 0) {
         s->col.agg.count++; /* the round's arrivals, as plain updates count them */
         if (site_train_stats_ok(u->loss, u->accuracy) && !isnan(u->loss)) {
@@ -440,7 +442,7 @@ int server_nas_add(server_t *s, const sites_site_t *site, const site_update_t *u
 json_t *server_nas_scatter_info(const server_t *s, const sites_site_t *site)
 {
     const server_nas_t *n = s->nas;
-    const nas_cand_t *c = site_cand(s, site);
+    const server_nas_cand_t *c = site_cand(s, site);
     if (!n->secagg || !c)
         return NULL;
     int64_t *off = FN_CALLOC((size_t)(c->path->nt > 0 ? c->path->nt : 1), sizeof *off);
@@ -466,7 +468,7 @@ static int aggregate_sum(server_t *s, err_t *err)
     double *per = FN_CALLOC((size_t)n->nc, sizeof *per);
     for (int i = 0; i < count; i++) {
         sites_site_t *site = sites_at(s->sites, i);
-        nas_cand_t *c = site->selected && site->reported ? site_cand(s, site) : NULL;
+        server_nas_cand_t *c = site->selected && site->reported ? site_cand(s, site) : NULL;
         if (c) {
             paths[k++] = c->path;
             per[c - n->c] += 1;
@@ -489,9 +491,46 @@ static int aggregate_sum(server_t *s, err_t *err)
     return rc;
 }
 
+/* Central DP: Gaussian noise of std z C on every value of the sum (one user's clipped update
+ * moves the sum by at most C in L2), then each value divided by the number of sites dealt a path
+ * reading it: a count the server fixed before the round, whatever arrives (DP-FedAvg's fixed
+ * denominator, per parameter), so the division is post-processing of the noised sum. */
+static int aggregate_dp(server_t *s, err_t *err)
+{
+    server_nas_t *n = s->nas;
+    size_t full = n->sa_params + (size_t)n->per_round * n->sa_stats;
+    int rc = dp_add_gaussian_noise(n->dp_sum, full, s->dp.z_updates * s->dp.clip.clip, err);
+    int count = sites_count(s->sites), k = 0;
+    const nas_fedsuper_path_t **paths = FN_MALLOC((size_t)(count > 0 ? count : 1) * sizeof *paths);
+    double *per = FN_CALLOC((size_t)n->nc, sizeof *per);
+    for (int i = 0; i < count; i++) {
+        server_nas_cand_t *c = sites_at(s->sites, i)->selected ? site_cand(s, sites_at(s->sites, i)) : NULL;
+        if (c) {
+            paths[k++] = c->path;
+            per[c - n->c] += 1;
+        }
+    }
+    if (rc == 0)
+        rc = nas_fedsuper_add_sum(n->fs, paths, k, n->dp_sum, err);
+    for (int i = 0; rc == 0 && i < n->nc; i++)
+        if (per[i] > 0)
+            rc = nas_fedsuper_add_stats_sum(n->fs, n->c[i].path, n->dp_sum + n->sa_params + (size_t)i * n->sa_stats,
+                                            per[i], err);
+    memset(n->dp_sum, 0, full * sizeof *n->dp_sum);
+    free(paths);
+    free(per);
+    return rc;
+}
+
 int server_nas_aggregate(server_t *s, err_t *err)
 {
-    if (s->sa.round) {
+    if (s->nas->dp_sum) {
+        int rc = aggregate_dp(s, err);
+        if (rc < 0) {
+            nas_fedsuper_discard(s->nas->fs);
+            return rc;
+        }
+    } else if (s->sa.round) {
         int rc = aggregate_sum(s, err);
         if (rc < 0) {
             nas_fedsuper_discard(s->nas->fs); /* the round is not committed */
@@ -503,267 +542,3 @@ int server_nas_aggregate(server_t *s, err_t *err)
     return 0;
 }
 
-/* ---- score: every candidate on the same sites' held-out samples ---- */
-
-/* One candidate measured by the sites in draw (those that missed an earlier wave's deadline this
- * round are left out: an answer arriving late would be counted for the wrong candidate). */
-static void score_one(server_t *s, nas_cand_t *c, sites_site_t **draw, int k, uint8_t *late)
-{
-    float *v = FN_MALLOC(c->path->m * sizeof *v);
-    nas_fedsuper_slice(s->nas->fs, c->path, v);
-    for (int i = 0; i < sites_count(s->sites); i++)
-        sites_at(s->sites, i)->eval_pending = 0;
-    memset(&s->ev, 0, sizeof s->ev);
-    s->ev.in_eval = 1;
-    for (int i = 0; i < k; i++) {
-        int at = sites_index(s->sites, draw[i]);
-        if (late[at] || !draw[i]->connected)
-            continue;
-        json_t *hdr = json_pack("{s:s, s:i, s:O, s:i, s:i}", "type", "evaluate", "round", s->rnd.round, "arch",
-                                c->path->arch, "input_dim", s->mod.input_dim, "num_classes", s->mod.classes);
-        json_object_set_new(hdr, "holdout", eval_holdout_info(s, draw[i]));
-        wire_frame_t f = {.name = "model", .dtype = WIRE_F32, .data = v, .count = c->path->m};
-        long long sent = server_send(s, draw[i], hdr, &f, 1);
-        if (sent >= 0) {
-            draw[i]->eval_pending = 1;
-            s->rnd.bytes_down += sent;
-        }
-    }
-    double deadline = fn_mono() + s->cfg->server.round_timeout;
-    while (sites_awaiting_eval(s->sites) > 0 && fn_mono() < deadline && !server_stopped(s))
-        server_pump(s, 100);
-    for (int i = 0; i < sites_count(s->sites); i++)
-        if (sites_at(s->sites, i)->eval_pending)
-            late[i] = 1;
-    s->ev.in_eval = 0;
-    sites_close_eval(s->sites, s->rnd.round);
-    c->answers = s->ev.answers;
-    c->samples = s->ev.samples;
-    c->acc = s->ev.samples > 0 ? s->ev.acc_sum / s->ev.samples : NAN;
-    c->loss = s->ev.samples > 0 ? s->ev.loss_sum / s->ev.samples : NAN;
-    free(v);
-}
-
-static double cand_params(const nas_cand_t *c) { return (double)c->path->np; }
-
-/* Scores the round's candidates, tells the strategy, and tests the best on the server's test
- * set (when this round is one the server evaluates). */
-int server_nas_score(server_t *s, double *test_loss, double *test_acc, err_t *err)
-{
-    server_nas_t *n = s->nas;
-    *test_loss = *test_acc = NAN;
-    server_set_phase(s, s->rnd.round, "federated_evaluation");
-    int k;
-    sites_site_t **draw = collect_draw_connected(s, 0, s->cfg->evaluate.clients_fraction, 0xe7a1ULL, &k);
-    uint8_t *late = FN_CALLOC((size_t)(sites_count(s->sites) > 0 ? sites_count(s->sites) : 1), 1);
-    for (int i = 0; i < n->nc && !server_stopped(s); i++)
-        score_one(s, &n->c[i], draw, k, late);
-    free(draw);
-    free(late);
-    if (server_stopped(s))
-        return err_set(err, FN_ESTATE, "stopped while scoring the candidates of round %d", s->rnd.round);
-    n->best = -1;
-    for (int i = 0; i < n->nc; i++) {
-        nas_cand_t *c = &n->c[i];
-        if (c->answers > 0 && c->samples > 0 && (n->best < 0 || c->acc > n->c[n->best].acc))
-            n->best = i;
-        if (c->seq < 0)
-            continue;
-        nas_result_t r = {.status = c->answers > 0 && c->samples > 0 ? NAS_RESULT_OK : NAS_RESULT_FAILED,
-                          .val_acc = c->answers > 0 && c->samples > 0 ? c->acc : 0, .params = cand_params(c),
-                          .flops = c->flops};
-        int rc = nas_strategy_tell(n->strat, &c->prop, &r, err);
-        if (rc < 0)
-            return err_wrap(err, "round %d, candidate %d: ", s->rnd.round, c->prop.id);
-        n->tells++;
-        log_info("round %d candidate %d (%.12s, %.0f params, %d sites): fed acc %.4f", s->rnd.round, c->prop.id,
-                 c->path->hash, cand_params(c), c->trainers, c->acc);
-    }
-    int every = s->cfg->server.evaluate_every;
-    int due = (every > 0 && s->rnd.round % every == 0) || s->rnd.round == s->cfg->rounds;
-    if (n->best < 0 || !due || !s->mod.has_test)
-        return 0;
-    nas_cand_t *b = &n->c[n->best];
-    nas_fedsuper_slice(n->fs, b->path, engine_model_params(b->path->model));
-    return engine_model_evaluate_source(b->path->model, &s->mod.test_src, NULL, 0, test_loss, test_acc, err);
-}
-
-double server_nas_fed_acc(server_t *s)
-{
-    server_nas_t *n = s->nas;
-    if (n->best < 0)
-        return NAN;
-    const nas_cand_t *b = &n->c[n->best];
-    err_t e;
-    if (store_metric_insert(s->opt.store, s->opt.run_id, s->rnd.round, "fed_eval_accuracy", b->acc, &e) < 0 ||
-        store_metric_insert(s->opt.store, s->opt.run_id, s->rnd.round, "fed_eval_loss", b->loss, &e) < 0 ||
-        store_metric_insert(s->opt.store, s->opt.run_id, s->rnd.round, "fed_eval_samples", b->samples, &e) < 0)
-        log_error("%s", e.msg);
-    return b->acc;
-}
-
-/* ---- commit: the supernet as the checkpoint, the candidates in the NAS tables ---- */
-
-static int put_candidate(server_t *s, const nas_cand_t *c, int64_t tell_seq, double now, err_t *err)
-{
-    const server_nas_t *n = s->nas;
-    json_t *gj = NULL;
-    int rc = nas_genome_to_json(&n->cfg.space, &c->prop.genome, &gj, err);
-    if (rc < 0)
-        return rc;
-    char *genome = json_dumps(gj, JSON_COMPACT | JSON_SORT_KEYS), *arch = json_dumps(c->path->arch, JSON_COMPACT);
-    json_decref(gj);
-    int ok = c->answers > 0 && c->samples > 0;
-    store_nas_candidate_t r = {.seq = c->seq, .cand_id = c->prop.id, .rung = c->prop.rung, .genome = genome,
-                               .arch = arch, .parent = c->prop.parent_id, .budget = s->cfg->train.epochs,
-                               .attempts = 1, .cached_from = -1, .tell_seq = tell_seq,
-                               .queued_at = now, .started_at = now, .ended_at = now, .has_metrics = ok,
-                               .val_accuracy = c->acc, .val_loss = c->loss,
-                               .train_loss = c->train_weight > 0 ? c->train_loss_sum / c->train_weight : NAN,
-                               .flops = c->flops, .params = (int64_t)c->path->np, .threads = 1};
-    snprintf(r.hash, sizeof r.hash, "%s", c->prop.hash);
-    snprintf(r.mutation, sizeof r.mutation, "%s", c->prop.mutation);
-    snprintf(r.status, sizeof r.status, "%s", ok ? "done" : "failed");
-    snprintf(r.worker, sizeof r.worker, "round %d", s->rnd.round);
-    if (!ok)
-        snprintf(r.reason, sizeof r.reason, "no site answered its federated evaluation in round %d", s->rnd.round);
-    else
-        snprintf(r.reason, sizeof r.reason, "trained by %d sites; scored on %.0f held-out samples of %d sites",
-                 c->trainers, c->samples, c->answers);
-    rc = store_nas_candidate_put(s->opt.store, s->opt.run_id, &r, err);
-    free(genome);
-    free(arch);
-    return rc;
-}
-
-/* The best architecture so far as the search's result (rank 1), with its supernet weights and
- * its test accuracy: `fednas nas export` writes it for a FedAvg retraining. */
-static int put_final(server_t *s, err_t *err)
-{
-    server_nas_t *n = s->nas;
-    nas_proposal_t p;
-    nas_result_t r;
-    if (nas_strategy_best(n->strat, &p, &r, err) < 0)
-        return 0; /* no candidate succeeded: nothing to report */
-    nas_fedsuper_path_t *path;
-    int rc = nas_fedsuper_path(n->fs, &p.genome, &path, err);
-    if (rc < 0)
-        return rc;
-    float *w = engine_model_params(path->model);
-    nas_fedsuper_slice(n->fs, path, w);
-    double loss = NAN, acc = NAN;
-    if (s->mod.has_test)
-        rc = engine_model_evaluate_source(path->model, &s->mod.test_src, NULL, 0, &loss, &acc, err);
-    char *arch = json_dumps(path->arch, JSON_COMPACT);
-    char recipe[160];
-    snprintf(recipe, sizeof recipe, "{\"federated\":true,\"supernet_rounds\":%d}", s->rnd.round);
-    int64_t seq = -1;
-    for (int i = 0; i < n->nc; i++)
-        if (strcmp(n->c[i].prop.hash, p.hash) == 0 && n->c[i].seq >= 0)
-            seq = n->c[i].seq;
-    store_nas_final_t f = {.rank = 1, .seq = seq >= 0 ? seq : p.id, .arch = arch, .recipe = recipe,
-                           .test_accuracy = acc, .test_loss = loss, .val_accuracy = r.val_acc, .flops = r.flops,
-                           .params = (int64_t)path->np, .weights = w, .n_weights = path->m};
-    if (rc == 0)
-        rc = store_nas_final_put(s->opt.store, s->opt.run_id, &f, err);
-    free(arch);
-    nas_fedsuper_path_free(path);
-    return rc;
-}
-
-int server_nas_commit(server_t *s, const store_round_t *rec, err_t *err)
-{
-    server_nas_t *n = s->nas;
-    void *blob;
-    size_t len;
-    int rc = nas_fedsuper_save(n->fs, &blob, &len, err);
-    if (rc < 0)
-        return rc;
-    char meta[160];
-    snprintf(meta, sizeof meta, "{\"strategy\":\"fedavg\",\"federated_nas\":true,\"supernet_values\":%zu}",
-             nas_fedsuper_size(n->fs));
-    store_checkpoint_t ck = {blob, len, NULL, 0, meta};
-    rc = store_round_commit(s->opt.store, s->opt.run_id, rec, &ck, err);
-    free(blob);
-    double now = fn_now();
-    int64_t tell = n->tells - n->nc;
-    for (int i = 0; rc == 0 && i < n->nc; i++)
-        if (n->c[i].seq >= 0)
-            rc = put_candidate(s, &n->c[i], tell++, now, err);
-    if (rc == 0 && s->rnd.round == s->cfg->rounds)
-        rc = put_final(s, err);
-    return rc;
-}
-
-/* ---- resume: the supernet from the checkpoint, the strategy by replaying the stored rounds ---- */
-
-static int replay(server_t *s, int committed, err_t *err)
-{
-    server_nas_t *n = s->nas;
-    store_nas_candidate_t *c = NULL;
-    int nc = 0;
-    int rc = store_nas_candidates_load(s->opt.store, s->opt.run_id, &c, &nc, err);
-    if (rc < 0)
-        return rc;
-    for (int r = 1; rc == 0 && r <= committed; r++) {
-        char tag[32];
-        snprintf(tag, sizeof tag, "round %d", r);
-        nas_proposal_t *asked = FN_CALLOC((size_t)(nc > 0 ? nc : 1), sizeof *asked);
-        int *row = FN_CALLOC((size_t)(nc > 0 ? nc : 1), sizeof *row), na = 0;
-        for (int i = 0; rc == 0 && i < nc; i++) {
-            if (strcmp(c[i].worker, tag) != 0)
-                continue;
-            if ((rc = nas_strategy_ask(n->strat, &asked[na], err)) != 0 || strcmp(asked[na].hash, c[i].hash) != 0) {
-                rc = err_set(err, FN_ESTATE,
-                             "resuming the search: candidate %lld of round %d is not what the strategy proposes again "
-                             "(was the experiment's \"nas\" block changed?)",
-                             (long long)c[i].seq, r);
-                break;
-            }
-            row[na++] = i;
-        }
-        /* tells in their recorded order */
-        for (int t = 0; rc == 0 && t < na; t++) {
-            int best = -1;
-            for (int j = 0; j < na; j++)
-                if (row[j] >= 0 && (best < 0 || c[row[j]].tell_seq < c[row[best]].tell_seq))
-                    best = j;
-            const store_nas_candidate_t *x = &c[row[best]];
-            nas_result_t res = {.status = strcmp(x->status, "done") == 0 ? NAS_RESULT_OK : NAS_RESULT_FAILED,
-                                .val_acc = x->has_metrics ? x->val_accuracy : 0, .params = (double)x->params,
-                                .flops = x->flops};
-            rc = nas_strategy_tell(n->strat, &asked[best], &res, err);
-            row[best] = -1;
-            n->tells++;
-        }
-        free(asked);
-        free(row);
-    }
-    for (int i = 0; i < nc; i++)
-        if (c[i].seq >= n->next_seq)
-            n->next_seq = c[i].seq + 1;
-    store_nas_candidates_free(c, nc);
-    return rc;
-}
-
-int server_nas_resume(server_t *s, err_t *err)
-{
-    store_checkpoint_t ck;
-    int round, rc = store_checkpoint_load(s->opt.store, s->opt.run_id, &ck, &round, err);
-    if (rc == FN_ENOTFOUND) {
-        log_info("resuming federated search %lld after round 0 (none was committed)", (long long)s->opt.run_id);
-        return 0;
-    }
-    if (rc < 0)
-        return rc;
-    rc = nas_fedsuper_load(s->nas->fs, ck.params, ck.params_len, err);
-    store_checkpoint_free(&ck);
-    if (rc < 0)
-        return err_wrap(err, "the checkpoint of run %lld (round %d): ", (long long)s->opt.run_id, round);
-    if ((rc = replay(s, round, err)) < 0)
-        return rc;
-    s->rnd.round = round;
-    log_info("resuming federated search %lld after round %d (%d candidates asked, %lld told)",
-             (long long)s->opt.run_id, round, nas_strategy_asked(s->nas->strat), (long long)s->nas->tells);
-    return 0;
-}

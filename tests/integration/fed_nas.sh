@@ -87,6 +87,17 @@ OPENBLAS_NUM_THREADS=1 "$FEDNAS" run ns.json --db ns.db --http off > ns.out 2> n
 [ "$(sql ns.db "select count(*) from nas_runs where strategy = 'nsga2'")" = 1 ] || fail "nas_runs strategy"
 pass "NSGA-II with the communication cost as an objective"
 
+# Central DP with the accountant: clipped updates, one Gaussian noise draw on the round's sum,
+# epsilon per round, and the run stops before the round that would pass target_epsilon (35 here:
+# rounds 1 and 2 cost about 20 and 32 at q = 1, z = 0.3).
+python3 -c "import json; e=json.load(open('exp.json')); e['dp']={'clip':5.0,'noise_multiplier':0.3,'delta':1e-5,'target_epsilon':35}; json.dump(e, open('dp.json','w'))"
+OPENBLAS_NUM_THREADS=1 "$FEDNAS" run dp.json --db dp.db --http off > dp.out 2> dp.err || fail "the DP search failed: $(tail -20 dp.err)"
+expect_contains dp.out "privacy budget reached"
+[ "$(sql dp.db "select count(*) from rounds")" = 2 ] || fail "DP rounds: $(sql dp.db 'select round from rounds')"
+[ "$(sql dp.db "select count(*) from round_metrics where name = 'epsilon' and value > 0")" = 2 ] || fail "epsilon per round"
+[ "$(sql dp.db "select count(*) from nas_candidates where status = 'done'")" = 8 ] || fail "DP candidates"
+pass "central DP: epsilon per round, stopped at the budget"
+
 # refused combinations
 refuse() { # FILE-SUFFIX JQ-LIKE-PYTHON MESSAGE
   python3 -c "import json,sys; e=json.load(open('exp.json')); $2; json.dump(e, open('bad-$1.json','w'))"
@@ -94,7 +105,7 @@ refuse() { # FILE-SUFFIX JQ-LIKE-PYTHON MESSAGE
   expect_contains "bad-$1.out" "$3"
 }
 refuse noeval "del e['evaluate']" "nas: a federated search scores its candidates on the sites' held-out samples"
-refuse dp "e['dp'] = {'clip': 1.0, 'noise_multiplier': 1.0}" "dp: a federated search does not run with differential privacy"
+refuse ddp "e['dp'] = {'clip': 1.0, 'noise_multiplier': 1.0}; e['secure_aggregation'] = {'mode': 'secagg', 'clip': 1.0}" "dp: a federated search takes central differential privacy only"
 refuse fedadam "e['strategy'] = {'name': 'fedadam'}" "strategy.name: a federated search averages each supernet weight"
 refuse asha "e['nas']['strategy'] = {'name': 'asha'}" "nas.strategy.name: a federated search trains every candidate"
 pass "refused combinations name their key"
