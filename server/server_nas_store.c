@@ -16,7 +16,7 @@
 
 /* One candidate measured by the sites in draw (those that missed an earlier wave's deadline this
  * round are left out: an answer arriving late would be counted for the wrong candidate). */
-static void score_one(server_t *s, server_nas_cand_t *c, sites_site_t **draw, int k, uint8_t *late)
+static void score_one(server_t *s, server_nas_cand_t *c, const int *draw, int k, uint8_t *late, int nlate)
 {
     float *v = FN_MALLOC(c->path->m * sizeof *v);
     nas_fedsuper_slice(s->nas->fs, c->path, v);
@@ -25,23 +25,23 @@ static void score_one(server_t *s, server_nas_cand_t *c, sites_site_t **draw, in
     memset(&s->ev, 0, sizeof s->ev);
     s->ev.in_eval = 1;
     for (int i = 0; i < k; i++) {
-        int at = sites_index(s->sites, draw[i]);
-        if (late[at] || !draw[i]->connected)
+        sites_site_t *site = sites_at(s->sites, draw[i]); /* by index: the registry may grow meanwhile */
+        if (late[draw[i]] || !site->connected)
             continue;
         json_t *hdr = json_pack("{s:s, s:i, s:O, s:i, s:i}", "type", "evaluate", "round", s->rnd.round, "arch",
                                 c->path->arch, "input_dim", s->mod.input_dim, "num_classes", s->mod.classes);
-        json_object_set_new(hdr, "holdout", eval_holdout_info(s, draw[i]));
+        json_object_set_new(hdr, "holdout", eval_holdout_info(s, site));
         wire_frame_t f = {.name = "model", .dtype = WIRE_F32, .data = v, .count = c->path->m};
-        long long sent = server_send(s, draw[i], hdr, &f, 1);
+        long long sent = server_send(s, site, hdr, &f, 1);
         if (sent >= 0) {
-            draw[i]->eval_pending = 1;
+            site->eval_pending = 1;
             s->rnd.bytes_down += sent;
         }
     }
     double deadline = fn_mono() + s->cfg->server.round_timeout;
     while (sites_awaiting_eval(s->sites) > 0 && fn_mono() < deadline && !server_stopped(s))
         server_pump(s, 100);
-    for (int i = 0; i < sites_count(s->sites); i++)
+    for (int i = 0; i < nlate; i++)
         if (sites_at(s->sites, i)->eval_pending)
             late[i] = 1;
     s->ev.in_eval = 0;
@@ -63,10 +63,15 @@ int server_nas_score(server_t *s, double *test_loss, double *test_acc, err_t *er
     *test_loss = *test_acc = NAN;
     server_set_phase(s, s->rnd.round, "federated_evaluation");
     int k;
-    sites_site_t **draw = collect_draw_connected(s, 0, s->cfg->evaluate.clients_fraction, 0xe7a1ULL, &k);
-    uint8_t *late = FN_CALLOC((size_t)(sites_count(s->sites) > 0 ? sites_count(s->sites) : 1), 1);
+    sites_site_t **cand = collect_draw_connected(s, 0, s->cfg->evaluate.clients_fraction, 0xe7a1ULL, &k);
+    int count = sites_count(s->sites), *draw = FN_MALLOC((size_t)(k > 0 ? k : 1) * sizeof *draw);
+    for (int i = 0; i < k; i++)
+        draw[i] = sites_index(s->sites, cand[i]);
+    free(cand);
+    /* sites that join while scoring are never asked: late[] covers the registry as it is now */
+    uint8_t *late = FN_CALLOC((size_t)(count > 0 ? count : 1), 1);
     for (int i = 0; i < n->nc && !server_stopped(s); i++)
-        score_one(s, &n->c[i], draw, k, late);
+        score_one(s, &n->c[i], draw, k, late, count);
     free(draw);
     free(late);
     if (server_stopped(s))
