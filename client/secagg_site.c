@@ -1,5 +1,7 @@
 #include "client/secagg_site.h"
 
+#include "client/scatter.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -229,7 +231,15 @@ int secagg_site_on_message(secagg_site_t **state, trainer_t *t, const engine_dat
         if (rc < 0)
             return rc;
         secagg_buf_t adv = {0};
-        if ((rc = secagg_site_begin(info, res.update, res.m, state, &adv, err)) < 0)
+        /* A federated search: the path's change goes in the round's common layout (client/scatter.h). */
+        const json_t *scatter = json_object_get(msg->header, "scatter");
+        float *full = NULL;
+        size_t flen = 0;
+        if (scatter && (rc = client_scatter_expand(scatter, t->model, res.update, res.m, &full, &flen, err)) < 0)
+            return rc;
+        rc = secagg_site_begin(info, full ? full : res.update, full ? flen : res.m, state, &adv, err);
+        free(full);
+        if (rc < 0)
             return rc == FN_EPROTO || rc == FN_EINVAL ? err_set(err, FN_EPROTO, "%s", err->msg) : rc;
         (*state)->round = res.round;
         json_t *hdr = json_pack("{s:s, s:I, s:I, s:I, s:I, s:f, s:f, s:f}", "type", "sa_advert", "run",

@@ -203,12 +203,13 @@ static int validate(config_t *c, err_t *err)
         c->data.min_size = (int)v;
     }
 
-    TRY(get_obj(c, root, "", "model", 1, (const json_t **)&c->model, err));
-    if (!json_is_string(json_object_get(c->model, "type")))
-        return config_error_at(c, "model", err, "missing required key \"type\" (a string such as \"mlp\")");
-
-    /* The search block belongs to nas/ (nas_config_parse validates it with c->text for positions). */
+    /* The search block belongs to nas/ (nas_config_parse validates it with c->text for positions).
+     * A search needs no "model": its candidates are the models (a federated search's sites train
+     * the paths the server sends). */
     TRY(get_obj(c, root, "", "nas", 0, &c->nas, err));
+    TRY(get_obj(c, root, "", "model", c->nas == NULL, (const json_t **)&c->model, err));
+    if (c->model && !json_is_string(json_object_get(c->model, "type")))
+        return config_error_at(c, "model", err, "missing required key \"type\" (a string such as \"mlp\")");
 
     const json_t *clients;
     TRY(get_obj(c, root, "", "clients", 1, &clients, err));

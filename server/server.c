@@ -148,13 +148,21 @@ int server_create(const server_options_t *opt, server_t **out, err_t *err)
     if ((rc = sites_open(&so, &s->sites, err)) < 0 || (rc = server_parse_strategy(s->cfg, &s->col.scfg, err)) < 0 ||
         (rc = eval_load_test_set(s, err)) < 0)
         goto fail;
-    if ((rc = engine_model_create(s->cfg->model, s->mod.input_dim, s->mod.classes, &s->mod.model, err)) < 0) {
+    /* A federated search's server holds the supernet (server_nas.c); its placeholder model is the
+     * space's largest path, which sizes the messages it accepts. */
+    size_t nas_m = 0;
+    if (s->cfg->nas && (rc = server_nas_create(s, &nas_m, err)) < 0)
+        goto fail;
+    const json_t *arch = s->nas ? server_nas_ref_arch(s) : s->cfg->model;
+    if ((rc = engine_model_create(arch, s->mod.input_dim, s->mod.classes, &s->mod.model, err)) < 0) {
         config_error_at(s->cfg, "model", err, "%s", err->msg);
         goto fail;
     }
     engine_model_init(s->mod.model, s->cfg->seed);
     s->mod.params = engine_model_params(s->mod.model);
     s->mod.m = engine_model_num_federated(s->mod.model); /* parameters, then batch-norm statistics */
+    if (s->nas)
+        server_nas_layout(s);
     s->mod.mean = FN_MALLOC(s->mod.m * sizeof *s->mod.mean);
     if ((rc = collect_init(s, err)) < 0)
         goto fail;
@@ -166,7 +174,7 @@ int server_create(const server_options_t *opt, server_t **out, err_t *err)
         goto fail;
     /* Larger than any legal message (the model plus headroom): a peer cannot make us buffer more.
      * Two I/O threads share CURVE encryption of the broadcast and decryption of the updates. */
-    int64_t maxmsg = (int64_t)s->mod.m * 4 + WIRE_MAX_HEADER + 4096;
+    int64_t maxmsg = (int64_t)(nas_m > s->mod.m ? nas_m : s->mod.m) * 4 + WIRE_MAX_HEADER + 4096;
     if ((rc = sites_listen(s->sites, opt->bind, s->cfg->server.heartbeat, maxmsg, 2, err)) < 0)
         goto fail;
     *out = s;
@@ -186,6 +194,7 @@ void server_free(server_t *s)
     secagg_round_free(s->sa.round);
     free(s->sa.excluded);
     collect_free(s);
+    server_nas_free(s);
     dp_free(s);
     engine_model_free(s->mod.model);
     engine_dataset_free(&s->mod.test);
@@ -241,6 +250,11 @@ static int round_open(server_t *s, store_round_t *rec, err_t *err)
     s->rnd.in_round = 1;
     collect_snapshot(s);
     s->rnd.selected = collect_draw(s);
+    if (s->nas && (rc = server_nas_open(s, err)) < 0) {
+        s->rnd.in_round = 0; /* nothing was sent: the round did not begin */
+        s->rnd.round--;
+        return rc;
+    }
     secagg_round_free(s->sa.round);
     s->sa.round = NULL;
     if (c->secagg.enabled && (rc = sa_round_begin(s, err)) < 0)
@@ -312,7 +326,8 @@ static int round_aggregate(server_t *s, err_t *err)
 static int round_commit(server_t *s, store_round_t *rec, err_t *err)
 {
     double t = fn_mono();
-    int rc = eval_test_set(s, &rec->test_loss, &rec->test_accuracy, err);
+    int rc = s->nas ? server_nas_score(s, &rec->test_loss, &rec->test_accuracy, err)
+                    : eval_test_set(s, &rec->test_loss, &rec->test_accuracy, err);
     if (rc < 0)
         return rc;
     s->rnd.phase_s[2] = fn_mono() - t;
@@ -395,6 +410,8 @@ int server_run(server_t *s, server_summary_t *sum, err_t *err)
         round_seconds += rec.ended_at - rec.started_at;
     }
     sum->clients = sites_count(s->sites);
+    if (s->nas) /* the search's result, not the placeholder that sized the messages */
+        sum->params = server_nas_best_params(s);
     dp_summary(s, sum);
     if (s->dp.budget_reached) {
         log_info("%s; ending the run", err->msg);

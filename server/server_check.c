@@ -69,6 +69,8 @@ int server_check_config(const config_t *cfg, err_t *err)
     engine_train_config_t tc;
     if ((rc = engine_train_config_from_json(cfg->train_json, &tc, err)) < 0)
         return config_error_at(cfg, "train", err, "%s", err->msg);
+    if (cfg->nas) /* a federated search: its paths are the models (server_nas.c checks the rest) */
+        return server_nas_check(cfg, err);
     int input_dim, classes;
     server_dataset_dims(cfg, &input_dim, &classes);
     engine_model_t *m;

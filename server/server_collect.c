@@ -62,14 +62,20 @@ void collect_snapshot(server_t *s)
 
 long long collect_send_train(server_t *s, sites_site_t *site)
 {
-    atomic_fetch_add(&s->mod.bcast->refs, 1);
-    wire_frame_t frame = {"model", WIRE_F32, s->mod.bcast->data, s->mod.m, broadcast_release, s->mod.bcast};
+    /* A federated search sends each site its candidate's path and slice (server_nas.c). */
+    const json_t *arch = s->cfg->model;
+    broadcast_t *bc = s->mod.bcast;
+    size_t m = s->mod.m;
+    if (s->nas && server_nas_train_model(s, site, &arch, &bc, &m) < 0)
+        return -1;
+    atomic_fetch_add(&bc->refs, 1);
+    wire_frame_t frame = {"model", WIRE_F32, bc->data, m, broadcast_release, bc};
     /* Seeds derive from (seed, round, site): no generator state to save, and a resumed run
      * trains exactly as an uninterrupted one would. */
     json_int_t seed = (json_int_t)(rng_derive(s->cfg->seed, (uint64_t)s->rnd.round * 1000003u + (uint64_t)site->id) >> 1);
     json_t *hdr = json_pack("{s:s, s:i, s:i, s:i, s:f, s:I, s:O, s:i, s:i}", "type", "train", "round", s->rnd.round,
                             "epochs", s->cfg->train.epochs, "batch_size", s->cfg->train.batch_size, "lr",
-                            s->cfg->train.lr, "seed", seed, "arch", s->cfg->model, "input_dim",
+                            s->cfg->train.lr, "seed", seed, "arch", arch, "input_dim",
                             s->mod.input_dim, "num_classes", s->mod.classes);
     json_object_set(hdr, "train", (json_t *)s->cfg->train_json);
     json_object_set_new(hdr, "instance", json_integer(s->instance));
@@ -84,6 +90,9 @@ long long collect_send_train(server_t *s, sites_site_t *site)
     json_t *sa = sa_train_info(s, site);
     if (sa)
         json_object_set_new(hdr, "secagg", sa);
+    json_t *scatter = s->nas && sa ? server_nas_scatter_info(s, site) : NULL;
+    if (scatter)
+        json_object_set_new(hdr, "scatter", scatter);
     if (s->cfg->evaluate.enabled)
         json_object_set_new(hdr, "holdout", eval_holdout_info(s, site));
     if (s->cfg->compression.enabled) {
@@ -162,6 +171,8 @@ static kept_update_t *kept_for(server_t *s, const sites_site_t *site)
  * weighted by its samples otherwise. */
 static int add_update(server_t *s, const sites_site_t *site, const site_update_t *u, err_t *err)
 {
+    if (s->nas)
+        return server_nas_add(s, site, u, err);
     if (s->cfg->dp.enabled)
         return dp_clip_add(s, u->values, err);
     if (!strategy_needs_all_updates(s->col.scfg.kind))
@@ -195,7 +206,8 @@ void collect_on_update(server_t *s, wire_msg_t *msg)
     }
     site_update_t u;
     err_t e;
-    int rc = site_msg_update(msg, s->mod.m, s->cfg->compression.enabled ? &s->col.cspec : NULL, s->col.cscratch,
+    size_t m = s->nas ? server_nas_site_m(s, site) : s->mod.m;
+    int rc = site_msg_update(msg, m, s->cfg->compression.enabled ? &s->col.cspec : NULL, s->col.cscratch,
                              s->col.decoded, &u, &e);
     if (rc == 0) {
         site_update_bound(s->sites, site, &u);
@@ -210,12 +222,14 @@ void collect_on_update(server_t *s, wire_msg_t *msg)
     site->reported = 1;
     s->rnd.bytes_up += (long long)msg->bytes;
     if (store_client_contributed(s->opt.store, s->opt.run_id, site->id, (long long)msg->bytes,
-                                 (long long)(s->mod.m * 4), fn_mono() - site->sent_at, &e) < 0)
+                                 (long long)(m * 4), fn_mono() - site->sent_at, &e) < 0)
         log_error("%s", e.msg);
 }
 
 int collect_aggregate(server_t *s, err_t *err)
 {
+    if (s->nas)
+        return server_nas_aggregate(s, err);
     if (s->sa.round) {
         /* s->mod.mean holds the decoded sum of the survivors' clipped updates: an unweighted mean
          * (the server cannot weigh what it cannot see), or DP-FedAvg's fixed denominator. Under

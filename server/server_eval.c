@@ -164,6 +164,8 @@ static int due(const server_t *s)
 
 double eval_federated(server_t *s)
 {
+    if (s->nas) /* the candidates were scored before the commit: the round's best */
+        return server_nas_fed_acc(s);
     if (!due(s) || server_stopped(s))
         return NAN;
     return evaluate_and_record(s);
@@ -172,7 +174,7 @@ double eval_federated(server_t *s)
 void eval_recover(server_t *s)
 {
     err_t e;
-    if (!s->opt.resume || !due(s) || server_stopped(s) ||
+    if (s->nas || !s->opt.resume || !due(s) || server_stopped(s) ||
         store_metric_get(s->opt.store, s->opt.run_id, s->rnd.round, "fed_eval_accuracy", NULL, &e) != FN_ENOTFOUND)
         return;
     log_info("round %d was committed without its federated evaluation (the server stopped in between): its model "

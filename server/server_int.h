@@ -8,6 +8,9 @@
  *   server_secagg.c   secure aggregation: the four phases and an aborted round's retry
  *   server_eval.c     the server's test set and federated evaluation on the sites
  *   server_record.c   checkpoints, per-round metrics and the progress line
+ *   server_nas.c      a federated search's round: candidates, deal, paths out, per-parameter
+ *                     aggregation (plain, secure, central DP); server_nas_store.c: scoring,
+ *                     the NAS tables, checkpoint and resume
  * A new kind of round (federated NAS) adds its own file and sub-struct; DP and secure
  * aggregation are reached only through the functions below. */
 #ifndef FEDNAS_SERVER_SERVER_INT_H
@@ -20,6 +23,9 @@
 #include "crypto/dp.h"
 #include "engine/idx.h"
 #include "engine/model.h"
+#include "nas/config.h"
+#include "nas/fedsuper.h"
+#include "nas/strategy.h"
 #include "server/fedavg.h"
 #include "server/secagg_round.h"
 #include "server/server.h"
@@ -142,6 +148,7 @@ struct server {
     server_sa_t sa;
     server_round_t rnd;
     server_eval_t ev;
+    struct server_nas *nas; /* a federated search (server_nas.c), or NULL */
 };
 
 /* run_round's answer when secure aggregation aborted the round: nothing was committed and the
@@ -208,6 +215,60 @@ int eval_test_set(server_t *s, double *loss, double *acc, err_t *err);
 double eval_federated(server_t *s);            /* accuracy, NAN when none or not this round */
 void eval_recover(server_t *s); /* on resume: the last committed round's federated evaluation, when missing */
 void eval_on_result(server_t *s, wire_msg_t *msg);
+
+/* server_nas.c, server_nas_store.c: a federated search (an experiment with "nas" and "clients"
+ * blocks). Each function is called only when s->nas is set, except create and check. */
+/* One candidate of the round: its path, its slice, who trains it and how it scored. */
+typedef struct server_nas_cand {
+    nas_proposal_t prop;
+    nas_fedsuper_path_t *path;
+    broadcast_t *bc;      /* its slice this round, shared by its train messages */
+    int64_t seq;          /* its row in the NAS tables (-1: the incumbent, not a new candidate) */
+    int trainers;         /* sites it was dealt */
+    double acc, loss, samples, flops;
+    int answers;
+    double train_loss_sum, train_weight; /* its trainers' reported loss, by samples */
+} server_nas_cand_t;
+
+struct server_nas {
+    nas_config_t cfg;
+    nas_strategy_t *strat;
+    nas_fedsuper_t *fs;
+    int per_round;     /* candidates a round asks for */
+    server_nas_cand_t *c;
+    int nc;
+    int *site_cand;    /* by registry index: the candidate a site trains this round (-1: none) */
+    int nsites;
+    int64_t next_seq, tells;
+    int best;          /* this round's best candidate (by federated accuracy), -1 before scoring */
+    int open_round;    /* the round the candidates were asked for (a retried round keeps them) */
+    json_t *ref_arch;  /* the largest path: the server's placeholder model, sizing its messages */
+    /* Secure aggregation: every site masks one vector: the whole supernet's parameters (created
+     * up front, so the length is fixed), then a slot of statistics per candidate of the round. */
+    int secagg;
+    size_t sa_params, sa_stats; /* the parameters, and a slot's length (the largest path's statistics) */
+    float *sa_zero;             /* the server's "model" vector of that length (never broadcast) */
+    /* Central DP: the round's sum of clipped, scattered updates in the same layout, noised once. */
+    float *dp_sum, *dp_tmp, *dp_clip;
+};
+typedef struct server_nas server_nas_t;
+struct site_update;
+int server_nas_check(const config_t *cfg, err_t *err);
+int server_nas_create(server_t *s, size_t *max_m, err_t *err); /* max_m: the largest path's values */
+const json_t *server_nas_ref_arch(const server_t *s);          /* the server's placeholder model */
+int server_nas_best_params(server_t *s);
+void server_nas_layout(server_t *s); /* under secure aggregation, the length every site masks */
+json_t *server_nas_scatter_info(const server_t *s, const sites_site_t *site); /* NULL without */                       /* the best candidate's, 0 before one */
+void server_nas_free(server_t *s);
+int server_nas_open(server_t *s, err_t *err);                  /* the round's candidates and deal */
+int server_nas_train_model(server_t *s, const sites_site_t *site, const json_t **arch, broadcast_t **bc, size_t *m);
+size_t server_nas_site_m(const server_t *s, const sites_site_t *site); /* 0: no candidate dealt */
+int server_nas_add(server_t *s, const sites_site_t *site, const struct site_update *u, err_t *err);
+int server_nas_aggregate(server_t *s, err_t *err);
+int server_nas_score(server_t *s, double *test_loss, double *test_acc, err_t *err);
+double server_nas_fed_acc(server_t *s);
+int server_nas_commit(server_t *s, const store_round_t *rec, err_t *err);
+int server_nas_resume(server_t *s, err_t *err);
 
 /* server_record.c */
 int record_load_checkpoint(server_t *s, err_t *err);

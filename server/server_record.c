@@ -12,6 +12,8 @@
 
 int record_load_checkpoint(server_t *s, err_t *err)
 {
+    if (s->nas)
+        return server_nas_resume(s, err);
     store_checkpoint_t ck;
     int round, rc = store_checkpoint_load(s->opt.store, s->opt.run_id, &ck, &round, err);
     if (rc == FN_ENOTFOUND) {
@@ -55,6 +57,8 @@ int record_load_checkpoint(server_t *s, err_t *err)
 
 int record_commit(server_t *s, const store_round_t *rec, err_t *err)
 {
+    if (s->nas)
+        return server_nas_commit(s, rec, err);
     int nstate = strategy_state_count(s->col.strategy);
     float *state = NULL;
     if (nstate) {

@@ -90,6 +90,24 @@ static void test_unknown_and_missing_keys(void **state)
     expect_error("\"model\": {\"type\": \"mlp\",", "\"model\": {", "model: missing required key \"type\"", NULL);
 }
 
+/* A search ("nas") needs no "model": its candidates are the models. Without one, "model" is required. */
+static void test_model_optional_with_nas(void **state)
+{
+    (void)state;
+    char text[2048];
+    const char *from = "  \"model\": {\"type\": \"mlp\", \"hidden\": [64]},\n";
+    const char *at = strstr(k_good, from);
+    assert_non_null(at);
+    snprintf(text, sizeof text, "%.*s  \"nas\": {},\n%s", (int)(at - k_good), k_good, at + strlen(from));
+    config_t *c = NULL;
+    err_t e = {0};
+    assert_int_equal(config_load_string(text, "nas.json", &c, &e), 0);
+    assert_null(c->model);
+    assert_non_null(c->nas);
+    config_free(c);
+    expect_error(from, "", "missing required key \"model\"", NULL);
+}
+
 static void test_malformed_json(void **state)
 {
     config_t *c;
@@ -113,6 +131,7 @@ int main(void)
         cmocka_unit_test(test_bad_values_name_path_line_column),
         cmocka_unit_test(test_unknown_and_missing_keys),
         cmocka_unit_test(test_malformed_json),
+        cmocka_unit_test(test_model_optional_with_nas),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
