@@ -26,6 +26,10 @@ static const char *const k_help =
     "MODEL is a file from `fednas train --save` (tensor \"params\", metadata fednas.arch and\n"
     "fednas.input). RECIPE (every key optional except data; unknown keys are errors):\n"
     "  {\"data\": {\"dataset\":\"fashion-mnist\"|\"mnist\", \"path\":DIR},\n"
+    "   \"distill\": {\"student\":ARCH, \"train\":{...}, \"temperature\":4, \"alpha\":0.9,\n"
+    "               \"train_samples\":N, \"seed\":1, \"baseline\":true}   first step: MODEL teaches the\n"
+    "               student (engine/nn.h architecture; \"train\" as in an experiment), which the\n"
+    "               later steps then compress; baseline also trains it alone (DIR/distill.json)\n"
     "   \"fold\": true,                      fold batch norm into conv/linear, fuse ReLU\n"
     "   \"prune\": {\"sparsity\":0.5, \"schedule\":\"linear\"|\"exponential\"|\"cubic\", \"steps\":3,\n"
     "             \"finetune_samples\":6000, \"lr\":0.01}   L1 channel pruning, fine-tuned after each step\n"
@@ -85,6 +89,8 @@ typedef struct {
     engine_calib_t calib;
     double percentile;
     engine_qgemm_impl_t kernel;
+    int distill;
+    cli_distill_t kd;
 } recipe_t;
 
 static int int_key(const recipe_src_t *r, const json_t *o, const char *key, const char *jpath, int lo, int hi, int *out,
@@ -104,7 +110,7 @@ static int int_key(const recipe_src_t *r, const json_t *o, const char *key, cons
 
 static int parse_recipe(const recipe_src_t *r, const json_t *j, recipe_t *c, err_t *err)
 {
-    static const char *const top[] = {"data", "fold", "prune", "quantize", "eval_samples", "bench", NULL};
+    static const char *const top[] = {"data", "distill", "fold", "prune", "quantize", "eval_samples", "bench", NULL};
     static const char *const pk[] = {"sparsity", "schedule", "steps", "finetune_samples", "lr", NULL};
     static const char *const dk[] = {"dataset", "path", NULL};
     static const char *const qk[] = {"calibrator", "percentile", "calibration_samples", "kernel", NULL};
@@ -196,6 +202,12 @@ static int parse_recipe(const recipe_src_t *r, const json_t *j, recipe_t *c, err
             c->kernel = (engine_qgemm_impl_t)found;
         }
     }
+    const json_t *kd = json_object_get(j, "distill");
+    if (kd) {
+        if (cli_distill_parse(r->path, r->text, kd, &c->kd, err) < 0)
+            return err->code;
+        c->distill = 1;
+    }
     const json_t *b = json_object_get(j, "bench");
     if (b) {
         if (!json_is_object(b))
@@ -206,34 +218,6 @@ static int parse_recipe(const recipe_src_t *r, const json_t *j, recipe_t *c, err
             return err->code;
     }
     return 0;
-}
-
-/* The model file: "params" F32, fednas.arch, fednas.input ("[c,h,w]"; absent: the data's). */
-static int load_model(const char *path, json_t **arch, float **vec, size_t *n, int shape[3], err_t *err)
-{
-    engine_safetensors_t *st = NULL;
-    if (engine_safetensors_open(path, &st, err) < 0)
-        return err->code;
-    int rc = 0;
-    const char *a = engine_safetensors_meta(st, ENGINE_ST_META_ARCH);
-    const engine_st_tensor_t *t = engine_safetensors_find(st, "params");
-    json_error_t je;
-    if (!a) {
-        rc = err_set(err, FN_EINVAL, "%s: no fednas.arch metadata (write models with `fednas train --save`)", path);
-    } else if (!(*arch = json_loads(a, 0, &je))) {
-        rc = err_set(err, FN_EINVAL, "%s: metadata fednas.arch: %d:%d: %s", path, je.line, je.column, je.text);
-    } else if (!t || t->dtype != ENGINE_ST_F32 || t->ndim != 1) {
-        rc = err_set(err, FN_EINVAL, "%s: expected a tensor \"params\", F32 with one dimension", path);
-    } else {
-        *n = (size_t)t->shape[0];
-        *vec = malloc((*n ? *n : 1) * sizeof **vec);
-        rc = *vec ? engine_safetensors_read_f32(st, "params", *vec, *n, err) : err_set(err, FN_ENOMEM, "out of memory");
-        const char *in = engine_safetensors_meta(st, "fednas.input");
-        if (rc == 0 && in && sscanf(in, "[%d,%d,%d]", &shape[0], &shape[1], &shape[2]) != 3)
-            rc = err_set(err, FN_EINVAL, "%s: metadata fednas.input: expected \"[c,h,w]\", not \"%s\"", path, in);
-    }
-    engine_safetensors_close(st);
-    return rc;
 }
 
 static int argmax(const float *v, int n)
@@ -440,7 +424,7 @@ int cmd_compress(int argc, char **argv)
     err_t err = {0};
     int rc = EXIT_OK;
     char *text = NULL;
-    json_t *rj = NULL, *arch = NULL, *farch = NULL;
+    json_t *rj = NULL, *arch = NULL, *farch = NULL, *kdrep = NULL;
     float *vec = NULL, *fvec = NULL, *xte = NULL, *xcal = NULL;
     uint8_t *yte = NULL, *ycal = NULL;
     int *idx = NULL, *ref = NULL;
@@ -448,7 +432,7 @@ int cmd_compress(int argc, char **argv)
     engine_infer_t *plan = NULL, *plan0 = NULL, *pplan = NULL;
     eng_ctx_t ec = {0}, ef = {0};
     size_t nv = 0, nf = 0;
-    recipe_t R;
+    recipe_t R = {0};
     FILE *fp = fopen(recipe_path, "rb");
     if (!fp) {
         err_set(&err, FN_ENOTFOUND, "%s: cannot open the recipe", recipe_path);
@@ -476,11 +460,22 @@ int cmd_compress(int argc, char **argv)
         goto fail;
     }
     int sh[3] = {1, 28, 28};
-    if (load_model(model_path, &arch, &vec, &nv, sh, &err) < 0)
+    if (cli_read_model(model_path, &arch, &vec, &nv, sh, &err) < 0)
         goto fail;
     if (engine_fmnist_load(R.data_path, "test", &te, &err) < 0 || engine_fmnist_load(R.data_path, "train", &tr, &err) < 0)
         goto fail;
     engine_source_t tes = engine_source_from_dataset(&te), trs = engine_source_from_dataset(&tr);
+    if (R.distill) { /* the student replaces the model for every later step */
+        if (cli_distill_run(&R.kd, model_path, &trs, &tes, &arch, &vec, &nv, &kdrep, &err) < 0)
+            goto fail;
+        mkdir(out_dir, 0755);
+        char kp[4096];
+        snprintf(kp, sizeof kp, "%s/distill.json", out_dir);
+        if (json_dump_file(kdrep, kp, JSON_INDENT(1)) < 0) {
+            err_set(&err, FN_EIO, "%s: cannot write", kp);
+            goto fail;
+        }
+    }
     int classes = tes.num_classes > trs.num_classes ? tes.num_classes : trs.num_classes;
     size_t per = (size_t)tes.channels * tes.height * tes.width;
     if (per != (size_t)sh[0] * sh[1] * sh[2]) {
@@ -635,7 +630,8 @@ done:
     engine_net_free(ef.net);
     engine_dataset_free(&te);
     engine_dataset_free(&tr);
-    json_decref(rj), json_decref(arch), json_decref(farch);
+    json_decref(rj), json_decref(arch), json_decref(farch), json_decref(kdrep);
+    cli_distill_free(&R.kd);
     free(text), free(vec), free(fvec), free(xte), free(xcal), free(yte), free(ycal), free(idx), free(ref);
     return rc;
 }
