@@ -1,6 +1,7 @@
 /* ops: the backend-neutral front of every op (shape checks, recording) and the CPU table. */
 #include "engine/ops.h"
 
+#include <math.h>
 #include <string.h>
 #include <time.h>
 
@@ -19,7 +20,7 @@ static const engine_backend_t cpu_backend = {
                 K(RESHAPE) = cpu_reshape_fwd, K(ADD) = cpu_add_fwd, K(MUL) = cpu_mul_fwd,
                 K(CONCAT) = cpu_concat_fwd, K(SLICE) = cpu_slice_fwd, K(SOFTMAX_XENT) = cpu_softmax_xent_fwd,
                 K(SIGMOID_BCE) = cpu_sigmoid_bce_fwd, K(MSE) = cpu_mse_fwd, K(KL_DIV) = cpu_kl_div_fwd,
-                K(SOFTMAX_XENT_SOFT) = cpu_softmax_xent_soft_fwd, K(DISTILL) = cpu_distill_fwd},
+                K(SOFTMAX_XENT_SOFT) = cpu_softmax_xent_soft_fwd, K(DISTILL) = cpu_distill_fwd, K(FAKEQUANT) = cpu_fakequant_fwd},
     .backward = {K(NONE) = nop, K(LINEAR) = cpu_linear_bwd, K(CONV2D) = cpu_conv2d_bwd,
                  K(MAXPOOL2D) = cpu_maxpool2d_bwd, K(AVGPOOL2D) = cpu_avgpool2d_bwd,
                  K(GLOBAL_AVGPOOL) = cpu_global_avgpool_bwd, K(BATCHNORM) = cpu_batchnorm_bwd,
@@ -28,7 +29,7 @@ static const engine_backend_t cpu_backend = {
                  K(RESHAPE) = cpu_reshape_bwd, K(ADD) = cpu_add_bwd, K(MUL) = cpu_mul_bwd,
                  K(CONCAT) = cpu_concat_bwd, K(SLICE) = cpu_slice_bwd, K(SOFTMAX_XENT) = cpu_softmax_xent_bwd,
                  K(SIGMOID_BCE) = cpu_sigmoid_bce_bwd, K(MSE) = cpu_mse_bwd, K(KL_DIV) = cpu_kl_div_bwd,
-                 K(SOFTMAX_XENT_SOFT) = cpu_softmax_xent_soft_bwd, K(DISTILL) = cpu_distill_bwd},
+                 K(SOFTMAX_XENT_SOFT) = cpu_softmax_xent_soft_bwd, K(DISTILL) = cpu_distill_bwd, K(FAKEQUANT) = cpu_fakequant_bwd},
 };
 
 const engine_backend_t *engine_backend_cpu(void) { return &cpu_backend; }
@@ -36,7 +37,7 @@ const engine_backend_t *engine_backend_cpu(void) { return &cpu_backend; }
 static const char *const names[ENGINE_OP_COUNT] = {
     "none", "linear", "conv2d", "maxpool2d", "avgpool2d", "global_avgpool", "batchnorm", "layernorm",
     "relu", "gelu", "sigmoid", "tanh", "dropout", "reshape", "add", "mul", "concat", "slice",
-    "softmax_xent", "sigmoid_bce", "mse", "kl_div", "softmax_xent_soft", "distill"};
+    "softmax_xent", "sigmoid_bce", "mse", "kl_div", "softmax_xent_soft", "distill", "fakequant"};
 
 const char *engine_op_name(engine_op_t op) { return op >= 0 && op < ENGINE_OP_COUNT ? names[op] : "?"; }
 
@@ -555,6 +556,23 @@ engine_tensor_t *engine_distill_loss(engine_graph_t *g, engine_tensor_t *student
     t->fp[0] = T;
     t->fp[1] = alpha;
     t->fp[2] = smoothing;
+    return run(g, t);
+}
+
+engine_tensor_t *engine_fake_quant(engine_graph_t *g, engine_tensor_t *x, float scale, int zero_point)
+{
+    if (!x)
+        return NULL;
+    if (x->dtype != ENGINE_F32 || !(scale > 0.0f && isfinite(scale)) || zero_point < 0 || zero_point > 255) {
+        engine_graph_fail(g, FN_EINVAL, "fake_quant: needs float32 input, a finite scale > 0 (got %g) and a zero point "
+                          "in [0, 255] (got %d)", (double)scale, zero_point);
+        return NULL;
+    }
+    engine_tensor_t *t = node(g, ENGINE_OP_FAKEQUANT, x->ndim, x->ne, x, NULL, NULL);
+    if (!t)
+        return NULL;
+    t->fp[0] = scale;
+    t->fp[1] = (float)zero_point;
     return run(g, t);
 }
 

@@ -40,6 +40,7 @@ typedef enum engine_op {
     ENGINE_OP_KL_DIV,
     ENGINE_OP_SOFTMAX_XENT_SOFT,
     ENGINE_OP_DISTILL,
+    ENGINE_OP_FAKEQUANT,
     ENGINE_OP_COUNT
 } engine_op_t;
 
@@ -139,6 +140,10 @@ engine_tensor_t *engine_kl_div(engine_graph_t *g, engine_tensor_t *student, engi
  * plain cross-entropy, alpha 1 pure distillation. Only the student gets a gradient. */
 engine_tensor_t *engine_distill_loss(engine_graph_t *g, engine_tensor_t *student, engine_tensor_t *teacher,
                                      engine_tensor_t *labels, float T, float alpha, float smoothing);
+
+/* Fake quantization onto the int8 runtime's activation grid: (clamp(rint(x/scale) + zp, 0, 255) -
+ * zp) * scale, with the straight-through gradient (passed where x was not clamped, else 0). */
+engine_tensor_t *engine_fake_quant(engine_graph_t *g, engine_tensor_t *x, float scale, int zero_point);
 
 /* Per-op timing (off by default): when enabled, every kernel call adds its wall time to its
  * op's forward or backward total. Process-wide, not thread-safe across concurrent graphs. */
