@@ -76,6 +76,23 @@ int cli_distill_parse(const char *src, const char *text, const json_t *d, cli_di
 int cli_distill_run(const cli_distill_t *d, const char *teacher_path, const struct engine_source *trs,
                     const struct engine_source *tes, json_t **arch, float **vec, size_t *n, json_t **report, err_t *err);
 void cli_distill_free(cli_distill_t *d);
+/* A recipe step's "train" block (NULL: the defaults) into tc; errors at src:line:col of
+ * PREFIX.train.KEY. */
+int cli_train_block(const char *src, const char *text, const char *prefix, const json_t *tr, engine_train_config_t *tc,
+                    err_t *err);
+
+/* The compress recipe's "qat" step (cli/qat.c): {"train": a train block, "train_samples": 6000,
+ * "observer_momentum": 0.01}. cli_qat_run fine-tunes the plan's model with quantization-aware
+ * training (engine/qat.h) and returns a new plan quantized with the tracked ranges. */
+typedef struct cli_qat {
+    engine_train_config_t tc;
+    int samples;
+    double momentum;
+} cli_qat_t;
+struct engine_infer;
+int cli_qat_parse(const char *src, const char *text, const json_t *q, cli_qat_t *out, err_t *err);
+int cli_qat_run(const cli_qat_t *q, const struct engine_infer *from, const struct engine_source *trs, const int sh[3],
+                int classes, struct engine_infer **out, err_t *err);
 
 /* Prints "fednas: error: MESSAGE" and returns the exit status for the error code. */
 int cli_fail(const err_t *err);

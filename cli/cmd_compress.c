@@ -36,6 +36,8 @@ static const char *const k_help =
     "   \"quantize\": {\"calibrator\":\"minmax\"|\"percentile\"|\"entropy\", \"percentile\":99.99,\n"
     "                \"calibration_samples\":1000, \"kernel\":\"auto\"|\"ref\"|\"avx2\"|\"vnni\"},\n"
     "                                       (absent: no quantization)\n"
+    "   \"qat\": {\"train\":{...}, \"train_samples\":6000, \"observer_momentum\":0.01}   quantization-\n"
+    "               aware fine-tuning, exported with its tracked ranges (DIR/model.qat.int8.safetensors)\n"
     "   \"eval_samples\": 10000,              test samples for accuracy and agreement\n"
     "   \"bench\": {\"batch\":64, \"iters\":10}}   timed forward passes per stage (0: no timing)\n"
     "Writes DIR/folded.safetensors (fp32, loads in the engine like any model), DIR/arch.json,\n"
@@ -89,8 +91,9 @@ typedef struct {
     engine_calib_t calib;
     double percentile;
     engine_qgemm_impl_t kernel;
-    int distill;
+    int distill, qat;
     cli_distill_t kd;
+    cli_qat_t qt;
 } recipe_t;
 
 static int int_key(const recipe_src_t *r, const json_t *o, const char *key, const char *jpath, int lo, int hi, int *out,
@@ -110,7 +113,7 @@ static int int_key(const recipe_src_t *r, const json_t *o, const char *key, cons
 
 static int parse_recipe(const recipe_src_t *r, const json_t *j, recipe_t *c, err_t *err)
 {
-    static const char *const top[] = {"data", "distill", "fold", "prune", "quantize", "eval_samples", "bench", NULL};
+    static const char *const top[] = {"data", "distill", "fold", "prune", "quantize", "qat", "eval_samples", "bench", NULL};
     static const char *const pk[] = {"sparsity", "schedule", "steps", "finetune_samples", "lr", NULL};
     static const char *const dk[] = {"dataset", "path", NULL};
     static const char *const qk[] = {"calibrator", "percentile", "calibration_samples", "kernel", NULL};
@@ -207,6 +210,12 @@ static int parse_recipe(const recipe_src_t *r, const json_t *j, recipe_t *c, err
         if (cli_distill_parse(r->path, r->text, kd, &c->kd, err) < 0)
             return err->code;
         c->distill = 1;
+    }
+    const json_t *qt = json_object_get(j, "qat");
+    if (qt) {
+        if (cli_qat_parse(r->path, r->text, qt, &c->qt, err) < 0)
+            return err->code;
+        c->qat = 1;
     }
     const json_t *b = json_object_get(j, "bench");
     if (b) {
@@ -429,7 +438,7 @@ int cmd_compress(int argc, char **argv)
     uint8_t *yte = NULL, *ycal = NULL;
     int *idx = NULL, *ref = NULL;
     engine_dataset_t te = {0}, tr = {0};
-    engine_infer_t *plan = NULL, *plan0 = NULL, *pplan = NULL;
+    engine_infer_t *plan = NULL, *plan0 = NULL, *pplan = NULL, *qplan = NULL;
     eng_ctx_t ec = {0}, ef = {0};
     size_t nv = 0, nf = 0;
     recipe_t R = {0};
@@ -502,7 +511,7 @@ int cmd_compress(int argc, char **argv)
         idx[i] = (int)((long)i * trs.count / NC);
     engine_source_gather(&trs, idx, NC, xcal, ycal);
 
-    stage_t st[7];
+    stage_t st[8];
     int ns = 0, bb = R.bench_batch, it = R.bench_iters;
     if (engine_net_create(arch, sh[0], sh[1], sh[2], classes, &ec.net, &err) < 0)
         goto fail;
@@ -534,7 +543,7 @@ int cmd_compress(int argc, char **argv)
             goto fail;
     }
     engine_infer_t *fin = plan; /* the plan written out and quantized */
-    inf_ctx_t icp = {NULL, 0};
+    inf_ctx_t icp = {NULL, 0}, icqat = {NULL, 1};
     if (R.prune) {
         json_t *a = NULL;
         float *v = NULL;
@@ -600,6 +609,21 @@ int cmd_compress(int argc, char **argv)
         if (engine_infer_save_int8(fin, path, &err) < 0)
             goto fail;
     }
+    if (R.qat) { /* from the same plan PTQ started from */
+        if (cli_qat_run(&R.qt, fin, &trs, sh, classes, &qplan, &err) < 0 ||
+            engine_infer_set_qgemm(qplan, R.kernel, &err) < 0)
+            goto fail;
+        static char qatname[64];
+        snprintf(qatname, sizeof qatname, "runtime int8 QAT (%s)",
+                 engine_qgemm_name(R.kernel == ENGINE_QGEMM_AUTO ? engine_qgemm_best() : R.kernel));
+        st[ns].name = qatname;
+        icqat.p = qplan;
+        if (run_stage(&st[ns++], inf_fwd, &icqat, xte, yte, N, per, classes, NULL, ref, &err) < 0)
+            goto fail;
+        snprintf(path, sizeof path, "%s/model.qat.int8.safetensors", out_dir);
+        if (engine_infer_save_int8(qplan, path, &err) < 0)
+            goto fail;
+    }
     if (it > 0 && bb <= N && time_stages(st, ns, xte, bb, it, 3, classes, &err) < 0)
         goto fail;
     printf("%-28s %9s %9s %12s %8s   (%d test samples; batch %d, best of 3 turns of %d passes)\n", "stage",
@@ -617,6 +641,8 @@ int cmd_compress(int argc, char **argv)
     json_dump_file(rep, path, JSON_INDENT(1));
     json_decref(rep);
     printf("wrote %s/{folded.safetensors,arch.json%s,report.json}\n", out_dir, R.quantize ? ",model.int8.safetensors" : "");
+    if (R.qat)
+        printf("wrote %s/model.qat.int8.safetensors\n", out_dir);
     goto done;
 fail:
     rc = rc == EXIT_OK ? cli_fail(&err) : (cli_fail(&err), rc);
@@ -624,6 +650,7 @@ done:
     engine_infer_free(plan);
     engine_infer_free(plan0);
     engine_infer_free(pplan);
+    engine_infer_free(qplan);
     engine_graph_free(ec.g);
     engine_net_free(ec.net);
     engine_graph_free(ef.g);

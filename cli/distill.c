@@ -254,6 +254,28 @@ void cli_teacher_free(cli_teacher_t *t)
 
 /* ---- the compress recipe's "distill" step ---- */
 
+int cli_train_block(const char *src, const char *text, const char *prefix, const json_t *tr, engine_train_config_t *tc,
+                    err_t *err)
+{
+    json_t *empty = json_object();
+    int rc = engine_train_config_from_json(tr ? tr : empty, tc, err);
+    json_decref(empty);
+    if (!rc)
+        return 0;
+    /* "train.optimizer.momentum: message" -> file:line:col of PREFIX.train.optimizer.momentum */
+    char msg[sizeof err->msg], path[160];
+    snprintf(msg, sizeof msg, "%s", err->msg);
+    const char *colon = strstr(msg, ": ");
+    if (colon && strncmp(msg, "train", 5) == 0 && (size_t)(colon - msg) + strlen(prefix) + 2 < sizeof path) {
+        snprintf(path, sizeof path, "%s.%.*s", prefix, (int)(colon - msg), msg);
+        if (jsonpos_locate(text, path, 0, &(int){0}, &(int){0}) < 0)
+            snprintf(path, sizeof path, "%s.train", prefix);
+        return jsonpos_fail(err, src, text, path, 0, "%s", colon + 2);
+    }
+    snprintf(path, sizeof path, "%s.train", prefix);
+    return jsonpos_fail(err, src, text, path, 0, "%s", msg);
+}
+
 int cli_distill_parse(const char *src, const char *text, const json_t *d, cli_distill_t *out, err_t *err)
 {
     static const char *const keys[] = {"student", "train", "temperature", "alpha", "train_samples", "seed", "baseline",
@@ -269,21 +291,8 @@ int cli_distill_parse(const char *src, const char *text, const json_t *d, cli_di
         return jsonpos_fail(err, src, text, "distill.student", 0,
                             "expected the student's architecture, e.g. {\"type\":\"mlp\",\"hidden\":[128]} (engine/nn.h)");
     const json_t *tr = json_object_get(d, "train");
-    json_t *empty = json_object();
-    int rc = engine_train_config_from_json(tr ? tr : empty, &out->tc, err);
-    json_decref(empty);
-    if (rc) { /* "train.optimizer.momentum: message" -> file:line:col of distill.train.optimizer.momentum */
-        char msg[sizeof err->msg], path[160];
-        snprintf(msg, sizeof msg, "%s", err->msg);
-        const char *colon = strstr(msg, ": ");
-        if (colon && strncmp(msg, "train", 5) == 0 && (size_t)(colon - msg) < sizeof path - 9) {
-            snprintf(path, sizeof path, "distill.%.*s", (int)(colon - msg), msg);
-            if (jsonpos_locate(text, path, 0, &(int){0}, &(int){0}) < 0)
-                snprintf(path, sizeof path, "distill.train");
-            return jsonpos_fail(err, src, text, path, 0, "%s", colon + 2);
-        }
-        return jsonpos_fail(err, src, text, "distill.train", 0, "%s", msg);
-    }
+    if (cli_train_block(src, text, "distill", tr, &out->tc, err) < 0)
+        return err->code;
     const json_t *v;
     if ((v = json_object_get(d, "temperature")) && (!json_is_number(v) || !(json_number_value(v) > 0 && json_number_value(v) <= 1e4)))
         return jsonpos_fail(err, src, text, "distill.temperature", 0, "expected a number in (0, 1e4] (Hinton et al.: 2 to 20)");
