@@ -60,7 +60,8 @@ void cli_teacher_free(cli_teacher_t *t);
 
 /* The compress recipe's "distill" step: {"student": ARCH, "train": a train block (engine/model.h),
  * "temperature": 4, "alpha": 0.9, "train_samples": N (absent: all), "seed": 1, "baseline": true}.
- * cli_distill_parse checks it (errors name src:line:col and the key path, distill.*);
+ * cli_distill_parse checks the block at path AT of text (errors name src:line:col and the key
+ * path, AT.*);
  * cli_distill_run trains the student from its seed with the teacher at teacher_path (and, with
  * baseline, the same student alone with the same recipe and seed first), then replaces
  * *arch, *vec, *n with the distilled student and sets *report (teacher and student parameters
@@ -72,14 +73,23 @@ typedef struct cli_distill {
     int samples, baseline;
     uint64_t seed;
 } cli_distill_t;
-int cli_distill_parse(const char *src, const char *text, const json_t *d, cli_distill_t *out, err_t *err);
+int cli_distill_parse(const char *src, const char *text, const char *at, const json_t *d, cli_distill_t *out, err_t *err);
 int cli_distill_run(const cli_distill_t *d, const char *teacher_path, const struct engine_source *trs,
                     const struct engine_source *tes, json_t **arch, float **vec, size_t *n, json_t **report, err_t *err);
 void cli_distill_free(cli_distill_t *d);
+/* "AT.KEY" (just KEY when AT is empty) into buf. */
+const char *cli_key_path(char *buf, size_t n, const char *at, const char *key);
 /* A recipe step's "train" block (NULL: the defaults) into tc; errors at src:line:col of
  * PREFIX.train.KEY. */
 int cli_train_block(const char *src, const char *text, const char *prefix, const json_t *tr, engine_train_config_t *tc,
                     err_t *err);
+
+/* A compress recipe (cli/cmd_compress.c) at path AT of text (src names the file in errors):
+ * cli_compress_check validates it (FN_EINVAL naming src:line:col and AT.KEY);
+ * cli_compress_model runs it on a model file, writing into out_dir; returns an exit status. */
+int cli_compress_check(const char *src, const char *text, const char *at, const json_t *recipe, err_t *err);
+int cli_compress_model(const char *model_path, const char *src, const char *text, const char *at, const json_t *recipe,
+                       const char *out_dir);
 
 /* The compress recipe's "qat" step (cli/qat.c): {"train": a train block, "train_samples": 6000,
  * "observer_momentum": 0.01}. cli_qat_run fine-tunes the plan's model with quantization-aware
@@ -90,7 +100,7 @@ typedef struct cli_qat {
     double momentum;
 } cli_qat_t;
 struct engine_infer;
-int cli_qat_parse(const char *src, const char *text, const json_t *q, cli_qat_t *out, err_t *err);
+int cli_qat_parse(const char *src, const char *text, const char *at, const json_t *q, cli_qat_t *out, err_t *err);
 int cli_qat_run(const cli_qat_t *q, const struct engine_infer *from, const struct engine_source *trs, const int sh[3],
                 int classes, struct engine_infer **out, err_t *err);
 

@@ -53,12 +53,14 @@ static double now(void)
 }
 
 typedef struct {
-    const char *path, *text;
+    const char *path, *text, *at; /* at: the recipe's path in text ("" or "compress") */
 } recipe_src_t;
 
-static int rfail(const recipe_src_t *r, err_t *err, const char *jpath, const char *fmt, const char *detail)
+static int rfail(const recipe_src_t *r, err_t *err, const char *rel, const char *fmt, const char *detail)
 {
     int line = 1, col = 1;
+    char jpath[160];
+    snprintf(jpath, sizeof jpath, "%s%s%s", r->at, *r->at && *rel ? "." : "", rel);
     jsonpos_locate(r->text, jpath, 0, &line, &col);
     return err_set(err, FN_EINVAL, "%s:%d:%d: %s: %s%s", r->path, line, col, jpath, fmt, detail ? detail : "");
 }
@@ -72,8 +74,9 @@ static int check_keys(const recipe_src_t *r, const json_t *o, const char *where,
         for (int i = 0; allowed[i]; i++)
             ok |= strcmp(k, allowed[i]) == 0;
         if (!ok) {
-            char p[128];
-            snprintf(p, sizeof p, "%s%s%s", where, *where ? "." : "", k);
+            char p[160];
+            snprintf(p, sizeof p, "%s%s%s%s%s", r->at, *r->at && *where ? "." : "", where,
+                     *r->at || *where ? "." : "", k);
             int line = 1, col = 1;
             jsonpos_locate(r->text, p, 1, &line, &col);
             return err_set(err, FN_EINVAL, "%s:%d:%d: %s: unknown key", r->path, line, col, p);
@@ -207,13 +210,15 @@ static int parse_recipe(const recipe_src_t *r, const json_t *j, recipe_t *c, err
     }
     const json_t *kd = json_object_get(j, "distill");
     if (kd) {
-        if (cli_distill_parse(r->path, r->text, kd, &c->kd, err) < 0)
+        char at[160];
+        if (cli_distill_parse(r->path, r->text, cli_key_path(at, sizeof at, r->at, "distill"), kd, &c->kd, err) < 0)
             return err->code;
         c->distill = 1;
     }
     const json_t *qt = json_object_get(j, "qat");
     if (qt) {
-        if (cli_qat_parse(r->path, r->text, qt, &c->qt, err) < 0)
+        char at[160];
+        if (cli_qat_parse(r->path, r->text, cli_key_path(at, sizeof at, r->at, "qat"), qt, &c->qt, err) < 0)
             return err->code;
         c->qat = 1;
     }
@@ -299,6 +304,7 @@ static int run_stage(stage_t *s, fwd_fn f, void *ctx, const float *x, const uint
                 pred[b0 + i] = k;
         }
     }
+    s->ms = INFINITY; /* until timed (never, with bench.iters 0) */
     s->acc = (double)right / N;
     s->agree = ref ? (double)same / N : 1.0;
     s->f = f;
@@ -429,11 +435,52 @@ int cmd_compress(int argc, char **argv)
         return cli_usage_error("compress", "expected one MODEL file");
     if (!recipe_path || !out_dir)
         return cli_usage_error("compress", "--recipe and --out are required");
-    const char *model_path = argv[optind];
+    err_t err = {0};
+    char *text = NULL;
+    json_t *rj = NULL;
+    int rc = EXIT_OK;
+    FILE *fp = fopen(recipe_path, "rb");
+    if (!fp) {
+        err_set(&err, FN_ENOTFOUND, "%s: cannot open the recipe", recipe_path);
+        return cli_fail(&err);
+    }
+    fseek(fp, 0, SEEK_END);
+    long len = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    text = calloc((size_t)(len > 0 ? len : 0) + 1, 1);
+    if (!text || (len > 0 && fread(text, 1, (size_t)len, fp) != (size_t)len)) {
+        err_set(&err, FN_EIO, "%s: cannot read the recipe", recipe_path);
+        rc = cli_fail(&err);
+    }
+    fclose(fp);
+    json_error_t je;
+    if (rc == EXIT_OK && !(rj = json_loads(text, 0, &je))) {
+        err_set(&err, FN_EINVAL, "%s:%d:%d: %s", recipe_path, je.line, je.column, je.text);
+        cli_fail(&err);
+        rc = EXIT_USAGE;
+    }
+    if (rc == EXIT_OK)
+        rc = cli_compress_model(argv[optind], recipe_path, text, "", rj, out_dir);
+    json_decref(rj);
+    free(text);
+    return rc;
+}
+
+int cli_compress_check(const char *src, const char *text, const char *at, const json_t *recipe, err_t *err)
+{
+    recipe_t R = {0};
+    recipe_src_t rs = {src, text, at};
+    int rc = parse_recipe(&rs, recipe, &R, err);
+    cli_distill_free(&R.kd);
+    return rc;
+}
+
+int cli_compress_model(const char *model_path, const char *recipe_path, const char *text, const char *at,
+                       const json_t *rj, const char *out_dir)
+{
     err_t err = {0};
     int rc = EXIT_OK;
-    char *text = NULL;
-    json_t *rj = NULL, *arch = NULL, *farch = NULL, *kdrep = NULL;
+    json_t *arch = NULL, *farch = NULL, *kdrep = NULL;
     float *vec = NULL, *fvec = NULL, *xte = NULL, *xcal = NULL;
     uint8_t *yte = NULL, *ycal = NULL;
     int *idx = NULL, *ref = NULL;
@@ -442,28 +489,7 @@ int cmd_compress(int argc, char **argv)
     eng_ctx_t ec = {0}, ef = {0};
     size_t nv = 0, nf = 0;
     recipe_t R = {0};
-    FILE *fp = fopen(recipe_path, "rb");
-    if (!fp) {
-        err_set(&err, FN_ENOTFOUND, "%s: cannot open the recipe", recipe_path);
-        goto fail;
-    }
-    fseek(fp, 0, SEEK_END);
-    long len = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    text = calloc((size_t)(len > 0 ? len : 0) + 1, 1);
-    if (!text || (len > 0 && fread(text, 1, (size_t)len, fp) != (size_t)len)) {
-        fclose(fp);
-        err_set(&err, FN_EIO, "%s: cannot read the recipe", recipe_path);
-        goto fail;
-    }
-    fclose(fp);
-    json_error_t je;
-    if (!(rj = json_loads(text, 0, &je))) {
-        err_set(&err, FN_EINVAL, "%s:%d:%d: %s", recipe_path, je.line, je.column, je.text);
-        rc = EXIT_USAGE;
-        goto fail;
-    }
-    recipe_src_t rs = {recipe_path, text};
+    recipe_src_t rs = {recipe_path, text, at};
     if (parse_recipe(&rs, rj, &R, &err) < 0) {
         rc = EXIT_USAGE;
         goto fail;
@@ -657,8 +683,8 @@ done:
     engine_net_free(ef.net);
     engine_dataset_free(&te);
     engine_dataset_free(&tr);
-    json_decref(rj), json_decref(arch), json_decref(farch), json_decref(kdrep);
+    json_decref(arch), json_decref(farch), json_decref(kdrep);
     cli_distill_free(&R.kd);
-    free(text), free(vec), free(fvec), free(xte), free(xcal), free(yte), free(ycal), free(idx), free(ref);
+    free(vec), free(fvec), free(xte), free(xcal), free(yte), free(ycal), free(idx), free(ref);
     return rc;
 }

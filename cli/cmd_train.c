@@ -6,11 +6,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "common/jsonpos.h"
 #include "common/rng.h"
+#include "common/util.h"
 #include "engine/data.h"
 #include "engine/idx.h"
 #include "engine/model.h"
@@ -182,13 +185,18 @@ int cmd_train(int argc, char **argv)
     const char *path = argv[optind];
     err_t err = {0};
     json_error_t je;
-    json_t *cfg = json_load_file(path, 0, &je);
+    char *text = NULL;
+    size_t tlen = 0;
+    if (fn_read_file(path, &text, &tlen, &err) < 0)
+        return cli_fail(&err);
+    json_t *cfg = json_loads(text, 0, &je);
     if (!cfg) {
         err_set(&err, FN_EINVAL, "%s:%d:%d: %s", path, je.line, je.column, je.text);
         cli_fail(&err);
+        free(text);
         return EXIT_USAGE;
     }
-    static const char *const known[] = {"name", "description", "seed", "data", "model", "train", NULL};
+    static const char *const known[] = {"name", "description", "seed", "data", "model", "train", "compress", NULL};
     static const char *const ignored[] = {"rounds", "clients", "server", "strategy", "privacy", "secagg", "nas", NULL};
     const char *key;
     json_t *val;
@@ -203,6 +211,7 @@ int cmd_train(int argc, char **argv)
             err_set(&err, FN_EINVAL, "%s: unknown key \"%s\"", path, key);
             cli_fail(&err);
             json_decref(cfg);
+            free(text);
             return EXIT_USAGE;
         }
     }
@@ -213,13 +222,42 @@ int cmd_train(int argc, char **argv)
         err_set(&err, FN_EINVAL, "%s: needs \"data\", \"model\" and \"train\"", path);
         cli_fail(&err);
         json_decref(cfg);
+        free(text);
         return EXIT_USAGE;
     }
     if (engine_train_config_from_json(train, &tc, &err) < 0) {
         err_wrap(&err, "%s: ", path);
         cli_fail(&err);
         json_decref(cfg);
+        free(text);
         return EXIT_USAGE;
+    }
+    /* "compress": a compress recipe (without "data": the experiment's) plus "out": DIR, run on
+     * the trained model; checked now, before any training */
+    json_t *recipe = NULL;
+    const char *cout = NULL;
+    const json_t *cb = json_object_get(cfg, "compress");
+    if (cb) {
+        const json_t *o = json_object_get(cb, "out");
+        if (!json_is_object(cb) || !json_is_string(o) || !*json_string_value(o) || json_object_get(cb, "data")) {
+            jsonpos_fail(&err, path, text, json_is_object(cb) && json_object_get(cb, "data") ? "compress.data" : o ? "compress.out" : "compress", 0,
+                         "expected {\"out\": DIR, ...compress recipe steps (see `fednas compress --help`); the data are the experiment's}");
+            cli_fail(&err);
+            json_decref(cfg);
+            free(text);
+            return EXIT_USAGE;
+        }
+        cout = json_string_value(o);
+        recipe = json_deep_copy(cb);
+        json_object_del(recipe, "out");
+        json_object_set_new(recipe, "data", json_deep_copy(data));
+        if (cli_compress_check(path, text, "compress", recipe, &err) < 0) {
+            cli_fail(&err);
+            json_decref(recipe);
+            json_decref(cfg);
+            free(text);
+            return EXIT_USAGE;
+        }
     }
     const json_t *seed = json_object_get(cfg, "seed");
     if (json_is_integer(seed) && !json_object_get(train, "seed"))
@@ -298,10 +336,10 @@ int cmd_train(int argc, char **argv)
     }
     const json_t *aug = json_object_get(train, "augment");
     if (aug) {
-        char *text = json_dumps(aug, JSON_COMPACT | JSON_REAL_PRECISION(6));
-        printf("augment %s%s\n", text ? text : "?",
+        char *atext = json_dumps(aug, JSON_COMPACT | JSON_REAL_PRECISION(6));
+        printf("augment %s%s\n", atext ? atext : "?",
                engine_augment_mixes_labels(&tc.aug) ? " (soft labels: train loss/acc are against the mixed targets)" : "");
-        free(text);
+        free(atext);
     }
     fflush(stdout);
 
@@ -346,6 +384,22 @@ int cmd_train(int argc, char **argv)
             goto fail;
         printf("saved %s\n", save_path);
     }
+    if (recipe) {
+        char mp[4096];
+        mkdir(cout, 0755);
+        snprintf(mp, sizeof mp, "%s/model.safetensors", cout);
+        char *arch = json_dumps(engine_model_arch(m), JSON_COMPACT), shape[64];
+        snprintf(shape, sizeof shape, "[%d,%d,%d]", trs.channels, trs.height, trs.width);
+        engine_st_kv_t meta[2] = {{ENGINE_ST_META_ARCH, arch ? arch : "{}"}, {"fednas.input", shape}};
+        int src = engine_safetensors_save_vector(mp, "params", engine_model_params(m), engine_model_num_federated(m),
+                                                 meta, 2, &err);
+        free(arch);
+        if (src < 0)
+            goto fail;
+        printf("compress: %s -> %s/\n", mp, cout);
+        fflush(stdout);
+        rc = cli_compress_model(mp, path, text, "compress", recipe, cout);
+    }
     goto done;
 fail:
     if (rc == EXIT_OK)
@@ -359,6 +413,8 @@ done:
     engine_dataset_free(&te_idx);
     engine_table_free(&tr_tab);
     engine_table_free(&te_tab);
+    json_decref(recipe);
     json_decref(cfg);
+    free(text);
     return rc;
 }

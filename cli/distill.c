@@ -254,6 +254,12 @@ void cli_teacher_free(cli_teacher_t *t)
 
 /* ---- the compress recipe's "distill" step ---- */
 
+const char *cli_key_path(char *buf, size_t n, const char *at, const char *key)
+{
+    snprintf(buf, n, "%s%s%s", at, *at ? "." : "", key);
+    return buf;
+}
+
 int cli_train_block(const char *src, const char *text, const char *prefix, const json_t *tr, engine_train_config_t *tc,
                     err_t *err)
 {
@@ -276,42 +282,43 @@ int cli_train_block(const char *src, const char *text, const char *prefix, const
     return jsonpos_fail(err, src, text, path, 0, "%s", msg);
 }
 
-int cli_distill_parse(const char *src, const char *text, const json_t *d, cli_distill_t *out, err_t *err)
+int cli_distill_parse(const char *src, const char *text, const char *at, const json_t *d, cli_distill_t *out, err_t *err)
 {
+    char pb[160];
     static const char *const keys[] = {"student", "train", "temperature", "alpha", "train_samples", "seed", "baseline",
                                        NULL};
     memset(out, 0, sizeof *out);
     out->T = 4.0f, out->alpha = 0.9f, out->seed = 1, out->baseline = 1;
     if (!json_is_object(d))
-        return jsonpos_fail(err, src, text, "distill", 0, "expected an object {\"student\":ARCH, \"train\":{...}, ...}");
-    if (jsonpos_check_keys(err, src, text, d, "distill", keys) < 0)
+        return jsonpos_fail(err, src, text, at, 0, "expected an object {\"student\":ARCH, \"train\":{...}, ...}");
+    if (jsonpos_check_keys(err, src, text, d, at, keys) < 0)
         return err->code;
     const json_t *st = json_object_get(d, "student");
     if (!json_is_object(st))
-        return jsonpos_fail(err, src, text, "distill.student", 0,
+        return jsonpos_fail(err, src, text, cli_key_path(pb, sizeof pb, at, "student"), 0,
                             "expected the student's architecture, e.g. {\"type\":\"mlp\",\"hidden\":[128]} (engine/nn.h)");
     const json_t *tr = json_object_get(d, "train");
-    if (cli_train_block(src, text, "distill", tr, &out->tc, err) < 0)
+    if (cli_train_block(src, text, at, tr, &out->tc, err) < 0)
         return err->code;
     const json_t *v;
     if ((v = json_object_get(d, "temperature")) && (!json_is_number(v) || !(json_number_value(v) > 0 && json_number_value(v) <= 1e4)))
-        return jsonpos_fail(err, src, text, "distill.temperature", 0, "expected a number in (0, 1e4] (Hinton et al.: 2 to 20)");
+        return jsonpos_fail(err, src, text, cli_key_path(pb, sizeof pb, at, "temperature"), 0, "expected a number in (0, 1e4] (Hinton et al.: 2 to 20)");
     if (v)
         out->T = (float)json_number_value(v);
     if ((v = json_object_get(d, "alpha")) && (!json_is_number(v) || !(json_number_value(v) >= 0 && json_number_value(v) <= 1)))
-        return jsonpos_fail(err, src, text, "distill.alpha", 0, "expected a number in [0, 1]: the weight of the teacher's term");
+        return jsonpos_fail(err, src, text, cli_key_path(pb, sizeof pb, at, "alpha"), 0, "expected a number in [0, 1]: the weight of the teacher's term");
     if (v)
         out->alpha = (float)json_number_value(v);
     if ((v = json_object_get(d, "train_samples")) && (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 10000000))
-        return jsonpos_fail(err, src, text, "distill.train_samples", 0, "expected an integer >= 1 (absent: the whole training set)");
+        return jsonpos_fail(err, src, text, cli_key_path(pb, sizeof pb, at, "train_samples"), 0, "expected an integer >= 1 (absent: the whole training set)");
     if (v)
         out->samples = (int)json_integer_value(v);
     if ((v = json_object_get(d, "seed")) && (!json_is_integer(v) || json_integer_value(v) < 0))
-        return jsonpos_fail(err, src, text, "distill.seed", 0, "expected an integer >= 0");
+        return jsonpos_fail(err, src, text, cli_key_path(pb, sizeof pb, at, "seed"), 0, "expected an integer >= 0");
     if (v)
         out->seed = (uint64_t)json_integer_value(v);
     if ((v = json_object_get(d, "baseline")) && !json_is_boolean(v))
-        return jsonpos_fail(err, src, text, "distill.baseline", 0, "expected true or false");
+        return jsonpos_fail(err, src, text, cli_key_path(pb, sizeof pb, at, "baseline"), 0, "expected true or false");
     if (v)
         out->baseline = json_is_true(v);
     out->student = json_deep_copy(st);

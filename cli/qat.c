@@ -11,17 +11,18 @@
 #include "engine/model.h"
 #include "engine/qat.h"
 
-int cli_qat_parse(const char *src, const char *text, const json_t *q, cli_qat_t *out, err_t *err)
+int cli_qat_parse(const char *src, const char *text, const char *at, const json_t *q, cli_qat_t *out, err_t *err)
 {
+    char pb[160];
     static const char *const keys[] = {"train", "train_samples", "observer_momentum", NULL};
     memset(out, 0, sizeof *out);
     out->samples = 6000, out->momentum = 0.01;
     if (!json_is_object(q))
-        return jsonpos_fail(err, src, text, "qat", 0, "expected an object {\"train\":{...}, \"train_samples\":6000}");
-    if (jsonpos_check_keys(err, src, text, q, "qat", keys) < 0)
+        return jsonpos_fail(err, src, text, at, 0, "expected an object {\"train\":{...}, \"train_samples\":6000}");
+    if (jsonpos_check_keys(err, src, text, q, at, keys) < 0)
         return err->code;
     const json_t *tr = json_object_get(q, "train");
-    if (cli_train_block(src, text, "qat", tr, &out->tc, err) < 0)
+    if (cli_train_block(src, text, at, tr, &out->tc, err) < 0)
         return err->code;
     if (!tr) { /* fine-tuning defaults: one pass, a small learning rate */
         out->tc.batch_size = 64;
@@ -30,11 +31,11 @@ int cli_qat_parse(const char *src, const char *text, const json_t *q, cli_qat_t 
     }
     const json_t *v;
     if ((v = json_object_get(q, "train_samples")) && (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 10000000))
-        return jsonpos_fail(err, src, text, "qat.train_samples", 0, "expected an integer >= 1");
+        return jsonpos_fail(err, src, text, cli_key_path(pb, sizeof pb, at, "train_samples"), 0, "expected an integer >= 1");
     if (v)
         out->samples = (int)json_integer_value(v);
     if ((v = json_object_get(q, "observer_momentum")) && (!json_is_number(v) || !(json_number_value(v) > 0 && json_number_value(v) <= 1)))
-        return jsonpos_fail(err, src, text, "qat.observer_momentum", 0,
+        return jsonpos_fail(err, src, text, cli_key_path(pb, sizeof pb, at, "observer_momentum"), 0,
                             "expected a number in (0, 1]: the weight of each batch in the tracked ranges");
     if (v)
         out->momentum = json_number_value(v);

@@ -5,3 +5,8 @@ fednas_unit_test(test_engine_qat SOURCES unit/test_engine_qat.c LIBS fednas_engi
 add_test(NAME integration_qat COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/integration/qat.sh $<TARGET_FILE:fednas>)
 set_tests_properties(integration_qat PROPERTIES TIMEOUT 600 SKIP_RETURN_CODE 77
   ENVIRONMENT "FEDNAS_SOURCE_DIR=${CMAKE_SOURCE_DIR};OPENBLAS_NUM_THREADS=1;FEDNAS_THREADS=1")
+# An experiment's "compress" block run by `fednas train`.
+add_test(NAME integration_train_compress
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/integration/train_compress.sh $<TARGET_FILE:fednas>)
+set_tests_properties(integration_train_compress PROPERTIES TIMEOUT 600 SKIP_RETURN_CODE 77
+  ENVIRONMENT "FEDNAS_SOURCE_DIR=${CMAKE_SOURCE_DIR};OPENBLAS_NUM_THREADS=1;FEDNAS_THREADS=1")
