@@ -9,6 +9,7 @@
 
 #include "common/config.h"
 #include "common/err.h"
+#include "engine/model.h"
 
 /* Exit statuses, documented in `fednas --help`. */
 enum {
@@ -38,6 +39,70 @@ int cmd_serve(int argc, char **argv);
  * 1x28x28, 10 classes. Architectures without a file get the deterministic init (seed 1). */
 struct engine_model;
 int cli_load_model(const char *spec, struct engine_model **out, err_t *err);
+
+/* Knowledge distillation (cli/distill.c). cli_read_model reads a `train --save` file: its
+ * architecture, "params" vector (parameters + buffers) and input shape (fednas.input; shape is
+ * left as it is when absent). A teacher is such a model run on the inference runtime with batch
+ * norm folded; cli_teacher_logits is an engine_train_config_t.teacher callback (ctx: the
+ * teacher). Errors name the file and what to fix. */
+typedef struct cli_teacher cli_teacher_t;
+struct engine_source;
+int cli_read_model(const char *path, json_t **arch, float **vec, size_t *n, int shape[3], err_t *err);
+/* memo: samples whose logits are kept (e.g. the training set's size; 0: none): a sample seen
+ * again (the same pixels, as in every unaugmented epoch) costs a hash, not a forward pass. */
+int cli_teacher_open(const char *path, int c, int h, int w, int classes, size_t memo, cli_teacher_t **out, err_t *err);
+void cli_teacher_memo_stats(const cli_teacher_t *t, size_t *hits, size_t *misses);
+int cli_teacher_logits(void *ctx, const float *x, int n, float *logits, err_t *err);
+size_t cli_teacher_num_params(const cli_teacher_t *t);
+/* Test accuracy of the teacher over all of src. */
+int cli_teacher_accuracy(cli_teacher_t *t, const struct engine_source *src, double *acc, err_t *err);
+void cli_teacher_free(cli_teacher_t *t);
+
+/* The compress recipe's "distill" step: {"student": ARCH, "train": a train block (engine/model.h),
+ * "temperature": 4, "alpha": 0.9, "train_samples": N (absent: all), "seed": 1, "baseline": true}.
+ * cli_distill_parse checks the block at path AT of text (errors name src:line:col and the key
+ * path, AT.*);
+ * cli_distill_run trains the student from its seed with the teacher at teacher_path (and, with
+ * baseline, the same student alone with the same recipe and seed first), then replaces
+ * *arch, *vec, *n with the distilled student and sets *report (teacher and student parameters
+ * and test accuracies, the recipe). */
+typedef struct cli_distill {
+    json_t *student;
+    engine_train_config_t tc;
+    float T, alpha;
+    int samples, baseline;
+    uint64_t seed;
+} cli_distill_t;
+int cli_distill_parse(const char *src, const char *text, const char *at, const json_t *d, cli_distill_t *out, err_t *err);
+int cli_distill_run(const cli_distill_t *d, const char *teacher_path, const struct engine_source *trs,
+                    const struct engine_source *tes, json_t **arch, float **vec, size_t *n, json_t **report, err_t *err);
+void cli_distill_free(cli_distill_t *d);
+/* "AT.KEY" (just KEY when AT is empty) into buf. */
+const char *cli_key_path(char *buf, size_t n, const char *at, const char *key);
+/* A recipe step's "train" block (NULL: the defaults) into tc; errors at src:line:col of
+ * PREFIX.train.KEY. */
+int cli_train_block(const char *src, const char *text, const char *prefix, const json_t *tr, engine_train_config_t *tc,
+                    err_t *err);
+
+/* A compress recipe (cli/cmd_compress.c) at path AT of text (src names the file in errors):
+ * cli_compress_check validates it (FN_EINVAL naming src:line:col and AT.KEY);
+ * cli_compress_model runs it on a model file, writing into out_dir; returns an exit status. */
+int cli_compress_check(const char *src, const char *text, const char *at, const json_t *recipe, err_t *err);
+int cli_compress_model(const char *model_path, const char *src, const char *text, const char *at, const json_t *recipe,
+                       const char *out_dir);
+
+/* The compress recipe's "qat" step (cli/qat.c): {"train": a train block, "train_samples": 6000,
+ * "observer_momentum": 0.01}. cli_qat_run fine-tunes the plan's model with quantization-aware
+ * training (engine/qat.h) and returns a new plan quantized with the tracked ranges. */
+typedef struct cli_qat {
+    engine_train_config_t tc;
+    int samples;
+    double momentum;
+} cli_qat_t;
+struct engine_infer;
+int cli_qat_parse(const char *src, const char *text, const char *at, const json_t *q, cli_qat_t *out, err_t *err);
+int cli_qat_run(const cli_qat_t *q, const struct engine_infer *from, const struct engine_source *trs, const int sh[3],
+                int classes, struct engine_infer **out, err_t *err);
 
 /* Prints "fednas: error: MESSAGE" and returns the exit status for the error code. */
 int cli_fail(const err_t *err);

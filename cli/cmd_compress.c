@@ -26,12 +26,18 @@ static const char *const k_help =
     "MODEL is a file from `fednas train --save` (tensor \"params\", metadata fednas.arch and\n"
     "fednas.input). RECIPE (every key optional except data; unknown keys are errors):\n"
     "  {\"data\": {\"dataset\":\"fashion-mnist\"|\"mnist\", \"path\":DIR},\n"
+    "   \"distill\": {\"student\":ARCH, \"train\":{...}, \"temperature\":4, \"alpha\":0.9,\n"
+    "               \"train_samples\":N, \"seed\":1, \"baseline\":true}   first step: MODEL teaches the\n"
+    "               student (engine/nn.h architecture; \"train\" as in an experiment), which the\n"
+    "               later steps then compress; baseline also trains it alone (DIR/distill.json)\n"
     "   \"fold\": true,                      fold batch norm into conv/linear, fuse ReLU\n"
     "   \"prune\": {\"sparsity\":0.5, \"schedule\":\"linear\"|\"exponential\"|\"cubic\", \"steps\":3,\n"
     "             \"finetune_samples\":6000, \"lr\":0.01}   L1 channel pruning, fine-tuned after each step\n"
     "   \"quantize\": {\"calibrator\":\"minmax\"|\"percentile\"|\"entropy\", \"percentile\":99.99,\n"
     "                \"calibration_samples\":1000, \"kernel\":\"auto\"|\"ref\"|\"avx2\"|\"vnni\"},\n"
     "                                       (absent: no quantization)\n"
+    "   \"qat\": {\"train\":{...}, \"train_samples\":6000, \"observer_momentum\":0.01}   quantization-\n"
+    "               aware fine-tuning, exported with its tracked ranges (DIR/model.qat.int8.safetensors)\n"
     "   \"eval_samples\": 10000,              test samples for accuracy and agreement\n"
     "   \"bench\": {\"batch\":64, \"iters\":10}}   timed forward passes per stage (0: no timing)\n"
     "Writes DIR/folded.safetensors (fp32, loads in the engine like any model), DIR/arch.json,\n"
@@ -47,12 +53,14 @@ static double now(void)
 }
 
 typedef struct {
-    const char *path, *text;
+    const char *path, *text, *at; /* at: the recipe's path in text ("" or "compress") */
 } recipe_src_t;
 
-static int rfail(const recipe_src_t *r, err_t *err, const char *jpath, const char *fmt, const char *detail)
+static int rfail(const recipe_src_t *r, err_t *err, const char *rel, const char *fmt, const char *detail)
 {
     int line = 1, col = 1;
+    char jpath[160];
+    snprintf(jpath, sizeof jpath, "%s%s%s", r->at, *r->at && *rel ? "." : "", rel);
     jsonpos_locate(r->text, jpath, 0, &line, &col);
     return err_set(err, FN_EINVAL, "%s:%d:%d: %s: %s%s", r->path, line, col, jpath, fmt, detail ? detail : "");
 }
@@ -66,8 +74,9 @@ static int check_keys(const recipe_src_t *r, const json_t *o, const char *where,
         for (int i = 0; allowed[i]; i++)
             ok |= strcmp(k, allowed[i]) == 0;
         if (!ok) {
-            char p[128];
-            snprintf(p, sizeof p, "%s%s%s", where, *where ? "." : "", k);
+            char p[160];
+            snprintf(p, sizeof p, "%s%s%s%s%s", r->at, *r->at && *where ? "." : "", where,
+                     *r->at || *where ? "." : "", k);
             int line = 1, col = 1;
             jsonpos_locate(r->text, p, 1, &line, &col);
             return err_set(err, FN_EINVAL, "%s:%d:%d: %s: unknown key", r->path, line, col, p);
@@ -85,6 +94,9 @@ typedef struct {
     engine_calib_t calib;
     double percentile;
     engine_qgemm_impl_t kernel;
+    int distill, qat;
+    cli_distill_t kd;
+    cli_qat_t qt;
 } recipe_t;
 
 static int int_key(const recipe_src_t *r, const json_t *o, const char *key, const char *jpath, int lo, int hi, int *out,
@@ -104,7 +116,7 @@ static int int_key(const recipe_src_t *r, const json_t *o, const char *key, cons
 
 static int parse_recipe(const recipe_src_t *r, const json_t *j, recipe_t *c, err_t *err)
 {
-    static const char *const top[] = {"data", "fold", "prune", "quantize", "eval_samples", "bench", NULL};
+    static const char *const top[] = {"data", "distill", "fold", "prune", "quantize", "qat", "eval_samples", "bench", NULL};
     static const char *const pk[] = {"sparsity", "schedule", "steps", "finetune_samples", "lr", NULL};
     static const char *const dk[] = {"dataset", "path", NULL};
     static const char *const qk[] = {"calibrator", "percentile", "calibration_samples", "kernel", NULL};
@@ -196,6 +208,20 @@ static int parse_recipe(const recipe_src_t *r, const json_t *j, recipe_t *c, err
             c->kernel = (engine_qgemm_impl_t)found;
         }
     }
+    const json_t *kd = json_object_get(j, "distill");
+    if (kd) {
+        char at[160];
+        if (cli_distill_parse(r->path, r->text, cli_key_path(at, sizeof at, r->at, "distill"), kd, &c->kd, err) < 0)
+            return err->code;
+        c->distill = 1;
+    }
+    const json_t *qt = json_object_get(j, "qat");
+    if (qt) {
+        char at[160];
+        if (cli_qat_parse(r->path, r->text, cli_key_path(at, sizeof at, r->at, "qat"), qt, &c->qt, err) < 0)
+            return err->code;
+        c->qat = 1;
+    }
     const json_t *b = json_object_get(j, "bench");
     if (b) {
         if (!json_is_object(b))
@@ -206,34 +232,6 @@ static int parse_recipe(const recipe_src_t *r, const json_t *j, recipe_t *c, err
             return err->code;
     }
     return 0;
-}
-
-/* The model file: "params" F32, fednas.arch, fednas.input ("[c,h,w]"; absent: the data's). */
-static int load_model(const char *path, json_t **arch, float **vec, size_t *n, int shape[3], err_t *err)
-{
-    engine_safetensors_t *st = NULL;
-    if (engine_safetensors_open(path, &st, err) < 0)
-        return err->code;
-    int rc = 0;
-    const char *a = engine_safetensors_meta(st, ENGINE_ST_META_ARCH);
-    const engine_st_tensor_t *t = engine_safetensors_find(st, "params");
-    json_error_t je;
-    if (!a) {
-        rc = err_set(err, FN_EINVAL, "%s: no fednas.arch metadata (write models with `fednas train --save`)", path);
-    } else if (!(*arch = json_loads(a, 0, &je))) {
-        rc = err_set(err, FN_EINVAL, "%s: metadata fednas.arch: %d:%d: %s", path, je.line, je.column, je.text);
-    } else if (!t || t->dtype != ENGINE_ST_F32 || t->ndim != 1) {
-        rc = err_set(err, FN_EINVAL, "%s: expected a tensor \"params\", F32 with one dimension", path);
-    } else {
-        *n = (size_t)t->shape[0];
-        *vec = malloc((*n ? *n : 1) * sizeof **vec);
-        rc = *vec ? engine_safetensors_read_f32(st, "params", *vec, *n, err) : err_set(err, FN_ENOMEM, "out of memory");
-        const char *in = engine_safetensors_meta(st, "fednas.input");
-        if (rc == 0 && in && sscanf(in, "[%d,%d,%d]", &shape[0], &shape[1], &shape[2]) != 3)
-            rc = err_set(err, FN_EINVAL, "%s: metadata fednas.input: expected \"[c,h,w]\", not \"%s\"", path, in);
-    }
-    engine_safetensors_close(st);
-    return rc;
 }
 
 static int argmax(const float *v, int n)
@@ -306,6 +304,7 @@ static int run_stage(stage_t *s, fwd_fn f, void *ctx, const float *x, const uint
                 pred[b0 + i] = k;
         }
     }
+    s->ms = INFINITY; /* until timed (never, with bench.iters 0) */
     s->acc = (double)right / N;
     s->agree = ref ? (double)same / N : 1.0;
     s->f = f;
@@ -436,51 +435,82 @@ int cmd_compress(int argc, char **argv)
         return cli_usage_error("compress", "expected one MODEL file");
     if (!recipe_path || !out_dir)
         return cli_usage_error("compress", "--recipe and --out are required");
-    const char *model_path = argv[optind];
     err_t err = {0};
-    int rc = EXIT_OK;
     char *text = NULL;
-    json_t *rj = NULL, *arch = NULL, *farch = NULL;
-    float *vec = NULL, *fvec = NULL, *xte = NULL, *xcal = NULL;
-    uint8_t *yte = NULL, *ycal = NULL;
-    int *idx = NULL, *ref = NULL;
-    engine_dataset_t te = {0}, tr = {0};
-    engine_infer_t *plan = NULL, *plan0 = NULL, *pplan = NULL;
-    eng_ctx_t ec = {0}, ef = {0};
-    size_t nv = 0, nf = 0;
-    recipe_t R;
+    json_t *rj = NULL;
+    int rc = EXIT_OK;
     FILE *fp = fopen(recipe_path, "rb");
     if (!fp) {
         err_set(&err, FN_ENOTFOUND, "%s: cannot open the recipe", recipe_path);
-        goto fail;
+        return cli_fail(&err);
     }
     fseek(fp, 0, SEEK_END);
     long len = ftell(fp);
     fseek(fp, 0, SEEK_SET);
     text = calloc((size_t)(len > 0 ? len : 0) + 1, 1);
     if (!text || (len > 0 && fread(text, 1, (size_t)len, fp) != (size_t)len)) {
-        fclose(fp);
         err_set(&err, FN_EIO, "%s: cannot read the recipe", recipe_path);
-        goto fail;
+        rc = cli_fail(&err);
     }
     fclose(fp);
     json_error_t je;
-    if (!(rj = json_loads(text, 0, &je))) {
+    if (rc == EXIT_OK && !(rj = json_loads(text, 0, &je))) {
         err_set(&err, FN_EINVAL, "%s:%d:%d: %s", recipe_path, je.line, je.column, je.text);
+        cli_fail(&err);
         rc = EXIT_USAGE;
-        goto fail;
     }
-    recipe_src_t rs = {recipe_path, text};
+    if (rc == EXIT_OK)
+        rc = cli_compress_model(argv[optind], recipe_path, text, "", rj, out_dir);
+    json_decref(rj);
+    free(text);
+    return rc;
+}
+
+int cli_compress_check(const char *src, const char *text, const char *at, const json_t *recipe, err_t *err)
+{
+    recipe_t R = {0};
+    recipe_src_t rs = {src, text, at};
+    int rc = parse_recipe(&rs, recipe, &R, err);
+    cli_distill_free(&R.kd);
+    return rc;
+}
+
+int cli_compress_model(const char *model_path, const char *recipe_path, const char *text, const char *at,
+                       const json_t *rj, const char *out_dir)
+{
+    err_t err = {0};
+    int rc = EXIT_OK;
+    json_t *arch = NULL, *farch = NULL, *kdrep = NULL;
+    float *vec = NULL, *fvec = NULL, *xte = NULL, *xcal = NULL;
+    uint8_t *yte = NULL, *ycal = NULL;
+    int *idx = NULL, *ref = NULL;
+    engine_dataset_t te = {0}, tr = {0};
+    engine_infer_t *plan = NULL, *plan0 = NULL, *pplan = NULL, *qplan = NULL;
+    eng_ctx_t ec = {0}, ef = {0};
+    size_t nv = 0, nf = 0;
+    recipe_t R = {0};
+    recipe_src_t rs = {recipe_path, text, at};
     if (parse_recipe(&rs, rj, &R, &err) < 0) {
         rc = EXIT_USAGE;
         goto fail;
     }
     int sh[3] = {1, 28, 28};
-    if (load_model(model_path, &arch, &vec, &nv, sh, &err) < 0)
+    if (cli_read_model(model_path, &arch, &vec, &nv, sh, &err) < 0)
         goto fail;
     if (engine_fmnist_load(R.data_path, "test", &te, &err) < 0 || engine_fmnist_load(R.data_path, "train", &tr, &err) < 0)
         goto fail;
     engine_source_t tes = engine_source_from_dataset(&te), trs = engine_source_from_dataset(&tr);
+    if (R.distill) { /* the student replaces the model for every later step */
+        if (cli_distill_run(&R.kd, model_path, &trs, &tes, &arch, &vec, &nv, &kdrep, &err) < 0)
+            goto fail;
+        mkdir(out_dir, 0755);
+        char kp[4096];
+        snprintf(kp, sizeof kp, "%s/distill.json", out_dir);
+        if (json_dump_file(kdrep, kp, JSON_INDENT(1)) < 0) {
+            err_set(&err, FN_EIO, "%s: cannot write", kp);
+            goto fail;
+        }
+    }
     int classes = tes.num_classes > trs.num_classes ? tes.num_classes : trs.num_classes;
     size_t per = (size_t)tes.channels * tes.height * tes.width;
     if (per != (size_t)sh[0] * sh[1] * sh[2]) {
@@ -507,7 +537,7 @@ int cmd_compress(int argc, char **argv)
         idx[i] = (int)((long)i * trs.count / NC);
     engine_source_gather(&trs, idx, NC, xcal, ycal);
 
-    stage_t st[7];
+    stage_t st[8];
     int ns = 0, bb = R.bench_batch, it = R.bench_iters;
     if (engine_net_create(arch, sh[0], sh[1], sh[2], classes, &ec.net, &err) < 0)
         goto fail;
@@ -539,7 +569,7 @@ int cmd_compress(int argc, char **argv)
             goto fail;
     }
     engine_infer_t *fin = plan; /* the plan written out and quantized */
-    inf_ctx_t icp = {NULL, 0};
+    inf_ctx_t icp = {NULL, 0}, icqat = {NULL, 1};
     if (R.prune) {
         json_t *a = NULL;
         float *v = NULL;
@@ -605,6 +635,21 @@ int cmd_compress(int argc, char **argv)
         if (engine_infer_save_int8(fin, path, &err) < 0)
             goto fail;
     }
+    if (R.qat) { /* from the same plan PTQ started from */
+        if (cli_qat_run(&R.qt, fin, &trs, sh, classes, &qplan, &err) < 0 ||
+            engine_infer_set_qgemm(qplan, R.kernel, &err) < 0)
+            goto fail;
+        static char qatname[64];
+        snprintf(qatname, sizeof qatname, "runtime int8 QAT (%s)",
+                 engine_qgemm_name(R.kernel == ENGINE_QGEMM_AUTO ? engine_qgemm_best() : R.kernel));
+        st[ns].name = qatname;
+        icqat.p = qplan;
+        if (run_stage(&st[ns++], inf_fwd, &icqat, xte, yte, N, per, classes, NULL, ref, &err) < 0)
+            goto fail;
+        snprintf(path, sizeof path, "%s/model.qat.int8.safetensors", out_dir);
+        if (engine_infer_save_int8(qplan, path, &err) < 0)
+            goto fail;
+    }
     if (it > 0 && bb <= N && time_stages(st, ns, xte, bb, it, 3, classes, &err) < 0)
         goto fail;
     printf("%-28s %9s %9s %12s %8s   (%d test samples; batch %d, best of 3 turns of %d passes)\n", "stage",
@@ -622,6 +667,8 @@ int cmd_compress(int argc, char **argv)
     json_dump_file(rep, path, JSON_INDENT(1));
     json_decref(rep);
     printf("wrote %s/{folded.safetensors,arch.json%s,report.json}\n", out_dir, R.quantize ? ",model.int8.safetensors" : "");
+    if (R.qat)
+        printf("wrote %s/model.qat.int8.safetensors\n", out_dir);
     goto done;
 fail:
     rc = rc == EXIT_OK ? cli_fail(&err) : (cli_fail(&err), rc);
@@ -629,13 +676,15 @@ done:
     engine_infer_free(plan);
     engine_infer_free(plan0);
     engine_infer_free(pplan);
+    engine_infer_free(qplan);
     engine_graph_free(ec.g);
     engine_net_free(ec.net);
     engine_graph_free(ef.g);
     engine_net_free(ef.net);
     engine_dataset_free(&te);
     engine_dataset_free(&tr);
-    json_decref(rj), json_decref(arch), json_decref(farch);
-    free(text), free(vec), free(fvec), free(xte), free(xcal), free(yte), free(ycal), free(idx), free(ref);
+    json_decref(arch), json_decref(farch), json_decref(kdrep);
+    cli_distill_free(&R.kd);
+    free(vec), free(fvec), free(xte), free(xcal), free(yte), free(ycal), free(idx), free(ref);
     return rc;
 }

@@ -6,11 +6,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "common/jsonpos.h"
 #include "common/rng.h"
+#include "common/util.h"
 #include "engine/data.h"
 #include "engine/idx.h"
 #include "engine/model.h"
@@ -19,6 +22,7 @@
 
 static const char *const k_help =
     "Usage: fednas train CONFIG [--epochs N] [--save MODEL.safetensors] [--quiet]\n"
+    "                    [--teacher MODEL.safetensors [--temperature 4] [--alpha 0.9]]\n"
     "\n"
     "Trains the experiment's model centrally on the whole training set and reports the test\n"
     "accuracy after every epoch: the baseline for a federated run.\n"
@@ -43,6 +47,12 @@ static const char *const k_help =
     "  --quiet     no progress bar, only the per-epoch lines\n"
     "  --save FILE write the trained model (\"params\": parameters + buffers, metadata fednas.arch\n"
     "              and fednas.input [c,h,w]): the input of `fednas compress`\n"
+    "  --teacher FILE  knowledge distillation (Hinton et al. 2015) from a `--save` model trained on\n"
+    "              the same data: the loss becomes alpha * T^2 * KL(softmax(teacher/T) ||\n"
+    "              softmax(student/T)) + (1 - alpha) * cross-entropy; the teacher sees every\n"
+    "              (augmented) batch the student trains on, run with batch norm folded\n"
+    "  --temperature T  the distillation temperature, in (0, 1e4] (default 4)\n"
+    "  --alpha A   the weight of the distillation term, in [0, 1] (default 0.9)\n"
     "  -h, --help  this help\n"
     "\n"
     "Threads: FEDNAS_THREADS sets the engine's pool (default: all cores), the only parallelism\n"
@@ -134,9 +144,13 @@ static int str_key(const json_t *o, const char *key, const char **out, err_t *er
 int cmd_train(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"epochs", required_argument, 0, 'e'}, {"quiet", no_argument, 0, 'q'}, {"save", required_argument, 0, 's'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"epochs", required_argument, 0, 'e'}, {"quiet", no_argument, 0, 'q'}, {"save", required_argument, 0, 's'},
+        {"teacher", required_argument, 0, 't'}, {"temperature", required_argument, 0, 'T'},
+        {"alpha", required_argument, 0, 'a'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c, epochs_override = 0, quiet = 0;
-    const char *save_path = NULL;
+    const char *save_path = NULL, *teacher_path = NULL;
+    double kd_T = 4.0, kd_alpha = 0.9;
+    int kd_flags = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "hq", opts, NULL)) != -1) {
         switch (c) {
@@ -147,22 +161,42 @@ int cmd_train(int argc, char **argv)
             break;
         case 'q': quiet = 1; break;
         case 's': save_path = optarg; break;
+        case 't': teacher_path = optarg; break;
+        case 'T':
+        case 'a': {
+            char *end = NULL;
+            double v = strtod(optarg, &end);
+            int ok = end && end != optarg && *end == 0 && (c == 'T' ? v > 0 && v <= 1e4 : v >= 0 && v <= 1);
+            if (!ok)
+                return cli_usage_error("train", c == 'T' ? "--temperature needs a number in (0, 1e4], not \"%s\""
+                                                         : "--alpha needs a number in [0, 1], not \"%s\"", optarg);
+            *(c == 'T' ? &kd_T : &kd_alpha) = v;
+            kd_flags = 1;
+            break;
+        }
         case 'h': fputs(k_help, stdout); return EXIT_OK;
         default: return cli_usage_error("train", "unknown option");
         }
     }
+    if (kd_flags && !teacher_path)
+        return cli_usage_error("train", "--temperature and --alpha need --teacher");
     if (optind != argc - 1)
         return cli_usage_error("train", optind < argc ? "expected one CONFIG file, got more" : "missing the CONFIG file");
     const char *path = argv[optind];
     err_t err = {0};
     json_error_t je;
-    json_t *cfg = json_load_file(path, 0, &je);
+    char *text = NULL;
+    size_t tlen = 0;
+    if (fn_read_file(path, &text, &tlen, &err) < 0)
+        return cli_fail(&err);
+    json_t *cfg = json_loads(text, 0, &je);
     if (!cfg) {
         err_set(&err, FN_EINVAL, "%s:%d:%d: %s", path, je.line, je.column, je.text);
         cli_fail(&err);
+        free(text);
         return EXIT_USAGE;
     }
-    static const char *const known[] = {"name", "description", "seed", "data", "model", "train", NULL};
+    static const char *const known[] = {"name", "description", "seed", "data", "model", "train", "compress", NULL};
     static const char *const ignored[] = {"rounds", "clients", "server", "strategy", "privacy", "secagg", "nas", NULL};
     const char *key;
     json_t *val;
@@ -177,6 +211,7 @@ int cmd_train(int argc, char **argv)
             err_set(&err, FN_EINVAL, "%s: unknown key \"%s\"", path, key);
             cli_fail(&err);
             json_decref(cfg);
+            free(text);
             return EXIT_USAGE;
         }
     }
@@ -187,13 +222,42 @@ int cmd_train(int argc, char **argv)
         err_set(&err, FN_EINVAL, "%s: needs \"data\", \"model\" and \"train\"", path);
         cli_fail(&err);
         json_decref(cfg);
+        free(text);
         return EXIT_USAGE;
     }
     if (engine_train_config_from_json(train, &tc, &err) < 0) {
         err_wrap(&err, "%s: ", path);
         cli_fail(&err);
         json_decref(cfg);
+        free(text);
         return EXIT_USAGE;
+    }
+    /* "compress": a compress recipe (without "data": the experiment's) plus "out": DIR, run on
+     * the trained model; checked now, before any training */
+    json_t *recipe = NULL;
+    const char *cout = NULL;
+    const json_t *cb = json_object_get(cfg, "compress");
+    if (cb) {
+        const json_t *o = json_object_get(cb, "out");
+        if (!json_is_object(cb) || !json_is_string(o) || !*json_string_value(o) || json_object_get(cb, "data")) {
+            jsonpos_fail(&err, path, text, json_is_object(cb) && json_object_get(cb, "data") ? "compress.data" : o ? "compress.out" : "compress", 0,
+                         "expected {\"out\": DIR, ...compress recipe steps (see `fednas compress --help`); the data are the experiment's}");
+            cli_fail(&err);
+            json_decref(cfg);
+            free(text);
+            return EXIT_USAGE;
+        }
+        cout = json_string_value(o);
+        recipe = json_deep_copy(cb);
+        json_object_del(recipe, "out");
+        json_object_set_new(recipe, "data", json_deep_copy(data));
+        if (cli_compress_check(path, text, "compress", recipe, &err) < 0) {
+            cli_fail(&err);
+            json_decref(recipe);
+            json_decref(cfg);
+            free(text);
+            return EXIT_USAGE;
+        }
     }
     const json_t *seed = json_object_get(cfg, "seed");
     if (json_is_integer(seed) && !json_object_get(train, "seed"))
@@ -205,6 +269,7 @@ int cmd_train(int argc, char **argv)
     engine_table_t tr_tab = {0}, te_tab = {0};
     engine_source_t trs, tes;
     engine_model_t *m = NULL;
+    cli_teacher_t *teacher = NULL;
     const char *ds = NULL;
     if (!json_is_object(data) || str_key(data, "dataset", &ds, &err) < 0) {
         if (!ds)
@@ -256,12 +321,25 @@ int cmd_train(int argc, char **argv)
            json_string_value(json_object_get(model, "type")), engine_model_num_params(m),
            engine_net_flops_per_sample(engine_model_net(m)) / 1e6, engine_optim_type_name(tc.optim.type),
            (double)tc.optim.lr, tc.batch_size, tc.epochs, engine_schedule_type_name(tc.schedule.type));
+    if (teacher_path) {
+        double tacc = 0;
+        if (cli_teacher_open(teacher_path, trs.channels, trs.height, trs.width, classes, (size_t)trs.count, &teacher, &err) < 0 ||
+            cli_teacher_accuracy(teacher, &tes, &tacc, &err) < 0)
+            goto fail;
+        tc.teacher = cli_teacher_logits;
+        tc.teacher_ctx = teacher;
+        tc.distill_T = (float)kd_T;
+        tc.distill_alpha = (float)kd_alpha;
+        printf("distillation: teacher %s, %zu parameters (%.1fx the student's), test accuracy %.4f; T %g, alpha %g\n",
+               teacher_path, cli_teacher_num_params(teacher),
+               (double)cli_teacher_num_params(teacher) / (double)engine_model_num_params(m), tacc, kd_T, kd_alpha);
+    }
     const json_t *aug = json_object_get(train, "augment");
     if (aug) {
-        char *text = json_dumps(aug, JSON_COMPACT | JSON_REAL_PRECISION(6));
-        printf("augment %s%s\n", text ? text : "?",
+        char *atext = json_dumps(aug, JSON_COMPACT | JSON_REAL_PRECISION(6));
+        printf("augment %s%s\n", atext ? atext : "?",
                engine_augment_mixes_labels(&tc.aug) ? " (soft labels: train loss/acc are against the mixed targets)" : "");
-        free(text);
+        free(atext);
     }
     fflush(stdout);
 
@@ -290,6 +368,11 @@ int cmd_train(int argc, char **argv)
            "%.1f MB, batches %.1f MB; peak RSS %.1f MB\n",
            mem.params / 1e6, mem.grads / 1e6, mem.optimizer / 1e6, mem.activations_peak / 1e6, mem.scratch_peak / 1e6,
            mem.batches / 1e6, ru.ru_maxrss / 1024.0);
+    if (teacher) {
+        size_t hits = 0, misses = 0;
+        cli_teacher_memo_stats(teacher, &hits, &misses);
+        printf("distillation: the teacher ran on %zu samples; %zu more came from its memo of logits\n", misses, hits);
+    }
     if (save_path) {
         char *arch = json_dumps(engine_model_arch(m), JSON_COMPACT), shape[64];
         snprintf(shape, sizeof shape, "[%d,%d,%d]", trs.channels, trs.height, trs.width);
@@ -301,6 +384,22 @@ int cmd_train(int argc, char **argv)
             goto fail;
         printf("saved %s\n", save_path);
     }
+    if (recipe) {
+        char mp[4096];
+        mkdir(cout, 0755);
+        snprintf(mp, sizeof mp, "%s/model.safetensors", cout);
+        char *arch = json_dumps(engine_model_arch(m), JSON_COMPACT), shape[64];
+        snprintf(shape, sizeof shape, "[%d,%d,%d]", trs.channels, trs.height, trs.width);
+        engine_st_kv_t meta[2] = {{ENGINE_ST_META_ARCH, arch ? arch : "{}"}, {"fednas.input", shape}};
+        int src = engine_safetensors_save_vector(mp, "params", engine_model_params(m), engine_model_num_federated(m),
+                                                 meta, 2, &err);
+        free(arch);
+        if (src < 0)
+            goto fail;
+        printf("compress: %s -> %s/\n", mp, cout);
+        fflush(stdout);
+        rc = cli_compress_model(mp, path, text, "compress", recipe, cout);
+    }
     goto done;
 fail:
     if (rc == EXIT_OK)
@@ -308,11 +407,14 @@ fail:
     else
         cli_fail(&err);
 done:
+    cli_teacher_free(teacher);
     engine_model_free(m);
     engine_dataset_free(&tr_idx);
     engine_dataset_free(&te_idx);
     engine_table_free(&tr_tab);
     engine_table_free(&te_tab);
+    json_decref(recipe);
     json_decref(cfg);
+    free(text);
     return rc;
 }

@@ -49,6 +49,10 @@ int engine_infer_forward(engine_infer_t *p, const float *x, int B, float *logits
 int engine_infer_quantize(engine_infer_t *p, const float *x, int B, engine_calib_t calib, double percentile,
                           err_t *err);
 /* The int8 GEMM kernel (default AUTO). FN_EINVAL when this CPU cannot run it. */
+/* INT8 with the input range of each conv/linear layer given (lo[k], hi[k] for the k-th, in plan
+ * order; from quantization-aware training, engine/qat.h) instead of calibrated. FN_EINVAL when n
+ * is not the number of conv/linear layers or a range is not a finite interval. */
+int engine_infer_quantize_ranges(engine_infer_t *p, const float *lo, const float *hi, int n, err_t *err);
 int engine_infer_set_qgemm(engine_infer_t *p, engine_qgemm_impl_t impl, err_t *err);
 
 /* The quantized model as safetensors tensors: per conv/linear layer l of the plan

@@ -101,13 +101,9 @@ double engine_calib_entropy(const double *hist, int nbins, double max, int level
     return (best_i + 0.5) * max / nbins > max ? max : (best_i + 0.5) * max / nbins;
 }
 
-int engine_infer_quantize(engine_infer_t *p, const float *x, int B, engine_calib_t calib, double percentile,
-                          err_t *err)
+/* Per-channel int8 weights (and their packed forms) of every conv/linear layer. */
+static int quant_weights(engine_infer_t *p, err_t *err)
 {
-    if (B < 1)
-        return err_set(err, FN_EINVAL, "quantize: the calibration set is empty");
-    if (calib == ENGINE_CALIB_PERCENTILE && !(percentile > 0 && percentile <= 100))
-        return err_set(err, FN_EINVAL, "quantize: percentile %g is not in (0, 100]", percentile);
     for (int i = 0; i < p->n; i++) {
         ilayer_t *l = &p->L[i];
         if (l->kind != IL_CONV && l->kind != IL_LINEAR)
@@ -145,6 +141,18 @@ int engine_infer_quantize(engine_infer_t *p, const float *x, int B, engine_calib
             return err_set(err, FN_ENOMEM, "quantize: out of memory");
         l->amin = INFINITY, l->amax = -INFINITY;
     }
+    return 0;
+}
+
+int engine_infer_quantize(engine_infer_t *p, const float *x, int B, engine_calib_t calib, double percentile,
+                          err_t *err)
+{
+    if (B < 1)
+        return err_set(err, FN_EINVAL, "quantize: the calibration set is empty");
+    if (calib == ENGINE_CALIB_PERCENTILE && !(percentile > 0 && percentile <= 100))
+        return err_set(err, FN_EINVAL, "quantize: percentile %g is not in (0, 100]", percentile);
+    if (quant_weights(p, err) < 0)
+        return err->code;
     size_t per = (size_t)p->c * p->h * p->w;
     float *logits = malloc((size_t)64 * p->classes * sizeof *logits);
     if (!logits)
@@ -175,6 +183,40 @@ int engine_infer_quantize(engine_infer_t *p, const float *x, int B, engine_calib
          * symmetric around the zero point 128. */
         l->azp = nonneg ? 0 : 128;
         l->ascale = (float)(nonneg ? t / 255.0 : t / 127.0);
+    }
+    p->quantized = 1;
+    return 0;
+}
+
+int engine_infer_quantize_ranges(engine_infer_t *p, const float *lo, const float *hi, int n, err_t *err)
+{
+    int k = 0;
+    for (int i = 0; i < p->n; i++)
+        k += p->L[i].kind == IL_CONV || p->L[i].kind == IL_LINEAR;
+    if (n != k)
+        return err_set(err, FN_EINVAL, "quantize: %d input ranges for %d conv/linear layers", n, k);
+    for (int j = 0; j < n; j++)
+        if (!(lo[j] <= hi[j]) || !isfinite(lo[j]) || !isfinite(hi[j]))
+            return err_set(err, FN_EINVAL, "quantize: input range %d [%g, %g] is not a finite interval", j,
+                           (double)lo[j], (double)hi[j]);
+    if (quant_weights(p, err) < 0)
+        return err->code;
+    k = 0;
+    for (int i = 0; i < p->n; i++) {
+        ilayer_t *l = &p->L[i];
+        if (l->kind != IL_CONV && l->kind != IL_LINEAR)
+            continue;
+        /* the grid engine/qat.c fakes: engine_qat_grid */
+        if (lo[k] >= 0) {
+            l->azp = 0;
+            l->ascale = hi[k] > 0 ? hi[k] / 255.0f : 1.0f;
+        } else {
+            float t = fmaxf(fabsf(lo[k]), fabsf(hi[k]));
+            l->azp = 128;
+            l->ascale = t > 0 ? t / 127.0f : 1.0f;
+        }
+        l->amin = lo[k], l->amax = hi[k];
+        k++;
     }
     p->quantized = 1;
     return 0;

@@ -199,7 +199,8 @@ static int argmax(const float *v, int n)
  * and a sample counts as correct when the prediction is its dominant label; otherwise the hard
  * labels y. Adds the batch's summed loss and correct count. */
 static int run_batch(engine_model_t *m, const float *x, const uint8_t *y, const float *soft, int nb, int training,
-                     float smoothing, const float *seed, double *loss_sum, int *correct, err_t *err)
+                     float smoothing, const engine_train_config_t *kd, const float *seed, double *loss_sum, int *correct,
+                     err_t *err)
 {
     engine_graph_t *g = m->g;
     engine_graph_reset(g);
@@ -209,7 +210,18 @@ static int run_batch(engine_model_t *m, const float *x, const uint8_t *y, const 
     engine_tensor_t *xt = engine_graph_view(g, (void *)x, NULL, ENGINE_F32, 4, xs);
     engine_tensor_t *logits = engine_net_forward(m->net, g, xt, training);
     engine_tensor_t *loss;
-    if (soft)
+    if (kd && kd->teacher) { /* distillation: the teacher sees the batch the student sees */
+        engine_tensor_t *tt = engine_graph_tensor(g, ENGINE_F32, 2, ss);
+        float *tl = tt ? tt->data : NULL;
+        if (!tl)
+            return err_set(err, FN_ENOMEM, "distillation: out of memory for the teacher's logits");
+        int trc = kd->teacher(kd->teacher_ctx, x, nb, tl, err);
+        if (trc)
+            return err_wrap(err, "distillation: the teacher: ");
+        engine_tensor_t *lab = soft ? engine_graph_view(g, (void *)soft, NULL, ENGINE_F32, 2, ss)
+                                    : engine_graph_view(g, (void *)y, NULL, ENGINE_U8, 1, ys);
+        loss = engine_distill_loss(g, logits, tt, lab, kd->distill_T, kd->distill_alpha, smoothing);
+    } else if (soft)
         loss = engine_softmax_xent_soft_smoothed(g, logits, engine_graph_view(g, (void *)soft, NULL, ENGINE_F32, 2, ss),
                                                  smoothing);
     else
@@ -472,6 +484,9 @@ static int check_config(const engine_model_t *m, const engine_train_config_t *c,
         return err_set(err, FN_EINVAL, "train.prox_mu: %g needs mu >= 0 and, when > 0, an anchor vector", (double)c->prox_mu);
     if (!(c->clip_norm >= 0.0))
         return err_set(err, FN_EINVAL, "train.clip_norm: %g; expected >= 0", c->clip_norm);
+    if (c->teacher && (!(c->distill_T > 0.0f && c->distill_T <= 1e4f) || !(c->distill_alpha >= 0.0f && c->distill_alpha <= 1.0f)))
+        return err_set(err, FN_EINVAL, "distill: temperature %g must be in (0, 1e4] and alpha %g in [0, 1]",
+                       (double)c->distill_T, (double)c->distill_alpha);
     /* Soft labels come from uint8 hard labels (engine_augment_one_hot), hence the 256. */
     if (engine_augment_mixes_labels(&c->aug) && m->classes > 256)
         return err_set(err, FN_EINVAL,
@@ -552,7 +567,7 @@ int engine_model_train_source(engine_model_t *m, const engine_source_t *src, con
             int group = left < cfg->accumulate - micro ? left + micro : cfg->accumulate;
             float seed = 1.0f / (float)group;
             left--;
-            if ((rc = run_batch(m, b->x, b->y, b->soft, b->n, 1, cfg->label_smoothing, &seed, &ep_loss, &ep_correct,
+            if ((rc = run_batch(m, b->x, b->y, b->soft, b->n, 1, cfg->label_smoothing, cfg, &seed, &ep_loss, &ep_correct,
                                 err)))
                 break;
             ep_seen += b->n;
@@ -673,7 +688,7 @@ static int eval_chunks(engine_model_t *m, const engine_source_t *src, const int 
         engine_source_gather(src, ids, b, x, y);
         /* Every chunk's mean is weighted b/n, so the accumulated sum is the mean's gradient. */
         float seed = (float)b / (float)n;
-        rc = run_batch(m, x, y, NULL, b, 0, 0.0f, grad_out ? &seed : NULL, &loss_sum, &correct, err);
+        rc = run_batch(m, x, y, NULL, b, 0, 0.0f, NULL, grad_out ? &seed : NULL, &loss_sum, &correct, err);
     }
     engine_graph_set_grad(m->g, 1);
     if (grad_out && grad_out != grads) {

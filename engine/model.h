@@ -100,6 +100,14 @@ typedef struct engine_train_config {
      * soft-target cross-entropy (engine_softmax_xent_soft_smoothed, label_smoothing applied to
      * the mixed targets as timm does). Evaluation always uses the hard labels, unaugmented. */
     engine_augment_config_t aug;
+    /* Knowledge distillation (Hinton et al. 2015), off while teacher is NULL: teacher(teacher_ctx,
+     * x, n, logits, err) writes the teacher's logits (n x num_classes floats) for the batch the
+     * student trains on (after augmentation; 0 or an error code), and the loss becomes
+     * distill_alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - distill_alpha) * CE
+     * (engine_distill_loss, T = distill_T in (0, 1e4], alpha in [0, 1]). The stats report that loss. */
+    int (*teacher)(void *ctx, const float *x, int n, float *logits, err_t *err);
+    void *teacher_ctx;
+    float distill_T, distill_alpha;
     /* Called after every optimizer step and at the end of every epoch (may be NULL): */
     void (*on_step)(void *ctx, int epoch, int samples_done, int samples_total, double loss);
     void (*on_epoch)(void *ctx, int epoch, const engine_train_stats_t *epoch_stats);

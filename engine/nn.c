@@ -57,6 +57,9 @@ struct engine_net {
     size_t nparams, nbuf;
     float *params, *grads, *buffers;
     double flops;
+    engine_net_input_hook_fn in_hook; /* engine_net_set_input_hook */
+    void *in_hook_ctx;
+    int in_hook_n;
 };
 
 static int64_t feat(const shp_t *s) { return s->nd == 3 ? s->d[0] * s->d[1] * s->d[2] : s->d[0]; }
@@ -675,6 +678,8 @@ static engine_tensor_t *run_seq(engine_net_t *n, engine_graph_t *g, const seq_t 
         case L_LINEAR:
             if (x->ndim != 2)
                 x = engine_flatten(g, x);
+            if (n->in_hook)
+                x = n->in_hook(n->in_hook_ctx, g, x, n->in_hook_n++, training);
             x = engine_linear(g, x, view(n, g, L->w), view(n, g, L->b));
             break;
         case L_CONV: {
@@ -684,6 +689,8 @@ static engine_tensor_t *run_seq(engine_net_t *n, engine_graph_t *g, const seq_t 
                 p.relu = 1;
                 i++;
             }
+            if (n->in_hook)
+                x = n->in_hook(n->in_hook_ctx, g, x, n->in_hook_n++, training);
             x = engine_conv2d(g, x, view(n, g, L->w), view(n, g, L->b), &p);
             break;
         }
@@ -763,7 +770,14 @@ engine_tensor_t *engine_net_forward(engine_net_t *n, engine_graph_t *g, engine_t
         int64_t shape[4] = {x->ne[0], n->c, n->h, n->w};
         x = engine_reshape(g, x, 4, shape);
     }
+    n->in_hook_n = 0;
     return run_seq(n, g, &n->top, x, training);
+}
+
+void engine_net_set_input_hook(engine_net_t *n, engine_net_input_hook_fn fn, void *ctx)
+{
+    n->in_hook = fn;
+    n->in_hook_ctx = ctx;
 }
 
 /* For engine/nn_cell.c: a cell's edges are layer lists like a residual's body. */

@@ -79,5 +79,11 @@ void engine_net_init(engine_net_t *n, uint64_t seed);
 /* Logits [B, classes] for x [B, c, h, w] (or [B, c*h*w]) on graph g. training selects batch
  * statistics (and updates running ones) and active dropout. NULL on error (see graph). */
 engine_tensor_t *engine_net_forward(engine_net_t *n, engine_graph_t *g, engine_tensor_t *x, int training);
+/* A hook on the input of every linear and conv2d layer, in forward order (layer counts them from
+ * 0 in each engine_net_forward): it returns the tensor the layer gets instead (quantization-aware
+ * training fakes the int8 runtime's input quantization here, engine/qat.h). NULL removes it. */
+typedef engine_tensor_t *(*engine_net_input_hook_fn)(void *ctx, engine_graph_t *g, engine_tensor_t *x, int layer,
+                                                     int training);
+void engine_net_set_input_hook(engine_net_t *n, engine_net_input_hook_fn fn, void *ctx);
 
 #endif

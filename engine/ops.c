@@ -1,6 +1,7 @@
 /* ops: the backend-neutral front of every op (shape checks, recording) and the CPU table. */
 #include "engine/ops.h"
 
+#include <math.h>
 #include <string.h>
 #include <time.h>
 
@@ -19,7 +20,7 @@ static const engine_backend_t cpu_backend = {
                 K(RESHAPE) = cpu_reshape_fwd, K(ADD) = cpu_add_fwd, K(MUL) = cpu_mul_fwd,
                 K(CONCAT) = cpu_concat_fwd, K(SLICE) = cpu_slice_fwd, K(SOFTMAX_XENT) = cpu_softmax_xent_fwd,
                 K(SIGMOID_BCE) = cpu_sigmoid_bce_fwd, K(MSE) = cpu_mse_fwd, K(KL_DIV) = cpu_kl_div_fwd,
-                K(SOFTMAX_XENT_SOFT) = cpu_softmax_xent_soft_fwd},
+                K(SOFTMAX_XENT_SOFT) = cpu_softmax_xent_soft_fwd, K(DISTILL) = cpu_distill_fwd, K(FAKEQUANT) = cpu_fakequant_fwd},
     .backward = {K(NONE) = nop, K(LINEAR) = cpu_linear_bwd, K(CONV2D) = cpu_conv2d_bwd,
                  K(MAXPOOL2D) = cpu_maxpool2d_bwd, K(AVGPOOL2D) = cpu_avgpool2d_bwd,
                  K(GLOBAL_AVGPOOL) = cpu_global_avgpool_bwd, K(BATCHNORM) = cpu_batchnorm_bwd,
@@ -28,7 +29,7 @@ static const engine_backend_t cpu_backend = {
                  K(RESHAPE) = cpu_reshape_bwd, K(ADD) = cpu_add_bwd, K(MUL) = cpu_mul_bwd,
                  K(CONCAT) = cpu_concat_bwd, K(SLICE) = cpu_slice_bwd, K(SOFTMAX_XENT) = cpu_softmax_xent_bwd,
                  K(SIGMOID_BCE) = cpu_sigmoid_bce_bwd, K(MSE) = cpu_mse_bwd, K(KL_DIV) = cpu_kl_div_bwd,
-                 K(SOFTMAX_XENT_SOFT) = cpu_softmax_xent_soft_bwd},
+                 K(SOFTMAX_XENT_SOFT) = cpu_softmax_xent_soft_bwd, K(DISTILL) = cpu_distill_bwd, K(FAKEQUANT) = cpu_fakequant_bwd},
 };
 
 const engine_backend_t *engine_backend_cpu(void) { return &cpu_backend; }
@@ -36,7 +37,7 @@ const engine_backend_t *engine_backend_cpu(void) { return &cpu_backend; }
 static const char *const names[ENGINE_OP_COUNT] = {
     "none", "linear", "conv2d", "maxpool2d", "avgpool2d", "global_avgpool", "batchnorm", "layernorm",
     "relu", "gelu", "sigmoid", "tanh", "dropout", "reshape", "add", "mul", "concat", "slice",
-    "softmax_xent", "sigmoid_bce", "mse", "kl_div", "softmax_xent_soft"};
+    "softmax_xent", "sigmoid_bce", "mse", "kl_div", "softmax_xent_soft", "distill", "fakequant"};
 
 const char *engine_op_name(engine_op_t op) { return op >= 0 && op < ENGINE_OP_COUNT ? names[op] : "?"; }
 
@@ -511,6 +512,67 @@ engine_tensor_t *engine_kl_div(engine_graph_t *g, engine_tensor_t *student, engi
         return NULL;
     t->requires_grad = engine_graph_grad_enabled(g) && student->requires_grad;
     t->fp[0] = T;
+    return run(g, t);
+}
+
+engine_tensor_t *engine_distill_loss(engine_graph_t *g, engine_tensor_t *student, engine_tensor_t *teacher,
+                                     engine_tensor_t *labels, float T, float alpha, float smoothing)
+{
+    char sbuf[4][64];
+    if (!student || !teacher || !labels)
+        return NULL;
+    if (student->ndim != 2 || student->dtype != ENGINE_F32 || teacher->dtype != ENGINE_F32 ||
+        !engine_tensor_same_shape(student, teacher)) {
+        engine_graph_fail(g, FN_EINVAL, "distill: student %s and teacher %s logits must both be float32 [B, C]",
+                          SHAPE(student), SHAPE(teacher));
+        return NULL;
+    }
+    const int hard = labels->dtype == ENGINE_U8 && labels->ndim == 1 && labels->ne[0] == student->ne[0];
+    if (!hard && !(labels->dtype == ENGINE_F32 && engine_tensor_same_shape(labels, student))) {
+        engine_graph_fail(g, FN_EINVAL, "distill: labels %s must be uint8 [B] or float32 soft targets [B, C] (B, C of %s)",
+                          SHAPE(labels), SHAPE(student));
+        return NULL;
+    }
+    if (!(T > 0.0f && T <= 1e4f) || !(alpha >= 0.0f && alpha <= 1.0f) || !(smoothing >= 0.0f && smoothing < 1.0f)) {
+        engine_graph_fail(g, FN_EINVAL,
+                          "distill: temperature %g must be in (0, 1e4], alpha %g in [0, 1], label smoothing %g in [0, 1)",
+                          (double)T, (double)alpha, (double)smoothing);
+        return NULL;
+    }
+    if (hard) {
+        const uint8_t *y = labels->data;
+        for (int64_t i = 0; i < student->ne[0]; i++)
+            if (y[i] >= student->ne[1]) {
+                engine_graph_fail(g, FN_EINVAL, "distill: label %d of sample %lld is not below the %lld classes", y[i],
+                                  (long long)i, (long long)student->ne[1]);
+                return NULL;
+            }
+    }
+    engine_tensor_t *t = node(g, ENGINE_OP_DISTILL, 1, scalar_shape, student, NULL, NULL);
+    if (!t)
+        return NULL;
+    t->src[1] = teacher; /* neither gets a gradient: kept out of requires_grad */
+    t->src[2] = labels;
+    t->fp[0] = T;
+    t->fp[1] = alpha;
+    t->fp[2] = smoothing;
+    return run(g, t);
+}
+
+engine_tensor_t *engine_fake_quant(engine_graph_t *g, engine_tensor_t *x, float scale, int zero_point)
+{
+    if (!x)
+        return NULL;
+    if (x->dtype != ENGINE_F32 || !(scale > 0.0f && isfinite(scale)) || zero_point < 0 || zero_point > 255) {
+        engine_graph_fail(g, FN_EINVAL, "fake_quant: needs float32 input, a finite scale > 0 (got %g) and a zero point "
+                          "in [0, 255] (got %d)", (double)scale, zero_point);
+        return NULL;
+    }
+    engine_tensor_t *t = node(g, ENGINE_OP_FAKEQUANT, x->ndim, x->ne, x, NULL, NULL);
+    if (!t)
+        return NULL;
+    t->fp[0] = scale;
+    t->fp[1] = (float)zero_point;
     return run(g, t);
 }
 

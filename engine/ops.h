@@ -39,6 +39,8 @@ typedef enum engine_op {
     ENGINE_OP_MSE,
     ENGINE_OP_KL_DIV,
     ENGINE_OP_SOFTMAX_XENT_SOFT,
+    ENGINE_OP_DISTILL,
+    ENGINE_OP_FAKEQUANT,
     ENGINE_OP_COUNT
 } engine_op_t;
 
@@ -131,6 +133,17 @@ engine_tensor_t *engine_mse(engine_graph_t *g, engine_tensor_t *pred, engine_ten
 /* Distillation (Hinton et al. 2015): T^2 * mean over rows of KL(softmax(teacher/T) || softmax(student/T)).
  * The teacher gets no gradient. */
 engine_tensor_t *engine_kl_div(engine_graph_t *g, engine_tensor_t *student, engine_tensor_t *teacher, float T);
+/* The whole distillation loss in one op: mean over rows of
+ *   alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * CE(student, labels)
+ * with CE as engine_softmax_xent (labels U8 [B]) or engine_softmax_xent_soft_smoothed (labels
+ * F32 [B, C]) with label smoothing in [0, 1). T in (0, 1e4], alpha in [0, 1]; alpha 0 is the
+ * plain cross-entropy, alpha 1 pure distillation. Only the student gets a gradient. */
+engine_tensor_t *engine_distill_loss(engine_graph_t *g, engine_tensor_t *student, engine_tensor_t *teacher,
+                                     engine_tensor_t *labels, float T, float alpha, float smoothing);
+
+/* Fake quantization onto the int8 runtime's activation grid: (clamp(rint(x/scale) + zp, 0, 255) -
+ * zp) * scale, with the straight-through gradient (passed where x was not clamped, else 0). */
+engine_tensor_t *engine_fake_quant(engine_graph_t *g, engine_tensor_t *x, float scale, int zero_point);
 
 /* Per-op timing (off by default): when enabled, every kernel call adds its wall time to its
  * op's forward or backward total. Process-wide, not thread-safe across concurrent graphs. */

@@ -31,6 +31,8 @@ CPU_KERNELS(sigmoid_bce)
 CPU_KERNELS(mse)
 CPU_KERNELS(kl_div)
 CPU_KERNELS(softmax_xent_soft)
+CPU_KERNELS(distill)
+CPU_KERNELS(fakequant)
 
 /* Gradient of src i of t when it needs one (allocated on first use), else NULL. */
 static inline float *cpu_src_grad(engine_graph_t *g, engine_tensor_t *t, int i)

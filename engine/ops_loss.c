@@ -201,3 +201,64 @@ void cpu_softmax_xent_soft_bwd(engine_graph_t *g, engine_tensor_t *t)
         }
     }
 }
+
+/* Knowledge distillation in one op (Hinton et al. 2015):
+ *   loss = mean over rows of alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y)
+ * with CE the smoothed cross-entropy against hard labels (U8 [B]) or soft targets (F32 [B, C],
+ * as engine_softmax_xent_soft_smoothed). fp: T, alpha, smoothing. The forward also works out each
+ * row's gradient, alpha * T * (softmax(s/T) - softmax(t/T)) + (1 - alpha) * (sum(target) *
+ * softmax(s) - target) (the T^2 keeps the soft term's gradient on the scale of the hard one's),
+ * so saved holds d(row loss)/ds [B, C] and the backward only scales it. */
+void cpu_distill_fwd(engine_graph_t *g, engine_tensor_t *t)
+{
+    const engine_tensor_t *s = t->src[0], *te = t->src[1], *lab = t->src[2];
+    const int B = (int)s->ne[0], C = (int)s->ne[1];
+    const double T = t->fp[0], alpha = t->fp[1], sm = t->fp[2], off = sm / C;
+    float *dz = engine_arena_alloc(engine_graph_arena(g), (size_t)B * C * sizeof(float));
+    double *ls = engine_arena_alloc(engine_graph_arena(g), 3 * (size_t)C * sizeof(double));
+    if (!dz || !ls) {
+        engine_graph_fail(g, FN_ENOMEM, "distill: out of memory");
+        return;
+    }
+    t->saved = dz;
+    const int hard = lab->dtype == ENGINE_U8;
+    double total = 0.0;
+    for (int r = 0; r < B; r++) {
+        const float *sr = (const float *)s->data + (size_t)r * C;
+        double *lst = ls, *ltt = ls + C, *l1 = ls + 2 * (size_t)C;
+        log_softmax_row(sr, C, 1.0 / T, lst);
+        log_softmax_row((const float *)te->data + (size_t)r * C, C, 1.0 / T, ltt);
+        log_softmax_row(sr, C, 1.0, l1);
+        const float *q = hard ? NULL : (const float *)lab->data + (size_t)r * C;
+        const int y = hard ? ((const uint8_t *)lab->data)[r] : -1;
+        double qs = 1.0;
+        if (q) {
+            qs = 0.0;
+            for (int c = 0; c < C; c++)
+                qs += q[c];
+        }
+        const double ts = (1.0 - sm) * qs + sm;
+        double kl = 0.0, ce = 0.0;
+        for (int c = 0; c < C; c++) {
+            double pt = exp(ltt[c]), tc = (1.0 - sm) * (q ? q[c] : (double)(c == y)) + off;
+            kl += pt * (ltt[c] - lst[c]);
+            ce -= tc * l1[c];
+            dz[(size_t)r * C + c] =
+                (float)(alpha * T * (exp(lst[c]) - pt) + (1.0 - alpha) * (ts * exp(l1[c]) - tc));
+        }
+        total += alpha * T * T * kl + (1.0 - alpha) * ce;
+    }
+    ((float *)t->data)[0] = (float)(total / B);
+}
+
+void cpu_distill_bwd(engine_graph_t *g, engine_tensor_t *t)
+{
+    float *ds = cpu_src_grad(g, t, 0);
+    if (!ds)
+        return;
+    const int64_t n = engine_tensor_numel(t->src[0]);
+    const float sc = t->grad[0] / (float)t->src[0]->ne[0];
+    const float *dz = t->saved;
+    for (int64_t i = 0; i < n; i++)
+        ds[i] += sc * dz[i];
+}
