@@ -98,10 +98,11 @@ static int is_conv_op(int op)
 /* The decoded model's top-level layers, each with the key prefix of the choice it belongs to.
  * This follows nas/decode.c's layout layer for layer; the total is checked against the decoded
  * list, so a change there that this misses fails loudly instead of sharing the wrong weights. */
-static int top_prefixes(const nas_space_t *sp, const nas_genome_t *c, int njson, char (*pre)[NAS_SUPERNET_KEY_LEN],
-                        err_t *err)
+static int top_prefixes(const nas_space_t *sp, int key_input, const nas_genome_t *c, int njson,
+                        char (*pre)[NAS_SUPERNET_KEY_LEN], err_t *err)
 {
     int j = 0;
+    char in = 'i'; /* what the next layer reads: i the image, n batch-normalised, r raw activations */
     if (sp->kind == NAS_SPACE_MACRO) {
         int depth = 0;
         for (int i = 0; i < c->nlayers; i++) {
@@ -111,11 +112,18 @@ static int top_prefixes(const nas_space_t *sp, const nas_genome_t *c, int njson,
             cnt += (!id && L->bn) + is_conv_op(L->op) + L->reduce;
             if (j + cnt > njson)
                 break;
-            for (int k = 0; k < cnt; k++)
-                snprintf(pre[j + k], NAS_SUPERNET_KEY_LEN, "m%d.%s%s.%d", depth, nas_macro_op_name(L->op),
-                         !id && L->bn ? ".bn" : "", k);
+            for (int k = 0; k < cnt; k++) {
+                if (key_input)
+                    snprintf(pre[j + k], NAS_SUPERNET_KEY_LEN, "m%d.%s%s<%c.%d", depth, nas_macro_op_name(L->op),
+                             !id && L->bn ? ".bn" : "", in, k);
+                else
+                    snprintf(pre[j + k], NAS_SUPERNET_KEY_LEN, "m%d.%s%s.%d", depth, nas_macro_op_name(L->op),
+                             !id && L->bn ? ".bn" : "", k);
+            }
             j += cnt;
             depth += !id;
+            if (is_conv_op(L->op))
+                in = L->bn ? 'n' : 'r';
         }
     } else {
         snprintf(pre[j++], NAS_SUPERNET_KEY_LEN, "stem.0");
@@ -131,12 +139,16 @@ static int top_prefixes(const nas_space_t *sp, const nas_genome_t *c, int njson,
     if (j + tail != njson)
         return err_set(err, FN_EINVAL, "supernet: the decoded model has %d layers where the supernet expects %d "
                        "(nas/decode.c and nas/supernet.c disagree)", njson, j + tail);
-    for (int k = 0; k < tail; k++)
-        snprintf(pre[j + k], NAS_SUPERNET_KEY_LEN, "tail.%d", k);
+    for (int k = 0; k < tail; k++) {
+        if (key_input && sp->kind == NAS_SPACE_MACRO)
+            snprintf(pre[j + k], NAS_SUPERNET_KEY_LEN, "tail<%c.%d", in, k);
+        else
+            snprintf(pre[j + k], NAS_SUPERNET_KEY_LEN, "tail.%d", k);
+    }
     return 0;
 }
 
-int sn_keys(const nas_space_t *sp, const nas_genome_t *canon, const json_t *arch, const engine_net_t *net,
+int sn_keys(const nas_space_t *sp, int key_input, const nas_genome_t *canon, const json_t *arch, const engine_net_t *net,
             char (*keys)[NAS_SUPERNET_KEY_LEN], err_t *err)
 {
     const json_t *layers = json_object_get(arch, "layers");
@@ -144,7 +156,7 @@ int sn_keys(const nas_space_t *sp, const nas_genome_t *canon, const json_t *arch
     char(*pre)[NAS_SUPERNET_KEY_LEN] = calloc((size_t)(njson > 0 ? njson : 1), sizeof *pre);
     if (!pre)
         return err_set(err, FN_ENOMEM, "supernet: out of memory");
-    int rc = top_prefixes(sp, canon, njson, pre, err);
+    int rc = top_prefixes(sp, key_input, canon, njson, pre, err);
     for (int i = 0; rc == 0 && i < engine_net_num_tensors(net); i++) {
         const char *name = engine_net_tensor(net, i)->name;
         int j = -1, used = 0;
@@ -195,7 +207,7 @@ int sn_build(const nas_supernet_t *s, const nas_genome_t *g, json_t **arch, engi
     if (!*keys)
         rc = err_set(err, FN_ENOMEM, "supernet: out of memory");
     else
-        rc = sn_keys(&s->sp, &c, *arch, *net, *keys, err);
+        rc = sn_keys(&s->sp, s->o.key_input, &c, *arch, *net, *keys, err);
     if (rc) {
         free(*keys);
         *keys = NULL;

@@ -48,6 +48,7 @@ typedef struct nas_supernet_opts {
     double clip_norm;     /* > 0: each step's gradient clipped to this L2 norm (0: none) */
     uint64_t seed;        /* path draws, initialisation, shuffling, recalibration batches */
     int recal_batches;    /* >= NAS_RECAL_MIN_BATCHES */
+    int key_input;        /* 1: macro weights are keyed by their input's kind too (see above) */
 } nas_supernet_opts_t;
 
 /* batch 64, lr 0.05, momentum 0.9, no weight decay, gradient clipped at norm 5, seed 1, 20

@@ -117,10 +117,14 @@ int main(int argc, char **argv)
                                          {"train", required_argument, 0, 't'},  {"val", required_argument, 0, 'v'},
                                          {"lr", required_argument, 0, 'l'},     {"supernet-lr", required_argument, 0, 'L'},
                                          {"batch", required_argument, 0, 'b'},  {"seed", required_argument, 0, 'S'},
+                                         {"space-json", required_argument, 0, 'J'}, {"clip", required_argument, 0, 'C'},
+                                         {"wd", required_argument, 0, 'W'}, {"key-input", required_argument, 0, 'K'},
                                          {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
     const char *space = "macro";
     int narch = 20, extra = 80, ntrain = 2000, nval = 500, batch = 64, c;
-    double epochs = 1, sn_epochs = 3, lr = 0.05, sn_lr = 0.05;
+    double epochs = 1, sn_epochs = 3, lr = 0.05, sn_lr = 0.05, clip = -1, wd = -1;
+    int key_input = -1;
+    const char *space_json = NULL;
     uint64_t seed = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
@@ -135,6 +139,10 @@ int main(int argc, char **argv)
         case 'L': sn_lr = atof(optarg); break;
         case 'b': batch = atoi(optarg); break;
         case 'S': seed = strtoull(optarg, NULL, 10); break;
+        case 'J': space_json = optarg; break;
+        case 'C': clip = atof(optarg); break;
+        case 'W': wd = atof(optarg); break;
+        case 'K': key_input = atoi(optarg); break;
         case 'h': fputs(k_help, stdout); return 0;
         default: fputs(k_help, stderr); return 2;
         }
@@ -148,6 +156,15 @@ int main(int argc, char **argv)
     const char *sj = strcmp(space, "cell") == 0 ? k_cell : k_macro;
     json_error_t je;
     json_t *j = json_loads(sj, 0, &je);
+    if (j && space_json) {
+        /* --space-json: this space object instead of the built-in one */
+        json_t *o = json_loads(space_json, 0, &je);
+        if (!o) {
+            fprintf(stderr, "nas bench: --space-json: %s (line %d, column %d)\n", je.text, je.line, je.column);
+            return 2;
+        }
+        json_object_set_new(j, "space", o);
+    }
     nas_config_t cfg;
     if (!j || nas_config_parse(j, "bench", sj, "nas", seed, &cfg, &err)) {
         fprintf(stderr, "nas bench: %s\n", err.msg);
@@ -221,6 +238,12 @@ int main(int argc, char **argv)
     so.batch_size = batch;
     so.lr = sn_lr;
     so.seed = rng_derive(seed, 3);
+    if (clip >= 0)
+        so.clip_norm = clip;
+    if (wd >= 0)
+        so.weight_decay = wd;
+    if (key_input >= 0)
+        so.key_input = key_input;
     nas_supernet_t *sn = NULL;
     nas_supernet_stats_t st = {0};
     double t_train = 0, t_score = 0;
