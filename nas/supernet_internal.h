@@ -20,6 +20,8 @@ typedef struct sn_tensor {
     int64_t shape[4];
     float *w;      /* weights */
     float *v;      /* SGD velocity */
+    float *g;      /* this step's gradient, summed over its paths */
+    uint8_t *hit;  /* 1 where a path of this step reached the element */
     uint8_t *init; /* 1 once a training path has initialised the element */
 } sn_tensor_t;
 
@@ -39,7 +41,7 @@ struct nas_supernet {
 /* g decoded (arch), built (net) and the key of every net tensor (keys: calloc'ed). */
 int sn_build(const nas_supernet_t *s, const nas_genome_t *g, json_t **arch, engine_net_t **net,
              char (**keys)[NAS_SUPERNET_KEY_LEN], err_t *err);
-int sn_keys(const nas_space_t *sp, int key_input, const nas_genome_t *canon, const json_t *arch, const engine_net_t *net,
+int sn_keys(const nas_space_t *sp, const nas_genome_t *canon, const json_t *arch, const engine_net_t *net,
             char (*keys)[NAS_SUPERNET_KEY_LEN], err_t *err);
 /* Copies the path's stored slices into net; ids gets each net tensor's store id (-1: none).
  * persist 1 (training): creates and grows stored tensors and initialises their new elements

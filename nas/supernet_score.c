@@ -80,7 +80,7 @@ int nas_supernet_model(nas_supernet_t *s, const nas_genome_t *g, engine_model_t 
     nas_genome_t c;
     nas_genome_canonical(&s->sp, g, &c);
     if (rc == 0)
-        rc = sn_keys(&s->sp, s->o.key_input, &c, arch, net, keys, err);
+        rc = sn_keys(&s->sp, &c, arch, net, keys, err);
     if (rc == 0) {
         /* the fallback initialisation depends on the candidate only, never on the scoring order */
         char h[NAS_HASH_LEN];

@@ -118,12 +118,12 @@ int main(int argc, char **argv)
                                          {"lr", required_argument, 0, 'l'},     {"supernet-lr", required_argument, 0, 'L'},
                                          {"batch", required_argument, 0, 'b'},  {"seed", required_argument, 0, 'S'},
                                          {"space-json", required_argument, 0, 'J'}, {"clip", required_argument, 0, 'C'},
-                                         {"wd", required_argument, 0, 'W'}, {"key-input", required_argument, 0, 'K'},
+                                         {"wd", required_argument, 0, 'W'}, {"paths", required_argument, 0, 'P'},
                                          {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
     const char *space = "macro";
     int narch = 20, extra = 80, ntrain = 2000, nval = 500, batch = 64, c;
     double epochs = 1, sn_epochs = 3, lr = 0.05, sn_lr = 0.05, clip = -1, wd = -1;
-    int key_input = -1;
+    int paths = 0;
     const char *space_json = NULL;
     uint64_t seed = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -142,7 +142,7 @@ int main(int argc, char **argv)
         case 'J': space_json = optarg; break;
         case 'C': clip = atof(optarg); break;
         case 'W': wd = atof(optarg); break;
-        case 'K': key_input = atoi(optarg); break;
+        case 'P': paths = atoi(optarg); break;
         case 'h': fputs(k_help, stdout); return 0;
         default: fputs(k_help, stderr); return 2;
         }
@@ -242,8 +242,8 @@ int main(int argc, char **argv)
         so.clip_norm = clip;
     if (wd >= 0)
         so.weight_decay = wd;
-    if (key_input >= 0)
-        so.key_input = key_input;
+    if (paths > 0)
+        so.paths_per_step = paths;
     nas_supernet_t *sn = NULL;
     nas_supernet_stats_t st = {0};
     double t_train = 0, t_score = 0;
