@@ -19,7 +19,11 @@
  *
  * Training is plain SGD with momentum (one velocity per stored element, stepped only on the
  * path's slice; each path's gradient clipped in norm) under a cosine schedule over all the steps
- * asked for. Results are reproducible
+ * asked for. specs/nas.md's "one uniformly drawn path per step" is paths_per_step 1 (the
+ * default); with k > 1 (ours, after FairNAS, Chu et al. 2021) k uniformly drawn paths share
+ * each batch and one update applies the mean of their gradients, so a weight that many paths
+ * share (the classifier, an early layer) follows their average instead of each path in turn.
+ * Results are reproducible
  * for a fixed seed and FEDNAS_THREADS (the engine's summation order). */
 #ifndef FEDNAS_NAS_SUPERNET_H
 #define FEDNAS_NAS_SUPERNET_H

@@ -13,7 +13,24 @@
  * The macro supernet was still at chance after 620 steps (8 ops x batch norm x 3 widths per depth,
  * no residuals: each choice's output basis differs; smaller op sets learn, slower the more ops),
  * so its scores rank nothing at these budgets; the cell supernet learns (38% train accuracy after
- * 186 steps) but the standalone accuracies of 2 epochs on 2000 images are themselves noisy. */
+ * 186 steps) but the standalone accuracies of 2 epochs on 2000 images are themselves noisy.
+ *
+ * Diagnosis, 2026-12-07 (load 14-45, FEDNAS_THREADS=1, 2000 training / 500 validation images,
+ * 10 supernet epochs = 310 one-path steps unless said; "acc" is the last epoch's training
+ * accuracy of the drawn paths, chance 0.10). Sub-spaces via --space-json (6 layers, widths
+ * 8/16/24, 2 reductions):
+ *   conv3x3 only, batch norm always, lr 0.1:                  acc 0.664 (scores 0.66-0.72)
+ *   conv3x3 only, batch norm searched, lr 0.1:                acc 0.253 (+ --wd 0.001: 0.253)
+ *   conv3x3 only, no batch norm, lr 0.1:                      acc 0.104, every score identical (dead)
+ *   conv3x3 only, no batch norm, lr 0.02:                     acc 0.490
+ *   all 8 ops, batch norm always, lr 0.1:                     acc 0.135
+ *   all 8 ops, batch norm searched (the default space):       acc 0.104 / 0.110 / 0.088 at lr 0.1 / 0.02 / 0.005
+ *   the same, --paths 8 (4 epochs = 124 updates of 8 paths):  acc 0.098 at lr 0.05 and 0.02
+ *   the same, --clip 0:                                        acc 0.119
+ * So two things keep the default macro supernet at chance: paths without batch norm die at the
+ * usual lr (0.1) and learn at 0.02, and every further op choice per depth slows learning
+ * sharply even with batch norm everywhere; neither lr, weight decay, clipping nor averaging 8
+ * paths per update made the full space learn within these budgets. Not yet met: tau-b >= 0.5. */
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
