@@ -20,10 +20,10 @@
  * accuracy of the drawn paths, chance 0.10). Sub-spaces via --space-json (6 layers, widths
  * 8/16/24, 2 reductions):
  *   conv3x3 only, batch norm always, lr 0.1:                  acc 0.664 (scores 0.66-0.72)
- *   conv3x3 only, batch norm searched, lr 0.1:                acc 0.253 (+ --wd 0.001: 0.253)
+ *   conv3x3 only, batch norm searched, lr 0.1:                acc 0.253 (+ --wd 0.001: 0.253; lr 0.02: 0.148)
  *   conv3x3 only, no batch norm, lr 0.1:                      acc 0.104, every score identical (dead)
  *   conv3x3 only, no batch norm, lr 0.02:                     acc 0.490
- *   all 8 ops, batch norm always, lr 0.1:                     acc 0.135
+ *   all 8 ops, batch norm always, lr 0.1:                     acc 0.135 (lr 0.02: 0.119)
  *   all 8 ops, batch norm searched (the default space):       acc 0.104 / 0.110 / 0.088 at lr 0.1 / 0.02 / 0.005
  *   the same, --paths 8 (4 epochs = 124 updates of 8 paths):  acc 0.098 at lr 0.05 and 0.02
  *   the same, --clip 0:                                        acc 0.119
