@@ -262,7 +262,7 @@ static void on_tick(void *ctx, const nas_progress_t *p)
         snprintf(best, sizeof best, "%.4f (#%lld)", p->best, (long long)p->best_seq);
     else
         snprintf(best, sizeof best, "-");
-    fprintf(stderr, "\r [%s] %d/%d %s  running %d  failed %d  best %s  ETA %s   ", bar, p->progress, p->budget,
+    fprintf(stderr, "\r [%s] %g/%g %s  running %d  failed %d  best %s  ETA %s   ", bar, p->progress, p->budget,
             p->unit, p->running, p->failed, best, eta);
     fflush(stderr);
     u->drawn = 1;
@@ -273,11 +273,11 @@ static void on_candidate(void *ctx, const store_nas_candidate_t *c, const nas_pr
     ui_t *u = ctx;
     clear_bar(u);
     if (strcmp(c->status, "done") == 0)
-        printf("[%3d/%d] #%-3lld done    val %.4f  loss %.4f  params %7lld  MFLOP %7.2f  lat %6.2fms  %5.1fs  %-8s %s\n",
+        printf("[%3g/%g] #%-3lld done    val %.4f  loss %.4f  params %7lld  MFLOP %7.2f  lat %6.2fms  %5.1fs  %-8s %s\n",
                p->progress, p->budget, (long long)c->seq, c->val_accuracy, c->val_loss, (long long)c->params,
                c->flops / 1e6, c->latency_ms, c->seconds, c->worker, c->mutation);
     else
-        printf("[%3d/%d] #%-3lld FAILED  after %d attempt%s: %s\n", p->progress, p->budget, (long long)c->seq, c->attempts,
+        printf("[%3g/%g] #%-3lld FAILED  after %d attempt%s: %s\n", p->progress, p->budget, (long long)c->seq, c->attempts,
                c->attempts == 1 ? "" : "s", c->reason);
     fflush(stdout);
     u->last_draw = 0;
@@ -319,7 +319,7 @@ static int check_only(const char *path)
     if (rc == 0 && (rc = exp_load(&e, path, text, &err)) < 0)
         rc = FN_EINVAL;
     if (rc == 0) {
-        printf("%s: ok: %s search over the %s space, budget %d x %d epoch%s, %d worker%s, retries %d, top %d retrained "
+        printf("%s: ok: %s search over the %s space, budget %d x %g epoch%s, %d worker%s, retries %d, top %d retrained "
                "for %d epochs; batch %d, lr %g, %s; split seed %llu, validation %d\n",
                path, nas_strategy_name(e.nas.strategy.kind), e.nas.space.kind == NAS_SPACE_CELL ? "cell" : "macro",
                e.nas.budget, e.nas.epochs, e.nas.epochs == 1 ? "" : "s", e.nas.workers, e.nas.workers == 1 ? "" : "s",
@@ -477,7 +477,7 @@ static int search(const char *path, long long resume, const char *db_path, int q
         store_run_finish(st, run_id, "failed", err.msg, NULL); /* no run is left "running" */
         goto out;
     }
-    printf("fednas nas: run %lld%s: %s search over the %s space, budget %d x %d epoch%s, seed %llu; %d worker%s x %d "
+    printf("fednas nas: run %lld%s: %s search over the %s space, budget %d x %g epoch%s, seed %llu; %d worker%s x %d "
            "thread%s on %s%s\n",
            (long long)run_id, resume ? " (resumed)" : "", nas_strategy_name(e.nas.strategy.kind),
            e.nas.space.kind == NAS_SPACE_CELL ? "cell" : "macro", e.nas.budget, e.nas.epochs,

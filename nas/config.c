@@ -317,10 +317,10 @@ static int parse_strategy(const ctx_t *c, const json_t *st, const char *path, na
     case NAS_STRATEGY_ASHA: {
         static const char *const keys[] = {"name", "r", "eta", "max_epochs", NULL};
         TRY(check_keys(c, st, path, keys));
-        TRY(get_int(c, st, path, "r", 1, 1, 10000, &cfg->strategy.r));
+        TRY(get_num(c, st, path, "r", 1, 0, 10000, 1, &cfg->strategy.r));
         TRY(get_int(c, st, path, "eta", 3, 2, 100, &cfg->strategy.eta));
-        TRY(get_int(c, st, path, "max_epochs", cfg->strategy.r * cfg->strategy.eta * cfg->strategy.eta,
-                    cfg->strategy.r, 100000, &cfg->strategy.max_epochs));
+        TRY(get_num(c, st, path, "max_epochs", cfg->strategy.r * cfg->strategy.eta * cfg->strategy.eta,
+                    cfg->strategy.r, 100000, 0, &cfg->strategy.max_epochs));
         return 0;
     }
     }
@@ -358,7 +358,7 @@ int nas_config_parse(const json_t *nas_block, const char *source, const char *te
     TRY(parse_strategy(&c, st, path, out));
 
     TRY(get_int(&c, nas_block, p, "budget", 100, 1, 10000000, &out->budget));
-    TRY(get_int(&c, nas_block, p, "epochs", 1, 1, 10000, &out->epochs));
+    TRY(get_num(&c, nas_block, p, "epochs", 1, 0, 10000, 1, &out->epochs));
     TRY(get_int(&c, nas_block, p, "workers", 1, 1, 4096, &out->workers));
     TRY(get_int(&c, nas_block, p, "retries", 1, 0, 100, &out->retries));
     TRY(get_int(&c, nas_block, p, "top_k", 3, 0, 1000, &out->top_k));

@@ -78,11 +78,13 @@ typedef struct nas_config {
         int nobjectives;
         nas_objective_t objectives[NAS_MAX_OBJECTIVES];
         double crossover;         /* nsga2: probability an offspring is a crossover before its mutation */
-        int r, eta, max_epochs;   /* asha: rung budgets r, r*eta, ... <= max_epochs */
+        double r;                 /* asha: rung budgets r, r*eta, ... <= max_epochs, in epochs (0.25 works) */
+        int eta;
+        double max_epochs;
     } strategy;
     /* controller settings (read by the controller; validated here) */
     int budget;             /* candidate evaluations (asha: epochs consumed / epochs) */
-    int epochs;             /* epochs per candidate (not asha) */
+    double epochs;          /* epochs per candidate (not asha); a fraction (0.25, 1.5) is a short proxy */
     int workers;            /* evaluation processes */
     int retries;            /* re-runs of a failed evaluation before it counts as failed */
     uint64_t seed;          /* the search's seed (defaults to the experiment's) */

@@ -31,7 +31,7 @@ typedef struct ctl {
     cand_t *c;
     int n, cap;      /* asked */
     int next_tell;   /* the oldest candidate not yet told */
-    long epochs_asked;
+    double epochs_asked;
     store_nas_candidate_t *stored;
     int n_stored;
     nas_progress_t pr;
@@ -59,7 +59,7 @@ static int budget_left(const ctl_t *x)
     const nas_config_t *cfg = x->s->cfg;
     /* ASHA's budget counts epochs consumed, in units of one full evaluation's epochs. */
     if (cfg->strategy.kind == NAS_STRATEGY_ASHA)
-        return x->epochs_asked < (long)cfg->budget * (cfg->epochs > 0 ? cfg->epochs : 1);
+        return x->epochs_asked < cfg->budget * (cfg->epochs > 0 ? cfg->epochs : 1) - 1e-9;
     return x->n < cfg->budget;
 }
 
@@ -213,7 +213,7 @@ static int tell_ready(ctl_t *x, int *told, err_t *err)
                 return rc;
         }
         x->pr.told++;
-        x->pr.progress += x->s->cfg->strategy.kind == NAS_STRATEGY_ASHA ? (int)r->budget : 1;
+        x->pr.progress += x->s->cfg->strategy.kind == NAS_STRATEGY_ASHA ? r->budget : 1;
         if (res.status == NAS_RESULT_OK && r->val_accuracy > x->pr.best) {
             x->pr.best = r->val_accuracy;
             x->pr.best_seq = r->seq;

@@ -17,7 +17,7 @@
 /* Progress as the controller sees it, for the command's lines and bar. */
 typedef struct nas_progress {
     int told;                 /* evaluations told to the strategy */
-    int progress, budget;     /* done / planned, in `unit`: evaluations, or epochs for ASHA */
+    double progress, budget;  /* done / planned, in `unit`: evaluations, or epochs for ASHA (fractions too) */
     const char *unit;
     int running, failed;      /* in flight now; failed for good so far */
     double best;              /* best validation accuracy so far (-1: none) */

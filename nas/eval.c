@@ -135,15 +135,72 @@ static int finite_vector(const float *v, size_t n)
     return 1;
 }
 
+/* A budget that is not a whole number of epochs, e = q + f (q whole, 0 < f < 1), as one pass
+ * over a list of round(e * n) samples: q seed-shuffled copies of the split and a seed-shuffled
+ * head of f * n of it, so every image is seen q or q + 1 times (a fraction below 1 is one pass
+ * over a head, different images for different seeds, the same for the same seed). The engine
+ * then runs one "epoch" over that list; a schedule counted in epochs is rescaled to steps of
+ * the real epoch so that its shape over the budget is kept (exponential decays per step by
+ * gamma^(1/steps per epoch)). */
+int nas_eval_fraction(const int *idx, int n, double epochs, uint64_t seed, engine_train_config_t *tc, int **list,
+                      int *len, err_t *err)
+{
+    *list = NULL;
+    *len = 0;
+    if (n < 1 || !(epochs > 0) || epochs > 10000)
+        return err_set(err, FN_EINVAL, "budget %g epochs over %d samples: expected samples and epochs in (0, 10000]",
+                       epochs, n);
+    long total = (long)llround(epochs * n);
+    if (total < 1)
+        total = 1;
+    if (total > 0x7fffffffL)
+        return err_set(err, FN_EINVAL, "budget %g epochs over %d samples: %ld samples do not fit one pass", epochs, n,
+                       total);
+    int *out = malloc((size_t)total * sizeof *out);
+    if (!out)
+        return err_set(err, FN_ENOMEM, "budget %g epochs: out of memory for %ld sample indices", epochs, total);
+    int *tmp = malloc((size_t)n * sizeof *tmp);
+    if (!tmp) {
+        free(out);
+        return err_set(err, FN_ENOMEM, "budget %g epochs: out of memory", epochs);
+    }
+    rng_t rr;
+    rng_seed(&rr, rng_derive(seed, 0x6672616320ULL));
+    for (long k = 0; k < total; k += n) {
+        /* a shuffled copy of the split, whole or its head: the head is a uniform sample */
+        long take = total - k < n ? total - k : n;
+        memcpy(tmp, idx, (size_t)n * sizeof *tmp);
+        rng_shuffle_int(&rr, tmp, n);
+        memcpy(out + k, tmp, (size_t)take * sizeof *out);
+    }
+    free(tmp);
+    engine_schedule_t *sc = &tc->schedule;
+    if (!sc->per_step && sc->type != ENGINE_SCHED_CONSTANT) {
+        const int B = tc->batch_size < n ? tc->batch_size : n, acc = tc->accumulate > 0 ? tc->accumulate : 1;
+        const long spe = ((n + B - 1) / B + acc - 1) / acc; /* optimizer steps of one real epoch */
+        sc->per_step = 1;
+        sc->step_size *= spe;
+        for (int i = 0; i < sc->num_milestones; i++)
+            sc->milestones[i] *= spe;
+        sc->total *= spe; /* 0 stays 0: the engine then spans the whole pass */
+        sc->warmup *= spe;
+        if (sc->type == ENGINE_SCHED_EXPONENTIAL)
+            sc->gamma = pow(sc->gamma, 1.0 / (double)spe);
+    }
+    tc->epochs = 1;
+    *list = out;
+    *len = (int)total;
+    return 0;
+}
+
 int nas_eval_run(const json_t *arch, const nas_data_t *d, const nas_eval_opts_t *o, nas_eval_result_t *r,
                  engine_model_t **keep, err_t *err)
 {
     memset(r, 0, sizeof *r);
     if (keep)
         *keep = NULL;
-    if (!(o->epochs > 0) || (o->epochs > 1 && o->epochs != floor(o->epochs)))
-        return err_set(err, FN_EINVAL, "budget %g epochs: expected an integer >= 1 or a fraction in (0, 1)",
-                       o->epochs);
+    if (!(o->epochs > 0) || o->epochs > 10000)
+        return err_set(err, FN_EINVAL, "budget %g epochs: expected a number of epochs in (0, 10000]", o->epochs);
     engine_model_t *m = NULL;
     const engine_source_t *src = &d->train_src;
     int rc = engine_model_create_shape(arch, src->channels, src->height, src->width, 10, &m, err);
@@ -162,18 +219,13 @@ int nas_eval_run(const json_t *arch, const nas_data_t *d, const nas_eval_opts_t 
     tc.seed = o->seed;
     tc.on_step = NULL;
     tc.on_epoch = NULL;
-    if (o->epochs < 1) {
-        /* A fraction of an epoch: one pass over a seed-shuffled head of the split, so a low rung
-         * sees different images for different candidates but the same for the same seed. */
-        int k = (int)ceil(o->epochs * n);
-        sub = FN_MALLOC((size_t)n * sizeof *sub);
-        memcpy(sub, idx, (size_t)n * sizeof *sub);
-        rng_t rr;
-        rng_seed(&rr, rng_derive(o->seed, 0x6672616320ULL));
-        rng_shuffle_int(&rr, sub, n);
+    if (o->epochs != floor(o->epochs)) {
+        rc = nas_eval_fraction(idx, n, o->epochs, o->seed, &tc, &sub, &n, err);
+        if (rc) {
+            engine_model_free(m);
+            return rc;
+        }
         idx = sub;
-        n = k < 1 ? 1 : k;
-        tc.epochs = 1;
     } else {
         tc.epochs = (int)o->epochs;
     }

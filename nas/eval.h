@@ -40,8 +40,8 @@ void nas_data_free(nas_data_t *d);
  * the experiment's "train" block; epochs and seed are set per evaluation. */
 typedef struct nas_eval_opts {
     engine_train_config_t train;
-    double epochs;    /* the budget: an integer >= 1, or a fraction in (0, 1): one pass over that
-                       * fraction of the (seed-shuffled) training split, for tests and ASHA's rungs */
+    double epochs;    /* the budget in (0, 10000]: a whole number of epochs, or any fraction (0.25,
+                       * 2.5; nas_eval_fraction) for short proxies and ASHA's rungs */
     uint64_t seed;    /* initialisation and shuffling */
     int final;        /* 1: train on all (train + validation) and score on the test set */
     int latency_reps; /* timed batch-64 forward passes (>= 20 by the spec; 0: skip latency) */
@@ -68,6 +68,15 @@ typedef struct nas_eval_result {
  * frees it) for its weights. */
 int nas_eval_run(const json_t *arch, const nas_data_t *d, const nas_eval_opts_t *o, nas_eval_result_t *r,
                  engine_model_t **keep, err_t *err);
+
+/* The training list of a budget of `epochs` that is not a whole number, e = q + f: q seed-
+ * shuffled copies of idx[0..n) and a seed-shuffled head of round(f * n) of it, in one list of
+ * round(e * n) indices (*list, malloc'ed; *len) that tc then trains on for one epoch (tc->epochs
+ * is set to 1). A schedule of tc counted in epochs becomes one counted in steps of the real
+ * epoch (n samples), so its shape over the budget is kept. FN_EINVAL for epochs outside
+ * (0, 10000] or n < 1. */
+int nas_eval_fraction(const int *idx, int n, double epochs, uint64_t seed, engine_train_config_t *tc, int **list,
+                      int *len, err_t *err);
 
 /* The median wall time in milliseconds of reps forward passes of batch 64 (after warm-up passes)
  * in eval mode without gradients, on the engine's default pool. */

@@ -31,7 +31,7 @@ struct nas_strategy {
     int gen_ready;  /* parents complete and ranked: offspring may be asked */
     /* asha */
     int nrungs;
-    int budgets[32];
+    double budgets[32];
 };
 
 static int grow(void **p, int n, int *cap, size_t size)
@@ -65,17 +65,19 @@ int nas_strategy_create(const nas_config_t *cfg, uint64_t seed, nas_strategy_t *
         return err_set(err, FN_EINVAL, "nas: nsga2 needs mu >= 1, lambda >= 1 and 1..%d objectives",
                        NAS_MAX_OBJECTIVES);
     if (cfg->strategy.kind == NAS_STRATEGY_ASHA &&
-        (cfg->strategy.r < 1 || cfg->strategy.eta < 2 || cfg->strategy.max_epochs < cfg->strategy.r))
-        return err_set(err, FN_EINVAL, "nas: asha needs r >= 1, eta >= 2 and max_epochs >= r");
+        (!(cfg->strategy.r > 0) || cfg->strategy.eta < 2 || !(cfg->strategy.max_epochs >= cfg->strategy.r)))
+        return err_set(err, FN_EINVAL, "nas: asha needs r > 0, eta >= 2 and max_epochs >= r");
     nas_strategy_t *s = calloc(1, sizeof *s);
     FN_CHECK(s);
     s->cfg = *cfg;
     rng_seed(&s->rng, seed);
     if (cfg->strategy.kind == NAS_STRATEGY_ASHA) {
-        long long b = cfg->strategy.r;
-        while (b <= cfg->strategy.max_epochs && s->nrungs < 32) {
-            s->budgets[s->nrungs++] = (int)b;
-            b *= cfg->strategy.eta;
+        /* r * eta^k exactly (no accumulated rounding): 0.25, 0.75, 2.25 for r 0.25, eta 3 */
+        for (int k = 0; k < 32; k++) {
+            double b = cfg->strategy.r * pow((double)cfg->strategy.eta, k);
+            if (b > cfg->strategy.max_epochs * (1 + 1e-12))
+                break;
+            s->budgets[s->nrungs++] = b;
         }
     }
     *out = s;
@@ -133,7 +135,7 @@ static int new_child(nas_strategy_t *s, int parent, const nas_genome_t *base, co
     return 0;
 }
 
-static void finish(nas_strategy_t *s, nas_proposal_t *p, int epochs)
+static void finish(nas_strategy_t *s, nas_proposal_t *p, double epochs)
 {
     p->epochs = epochs;
     nas_genome_hash(&s->cfg.space, &p->genome, p->hash);

@@ -40,7 +40,7 @@ typedef struct nas_proposal {
     int parent_id;              /* the parent's id; -1 for a random genome */
     char mutation[128];         /* "random", "layer 2 op conv3x3 -> maxpool3x3", "promote rung 0 -> 1" */
     int rung;                   /* ASHA rung (0 otherwise) */
-    int epochs;                 /* the evaluation's budget: total training epochs */
+    double epochs;              /* the evaluation's budget: total training epochs (may be a fraction) */
     int promotion;              /* 1: ASHA re-evaluates candidate id at a higher rung */
 } nas_proposal_t;
 

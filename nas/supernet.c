@@ -23,6 +23,7 @@ void nas_supernet_opts_default(nas_supernet_opts_t *o)
     o->seed = 1;
     o->recal_batches = NAS_RECAL_MIN_BATCHES;
     o->clip_norm = 5;
+    o->paths_per_step = 1;
 }
 
 int nas_supernet_create(const nas_space_t *sp, const nas_supernet_opts_t *o, nas_supernet_t **out, err_t *err)
@@ -32,6 +33,8 @@ int nas_supernet_create(const nas_space_t *sp, const nas_supernet_opts_t *o, nas
         return err_set(err, FN_EINVAL, "supernet: batch size %d out of 1..65536", o->batch_size);
     if (!(o->lr > 0) || !(o->momentum >= 0 && o->momentum < 1) || !(o->weight_decay >= 0) || !(o->clip_norm >= 0))
         return err_set(err, FN_EINVAL, "supernet: expected lr > 0, momentum in [0, 1), weight decay >= 0, clip >= 0");
+    if (o->paths_per_step < 1 || o->paths_per_step > 64)
+        return err_set(err, FN_EINVAL, "supernet: %d paths per step; expected 1..64", o->paths_per_step);
     if (o->recal_batches < NAS_RECAL_MIN_BATCHES)
         return err_set(err, FN_EINVAL, "supernet: %d recalibration batches; specs/nas.md asks for at least %d",
                        o->recal_batches, NAS_RECAL_MIN_BATCHES);
@@ -57,6 +60,8 @@ void nas_supernet_free(nas_supernet_t *s)
     for (int i = 0; i < s->nt; i++) {
         free(s->t[i].w);
         free(s->t[i].v);
+        free(s->t[i].g);
+        free(s->t[i].hit);
         free(s->t[i].init);
     }
     free(s->t);
@@ -269,12 +274,14 @@ static int store_get(nas_supernet_t *s, const char *key, int nd, const int64_t *
     }
     if (grow) {
         size_t n = numel(nd, ns);
-        float *w = calloc(n, sizeof *w), *v = calloc(n, sizeof *v);
-        uint8_t *in = calloc(n, 1);
-        if (!w || !v || !in) {
+        float *w = calloc(n, sizeof *w), *v = calloc(n, sizeof *v), *gs = calloc(n, sizeof *gs);
+        uint8_t *in = calloc(n, 1), *hit = calloc(n, 1);
+        if (!w || !v || !gs || !in || !hit) {
             free(w);
             free(v);
+            free(gs);
             free(in);
+            free(hit);
             return err_set(err, FN_ENOMEM, "supernet: out of memory");
         }
         if (t->w) {
@@ -292,14 +299,20 @@ static int store_get(nas_supernet_t *s, const char *key, int nd, const int64_t *
                             size_t o = (size_t)(((a * q[1] + b) * q[2] + c) * q[3] + e);
                             w[o] = t->w[k];
                             v[o] = t->v[k];
+                            gs[o] = t->g[k];
+                            hit[o] = t->hit[k];
                             in[o] = t->init[k];
                         }
         }
         free(t->w);
         free(t->v);
+        free(t->g);
+        free(t->hit);
         free(t->init);
         t->w = w;
         t->v = v;
+        t->g = gs;
+        t->hit = hit;
         t->init = in;
         for (int d = 0; d < nd; d++)
             t->shape[d] = ns[d];
@@ -375,9 +388,9 @@ int sn_load(nas_supernet_t *s, engine_net_t *net, char (*keys)[NAS_SUPERNET_KEY_
     return 0;
 }
 
-/* Momentum SGD on the path's slices only: the velocity of an element no path uses is untouched,
- * as PyTorch's SGD leaves a parameter without a gradient alone. */
-static void sn_update(nas_supernet_t *s, engine_net_t *net, const int *ids, double lr)
+/* Adds `weight` times the path's (clipped) gradient to the store's step gradient, on the path's
+ * slices only, and marks them reached. */
+static void sn_accumulate(nas_supernet_t *s, engine_net_t *net, const int *ids, double weight)
 {
     const float *gr = engine_net_grads(net);
     float scale = 1;
@@ -390,16 +403,34 @@ static void sn_update(nas_supernet_t *s, engine_net_t *net, const int *ids, doub
         if (sqrt(sq) > s->o.clip_norm)
             scale = (float)(s->o.clip_norm / sqrt(sq));
     }
-    const float mu = (float)s->o.momentum, wd = (float)s->o.weight_decay, a = (float)lr;
+    scale *= (float)weight;
     for (int i = 0; i < engine_net_num_tensors(net); i++) {
         const engine_param_info_t *in = engine_net_tensor(net, i);
         const float *gi = gr + in->offset;
         sn_tensor_t *t = &s->t[ids[i]];
         SLICE_FOR(t, in->ndim, in->shape, {
-            float gk = scale * gi[k] + wd * t->w[o];
-            t->v[o] = mu * t->v[o] + gk;
-            t->w[o] -= a * t->v[o];
+            t->g[o] += scale * gi[k];
+            t->hit[o] = 1;
         });
+    }
+}
+
+/* Momentum SGD on the elements this step's paths reached: the velocity of an element no path
+ * used is untouched, as PyTorch's SGD leaves a parameter without a gradient alone. */
+static void sn_apply(nas_supernet_t *s, double lr)
+{
+    const float mu = (float)s->o.momentum, wd = (float)s->o.weight_decay, a = (float)lr;
+    for (int i = 0; i < s->nt; i++) {
+        sn_tensor_t *t = &s->t[i];
+        size_t n = numel(t->nd, t->shape);
+        for (size_t o = 0; o < n; o++)
+            if (t->hit[o]) {
+                float gk = t->g[o] + wd * t->w[o];
+                t->v[o] = mu * t->v[o] + gk;
+                t->w[o] -= a * t->v[o];
+                t->g[o] = 0;
+                t->hit[o] = 0;
+            }
     }
 }
 
@@ -412,8 +443,19 @@ static int argmax(const float *z, int n)
     return b;
 }
 
-static int step_net(nas_supernet_t *s, const nas_genome_t *g, const float *x, const uint8_t *y, int nb, double lr,
-                    double *loss, int *correct, err_t *err)
+/* Drops a failed step's partial gradient, so that the next step starts clean. */
+static void sn_discard(nas_supernet_t *s)
+{
+    for (int t = 0; t < s->nt; t++) {
+        size_t n = numel(s->t[t].nd, s->t[t].shape);
+        memset(s->t[t].g, 0, n * sizeof(float));
+        memset(s->t[t].hit, 0, n);
+    }
+}
+
+/* One path's forward and backward on the batch; its gradient, times weight, joins the step's. */
+static int path_grad(nas_supernet_t *s, const nas_genome_t *g, const float *x, const uint8_t *y, int nb,
+                     double weight, double *loss, int *correct, err_t *err)
 {
     json_t *arch;
     engine_net_t *net;
@@ -450,10 +492,8 @@ static int step_net(nas_supernet_t *s, const nas_genome_t *g, const float *x, co
         }
         if (rc == 0)
             rc = engine_graph_backward(gr, l, NULL, err);
-        if (rc == 0) {
-            sn_update(s, net, ids, lr);
-            s->steps++;
-        }
+        if (rc == 0)
+            sn_accumulate(s, net, ids, weight);
     }
     free(ids);
     free(keys);
@@ -467,7 +507,36 @@ int nas_supernet_step(nas_supernet_t *s, const nas_genome_t *g, const float *x, 
 {
     if (nb < 1 || !(lr >= 0))
         return err_set(err, FN_EINVAL, "supernet: a step needs a batch of >= 1 and lr >= 0");
-    return step_net(s, g, x, y, nb, lr, loss, NULL, err);
+    int rc = path_grad(s, g, x, y, nb, 1.0, loss, NULL, err);
+    if (rc) {
+        sn_discard(s);
+        return rc;
+    }
+    sn_apply(s, lr);
+    s->steps++;
+    return 0;
+}
+
+int nas_supernet_step_paths(nas_supernet_t *s, const nas_genome_t *g, int k, const float *x, const uint8_t *y, int nb,
+                            double lr, double *loss, err_t *err)
+{
+    if (nb < 1 || !(lr >= 0) || k < 1)
+        return err_set(err, FN_EINVAL, "supernet: a step needs >= 1 path, a batch of >= 1 and lr >= 0");
+    double sum = 0;
+    for (int i = 0; i < k; i++) {
+        double l = 0;
+        int rc = path_grad(s, &g[i], x, y, nb, 1.0 / k, &l, NULL, err);
+        if (rc) {
+            sn_discard(s);
+            return rc;
+        }
+        sum += l;
+    }
+    if (loss)
+        *loss = sum / k;
+    sn_apply(s, lr);
+    s->steps++;
+    return 0;
 }
 
 /* Distinct canonical paths drawn, for the stats: a set of the hashes' first 64 bits. */
@@ -532,6 +601,7 @@ int nas_supernet_train(nas_supernet_t *s, const engine_source_t *src, const int 
         return err_set(err, FN_ENOMEM, "supernet: out of memory");
     }
     int rc = 0;
+    const int kp = s->o.paths_per_step;
     double t0 = fn_mono(), lsum = 0;
     int correct = 0, seen = 0;
     for (long t = 0; t < total && rc == 0; t++) {
@@ -545,15 +615,25 @@ int nas_supernet_train(nas_supernet_t *s, const engine_source_t *src, const int 
             correct = seen = 0;
         }
         engine_source_gather(src, order + pos * bs, bs, x, y);
-        nas_genome_t g;
-        rc = nas_genome_random(&s->sp, &s->draw, &g, err);
-        if (rc)
-            break;
-        note_path(s, &g);
-        double lr = 0.5 * s->o.lr * (1.0 + cos(3.14159265358979323846 * (double)t / (double)total)), loss = 0;
-        rc = step_net(s, &g, x, y, bs, lr, &loss, &correct, err);
-        lsum += loss * bs;
-        seen += bs;
+        double lr = 0.5 * s->o.lr * (1.0 + cos(3.14159265358979323846 * (double)t / (double)total));
+        /* paths_per_step uniform paths on this batch, their gradients averaged into one update */
+        for (int k = 0; k < kp && rc == 0; k++) {
+            nas_genome_t g;
+            rc = nas_genome_random(&s->sp, &s->draw, &g, err);
+            if (rc)
+                break;
+            note_path(s, &g);
+            double loss = 0;
+            rc = path_grad(s, &g, x, y, bs, 1.0 / kp, &loss, &correct, err);
+            lsum += loss * bs;
+            seen += bs;
+        }
+        if (rc == 0) {
+            sn_apply(s, lr);
+            s->steps++;
+        } else {
+            sn_discard(s);
+        }
     }
     st->steps = s->steps;
     st->loss = seen ? lsum / seen : 0;

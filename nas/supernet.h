@@ -19,7 +19,11 @@
  *
  * Training is plain SGD with momentum (one velocity per stored element, stepped only on the
  * path's slice; each path's gradient clipped in norm) under a cosine schedule over all the steps
- * asked for. Results are reproducible
+ * asked for. specs/nas.md's "one uniformly drawn path per step" is paths_per_step 1 (the
+ * default); with k > 1 (ours, after FairNAS, Chu et al. 2021) k uniformly drawn paths share
+ * each batch and one update applies the mean of their gradients, so a weight that many paths
+ * share (the classifier, an early layer) follows their average instead of each path in turn.
+ * Results are reproducible
  * for a fixed seed and FEDNAS_THREADS (the engine's summation order). */
 #ifndef FEDNAS_NAS_SUPERNET_H
 #define FEDNAS_NAS_SUPERNET_H
@@ -48,6 +52,7 @@ typedef struct nas_supernet_opts {
     double clip_norm;     /* > 0: each step's gradient clipped to this L2 norm (0: none) */
     uint64_t seed;        /* path draws, initialisation, shuffling, recalibration batches */
     int recal_batches;    /* >= NAS_RECAL_MIN_BATCHES */
+    int paths_per_step;   /* uniform paths drawn per batch, their gradients averaged into one update (1) */
 } nas_supernet_opts_t;
 
 /* batch 64, lr 0.05, momentum 0.9, no weight decay, gradient clipped at norm 5, seed 1, 20
@@ -79,6 +84,13 @@ int nas_supernet_train(nas_supernet_t *s, const engine_source_t *src, const int 
  * NULL) gets the batch loss before the step. */
 int nas_supernet_step(nas_supernet_t *s, const nas_genome_t *g, const float *x, const uint8_t *y, int nb, double lr,
                       double *loss, err_t *err);
+
+/* One update from k paths on the same batch (FairNAS-style, Chu et al. 2021): each path's
+ * gradient (clipped like a single path's) is averaged, and momentum SGD steps every element any
+ * of them reached. g[0..k) may repeat a path; {A, A} steps exactly like nas_supernet_step(A).
+ * loss (may be NULL) gets the paths' mean batch loss before the step. */
+int nas_supernet_step_paths(nas_supernet_t *s, const nas_genome_t *g, int k, const float *x, const uint8_t *y, int nb,
+                            double lr, double *loss, err_t *err);
 
 /* g's model (decoded from its genome, batch norms with momentum 1 for nas_bn_recalibrate) with
  * its path's weights copied in and fresh running statistics (mean 0, variance 1). Elements no

@@ -20,6 +20,8 @@ typedef struct sn_tensor {
     int64_t shape[4];
     float *w;      /* weights */
     float *v;      /* SGD velocity */
+    float *g;      /* this step's gradient, summed over its paths */
+    uint8_t *hit;  /* 1 where a path of this step reached the element */
     uint8_t *init; /* 1 once a training path has initialised the element */
 } sn_tensor_t;
 

@@ -89,6 +89,17 @@ static void test_full_block(void **state)
     assert_int_equal(cfg.strategy.r, 1);
     assert_int_equal(cfg.strategy.eta, 3);
     assert_int_equal(cfg.strategy.max_epochs, 9);
+    /* fractional budgets: a quarter-epoch proxy, ASHA rungs from 0.25 epochs */
+    {
+        const char *t = "{\"space\": {\"type\": \"cell\"}, \"strategy\": {\"name\": \"asha\", \"r\": 0.25}, "
+                        "\"epochs\": 0.25}";
+        json_t *jf = json_loads(t, 0, NULL);
+        nas_config_t cf;
+        err_t ef = {0};
+        assert_int_equal(nas_config_parse(jf, "f.json", t, "nas", 1, &cf, &ef), 0);
+        assert_true(cf.epochs == 0.25 && cf.strategy.r == 0.25 && cf.strategy.max_epochs == 2.25);
+        json_decref(jf);
+    }
     assert_int_equal(cfg.evaluation, NAS_EVAL_STANDALONE);
 
     /* an experiment without a search has no block */
@@ -138,6 +149,10 @@ static void test_bad_blocks(void **state)
          "nas.space.widths[1]: 16 appears twice"},
         {"{\"space\": {\"type\": \"cell\"}, \"strategy\": {\"name\": \"random\"}, \"lr\": -1}", "-1",
          "nas.lr: expected a number > 0"},
+        {"{\"space\": {\"type\": \"cell\"}, \"strategy\": {\"name\": \"random\"}, \"epochs\": 0}", "0}",
+         "nas.epochs: expected a number > 0"},
+        {"{\"space\": {\"type\": \"cell\"}, \"strategy\": {\"name\": \"asha\", \"r\": 0.5, \"max_epochs\": 0.25}}",
+         "0.25", "nas.strategy.max_epochs: expected a number >= 0.5"},
     };
     char text[4096];
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {

@@ -120,7 +120,12 @@ static void test_eval_metrics_and_determinism(void **state)
     o.epochs = 0.25;
     assert_int_equal(nas_eval_run(arch, &g_data, &o, &r2, NULL, &e), 0);
     assert_int_equal(r2.samples, 150);
+    /* and a whole number and a fraction, that many passes' worth: 1.5 x 600 */
     o.epochs = 1.5;
+    assert_int_equal(nas_eval_run(arch, &g_data, &o, &r2, NULL, &e), 0);
+    assert_int_equal(r2.samples, 900);
+    assert_true(r2.ok);
+    o.epochs = 0;
     assert_int_equal(nas_eval_run(arch, &g_data, &o, &r2, NULL, &e), FN_EINVAL);
     /* Final: trained on train + validation, scored on the test images; the model comes back. */
     o.epochs = 1;
@@ -325,6 +330,54 @@ static void test_local_workers(void **state)
     json_decref(arch);
 }
 
+/* A budget of 2.25 epochs over 8 samples: 18 indices, each sample twice and a seeded quarter
+ * of them a third time; a per-epoch schedule becomes per-step with its shape kept. */
+static void test_eval_fraction_list(void **state)
+{
+    (void)state;
+    int idx[8] = {10, 11, 12, 13, 14, 15, 16, 17};
+    engine_train_config_t tc;
+    engine_train_config_default(&tc);
+    tc.batch_size = 3; /* 3 steps an epoch */
+    tc.schedule = engine_schedule_constant(0.1);
+    tc.schedule.type = ENGINE_SCHED_MULTISTEP;
+    tc.schedule.milestones[0] = 2;
+    tc.schedule.num_milestones = 1;
+    tc.schedule.total = 3;
+    int *list = NULL, len = 0;
+    err_t e = {0};
+    assert_int_equal(nas_eval_fraction(idx, 8, 2.25, 4, &tc, &list, &len, &e), 0);
+    assert_int_equal(len, 18);
+    assert_int_equal(tc.epochs, 1);
+    int seen[8] = {0}, thrice = 0;
+    for (int i = 0; i < len; i++) {
+        assert_true(list[i] >= 10 && list[i] < 18);
+        seen[list[i] - 10]++;
+    }
+    for (int i = 0; i < 8; i++) {
+        assert_true(seen[i] == 2 || seen[i] == 3);
+        thrice += seen[i] == 3;
+    }
+    assert_int_equal(thrice, 2);
+    assert_int_equal(tc.schedule.per_step, 1);
+    assert_int_equal(tc.schedule.milestones[0], 6);
+    assert_int_equal(tc.schedule.total, 9);
+    /* the same seed, the same list; another seed, another */
+    int *l2 = NULL, n2 = 0;
+    engine_train_config_t t2;
+    engine_train_config_default(&t2);
+    assert_int_equal(nas_eval_fraction(idx, 8, 2.25, 4, &t2, &l2, &n2, &e), 0);
+    assert_memory_equal(list, l2, 18 * sizeof *list);
+    free(l2);
+    assert_int_equal(nas_eval_fraction(idx, 8, 2.25, 5, &t2, &l2, &n2, &e), 0);
+    assert_memory_not_equal(list, l2, 18 * sizeof *list);
+    free(l2);
+    free(list);
+    assert_int_equal(nas_eval_fraction(idx, 8, 0, 4, &t2, &l2, &n2, &e), FN_EINVAL);
+    assert_int_equal(nas_eval_fraction(idx, 0, 0.5, 4, &t2, &l2, &n2, &e), FN_EINVAL);
+    assert_null(l2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -333,6 +386,7 @@ int main(void)
         cmocka_unit_test(test_eval_metrics_and_determinism),
         cmocka_unit_test(test_eval_divergence_is_a_failure),
         cmocka_unit_test(test_eval_seed),
+        cmocka_unit_test(test_eval_fraction_list),
         cmocka_unit_test(test_store_nas_tables),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -301,11 +301,51 @@ static void test_random(void **state)
     nas_strategy_free(s);
 }
 
+/* Fractional budgets: rungs of 0.25, 0.75 and 2.25 epochs (r = 0.25, eta = 3), and a search
+ * whose every candidate trains for half an epoch, ask exactly those budgets. */
+static void test_fractional_budgets(void **state)
+{
+    (void)state;
+    nas_config_t cfg = config_from("{\"name\":\"asha\",\"r\":0.25,\"eta\":3,\"max_epochs\":2.25}");
+    assert_true(cfg.strategy.r == 0.25 && cfg.strategy.max_epochs == 2.25);
+    nas_strategy_t *s = make(&cfg, 3);
+    nas_proposal_t p[9];
+    for (int i = 0; i < 9; i++) {
+        p[i] = ask(s);
+        assert_true(p[i].epochs == 0.25);
+    }
+    for (int i = 0; i < 9; i++)
+        tell(s, &p[i], 0.1 * i, 1);
+    /* 9 finished rung 0: the top 3 go to rung 1 at 0.75 epochs, best first */
+    nas_proposal_t q[3];
+    for (int i = 0; i < 3; i++) {
+        q[i] = ask(s);
+        assert_int_equal(q[i].promotion, 1);
+        assert_int_equal(q[i].id, p[8 - i].id);
+        assert_true(q[i].epochs == 0.75);
+    }
+    for (int i = 0; i < 3; i++)
+        tell(s, &q[i], 0.9 - 0.1 * i, 1);
+    nas_proposal_t top = ask(s);
+    assert_int_equal(top.rung, 2);
+    assert_int_equal(top.id, p[8].id);
+    assert_true(top.epochs == 2.25);
+    nas_strategy_free(s);
+
+    cfg = config_from("{\"name\":\"random\"}");
+    cfg.epochs = 0.5;
+    s = make(&cfg, 3);
+    nas_proposal_t a = ask(s);
+    assert_true(a.epochs == 0.5);
+    nas_strategy_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_replay),         cmocka_unit_test(test_evolution_ages),
         cmocka_unit_test(test_nsga2_survival), cmocka_unit_test(test_asha_promotion),
+        cmocka_unit_test(test_fractional_budgets),
         cmocka_unit_test(test_random),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

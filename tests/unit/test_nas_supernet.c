@@ -538,6 +538,60 @@ static void test_training_learns(void **state)
     nas_supernet_free(s);
 }
 
+/* Several paths per update: {A, A} steps exactly like A alone (the average of equal gradients);
+ * {A, B} steps both paths' weights once (one update, one step counted); training with k paths per
+ * step takes one step per batch and draws k paths for each. */
+static void test_paths_per_step(void **state)
+{
+    (void)state;
+    nas_space_t sp = macro_space();
+    nas_supernet_t *s1 = make(&sp, 9), *s2 = make(&sp, 9);
+    err_t e = {0};
+    float x[32 * 784];
+    uint8_t y[32];
+    engine_source_gather(&g_data.train_src, g_data.train_idx, 32, x, y);
+    nas_genome_t A = macro(NAS_OP_CONV3, 8, 1, NAS_OP_SEP3, 8, 1, NAS_OP_CONV3, 4, 0);
+    nas_genome_t B = macro(NAS_OP_SEP3, 4, 0, NAS_OP_MAXPOOL3, 4, 0, NAS_OP_CONV3, 8, 1);
+    nas_genome_t AA[2] = {A, A}, AB[2] = {A, B};
+    double l1, l2;
+    for (int r = 0; r < 3; r++) { /* repeated: the velocity takes part from the second step on */
+        assert_int_equal(nas_supernet_step(s1, &A, x, y, 32, 0.05, &l1, &e), 0);
+        assert_int_equal(nas_supernet_step_paths(s2, AA, 2, x, y, 32, 0.05, &l2, &e), 0);
+        assert_true(l1 == l2);
+    }
+    assert_int_equal(nas_supernet_num_tensors(s1), nas_supernet_num_tensors(s2));
+    for (int i = 0; i < nas_supernet_num_tensors(s1); i++) {
+        int n1, n2;
+        int64_t S1[4], S2[4];
+        const float *w1 = nas_supernet_tensor(s1, i, &n1, S1), *w2 = nas_supernet_tensor(s2, i, &n2, S2);
+        assert_string_equal(nas_supernet_tensor_key(s1, i), nas_supernet_tensor_key(s2, i));
+        assert_memory_equal(S1, S2, sizeof S1);
+        assert_memory_equal(w1, w2, (size_t)(S1[0] * S1[1] * S1[2] * S1[3]) * sizeof(float));
+    }
+    /* {A, B}: B's own tensors (sepconv3x3 at depth 0) appear and change in the same update */
+    assert_int_equal(nas_supernet_find(s2, "m0.sepconv3x3.0.weight"), -1);
+    assert_int_equal(nas_supernet_step_paths(s2, AB, 2, x, y, 32, 0.05, &l2, &e), 0);
+    assert_true(isfinite(l2));
+    assert_true(nas_supernet_find(s2, "m0.sepconv3x3.0.weight") >= 0);
+    assert_int_equal(nas_supernet_step_paths(s2, AB, 0, x, y, 32, 0.05, &l2, &e), FN_EINVAL);
+    nas_supernet_free(s1);
+    nas_supernet_free(s2);
+
+    nas_supernet_opts_t o;
+    nas_supernet_opts_default(&o);
+    o.batch_size = 32;
+    o.paths_per_step = 3;
+    nas_supernet_t *s;
+    assert_int_equal(nas_supernet_create(&sp, &o, &s, &e), 0);
+    nas_supernet_stats_t st;
+    assert_int_equal(nas_supernet_train(s, &g_data.train_src, g_data.train_idx, 32 * 4, 1.0, &st, &e), 0);
+    assert_int_equal(st.steps, 4);
+    assert_true(st.paths > 4 && st.paths <= 12);
+    nas_supernet_free(s);
+    o.paths_per_step = 0;
+    assert_int_equal(nas_supernet_create(&sp, &o, &s, &e), FN_EINVAL);
+}
+
 static void test_bad_options(void **state)
 {
     (void)state;
@@ -565,6 +619,7 @@ int main(void)
         cmocka_unit_test(test_recalibration),
         cmocka_unit_test(test_score_deterministic),
         cmocka_unit_test(test_training_learns),
+        cmocka_unit_test(test_paths_per_step),
         cmocka_unit_test(test_bad_options),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
