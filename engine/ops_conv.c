@@ -154,7 +154,8 @@ __attribute__((target("avx512f"))) static inline void row_add_512(float *o, cons
 {
     for (int i = 0; i < n; i += 16) {
         const __mmask16 m = row_mask(n - i);
-        _mm512_mask_storeu_ps(o + i, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, o + i), _mm512_maskz_loadu_ps(m, in + i)));
+        const __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, o + i), _mm512_maskz_loadu_ps(m, in + i));
+        _mm512_mask_storeu_ps(o + i, m, v);
     }
 }
 
