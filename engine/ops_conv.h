@@ -106,6 +106,20 @@ static inline int conv_force_im2col(void)
     return e && atoi(e) > 0;
 }
 
+/* Whether the convolution kernels take their AVX-512 code (checked at run time: the build itself
+ * targets baseline x86-64). FEDNAS_CONV_PORTABLE=1 forces the portable code on any CPU, so tests
+ * check both on a machine with AVX-512. */
+static inline int conv_use_avx512(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    const char *e = getenv("FEDNAS_CONV_PORTABLE");
+    /* a read of what libgcc found at start-up: no cache of our own to race on */
+    return !(e && atoi(e) > 0) && __builtin_cpu_supports("avx512f");
+#else
+    return 0;
+#endif
+}
+
 /* A depthwise op (Cg = 1) for ops_conv_dw.c: inputs, outputs and gradients as in conv_job_t. */
 typedef struct {
     conv_dims_t d;

@@ -169,8 +169,7 @@ static void dw_gp_dims(const conv_dims_t *d, int *Hg, int *Wg)
 
 static int dw_use_512(const conv_dims_t *d)
 {
-    /* a read of what libgcc found at start-up: no cache of our own to race on */
-    return __builtin_cpu_supports("avx512f") && d->sw == 1 && d->sh == 1;
+    return conv_use_avx512() && d->sw == 1 && d->sh == 1;
 }
 #else
 static int dw_use_512(const conv_dims_t *d)

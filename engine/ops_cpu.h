@@ -69,6 +69,17 @@ static inline float *cpu_src_grad_out(engine_graph_t *g, engine_tensor_t *t, int
 void cpu_sgemm(engine_graph_t *g, int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
                const float *B, int ldb, float beta, float *C, int ldc);
 
+/* A linear layer's products at small batches without packing the weights (ops_dense_small.c):
+ * y = x W^T ([M, K] x [N, K]^T, y [M, N]) and dx = dy W ([M, N] x [N, K]), stored or, with add,
+ * added to the output. They return 1 when they did the product, 0 when it is not theirs (more
+ * rows than the kernel is faster for, a small matrix, a CPU without AVX-512, or
+ * FEDNAS_DENSE_PORTABLE=1): the caller then runs cpu_sgemm. */
+#define DENSE_SMALL_M_FWD 16
+#define DENSE_SMALL_M_DX 10
+#define DENSE_SMALL_MIN_W 65536.0 /* N * K below this: the packing is cheap, sgemm */
+int cpu_dense_small_fwd(engine_graph_t *g, int M, int N, int K, const float *x, const float *W, float *y, int add);
+int cpu_dense_small_dx(engine_graph_t *g, int M, int N, int K, const float *dy, const float *W, float *dx, int add);
+
 /* Elementwise loops go parallel above this many elements. */
 #define CPU_PAR_GRAIN 16384
 

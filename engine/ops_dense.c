@@ -76,7 +76,8 @@ void cpu_linear_fwd(engine_graph_t *g, engine_tensor_t *t)
     if (b)
         for (int r = 0; r < M; r++)
             memcpy(y + (size_t)r * OUT, b->data, (size_t)OUT * sizeof *y);
-    cpu_sgemm(g, 0, 1, M, OUT, IN, 1.0f, x->data, IN, W->data, IN, b ? 1.0f : 0.0f, y, OUT);
+    if (!cpu_dense_small_fwd(g, M, OUT, IN, x->data, W->data, y, b != NULL))
+        cpu_sgemm(g, 0, 1, M, OUT, IN, 1.0f, x->data, IN, W->data, IN, b ? 1.0f : 0.0f, y, OUT);
 }
 
 void cpu_linear_bwd(engine_graph_t *g, engine_tensor_t *t)
@@ -93,6 +94,6 @@ void cpu_linear_bwd(engine_graph_t *g, engine_tensor_t *t)
         for (int r = 0; r < M; r++)
             for (int o = 0; o < OUT; o++)
                 db[o] += dy[(size_t)r * OUT + o];
-    if (dx)
+    if (dx && !cpu_dense_small_dx(g, M, OUT, IN, dy, W->data, dx, !fresh))
         cpu_sgemm(g, 0, 0, M, IN, OUT, 1.0f, dy, OUT, W->data, IN, fresh ? 0.0f : 1.0f, dx, IN);
 }

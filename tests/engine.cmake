@@ -10,3 +10,4 @@ fednas_unit_test(test_engine_optim SOURCES unit/test_engine_optim.c LIBS fednas_
 fednas_bench(engine_cpu SOURCES bench/engine_cpu.c LIBS fednas_engine)
 fednas_unit_test(test_engine_graph SOURCES unit/test_engine_graph.c LIBS fednas_engine)
 fednas_unit_test(test_engine_conv_paths SOURCES unit/test_engine_conv_paths.c LIBS fednas_engine)
+fednas_unit_test(test_engine_dense_small SOURCES unit/test_engine_dense_small.c LIBS fednas_engine)

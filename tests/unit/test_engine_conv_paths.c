@@ -1,5 +1,5 @@
 /* conv2d's specialised CPU paths (the direct depthwise kernel, and whatever else cpu_conv2d
- * picks by shape) against two oracles on random shapes: a direct double-precision convolution,
+ * picks by shape), with and without their AVX-512 code, against two oracles on random shapes: a direct double-precision convolution,
  * and the im2col + sgemm reference path (FEDNAS_CONV_IM2COL=1). Shapes are drawn with odd
  * sizes, batch 1, strides, dilation, padding, channel multipliers, with and without bias and
  * fused ReLU; the input gradient is checked both stored (an intermediate input) and added (a
@@ -227,6 +227,18 @@ static void test_pointwise(void **state)
     check_kind(3, 30, 14);
 }
 
+/* Every kind again through the portable code (FEDNAS_CONV_PORTABLE=1): on a CPU with AVX-512
+ * the tests above check the AVX-512 rows of im2col and col2im and the direct kernels, these
+ * the plain loops any x86-64 takes. */
+static void test_portable(void **state)
+{
+    (void)state;
+    setenv("FEDNAS_CONV_PORTABLE", "1", 1);
+    for (int kind = 0; kind < 4; kind++)
+        check_kind(kind, 20, 21 + (uint64_t)kind);
+    unsetenv("FEDNAS_CONV_PORTABLE");
+}
+
 /* The oracle can fail: a shape whose reference is perturbed must be rejected by rel_d. */
 static void test_oracle_rejects(void **state)
 {
@@ -241,7 +253,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_depthwise), cmocka_unit_test(test_grouped),      cmocka_unit_test(test_plain),
-        cmocka_unit_test(test_pointwise), cmocka_unit_test(test_oracle_rejects),
+        cmocka_unit_test(test_pointwise), cmocka_unit_test(test_portable),     cmocka_unit_test(test_oracle_rejects),
     };
     setenv("FEDNAS_THREADS", "3", 0); /* more parts than a 2-core machine has cores */
     return cmocka_run_group_tests(tests, NULL, NULL);
