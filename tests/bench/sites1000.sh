@@ -58,12 +58,12 @@ printf '| rounds with every site       | %16s |\n' "$done_rounds / $ROUNDS"
 printf '| peak established connections | %16s |\n' "$PEAK_CONN"
 printf '| server peak RSS (MiB)        | %16.1f |\n' "$(awk -v r="$PEAK_RSS" 'BEGIN { print r / 1024 }')"
 printf '| start to end (s)             | %16.1f |\n' "$(awk -v a="$T0" -v b="$T1" 'BEGIN { print b - a }')"
+printf '+------------------------------+------------------+\n'
 sqlite3 -batch -noheader -separator ' ' runs.db \
   "select round, printf('%.2f', ended_at - started_at), participants, printf('%.4f', test_accuracy) from rounds order by round" |
   while read -r rnd secs parts acc; do
-    printf '| round %-3s %5s sites acc %s | %14s s |\n' "$rnd" "$parts" "$acc" "$secs"
+    echo "round $rnd: $secs s, $parts sites, test accuracy $acc"
   done
-printf '+------------------------------+------------------+\n'
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 [ "$done_rounds" = "$ROUNDS" ] || { tail -n 20 run.err; echo "sites bench: $done_rounds of $ROUNDS rounds had all $SITES sites"; exit 1; }
 exit 0
