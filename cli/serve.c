@@ -204,6 +204,7 @@ int cli_serve(const serve_options_t *o)
     int rc;
     char dbdir[PATH_MAX], run_dir[PATH_MAX], keys_dir[PATH_MAX], url[256] = "";
     char dbcopy[PATH_MAX];
+    fn_raise_open_files(); /* a descriptor a site: a thousand sites pass a 1024 default */
     snprintf(dbcopy, sizeof dbcopy, "%s", o->db_path);
     snprintf(dbdir, sizeof dbdir, "%s", dirname(dbcopy)); /* dirname may write into its argument */
     if (o->resume_run > 0) {

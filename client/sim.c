@@ -30,7 +30,21 @@ int client_simulate(const client_options_t *o, const char *kits_dir, int first, 
         trainer_data_free(&data);
         return rc;
     }
+    /* About four descriptors a site (its TCP connection, its sockets' mailboxes). */
+    long files = fn_raise_open_files();
+    if (files > 0 && files < 4L * count + 64)
+        log_warn("simulating %d sites may need %d open files; `ulimit -n` allows %ld", count, 4 * count + 64, files);
     void *ctx = zmq_ctx_new();
+    /* Each site holds three sockets (its DEALER and the two ends of its monitor); ZeroMQ's
+     * default of 1023 sockets a context stopped a worker at 341 sites. */
+    if (!ctx || zmq_ctx_set(ctx, ZMQ_MAX_SOCKETS, 3 * count + 16) != 0) {
+        if (ctx)
+            zmq_ctx_term(ctx);
+        trainer_data_free(&data);
+        free(assign);
+        return err_set(err, FN_EIO, "cannot make a ZeroMQ context for %d sites: %s", count,
+                       zmq_strerror(zmq_errno()));
+    }
     sim_site_t *v = FN_CALLOC((size_t)count, sizeof *v);
     site_t *sites = FN_CALLOC((size_t)count, sizeof *sites);
     for (int i = 0; rc == 0 && i < count; i++) {

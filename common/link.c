@@ -54,6 +54,12 @@ int link_open(const link_options_t *o, const link_keys_t *k, link_t **out, err_t
     l->own_ctx = !o->ctx;
     l->ctx = o->ctx ? o->ctx : zmq_ctx_new();
     l->sock = zmq_socket(l->ctx, ZMQ_DEALER);
+    if (!l->sock) { /* EMFILE: the context's ZMQ_MAX_SOCKETS, or the process's open-file limit */
+        int e = zmq_errno();
+        link_close(l);
+        return err_set(err, FN_EIO, "cannot make a socket for the link to %s: %s (raise `ulimit -n`, or spread the "
+                       "sites over more processes)", o->endpoint ? o->endpoint : "the server", zmq_strerror(e));
+    }
     int linger = 2000;
     zmq_setsockopt(l->sock, ZMQ_CURVE_SERVERKEY, k->server_z85, LINK_Z85_LEN + 1);
     zmq_setsockopt(l->sock, ZMQ_CURVE_PUBLICKEY, k->public_z85, LINK_Z85_LEN + 1);

@@ -193,6 +193,11 @@ int store_open(const char *path, int read_only, store_t **out, err_t *err)
         rc = exec(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;", err);
         if (rc == 0)
             rc = migrate(s, err);
+    } else if (exec(s, "PRAGMA cache_size=-256;", err) < 0) {
+        /* Read-only handles are the dashboard's, one per web thread (16): each would otherwise
+         * cache up to 2 MiB of the store, and the server's memory would grow with the store for
+         * hours (the soak, tests/bench/soak.sh). The OS page cache keeps the reads cheap. */
+        rc = err->code;
     } else if (store_schema_version(s) != STORE_SCHEMA_VERSION) {
         rc = err_set(err, FN_EINVAL, "run store %s has schema version %d, expected %d (is it a fednas store?)", path,
                      store_schema_version(s), STORE_SCHEMA_VERSION);

@@ -23,6 +23,10 @@ int fn_write_file(const char *path, const void *data, size_t len, int mode, err_
 int fn_parse_int(const char *s, long lo, long hi, long *out);
 /* Absolute path of the running executable (for spawning sub-commands). */
 int fn_self_exe(char *buf, size_t len, err_t *err);
+/* Raises this process's soft limit on open files to its hard limit (a server with a thousand
+ * sites, or a worker simulating them, needs a few descriptors each; many systems start at 1024).
+ * Returns the soft limit now in force, or -1 when it cannot be read. */
+long fn_raise_open_files(void);
 /* qsort/bsearch comparator for uint32_t in ascending order (ids, indices). */
 int fn_cmp_u32(const void *a, const void *b);
 

@@ -6,6 +6,9 @@
  * PRAGMA data_version says nothing was committed since. */
 #include <civetweb.h>
 #include <limits.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +36,12 @@ int web_parse_u64(const char *s, size_t n, long long max, long long *out)
     *out = (long long)v;
     return 0;
 }
+
+/* The largest rounds list a web thread keeps for the next poll (a few hundred rounds), and the
+ * size from which the pages of the list's JSON tree go back to the OS once it is freed: else each
+ * of the 16 web threads' malloc arenas keeps the peak of the largest list it built, and the server
+ * grows with its rounds (tests/bench/soak.sh: 10-16 KiB a round, the run page reloaded each minute). */
+enum { WEB_ROUNDS_CACHE_MAX = 256 * 1024, WEB_ROUNDS_TRIM_MIN = 32 * 1024 };
 
 static _Thread_local store_t *t_store;
 static _Thread_local char *t_store_path;
@@ -196,9 +205,20 @@ int web_api_rounds(const web_req_t *rq)
     json_decref(body);
     if (!text)
         return web_send_error(rq, 500, "cannot encode the rounds as JSON");
+    size_t len = strlen(text);
+#ifdef __GLIBC__
+    if (len > WEB_ROUNDS_TRIM_MIN)
+        malloc_trim(0); /* the tree is freed: its pages go back (see WEB_ROUNDS_TRIM_MIN) */
+#endif
+    if (len > WEB_ROUNDS_CACHE_MAX) {
+        /* A long run's whole list (400 bytes a round) is not kept by every thread. */
+        int st = web_send(rq, 200, "application/json", text, len, "no-store", NULL);
+        free(text);
+        return st;
+    }
     free(t_rounds.text);
     t_rounds.text = text;
-    t_rounds.len = strlen(text);
+    t_rounds.len = len;
     t_rounds.run = id;
     t_rounds.since = since;
     t_rounds.version = version;
