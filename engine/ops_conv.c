@@ -29,10 +29,6 @@
  * path for tests and benchmarks). */
 #include <cblas.h>
 #include <stdint.h>
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define CONV_AVX512 1
-#endif
 #include <stdlib.h>
 #include <string.h>
 
@@ -63,7 +59,7 @@ static conv_dims_t dims_of(const engine_tensor_t *t)
 
 /* Columns of input channels [c0, c1) of group gi for n samples starting at x (the chunk's first
  * sample) into col [(c1-c0)*KH*KW, n*OHW]. pad: (H+2ph)*(W+2pw) floats, border zero. */
-static void im2col_portable(const conv_dims_t *d, const float *x, float *col, int n, int gi, int c0, int c1,
+static void im2col(const conv_dims_t *d, const float *x, float *col, int n, int gi, int c0, int c1,
                             float *pad)
 {
     const int OHW = d->OHW, OW = d->OW, sw = d->sw, HW = d->H * d->W;
@@ -95,7 +91,7 @@ static void im2col_portable(const conv_dims_t *d, const float *x, float *col, in
 /* The gradient of the columns of channels [c0, c1) of group gi, col [(c1-c0)*KH*KW, n*OHW],
  * into dx of n samples starting at dx: stored when `store` (nothing else has written dx),
  * else added. Each plane is summed in pad (zeroed here) and then written once. */
-static void col2im_portable(const conv_dims_t *d, const float *col, float *dx, int n, int gi, int c0, int c1,
+static void col2im(const conv_dims_t *d, const float *col, float *dx, int n, int gi, int c0, int c1,
                             float *pad, int store)
 {
     const int OHW = d->OHW, OW = d->OW, sw = d->sw, HW = d->H * d->W;
@@ -131,126 +127,6 @@ static void col2im_portable(const conv_dims_t *d, const float *col, float *dx, i
         }
 }
 
-#ifdef CONV_AVX512
-/* AVX-512 versions of the two loops above: the same order of operations (so the same sums), each
- * short row (14 or 28 floats in the FedAvg CNN) moved or added in one or two masked 16-float
- * operations instead of 16-byte copies and a scalar tail. Masked loads and stores never touch
- * memory outside the mask. */
-__attribute__((target("avx512f"))) static inline __mmask16 row_mask(int left)
-{
-    return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
-}
-
-__attribute__((target("avx512f"))) static inline void row_copy_512(float *o, const float *in, int n)
-{
-    for (int i = 0; i < n; i += 16) {
-        const __mmask16 m = row_mask(n - i);
-        _mm512_mask_storeu_ps(o + i, m, _mm512_maskz_loadu_ps(m, in + i));
-    }
-}
-
-/* o[i] += in[i], n floats. */
-__attribute__((target("avx512f"))) static inline void row_add_512(float *o, const float *in, int n)
-{
-    for (int i = 0; i < n; i += 16) {
-        const __mmask16 m = row_mask(n - i);
-        const __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, o + i), _mm512_maskz_loadu_ps(m, in + i));
-        _mm512_mask_storeu_ps(o + i, m, v);
-    }
-}
-
-__attribute__((target("avx512f"))) static void im2col_512(const conv_dims_t *d, const float *x, float *col, int n,
-                                                          int gi, int c0, int c1, float *pad)
-{
-    const int OHW = d->OHW, OW = d->OW, sw = d->sw, HW = d->H * d->W;
-    const int padded = d->ph || d->pw, Wp = padded ? d->W + 2 * d->pw : d->W;
-    const size_t ld = (size_t)n * OHW;
-    for (int s = 0; s < n; s++)
-        for (int c = c0; c < c1; c++) {
-            const float *plane = x + ((size_t)s * d->C + (size_t)gi * d->Cg + c) * HW, *src = plane;
-            if (padded) {
-                for (int h = 0; h < d->H; h++)
-                    row_copy_512(pad + (size_t)(h + d->ph) * Wp + d->pw, plane + (size_t)h * d->W, d->W);
-                src = pad;
-            }
-            for (int ki = 0; ki < d->KH; ki++)
-                for (int kj = 0; kj < d->KW; kj++) {
-                    float *row = col + ((size_t)((c - c0) * d->KH + ki) * d->KW + kj) * ld + (size_t)s * OHW;
-                    for (int oh = 0; oh < d->OH; oh++) {
-                        const float *in = src + (size_t)(oh * d->sh + ki * d->dh) * Wp + kj * d->dw;
-                        float *o = row + (size_t)oh * OW;
-                        if (sw == 1)
-                            row_copy_512(o, in, OW);
-                        else
-                            for (int ow = 0; ow < OW; ow++)
-                                o[ow] = in[ow * sw];
-                    }
-                }
-        }
-}
-
-__attribute__((target("avx512f"))) static void col2im_512(const conv_dims_t *d, const float *col, float *dx, int n,
-                                                          int gi, int c0, int c1, float *pad, int store)
-{
-    const int OHW = d->OHW, OW = d->OW, sw = d->sw, HW = d->H * d->W;
-    const int Hp = d->H + 2 * d->ph, Wp = d->W + 2 * d->pw;
-    const size_t ld = (size_t)n * OHW;
-    for (int s = 0; s < n; s++)
-        for (int c = c0; c < c1; c++) {
-            memset(pad, 0, (size_t)Hp * Wp * sizeof *pad);
-            for (int ki = 0; ki < d->KH; ki++)
-                for (int kj = 0; kj < d->KW; kj++) {
-                    const float *row = col + ((size_t)((c - c0) * d->KH + ki) * d->KW + kj) * ld + (size_t)s * OHW;
-                    for (int oh = 0; oh < d->OH; oh++) {
-                        float *in = pad + (size_t)(oh * d->sh + ki * d->dh) * Wp + kj * d->dw;
-                        const float *o = row + (size_t)oh * OW;
-                        if (sw == 1)
-                            row_add_512(in, o, OW);
-                        else
-                            for (int ow = 0; ow < OW; ow++)
-                                in[ow * sw] += o[ow];
-                    }
-                }
-            float *plane = dx + ((size_t)s * d->C + (size_t)gi * d->Cg + c) * HW;
-            for (int h = 0; h < d->H; h++) {
-                const float *in = pad + (size_t)(h + d->ph) * Wp + d->pw;
-                float *o = plane + (size_t)h * d->W;
-                if (store)
-                    row_copy_512(o, in, d->W);
-                else
-                    row_add_512(o, in, d->W);
-            }
-        }
-}
-#endif
-
-/* im2col and col2im by the CPU (conv_use_avx512): the AVX-512 rows or the portable ones. */
-static void im2col(const conv_dims_t *d, const float *x, float *col, int n, int gi, int c0, int c1, float *pad,
-                   int avx512)
-{
-#ifdef CONV_AVX512
-    if (avx512) {
-        im2col_512(d, x, col, n, gi, c0, c1, pad);
-        return;
-    }
-#endif
-    (void)avx512;
-    im2col_portable(d, x, col, n, gi, c0, c1, pad);
-}
-
-static void col2im(const conv_dims_t *d, const float *col, float *dx, int n, int gi, int c0, int c1, float *pad,
-                   int store, int avx512)
-{
-#ifdef CONV_AVX512
-    if (avx512) {
-        col2im_512(d, col, dx, n, gi, c0, c1, pad, store);
-        return;
-    }
-#endif
-    (void)avx512;
-    col2im_portable(d, col, dx, n, gi, c0, c1, pad, store);
-}
-
 /* Samples per sgemm: 1 when a sample has enough output pixels (the output needs no copy),
  * else enough to reach CONV_MIN_COLS. FEDNAS_CONV_CHUNK overrides (benchmarks). */
 static int chunk_samples(const conv_dims_t *d, int B)
@@ -280,7 +156,6 @@ typedef struct {
     float *y, *dx, *dW, *db;
     int dx_fresh;
     int pw_direct;      /* pointwise (1x1, stride 1, no pad) and not forced through im2col */
-    int avx512;         /* im2col and col2im take their AVX-512 rows (conv_use_avx512) */
     float *scratch;     /* part_floats per part: columns, [dcol,] chunk output, padded planes */
     size_t part_floats;
     size_t pad_floats;  /* one zero-padded input plane */
@@ -303,7 +178,7 @@ static const float *col_of(const conv_job_t *j, int s0, int n, int gi, int c0, i
     const size_t CHW = (size_t)d->C * d->H * d->W;
     if (n == 1 && j->pw_direct)
         return j->x + (size_t)s0 * CHW + ((size_t)gi * d->Cg + c0) * d->H * d->W;
-    im2col(d, j->x + (size_t)s0 * CHW, col, n, gi, c0, c1, pad, j->avx512);
+    im2col(d, j->x + (size_t)s0 * CHW, col, n, gi, c0, c1, pad);
     return col;
 }
 
@@ -412,7 +287,7 @@ static void conv_bwd_part(void *ctx, int64_t begin, int64_t end)
                     else if (j->dx) {
                         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Kb, N, OCg, 1.0f, j->W + woff, K, dyc, N,
                                     0.0f, dcol, N);
-                        col2im(d, dcol, j->dx + (size_t)s0 * CHW, n, gi, c0, c1, pad_acc, j->dx_fresh, j->avx512);
+                        col2im(d, dcol, j->dx + (size_t)s0 * CHW, n, gi, c0, c1, pad_acc, j->dx_fresh);
                     }
                 }
             }
@@ -450,7 +325,6 @@ void cpu_conv2d_fwd(engine_graph_t *g, engine_tensor_t *t)
         return;
     }
     j.pw_direct = pointwise(&j.d) && !conv_force_im2col();
-    j.avx512 = conv_use_avx512();
     j.S = chunk_samples(&j.d, j.B);
     j.CB = channel_block(&j.d, j.S);
     j.pad_floats = (size_t)(j.d.H + 2 * j.d.ph) * (j.d.W + 2 * j.d.pw);
@@ -480,7 +354,6 @@ void cpu_conv2d_bwd(engine_graph_t *g, engine_tensor_t *t)
         return;
     }
     j.pw_direct = pointwise(&j.d) && !conv_force_im2col();
-    j.avx512 = conv_use_avx512();
     j.S = chunk_samples(&j.d, j.B);
     j.CB = channel_block(&j.d, j.S);
     j.pad_floats = (size_t)(j.d.H + 2 * j.d.ph) * (j.d.W + 2 * j.d.pw);

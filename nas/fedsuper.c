@@ -7,6 +7,7 @@
 
 #include "common/rng.h"
 #include "engine/nn.h"
+#include "nas/slice.h"
 #include "nas/supernet.h"
 
 typedef struct fs_tensor {
@@ -109,25 +110,6 @@ static int find_buffers(const nas_fedsuper_t *fs, const char *hash)
     return -1;
 }
 
-/* Calls body(k, o) for each element of the leading slice of stored tensor t that a tensor of
- * shape sh reads: k its offset in the path's tensor, o in the store. */
-#define FS_SLICE_FOR(T_, ND_, SH_, BODY)                                                                              \
-    do {                                                                                                              \
-        int64_t ss_[4] = {1, 1, 1, 1}, q_[4] = {1, 1, 1, 1};                                                          \
-        for (int d_ = 0; d_ < (ND_); d_++) {                                                                          \
-            ss_[4 - (ND_) + d_] = (SH_)[d_];                                                                          \
-            q_[4 - (ND_) + d_] = (T_)->shape[d_];                                                                     \
-        }                                                                                                             \
-        size_t k = 0;                                                                                                 \
-        for (int64_t a_ = 0; a_ < ss_[0]; a_++)                                                                       \
-            for (int64_t b_ = 0; b_ < ss_[1]; b_++)                                                                   \
-                for (int64_t c_ = 0; c_ < ss_[2]; c_++) {                                                             \
-                    size_t o = (size_t)(((a_ * q_[1] + b_) * q_[2] + c_) * q_[3]);                                    \
-                    for (int64_t e_ = 0; e_ < ss_[3]; e_++, k++, o++) {                                               \
-                        BODY;                                                                                         \
-                    }                                                                                                 \
-                }                                                                                                     \
-    } while (0)
 
 /* The tensor stored under key, created or grown to cover shape (a grown tensor keeps each
  * element at its multi-index; new elements are uninitialised). */
@@ -173,7 +155,7 @@ static int tensor_get(nas_fedsuper_t *fs, const char *key, int nd, const int64_t
         if (t->w) {
             fs_tensor_t big = *t;
             memcpy(big.shape, ns, sizeof ns);
-            FS_SLICE_FOR(&big, nd, t->shape, {
+            NAS_SLICE_FOR(&big, nd, t->shape, {
                 w[o] = t->w[k];
                 in[o] = t->init[k];
             });
@@ -276,7 +258,7 @@ int nas_fedsuper_path(nas_fedsuper_t *fs, const nas_genome_t *g, nas_fedsuper_pa
         const engine_param_info_t *in = engine_net_tensor(net, i);
         if ((rc = tensor_get(fs, keys[i], in->ndim, in->shape, &p->ids[i], err)) == 0) {
             const fs_tensor_t *t = &fs->t[p->ids[i]];
-            FS_SLICE_FOR(t, in->ndim, in->shape, need_init |= !t->init[o]);
+            NAS_SLICE_FOR(t, in->ndim, in->shape, need_init |= !t->init[o]);
         }
     }
     if (rc)
@@ -291,7 +273,7 @@ int nas_fedsuper_path(nas_fedsuper_t *fs, const nas_genome_t *g, nas_fedsuper_pa
         const engine_param_info_t *in = engine_net_tensor(net, i);
         fs_tensor_t *t = &fs->t[p->ids[i]];
         const float *src = w0 + in->offset;
-        FS_SLICE_FOR(t, in->ndim, in->shape, {
+        NAS_SLICE_FOR(t, in->ndim, in->shape, {
             if (!t->init[o]) {
                 t->w[o] = src[k];
                 t->init[o] = 1;
@@ -316,7 +298,7 @@ void nas_fedsuper_slice(const nas_fedsuper_t *fs, const nas_fedsuper_path_t *p, 
         const engine_param_info_t *in = engine_net_tensor(net, i);
         const fs_tensor_t *t = &fs->t[p->ids[i]];
         float *dst = out + in->offset;
-        FS_SLICE_FOR(t, in->ndim, in->shape, dst[k] = t->w[o]);
+        NAS_SLICE_FOR(t, in->ndim, in->shape, dst[k] = t->w[o]);
     }
     if (p->buf >= 0)
         memcpy(out + p->np, fs->b[p->buf].v, fs->b[p->buf].n * sizeof *out);
@@ -339,7 +321,7 @@ int nas_fedsuper_add(nas_fedsuper_t *fs, const nas_fedsuper_path_t *p, const flo
         const engine_param_info_t *in = engine_net_tensor(net, i);
         fs_tensor_t *t = &fs->t[p->ids[i]];
         const float *src = delta + in->offset;
-        FS_SLICE_FOR(t, in->ndim, in->shape, {
+        NAS_SLICE_FOR(t, in->ndim, in->shape, {
             t->sum[o] += w * src[k];
             t->cnt[o] += w;
         });
@@ -452,7 +434,7 @@ void nas_fedsuper_scatter(const nas_fedsuper_t *fs, const nas_fedsuper_path_t *p
         const fs_tensor_t *t = &fs->t[p->ids[i]];
         float *dst = full + layout_offset(fs, p->ids[i]);
         const float *src = v + in->offset;
-        FS_SLICE_FOR(t, in->ndim, in->shape, dst[o] = src[k]);
+        NAS_SLICE_FOR(t, in->ndim, in->shape, dst[o] = src[k]);
     }
 }
 
@@ -483,7 +465,7 @@ int nas_fedsuper_add_sum(nas_fedsuper_t *fs, const nas_fedsuper_path_t *const *s
             int rc = ensure_pending(t, err);
             if (rc)
                 return rc;
-            FS_SLICE_FOR(t, in->ndim, in->shape, t->cnt[o] += 1);
+            NAS_SLICE_FOR(t, in->ndim, in->shape, t->cnt[o] += 1);
         }
     }
     size_t off = 0;

@@ -12,6 +12,7 @@
 #include "engine/graph.h"
 #include "engine/nn.h"
 #include "engine/ops.h"
+#include "nas/slice.h"
 #include "nas/supernet_internal.h"
 
 void nas_supernet_opts_default(nas_supernet_opts_t *o)
@@ -321,26 +322,6 @@ static int store_get(nas_supernet_t *s, const char *key, int nd, const int64_t *
     return 0;
 }
 
-/* Runs BODY for every element of the leading slice of stored tensor T_ that a net tensor of
- * shape SH_ (ND_ dimensions) reads, with k its offset in the net tensor and o its offset in the
- * store (T_ covers SH_: store_get grew it, or the caller checked). */
-#define SLICE_FOR(T_, ND_, SH_, BODY)                                                                                 \
-    do {                                                                                                              \
-        int64_t ss_[4] = {1, 1, 1, 1}, q_[4] = {1, 1, 1, 1};                                                          \
-        for (int d_ = 0; d_ < (ND_); d_++) {                                                                          \
-            ss_[4 - (ND_) + d_] = (SH_)[d_];                                                                          \
-            q_[4 - (ND_) + d_] = (T_)->shape[d_];                                                                     \
-        }                                                                                                             \
-        size_t k = 0;                                                                                                 \
-        for (int64_t a_ = 0; a_ < ss_[0]; a_++)                                                                       \
-            for (int64_t b_ = 0; b_ < ss_[1]; b_++)                                                                   \
-                for (int64_t c_ = 0; c_ < ss_[2]; c_++) {                                                             \
-                    size_t o = (size_t)(((a_ * q_[1] + b_) * q_[2] + c_) * q_[3]);                                    \
-                    for (int64_t e_ = 0; e_ < ss_[3]; e_++, k++, o++) {                                               \
-                        BODY;                                                                                         \
-                    }                                                                                                 \
-                }                                                                                                     \
-    } while (0)
 
 int sn_load(nas_supernet_t *s, engine_net_t *net, char (*keys)[NAS_SUPERNET_KEY_LEN], int persist, uint64_t init_seed,
             int *ids, err_t *err)
@@ -356,7 +337,7 @@ int sn_load(nas_supernet_t *s, engine_net_t *net, char (*keys)[NAS_SUPERNET_KEY_
             if (rc)
                 return rc;
             const sn_tensor_t *t = &s->t[ids[i]];
-            SLICE_FOR(t, in->ndim, in->shape, need_init |= !t->init[o]);
+            NAS_SLICE_FOR(t, in->ndim, in->shape, need_init |= !t->init[o]);
         } else {
             ids[i] = nas_supernet_find(s, keys[i]);
         }
@@ -376,7 +357,7 @@ int sn_load(nas_supernet_t *s, engine_net_t *net, char (*keys)[NAS_SUPERNET_KEY_
             if (!fits) /* a path wider than any trained one: keep the model's own values */
                 continue;
         }
-        SLICE_FOR(t, in->ndim, in->shape, {
+        NAS_SLICE_FOR(t, in->ndim, in->shape, {
             if (t->init[o])
                 dst[k] = t->w[o];
             else if (persist) {
@@ -408,7 +389,7 @@ static void sn_accumulate(nas_supernet_t *s, engine_net_t *net, const int *ids, 
         const engine_param_info_t *in = engine_net_tensor(net, i);
         const float *gi = gr + in->offset;
         sn_tensor_t *t = &s->t[ids[i]];
-        SLICE_FOR(t, in->ndim, in->shape, {
+        NAS_SLICE_FOR(t, in->ndim, in->shape, {
             t->g[o] += scale * gi[k];
             t->hit[o] = 1;
         });
