@@ -54,14 +54,16 @@ int dp_setup(server_t *s, err_t *err)
 
 
 /* The accountant on resume: one step per committed round at the sampling rate that round
- * recorded ("sampling_rate"; the configured q for runs from before it was recorded) and the
-
- * that runs next keeps counting its releases on top of those already stored for it. */
+ * recorded ("sampling_rate"; the configured q for runs from before it was recorded), or as many
+ * steps as the round stored releases ("dp_releases": unmask requests under distributed DP, noised
+ * supernets sent out by a federated search), those of the uncommitted round after the last
+ * committed one included; the round that runs next keeps counting its releases on top of those
+ * already stored for it. */
 int dp_replay(server_t *s, int committed, err_t *err)
 {
     json_t *q_rows = NULL, *rel_rows = NULL;
     int rc = store_metrics_json(s->opt.store, s->opt.run_id, "sampling_rate", 0, &q_rows, err);
-    if (rc == 0 && s->cfg->secagg.enabled)
+    if (rc == 0) /* distributed DP's unmask requests, or a federated search's noised supernets sent out */
         rc = store_metrics_json(s->opt.store, s->opt.run_id, "dp_releases", 0, &rel_rows, err);
     int last = committed + 1;
     double *q = rc == 0 ? FN_MALLOC((size_t)(last + 1) * sizeof *q) : NULL;
@@ -95,9 +97,12 @@ int dp_replay(server_t *s, int committed, err_t *err)
         for (int r = 1; r <= committed; r++)
             if (steps[r] < 1)
                 steps[r] = 1;
-    if (extra > 0)
+    if (extra > 0 && s->cfg->secagg.enabled)
         log_warn("resuming: %lld secure-aggregation sum(s) were asked for after the last committed round; epsilon "
                  "counts them", extra);
+    else if (extra > 0)
+        log_warn("resuming: %lld noised model(s) of the round after the last committed one were sent to sites to "
+                 "be scored; epsilon counts them", extra);
     for (int r = 1; rc == 0 && r <= last; r++)
         if (steps[r] > 0)
             rc = dp_accountant_add(&s->dp.acct, q[r], s->dp.z, steps[r], err);
@@ -185,6 +190,24 @@ int dp_charge_release(server_t *s, const dp_ddp_plan_t *plan, err_t *err)
     }
     s->dp.releases++;
     return store_metric_insert(s->opt.store, s->opt.run_id, s->rnd.round, "dp_releases", s->dp.releases, err);
+}
+
+/* Central DP in a federated search: the round's noised supernet leaves the server (its paths go
+ * to the sites to be scored) before the round is committed. That release is stored first, as
+ * distributed DP's unmask requests are (dp_replay counts it), so a server killed while scoring
+ * and resumed charges both the round it sent and the one it runs again. dp_round_close already
+ * charged the accountant in memory. */
+int dp_mark_release(server_t *s, err_t *err)
+{
+    if (!s->cfg->dp.enabled || s->cfg->secagg.enabled)
+        return 0;
+    if (s->dp.releases_round != s->rnd.round) {
+        s->dp.releases_round = s->rnd.round;
+        s->dp.releases = 0;
+    }
+    s->dp.releases++;
+    int rc = store_metric_insert(s->opt.store, s->opt.run_id, s->rnd.round, "sampling_rate", s->dp.q_round, err);
+    return rc < 0 ? rc : store_metric_insert(s->opt.store, s->opt.run_id, s->rnd.round, "dp_releases", s->dp.releases, err);
 }
 
 int dp_round_close(server_t *s, err_t *err)

@@ -187,6 +187,7 @@ int dp_round_open(server_t *s, err_t *err);    /* the round's sampling rate; FN_
 int dp_clip_add(server_t *s, const float *update, err_t *err); /* clipped, weight 1 */
 int dp_noise_mean(server_t *s, err_t *err);    /* the noised fixed-denominator mean into mean */
 int dp_charge_release(server_t *s, const dp_ddp_plan_t *plan, err_t *err);
+int dp_mark_release(server_t *s, err_t *err);   /* central DP: a noised model is about to leave, stored */
 int dp_round_close(server_t *s, err_t *err);   /* charges the round, epsilon, adaptive clip */
 void dp_record(server_t *s);
 void dp_summary(server_t *s, server_summary_t *sum);
@@ -250,6 +251,7 @@ struct server_nas {
     float *sa_zero;             /* the server's "model" vector of that length (never broadcast) */
     /* Central DP: the round's sum of clipped, scattered updates in the same layout, noised once. */
     float *dp_sum, *dp_tmp, *dp_clip;
+    size_t dp_clip_cap; /* dp_clip's length in floats */
 };
 typedef struct server_nas server_nas_t;
 struct site_update;

@@ -222,6 +222,7 @@ int server_nas_create(server_t *s, size_t *max_m, err_t *err)
         n->dp_sum = FN_CALLOC(full, sizeof *n->dp_sum);
         n->dp_tmp = FN_CALLOC(n->sa_params, sizeof *n->dp_tmp);
         n->dp_clip = FN_CALLOC(*max_m, sizeof *n->dp_clip);
+        n->dp_clip_cap = *max_m;
     }
     if (n->secagg) {
         size_t full = n->sa_params + (size_t)n->per_round * n->sa_stats;
@@ -332,11 +333,17 @@ int server_nas_open(server_t *s, err_t *err)
             return rc;
         n->open_round = s->rnd.round;
     }
-    if (n->secagg && nas_fedsuper_num_params(n->fs) != n->sa_params)
+    if ((n->secagg || n->dp_sum) && nas_fedsuper_num_params(n->fs) != n->sa_params)
         return err_set(err, FN_ESTATE,
                        "round %d: a candidate's path reaches supernet weights (%zu values now) that the secure "
                        "aggregation layout (%zu) did not plan for; this is a bug in the layout (server_nas.c)",
                        s->rnd.round, nas_fedsuper_num_params(n->fs), n->sa_params);
+    for (int i = 0; i < n->nc; i++) /* every path's statistics fit its slot in the fixed layout */
+        if ((n->secagg || n->dp_sum) && n->c[i].path->m - n->c[i].path->np > n->sa_stats)
+            return err_set(err, FN_ESTATE,
+                           "round %d: a candidate has %zu batch-norm statistics, more than the %zu the layout "
+                           "planned for; this is a bug in the layout (server_nas.c)",
+                           s->rnd.round, (size_t)(n->c[i].path->m - n->c[i].path->np), n->sa_stats);
     for (int i = 0; i < n->nc; i++) {
         server_nas_cand_t *c = &n->c[i];
         c->bc = FN_MALLOC(sizeof *c->bc + c->path->m * sizeof(float));
@@ -417,6 +424,11 @@ int server_nas_add(server_t *s, const sites_site_t *site, const site_update_t *u
         /* DP-FedAvg: the update clipped to C, unweighted, into the round's sum (noised once at
          * aggregation); its statistics in its candidate's slot. */
         double norm;
+        if (c->path->m > n->dp_clip_cap) { /* a path longer than the largest planned one */
+            free(n->dp_clip);
+            n->dp_clip = FN_MALLOC(c->path->m * sizeof *n->dp_clip);
+            n->dp_clip_cap = c->path->m;
+        }
         memcpy(n->dp_clip, u->values, c->path->m * sizeof *n->dp_clip);
         if ((rc = dp_clip_l2(n->dp_clip, c->path->m, s->dp.clip.clip, &norm, err)) < 0)
             return rc;

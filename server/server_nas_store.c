@@ -38,12 +38,20 @@ static void score_one(server_t *s, server_nas_cand_t *c, const int *draw, int k,
             s->rnd.bytes_down += sent;
         }
     }
-    double deadline = fn_mono() + s->cfg->server.round_timeout;
-    while (sites_awaiting_eval(s->sites) > 0 && fn_mono() < deadline && !server_stopped(s))
+    /* A site still pending at half the deadline is late for the rest of the round, whether or
+     * not it answers before the deadline: one site answering each candidate just in time would
+     * otherwise hold the round thread for candidates x round_timeout. */
+    double t0 = fn_mono(), half = t0 + s->cfg->server.round_timeout / 2, deadline = t0 + s->cfg->server.round_timeout;
+    while (sites_awaiting_eval(s->sites) > 0 && fn_mono() < half && !server_stopped(s))
         server_pump(s, 100);
     for (int i = 0; i < nlate; i++)
-        if (sites_at(s->sites, i)->eval_pending)
+        if (sites_at(s->sites, i)->eval_pending && !late[i]) {
             late[i] = 1;
+            log_warn("round %d: site %s has not scored candidate %d within half the round timeout: it is not asked "
+                     "to score the round's other candidates", s->rnd.round, sites_at(s->sites, i)->name, c->prop.id);
+        }
+    while (sites_awaiting_eval(s->sites) > 0 && fn_mono() < deadline && !server_stopped(s))
+        server_pump(s, 100);
     s->ev.in_eval = 0;
     sites_close_eval(s->sites, s->rnd.round);
     c->answers = s->ev.answers;
@@ -62,6 +70,9 @@ int server_nas_score(server_t *s, double *test_loss, double *test_acc, err_t *er
     server_nas_t *n = s->nas;
     *test_loss = *test_acc = NAN;
     server_set_phase(s, s->rnd.round, "federated_evaluation");
+    int rc0 = dp_mark_release(s, err); /* the noised supernet's paths leave the server next */
+    if (rc0 < 0)
+        return err_wrap(err, "round %d: the release of its noised supernet could not be recorded: ", s->rnd.round);
     int k;
     sites_site_t **cand = collect_draw_connected(s, 0, s->cfg->evaluate.clients_fraction, 0xe7a1ULL, &k);
     int count = sites_count(s->sites), *draw = FN_MALLOC((size_t)(k > 0 ? k : 1) * sizeof *draw);
@@ -102,18 +113,26 @@ int server_nas_score(server_t *s, double *test_loss, double *test_acc, err_t *er
     return engine_model_evaluate_source(b->path->model, &s->mod.test_src, NULL, 0, test_loss, test_acc, err);
 }
 
+/* The round's federated metrics are its best candidate's (written by server_nas_commit). */
 double server_nas_fed_acc(server_t *s)
 {
     server_nas_t *n = s->nas;
+    return n->best < 0 ? NAN : n->c[n->best].acc;
+}
+
+/* The best candidate's federated metrics, in the round's transaction. */
+static int put_fed_metrics(server_t *s, err_t *err)
+{
+    const server_nas_t *n = s->nas;
     if (n->best < 0)
-        return NAN;
+        return 0;
     const server_nas_cand_t *b = &n->c[n->best];
-    err_t e;
-    if (store_metric_insert(s->opt.store, s->opt.run_id, s->rnd.round, "fed_eval_accuracy", b->acc, &e) < 0 ||
-        store_metric_insert(s->opt.store, s->opt.run_id, s->rnd.round, "fed_eval_loss", b->loss, &e) < 0 ||
-        store_metric_insert(s->opt.store, s->opt.run_id, s->rnd.round, "fed_eval_samples", b->samples, &e) < 0)
-        log_error("%s", e.msg);
-    return b->acc;
+    int rc = store_metric_insert(s->opt.store, s->opt.run_id, s->rnd.round, "fed_eval_accuracy", b->acc, err);
+    if (rc == 0)
+        rc = store_metric_insert(s->opt.store, s->opt.run_id, s->rnd.round, "fed_eval_loss", b->loss, err);
+    if (rc == 0)
+        rc = store_metric_insert(s->opt.store, s->opt.run_id, s->rnd.round, "fed_eval_samples", b->samples, err);
+    return rc;
 }
 
 /* ---- commit: the supernet as the checkpoint, the candidates in the NAS tables ---- */
@@ -199,6 +218,8 @@ int server_nas_commit(server_t *s, const store_round_t *rec, err_t *err)
     store_checkpoint_t ck = {blob, len, NULL, 0, meta};
     rc = store_round_commit(s->opt.store, s->opt.run_id, rec, &ck, err);
     free(blob);
+    if (rc == 0)
+        rc = put_fed_metrics(s, err);
     double now = fn_now();
     int64_t tell = n->tells - n->nc;
     for (int i = 0; rc == 0 && i < n->nc; i++)

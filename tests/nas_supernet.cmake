@@ -17,3 +17,6 @@ set_tests_properties(integration_fed_nas_resume PROPERTIES TIMEOUT 300 ENVIRONME
 # per-parameter division of the sum (nas/fedsuper.c).
 fednas_unit_test(test_fed_nas_scatter SOURCES unit/test_fed_nas_scatter.c
                  LIBS fednas_client fednas_nas fednas_engine fednas_common)
+add_test(NAME integration_fed_nas_dp_resume
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/integration/fed_nas_dp_resume.sh $<TARGET_FILE:fednas>)
+set_tests_properties(integration_fed_nas_dp_resume PROPERTIES TIMEOUT 300 ENVIRONMENT "FEDNAS_SOURCE_DIR=${CMAKE_SOURCE_DIR}")
