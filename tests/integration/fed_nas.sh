@@ -5,19 +5,9 @@
 # the best architecture is the search's result, and the rounds after the budget train it. Then
 # the combinations a federated search refuses, each with a message naming the key.
 source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/fed_nas_lib.sh"
 cd "$WORK"
-# 16 features (a 4x4 "image"), 3 classes: Gaussian blobs a small convolution learns in a round.
-python3 - <<'PY'
-import random
-def gen(path, rows, seed, feats=16, classes=3):
-    r = random.Random(seed)
-    with open(path, "w") as f:
-        for _ in range(rows):
-            y = r.randrange(classes)
-            x = [r.gauss(1.5 if i % 3 == y else -0.5, 0.8) for i in range(feats)]
-            f.write(",".join(f"{v:.4f}" for v in x) + f",{y}\n")
-gen("train.csv", 2400, 1); gen("test.csv", 600, 2)
-PY
+fed_nas_blobs 2400 600
 cat > exp.json <<'JSON'
 { "name": "it-fed-nas", "seed": 5, "rounds": 5,
   "data": { "dataset": "csv", "path": "train.csv", "test": "test.csv", "features": 16, "classes": 3 },

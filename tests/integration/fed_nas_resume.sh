@@ -11,18 +11,9 @@
 # evaluation, so a round cannot end inside the test's polling, on any machine; heartbeats are slow
 # enough that the server keeps it in the draw.
 source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/fed_nas_lib.sh"
 cd "$WORK"
-python3 - <<'PY'
-import random
-def gen(path, rows, seed, feats=16, classes=3):
-    r = random.Random(seed)
-    with open(path, "w") as f:
-        for _ in range(rows):
-            y = r.randrange(classes)
-            x = [r.gauss(1.5 if i % 3 == y else -0.5, 0.8) for i in range(feats)]
-            f.write(",".join(f"{v:.4f}" for v in x) + f",{y}\n")
-gen("train.csv", 2700, 1); gen("test.csv", 300, 2)
-PY
+fed_nas_blobs 2700 300
 cat > exp.json <<'JSON'
 { "name": "it-fed-nas-resume", "seed": 8, "rounds": 5,
   "data": { "dataset": "csv", "path": "train.csv", "test": "test.csv", "features": 16, "classes": 3 },
@@ -36,20 +27,7 @@ cat > exp.json <<'JSON'
     "strategy": { "name": "evolution", "population": 4, "sample": 2 },
     "budget": 12 } }
 JSON
-"$FEDNAS" keys init keys >/dev/null
-for i in 0 1 2 3 4 5 6 7 8; do "$FEDNAS" keys site keys "site-$i" >/dev/null; done
-client() { # I ENDPOINT TAG
-  OPENBLAS_NUM_THREADS=1 "$FEDNAS" client --connect "$2" --kit "keys/sites/site-$1" --data train.csv --shard "$1/9" \
-    --seed 8 > "client-$3-$1.out" 2>&1 &
-  PIDS+=($!)
-}
-OPENBLAS_NUM_THREADS=1 "$FEDNAS" server exp.json --keys keys --bind 'tcp://127.0.0.1:*' --db k.db --http off > s1.out 2> s1.err &
-PIDS+=($!); S1=$!
-EP=$(wait_for_line s1.out 'tcp://127\.0\.0\.1:[0-9]+' 30)
-client 8 "$EP" k; FROZEN=$!
-wait_for_line s1.err 'site site-8 joined' 30 >/dev/null
-kill -STOP $FROZEN
-for i in 0 1 2 3 4 5 6 7; do client $i "$EP" k; done
+fed_nas_start_frozen exp.json 8
 for ((t = 0; t < 1200; t++)); do
   [ "$(sql k.db "select count(*) from rounds" 2>/dev/null)" -ge 2 ] 2>/dev/null && break; sleep 0.05
 done
