@@ -12,6 +12,8 @@ typedef struct {
     const char *want;
     int key_pos;
     int found, fline, fcol;
+    int opaque;                 /* inside a key holding '.', '[' or ']': its path text is ambiguous */
+    int loose, lline, lcol;     /* the first match through such a key, used only when no other */
     char path[512];
 } scan_t;
 
@@ -54,12 +56,21 @@ static void str(scan_t *s, char *out, size_t cap)
         out[n] = '\0';
 }
 
+/* A path is made of keys joined by '.' and indices "[i]", so a key holding one of those is read
+ * two ways ({"a.b": 1} and {"a": {"b": 1}} both give "a.b"): a match through such a key counts
+ * only when the path has no plain match. */
 static void check(scan_t *s, int line, int col)
 {
-    if (!s->found && strcmp(s->path, s->want) == 0) {
+    if (s->found || strcmp(s->path, s->want) != 0)
+        return;
+    if (!s->opaque) {
         s->found = 1;
         s->fline = line;
         s->fcol = col;
+    } else if (!s->loose) {
+        s->loose = 1;
+        s->lline = line;
+        s->lcol = col;
     }
 }
 
@@ -82,7 +93,10 @@ static void value(scan_t *s, int key_line, int key_col)
             if (*s->p == ':')
                 adv(s);
             snprintf(s->path + base, sizeof s->path - base, "%s%s", base ? "." : "", key);
+            int special = strpbrk(key, ".[]") != NULL;
+            s->opaque += special;
             value(s, kl, kc);
+            s->opaque -= special;
             s->path[base] = '\0';
             ws(s);
             if (*s->p == ',') {
@@ -121,6 +135,11 @@ int jsonpos_locate(const char *text, const char *path, int key_pos, int *line, i
     ws(&s);
     int root_line = s.line, root_col = s.col;
     value(&s, 0, 0);
+    if (!s.found && s.loose) {
+        s.found = 1;
+        s.fline = s.lline;
+        s.fcol = s.lcol;
+    }
     *line = s.found ? s.fline : root_line;
     *col = s.found ? s.fcol : root_col;
     return s.found ? 0 : -1;

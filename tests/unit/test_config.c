@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "common/config.h"
+#include "common/jsonpos.h"
 
 static const char *k_good =
     "{\n"
@@ -123,6 +124,23 @@ static void test_malformed_json(void **state)
     assert_non_null(strstr(e.msg, "/nonexistent/x.json"));
 }
 
+/* A key holding '.' reads like a nested path: "a.b" names the nested value when there is one
+ * (found by fuzz_config: it pointed at the dotted key), and the dotted key only otherwise. */
+static void test_locate_dotted_keys(void **state)
+{
+    (void)state;
+    int line = 0, col = 0;
+    const char *both = "{\"a.b\": 1,\n \"a\": {\"b\": 2}}";
+    assert_int_equal(jsonpos_locate(both, "a.b", 0, &line, &col), 0);
+    assert_int_equal(line, 2);
+    assert_int_equal(col, 13);
+    const char *dotted = "{\"x\": 0, \"a.b\": 1}";
+    assert_int_equal(jsonpos_locate(dotted, "a.b", 0, &line, &col), 0);
+    assert_int_equal(line, 1);
+    assert_int_equal(col, 17);
+    assert_int_equal(jsonpos_locate(dotted, "a.c", 0, &line, &col), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -132,6 +150,7 @@ int main(void)
         cmocka_unit_test(test_unknown_and_missing_keys),
         cmocka_unit_test(test_malformed_json),
         cmocka_unit_test(test_model_optional_with_nas),
+        cmocka_unit_test(test_locate_dotted_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
