@@ -98,17 +98,43 @@ static struct sockaddr_in next_source(void)
     return a;
 }
 
+/* libFuzzer's timeout alarm (SIGALRM, installed without SA_RESTART) can interrupt any of the
+ * calls below: each is retried, and an interrupted connect is finished by waiting for the socket to
+ * become writable, then reading its outcome (a second connect() would answer EALREADY). */
+static int connect_retrying(int fd, const struct sockaddr_in *dst)
+{
+    if (connect(fd, (const struct sockaddr *)dst, sizeof *dst) == 0)
+        return 0;
+    if (errno != EINTR && errno != EINPROGRESS)
+        return -1;
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    int r;
+    while ((r = poll(&p, 1, 10000)) < 0 && errno == EINTR)
+        ;
+    if (r <= 0) {
+        errno = r == 0 ? ETIMEDOUT : errno;
+        return -1;
+    }
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+        return -1;
+    errno = err;
+    return err == 0 ? 0 : -1;
+}
+
 static size_t exchange(const uint8_t *data, size_t size, char *answer, size_t cap)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in src = next_source();
     struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons((uint16_t)g_port),
                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    if (fd < 0 || bind(fd, (struct sockaddr *)&src, sizeof src) != 0 ||
-        connect(fd, (struct sockaddr *)&dst, sizeof dst) != 0)
+    if (fd < 0 || bind(fd, (struct sockaddr *)&src, sizeof src) != 0 || connect_retrying(fd, &dst) != 0)
         die("cannot connect to the dashboard", strerror(errno));
     for (size_t off = 0; off < size;) {
         ssize_t n = send(fd, data + off, size - off, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
         if (n <= 0)
             break; /* the server may close early on a request it refuses */
         off += (size_t)n;
@@ -118,9 +144,13 @@ static size_t exchange(const uint8_t *data, size_t size, char *answer, size_t ca
     for (;;) {
         struct pollfd p = {.fd = fd, .events = POLLIN};
         int r = poll(&p, 1, 10000);
+        if (r < 0 && errno == EINTR)
+            continue;
         if (r == 0)
             die("no answer within 10 s", NULL);
         ssize_t n = recv(fd, answer + got, cap - 1 - got, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
         if (n <= 0)
             break;
         got += (size_t)n;
