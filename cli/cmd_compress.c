@@ -401,10 +401,13 @@ static int prune_finetune(engine_infer_t **plan, const recipe_t *R, const engine
         }
         if (rc == 0) {
             engine_infer_t *np = NULL;
-            if ((rc = engine_infer_create(a, v, nv, sh[0], sh[1], sh[2], classes, &np, err)) == 0) {
+            /* folded again: the export spells the fused ReLU and pool out as layers */
+            if ((rc = engine_infer_create(a, v, nv, sh[0], sh[1], sh[2], classes, &np, err)) == 0 &&
+                (rc = engine_infer_fold(np, err)) == 0) {
                 engine_infer_free(*plan);
                 *plan = np;
-            }
+            } else
+                engine_infer_free(np);
         }
         engine_model_free(m);
         json_decref(a);
