@@ -5,9 +5,13 @@
  * queue is short of max_batch, and at most min(max_wait, an average batch's run time) after
  * the oldest queued request arrived: a lone request on an idle server goes at once after that
  * short wait, and requests that queued during the previous batch go without any. The batch
- * runs in forward passes of the power-of-two size with the lowest measured time per image (a
- * conv net's im2col columns may fall out of cache in a big pass; a big MLP wants the biggest).
- * Counters and latency percentiles feed /metrics (Prometheus text). */
+ * runs on the inference runtime (engine/infer.h: batch norm folded, ReLU and pools fused,
+ * small-batch linear layers reading their weights once per pass) in one pass split among the
+ * engine pool's threads, one plan each; a model the runtime does not take runs on the engine in
+ * passes of the power-of-two size with the lowest measured time per image (its conv's im2col
+ * columns may fall out of cache in a big pass). Each request waits on its own condition
+ * variable, so a batch wakes its requests only. Counters and latency percentiles feed /metrics
+ * (Prometheus text). */
 #ifndef FEDNAS_CLI_INFER_H
 #define FEDNAS_CLI_INFER_H
 

@@ -8,8 +8,10 @@
  *
  * Linear: at small batches a product through sgemm is dominated by OpenBLAS packing the whole
  * weight matrix on every call (the FedAvg CNN's fc1 is 6.4 MB). Up to SMALL_B samples the
- * weights are packed once, in panels of 16 outputs, and read once per pass by an AVX-512 kernel
- * (32 outputs x 8 samples of accumulators); without AVX-512, cblas_sgemv per sample.
+ * weights are packed once, in panels of 16 outputs, and an AVX-512 kernel (32 outputs x 8
+ * samples of accumulators) takes two panels at a time through every group of 8 samples, so
+ * the weights come from memory once per pass (a pair of panels, 32 x K floats, stays in L2);
+ * without AVX-512, cblas_sgemv per sample (up to 2) or sgemm.
  * FEDNAS_INFER_PORTABLE=1 turns the AVX-512 code off (tests, A/B measurements). */
 #include <cblas.h>
 #include <immintrin.h>
@@ -18,7 +20,7 @@
 
 #include "engine/infer_impl.h"
 
-#define SMALL_B 16
+#define SMALL_B 64
 /* Samples per conv product: one, unless the map is small (measured on the FedAvg CNN with batch
  * norm: grouping 14x14 maps into N of 1-2k made the columns outgrow the cache, 1.1-1.2x slower). */
 #define CONV_MIN_COLS 128
@@ -223,30 +225,34 @@ static int pack(ilayer_t *l)
     return 0;
 }
 
-/* y[b][o] = x[b] . w[o] for nb <= 8 samples and the panels [p0, p1). Two panels at a time. */
-AVX512 static void small_avx512(const float *wp, int K, int cout, int p0, int p1, const float *x, int nb, float *y)
+/* y[b][o] = x[b] . w[o] for B samples and every panel: two panels at a time, each pair
+ * through all samples in groups of 8. */
+AVX512 static void small_avx512(const float *wp, int K, int cout, int npanels, const float *xall, int B, float *yall)
 {
-    for (int pn = p0; pn < p1; pn += 2) {
-        int two = pn + 1 < p1;
+    for (int pn = 0; pn < npanels; pn += 2) {
+        int two = pn + 1 < npanels, width = cout - pn * 16 < (two ? 32 : 16) ? cout - pn * 16 : (two ? 32 : 16);
         const float *w0 = wp + (size_t)pn * K * 16, *w1 = two ? w0 + (size_t)K * 16 : w0;
-        __m512 a0[8], a1[8];
-        for (int b = 0; b < 8; b++)
-            a0[b] = a1[b] = _mm512_setzero_ps();
-        for (int k = 0; k < K; k++) {
-            __m512 v0 = _mm512_load_ps(w0 + (size_t)k * 16), v1 = _mm512_load_ps(w1 + (size_t)k * 16);
+        for (int b0 = 0; b0 < B; b0 += 8) {
+            int nb = B - b0 < 8 ? B - b0 : 8;
+            const float *x = xall + (size_t)b0 * K;
+            __m512 a0[8], a1[8];
             for (int b = 0; b < 8; b++)
-                if (b < nb) {
-                    __m512 xb = _mm512_set1_ps(x[(size_t)b * K + k]);
-                    a0[b] = _mm512_fmadd_ps(xb, v0, a0[b]);
-                    a1[b] = _mm512_fmadd_ps(xb, v1, a1[b]);
-                }
-        }
-        for (int b = 0; b < nb; b++) {
-            float t[32];
-            _mm512_storeu_ps(t, a0[b]);
-            _mm512_storeu_ps(t + 16, a1[b]);
-            int n = cout - pn * 16 < (two ? 32 : 16) ? cout - pn * 16 : (two ? 32 : 16);
-            memcpy(y + (size_t)b * cout + (size_t)pn * 16, t, (size_t)n * sizeof *t);
+                a0[b] = a1[b] = _mm512_setzero_ps();
+            for (int k = 0; k < K; k++) {
+                __m512 v0 = _mm512_load_ps(w0 + (size_t)k * 16), v1 = _mm512_load_ps(w1 + (size_t)k * 16);
+                for (int b = 0; b < 8; b++)
+                    if (b < nb) {
+                        __m512 xb = _mm512_set1_ps(x[(size_t)b * K + k]);
+                        a0[b] = _mm512_fmadd_ps(xb, v0, a0[b]);
+                        a1[b] = _mm512_fmadd_ps(xb, v1, a1[b]);
+                    }
+            }
+            for (int b = 0; b < nb; b++) {
+                float t[32];
+                _mm512_storeu_ps(t, a0[b]);
+                _mm512_storeu_ps(t + 16, a1[b]);
+                memcpy(yall + (size_t)(b0 + b) * cout + (size_t)pn * 16, t, (size_t)width * sizeof *t);
+            }
         }
     }
 }
@@ -257,10 +263,7 @@ int infer_linear_fp32(engine_infer_t *p, ilayer_t *l, const float *x, float *y, 
     if (B <= SMALL_B && use_avx512()) {
         if (!l->wp && pack(l) < 0)
             return -1;
-        int np = (l->cout + 15) / 16;
-        for (int b0 = 0; b0 < B; b0 += 8)
-            small_avx512(l->wp, l->K, l->cout, 0, np, x + (size_t)b0 * l->K, B - b0 < 8 ? B - b0 : 8,
-                         y + (size_t)b0 * l->cout);
+        small_avx512(l->wp, l->K, l->cout, (l->cout + 15) / 16, x, B, y);
     } else if (B <= 2) {
         for (int b = 0; b < B; b++)
             cblas_sgemv(CblasRowMajor, CblasNoTrans, l->cout, l->K, 1.0f, l->w, l->K, x + (size_t)b * l->K, 1, 0.0f,
