@@ -204,6 +204,8 @@ static int predict(struct mg_connection *c, serve_t *s)
     if (ri->content_length > (long long)MAX_BODY)
         return send_error(c, 413, "the body is %lld bytes; the limit is %u", ri->content_length, MAX_BODY);
     size_t len = (size_t)ri->content_length, got = 0;
+    infer_expect(s->q, 1); /* a request on its way: the batcher may wait for it */
+    int expecting = 1;
     char *buf = malloc(len + 1);
     float *x = NULL;
     float *probs = malloc((size_t)INFER_MAX_IMAGES * (size_t)s->classes * sizeof *probs);
@@ -236,6 +238,7 @@ static int predict(struct mg_connection *c, serve_t *s)
         goto done;
     err_t e = {0};
     int batch = 0;
+    expecting = 0; /* infer_run counts the arrival */
     if (infer_run(s->q, x, n, probs, &batch, &e)) {
         status = send_error(c, 503, "%s", e.msg);
         goto done;
@@ -261,6 +264,8 @@ static int predict(struct mg_connection *c, serve_t *s)
     k += (size_t)snprintf(out + k, cap - k, "]}");
     status = send_body(c, 200, "application/json", out, k);
 done:
+    if (expecting)
+        infer_expect(s->q, -1);
     free(out);
     free(buf);
     free(x);

@@ -35,6 +35,11 @@ int infer_num_classes(const infer_t *q);
  * *batch gets the size of the (first) batch they ran in. Blocks; thread-safe. */
 int infer_run(infer_t *q, const float *x, int n, float *probs, int *batch, err_t *err);
 
+/* A request is on its way (+1, as an HTTP thread starts reading its body) or will not come
+ * after all (-1, a bad body); infer_run counts its own arrival. The batcher waits for company
+ * only while some is on its way. */
+void infer_expect(infer_t *q, int delta);
+
 /* Counts a request answered with an HTTP status (latency in seconds, for 2xx only). */
 void infer_note_response(infer_t *q, int status, double seconds);
 /* The Prometheus text exposition of the counters (malloc'ed; NULL on out of memory). */
