@@ -107,7 +107,7 @@ typedef struct {
     infer_t *q;
     const float *x;
     float *logits;
-    int n, parts, rc[64];
+    int n, parts, rc[8];
     char msg[160];
 } pass_t;
 
@@ -306,9 +306,12 @@ int infer_start(engine_model_t *m, int max_batch, double max_wait_s, infer_t **o
     pthread_cond_init(&q->work, &ca);
     pthread_condattr_destroy(&ca);
     q->pool = engine_threadpool_default();
+    /* each plan holds its own copy of the weights: at most 8, and no more than a pass can use */
     q->nplans = engine_threadpool_size(q->pool);
-    if (q->nplans > 64)
-        q->nplans = 64;
+    if (q->nplans > 8)
+        q->nplans = 8;
+    if (q->nplans > max_batch)
+        q->nplans = max_batch;
     if (q->nplans < 1)
         q->nplans = 1;
     q->plans = calloc((size_t)q->nplans, sizeof *q->plans);
