@@ -86,10 +86,28 @@ int cli_train_block(const char *src, const char *text, const char *prefix, const
 
 /* A compress recipe (cli/cmd_compress.c) at path AT of text (src names the file in errors):
  * cli_compress_check validates it (FN_EINVAL naming src:line:col and AT.KEY);
- * cli_compress_model runs it on a model file, writing into out_dir; returns an exit status. */
+ * cli_compress_model runs it on a model file, writing into out_dir; returns an exit status.
+ * report (may be NULL) gets the stages (as DIR/report.json: stage, key, accuracy, agreement,
+ * ms_per_batch, speedup), or NULL when the recipe failed. */
 int cli_compress_check(const char *src, const char *text, const char *at, const json_t *recipe, err_t *err);
 int cli_compress_model(const char *model_path, const char *src, const char *text, const char *at, const json_t *recipe,
-                       const char *out_dir);
+                       const char *out_dir, json_t **report);
+
+/* An experiment's "compress" block (cli/compress_block.c), the one implementation behind
+ * `fednas train` and `fednas run` / `fednas server`: the block of cfg (an experiment) checked
+ * with its positions in text (need_out: "out" is required), made into a recipe with the
+ * experiment's data; b->recipe stays NULL when there is no block. cli_compress_block_run saves
+ * the model (arch, vec of n floats, input sh) as out_dir/model.safetensors and runs the recipe
+ * there; returns an exit status (report as cli_compress_model). */
+typedef struct cli_compress_block {
+    json_t *recipe;
+    const char *out; /* the block's "out" (points into cfg), NULL when absent */
+} cli_compress_block_t;
+int cli_compress_block_parse(const char *src, const char *text, const json_t *cfg, int need_out,
+                             cli_compress_block_t *b, err_t *err);
+int cli_compress_block_run(const cli_compress_block_t *b, const char *src, const char *text, const json_t *arch,
+                           const float *vec, size_t n, const int sh[3], const char *out_dir, json_t **report);
+void cli_compress_block_free(cli_compress_block_t *b);
 
 /* The compress recipe's "qat" step (cli/qat.c): {"train": a train block, "train_samples": 6000,
  * "observer_momentum": 0.01}. cli_qat_run fine-tunes the plan's model with quantization-aware

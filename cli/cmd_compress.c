@@ -276,7 +276,7 @@ static int inf_fwd(void *vc, const float *x, int B, float *logits, err_t *err)
 }
 
 typedef struct {
-    const char *name;
+    const char *name, *key; /* key: the stage's stable name in report.json and run metrics */
     double acc, agree, ms;
     fwd_fn f;
     void *ctx;
@@ -401,10 +401,13 @@ static int prune_finetune(engine_infer_t **plan, const recipe_t *R, const engine
         }
         if (rc == 0) {
             engine_infer_t *np = NULL;
-            if ((rc = engine_infer_create(a, v, nv, sh[0], sh[1], sh[2], classes, &np, err)) == 0) {
+            /* folded again: the export spells the fused ReLU and pool out as layers */
+            if ((rc = engine_infer_create(a, v, nv, sh[0], sh[1], sh[2], classes, &np, err)) == 0 &&
+                (rc = engine_infer_fold(np, err)) == 0) {
                 engine_infer_free(*plan);
                 *plan = np;
-            }
+            } else
+                engine_infer_free(np);
         }
         engine_model_free(m);
         json_decref(a);
@@ -460,7 +463,7 @@ int cmd_compress(int argc, char **argv)
         rc = EXIT_USAGE;
     }
     if (rc == EXIT_OK)
-        rc = cli_compress_model(argv[optind], recipe_path, text, "", rj, out_dir);
+        rc = cli_compress_model(argv[optind], recipe_path, text, "", rj, out_dir, NULL);
     json_decref(rj);
     free(text);
     return rc;
@@ -476,7 +479,7 @@ int cli_compress_check(const char *src, const char *text, const char *at, const 
 }
 
 int cli_compress_model(const char *model_path, const char *recipe_path, const char *text, const char *at,
-                       const json_t *rj, const char *out_dir)
+                       const json_t *rj, const char *out_dir, json_t **report)
 {
     err_t err = {0};
     int rc = EXIT_OK;
@@ -490,6 +493,8 @@ int cli_compress_model(const char *model_path, const char *recipe_path, const ch
     size_t nv = 0, nf = 0;
     recipe_t R = {0};
     recipe_src_t rs = {recipe_path, text, at};
+    if (report)
+        *report = NULL;
     if (parse_recipe(&rs, rj, &R, &err) < 0) {
         rc = EXIT_USAGE;
         goto fail;
@@ -551,20 +556,20 @@ int cli_compress_model(const char *model_path, const char *recipe_path, const ch
     engine_graph_set_grad(ec.g, 0);
     memcpy(ec.sh, sh, sizeof sh);
     ec.classes = classes;
-    st[ns].name = "engine fp32 (original)";
+    st[ns].name = "engine fp32 (original)", st[ns].key = "engine";
     if (run_stage(&st[ns++], eng_fwd, &ec, xte, yte, N, per, classes, ref, NULL, &err) < 0)
         goto fail;
     if (engine_infer_create(arch, vec, nv, sh[0], sh[1], sh[2], classes, &plan0, &err) < 0 ||
         engine_infer_create(arch, vec, nv, sh[0], sh[1], sh[2], classes, &plan, &err) < 0)
         goto fail;
     inf_ctx_t ic0 = {plan0, 0}, ic = {plan, 0}, icq = {plan, 1};
-    st[ns].name = "runtime fp32 (unfolded)";
+    st[ns].name = "runtime fp32 (unfolded)", st[ns].key = "unfolded";
     if (run_stage(&st[ns++], inf_fwd, &ic0, xte, yte, N, per, classes, NULL, ref, &err) < 0)
         goto fail;
     if (R.fold) {
         if (engine_infer_fold(plan, &err) < 0)
             goto fail;
-        st[ns].name = "runtime fp32 folded+fused";
+        st[ns].name = "runtime fp32 folded+fused", st[ns].key = "folded";
         if (run_stage(&st[ns++], inf_fwd, &ic, xte, yte, N, per, classes, NULL, ref, &err) < 0)
             goto fail;
     }
@@ -583,7 +588,7 @@ int cli_compress_model(const char *model_path, const char *recipe_path, const ch
             goto fail;
         static char pname[64];
         snprintf(pname, sizeof pname, "runtime fp32 pruned %.0f%%", R.sparsity * 100);
-        st[ns].name = pname;
+        st[ns].name = pname, st[ns].key = "pruned";
         icp.p = pplan;
         if (run_stage(&st[ns++], inf_fwd, &icp, xte, yte, N, per, classes, NULL, ref, &err) < 0)
             goto fail;
@@ -604,7 +609,7 @@ int cli_compress_model(const char *model_path, const char *recipe_path, const ch
         engine_graph_set_grad(ef.g, 0);
         memcpy(ef.sh, sh, sizeof sh);
         ef.classes = classes;
-        st[ns].name = "engine fp32 folded";
+        st[ns].name = "engine fp32 folded", st[ns].key = "engine_folded";
         if (run_stage(&st[ns++], eng_fwd, &ef, xte, yte, N, per, classes, NULL, ref, &err) < 0)
             goto fail;
     }
@@ -628,7 +633,7 @@ int cli_compress_model(const char *model_path, const char *recipe_path, const ch
         static char qname[64];
         snprintf(qname, sizeof qname, "runtime int8 (%s)", engine_qgemm_name(R.kernel == ENGINE_QGEMM_AUTO
                                                                                  ? engine_qgemm_best() : R.kernel));
-        st[ns].name = qname;
+        st[ns].name = qname, st[ns].key = "int8";
         if (run_stage(&st[ns++], inf_fwd, &icq, xte, yte, N, per, classes, NULL, ref, &err) < 0)
             goto fail;
         snprintf(path, sizeof path, "%s/model.int8.safetensors", out_dir);
@@ -642,7 +647,7 @@ int cli_compress_model(const char *model_path, const char *recipe_path, const ch
         static char qatname[64];
         snprintf(qatname, sizeof qatname, "runtime int8 QAT (%s)",
                  engine_qgemm_name(R.kernel == ENGINE_QGEMM_AUTO ? engine_qgemm_best() : R.kernel));
-        st[ns].name = qatname;
+        st[ns].name = qatname, st[ns].key = "qat_int8";
         icqat.p = qplan;
         if (run_stage(&st[ns++], inf_fwd, &icqat, xte, yte, N, per, classes, NULL, ref, &err) < 0)
             goto fail;
@@ -660,12 +665,20 @@ int cli_compress_model(const char *model_path, const char *recipe_path, const ch
         if (!isfinite(st[i].ms))
             st[i].ms = 0;
         printf("%-28s %9.4f %9.4f %12.2f %7.2fx\n", st[i].name, st[i].acc, st[i].agree, st[i].ms, sp);
-        json_array_append_new(rep, json_pack("{s:s,s:f,s:f,s:f,s:f}", "stage", st[i].name, "accuracy", st[i].acc,
-                                             "agreement", st[i].agree, "ms_per_batch", st[i].ms, "speedup", sp));
+        json_array_append_new(rep, json_pack("{s:s,s:s,s:f,s:f,s:f,s:f}", "stage", st[i].name, "key", st[i].key,
+                                             "accuracy", st[i].acc, "agreement", st[i].agree, "ms_per_batch", st[i].ms,
+                                             "speedup", sp));
     }
     snprintf(path, sizeof path, "%s/report.json", out_dir);
-    json_dump_file(rep, path, JSON_INDENT(1));
-    json_decref(rep);
+    if (json_dump_file(rep, path, JSON_INDENT(1)) < 0) {
+        json_decref(rep);
+        err_set(&err, FN_EIO, "%s: cannot write", path);
+        goto fail;
+    }
+    if (report)
+        *report = rep;
+    else
+        json_decref(rep);
     printf("wrote %s/{folded.safetensors,arch.json%s,report.json}\n", out_dir, R.quantize ? ",model.int8.safetensors" : "");
     if (R.qat)
         printf("wrote %s/model.qat.int8.safetensors\n", out_dir);

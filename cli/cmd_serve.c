@@ -102,19 +102,21 @@ __attribute__((format(printf, 3, 4))) static int send_error(struct mg_connection
     return rc;
 }
 
+/* 6-bit values of the base64 digits, standard and URL-safe; 64 marks anything else. */
+static const unsigned char k_b64[256] = {
+    ['A'] = 0,  ['B'] = 1,  ['C'] = 2,  ['D'] = 3,  ['E'] = 4,  ['F'] = 5,  ['G'] = 6,  ['H'] = 7,  ['I'] = 8,
+    ['J'] = 9,  ['K'] = 10, ['L'] = 11, ['M'] = 12, ['N'] = 13, ['O'] = 14, ['P'] = 15, ['Q'] = 16, ['R'] = 17,
+    ['S'] = 18, ['T'] = 19, ['U'] = 20, ['V'] = 21, ['W'] = 22, ['X'] = 23, ['Y'] = 24, ['Z'] = 25, ['a'] = 26,
+    ['b'] = 27, ['c'] = 28, ['d'] = 29, ['e'] = 30, ['f'] = 31, ['g'] = 32, ['h'] = 33, ['i'] = 34, ['j'] = 35,
+    ['k'] = 36, ['l'] = 37, ['m'] = 38, ['n'] = 39, ['o'] = 40, ['p'] = 41, ['q'] = 42, ['r'] = 43, ['s'] = 44,
+    ['t'] = 45, ['u'] = 46, ['v'] = 47, ['w'] = 48, ['x'] = 49, ['y'] = 50, ['z'] = 51, ['0'] = 52, ['1'] = 53,
+    ['2'] = 54, ['3'] = 55, ['4'] = 56, ['5'] = 57, ['6'] = 58, ['7'] = 59, ['8'] = 60, ['9'] = 61, ['+'] = 62,
+    ['-'] = 62, ['/'] = 63, ['_'] = 63};
+
 static int b64_value(unsigned char ch)
 {
-    if (ch >= 'A' && ch <= 'Z')
-        return ch - 'A';
-    if (ch >= 'a' && ch <= 'z')
-        return ch - 'a' + 26;
-    if (ch >= '0' && ch <= '9')
-        return ch - '0' + 52;
-    if (ch == '+' || ch == '-')
-        return 62;
-    if (ch == '/' || ch == '_')
-        return 63;
-    return -1;
+    /* the table's zeros are 'A' or not a digit at all */
+    return k_b64[ch] || ch == 'A' ? k_b64[ch] : -1;
 }
 
 /* Standard or URL-safe base64, padding optional; exactly cap bytes or -1. */
@@ -141,8 +143,10 @@ static int b64_decode(const char *s, size_t len, unsigned char *out, size_t cap)
     return n == cap ? 0 : -1;
 }
 
-/* Fills x with n images from the parsed body, or sends the 400 and returns its status. */
-static int read_images(struct mg_connection *c, json_t *body, float *x, int *n_out)
+/* Fills *x (malloc'ed for the images the body holds: a request's buffer is its own size, not
+ * the 200 KB of the largest, which glibc would mmap and unmap per request) with n images from
+ * the parsed body, or sends the 400 and returns its status. */
+static int read_images(struct mg_connection *c, json_t *body, float **xp, int *n_out)
 {
     json_t *imgs = body;
     if (json_is_object(body)) {
@@ -158,6 +162,9 @@ static int read_images(struct mg_connection *c, json_t *body, float *x, int *n_o
     size_t n = json_array_size(imgs);
     if (n < 1 || n > INFER_MAX_IMAGES)
         return send_error(c, 400, "a request holds 1..%d images, not %zu", INFER_MAX_IMAGES, n);
+    float *x = *xp = malloc(n * INFER_INPUT * sizeof *x);
+    if (!x)
+        return send_error(c, 500, "out of memory");
     for (size_t i = 0; i < n; i++) {
         json_t *im = json_array_get(imgs, i);
         float *dst = x + i * INFER_INPUT;
@@ -197,12 +204,14 @@ static int predict(struct mg_connection *c, serve_t *s)
     if (ri->content_length > (long long)MAX_BODY)
         return send_error(c, 413, "the body is %lld bytes; the limit is %u", ri->content_length, MAX_BODY);
     size_t len = (size_t)ri->content_length, got = 0;
+    infer_expect(s->q, 1); /* a request on its way: the batcher may wait for it */
+    int expecting = 1;
     char *buf = malloc(len + 1);
-    float *x = malloc((size_t)INFER_MAX_IMAGES * INFER_INPUT * sizeof *x);
+    float *x = NULL;
     float *probs = malloc((size_t)INFER_MAX_IMAGES * (size_t)s->classes * sizeof *probs);
     char *out = NULL;
     int status;
-    if (!buf || !x || !probs) {
+    if (!buf || !probs) {
         status = send_error(c, 500, "out of memory");
         goto done;
     }
@@ -223,12 +232,13 @@ static int predict(struct mg_connection *c, serve_t *s)
         goto done;
     }
     int n = 0;
-    status = read_images(c, body, x, &n);
+    status = read_images(c, body, &x, &n);
     json_decref(body);
     if (status)
         goto done;
     err_t e = {0};
     int batch = 0;
+    expecting = 0; /* infer_run counts the arrival */
     if (infer_run(s->q, x, n, probs, &batch, &e)) {
         status = send_error(c, 503, "%s", e.msg);
         goto done;
@@ -254,6 +264,8 @@ static int predict(struct mg_connection *c, serve_t *s)
     k += (size_t)snprintf(out + k, cap - k, "]}");
     status = send_body(c, 200, "application/json", out, k);
 done:
+    if (expecting)
+        infer_expect(s->q, -1);
     free(out);
     free(buf);
     free(x);

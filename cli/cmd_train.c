@@ -234,30 +234,12 @@ int cmd_train(int argc, char **argv)
     }
     /* "compress": a compress recipe (without "data": the experiment's) plus "out": DIR, run on
      * the trained model; checked now, before any training */
-    json_t *recipe = NULL;
-    const char *cout = NULL;
-    const json_t *cb = json_object_get(cfg, "compress");
-    if (cb) {
-        const json_t *o = json_object_get(cb, "out");
-        if (!json_is_object(cb) || !json_is_string(o) || !*json_string_value(o) || json_object_get(cb, "data")) {
-            jsonpos_fail(&err, path, text, json_is_object(cb) && json_object_get(cb, "data") ? "compress.data" : o ? "compress.out" : "compress", 0,
-                         "expected {\"out\": DIR, ...compress recipe steps (see `fednas compress --help`); the data are the experiment's}");
-            cli_fail(&err);
-            json_decref(cfg);
-            free(text);
-            return EXIT_USAGE;
-        }
-        cout = json_string_value(o);
-        recipe = json_deep_copy(cb);
-        json_object_del(recipe, "out");
-        json_object_set_new(recipe, "data", json_deep_copy(data));
-        if (cli_compress_check(path, text, "compress", recipe, &err) < 0) {
-            cli_fail(&err);
-            json_decref(recipe);
-            json_decref(cfg);
-            free(text);
-            return EXIT_USAGE;
-        }
+    cli_compress_block_t cblock;
+    if (cli_compress_block_parse(path, text, cfg, 1, &cblock, &err) < 0) {
+        cli_fail(&err);
+        json_decref(cfg);
+        free(text);
+        return EXIT_USAGE;
     }
     const json_t *seed = json_object_get(cfg, "seed");
     if (json_is_integer(seed) && !json_object_get(train, "seed"))
@@ -384,21 +366,10 @@ int cmd_train(int argc, char **argv)
             goto fail;
         printf("saved %s\n", save_path);
     }
-    if (recipe) {
-        char mp[4096];
-        mkdir(cout, 0755);
-        snprintf(mp, sizeof mp, "%s/model.safetensors", cout);
-        char *arch = json_dumps(engine_model_arch(m), JSON_COMPACT), shape[64];
-        snprintf(shape, sizeof shape, "[%d,%d,%d]", trs.channels, trs.height, trs.width);
-        engine_st_kv_t meta[2] = {{ENGINE_ST_META_ARCH, arch ? arch : "{}"}, {"fednas.input", shape}};
-        int src = engine_safetensors_save_vector(mp, "params", engine_model_params(m), engine_model_num_federated(m),
-                                                 meta, 2, &err);
-        free(arch);
-        if (src < 0)
-            goto fail;
-        printf("compress: %s -> %s/\n", mp, cout);
-        fflush(stdout);
-        rc = cli_compress_model(mp, path, text, "compress", recipe, cout);
+    if (cblock.recipe) {
+        int sh[3] = {trs.channels, trs.height, trs.width};
+        rc = cli_compress_block_run(&cblock, path, text, engine_model_arch(m), engine_model_params(m),
+                                    engine_model_num_federated(m), sh, cblock.out, NULL);
     }
     goto done;
 fail:
@@ -413,7 +384,7 @@ done:
     engine_dataset_free(&te_idx);
     engine_table_free(&tr_tab);
     engine_table_free(&te_tab);
-    json_decref(recipe);
+    cli_compress_block_free(&cblock);
     json_decref(cfg);
     free(text);
     return rc;

@@ -10,7 +10,9 @@
 #include <time.h>
 
 #include "engine/graph.h"
+#include "engine/infer.h"
 #include "engine/nn.h"
+#include "engine/threadpool.h"
 
 #define LAT_RING 4096 /* latencies kept for the percentiles: the last this many requests */
 #define HIST_BUCKETS 12 /* batch sizes <= 1, 2, 4, ..., 1024, +Inf */
@@ -23,12 +25,19 @@ typedef struct req {
     int batch, done, rc;
     char msg[160];
     double arrived;
+    pthread_cond_t cv; /* its own wake-up: a batch wakes its requests, not every waiting thread */
     struct req *next;
 } req_t;
 
 struct infer {
     engine_model_t *m;
     engine_graph_t *g;
+    /* The model on the inference runtime (engine/infer.h), batch norm folded and ReLU and pools
+     * fused, one plan per pool thread (each has its own scratch): a pass is split among them.
+     * NULL when the runtime does not take the model's layers; then the engine runs it. */
+    engine_infer_t **plans;
+    int nplans;
+    engine_threadpool_t *pool;
     int classes, max_batch, cap_images;
     double max_wait, batch_ema;
     float *xb, *lb; /* the batch's images and logits */
@@ -38,9 +47,10 @@ struct infer {
     pthread_t thread;
     int thread_started;
     pthread_mutex_t mu;
-    pthread_cond_t work, done;
+    pthread_cond_t work;
     req_t *head, *tail;
     int queued, stop;
+    int incoming; /* requests whose bodies are being read and parsed (infer_expect) */
     /* statistics, under mu */
     double started;
     unsigned long long by_status[6], images, batches, hist[HIST_BUCKETS];
@@ -92,6 +102,51 @@ static int pick_chunk(infer_t *q, int imgs)
     return best;
 }
 
+/* A pass on the runtime: the images split into one contiguous part per plan. */
+typedef struct {
+    infer_t *q;
+    const float *x;
+    float *logits;
+    int n, parts, rc[8];
+    char msg[160];
+} pass_t;
+
+static void pass_part(void *ctx, int64_t begin, int64_t end)
+{
+    pass_t *ps = ctx;
+    for (int64_t i = begin; i < end; i++) {
+        int a = (int)(i * ps->n / ps->parts), b = (int)((i + 1) * ps->n / ps->parts);
+        err_t e = {0};
+        ps->rc[i] = b > a ? engine_infer_forward(ps->q->plans[i], ps->x + (size_t)a * INFER_INPUT, b - a,
+                                                 ps->logits + (size_t)a * ps->q->classes, 0, &e)
+                          : 0;
+        if (ps->rc[i])
+            snprintf(ps->msg, sizeof ps->msg, "%s", e.msg);
+    }
+}
+
+static int forward(infer_t *q, const float *x, int n, float *logits, err_t *e)
+{
+    if (q->plans) {
+        pass_t ps = {.q = q, .x = x, .logits = logits, .n = n, .parts = n < q->nplans ? n : q->nplans};
+        engine_parallel_blas(q->pool, ps.parts, 1, pass_part, &ps);
+        for (int i = 0; i < ps.parts; i++)
+            if (ps.rc[i])
+                return err_set(e, ps.rc[i], "%s", ps.msg);
+        return 0;
+    }
+    int64_t shape[4] = {n, 1, 28, 28};
+    engine_tensor_t *xt = engine_graph_view(q->g, (void *)x, NULL, ENGINE_F32, 4, shape);
+    engine_tensor_t *y = engine_net_forward(engine_model_net(q->m), q->g, xt, 0);
+    int rc = engine_graph_error(q->g, e);
+    if (rc == 0 && (!y || engine_tensor_numel(y) != (int64_t)n * q->classes))
+        rc = err_set(e, FN_EIO, "the model gave no [%d, %d] logits", n, q->classes);
+    if (rc == 0)
+        memcpy(logits, engine_tensor_f32(y), (size_t)n * q->classes * sizeof(float));
+    engine_graph_reset(q->g);
+    return rc;
+}
+
 /* One forward pass per chunk over requests [first, ... n_req of them), imgs images in all. */
 static int run_batch(infer_t *q, req_t *first, int n_req, int imgs, char *msg, size_t cap)
 {
@@ -101,23 +156,17 @@ static int run_batch(infer_t *q, req_t *first, int n_req, int imgs, char *msg, s
         memcpy(q->xb + off, r->x, (size_t)r->n * INFER_INPUT * sizeof(float));
         off += (size_t)r->n * INFER_INPUT;
     }
-    int k = pick_chunk(q, imgs), c = 1 << k;
+    /* The runtime's cost per image falls with the pass size (its conv runs sample by sample,
+     * and a linear layer's weights are read once per pass): one pass. The engine's may not. */
+    int k = q->plans ? -1 : pick_chunk(q, imgs), c = q->plans ? imgs : 1 << k;
     q->chunk = c;
     err_t e = {0};
     int rc = 0;
     for (int at = 0; rc == 0 && at < imgs; at += c) {
         int n = imgs - at < c ? imgs - at : c;
         double t0 = mono();
-        int64_t shape[4] = {n, 1, 28, 28};
-        engine_tensor_t *x = engine_graph_view(q->g, q->xb + (size_t)at * INFER_INPUT, NULL, ENGINE_F32, 4, shape);
-        engine_tensor_t *logits = engine_net_forward(engine_model_net(q->m), q->g, x, 0);
-        rc = engine_graph_error(q->g, &e);
-        if (rc == 0 && (!logits || engine_tensor_numel(logits) != (int64_t)n * q->classes))
-            rc = err_set(&e, FN_EIO, "the model gave no [%d, %d] logits", n, q->classes);
-        if (rc == 0)
-            memcpy(q->lb + (size_t)at * q->classes, engine_tensor_f32(logits), (size_t)n * q->classes * sizeof(float));
-        engine_graph_reset(q->g);
-        if (rc == 0 && n == c) {
+        rc = forward(q, q->xb + (size_t)at * INFER_INPUT, n, q->lb + (size_t)at * q->classes, &e);
+        if (rc == 0 && n == c && k >= 0) {
             double per = (mono() - t0) / c;
             q->per_img[k] = q->per_img[k] == 0 ? per : 0.7 * q->per_img[k] + 0.3 * per;
         }
@@ -155,14 +204,17 @@ static void *loop(void *arg)
         if (q->stop)
             break;
         if (q->max_batch > 1 && q->queued < q->max_batch) {
-            /* Wait for company only as long as a batch takes (no longer than max_wait), counted
-             * from the oldest request's arrival: under load the queue refills while a batch runs
-             * and the next one starts at once. */
+            /* Wait for company only while some is on its way (a request being read and parsed
+             * by an HTTP thread), and only as long as a batch takes (no longer than max_wait),
+             * counted from the oldest request's arrival: a lone request goes at once, and
+             * under load the queue refills while a batch runs and the next one starts at once.
+             * (Waiting on nothing cost the CNN a third of its requests per second on a loaded
+             * machine: the model sat idle while the HTTP threads had nothing to hand it.) */
             double wait = q->batch_ema < q->max_wait ? q->batch_ema : q->max_wait;
             double deadline = q->head->arrived + wait;
             struct timespec ts;
             abs_deadline(deadline, &ts);
-            while (!q->stop && q->queued < q->max_batch && mono() < deadline)
+            while (!q->stop && q->queued < q->max_batch && q->incoming > 0 && mono() < deadline)
                 if (pthread_cond_timedwait(&q->work, &q->mu, &ts) == ETIMEDOUT)
                     break;
             if (q->stop)
@@ -204,19 +256,20 @@ static void *loop(void *arg)
             if (rc)
                 snprintf(r->msg, sizeof r->msg, "%s", msg);
             r->done = 1;
+            pthread_cond_signal(&r->cv); /* r is the waiter's: not touched once mu is released */
             r = next;
         }
         (void)last;
-        pthread_cond_broadcast(&q->done);
     }
     /* Stopping: whoever still waits gets an error instead of hanging. */
-    for (req_t *r = q->head; r; r = r->next) {
+    for (req_t *r = q->head, *next; r; r = next) {
+        next = r->next;
         r->rc = FN_EIO;
         snprintf(r->msg, sizeof r->msg, "the server is shutting down");
         r->done = 1;
+        pthread_cond_signal(&r->cv);
     }
     q->head = q->tail = NULL;
-    pthread_cond_broadcast(&q->done);
     pthread_mutex_unlock(&q->mu);
     return NULL;
 }
@@ -252,7 +305,27 @@ int infer_start(engine_model_t *m, int max_batch, double max_wait_s, infer_t **o
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&q->work, &ca);
     pthread_condattr_destroy(&ca);
-    pthread_cond_init(&q->done, NULL);
+    q->pool = engine_threadpool_default();
+    /* each plan holds its own copy of the weights: at most 8, and no more than a pass can use */
+    q->nplans = engine_threadpool_size(q->pool);
+    if (q->nplans > 8)
+        q->nplans = 8;
+    if (q->nplans > max_batch)
+        q->nplans = max_batch;
+    if (q->nplans < 1)
+        q->nplans = 1;
+    q->plans = calloc((size_t)q->nplans, sizeof *q->plans);
+    for (int i = 0; q->plans && i < q->nplans; i++) {
+        err_t pe = {0};
+        if (engine_infer_create(engine_model_arch(m), engine_model_params(m), engine_model_num_federated(m), 1, 28, 28,
+                                q->classes, &q->plans[i], &pe) < 0 ||
+            engine_infer_fold(q->plans[i], &pe) < 0) { /* not for the runtime: the engine serves it */
+            for (int j = 0; j < q->nplans; j++)
+                engine_infer_free(q->plans[j]);
+            free(q->plans);
+            q->plans = NULL;
+        }
+    }
     if (!q->xb || !q->lb || !q->g) {
         int cap = q->cap_images;
         infer_stop(q);
@@ -280,7 +353,9 @@ void infer_stop(infer_t *q)
         pthread_join(q->thread, NULL);
     }
     pthread_cond_destroy(&q->work);
-    pthread_cond_destroy(&q->done);
+    for (int i = 0; q->plans && i < q->nplans; i++)
+        engine_infer_free(q->plans[i]);
+    free(q->plans);
     pthread_mutex_destroy(&q->mu);
     engine_graph_free(q->g);
     engine_model_free(q->m);
@@ -296,11 +371,15 @@ int infer_run(infer_t *q, const float *x, int n, float *probs, int *batch, err_t
     if (n < 1 || n > INFER_MAX_IMAGES)
         return err_set(err, FN_EINVAL, "a request holds 1..%d images, not %d", INFER_MAX_IMAGES, n);
     req_t r = {.x = x, .n = n, .probs = probs, .arrived = mono()};
+    pthread_cond_init(&r.cv, NULL);
     pthread_mutex_lock(&q->mu);
     if (q->stop) {
         pthread_mutex_unlock(&q->mu);
+        pthread_cond_destroy(&r.cv);
         return err_set(err, FN_EIO, "the server is shutting down");
     }
+    if (q->incoming > 0)
+        q->incoming--; /* its infer_expect(+1) */
     if (q->tail)
         q->tail->next = &r;
     else
@@ -309,11 +388,23 @@ int infer_run(infer_t *q, const float *x, int n, float *probs, int *batch, err_t
     q->queued += n;
     pthread_cond_signal(&q->work);
     while (!r.done)
-        pthread_cond_wait(&q->done, &q->mu);
+        pthread_cond_wait(&r.cv, &q->mu);
     pthread_mutex_unlock(&q->mu);
+    pthread_cond_destroy(&r.cv);
     if (batch)
         *batch = r.batch;
     return r.rc ? err_set(err, r.rc, "%s", r.msg) : 0;
+}
+
+void infer_expect(infer_t *q, int delta)
+{
+    pthread_mutex_lock(&q->mu);
+    q->incoming += delta;
+    if (q->incoming < 0)
+        q->incoming = 0;
+    if (delta < 0)
+        pthread_cond_signal(&q->work); /* a batcher waiting for it need not */
+    pthread_mutex_unlock(&q->mu);
 }
 
 void infer_note_response(infer_t *q, int status, double seconds)

@@ -5,9 +5,13 @@
  * queue is short of max_batch, and at most min(max_wait, an average batch's run time) after
  * the oldest queued request arrived: a lone request on an idle server goes at once after that
  * short wait, and requests that queued during the previous batch go without any. The batch
- * runs in forward passes of the power-of-two size with the lowest measured time per image (a
- * conv net's im2col columns may fall out of cache in a big pass; a big MLP wants the biggest).
- * Counters and latency percentiles feed /metrics (Prometheus text). */
+ * runs on the inference runtime (engine/infer.h: batch norm folded, ReLU and pools fused,
+ * small-batch linear layers reading their weights once per pass) in one pass split among the
+ * engine pool's threads, one plan each; a model the runtime does not take runs on the engine in
+ * passes of the power-of-two size with the lowest measured time per image (its conv's im2col
+ * columns may fall out of cache in a big pass). Each request waits on its own condition
+ * variable, so a batch wakes its requests only. Counters and latency percentiles feed /metrics
+ * (Prometheus text). */
 #ifndef FEDNAS_CLI_INFER_H
 #define FEDNAS_CLI_INFER_H
 
@@ -30,6 +34,11 @@ int infer_num_classes(const infer_t *q);
 /* Runs n images (n * INFER_INPUT floats) and writes n * classes probabilities to probs;
  * *batch gets the size of the (first) batch they ran in. Blocks; thread-safe. */
 int infer_run(infer_t *q, const float *x, int n, float *probs, int *batch, err_t *err);
+
+/* A request is on its way (+1, as an HTTP thread starts reading its body) or will not come
+ * after all (-1, a bad body); infer_run counts its own arrival. The batcher waits for company
+ * only while some is on its way. */
+void infer_expect(infer_t *q, int delta);
 
 /* Counts a request answered with an HTTP status (latency in seconds, for 2xx only). */
 void infer_note_response(infer_t *q, int status, double seconds);

@@ -75,8 +75,9 @@ int cli_qat_run(const cli_qat_t *q, const engine_infer_t *from, const engine_sou
     engine_qat_ranges(qa, &na, &lo, &hi);
     printf("qat: fine-tuned %d epochs on %d samples with fake quantization (train acc %.4f, %.1fs); %d input ranges tracked\n",
            q->tc.epochs, N, ts.accuracy, ts.seconds, na);
+    /* folded like the plan PTQ quantizes (the export spells fused ReLUs and pools out) */
     if ((rc = engine_infer_create(arch, engine_model_params(m), nv, sh[0], sh[1], sh[2], classes, out, err)) < 0 ||
-        (rc = engine_infer_quantize_ranges(*out, lo, hi, na, err)) < 0) {
+        (rc = engine_infer_fold(*out, err)) < 0 || (rc = engine_infer_quantize_ranges(*out, lo, hi, na, err)) < 0) {
         engine_infer_free(*out);
         *out = NULL;
     }

@@ -2,6 +2,7 @@
 #include <libgen.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -192,6 +193,73 @@ static int start_run(const serve_options_t *o, store_t *store, config_t *cfg, co
     return rc;
 }
 
+/* The experiment's "compress" block on the run's final global model (its checkpoint: the
+ * parameters, then the batch-norm statistics), written into the run folder (a relative "out" is
+ * taken there, default "compress"); each stage's accuracy, agreement with the model's own
+ * predictions and speed-up are stored as metrics of the last round (compress_KEY_accuracy, ...,
+ * KEY as in the report). Ctrl-C during it ends the process: the run then reads as interrupted. */
+static int compress_final(const config_t *cfg, const cli_compress_block_t *cb, store_t *store, int64_t run_id,
+                          const char *run_dir)
+{
+    err_t err = {0};
+    store_checkpoint_t ck;
+    int round, status;
+    engine_model_t *m = NULL;
+    if (store_checkpoint_load(store, run_id, &ck, &round, &err) < 0) {
+        err_wrap(&err, "compress: no final model: ");
+        return cli_fail(&err);
+    }
+    int sh[3] = {1, 28, 28}; /* the block takes (fashion-)MNIST only (cli_compress_block_parse) */
+    if (engine_model_create_shape(cfg->model, sh[0], sh[1], sh[2], 10, &m, &err) < 0) {
+        status = cli_fail(&err);
+        goto done;
+    }
+    size_t n = engine_model_num_federated(m);
+    if (ck.params_len != n * sizeof(float)) {
+        err_set(&err, FN_EINVAL, "compress: run %lld's checkpoint holds %zu floats, the model has %zu", (long long)run_id,
+                ck.params_len / sizeof(float), n);
+        status = cli_fail(&err);
+        goto done;
+    }
+    char out[PATH_MAX + 256];
+    const char *o = cb->out ? cb->out : "compress";
+    if (o[0] == '/')
+        snprintf(out, sizeof out, "%s", o);
+    else
+        snprintf(out, sizeof out, "%s/%s", run_dir, o);
+    printf("\ncompress: the final global model (round %d) as the experiment's compress block says\n", round);
+    fflush(stdout);
+    struct sigaction dfl = {.sa_handler = SIG_DFL}, old_int, old_term;
+    sigaction(SIGINT, &dfl, &old_int);
+    sigaction(SIGTERM, &dfl, &old_term);
+    json_t *rep = NULL;
+    status = cli_compress_block_run(cb, cfg->source, cfg->text, engine_model_arch(m), ck.params, n, sh, out, &rep);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    size_t i;
+    json_t *stage;
+    json_array_foreach(rep, i, stage) {
+        const char *key = json_string_value(json_object_get(stage, "key"));
+        static const char *const what[] = {"accuracy", "agreement", "speedup", "ms_per_batch"};
+        for (int k = 0; k < 4 && key; k++) {
+            char name[96];
+            snprintf(name, sizeof name, "compress_%s_%s", key, what[k]);
+            if (store_metric_insert(store, run_id, round, name, json_number_value(json_object_get(stage, what[k])), &err) < 0) {
+                log_error("%s", err.msg);
+                status = EXIT_FAILED;
+            }
+        }
+    }
+    if (rep)
+        printf("compress: %s/report.json; stored as run %lld's compress_* metrics of round %d\n", out, (long long)run_id,
+               round);
+    json_decref(rep);
+done:
+    engine_model_free(m);
+    store_checkpoint_free(&ck);
+    return status;
+}
+
 int cli_serve(const serve_options_t *o)
 {
     err_t err = {0};
@@ -199,6 +267,7 @@ int cli_serve(const serve_options_t *o)
     int status = EXIT_FAILED;
     store_t *store = NULL;
     server_t *server = NULL;
+    cli_compress_block_t cblock = {0};
     web_t *web = NULL;
     int64_t run_id = 0;
     int rc;
@@ -216,7 +285,7 @@ int cli_serve(const serve_options_t *o)
         snprintf(source, sizeof source, "experiment of run %lld", (long long)run_id);
         rc = config_load_string(text, source, &cfg, &err);
         free(text);
-        if (rc < 0)
+        if (rc < 0 || cli_compress_block_parse(cfg->source, cfg->text, cfg->root, 0, &cblock, &err) < 0)
             goto fail_run;
         run_folder(o->db_path, dbdir, run_id, run_dir, sizeof run_dir);
         if (o->keys_dir)
@@ -224,8 +293,11 @@ int cli_serve(const serve_options_t *o)
         else
             snprintf(keys_dir, sizeof keys_dir, "%s/keys", run_dir);
     } else {
-        if (config_load_file(o->config_path, &cfg, &err) < 0 || server_check_config(cfg, &err) < 0) {
+        /* everything checked before anything is recorded, the compress block included */
+        if (config_load_file(o->config_path, &cfg, &err) < 0 || server_check_config(cfg, &err) < 0 ||
+            cli_compress_block_parse(cfg->source, cfg->text, cfg->root, 0, &cblock, &err) < 0) {
             fprintf(stderr, "fednas: error: %s\n", err.msg);
+            cli_compress_block_free(&cblock);
             config_free(cfg);
             return EXIT_USAGE;
         }
@@ -263,9 +335,6 @@ int cli_serve(const serve_options_t *o)
     server_summary_t sum;
     rc = server_run(server, &sum, &err);
     const char *st = rc == 0 ? "done" : (cli_stop ? "stopped" : "failed");
-    err_t e2;
-    if (store_run_finish(store, run_id, st, rc == 0 ? (sum.note[0] ? sum.note : NULL) : err.msg, &e2) < 0)
-        log_error("%s", e2.msg);
     print_summary(cfg, run_id, o->db_path, &sum, st);
     if (rc == 0)
         status = EXIT_OK;
@@ -273,6 +342,12 @@ int cli_serve(const serve_options_t *o)
         fprintf(stderr, "fednas: error: %s\n", err.msg);
     if (o->on_ended)
         o->on_ended(o->ctx);
+    /* The run is still "running" while its model is compressed: its process works on. */
+    if (rc == 0 && cblock.recipe && !cli_stop)
+        status = compress_final(cfg, &cblock, store, run_id, run_dir);
+    err_t e2;
+    if (store_run_finish(store, run_id, st, rc == 0 ? (sum.note[0] ? sum.note : NULL) : err.msg, &e2) < 0)
+        log_error("%s", e2.msg);
     /* A run stopped with Ctrl-C stops its dashboard too; otherwise, when asked (an interactive
      * `fednas run`), the dashboard outlives the run, as NNI keeps its web UI, so the link keeps
      * working until the user is done with it. */
@@ -299,6 +374,7 @@ done:
     web_stop(web);
     server_free(server);
     store_close(store);
+    cli_compress_block_free(&cblock);
     config_free(cfg);
     return status;
 }

@@ -27,8 +27,9 @@ static float *fdup(const float *v, size_t n)
 static void layer_free(ilayer_t *l)
 {
     free(l->w), free(l->b), free(l->gamma), free(l->beta), free(l->rm), free(l->rv);
-    free(l->qw), free(l->qwk), free(l->qwp), free(l->wscale), free(l->wsum), free(l->hist);
+    free(l->qw), free(l->qwk), free(l->qwp), free(l->wscale), free(l->wsum), free(l->hist), free(l->wp);
     json_decref(l->json);
+    json_decref(l->pool_json);
 }
 
 void engine_infer_free(engine_infer_t *p)
@@ -38,7 +39,7 @@ void engine_infer_free(engine_infer_t *p)
     for (int i = 0; i < p->n; i++)
         layer_free(&p->L[i]);
     free(p->L);
-    free(p->buf[0]), free(p->buf[1]), free(p->col), free(p->qa), free(p->qx), free(p->acc), free(p->es);
+    free(p->buf[0]), free(p->buf[1]), free(p->col), free(p->qa), free(p->qx), free(p->acc), free(p->es), free(p->full);
     free(p);
 }
 
@@ -192,7 +193,10 @@ int engine_infer_set_qgemm(engine_infer_t *p, engine_qgemm_impl_t impl, err_t *e
 }
 
 /* BN(y) = gamma (y - mean) / sqrt(var + eps) + beta: a per-channel scale a and shift, folded
- * into the rows of W and the bias of the layer before. */
+ * into the rows of W and the bias of the layer before. A ReLU after a conv/linear and a 2x2
+ * stride-2 max pool after a conv join its epilogue (engine/infer_fp32.c): one pass over the
+ * conv's output instead of three. A batch norm after a fused ReLU or pool stays (neither
+ * commutes with a negative scale). */
 int engine_infer_fold(engine_infer_t *p, err_t *err)
 {
     (void)err;
@@ -200,8 +204,8 @@ int engine_infer_fold(engine_infer_t *p, err_t *err)
     for (int i = 0; i < p->n; i++) {
         ilayer_t *l = &p->L[i];
         ilayer_t *prev = j > 0 ? &p->L[j - 1] : NULL;
-        int lin = prev && (prev->kind == IL_CONV || prev->kind == IL_LINEAR) && !prev->relu;
-        if (l->kind == IL_BN && lin && !p->quantized) {
+        int lin = prev && (prev->kind == IL_CONV || prev->kind == IL_LINEAR);
+        if (l->kind == IL_BN && lin && !prev->relu && !prev->pool && !p->quantized) {
             if (!prev->b) {
                 prev->b = calloc((size_t)prev->cout, sizeof *prev->b);
                 if (!prev->b)
@@ -214,6 +218,16 @@ int engine_infer_fold(engine_infer_t *p, err_t *err)
                     prev->w[(size_t)o * prev->K + k] *= a;
                 prev->b[o] = (prev->b[o] - l->rm[o]) * a + l->beta[o];
             }
+            ilayer_weights_changed(prev);
+            memcpy(prev->out, l->out, sizeof prev->out);
+            layer_free(l);
+            continue;
+        }
+        if (l->kind == IL_MAXPOOL && prev && prev->kind == IL_CONV && !prev->pool && l->k == 2 && l->stride == 2 &&
+            l->pad == 0) {
+            prev->pool = 1;
+            prev->pool_json = l->json;
+            l->json = NULL;
             memcpy(prev->out, l->out, sizeof prev->out);
             layer_free(l);
             continue;
@@ -270,6 +284,8 @@ int engine_infer_export(const engine_infer_t *p, json_t **arch, float **vec, siz
             }
             if (l->relu)
                 json_array_append_new(L, json_pack("{s:s}", "type", "relu"));
+            if (l->pool)
+                json_array_append_new(L, json_deep_copy(l->pool_json));
         } else {
             json_array_append_new(L, json_deep_copy(l->json));
             if (l->kind == IL_BN) {
@@ -298,40 +314,6 @@ static int grow(void **b, size_t *cap, size_t bytes)
     *b = n;
     *cap = bytes;
     return 0;
-}
-
-/* col [C*k*k][ld], this sample's columns at col[.., 0..OH*OW). Valid spans of a row are copied
- * whole (stride 1) instead of testing every element. */
-__attribute__((noinline)) static void im2col(const float *x, int C, int H, int W, int k, int s, int pad, int OH, int OW, float *col, size_t ld)
-{
-    for (int c = 0; c < C; c++)
-        for (int ky = 0; ky < k; ky++)
-            for (int kx = 0; kx < k; kx++) {
-                float *row = col + ((size_t)(c * k + ky) * k + kx) * ld;
-                int lo = 0, hi = OW; /* ox with 0 <= ox*s - pad + kx < W */
-                while (lo < OW && lo * s - pad + kx < 0)
-                    lo++;
-                while (hi > lo && (hi - 1) * s - pad + kx >= W)
-                    hi--;
-                for (int oy = 0; oy < OH; oy++) {
-                    int iy = oy * s - pad + ky;
-                    float *r = row + (size_t)oy * OW;
-                    if (iy < 0 || iy >= H) {
-                        memset(r, 0, (size_t)OW * sizeof *r);
-                        continue;
-                    }
-                    const float *src = x + ((size_t)c * H + iy) * W - pad + kx;
-                    for (int ox = 0; ox < lo; ox++)
-                        r[ox] = 0;
-                    if (s == 1)
-                        memcpy(r + lo, src + lo, (size_t)(hi - lo) * sizeof *r);
-                    else
-                        for (int ox = lo; ox < hi; ox++)
-                            r[ox] = src[ox * s];
-                    for (int ox = hi; ox < OW; ox++)
-                        r[ox] = 0;
-                }
-            }
 }
 
 /* Rows are output pixels, K ordered (ky, kx, c) over a channel-last input x [H][W][C], so each
@@ -418,64 +400,14 @@ static void record(ilayer_t *l, const float *x, size_t n, int stats)
 
 static int run_conv(engine_infer_t *p, ilayer_t *l, const float *x, float *y, int B, int int8)
 {
-    int C = l->in[0], H = l->in[1], W = l->in[2], OH = l->out[1], OW = l->out[2], P = OH * OW;
-    size_t in_n = (size_t)C * H * W, out_n = (size_t)l->cout * P;
-    if (!int8) {
-        /* g samples per sgemm (N = g*P >= ~1024 keeps the product efficient on small maps), the
-         * result [cout][g*P] scattered to NCHW with bias and ReLU. */
-        int g = P >= 128 ? 1 : (256 + P - 1) / P;
-        if (g > B)
-            g = B;
-        if (g == 1) { /* the product lands in NCHW directly; bias and ReLU in place */
-            if (grow((void **)&p->col, &p->col_cap, (size_t)l->K * P * sizeof(float)))
-                return -1;
-            for (int b = 0; b < B; b++) {
-                float *yb = y + b * out_n;
-                im2col(x + b * in_n, C, H, W, l->k, l->stride, l->pad, OH, OW, p->col, (size_t)P);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, l->cout, P, l->K, 1.0f, l->w, l->K, p->col, P,
-                            0.0f, yb, P);
-                for (int o = 0; o < l->cout; o++) {
-                    float bb = l->b ? l->b[o] : 0, *yo = yb + (size_t)o * P;
-                    if (l->relu)
-                        for (int q = 0; q < P; q++) {
-                            float v = yo[q] + bb;
-                            yo[q] = v > 0 ? v : 0;
-                        }
-                    else
-                        for (int q = 0; q < P; q++)
-                            yo[q] += bb;
-                }
-            }
-            return 0;
-        }
-        size_t ld = (size_t)g * P;
-        if (grow((void **)&p->col, &p->col_cap, ((size_t)l->K + l->cout) * ld * sizeof(float)))
-            return -1;
-        float *tmp = p->col + (size_t)l->K * ld;
-        for (int b0 = 0; b0 < B; b0 += g) {
-            int nb = B - b0 < g ? B - b0 : g;
-            for (int j = 0; j < nb; j++)
-                im2col(x + (b0 + j) * in_n, C, H, W, l->k, l->stride, l->pad, OH, OW, p->col + (size_t)j * P, ld);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, l->cout, nb * P, l->K, 1.0f, l->w, l->K, p->col,
-                        (int)ld, 0.0f, tmp, (int)ld);
-            for (int o = 0; o < l->cout; o++) {
-                float bb = l->b ? l->b[o] : 0;
-                for (int j = 0; j < nb; j++) {
-                    const float *t = tmp + (size_t)o * ld + (size_t)j * P;
-                    float *yo = y + (b0 + j) * out_n + (size_t)o * P;
-                    if (l->relu)
-                        for (int q = 0; q < P; q++) {
-                            float v = t[q] + bb;
-                            yo[q] = v > 0 ? v : 0;
-                        }
-                    else
-                        for (int q = 0; q < P; q++)
-                            yo[q] = t[q] + bb;
-                }
-            }
-        }
-        return 0;
-    }
+    if (!int8)
+        return infer_conv_fp32(p, l, x, y, B);
+    /* OH, OW: the conv's own output; with a fused pool, l->out is the pooled one */
+    int C = l->in[0], H = l->in[1], W = l->in[2], OH = (H + 2 * l->pad - l->k) / l->stride + 1,
+        OW = (W + 2 * l->pad - l->k) / l->stride + 1, P = OH * OW;
+    size_t in_n = (size_t)C * H * W, out_n = (size_t)l->cout * l->out[1] * l->out[2];
+    if (l->pool && grow((void **)&p->full, &p->full_cap, (size_t)l->cout * P * sizeof(float)))
+        return -1;
     if (grow((void **)&p->qx, &p->qx_cap, in_n) || grow((void **)&p->qa, &p->qa_cap, (size_t)P * l->Kp) ||
         grow((void **)&p->es, &p->es_cap, 2 * (size_t)l->cout * sizeof(float)) ||
         grow((void **)&p->acc, &p->acc_cap, (size_t)P * l->cout * sizeof(int32_t)))
@@ -488,7 +420,7 @@ static int run_conv(engine_infer_t *p, ilayer_t *l, const float *x, float *y, in
             p->qpacked(P, l->cout, l->Kp, p->qa, l->Kp, l->qwp, p->acc, l->cout);
         else
             p->qgemm(P, l->cout, l->Kp, p->qa, l->Kp, l->qwk, l->Kp, p->acc, l->cout);
-        float *yb = y + b * out_n;
+        float *yb = l->pool ? p->full : y + b * out_n;
         for (int o = 0; o < l->cout; o++) {
             p->es[o] = l->ascale * l->wscale[o];
             p->eb[o] = (l->b ? l->b[o] : 0) - (float)(l->azp * l->wsum[o]) * p->es[o];
@@ -505,22 +437,16 @@ static int run_conv(engine_infer_t *p, ilayer_t *l, const float *x, float *y, in
                 }
             }
         }
+        if (l->pool)
+            infer_maxpool2(yb, l->cout, OH, OW, y + b * out_n);
     }
     return 0;
 }
 
 static int run_linear(engine_infer_t *p, ilayer_t *l, const float *x, float *y, int B, int int8)
 {
-    if (!int8) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, l->cout, l->K, 1.0f, x, l->K, l->w, l->K, 0.0f, y,
-                    l->cout);
-        for (int b = 0; b < B; b++)
-            for (int o = 0; o < l->cout; o++) {
-                float v = y[(size_t)b * l->cout + o] + (l->b ? l->b[o] : 0);
-                y[(size_t)b * l->cout + o] = l->relu && v < 0 ? 0 : v;
-            }
-        return 0;
-    }
+    if (!int8)
+        return infer_linear_fp32(p, l, x, y, B);
     if (grow((void **)&p->qa, &p->qa_cap, (size_t)B * l->Kp) ||
         grow((void **)&p->acc, &p->acc_cap, (size_t)B * l->cout * sizeof(int32_t)))
         return -1;
@@ -546,18 +472,8 @@ __attribute__((noinline)) static void run_pool(const ilayer_t *l, const float *x
 {
     int C = l->in[0], H = l->in[1], W = l->in[2], OH = l->out[1], OW = l->out[2];
     if (l->kind == IL_MAXPOOL && l->k == 2 && l->stride == 2 && l->pad == 0) { /* the common case */
-        for (int bc = 0; bc < B * C; bc++) {
-            const float *xi = x + (size_t)bc * H * W;
-            float *yo = y + (size_t)bc * OH * OW;
-            for (int oy = 0; oy < OH; oy++) {
-                const float *r0 = xi + (size_t)(2 * oy) * W, *r1 = r0 + W;
-                for (int ox = 0; ox < OW; ox++) {
-                    float a = r0[2 * ox] > r0[2 * ox + 1] ? r0[2 * ox] : r0[2 * ox + 1];
-                    float b = r1[2 * ox] > r1[2 * ox + 1] ? r1[2 * ox] : r1[2 * ox + 1];
-                    yo[oy * OW + ox] = a > b ? a : b;
-                }
-            }
-        }
+        for (int b = 0; b < B; b++)
+            infer_maxpool2(x + (size_t)b * C * H * W, C, H, W, y + (size_t)b * C * OH * OW);
         return;
     }
     for (int bc = 0; bc < B * C; bc++) {

@@ -2,6 +2,8 @@
 #ifndef FEDNAS_ENGINE_INFER_IMPL_H
 #define FEDNAS_ENGINE_INFER_IMPL_H
 
+#include <stdlib.h>
+
 #include "engine/infer.h"
 
 enum { IL_CONV, IL_LINEAR, IL_BN, IL_RELU, IL_MAXPOOL, IL_AVGPOOL, IL_GAP, IL_FLATTEN, IL_DROPOUT };
@@ -14,7 +16,11 @@ typedef struct ilayer {
     int k, stride, pad;
     int cout, K;    /* conv/linear: outputs, fan-in (C*k*k or features) */
     int has_bias, relu;
+    int pool;        /* conv: a 2x2 stride-2 max pool fused into the epilogue (out[] is pooled) */
+    json_t *pool_json; /* that pool layer as written, for export */
     float *w, *b;   /* [cout][K], [cout] (b NULL without bias) */
+    float *wp;      /* linear: w packed for the small-batch kernel (NULL until first used; weight
+                     * changes free it, see ilayer_weights_changed) */
     float *gamma, *beta, *rm, *rv, eps; /* batchnorm over in[0] channels */
     /* quantized */
     int Kp;
@@ -47,8 +53,25 @@ struct engine_infer {
     int32_t *acc;
     size_t acc_cap;
     float *es, *eb; /* per-channel epilogue scale and offset */
+    float *full;    /* int8 conv with a fused pool: the output before pooling */
+    size_t full_cap;
     size_t es_cap;
 };
+
+/* Whatever is derived from l->w (the packed copy) is stale once w changes. */
+static inline void ilayer_weights_changed(ilayer_t *l)
+{
+    free(l->wp);
+    l->wp = NULL;
+}
+
+/* The fp32 kernels (engine/infer_fp32.c): conv (im2col + sgemm, bias, ReLU and a fused max pool
+ * in one epilogue pass) and linear (small batches on packed weights read once per pass, larger
+ * ones through sgemm). x [B][in], y [B][out]; -1 on out of memory. */
+int infer_conv_fp32(engine_infer_t *p, ilayer_t *l, const float *x, float *y, int B);
+int infer_linear_fp32(engine_infer_t *p, ilayer_t *l, const float *x, float *y, int B);
+/* 2x2 stride-2 max pool of [C][H][W] planes (floor) into [C][H/2][W/2]. */
+void infer_maxpool2(const float *x, int C, int H, int W, float *y);
 
 static inline size_t ishape_numel(int nd, const int *s) { return nd == 3 ? (size_t)s[0] * s[1] * s[2] : (size_t)s[0]; }
 

@@ -36,6 +36,7 @@ static int apply(engine_infer_t *p, int li, const int *keep, int nk, err_t *err)
 {
     ilayer_t *l = &p->L[li];
     int old = l->cout;
+    ilayer_weights_changed(l);
     keep_rows(l->w, old, l->K, keep, nk);
     if (l->b)
         keep_rows(l->b, old, 1, keep, nk);
@@ -52,6 +53,7 @@ static int apply(engine_infer_t *p, int li, const int *keep, int nk, err_t *err)
                 return err_set(err, FN_EINVAL, "prune: layers[%d] takes %d inputs, not %d channels x %d",
                                m->src_index, m->K, old, span);
             int nK = nk * span;
+            ilayer_weights_changed(m);
             for (int o = 0; o < m->cout; o++) {
                 float *row = m->w + (size_t)o * m->K, *dst = m->w + (size_t)o * nK;
                 for (int i = 0; i < nk; i++)

@@ -34,7 +34,11 @@ python3 -c 'import base64, json, random, struct; random.seed(7)
 print(json.dumps({"images": [base64.b64encode(struct.pack("<784f", *[random.random() for _ in range(784)])).decode()]}))' \
   > "$SERVE_BODY" || { echo "serve bench: python3 is needed to write the request body"; exit 1; }
 
-# run NAME ARGS...: serves MODEL with ARGS, drives it with wrk, leaves "rps p50 p90 p99" in $WORK/NAME
+# CPU seconds (user + system) the process PID has used so far.
+cpu_s() { awk -v t="$(getconf CLK_TCK)" '{ print ($14 + $15) / t }' "/proc/$1/stat"; }
+
+# run NAME ARGS...: serves MODEL with ARGS, drives it with wrk, leaves "rps p50 p90 p99 cpu_ms_per_request" in
+# $WORK/NAME
 run() {
   local name=$1
   shift
@@ -51,11 +55,17 @@ run() {
   [ -n "$port" ] || { cat "$WORK/$name.out"; echo "serve bench: the server did not start"; exit 1; }
   # A short warm-up (TLS sessions, the arena), then the measurement.
   wrk -t2 -c"$CONNS" -d1s -s "$LUA" "https://127.0.0.1:$port/v1/predict" > /dev/null 2>&1
+  local c0 c1
+  c0=$(cpu_s "$PID")
   wrk -t2 -c"$CONNS" -d"${DURATION}s" --timeout 10s -s "$LUA" "https://127.0.0.1:$port/v1/predict" > "$WORK/$name.wrk" 2>&1
+  c1=$(cpu_s "$PID")
   local line
   line=$(grep '^RESULT' "$WORK/$name.wrk") || { cat "$WORK/$name.wrk"; echo "serve bench: wrk failed"; exit 1; }
   case "$line" in *" errors=0"*) ;; *) echo "$line"; echo "serve bench: HTTP errors"; exit 1 ;; esac
-  echo "$line" | sed -E 's/.*rps=([0-9.]+) p50_ms=([0-9.]+) p90_ms=([0-9.]+) p99_ms=([0-9.]+).*/\1 \2 \3 \4/' > "$WORK/$name"
+  # The server's CPU time per answered request: what each serving mode costs, which a loaded
+  # machine does not change as much as it changes the requests per second.
+  echo "$line" | sed -E 's/.*rps=([0-9.]+) p50_ms=([0-9.]+) p90_ms=([0-9.]+) p99_ms=([0-9.]+) requests=([0-9]+).*/\1 \2 \3 \4 \5/' |
+    awk -v a="$c0" -v b="$c1" '{ printf "%s %s %s %s %.3f\n", $1, $2, $3, $4, ($5 > 0 ? (b - a) * 1000 / $5 : 0) }' > "$WORK/$name"
   curl -sk -H "Authorization: Bearer $SERVE_TOKEN" "https://127.0.0.1:$port/metrics" |
     awk '/^fednas_serve_(batch_size_sum|batch_size_count|pass_images) /{ v[$1] = $2 } END {
       if (v["fednas_serve_batch_size_count"] > 0)
@@ -69,18 +79,19 @@ run() {
 
 echo '{"type":"mlp","hidden":[2048,2048]}' > "$WORK/wide.json"
 echo "serve bench: $CONNS connections, ${DURATION} s each, $(nproc) cores, one base64 image per request; $(uptime | sed 's/.*load/load/')"
-printf '%-6s %-22s %10s %9s %9s %9s %10s\n' "model" "serving" "req/s" "p50 ms" "p90 ms" "p99 ms" "batch/pass"
+echo "(cpu ms/req: the server's CPU time per answered request; batch/pass: mean coalesced batch / pass size)"
+printf '%-6s %-22s %10s %9s %9s %9s %11s %10s\n' "model" "serving" "req/s" "p50 ms" "p90 ms" "p99 ms" "cpu ms/req" "batch/pass"
 for MODEL in $MODELS; do
   label=$MODEL
   [ "$MODEL" = wide ] && MODEL=$WORK/wide.json
   run single --max-batch 1
   run dynamic --max-batch 32 --max-wait-ms 5
-  read -r s_rps s_p50 s_p90 s_p99 < "$WORK/single"
-  read -r d_rps d_p50 d_p90 d_p99 < "$WORK/dynamic"
-  printf '%-6s %-22s %10.1f %9.2f %9.2f %9.2f %10s\n' "$label" "batch-1 (reference)" "$s_rps" "$s_p50" "$s_p90" "$s_p99" \
-    "$(cat "$WORK/single.batch")"
-  printf '%-6s %-22s %10.1f %9.2f %9.2f %9.2f %10s\n' "$label" "dynamic (max 32, 5 ms)" "$d_rps" "$d_p50" "$d_p90" "$d_p99" \
-    "$(cat "$WORK/dynamic.batch")"
+  read -r s_rps s_p50 s_p90 s_p99 s_cpu < "$WORK/single"
+  read -r d_rps d_p50 d_p90 d_p99 d_cpu < "$WORK/dynamic"
+  printf '%-6s %-22s %10.1f %9.2f %9.2f %9.2f %11.3f %10s\n' "$label" "batch-1 (reference)" "$s_rps" "$s_p50" "$s_p90" \
+    "$s_p99" "$s_cpu" "$(cat "$WORK/single.batch")"
+  printf '%-6s %-22s %10.1f %9.2f %9.2f %9.2f %11.3f %10s\n' "$label" "dynamic (max 32, 5 ms)" "$d_rps" "$d_p50" "$d_p90" \
+    "$d_p99" "$d_cpu" "$(cat "$WORK/dynamic.batch")"
   awk -v m="$label" -v a="$d_rps" -v b="$s_rps" -v c="$d_p50" -v d="$s_p50" 'BEGIN {
     r = a / b; l = c / d
     printf "%-6s ratio: %.2fx the requests/s (target >= 3), %.2fx the median latency (target <= 2): %s\n", m, r, l,

@@ -6,14 +6,19 @@
 . "$(dirname "$0")/lib.sh"
 TOKEN=serve_test_token_0123456789
 echo '{"type":"mlp","hidden":[64]}' > "$WORK/mlp.json"
-FEDNAS_SERVE_TOKEN=$TOKEN "$FEDNAS" serve "$WORK/mlp.json" --http 0 --max-batch 16 --max-wait-ms 50 --workers 64 \
+# tanh is not an inference-runtime layer: this model is served by the engine (cli/infer.c)
+echo '{"type":"layers","layers":[{"type":"flatten"},{"type":"linear","out":48},{"type":"tanh"},{"type":"linear"}]}' \
+  > "$WORK/tanh.json"
+for MODEL in mlp tanh; do
+rm -f "$WORK/serve.out"
+FEDNAS_SERVE_TOKEN=$TOKEN "$FEDNAS" serve "$WORK/$MODEL.json" --http 0 --max-batch 16 --max-wait-ms 50 --workers 64 \
   > "$WORK/serve.out" 2>&1 &
 PIDS+=($!)
 SPID=$!
 PORT=$(wait_for_line "$WORK/serve.out" 'https://127\.0\.0\.1:[0-9]+/v1/predict' 20 | sed -E 's#.*:([0-9]+)/v1/predict#\1#')
 [ -d "$WORK/tls" ] || fail "no certificate made in the model's folder"
 
-python3 - "$PORT" "$TOKEN" <<'PY' || fail "serve checks"
+python3 - "$PORT" "$TOKEN" <<'PY' || fail "serve checks ($MODEL)"
 import base64, http.client, json, random, ssl, struct, sys, threading
 port, token = int(sys.argv[1]), sys.argv[2]
 ctx = ssl._create_unverified_context()
@@ -118,7 +123,11 @@ assert 0 < m['fednas_serve_latency_seconds{quantile="0.5"}'] <= m['fednas_serve_
 assert m["fednas_serve_requests_per_second"] > 0
 assert 1 <= m["fednas_serve_pass_images"] <= 16, m["fednas_serve_pass_images"]
 PY
-pass "batching keeps answers apart; 400s, 401s and /metrics"
+pass "$MODEL: batching keeps answers apart; 400s, 401s and /metrics"
+[ "$MODEL" = tanh ] && break
+kill "$SPID"
+wait_exit "$SPID" 20 || fail "serve did not stop on SIGTERM"
+done
 
 # A body over the limit is refused from its Content-Length, before it is read.
 code=$(head -c 3000000 /dev/zero | curl -sk -o "$WORK/big.out" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" \

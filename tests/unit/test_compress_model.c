@@ -201,10 +201,30 @@ static void test_fold_matches_engine(void **state)
     assert_int_equal(engine_infer_forward(p, x, BATCH, out, 0, &err), 0);
     assert_close(ref, out, BATCH * CLS, 1e-4f);
     assert_int_equal(engine_infer_fold(p, &err), 0);
-    assert_int_equal(engine_infer_num_layers(p), 7); /* conv, pool, conv, pool, flatten, linear, linear */
+    /* conv (+BN, ReLU, 2x2 max pool in its epilogue), conv (+BN, ReLU), avgpool, flatten, linear (+BN,
+     * ReLU), linear */
+    assert_int_equal(engine_infer_num_layers(p), 6);
     memset(out, 0, sizeof out);
     assert_int_equal(engine_infer_forward(p, x, BATCH, out, 0, &err), 0);
     assert_close(ref, out, BATCH * CLS, 1e-4f);
+    /* every batch-size path of the kernels (one sample; the small-batch linear kernel's tail;
+     * sgemm past it): the same logits sample by sample */
+    enum { BIG = 21 };
+    float xb[BIG * CH * HH * WW], rb[BIG * CLS], ob[BIG * CLS];
+    for (size_t i = 0; i < sizeof xb / sizeof *xb; i++)
+        xb[i] = (float)rng_normal(&r);
+    engine_logits(n, xb, BIG, rb);
+    static const int sizes[] = {1, 3, 8, 16, 17, BIG};
+    for (int portable = 0; portable < 2; portable++) { /* the AVX-512 kernels, then the plain ones */
+        if (portable)
+            setenv("FEDNAS_INFER_PORTABLE", "1", 1);
+        for (int k = 0; k < 6; k++) {
+            memset(ob, 0, sizeof ob);
+            assert_int_equal(engine_infer_forward(p, xb, sizes[k], ob, 0, &err), 0);
+            assert_close(rb, ob, (size_t)sizes[k] * CLS, 1e-4f);
+        }
+    }
+    unsetenv("FEDNAS_INFER_PORTABLE");
     /* the exported model is an ordinary engine model with the same function */
     json_t *farch = NULL;
     float *fv = NULL;
