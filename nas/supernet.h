@@ -37,6 +37,7 @@
 #include "nas/config.h"
 #include "nas/eval.h"
 #include "nas/genome.h"
+#include "nas/slice.h"
 #include "nas/worker.h"
 
 #define NAS_SUPERNET_KEY_LEN 64
@@ -140,8 +141,8 @@ const char *nas_supernet_tensor_key(const nas_supernet_t *s, int id);
 const float *nas_supernet_tensor(const nas_supernet_t *s, int id, int *ndim, int64_t shape[4]);
 /* For each tensor of g's decoded model (engine_net_tensor order), its key: keys must hold
  * engine_net_num_tensors of that model (*count gets it; cap bounds it). */
-int nas_supernet_keys(const nas_supernet_t *s, const nas_genome_t *g, char (*keys)[NAS_SUPERNET_KEY_LEN], int cap,
-                      int *count, err_t *err);
+int nas_supernet_keys(const nas_supernet_t *s, const nas_genome_t *g, char (*keys)[NAS_SUPERNET_KEY_LEN],
+                      nas_slice_view_t *views, int cap, int *count, err_t *err);
 /* The id of the tensor stored under key, or -1. */
 int nas_supernet_find(const nas_supernet_t *s, const char *key);
 
