@@ -264,6 +264,36 @@ static void test_kernel_views(void **state)
     nas_supernet_free(s);
 }
 
+/* A candidate without batch norm is trained and scored as its batch-norm twin: one score for
+ * both, but each reports its own size. */
+static void test_batchnorm_twin(void **state)
+{
+    (void)state;
+    nas_space_t sp = space();
+    nas_supernet_t *s = make(&sp, 5);
+    err_t e = {0};
+    float x[BS * 784];
+    uint8_t y[BS];
+    engine_source_gather(&g_data.train_src, g_data.train_idx, BS, x, y);
+    int op[4] = {NAS_OP_CONV3, NAS_OP_SEP5, NAS_OP_MAXPOOL3, NAS_OP_DIL3}, w[4] = {8, 16, 8, 24},
+        red[4] = {1, 0, 1, 0}, bn0[4] = {0, 0, 1, 0}, bn1[4] = {1, 1, 1, 1};
+    nas_genome_t a = genome(op, w, bn0, red), b = genome(op, w, bn1, red);
+    assert_int_equal(nas_supernet_step(s, &a, x, y, BS, 0.05, NULL, &e), 0);
+    assert_int_equal(nas_supernet_step(s, &b, x, y, BS, 0.05, NULL, &e), 0);
+    nas_supernet_score_t ra, rb;
+    assert_int_equal(nas_supernet_score(s, &a, &g_data, &ra, &e), 0);
+    assert_int_equal(nas_supernet_score(s, &b, &g_data, &rb, &e), 0);
+    assert_true(ra.accuracy == rb.accuracy && ra.loss == rb.loss);
+    double pa, fa, pb, fb;
+    assert_int_equal(nas_genome_cost(&sp, &a, &pa, &fa, &e), 0);
+    assert_int_equal(nas_genome_cost(&sp, &b, &pb, &fb, &e), 0);
+    assert_true(pa != pb);
+    assert_int_equal(ra.params, (int64_t)pa);
+    assert_int_equal(rb.params, (int64_t)pb);
+    assert_true(ra.flops == fa && rb.flops == fb);
+    nas_supernet_free(s);
+}
+
 /* Uniformly drawn paths of the shipped 8-op macro space (4 layers here) learn together: after
  * 400 steps the last epoch's loss of the drawn paths is clearly below chance (ln 10). Keyed by
  * depth, with one classifier for all and batch norm as a separate choice, they did not (and
@@ -298,6 +328,7 @@ int main(void)
         cmocka_unit_test(test_fixed_conv_bn),
         cmocka_unit_test(test_fixed_mixed),
         cmocka_unit_test(test_kernel_views),
+        cmocka_unit_test(test_batchnorm_twin),
         cmocka_unit_test(test_uniform_paths_learn),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
