@@ -135,7 +135,10 @@ static int top_prefixes(const nas_space_t *sp, const nas_genome_t *c, int njson,
             if (j + cnt > njson)
                 break;
             for (int k = 0; k < cnt; k++) {
-                const char *role = k == 0 ? (sep ? "dw" : "conv") : k == 1 && sep ? "pw" : k == 1 + sep && L->bn ? "bn" : "x";
+                const char *role = k == 0                   ? (sep ? "dw" : "conv")
+                                   : k == 1 && sep          ? "pw"
+                                   : k == 1 + sep && L->bn ? "bn"
+                                                            : "x"; /* relu, reductions: no tensors */
                 if (cv)
                     snprintf(pre[j + k], NAS_SUPERNET_KEY_LEN, "m%d.%s.%s", convs, sep ? "sep" : "conv", role);
                 else /* a pool's only tensors are its batch norm's */
