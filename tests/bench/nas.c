@@ -54,7 +54,10 @@
  * validation images; standalone 1 epoch, SGD momentum 0.9 lr 0.05; supernet 15 epochs = 1170
  * steps lr 0.05; 20 + 40 scored): supernet last-epoch training accuracy 0.378 (loss 1.594);
  * tau-b 0.263 (of -loss 0.295, of params alone 0.232); 2.0x candidates per CPU-hour (3.6 s per
- * score; the supernet's 487 s amortised over only 60 candidates). Not met: tau-b >= 0.5, 10x. The
+ * score; the supernet's 487 s amortised over only 60 candidates). The same with supernet lr 0.1,
+ * 20 epochs (1560 steps; load 28 falling to 18 during the run, so its weight-sharing half ran on
+ * a quieter machine): accuracy 0.421 (loss 1.474), tau-b 0.216 (-loss 0.253), 3.6x (1.2 s per
+ * score). Not met: tau-b >= 0.5, 10x. The
  * standalone accuracies of 1 epoch on 5000 images are themselves noisy (0.36-0.71 for nets of
  * 2-10k parameters, largely whether they have batch norm, which the twin cannot see). */
 #include <getopt.h>
