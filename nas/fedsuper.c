@@ -155,7 +155,7 @@ static int tensor_get(nas_fedsuper_t *fs, const char *key, int nd, const int64_t
         if (t->w) {
             fs_tensor_t big = *t;
             memcpy(big.shape, ns, sizeof ns);
-            NAS_SLICE_FOR(&big, nd, t->shape, {
+            NAS_SLICE_FOR(&big, nd, t->shape, NULL, {
                 w[o] = t->w[k];
                 in[o] = t->init[k];
             });
@@ -178,6 +178,7 @@ void nas_fedsuper_path_free(nas_fedsuper_path_t *p)
     json_decref(p->arch);
     engine_model_free(p->model);
     free(p->ids);
+    free(p->views);
     free(p);
 }
 
@@ -240,13 +241,14 @@ int nas_fedsuper_path(nas_fedsuper_t *fs, const nas_genome_t *g, nas_fedsuper_pa
     p->np = engine_model_num_params(p->model);
     p->nt = engine_net_num_tensors(net);
     p->ids = calloc((size_t)(p->nt > 0 ? p->nt : 1), sizeof *p->ids);
+    p->views = calloc((size_t)(p->nt > 0 ? p->nt : 1), sizeof *p->views);
     keys = calloc((size_t)(p->nt > 0 ? p->nt : 1), sizeof *keys);
-    if (!p->ids || !keys) {
+    if (!p->ids || !p->views || !keys) {
         rc = err_set(err, FN_ENOMEM, "federated supernet: out of memory");
         goto done;
     }
     int count = 0;
-    if ((rc = nas_supernet_keys(fs->keys, g, keys, p->nt, &count, err)) != 0)
+    if ((rc = nas_supernet_keys(fs->keys, g, keys, p->views, p->nt, &count, err)) != 0)
         goto done;
     if (count != p->nt) {
         rc = err_set(err, FN_EINVAL, "federated supernet: %d keys for a model of %d tensors", count, p->nt);
@@ -256,9 +258,11 @@ int nas_fedsuper_path(nas_fedsuper_t *fs, const nas_genome_t *g, nas_fedsuper_pa
     int need_init = 0;
     for (int i = 0; i < p->nt && rc == 0; i++) {
         const engine_param_info_t *in = engine_net_tensor(net, i);
-        if ((rc = tensor_get(fs, keys[i], in->ndim, in->shape, &p->ids[i], err)) == 0) {
+        int64_t ext[4];
+        nas_slice_extent(in->ndim, in->shape, &p->views[i], ext);
+        if ((rc = tensor_get(fs, keys[i], in->ndim, ext, &p->ids[i], err)) == 0) {
             const fs_tensor_t *t = &fs->t[p->ids[i]];
-            NAS_SLICE_FOR(t, in->ndim, in->shape, need_init |= !t->init[o]);
+            NAS_SLICE_FOR(t, in->ndim, in->shape, &p->views[i], need_init |= !t->init[o]);
         }
     }
     if (rc)
@@ -273,7 +277,7 @@ int nas_fedsuper_path(nas_fedsuper_t *fs, const nas_genome_t *g, nas_fedsuper_pa
         const engine_param_info_t *in = engine_net_tensor(net, i);
         fs_tensor_t *t = &fs->t[p->ids[i]];
         const float *src = w0 + in->offset;
-        NAS_SLICE_FOR(t, in->ndim, in->shape, {
+        NAS_SLICE_FOR(t, in->ndim, in->shape, &p->views[i], {
             if (!t->init[o]) {
                 t->w[o] = src[k];
                 t->init[o] = 1;
@@ -298,7 +302,7 @@ void nas_fedsuper_slice(const nas_fedsuper_t *fs, const nas_fedsuper_path_t *p, 
         const engine_param_info_t *in = engine_net_tensor(net, i);
         const fs_tensor_t *t = &fs->t[p->ids[i]];
         float *dst = out + in->offset;
-        NAS_SLICE_FOR(t, in->ndim, in->shape, dst[k] = t->w[o]);
+        NAS_SLICE_FOR(t, in->ndim, in->shape, &p->views[i], dst[k] = t->w[o]);
     }
     if (p->buf >= 0)
         memcpy(out + p->np, fs->b[p->buf].v, fs->b[p->buf].n * sizeof *out);
@@ -321,7 +325,7 @@ int nas_fedsuper_add(nas_fedsuper_t *fs, const nas_fedsuper_path_t *p, const flo
         const engine_param_info_t *in = engine_net_tensor(net, i);
         fs_tensor_t *t = &fs->t[p->ids[i]];
         const float *src = delta + in->offset;
-        NAS_SLICE_FOR(t, in->ndim, in->shape, {
+        NAS_SLICE_FOR(t, in->ndim, in->shape, &p->views[i], {
             t->sum[o] += w * src[k];
             t->cnt[o] += w;
         });
@@ -434,7 +438,7 @@ void nas_fedsuper_scatter(const nas_fedsuper_t *fs, const nas_fedsuper_path_t *p
         const fs_tensor_t *t = &fs->t[p->ids[i]];
         float *dst = full + layout_offset(fs, p->ids[i]);
         const float *src = v + in->offset;
-        NAS_SLICE_FOR(t, in->ndim, in->shape, dst[o] = src[k]);
+        NAS_SLICE_FOR(t, in->ndim, in->shape, &p->views[i], dst[o] = src[k]);
     }
 }
 
@@ -465,7 +469,7 @@ int nas_fedsuper_add_sum(nas_fedsuper_t *fs, const nas_fedsuper_path_t *const *s
             int rc = ensure_pending(t, err);
             if (rc)
                 return rc;
-            NAS_SLICE_FOR(t, in->ndim, in->shape, t->cnt[o] += 1);
+            NAS_SLICE_FOR(t, in->ndim, in->shape, &p->views[i], t->cnt[o] += 1);
         }
     }
     size_t off = 0;

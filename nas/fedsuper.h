@@ -25,6 +25,7 @@
 #include "engine/model.h"
 #include "nas/config.h"
 #include "nas/genome.h"
+#include "nas/slice.h"
 
 typedef struct nas_fedsuper nas_fedsuper_t;
 
@@ -38,6 +39,7 @@ typedef struct nas_fedsuper_path {
     size_t np;               /* of which parameters */
     int nt;                  /* tensors of the model */
     int *ids;                /* the stored tensor each reads */
+    nas_slice_view_t *views; /* and where in it (nas/slice.h: leading slice or kernel view) */
     int buf;                 /* the genome's batch-norm statistics in the store (-1: none) */
 } nas_fedsuper_path_t;
 

@@ -101,27 +101,62 @@ static int is_conv_op(int op)
     return op == NAS_OP_CONV3 || op == NAS_OP_CONV5 || op == NAS_OP_SEP3 || op == NAS_OP_SEP5 || op == NAS_OP_DIL3;
 }
 
-/* The decoded model's top-level layers, each with the key prefix of the choice it belongs to.
+static int is_sep_op(int op) { return op == NAS_OP_SEP3 || op == NAS_OP_SEP5; }
+
+/* The stored kernel of a convolution family: 5x5 when the space has a 5x5 or dilated op of the
+ * family (a 3x3 reads its centre, the dilated 3x3 its even lattice), else 3x3. */
+static int family_frame(const nas_space_t *sp, int sep)
+{
+    for (int i = 0; i < sp->nops; i++) {
+        int op = (int)sp->ops[i];
+        if (sep ? op == NAS_OP_SEP5 : (op == NAS_OP_CONV5 || op == NAS_OP_DIL3))
+            return 5;
+    }
+    return 3;
+}
+
+/* The decoded model's top-level layers, each with the key prefix of the choice it belongs to
+ * and, for its kernel, the view into the stored one (kv: offset, step; 0, 1 when leading).
  * This follows nas/decode.c's layout layer for layer; the total is checked against the decoded
  * list, so a change there that this misses fails loudly instead of sharing the wrong weights. */
 static int top_prefixes(const nas_space_t *sp, const nas_genome_t *c, int njson, char (*pre)[NAS_SUPERNET_KEY_LEN],
-                        err_t *err)
+                        int (*kv)[2], err_t *err)
 {
-    int j = 0;
+    int j = 0, convs = 0;
+    for (int k = 0; k < njson; k++)
+        kv[k][0] = 0, kv[k][1] = 1;
     if (sp->kind == NAS_SPACE_MACRO) {
-        int depth = 0;
+        int run = 0; /* parameter-free layers since the last convolution */
         for (int i = 0; i < c->nlayers; i++) {
             const nas_macro_layer_t *L = &c->layer[i];
-            int id = L->op == NAS_OP_IDENTITY;
-            int cnt = (L->op == NAS_OP_SEP3 || L->op == NAS_OP_SEP5) ? 2 : id ? 0 : 1;
-            cnt += (!id && L->bn) + is_conv_op(L->op) + L->reduce;
+            int id = L->op == NAS_OP_IDENTITY, cv = is_conv_op(L->op), sep = is_sep_op(L->op);
+            int cnt = sep ? 2 : id ? 0 : 1;
+            cnt += (!id && L->bn) + cv + L->reduce;
             if (j + cnt > njson)
                 break;
-            for (int k = 0; k < cnt; k++)
-                snprintf(pre[j + k], NAS_SUPERNET_KEY_LEN, "m%d.%s%s.%d", depth, nas_macro_op_name(L->op),
-                         !id && L->bn ? ".bn" : "", k);
+            for (int k = 0; k < cnt; k++) {
+                const char *role = k == 0                   ? (sep ? "dw" : "conv")
+                                   : k == 1 && sep          ? "pw"
+                                   : k == 1 + sep && L->bn ? "bn"
+                                                            : "x"; /* relu, reductions: no tensors */
+                if (cv)
+                    snprintf(pre[j + k], NAS_SUPERNET_KEY_LEN, "m%d.%s.%s", convs, sep ? "sep" : "conv", role);
+                else /* a pool's only tensors are its batch norm's */
+                    snprintf(pre[j + k], NAS_SUPERNET_KEY_LEN, "m%d.p%d.%s.%s", convs, run, nas_macro_op_name(L->op),
+                             k == 1 && L->bn ? "bn" : "x");
+            }
+            if (cv) {
+                int frame = family_frame(sp, sep), ks = L->op == NAS_OP_CONV5 || L->op == NAS_OP_SEP5 ? 5 : 3;
+                kv[j][0] = L->op == NAS_OP_DIL3 ? 0 : (frame - ks) / 2;
+                kv[j][1] = L->op == NAS_OP_DIL3 && frame == 5 ? 2 : 1;
+            }
             j += cnt;
-            depth += !id;
+            if (cv) {
+                convs++;
+                run = 0;
+            } else if (!id) {
+                run++;
+            }
         }
     } else {
         snprintf(pre[j++], NAS_SUPERNET_KEY_LEN, "stem.0");
@@ -137,22 +172,31 @@ static int top_prefixes(const nas_space_t *sp, const nas_genome_t *c, int njson,
     if (j + tail != njson)
         return err_set(err, FN_EINVAL, "supernet: the decoded model has %d layers where the supernet expects %d "
                        "(nas/decode.c and nas/supernet.c disagree)", njson, j + tail);
-    for (int k = 0; k < tail; k++)
-        snprintf(pre[j + k], NAS_SUPERNET_KEY_LEN, "tail.%d", k);
+    for (int k = 0; k < tail; k++) {
+        if (sp->kind == NAS_SPACE_MACRO)
+            snprintf(pre[j + k], NAS_SUPERNET_KEY_LEN, "tail.c%d.%d", convs, k);
+        else
+            snprintf(pre[j + k], NAS_SUPERNET_KEY_LEN, "tail.%d", k);
+    }
     return 0;
 }
 
 int sn_keys(const nas_space_t *sp, const nas_genome_t *canon, const json_t *arch, const engine_net_t *net,
-            char (*keys)[NAS_SUPERNET_KEY_LEN], err_t *err)
+            char (*keys)[NAS_SUPERNET_KEY_LEN], nas_slice_view_t *views, err_t *err)
 {
     const json_t *layers = json_object_get(arch, "layers");
     int njson = (int)json_array_size(layers);
     char(*pre)[NAS_SUPERNET_KEY_LEN] = calloc((size_t)(njson > 0 ? njson : 1), sizeof *pre);
-    if (!pre)
+    int(*kv)[2] = calloc((size_t)(njson > 0 ? njson : 1), sizeof *kv);
+    if (!pre || !kv) {
+        free(pre);
+        free(kv);
         return err_set(err, FN_ENOMEM, "supernet: out of memory");
-    int rc = top_prefixes(sp, canon, njson, pre, err);
+    }
+    int rc = top_prefixes(sp, canon, njson, pre, kv, err);
     for (int i = 0; rc == 0 && i < engine_net_num_tensors(net); i++) {
-        const char *name = engine_net_tensor(net, i)->name;
+        const engine_param_info_t *in = engine_net_tensor(net, i);
+        const char *name = in->name;
         int j = -1, used = 0;
         if (sscanf(name, "model.layers[%d]%n", &j, &used) != 1 || used == 0 || j < 0 || j >= njson) {
             rc = err_set(err, FN_EINVAL, "supernet: unexpected tensor name \"%s\"", name);
@@ -175,16 +219,35 @@ int sn_keys(const nas_space_t *sp, const nas_genome_t *canon, const json_t *arch
         } else {
             snprintf(keys[i], NAS_SUPERNET_KEY_LEN, "%s%s", pre[j], rest);
         }
+        if (views) {
+            nas_slice_view_leading(&views[i]);
+            if (in->ndim == 4 && strcmp(rest, ".weight") == 0)
+                for (int d = 2; d < 4; d++) {
+                    views[i].off[d] = kv[j][0];
+                    views[i].step[d] = kv[j][1];
+                }
+        }
     }
     free(pre);
+    free(kv);
     return rc;
 }
 
+void sn_path_genome(const nas_supernet_t *s, const nas_genome_t *g, nas_genome_t *out)
+{
+    *out = *g;
+    if (s->sp.kind == NAS_SPACE_MACRO)
+        for (int i = 0; i < out->nlayers; i++)
+            if (is_conv_op(out->layer[i].op))
+                out->layer[i].bn = 1;
+}
+
 int sn_build(const nas_supernet_t *s, const nas_genome_t *g, json_t **arch, engine_net_t **net,
-             char (**keys)[NAS_SUPERNET_KEY_LEN], err_t *err)
+             char (**keys)[NAS_SUPERNET_KEY_LEN], nas_slice_view_t **views, err_t *err)
 {
     *net = NULL;
     *keys = NULL;
+    *views = NULL;
     nas_genome_t c;
     int rc = nas_genome_decode(&s->sp, g, arch, err);
     if (rc)
@@ -198,13 +261,16 @@ int sn_build(const nas_supernet_t *s, const nas_genome_t *g, json_t **arch, engi
     }
     int nt = engine_net_num_tensors(*net);
     *keys = calloc((size_t)(nt > 0 ? nt : 1), sizeof **keys);
-    if (!*keys)
+    *views = calloc((size_t)(nt > 0 ? nt : 1), sizeof **views);
+    if (!*keys || !*views)
         rc = err_set(err, FN_ENOMEM, "supernet: out of memory");
     else
-        rc = sn_keys(&s->sp, &c, *arch, *net, *keys, err);
+        rc = sn_keys(&s->sp, &c, *arch, *net, *keys, *views, err);
     if (rc) {
         free(*keys);
         *keys = NULL;
+        free(*views);
+        *views = NULL;
         engine_net_free(*net);
         *net = NULL;
         json_decref(*arch);
@@ -213,22 +279,27 @@ int sn_build(const nas_supernet_t *s, const nas_genome_t *g, json_t **arch, engi
     return rc;
 }
 
-int nas_supernet_keys(const nas_supernet_t *s, const nas_genome_t *g, char (*keys)[NAS_SUPERNET_KEY_LEN], int cap,
-                      int *count, err_t *err)
+int nas_supernet_keys(const nas_supernet_t *s, const nas_genome_t *g, char (*keys)[NAS_SUPERNET_KEY_LEN],
+                      nas_slice_view_t *views, int cap, int *count, err_t *err)
 {
     json_t *arch;
     engine_net_t *net;
     char(*k)[NAS_SUPERNET_KEY_LEN];
-    int rc = sn_build(s, g, &arch, &net, &k, err);
+    nas_slice_view_t *v;
+    int rc = sn_build(s, g, &arch, &net, &k, &v, err);
     if (rc)
         return rc;
     int nt = engine_net_num_tensors(net);
     *count = nt;
-    if (nt > cap)
+    if (nt > cap) {
         rc = err_set(err, FN_EINVAL, "supernet: %d tensors do not fit %d keys", nt, cap);
-    else
+    } else {
         memcpy(keys, k, (size_t)nt * sizeof *k);
+        if (views)
+            memcpy(views, v, (size_t)nt * sizeof *v);
+    }
     free(k);
+    free(v);
     engine_net_free(net);
     json_decref(arch);
     return rc;
@@ -323,8 +394,8 @@ static int store_get(nas_supernet_t *s, const char *key, int nd, const int64_t *
 }
 
 
-int sn_load(nas_supernet_t *s, engine_net_t *net, char (*keys)[NAS_SUPERNET_KEY_LEN], int persist, uint64_t init_seed,
-            int *ids, err_t *err)
+int sn_load(nas_supernet_t *s, engine_net_t *net, char (*keys)[NAS_SUPERNET_KEY_LEN], const nas_slice_view_t *views,
+            int persist, uint64_t init_seed, int *ids, err_t *err)
 {
     int nt = engine_net_num_tensors(net);
     float *p = engine_net_params(net);
@@ -333,11 +404,13 @@ int sn_load(nas_supernet_t *s, engine_net_t *net, char (*keys)[NAS_SUPERNET_KEY_
         const engine_param_info_t *in = engine_net_tensor(net, i);
         ids[i] = -1;
         if (persist) {
-            int rc = store_get(s, keys[i], in->ndim, in->shape, &ids[i], err);
+            int64_t ext[4];
+            nas_slice_extent(in->ndim, in->shape, &views[i], ext);
+            int rc = store_get(s, keys[i], in->ndim, ext, &ids[i], err);
             if (rc)
                 return rc;
             const sn_tensor_t *t = &s->t[ids[i]];
-            NAS_SLICE_FOR(t, in->ndim, in->shape, need_init |= !t->init[o]);
+            NAS_SLICE_FOR(t, in->ndim, in->shape, &views[i], need_init |= !t->init[o]);
         } else {
             ids[i] = nas_supernet_find(s, keys[i]);
         }
@@ -351,13 +424,15 @@ int sn_load(nas_supernet_t *s, engine_net_t *net, char (*keys)[NAS_SUPERNET_KEY_
             continue;
         sn_tensor_t *t = &s->t[ids[i]];
         if (!persist) {
+            int64_t ext[4];
+            nas_slice_extent(in->ndim, in->shape, &views[i], ext);
             int fits = t->nd == in->ndim;
             for (int d = 0; fits && d < in->ndim; d++)
-                fits = in->shape[d] <= t->shape[d];
+                fits = ext[d] <= t->shape[d];
             if (!fits) /* a path wider than any trained one: keep the model's own values */
                 continue;
         }
-        NAS_SLICE_FOR(t, in->ndim, in->shape, {
+        NAS_SLICE_FOR(t, in->ndim, in->shape, &views[i], {
             if (t->init[o])
                 dst[k] = t->w[o];
             else if (persist) {
@@ -371,7 +446,8 @@ int sn_load(nas_supernet_t *s, engine_net_t *net, char (*keys)[NAS_SUPERNET_KEY_
 
 /* Adds `weight` times the path's (clipped) gradient to the store's step gradient, on the path's
  * slices only, and marks them reached. */
-static void sn_accumulate(nas_supernet_t *s, engine_net_t *net, const int *ids, double weight)
+static void sn_accumulate(nas_supernet_t *s, engine_net_t *net, const int *ids, const nas_slice_view_t *views,
+                          double weight)
 {
     const float *gr = engine_net_grads(net);
     float scale = 1;
@@ -389,7 +465,7 @@ static void sn_accumulate(nas_supernet_t *s, engine_net_t *net, const int *ids, 
         const engine_param_info_t *in = engine_net_tensor(net, i);
         const float *gi = gr + in->offset;
         sn_tensor_t *t = &s->t[ids[i]];
-        NAS_SLICE_FOR(t, in->ndim, in->shape, {
+        NAS_SLICE_FOR(t, in->ndim, in->shape, &views[i], {
             t->g[o] += scale * gi[k];
             t->hit[o] = 1;
         });
@@ -441,7 +517,10 @@ static int path_grad(nas_supernet_t *s, const nas_genome_t *g, const float *x, c
     json_t *arch;
     engine_net_t *net;
     char(*keys)[NAS_SUPERNET_KEY_LEN];
-    int rc = sn_build(s, g, &arch, &net, &keys, err);
+    nas_slice_view_t *views;
+    nas_genome_t twin;
+    sn_path_genome(s, g, &twin);
+    int rc = sn_build(s, &twin, &arch, &net, &keys, &views, err);
     if (rc)
         return rc;
     int nt = engine_net_num_tensors(net);
@@ -449,7 +528,7 @@ static int path_grad(nas_supernet_t *s, const nas_genome_t *g, const float *x, c
     if (!ids)
         rc = err_set(err, FN_ENOMEM, "supernet: out of memory");
     if (rc == 0)
-        rc = sn_load(s, net, keys, 1, rng_derive(s->o.seed, 0x696e6974ULL + (uint64_t)s->steps), ids, err);
+        rc = sn_load(s, net, keys, views, 1, rng_derive(s->o.seed, 0x696e6974ULL + (uint64_t)s->steps), ids, err);
     if (rc == 0) {
         engine_graph_t *gr = s->g;
         memset(engine_net_grads(net), 0, engine_net_num_params(net) * sizeof(float));
@@ -474,10 +553,11 @@ static int path_grad(nas_supernet_t *s, const nas_genome_t *g, const float *x, c
         if (rc == 0)
             rc = engine_graph_backward(gr, l, NULL, err);
         if (rc == 0)
-            sn_accumulate(s, net, ids, weight);
+            sn_accumulate(s, net, ids, views, weight);
     }
     free(ids);
     free(keys);
+    free(views);
     engine_net_free(net);
     json_decref(arch);
     return rc;

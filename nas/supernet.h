@@ -1,21 +1,42 @@
 /* supernet: weight-sharing evaluation (specs/nas.md, single-path one-shot, Guo et al. 2020): one
  * store holds every choice's weights, each training step trains one uniformly drawn path, and a
- * candidate is scored with its path's weights after batch-norm recalibration on validation.
+ * candidate is scored with its path's weights after batch-norm recalibration on training batches.
  *
  * Which weights a path reads. A genome is first put in canonical form (nas/genome.h), so
  * isomorphic genomes share one path and one score, like they share one hash. Every tensor of
  * the decoded model gets a key naming its choice, and tensors with one key are one tensor:
- *   macro: "m<d>.<op>[.bn].<rest>" for the layer at depth d of the canonical (identity-free)
- *          network: the op at a depth, with or without batch norm, is one choice; the same op
- *          at the same depth in two genomes reads the same weights whatever the layers around;
+ *   macro: "m<k>.<family>.<role>.<rest>" for the convolution with k convolutions before it in
+ *          the canonical network, family "conv" (conv3x3, conv5x5, dilconv3x3) or "sep"
+ *          (sepconv3x3/5x5), role conv, dw, pw (the separable pair) or bn; pools and identities
+ *          are not counted, so a convolution always reads the features of convolution k-1 (or
+ *          the image for k = 0), whatever parameter-free layers lie between. A pool's batch norm
+ *          is "m<k>.p<r>.<op>.bn" (r: its place among the pools after convolution k-1);
+ *          "tail.c<k>.<rest>" is the classifier of networks with k convolutions: the features
+ *          it reads come from the last one, which differs with k.
  *   cell:  "s<s>.c<n>.e<e>.<op>.<rest>" for edge e (canonical order) of cell n of stage s;
- *          "s<s>.res.<rest>" for the strided block into stage s; "stem", "tail" likewise;
- *   macro and cell: "tail.<k>.<rest>" for the classifier (and the cell space's final norm).
- * Widths are not separate choices: a tensor is stored at the largest shape any path gave it and
- * a narrower path uses its leading slice (the first k output and first k input channels, as in
- * Guo et al.'s channel search), so every width trains the channels they share. A stored
- * element is initialised the first time a training path reaches it, by engine_net_init on that
- * path's net (He-uniform for its fan-in); scoring never changes the store.
+ *          "s<s>.res.<rest>" for the strided block into stage s; "stem", "tail" likewise.
+ * Within a macro family the kernels are one tensor (as the elastic kernels of Cai et al. 2020's
+ * once-for-all network): stored 5x5 when the space has a 5x5 or dilated op, a conv3x3 reads
+ * its centre, a dilconv3x3 its even lattice (rows and columns 0, 2, 4: the taps a 3x3 kernel
+ * at dilation 2 covers), sepconv3x3's depthwise kernel the centre of sepconv5x5's (nas/slice.h
+ * views). Widths are not separate choices: a tensor is stored at the largest shape any path
+ * gave it and a narrower path uses its leading slice (the first k output and first k input
+ * channels, as in Guo et al.'s channel search), so every width trains the channels they share.
+ *
+ * Batch norm (ours, after SPOS, where every choice block ends in batch norm): the local
+ * supernet always puts a batch norm after a convolution, whatever the genome's flag. A genome
+ * without it is trained and scored as its batch-norm twin: after recalibration the twin's
+ * batch norm is a fixed per-channel affine map that folds into the convolution's weights and
+ * bias, so the twin in eval mode computes exactly a function the candidate's own model can
+ * compute; two candidates that differ only in batch norm therefore get one score. Measured
+ * (tests/bench/nas.c): with batch norm as a separate choice and keys by depth, the shipped
+ * 8-op space stayed at chance for 3000 steps; every design of this header learns. nas/fedsuper
+ * uses the same keys for the genome as decoded (no twin: sites train the candidate's own model;
+ * a convolution with and without batch norm then shares its kernel, not its bias or norm).
+ *
+ * A stored element is initialised the first time a training path reaches it, by
+ * engine_net_init on that path's net (He-uniform for its fan-in); scoring never changes the
+ * store.
  *
  * Training is plain SGD with momentum (one velocity per stored element, stepped only on the
  * path's slice; each path's gradient clipped in norm) under a cosine schedule over all the steps
@@ -23,8 +44,9 @@
  * default); with k > 1 (ours, after FairNAS, Chu et al. 2021) k uniformly drawn paths share
  * each batch and one update applies the mean of their gradients, so a weight that many paths
  * share (the classifier, an early layer) follows their average instead of each path in turn.
- * Results are reproducible
- * for a fixed seed and FEDNAS_THREADS (the engine's summation order). */
+ * One fixed path trains exactly like standalone training of its (twin's) model with the same
+ * optimizer (tests/unit/test_nas_supernet_path.c). Results are reproducible for a fixed seed
+ * and FEDNAS_THREADS (the engine's summation order). */
 #ifndef FEDNAS_NAS_SUPERNET_H
 #define FEDNAS_NAS_SUPERNET_H
 
@@ -37,6 +59,7 @@
 #include "nas/config.h"
 #include "nas/eval.h"
 #include "nas/genome.h"
+#include "nas/slice.h"
 #include "nas/worker.h"
 
 #define NAS_SUPERNET_KEY_LEN 64
@@ -92,8 +115,9 @@ int nas_supernet_step(nas_supernet_t *s, const nas_genome_t *g, const float *x, 
 int nas_supernet_step_paths(nas_supernet_t *s, const nas_genome_t *g, int k, const float *x, const uint8_t *y, int nb,
                             double lr, double *loss, err_t *err);
 
-/* g's model (decoded from its genome, batch norms with momentum 1 for nas_bn_recalibrate) with
- * its path's weights copied in and fresh running statistics (mean 0, variance 1). Elements no
+/* g's model as the supernet scores it (decoded from its genome, for the macro space with a batch
+ * norm after every convolution: see above; batch norms with momentum 1 for nas_bn_recalibrate)
+ * with its path's weights copied in and fresh running statistics (mean 0, variance 1). Elements no
  * training path has reached yet keep the model's own initialisation (seed: the supernet's and
  * g's hash, so it is deterministic and independent of what was scored before). */
 int nas_supernet_model(nas_supernet_t *s, const nas_genome_t *g, engine_model_t **out, err_t *err);
@@ -138,10 +162,11 @@ int nas_supernet_workers_start(const nas_config_t *cfg, const nas_data_t *d, con
 int nas_supernet_num_tensors(const nas_supernet_t *s);
 const char *nas_supernet_tensor_key(const nas_supernet_t *s, int id);
 const float *nas_supernet_tensor(const nas_supernet_t *s, int id, int *ndim, int64_t shape[4]);
-/* For each tensor of g's decoded model (engine_net_tensor order), its key: keys must hold
+/* For each tensor of g's decoded model as it is (engine_net_tensor order; no batch-norm twin),
+ * its key and (views, may be NULL) where it sits in the stored tensor: keys and views must hold
  * engine_net_num_tensors of that model (*count gets it; cap bounds it). */
-int nas_supernet_keys(const nas_supernet_t *s, const nas_genome_t *g, char (*keys)[NAS_SUPERNET_KEY_LEN], int cap,
-                      int *count, err_t *err);
+int nas_supernet_keys(const nas_supernet_t *s, const nas_genome_t *g, char (*keys)[NAS_SUPERNET_KEY_LEN],
+                      nas_slice_view_t *views, int cap, int *count, err_t *err);
 /* The id of the tensor stored under key, or -1. */
 int nas_supernet_find(const nas_supernet_t *s, const char *key);
 

@@ -11,6 +11,7 @@
 #include "common/rng.h"
 #include "engine/graph.h"
 #include "engine/nn.h"
+#include "nas/slice.h"
 #include "nas/supernet.h"
 
 /* One shared tensor at the largest shape any path gave it (row-major, up to 4 dimensions). */
@@ -38,16 +39,17 @@ struct nas_supernet {
     size_t nseen, capseen;
 };
 
+void sn_path_genome(const nas_supernet_t *s, const nas_genome_t *g, nas_genome_t *out);
 /* g decoded (arch), built (net) and the key of every net tensor (keys: calloc'ed). */
 int sn_build(const nas_supernet_t *s, const nas_genome_t *g, json_t **arch, engine_net_t **net,
-             char (**keys)[NAS_SUPERNET_KEY_LEN], err_t *err);
+             char (**keys)[NAS_SUPERNET_KEY_LEN], nas_slice_view_t **views, err_t *err);
 int sn_keys(const nas_space_t *sp, const nas_genome_t *canon, const json_t *arch, const engine_net_t *net,
-            char (*keys)[NAS_SUPERNET_KEY_LEN], err_t *err);
+            char (*keys)[NAS_SUPERNET_KEY_LEN], nas_slice_view_t *views, err_t *err);
 /* Copies the path's stored slices into net; ids gets each net tensor's store id (-1: none).
  * persist 1 (training): creates and grows stored tensors and initialises their new elements
  * from engine_net_init(net, init_seed); persist 0 (scoring): reads only, and net keeps its
  * engine_net_init(net, init_seed) values where the store has nothing. */
-int sn_load(nas_supernet_t *s, engine_net_t *net, char (*keys)[NAS_SUPERNET_KEY_LEN], int persist, uint64_t init_seed,
-            int *ids, err_t *err);
+int sn_load(nas_supernet_t *s, engine_net_t *net, char (*keys)[NAS_SUPERNET_KEY_LEN], const nas_slice_view_t *views,
+            int persist, uint64_t init_seed, int *ids, err_t *err);
 
 #endif

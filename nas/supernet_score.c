@@ -57,9 +57,11 @@ static int bn_momentum_one(const json_t *j)
     return 1;
 }
 
-int nas_supernet_model(nas_supernet_t *s, const nas_genome_t *g, engine_model_t **out, err_t *err)
+int nas_supernet_model(nas_supernet_t *s, const nas_genome_t *g0, engine_model_t **out, err_t *err)
 {
     *out = NULL;
+    nas_genome_t gb, *g = &gb;
+    sn_path_genome(s, g0, &gb);
     json_t *arch;
     int rc = nas_genome_decode(&s->sp, g, &arch, err);
     if (rc)
@@ -75,12 +77,13 @@ int nas_supernet_model(nas_supernet_t *s, const nas_genome_t *g, engine_model_t 
     int nt = engine_net_num_tensors(net);
     char(*keys)[NAS_SUPERNET_KEY_LEN] = calloc((size_t)(nt > 0 ? nt : 1), sizeof *keys);
     int *ids = calloc((size_t)(nt > 0 ? nt : 1), sizeof *ids);
-    if (!keys || !ids)
+    nas_slice_view_t *views = calloc((size_t)(nt > 0 ? nt : 1), sizeof *views);
+    if (!keys || !ids || !views)
         rc = err_set(err, FN_ENOMEM, "supernet: out of memory");
     nas_genome_t c;
     nas_genome_canonical(&s->sp, g, &c);
     if (rc == 0)
-        rc = sn_keys(&s->sp, &c, arch, net, keys, err);
+        rc = sn_keys(&s->sp, &c, arch, net, keys, views, err);
     if (rc == 0) {
         /* the fallback initialisation depends on the candidate only, never on the scoring order */
         char h[NAS_HASH_LEN];
@@ -88,10 +91,11 @@ int nas_supernet_model(nas_supernet_t *s, const nas_genome_t *g, engine_model_t 
         uint64_t hv = 0;
         for (int i = 0; i < 16; i++)
             hv = hv << 4 | (uint64_t)(h[i] <= '9' ? h[i] - '0' : h[i] - 'a' + 10);
-        rc = sn_load(s, net, keys, 0, rng_derive(s->o.seed, hv), ids, err);
+        rc = sn_load(s, net, keys, views, 0, rng_derive(s->o.seed, hv), ids, err);
     }
     free(keys);
     free(ids);
+    free(views);
     json_decref(arch);
     if (rc) {
         engine_model_free(m);
@@ -167,8 +171,15 @@ int nas_supernet_score(nas_supernet_t *s, const nas_genome_t *g, const nas_data_
     int rc = nas_supernet_model(s, g, &m, err);
     if (rc)
         return rc;
-    r->params = (int64_t)engine_model_num_params(m);
-    r->flops = engine_net_flops_per_sample(engine_model_net(m));
+    /* the candidate's own size, not its batch-norm twin's (nas_supernet_model) */
+    double params = 0, flops = 0;
+    rc = nas_genome_cost(&s->sp, g, &params, &flops, err);
+    if (rc) {
+        engine_model_free(m);
+        return rc;
+    }
+    r->params = (int64_t)params;
+    r->flops = flops;
     /* the same batches for every candidate: their differences are the architectures' alone */
     rc = nas_bn_recalibrate(m, &d->train_src, d->train_idx, d->n_train, s->o.recal_batches, s->o.batch_size,
                             rng_derive(s->o.seed, 0x726563616cULL), err);

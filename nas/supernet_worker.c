@@ -31,8 +31,12 @@ static void score_job(sw_t *w, const nas_job_t *job, nas_eval_result_t *r)
     int rc = gj ? nas_genome_from_json(&w->sp, gj, &g, &err) : err_set(&err, FN_EINVAL, "no genome in the job");
     if (rc == 0)
         rc = nas_supernet_score(w->sn, &g, w->d, &s, &err);
-    if (rc == 0 && w->base.latency_reps > 0 && (rc = nas_supernet_model(w->sn, &g, &m, &err)) == 0)
+    /* latency of the candidate's own model (the supernet scores its batch-norm twin) */
+    json_t *arch = NULL;
+    if (rc == 0 && w->base.latency_reps > 0 && (rc = nas_genome_decode(&w->sp, &g, &arch, &err)) == 0 &&
+        (rc = engine_model_create_shape(arch, w->sp.in_c, w->sp.in_h, w->sp.in_w, w->sp.classes, &m, &err)) == 0)
         rc = nas_eval_latency(m, w->base.latency_reps, &r->latency_ms, &err);
+    json_decref(arch);
     engine_model_free(m);
     json_decref(gj);
     snprintf(r->device, sizeof r->device, "cpu");

@@ -1,5 +1,7 @@
 # nas/supernet (weight sharing) and nas/rank (Kendall's tau-b); the weight-sharing benchmark.
 fednas_unit_test(test_nas_supernet SOURCES unit/test_nas_supernet.c LIBS fednas_nas fednas_engine fednas_common)
+# The supernet against its oracle: one fixed path trains like standalone training.
+fednas_unit_test(test_nas_supernet_path SOURCES unit/test_nas_supernet_path.c LIBS fednas_nas fednas_engine fednas_common)
 # Weight sharing against standalone evaluation: candidates per CPU-hour and Kendall tau-b
 # (`make bench`; sizes from NAS_BENCH_ARGS there, see tests/bench/run.sh).
 fednas_bench(nas SOURCES bench/nas.c LIBS fednas_nas fednas_engine fednas_common)

@@ -184,8 +184,10 @@ static void test_macro_weights_shared(void **state)
     nas_space_t sp = macro_space();
     nas_supernet_t *s = make(&sp, 5);
     err_t e = {0};
-    /* A and B share conv3x3 without batch norm at depth 0 (B narrower); C has it with batch norm;
-     * D has an identity in front, so its conv3x3 is at depth 0 too (depth counts real layers) */
+    /* A and B share the convolution at conv index 0 (B narrower); C is A with batch norm after
+     * every convolution: its keys add the norms and drop the biases, and the local supernet
+     * trains and scores A as C; D has an identity in front, so its first conv3x3 is at index 0
+     * too. Pools are not counted: B's sepconv3x3 after a maxpool is convolution 1, like A's. */
     nas_genome_t A = macro(NAS_OP_CONV3, 8, 0, NAS_OP_SEP3, 8, 1, NAS_OP_CONV3, 4, 1);
     nas_genome_t B = macro(NAS_OP_CONV3, 4, 0, NAS_OP_MAXPOOL3, 4, 0, NAS_OP_SEP3, 8, 0);
     nas_genome_t C = macro(NAS_OP_CONV3, 8, 1, NAS_OP_SEP3, 8, 1, NAS_OP_CONV3, 4, 1);
@@ -193,21 +195,26 @@ static void test_macro_weights_shared(void **state)
     char ka[32][NAS_SUPERNET_KEY_LEN], kb[32][NAS_SUPERNET_KEY_LEN], kc[32][NAS_SUPERNET_KEY_LEN],
         kd[32][NAS_SUPERNET_KEY_LEN];
     int na, nb, nc, nd;
-    assert_int_equal(nas_supernet_keys(s, &A, ka, 32, &na, &e), 0);
-    assert_int_equal(nas_supernet_keys(s, &B, kb, 32, &nb, &e), 0);
-    assert_int_equal(nas_supernet_keys(s, &C, kc, 32, &nc, &e), 0);
-    assert_int_equal(nas_supernet_keys(s, &D, kd, 32, &nd, &e), 0);
-    assert_string_equal(ka[0], "m0.conv3x3.0.weight");
+    assert_int_equal(nas_supernet_keys(s, &A, ka, NULL, 32, &na, &e), 0);
+    assert_int_equal(nas_supernet_keys(s, &B, kb, NULL, 32, &nb, &e), 0);
+    assert_int_equal(nas_supernet_keys(s, &C, kc, NULL, 32, &nc, &e), 0);
+    assert_int_equal(nas_supernet_keys(s, &D, kd, NULL, 32, &nd, &e), 0);
+    assert_string_equal(ka[0], "m0.conv.conv.weight");
     assert_string_equal(kb[0], ka[0]);
     assert_string_equal(kd[0], ka[0]);
-    assert_string_not_equal(kc[0], ka[0]); /* with batch norm: another choice */
-    assert_int_equal(key_index(kc, nc, "m0.conv3x3.bn.1.weight"), 1);
-    /* the classifier is shared by every path */
-    assert_string_equal(ka[na - 1], "tail.1.bias");
-    assert_string_equal(kb[nb - 1], "tail.1.bias");
-    /* the same op at another depth is another tensor */
-    assert_int_equal(key_index(kd, nd, "m1.conv3x3.bn.0.weight"), 2);
-    assert_int_equal(key_index(ka, na, "m1.conv3x3.bn.0.weight"), -1);
+    assert_string_equal(kc[0], ka[0]);
+    assert_string_equal(ka[1], "m0.conv.conv.bias");
+    assert_int_equal(key_index(ka, na, "m0.conv.bn.weight"), -1);
+    assert_int_equal(key_index(kc, nc, "m0.conv.bn.weight"), 1);
+    assert_true(key_index(ka, na, "m1.sep.dw.weight") >= 0);
+    assert_true(key_index(kb, nb, "m1.sep.dw.weight") >= 0);
+    /* one classifier per number of convolutions (the features it reads come from the last) */
+    assert_string_equal(ka[na - 1], "tail.c3.1.bias");
+    assert_string_equal(kb[nb - 1], "tail.c2.1.bias");
+    assert_string_equal(kd[nd - 1], "tail.c2.1.bias");
+    /* the same op at another conv index is another tensor */
+    assert_true(key_index(kd, nd, "m1.conv.conv.weight") >= 0);
+    assert_int_equal(key_index(ka, na, "m1.conv.conv.weight"), -1);
 
     /* train A's path, then B's model reads A's trained conv: B's 4 filters are A's first 4 */
     err_t e2 = {0};
@@ -217,7 +224,7 @@ static void test_macro_weights_shared(void **state)
     double loss;
     assert_int_equal(nas_supernet_step(s, &A, x, y, 32, 0.05, &loss, &e2), 0);
     assert_true(isfinite(loss));
-    int id = nas_supernet_find(s, "m0.conv3x3.0.weight");
+    int id = nas_supernet_find(s, "m0.conv.conv.weight");
     assert_true(id >= 0);
     int ndim;
     int64_t S[4];
@@ -237,6 +244,12 @@ static void test_macro_weights_shared(void **state)
     /* [4,1,3,3] is the first half of [8,1,3,3] row-major */
     assert_memory_equal(engine_net_params(nb_) + ib->offset, engine_net_params(na_) + ia->offset, 36 * sizeof(float));
     /* and the classifier's first 8 columns (A ends with width 4: the first 4) are shared too */
+    /* A is scored as its batch-norm twin C: the same model, the same weights */
+    engine_model_t *mc;
+    assert_int_equal(nas_supernet_model(s, &C, &mc, &e), 0);
+    assert_int_equal(engine_model_num_params(mc), engine_model_num_params(ma));
+    assert_memory_equal(engine_model_params(mc), engine_model_params(ma), engine_model_num_params(ma) * sizeof(float));
+    engine_model_free(mc);
     engine_model_free(ma);
     engine_model_free(mb);
     nas_supernet_free(s);
@@ -254,9 +267,9 @@ static void test_cell_weights_shared(void **state)
     nas_genome_t c = cell(C3, C1, N, K, P, C3, 2, 4); /* two cells per stage, narrower */
     char ka[64][NAS_SUPERNET_KEY_LEN], kb[64][NAS_SUPERNET_KEY_LEN], kc[64][NAS_SUPERNET_KEY_LEN];
     int na, nb, nc;
-    assert_int_equal(nas_supernet_keys(s, &a, ka, 64, &na, &e), 0);
-    assert_int_equal(nas_supernet_keys(s, &b, kb, 64, &nb, &e), 0);
-    assert_int_equal(nas_supernet_keys(s, &c, kc, 64, &nc, &e), 0);
+    assert_int_equal(nas_supernet_keys(s, &a, ka, NULL, 64, &na, &e), 0);
+    assert_int_equal(nas_supernet_keys(s, &b, kb, NULL, 64, &nb, &e), 0);
+    assert_int_equal(nas_supernet_keys(s, &c, kc, NULL, 64, &nc, &e), 0);
     assert_int_equal(na, nb);
     for (int i = 0; i < na; i++)
         assert_string_equal(ka[i], kb[i]);
@@ -298,10 +311,10 @@ static void test_step_changes_only_its_path(void **state)
         memcpy(snap[i], w, len[i] * sizeof(float));
     }
     /* a narrow path: width 4 everywhere, so its slices are strictly inside width-8 tensors */
-    nas_genome_t A = macro(NAS_OP_CONV3, 4, 1, NAS_OP_SEP3, 4, 0, NAS_OP_CONV3, 4, 1);
+    nas_genome_t A = macro(NAS_OP_CONV3, 4, 1, NAS_OP_SEP3, 4, 1, NAS_OP_CONV3, 4, 1);
     char keys[32][NAS_SUPERNET_KEY_LEN];
     int nk;
-    assert_int_equal(nas_supernet_keys(s, &A, keys, 32, &nk, &e), 0);
+    assert_int_equal(nas_supernet_keys(s, &A, keys, NULL, 32, &nk, &e), 0);
     float x[32 * 784];
     uint8_t y[32];
     engine_source_gather(&g_data.train_src, g_data.train_idx + 64, 32, x, y);
@@ -569,10 +582,10 @@ static void test_paths_per_step(void **state)
         assert_memory_equal(w1, w2, (size_t)(S1[0] * S1[1] * S1[2] * S1[3]) * sizeof(float));
     }
     /* {A, B}: B's own tensors (sepconv3x3 at depth 0) appear and change in the same update */
-    assert_int_equal(nas_supernet_find(s2, "m0.sepconv3x3.0.weight"), -1);
+    assert_int_equal(nas_supernet_find(s2, "m0.sep.dw.weight"), -1);
     assert_int_equal(nas_supernet_step_paths(s2, AB, 2, x, y, 32, 0.05, &l2, &e), 0);
     assert_true(isfinite(l2));
-    assert_true(nas_supernet_find(s2, "m0.sepconv3x3.0.weight") >= 0);
+    assert_true(nas_supernet_find(s2, "m0.sep.dw.weight") >= 0);
     assert_int_equal(nas_supernet_step_paths(s2, AB, 0, x, y, 32, 0.05, &l2, &e), FN_EINVAL);
     nas_supernet_free(s1);
     nas_supernet_free(s2);
