@@ -17,8 +17,8 @@ cat > exp.json <<'JSON'
   "evaluate": { "holdout": 0.2, "clients_fraction": 1 },
   "server": { "round_timeout": 120, "register_timeout": 60, "heartbeat": 1 },
   "nas": {
-    "space": { "type": "macro", "layers": 3, "ops": ["conv3x3", "sepconv3x3", "maxpool3x3", "identity"],
-               "widths": [4, 8], "batchnorm": "search", "reductions": 1 },
+    "space": { "type": "macro", "layers": 2, "ops": ["conv3x3", "sepconv3x3", "identity"],
+               "widths": [8, 16], "batchnorm": "search", "reductions": 0 },
     "strategy": { "name": "evolution", "population": 2, "sample": 2 },
     "budget": 6 } }
 JSON
@@ -77,5 +77,5 @@ for r in a b; do
   grep -qE 'forwarded the mean of 2 of 2 client updates' "relay-$r.err" || fail "relay $r forwarded no full update: $(tail -5 relay-$r.err)"
 done
 acc=$(sql run.db "select test_accuracy from nas_final where rank = 1")
-awk -v a="$acc" 'BEGIN { exit !(a > 0.45) }' || fail "the best architecture tests at $acc (chance is 0.33)"
+awk -v a="$acc" 'BEGIN { exit !(a > 0.6) }' || fail "the best architecture tests at $acc (chance is 0.33)"
 pass "a federated search through 2 relays: 6 rounds, 6 candidates, $total examples a round, best tests at $acc"
