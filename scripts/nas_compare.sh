@@ -6,10 +6,20 @@
 #     the reference point (1.0, 1.0) (random vs NSGA-II; evolution's is printed beside them).
 # Random search's runs serve both comparisons: every search has the same budget and recipe.
 #
-#   scripts/nas_compare.sh FEDNAS OUT_DIR [run|report]      (default: run, then report)
+#   scripts/nas_compare.sh FEDNAS OUT_DIR [run|report|retrain]   (default: run, then report)
+#
+# retrain: the best <= 100k-parameter architecture of the nine (by validation accuracy) retrained
+# from scratch on all 60,000 training images and tested on the 10,000 test images with `fednas
+# train` and the recipe of experiments/fmnist-nas-best-retrain-30.json (30 epochs, SGD Nesterov
+# momentum 0.9, weight decay 1e-4, lr 0.05, 1-epoch warmup then cosine, label smoothing 0.1,
+# horizontal flip): OUT_DIR/best-retrain.json, .log and .safetensors.
 #
 # Environment: PREFIX (experiments/PREFIX-{random,re,nsga2}-macro-s{1,2,3}.json; default
-# nas-quarter), SEEDS ("1 2 3"), JOBS (searches at once; default all nine), NICE (5). Each search
+# nas-quarter), SEEDS ("1 2 3"), JOBS (searches at once; default all nine), NICE (5), AT (report
+# only: the tables over each search's first AT candidates, in ask order; since no strategy's
+# proposals depend on the budget, that is exactly a search with budget AT, so searches still
+# running can be compared at an equal budget; AT=auto: per seed, the longest finished prefix that
+# all three searches of the seed share; default: every candidate done). Each search
 # has its own store OUT_DIR/NAME.db and log OUT_DIR/NAME.log; a search already done in its store
 # is not run again, and one that was interrupted is resumed (`fednas nas --resume`).
 # FEDNAS_THREADS is 1 unless set.
@@ -56,10 +66,58 @@ if [ "$MODE" = run ] || [ "$MODE" = all ]; then
   printf '%s\n' "${names[@]}" | xargs -P "$JOBS" -I{} bash -c 'run_one "$@"' _ {}
 fi
 [ "$MODE" = run ] && exit 0
+if [ "$MODE" = retrain ]; then
+  python3 - "$OUT" "$PREFIX" "$SRC/experiments/fmnist-nas-best-retrain-30.json" $SEEDS <<'PY'
+import json, os, sqlite3, sys
+out, prefix, recipe, seeds = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+best = None
+for s in seeds:
+    for k in ("random", "re", "nsga2"):
+        db = os.path.join(out, f"{prefix}-{k}-macro-s{s}.db")
+        if not os.path.exists(db):
+            continue
+        for seq, acc, params, arch in sqlite3.connect(db).execute(
+                "SELECT seq, val_accuracy, params, arch FROM nas_candidates WHERE status = 'done' AND params <= 100000 "
+                "AND run_id = (SELECT MAX(run_id) FROM nas_runs)"):
+            if best is None or acc > best[3]:
+                best = (k, s, seq, acc, params, arch)
+if best is None:
+    sys.exit("nas_compare: no finished candidate in the stores of " + out)
+k, s, seq, acc, params, arch = best
+e = json.load(open(recipe))
+e["name"] = f"{prefix}-best-retrain"
+e["description"] = (f"The best <= 100k-parameter candidate of the {prefix} searches: {prefix}-{k}-macro-s{s}, "
+                    f"candidate seq {seq}, validation accuracy {acc:.4f}, {params} parameters; recipe of {os.path.basename(recipe)}.")
+e["model"] = json.loads(arch)
+json.dump(e, open(os.path.join(out, "best-retrain.json"), "w"), indent=2)
+print(e["description"])
+PY
+  { echo "start $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg)"
+    nice -n "$NICE" "$FEDNAS" train "$OUT/best-retrain.json" --quiet --save "$OUT/best-retrain.safetensors" || echo "exit $?"
+    echo "end $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg)"; } >>"$OUT/best-retrain.log" 2>&1
+  tail -n 3 "$OUT/best-retrain.log"
+  exit 0
+fi
 
-python3 - "$OUT" "$PREFIX" $SEEDS <<'PY'
+python3 - "$OUT" "$PREFIX" "${AT:-0}" $SEEDS <<'PY'
 import os, sqlite3, sys
-out, prefix, seeds = sys.argv[1], sys.argv[2], sys.argv[3:]
+out, prefix, at_arg, seeds = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+
+def prefix_done(name):
+    # how many of the search's first candidates (in ask order) are finished, done or failed
+    db = os.path.join(out, name + ".db")
+    if not os.path.exists(db):
+        return 0
+    c = sqlite3.connect(db)
+    n = 0
+    for (st,) in c.execute("SELECT status FROM nas_candidates WHERE run_id = (SELECT MAX(run_id) FROM nas_runs) ORDER BY seq"):
+        if st not in ("done", "failed"):
+            break
+        n += 1
+    return n
+
+AT = {s: (min(prefix_done(f"{prefix}-{k}-macro-s{s}") for k in ("random", "re", "nsga2")) if at_arg == "auto"
+          else int(at_arg)) for s in seeds}
 
 def hypervolume(pts, rx=1.0, ry=1.0):
     # specs/nas.md: the area the non-dominated points dominate inside the box up to (rx, ry)
@@ -75,7 +133,7 @@ def hypervolume(pts, rx=1.0, ry=1.0):
         hv += (rx - last) * (ry - besty)
     return hv
 
-def load(name):
+def load(name, at):
     db = os.path.join(out, name + ".db")
     if not os.path.exists(db):
         return None
@@ -87,6 +145,13 @@ def load(name):
     rid, status, t0, t1 = row
     cands = c.execute("SELECT seq, status, val_accuracy, params, seconds, cached_from, arch FROM nas_candidates "
                       "WHERE run_id = ? ORDER BY seq", (rid,)).fetchall()
+    if at > 0:
+        # the first AT asks; the comparison is at budget AT only when all of them are finished
+        cands = cands[:at]
+        if len(cands) < at or any(x[1] not in ("done", "failed") for x in cands):
+            status = "short of " + str(at)
+        else:
+            status = "done"
     done = [x for x in cands if x[1] == "done" and x[2] is not None]
     best = max(done, key=lambda x: (x[2], -x[0])) if done else None
     return {"run": rid, "status": status, "n": len(cands), "done": len(done),
@@ -95,7 +160,7 @@ def load(name):
             "mean": sum(x[2] for x in done) / len(done) if done else float("nan"),
             "wall": (t1 - t0) if t1 and t0 else None, "eval_s": sum(x[4] or 0 for x in done), "db": db}
 
-R = {(k, s): load(f"{prefix}-{k}-macro-s{s}") for s in seeds for k in ("random", "re", "nsga2")}
+R = {(k, s): load(f"{prefix}-{k}-macro-s{s}", AT[s]) for s in seeds for k in ("random", "re", "nsga2")}
 
 def val(r, key):
     if r is None or r["best"] is None:
@@ -112,7 +177,11 @@ def mean(vals):
     vals = [v for v in vals if v is not None]
     return sum(vals) / len(vals) if vals else float("nan")
 
-print(f"\n1. Best validation accuracy in each search's history ({prefix}, specs/nas.md)\n")
+print(f"\n1. Best validation accuracy in each search's history ({prefix}, specs/nas.md)")
+if any(AT.values()):
+    print("   budget compared, per seed (the first N evaluations of each search): "
+          + ", ".join(f"seed {s}: {AT[s]}" for s in seeds))
+print()
 print("| seed | regularized evolution | random search | evolution - random |")
 print("|-----:|---:|---:|---:|")
 for s in seeds:
