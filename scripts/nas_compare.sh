@@ -143,7 +143,7 @@ def load(name, at):
     if not row:
         return None
     rid, status, t0, t1 = row
-    cands = c.execute("SELECT seq, status, val_accuracy, params, seconds, cached_from, arch FROM nas_candidates "
+    cands = c.execute("SELECT seq, status, val_accuracy, params, seconds, cached_from, arch, hash FROM nas_candidates "
                       "WHERE run_id = ? ORDER BY seq", (rid,)).fetchall()
     if at > 0:
         # the first AT asks; the comparison is at budget AT only when all of them are finished
@@ -158,9 +158,24 @@ def load(name, at):
             "failed": sum(1 for x in cands if x[1] == "failed"), "cached": sum(1 for x in done if x[5] is not None and x[5] >= 0),
             "best": best, "hv": hypervolume([(1 - x[2], x[3] / 1e5) for x in done]),
             "mean": sum(x[2] for x in done) / len(done) if done else float("nan"),
-            "wall": (t1 - t0) if t1 and t0 else None, "eval_s": sum(x[4] or 0 for x in done), "db": db}
+            "wall": (t1 - t0) if t1 and t0 else None, "eval_s": sum(x[4] or 0 for x in done), "db": db,
+            "hashes": [x[7] for x in cands], "cands": cands}
 
 R = {(k, s): load(f"{prefix}-{k}-macro-s{s}", AT[s]) for s in seeds for k in ("random", "re", "nsga2")}
+
+# With one seed every strategy starts from the same random genomes (its first P or mu draws):
+# the shared prefix is the run of leading candidates with the same hash in all three searches.
+SHARED = {}
+for s in seeds:
+    hs = [R[(k, s)]["hashes"] for k in ("random", "re", "nsga2") if R[(k, s)]]
+    n = 0
+    while hs and all(len(h) > n for h in hs) and len({h[n] for h in hs}) == 1:
+        n += 1
+    SHARED[s] = n
+
+def mean_after(r, n):
+    v = [x[2] for x in r["cands"][n:] if x[1] == "done" and x[2] is not None]
+    return (f"{sum(v) / len(v):.4f} ({len(v)})") if v else "-"
 
 def val(r, key):
     if r is None or r["best"] is None:
@@ -202,17 +217,19 @@ hv = {k: mean([val(R[(k, s)], "hv") for s in seeds]) for k in ("nsga2", "random"
 print(f"| **mean** | **{hv['nsga2']:.4f}** | **{hv['random']:.4f}** | **{hv['nsga2'] - hv['random']:+.4f}** | {hv['re']:.4f} |")
 
 print("\n3. Each search: evaluations, mean validation accuracy, wall and evaluation seconds\n")
-print("| search | run | status | done / asked | failed | from the store | mean val acc | best val acc (params) | wall s | sum of eval s |")
-print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+print("| search | run | status | done / asked | failed | from the store | mean val acc | mean val acc after the shared prefix (n) | best val acc (params) | wall s | sum of eval s |")
+print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 for s in seeds:
     for k in ("random", "re", "nsga2"):
         r = R[(k, s)]
         if r is None or r["best"] is None:
-            print(f"| {k} s{s} | - | not run or nothing done | | | | | | | |")
+            print(f"| {k} s{s} | - | not run or nothing done | | | | | | | | |")
             continue
         b = r["best"]
         print(f"| {k} s{s} | {r['run']} | {r['status']} | {r['done']} / {r['n']} | {r['failed']} | {r['cached']} | "
-              f"{r['mean']:.4f} | {b[2]:.4f} ({b[3]}) | {r['wall'] or 0:.0f} | {r['eval_s']:.0f} |")
+              f"{r['mean']:.4f} | {mean_after(r, SHARED[s])} | {b[2]:.4f} ({b[3]}) | {r['wall'] or 0:.0f} | {r['eval_s']:.0f} |")
+print("\nShared prefix per seed (the same genomes, bit-identical results, in all three searches): "
+      + ", ".join(f"seed {s}: {SHARED[s]}" for s in seeds))
 
 best = None
 for (k, s), r in R.items():
