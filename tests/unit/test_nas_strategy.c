@@ -214,6 +214,75 @@ static void test_nsga2_survival(void **state)
     nsga2_generations(0);
 }
 
+/* Real et al. 2019's tournament: S distinct members drawn uniformly, the best of them is the
+ * parent. With P = 5 members of distinct accuracy and S = 2, the j-th best (j = 1..5) is the
+ * parent when drawn with one of the 5 - j worse members: probability (5 - j) / C(5, 2), that is
+ * 0.4, 0.3, 0.2, 0.1, and never the worst. A strategy that took the population's best, or drew with replacement (the worst
+ * would then win 1/25 of the time), fails. */
+static void test_evolution_tournament(void **state)
+{
+    (void)state;
+    nas_config_t cfg = config_from("{\"name\":\"evolution\",\"population\":5,\"sample\":2}");
+    nas_strategy_t *s = make(&cfg, 11);
+    nas_proposal_t p[5];
+    for (int i = 0; i < 5; i++) {
+        p[i] = ask(s);
+        tell(s, &p[i], 0.1 * (i + 1), 100); /* candidate i is the (5 - i)-th best */
+    }
+    enum { N = 4000 };
+    int count[5] = {0};
+    for (int k = 0; k < N; k++) { /* asks without tells: the population stays as it is */
+        nas_proposal_t c = ask(s);
+        assert_true(c.parent_id >= 0 && c.parent_id < 5);
+        assert_string_equal(c.parent, p[c.parent_id].hash);
+        count[c.parent_id]++;
+    }
+    assert_int_equal(count[0], 0);
+    for (int i = 1; i < 5; i++) {
+        double f = (double)count[i] / N, want = 0.1 * i;
+        print_message("candidate %d (acc %.1f): parent of %.3f of the children (expected %.1f)\n", i, 0.1 * (i + 1), f,
+                      want);
+        assert_true(f > want - 0.04 && f < want + 0.04);
+    }
+    nas_strategy_free(s);
+}
+
+/* NSGA-II's (mu + lambda) survival when one front holds more than mu: by crowding distance.
+ * Parents and offspring form one trade-off front (more accuracy costs parameters); in (1 - acc,
+ * params) the hand-computed distances are: ids 0 and 7 (the extremes) infinite, 1 and 2 0.675,
+ * 3 0.575, 4, 5 and 6 0.5. So the survivors are 0, 7, 1 and 2. */
+static void test_nsga2_crowding_truncation(void **state)
+{
+    (void)state;
+    nas_config_t cfg = config_from("{\"name\":\"nsga2\",\"mu\":4,\"lambda\":4,\"objectives\":[\"val_acc\",\"params\"]}");
+    nas_strategy_t *s = make(&cfg, 5);
+    static const double acc[8] = {0.50, 0.60, 0.70, 0.80, 0.52, 0.65, 0.78, 0.90};
+    static const double params[8] = {1000, 2000, 3000, 4000, 1100, 2500, 3900, 5000};
+    nas_proposal_t p[8];
+    for (int i = 0; i < 4; i++)
+        p[i] = ask(s);
+    for (int i = 0; i < 4; i++)
+        tell(s, &p[i], acc[i], params[i]);
+    for (int i = 4; i < 8; i++) {
+        p[i] = ask(s);
+        assert_int_equal(p[i].id, i);
+    }
+    for (int i = 4; i < 8; i++)
+        tell(s, &p[i], acc[i], params[i]);
+    /* Later generations' offspring are dominated by every survivor, so the survivors stay and
+     * 24 tournaments draw from them: 3, 4, 5 or 6 as a parent means survival got it wrong. */
+    for (int g = 0; g < 6; g++) {
+        nas_proposal_t c[4];
+        for (int i = 0; i < 4; i++) {
+            c[i] = ask(s);
+            assert_true(c[i].parent_id == 0 || c[i].parent_id == 1 || c[i].parent_id == 2 || c[i].parent_id == 7);
+        }
+        for (int i = 0; i < 4; i++)
+            tell(s, &c[i], 0.05, 1e6);
+    }
+    nas_strategy_free(s);
+}
+
 static void test_asha_promotion(void **state)
 {
     (void)state;
@@ -347,6 +416,8 @@ int main(void)
         cmocka_unit_test(test_nsga2_survival), cmocka_unit_test(test_asha_promotion),
         cmocka_unit_test(test_fractional_budgets),
         cmocka_unit_test(test_random),
+        cmocka_unit_test(test_evolution_tournament),
+        cmocka_unit_test(test_nsga2_crowding_truncation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
