@@ -17,6 +17,7 @@
 #include "engine/optim.h"
 #include "engine/schedule.h"
 #include "nas/tune.h"
+#include "nas/worker.h"
 
 static const char *k_train = "{\"epochs\": 10, \"batch_size\": 64, \"lr\": 0.01, \"optimizer\": {\"type\": \"sgd\", "
                              "\"momentum\": 0.9}}";
@@ -336,12 +337,75 @@ static void test_strategy_evolution(void **state)
     }
 }
 
+
+/* The workers train each job with the recipe it carries: the same result as the evaluation in
+ * this process with that recipe, the pool's base recipe without one, and a clear failure for a
+ * recipe the engine refuses. */
+static void test_worker_recipe(void **state)
+{
+    (void)state;
+    setenv("FEDNAS_THREADS", "1", 1); /* the workers fork from this process (worker.h) */
+    nas_data_opts_t o = {.split_seed = 42, .val_size = 10000, .train_subset = 600, .val_subset = 300,
+                         .test_subset = 200};
+    nas_data_t d;
+    err_t e = {0};
+    if (nas_data_load(&o, &d, &e) < 0)
+        fail_msg("%s", e.msg);
+    json_t *base = json_loads(k_train, 0, NULL);
+    nas_eval_opts_t bo = {.epochs = 1, .seed = 9};
+    assert_int_equal(engine_train_config_from_json(base, &bo.train, &e), 0);
+    tune_recipe_t r;
+    tune_recipe_from_train(base, &r);
+    r.v[TUNE_P_LR] = 0.2;
+    r.v[TUNE_P_BATCH_SIZE] = 16;
+    r.v[TUNE_P_SCHEDULE] = ENGINE_SCHED_COSINE;
+    json_t *tj = tune_recipe_train(&r, base, 1);
+    char *rtext = json_dumps(tj, JSON_COMPACT);
+    nas_eval_opts_t ro = bo;
+    assert_int_equal(engine_train_config_from_json(tj, &ro.train, &e), 0);
+    json_t *arch = json_pack("{s:s}", "type", "softmax");
+    nas_eval_result_t want_base, want_recipe;
+    assert_int_equal(nas_eval_run(arch, &d, &bo, &want_base, NULL, &e), 0);
+    assert_int_equal(nas_eval_run(arch, &d, &ro, &want_recipe, NULL, &e), 0);
+    assert_true(want_base.accuracy != want_recipe.accuracy || want_base.loss != want_recipe.loss);
+    nas_workers_t *w = NULL;
+    assert_int_equal(nas_workers_start_local(1, 1, &d, &bo, &w, &e), 0);
+    const char *recipes[3] = {NULL, rtext, "{\"lr\": -1}"};
+    for (int i = 0; i < 3; i++) {
+        nas_job_t job = {.id = i, .epochs = 1, .seed = 9, .arch = "{\"type\":\"softmax\"}", .recipe = recipes[i]};
+        assert_int_equal(nas_workers_submit(w, &job, &e), 0);
+        nas_job_done_t done;
+        int rc = 0;
+        for (int k = 0; k < 6000 && rc == 0; k++)
+            rc = nas_workers_wait(w, 0.1, &done, &e);
+        assert_int_equal(rc, 1);
+        assert_int_equal(done.id, i);
+        if (i == 2) {
+            assert_false(done.r.ok);
+            if (strncmp(done.r.reason, "worker: bad recipe: train.lr", 28) != 0)
+                fail_msg("reason: %s", done.r.reason);
+        } else {
+            const nas_eval_result_t *want = i == 0 ? &want_base : &want_recipe;
+            assert_true(done.r.ok);
+            assert_true(done.r.accuracy == want->accuracy && done.r.loss == want->loss);
+        }
+        nas_job_done_free(&done);
+    }
+    nas_workers_close(w);
+    json_decref(arch);
+    json_decref(tj);
+    json_decref(base);
+    free(rtext);
+    nas_data_free(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),          cmocka_unit_test(test_full_block),
         cmocka_unit_test(test_bad_blocks),        cmocka_unit_test(test_recipe_train),
         cmocka_unit_test(test_strategy_asha),     cmocka_unit_test(test_strategy_evolution),
+        cmocka_unit_test(test_worker_recipe),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
