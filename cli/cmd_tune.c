@@ -20,6 +20,7 @@
 
 static const char *const k_help =
     "Usage: fednas tune EXPERIMENT.json [--trials N] [--workers W] [--db FILE] [--out DIR] [--quiet]\n"
+    "                   [--sampler random|evolution] [--early-stopping asha|none]\n"
     "                   [--enqueue-default] [--no-baseline] [--check]\n"
     "       fednas tune --resume RUN [--db FILE] [--out DIR] [--quiet]\n"
     "\n"
@@ -58,6 +59,8 @@ static const char *const k_help =
     "  --trials N         recipes to try (overrides tune.trials)\n"
     "  --workers W        evaluation processes (overrides tune.workers), each with FEDNAS_THREADS\n"
     "                     engine threads (default: the cores divided among the workers)\n"
+    "  --sampler S        random or evolution (overrides tune.sampler)\n"
+    "  --early-stopping E asha or none (overrides tune.early_stopping)\n"
     "  --enqueue-default  trial 0 is the experiment's own recipe\n"
     "  --no-baseline      do not retrain the experiment's own recipe at the end\n"
     "  --db FILE          run store (default fednas.db)\n"
@@ -286,6 +289,7 @@ typedef struct opts {
     const char *db, *out;
     long long resume;
     int trials, workers, quiet, check, enqueue, no_baseline;
+    int sampler, stopping; /* -1: the tune block's; else tune_sampler_t, and 1 asha / 0 none */
 } opts_t;
 
 static int tune(const char *path, const opts_t *o)
@@ -343,6 +347,23 @@ static int tune(const char *path, const opts_t *o)
             e.cfg.enqueue_default = 1;
         if (o->no_baseline)
             e.cfg.baseline = 0;
+        if (o->sampler >= 0) {
+            e.cfg.sampler = (tune_sampler_t)o->sampler;
+            json_object_set_new(tb, "sampler", e.cfg.sampler == TUNE_SAMPLER_RANDOM
+                                                   ? json_string("random")
+                                                   : json_pack("{s:s, s:i, s:i}", "type", "evolution", "population",
+                                                               e.cfg.population, "sample", e.cfg.sample));
+        }
+        if (o->stopping >= 0) {
+            e.cfg.asha = o->stopping;
+            if ((rc = tune_config_rungs(&e.cfg, &err)) < 0) {
+                rc = FN_EINVAL;
+                goto out;
+            }
+            json_object_set_new(tb, "early_stopping", e.cfg.asha ? json_pack("{s:s, s:i, s:f}", "type", "asha", "eta",
+                                                                             e.cfg.eta, "min_epochs", e.cfg.min_epochs)
+                                                                 : json_string("none"));
+        }
         json_object_set_new(tb, "trials", json_integer(e.cfg.trials));
         json_object_set_new(tb, "workers", json_integer(e.cfg.workers));
         json_object_set_new(tb, "enqueue_default", json_boolean(e.cfg.enqueue_default));
@@ -446,8 +467,9 @@ int cmd_tune(int argc, char **argv)
         {"resume", required_argument, 0, 'r'}, {"quiet", no_argument, 0, 'q'},
         {"check", no_argument, 0, 'c'},        {"enqueue-default", no_argument, 0, 'E'},
         {"no-baseline", no_argument, 0, 'B'},  {"help", no_argument, 0, 'h'},
+        {"sampler", required_argument, 0, 'S'}, {"early-stopping", required_argument, 0, 'A'},
         {0, 0, 0, 0}};
-    opts_t o = {.db = "fednas.db"};
+    opts_t o = {.db = "fednas.db", .sampler = -1, .stopping = -1};
     int c;
     long v;
     optind = 1;
@@ -474,6 +496,16 @@ int cmd_tune(int argc, char **argv)
         case 'c': o.check = 1; break;
         case 'E': o.enqueue = 1; break;
         case 'B': o.no_baseline = 1; break;
+        case 'S':
+            if (strcmp(optarg, "random") && strcmp(optarg, "evolution"))
+                return cli_usage_error("tune", "--sampler takes \"random\" or \"evolution\", not \"%s\"", optarg);
+            o.sampler = strcmp(optarg, "random") == 0 ? TUNE_SAMPLER_RANDOM : TUNE_SAMPLER_EVOLUTION;
+            break;
+        case 'A':
+            if (strcmp(optarg, "asha") && strcmp(optarg, "none"))
+                return cli_usage_error("tune", "--early-stopping takes \"asha\" or \"none\", not \"%s\"", optarg);
+            o.stopping = strcmp(optarg, "asha") == 0;
+            break;
         case 'h': fputs(k_help, stdout); return EXIT_OK;
         default: return cli_usage_error("tune", "unknown option");
         }
@@ -481,9 +513,9 @@ int cmd_tune(int argc, char **argv)
     if (o.resume) {
         if (optind != argc)
             return cli_usage_error("tune", "--resume RUN takes no experiment file (the run's own is used)");
-        if (o.trials || o.workers || o.enqueue || o.no_baseline || o.check)
+        if (o.trials || o.workers || o.enqueue || o.no_baseline || o.check || o.sampler >= 0 || o.stopping >= 0)
             return cli_usage_error("tune", "--resume continues a run with its own settings: drop --trials, --workers, "
-                                           "--enqueue-default, --no-baseline and --check");
+                                           "--sampler, --early-stopping, --enqueue-default, --no-baseline and --check");
         return tune(NULL, &o);
     }
     if (optind != argc - 1)

@@ -28,6 +28,8 @@ expect_exit() {
 
 expect_exit 0 "ok: $WORK/exp.json: 12 trials, random+asha, epochs per rung [0.333, 1, 3], 2 workers" "$WORK/exp.json" --check
 expect_exit 0 "40 trials, random+asha" "$WORK/exp.json" --check --trials 40
+expect_exit 0 "12 trials, evolution, epochs per rung [3]" "$WORK/exp.json" --check --sampler evolution --early-stopping none
+expect_exit 2 "--sampler takes" "$WORK/exp.json" --check --sampler grid
 pass "--check prints the plan"
 
 sed 's/"space": {"warmup": 0}/"space": {"warmup": 0,\n    "lr": {"log_uniform": [0.1, 0.01]}}/' "$WORK/exp.json" > "$WORK/range.json"
@@ -76,6 +78,18 @@ expect_contains "$WORK/runs.log" "tune-test"
 "$FEDNAS" train "$D/best.json" --epochs 1 --quiet > "$WORK/train.log" 2>&1 || { cat "$WORK/train.log"; fail "fednas train best.json failed"; }
 expect_contains "$WORK/train.log" "done: test accuracy"
 pass "fednas runs, nas export and fednas train read the run and best.json"
+
+# evolution without early stopping: every trial at the full budget, children of the population
+sed 's/"tune": {.*}$/"tune": {"trials": 4, "sampler": {"type": "evolution", "population": 2, "sample": 1}}/' \
+  "$WORK/exp.json" > "$WORK/evo.json"
+"$FEDNAS" tune "$WORK/evo.json" --early-stopping none --no-baseline --db "$WORK/evo.db" --quiet > "$WORK/evo.log" 2>&1 ||
+  { cat "$WORK/evo.log"; fail "evolution tune failed"; }
+[ "$(sql "$WORK/evo.db" "SELECT count(*) FROM nas_candidates WHERE budget = 3 AND rung = 0 AND status = 'done'")" = 4 ] ||
+  fail "evolution: expected 4 trials of 3 epochs"
+[ "$(sql "$WORK/evo.db" "SELECT count(*) FROM nas_candidates WHERE seq >= 2 AND parent IN (0, 1) AND mutation != 'random'")" = 2 ] ||
+  fail "evolution: trials 2 and 3 are not mutations of the population"
+[ "$(sql "$WORK/evo.db" "SELECT group_concat(rank) FROM nas_final")" = 1 ] || fail "--no-baseline retrained the baseline"
+pass "evolution, --early-stopping none, --no-baseline"
 
 # done_count DB: finished rows so far (0 before the store exists)
 done_count() { sql "$1" "SELECT count(*) FROM nas_candidates WHERE status = 'done'" 2>/dev/null || echo 0; }
