@@ -76,7 +76,7 @@ typedef struct exp {
     const json_t *train;
     char *arch;
     nas_data_opts_t data;
-    tune_config_t cfg;
+    nas_tune_config_t cfg;
     engine_train_config_t tc;
     char name[128];
 } exp_t;
@@ -200,7 +200,7 @@ static int exp_load(exp_t *e, const char *source, char *text, err_t *err)
         return with_position(e, err);
     if ((rc = parse_data(e, err)) < 0)
         return rc;
-    return tune_config_parse(json_object_get(e->root, "tune"), e->train, source, text, "tune",
+    return nas_tune_config_parse(json_object_get(e->root, "tune"), e->train, source, text, "tune",
                              seed ? (uint64_t)json_integer_value(seed) : 1, &e->cfg, err);
 }
 
@@ -218,22 +218,22 @@ static int threads_per_worker(int workers)
 static void print_plan(const exp_t *e, const char *what)
 {
     char strat[32], rungs[128] = "";
-    tune_config_describe(&e->cfg, strat, sizeof strat);
+    nas_tune_config_describe(&e->cfg, strat, sizeof strat);
     for (int k = 0, n = 0; k < e->cfg.nrungs && n >= 0 && (size_t)n < sizeof rungs; k++)
         n += snprintf(rungs + n, sizeof rungs - (size_t)n, "%s%g", k ? ", " : "", e->cfg.rungs[k]);
     printf("%s: %s: %d trials, %s, epochs per rung [%s], %d worker%s, retries %d, seed %llu\n", what, e->source,
            e->cfg.trials, strat, rungs, e->cfg.workers, e->cfg.workers == 1 ? "" : "s", e->cfg.retries,
            (unsigned long long)e->cfg.seed);
     printf("space:");
-    for (int p = 0; p < TUNE_NPARAMS; p++) {
-        const tune_dom_t *d = &e->cfg.space[p];
-        if (d->kind == TUNE_DOM_FIXED)
+    for (int p = 0; p < NAS_TUNE_NPARAMS; p++) {
+        const nas_tune_dom_t *d = &e->cfg.space[p];
+        if (d->kind == NAS_TUNE_DOM_FIXED)
             continue;
-        printf("  %s ", tune_param_name((tune_param_t)p));
-        if (d->kind == TUNE_DOM_CHOICE)
+        printf("  %s ", nas_tune_param_name((nas_tune_param_t)p));
+        if (d->kind == NAS_TUNE_DOM_CHOICE)
             printf("(%d choices)", d->n);
         else
-            printf("%s[%g, %g]", d->kind == TUNE_DOM_LOG_UNIFORM ? "log" : "", d->lo, d->hi);
+            printf("%s[%g, %g]", d->kind == NAS_TUNE_DOM_LOG_UNIFORM ? "log" : "", d->lo, d->hi);
     }
     printf("\n");
     fflush(stdout);
@@ -251,11 +251,11 @@ static void on_trial(void *ctx, const store_nas_candidate_t *c, int told, double
         return;
     json_error_t je;
     json_t *g = json_loads(c->genome, 0, &je);
-    tune_recipe_t r;
+    nas_tune_recipe_t r;
     err_t err = {0};
     char desc[200] = "?";
-    if (g && tune_recipe_parse(g, &r, &err) == 0)
-        tune_recipe_describe(&r, desc, sizeof desc);
+    if (g && nas_tune_recipe_parse(g, &r, &err) == 0)
+        nas_tune_recipe_describe(&r, desc, sizeof desc);
     json_decref(g);
     if (strcmp(c->status, "done") == 0)
         printf("[%3d] trial %-3lld rung %d %5.3g ep  val %.4f  %6.1fs  %-8s  %s   (best %.4f)\n", told,
@@ -289,7 +289,7 @@ typedef struct opts {
     const char *db, *out;
     long long resume;
     int trials, workers, quiet, check, enqueue, no_baseline;
-    int sampler, stopping; /* -1: the tune block's; else tune_sampler_t, and 1 asha / 0 none */
+    int sampler, stopping; /* -1: the tune block's; else nas_tune_sampler_t, and 1 asha / 0 none */
 } opts_t;
 
 static int tune(const char *path, const opts_t *o)
@@ -348,15 +348,15 @@ static int tune(const char *path, const opts_t *o)
         if (o->no_baseline)
             e.cfg.baseline = 0;
         if (o->sampler >= 0) {
-            e.cfg.sampler = (tune_sampler_t)o->sampler;
-            json_object_set_new(tb, "sampler", e.cfg.sampler == TUNE_SAMPLER_RANDOM
+            e.cfg.sampler = (nas_tune_sampler_t)o->sampler;
+            json_object_set_new(tb, "sampler", e.cfg.sampler == NAS_TUNE_SAMPLER_RANDOM
                                                    ? json_string("random")
                                                    : json_pack("{s:s, s:i, s:i}", "type", "evolution", "population",
                                                                e.cfg.population, "sample", e.cfg.sample));
         }
         if (o->stopping >= 0) {
             e.cfg.asha = o->stopping;
-            if ((rc = tune_config_rungs(&e.cfg, &err)) < 0) {
+            if ((rc = nas_tune_config_rungs(&e.cfg, &err)) < 0) {
                 rc = FN_EINVAL;
                 goto out;
             }
@@ -379,7 +379,7 @@ static int tune(const char *path, const opts_t *o)
         nr.workers = e.cfg.workers;
         nr.threads = threads_per_worker(e.cfg.workers);
         char strat[32];
-        tune_config_describe(&e.cfg, strat, sizeof strat);
+        nas_tune_config_describe(&e.cfg, strat, sizeof strat);
         snprintf(nr.strategy, sizeof nr.strategy, "tune:%s", strat);
         snprintf(nr.device, sizeof nr.device, "cpu");
         rc = store_open(o->db, 0, &st, &err);
@@ -406,7 +406,7 @@ static int tune(const char *path, const opts_t *o)
     fflush(stdout);
     e.cfg.workers = nr.workers;
     ui_t ui = {.quiet = o->quiet, .trials = e.cfg.trials};
-    tune_search_t s = {.cfg = &e.cfg,
+    nas_tune_search_t s = {.cfg = &e.cfg,
                        .data = &data,
                        .base_train = e.train,
                        .arch = e.arch,
@@ -421,7 +421,7 @@ static int tune(const char *path, const opts_t *o)
     cli_install_signals();
     double t0 = fn_mono();
     int64_t best_seq = -1;
-    rc = tune_search_run(&s, &best_seq, &err);
+    rc = nas_tune_search_run(&s, &best_seq, &err);
     if (rc == 0) {
         char dir[1200];
         if (o->out)
@@ -499,7 +499,7 @@ int cmd_tune(int argc, char **argv)
         case 'S':
             if (strcmp(optarg, "random") && strcmp(optarg, "evolution"))
                 return cli_usage_error("tune", "--sampler takes \"random\" or \"evolution\", not \"%s\"", optarg);
-            o.sampler = strcmp(optarg, "random") == 0 ? TUNE_SAMPLER_RANDOM : TUNE_SAMPLER_EVOLUTION;
+            o.sampler = strcmp(optarg, "random") == 0 ? NAS_TUNE_SAMPLER_RANDOM : NAS_TUNE_SAMPLER_EVOLUTION;
             break;
         case 'A':
             if (strcmp(optarg, "asha") && strcmp(optarg, "none"))

@@ -38,11 +38,11 @@ static void recipe_text(const char *genome, char *out, size_t n)
 {
     json_error_t je;
     json_t *g = json_loads(genome ? genome : "", 0, &je);
-    tune_recipe_t r;
+    nas_tune_recipe_t r;
     err_t err = {0};
     snprintf(out, n, "?");
-    if (g && tune_recipe_parse(g, &r, &err) == 0)
-        tune_recipe_describe(&r, out, n);
+    if (g && nas_tune_recipe_parse(g, &r, &err) == 0)
+        nas_tune_recipe_describe(&r, out, n);
     json_decref(g);
 }
 
@@ -120,7 +120,7 @@ int cli_tune_report_write(store_t *st, const cli_tune_report_t *r, const char *d
 
     /* report.json and report.md */
     char strat[32];
-    tune_config_describe(r->cfg, strat, sizeof strat);
+    nas_tune_config_describe(r->cfg, strat, sizeof strat);
     json_t *rj = json_object(), *trials = json_array();
     sbuf_t md = {0};
     sb_printf(&md, "# fednas tune: run %lld\n\n", (long long)r->run_id);

@@ -17,7 +17,7 @@ typedef struct cli_tune_report {
     int64_t run_id;
     const char *source; /* the experiment file (NULL: a resumed run) */
     const json_t *root; /* the experiment as stored */
-    const tune_config_t *cfg;
+    const nas_tune_config_t *cfg;
     const nas_data_t *data;
     int64_t best_seq;
     double seconds; /* wall time of this session */

@@ -9,13 +9,13 @@
 #include "engine/schedule.h"
 #include "nas/tune.h"
 
-static const char *const k_names[TUNE_NPARAMS] = {"lr",           "batch_size", "accumulate", "optimizer",
+static const char *const k_names[NAS_TUNE_NPARAMS] = {"lr",           "batch_size", "accumulate", "optimizer",
                                                   "momentum",     "nesterov",   "weight_decay", "schedule",
                                                   "warmup",       "label_smoothing"};
 
-const char *tune_param_name(tune_param_t p)
+const char *nas_tune_param_name(nas_tune_param_t p)
 {
-    return (unsigned)p < TUNE_NPARAMS ? k_names[p] : "?";
+    return (unsigned)p < NAS_TUNE_NPARAMS ? k_names[p] : "?";
 }
 
 typedef struct ctx {
@@ -35,21 +35,21 @@ static void kpath(char *buf, size_t n, const ctx_t *c, const char *a, const char
 
 static int is_float_param(int p)
 {
-    return p == TUNE_P_LR || p == TUNE_P_MOMENTUM || p == TUNE_P_WEIGHT_DECAY || p == TUNE_P_LABEL_SMOOTHING;
+    return p == NAS_TUNE_P_LR || p == NAS_TUNE_P_MOMENTUM || p == NAS_TUNE_P_WEIGHT_DECAY || p == NAS_TUNE_P_LABEL_SMOOTHING;
 }
 
 /* One value of parameter p: 0 with *v, or the error at path. */
 static int value(const ctx_t *c, int p, const json_t *j, const char *path, double max_epochs, double *v)
 {
     switch (p) {
-    case TUNE_P_OPTIMIZER: {
+    case NAS_TUNE_P_OPTIMIZER: {
         int t = json_is_string(j) ? engine_optim_type_parse(json_string_value(j)) : -1;
         if (t < 0)
             return FAIL(c, path, "expected \"sgd\", \"rmsprop\", \"adam\" or \"adamw\"");
         *v = t;
         return 0;
     }
-    case TUNE_P_SCHEDULE: {
+    case NAS_TUNE_P_SCHEDULE: {
         int t = json_is_string(j) ? engine_schedule_type_parse(json_string_value(j)) : -1;
         if (t < 0 || t == ENGINE_SCHED_MULTISTEP)
             return FAIL(c, path, "expected \"constant\", \"step\", \"exponential\", \"cosine\", \"linear\", "
@@ -57,7 +57,7 @@ static int value(const ctx_t *c, int p, const json_t *j, const char *path, doubl
         *v = t;
         return 0;
     }
-    case TUNE_P_NESTEROV:
+    case NAS_TUNE_P_NESTEROV:
         if (!json_is_boolean(j))
             return FAIL(c, path, "expected true or false");
         *v = json_is_true(j);
@@ -68,30 +68,30 @@ static int value(const ctx_t *c, int p, const json_t *j, const char *path, doubl
         return FAIL(c, path, "expected a number");
     double x = json_number_value(j);
     switch (p) {
-    case TUNE_P_LR:
+    case NAS_TUNE_P_LR:
         if (!(x > 0 && x <= 10))
             return FAIL(c, path, "%g: expected a learning rate in (0, 10]", x);
         break;
-    case TUNE_P_BATCH_SIZE:
-    case TUNE_P_ACCUMULATE: {
-        double hi = p == TUNE_P_BATCH_SIZE ? 65536 : 1024;
+    case NAS_TUNE_P_BATCH_SIZE:
+    case NAS_TUNE_P_ACCUMULATE: {
+        double hi = p == NAS_TUNE_P_BATCH_SIZE ? 65536 : 1024;
         if (!json_is_integer(j) || x < 1 || x > hi)
             return FAIL(c, path, "expected an integer in [1, %g]", hi);
         break;
     }
-    case TUNE_P_WARMUP:
+    case NAS_TUNE_P_WARMUP:
         if (!json_is_integer(j) || x < 0 || x >= max_epochs)
             return FAIL(c, path, "expected whole warmup epochs in [0, %g) (train.epochs is %g)", max_epochs, max_epochs);
         break;
-    case TUNE_P_MOMENTUM:
+    case NAS_TUNE_P_MOMENTUM:
         if (!(x >= 0 && x <= 0.999))
             return FAIL(c, path, "%g: expected a momentum in [0, 0.999]", x);
         break;
-    case TUNE_P_WEIGHT_DECAY:
+    case NAS_TUNE_P_WEIGHT_DECAY:
         if (!(x >= 0 && x <= 1))
             return FAIL(c, path, "%g: expected a weight decay in [0, 1]", x);
         break;
-    case TUNE_P_LABEL_SMOOTHING:
+    case NAS_TUNE_P_LABEL_SMOOTHING:
         if (!(x >= 0 && x <= 0.5))
             return FAIL(c, path, "%g: expected label smoothing in [0, 0.5]", x);
         break;
@@ -101,16 +101,16 @@ static int value(const ctx_t *c, int p, const json_t *j, const char *path, doubl
     return 0;
 }
 
-static int domain(const ctx_t *c, int p, const json_t *j, double max_epochs, tune_dom_t *d)
+static int domain(const ctx_t *c, int p, const json_t *j, double max_epochs, nas_tune_dom_t *d)
 {
     char path[160], sub[200];
     kpath(path, sizeof path, c, "space", k_names[p]);
     memset(d, 0, sizeof *d);
     if (json_is_array(j)) {
         size_t n = json_array_size(j);
-        if (n < 1 || n > TUNE_MAX_CHOICES)
-            return FAIL(c, path, "expected 1 to %d choices, got %zu", TUNE_MAX_CHOICES, n);
-        d->kind = TUNE_DOM_CHOICE;
+        if (n < 1 || n > NAS_TUNE_MAX_CHOICES)
+            return FAIL(c, path, "expected 1 to %d choices, got %zu", NAS_TUNE_MAX_CHOICES, n);
+        d->kind = NAS_TUNE_DOM_CHOICE;
         for (size_t i = 0; i < n; i++) {
             snprintf(sub, sizeof sub, "%s[%zu]", path, i);
             double v;
@@ -123,7 +123,7 @@ static int domain(const ctx_t *c, int p, const json_t *j, double max_epochs, tun
             d->choice[d->n++] = v;
         }
         if (d->n == 1)
-            d->kind = TUNE_DOM_FIXED;
+            d->kind = NAS_TUNE_DOM_FIXED;
         return 0;
     }
     if (json_is_object(j)) {
@@ -152,26 +152,26 @@ static int domain(const ctx_t *c, int p, const json_t *j, double max_epochs, tun
             return FAIL(c, sub, "expected LO < HI, got [%g, %g]", d->lo, d->hi);
         if (log && !(d->lo > 0))
             return FAIL(c, sub, "a log-uniform range needs LO > 0, got %g", d->lo);
-        d->kind = log ? TUNE_DOM_LOG_UNIFORM : TUNE_DOM_UNIFORM;
+        d->kind = log ? NAS_TUNE_DOM_LOG_UNIFORM : NAS_TUNE_DOM_UNIFORM;
         return 0;
     }
-    d->kind = TUNE_DOM_FIXED;
+    d->kind = NAS_TUNE_DOM_FIXED;
     d->n = 1;
     return value(c, p, j, path, max_epochs, &d->choice[0]);
 }
 
-static void fixed(tune_dom_t *d, double v)
+static void fixed(nas_tune_dom_t *d, double v)
 {
     memset(d, 0, sizeof *d);
-    d->kind = TUNE_DOM_FIXED;
+    d->kind = NAS_TUNE_DOM_FIXED;
     d->n = 1;
     d->choice[0] = v;
 }
 
-static void choices(tune_dom_t *d, const double *v, int n)
+static void choices(nas_tune_dom_t *d, const double *v, int n)
 {
     memset(d, 0, sizeof *d);
-    d->kind = TUNE_DOM_CHOICE;
+    d->kind = NAS_TUNE_DOM_CHOICE;
     for (int i = 0; i < n; i++) {
         int dup = 0;
         for (int k = 0; k < d->n; k++)
@@ -180,40 +180,40 @@ static void choices(tune_dom_t *d, const double *v, int n)
             d->choice[d->n++] = v[i];
     }
     if (d->n == 1)
-        d->kind = TUNE_DOM_FIXED;
+        d->kind = NAS_TUNE_DOM_FIXED;
 }
 
 /* Defaults around the experiment's own recipe: lr a decade either way (log-uniform), half,
  * same and double batch size, accumulation 1 or 2, the experiment's optimizer, momentum
  * 0.8-0.95 and Nesterov or not (SGD), weight decay 0 to 5e-4, the schedule constant (or the
  * experiment's), cosine or one-cycle, warmup 0 or 1 epoch, label smoothing as it is. */
-static void defaults(tune_config_t *c, const tune_recipe_t *b)
+static void defaults(nas_tune_config_t *c, const nas_tune_recipe_t *b)
 {
-    double lr = b->v[TUNE_P_LR];
-    memset(&c->space[TUNE_P_LR], 0, sizeof c->space[0]);
-    c->space[TUNE_P_LR].kind = TUNE_DOM_LOG_UNIFORM;
-    c->space[TUNE_P_LR].lo = lr / 10;
-    c->space[TUNE_P_LR].hi = lr * 10 > 10 ? 10 : lr * 10;
-    double bs = b->v[TUNE_P_BATCH_SIZE];
+    double lr = b->v[NAS_TUNE_P_LR];
+    memset(&c->space[NAS_TUNE_P_LR], 0, sizeof c->space[0]);
+    c->space[NAS_TUNE_P_LR].kind = NAS_TUNE_DOM_LOG_UNIFORM;
+    c->space[NAS_TUNE_P_LR].lo = lr / 10;
+    c->space[NAS_TUNE_P_LR].hi = lr * 10 > 10 ? 10 : lr * 10;
+    double bs = b->v[NAS_TUNE_P_BATCH_SIZE];
     double bss[3] = {bs >= 2 ? floor(bs / 2) : bs, bs, bs * 2 <= 65536 ? bs * 2 : bs};
-    choices(&c->space[TUNE_P_BATCH_SIZE], bss, 3);
+    choices(&c->space[NAS_TUNE_P_BATCH_SIZE], bss, 3);
     double acc[2] = {1, 2};
-    choices(&c->space[TUNE_P_ACCUMULATE], acc, 2);
-    fixed(&c->space[TUNE_P_OPTIMIZER], b->v[TUNE_P_OPTIMIZER]);
-    double mom[4] = {0.8, 0.9, 0.95, isnan(b->v[TUNE_P_MOMENTUM]) ? 0.9 : b->v[TUNE_P_MOMENTUM]};
-    choices(&c->space[TUNE_P_MOMENTUM], mom, 4);
+    choices(&c->space[NAS_TUNE_P_ACCUMULATE], acc, 2);
+    fixed(&c->space[NAS_TUNE_P_OPTIMIZER], b->v[NAS_TUNE_P_OPTIMIZER]);
+    double mom[4] = {0.8, 0.9, 0.95, isnan(b->v[NAS_TUNE_P_MOMENTUM]) ? 0.9 : b->v[NAS_TUNE_P_MOMENTUM]};
+    choices(&c->space[NAS_TUNE_P_MOMENTUM], mom, 4);
     double nes[2] = {0, 1};
-    choices(&c->space[TUNE_P_NESTEROV], nes, 2);
-    double wd[5] = {0, 1e-5, 1e-4, 5e-4, b->v[TUNE_P_WEIGHT_DECAY]};
-    choices(&c->space[TUNE_P_WEIGHT_DECAY], wd, 5);
-    double sc[4] = {b->v[TUNE_P_SCHEDULE], ENGINE_SCHED_CONSTANT, ENGINE_SCHED_COSINE, ENGINE_SCHED_ONECYCLE};
-    choices(&c->space[TUNE_P_SCHEDULE], sc, 4);
+    choices(&c->space[NAS_TUNE_P_NESTEROV], nes, 2);
+    double wd[5] = {0, 1e-5, 1e-4, 5e-4, b->v[NAS_TUNE_P_WEIGHT_DECAY]};
+    choices(&c->space[NAS_TUNE_P_WEIGHT_DECAY], wd, 5);
+    double sc[4] = {b->v[NAS_TUNE_P_SCHEDULE], ENGINE_SCHED_CONSTANT, ENGINE_SCHED_COSINE, ENGINE_SCHED_ONECYCLE};
+    choices(&c->space[NAS_TUNE_P_SCHEDULE], sc, 4);
     double wu[2] = {0, 1};
-    choices(&c->space[TUNE_P_WARMUP], wu, c->max_epochs > 1 ? 2 : 1);
-    fixed(&c->space[TUNE_P_LABEL_SMOOTHING], b->v[TUNE_P_LABEL_SMOOTHING]);
+    choices(&c->space[NAS_TUNE_P_WARMUP], wu, c->max_epochs > 1 ? 2 : 1);
+    fixed(&c->space[NAS_TUNE_P_LABEL_SMOOTHING], b->v[NAS_TUNE_P_LABEL_SMOOTHING]);
 }
 
-int tune_config_rungs(tune_config_t *c, err_t *err)
+int nas_tune_config_rungs(nas_tune_config_t *c, err_t *err)
 {
     if (!c->asha) {
         c->nrungs = 1;
@@ -225,7 +225,7 @@ int tune_config_rungs(tune_config_t *c, err_t *err)
                        c->max_epochs);
     /* rung k trains max / eta^(K - k) epochs, K the most rungs whose lowest is >= min_epochs */
     int K = 0;
-    while (K + 1 < TUNE_MAX_RUNGS && c->max_epochs / pow(c->eta, K + 1) >= c->min_epochs * (1 - 1e-9))
+    while (K + 1 < NAS_TUNE_MAX_RUNGS && c->max_epochs / pow(c->eta, K + 1) >= c->min_epochs * (1 - 1e-9))
         K++;
     c->nrungs = K + 1;
     for (int k = 0; k <= K; k++)
@@ -259,7 +259,7 @@ static int get_bool(const ctx_t *c, const json_t *o, const char *key, int *out)
     return 0;
 }
 
-static int parse_sampler(const ctx_t *c, const json_t *v, tune_config_t *o)
+static int parse_sampler(const ctx_t *c, const json_t *v, nas_tune_config_t *o)
 {
     char path[160];
     kpath(path, sizeof path, c, "sampler", NULL);
@@ -269,14 +269,14 @@ static int parse_sampler(const ctx_t *c, const json_t *v, tune_config_t *o)
         return FAIL(c, json_is_object(v) && t ? strcat(path, ".type") : path,
                     "expected \"random\" or \"evolution\" (or {\"type\": \"evolution\", \"population\": 8, "
                     "\"sample\": 3})");
-    o->sampler = strcmp(name, "random") == 0 ? TUNE_SAMPLER_RANDOM : TUNE_SAMPLER_EVOLUTION;
+    o->sampler = strcmp(name, "random") == 0 ? NAS_TUNE_SAMPLER_RANDOM : NAS_TUNE_SAMPLER_EVOLUTION;
     if (!json_is_object(v))
         return 0;
     static const char *const keys[] = {"type", "population", "sample", NULL};
     int rc = jsonpos_check_keys(c->err, c->source, c->text, v, path, keys);
     ctx_t s = *c;
     s.prefix = path;
-    if (rc == 0 && o->sampler == TUNE_SAMPLER_RANDOM && json_object_size(v) > 1)
+    if (rc == 0 && o->sampler == NAS_TUNE_SAMPLER_RANDOM && json_object_size(v) > 1)
         return FAIL(c, path, "population and sample belong to the \"evolution\" sampler");
     if (rc == 0)
         rc = get_int(&s, v, "population", 2, 4096, &o->population);
@@ -289,7 +289,7 @@ static int parse_sampler(const ctx_t *c, const json_t *v, tune_config_t *o)
     return rc;
 }
 
-static int parse_stopping(const ctx_t *c, const json_t *v, tune_config_t *o)
+static int parse_stopping(const ctx_t *c, const json_t *v, nas_tune_config_t *o)
 {
     char path[160];
     kpath(path, sizeof path, c, "early_stopping", NULL);
@@ -321,20 +321,20 @@ static int parse_stopping(const ctx_t *c, const json_t *v, tune_config_t *o)
     return 0;
 }
 
-int tune_config_parse(const json_t *block, const json_t *base_train, const char *source, const char *text,
-                      const char *prefix, uint64_t default_seed, tune_config_t *out, err_t *err)
+int nas_tune_config_parse(const json_t *block, const json_t *base_train, const char *source, const char *text,
+                      const char *prefix, uint64_t default_seed, nas_tune_config_t *out, err_t *err)
 {
     ctx_t c = {.source = source, .text = text, .prefix = prefix, .err = err};
     memset(out, 0, sizeof *out);
-    tune_recipe_t b;
-    tune_recipe_from_train(base_train, &b);
+    nas_tune_recipe_t b;
+    nas_tune_recipe_from_train(base_train, &b);
     const json_t *ep = json_object_get(base_train, "epochs");
     out->max_epochs = json_is_integer(ep) ? (double)json_integer_value(ep) : 1;
     out->trials = 20;
     out->workers = 1;
     out->retries = 1;
     out->seed = default_seed;
-    out->sampler = TUNE_SAMPLER_RANDOM;
+    out->sampler = NAS_TUNE_SAMPLER_RANDOM;
     out->population = 8;
     out->sample = 3;
     out->asha = out->max_epochs >= 3;
@@ -380,7 +380,7 @@ int tune_config_parse(const json_t *block, const json_t *base_train, const char 
                                                 "precision", NULL};
             if ((rc = jsonpos_check_keys(err, source, text, sp, path, pkeys)) < 0)
                 return rc;
-            for (int p = 0; p < TUNE_NPARAMS; p++) {
+            for (int p = 0; p < NAS_TUNE_NPARAMS; p++) {
                 const json_t *j = json_object_get(sp, k_names[p]);
                 if (j && (rc = domain(&c, p, j, out->max_epochs, &out->space[p])) < 0)
                     return rc;
@@ -399,19 +399,19 @@ int tune_config_parse(const json_t *block, const json_t *base_train, const char 
             }
         }
     }
-    if (out->sampler == TUNE_SAMPLER_EVOLUTION && out->sample > out->population) {
+    if (out->sampler == NAS_TUNE_SAMPLER_EVOLUTION && out->sample > out->population) {
         char path[160];
         kpath(path, sizeof path, &c, "sampler", NULL);
         return FAIL(&c, path, "sample %d exceeds population %d", out->sample, out->population);
     }
     if (out->min_epochs < 0)
         out->min_epochs = out->max_epochs / (out->eta * out->eta);
-    if ((rc = tune_config_rungs(out, err)) < 0)
+    if ((rc = nas_tune_config_rungs(out, err)) < 0)
         return err_wrap(err, "%s: %s.", source, prefix);
     return 0;
 }
 
-void tune_config_describe(const tune_config_t *c, char *buf, size_t n)
+void nas_tune_config_describe(const nas_tune_config_t *c, char *buf, size_t n)
 {
-    snprintf(buf, n, "%s%s", c->sampler == TUNE_SAMPLER_EVOLUTION ? "evolution" : "random", c->asha ? "+asha" : "");
+    snprintf(buf, n, "%s%s", c->sampler == NAS_TUNE_SAMPLER_EVOLUTION ? "evolution" : "random", c->asha ? "+asha" : "");
 }

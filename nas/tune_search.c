@@ -16,7 +16,7 @@
 #include "nas/worker.h"
 
 typedef struct cand {
-    tune_proposal_t p;
+    nas_tune_proposal_t p;
     store_nas_candidate_t row;
     char *train; /* the job's train block, as text */
     int complete, in_flight;
@@ -24,8 +24,8 @@ typedef struct cand {
 } cand_t;
 
 typedef struct tctl {
-    tune_search_t *s;
-    tune_strategy_t *st;
+    nas_tune_search_t *s;
+    nas_tune_strategy_t *st;
     nas_workers_t *w;
     cand_t *c;
     int n, cap, next_tell, told;
@@ -54,10 +54,10 @@ static void copy_metrics(store_nas_candidate_t *d, const store_nas_candidate_t *
 
 static int ask_one(tctl_t *x, err_t *err)
 {
-    tune_proposal_t p;
-    int rc = tune_strategy_ask(x->st, &p, err);
+    nas_tune_proposal_t p;
+    int rc = nas_tune_strategy_ask(x->st, &p, err);
     if (rc != 0) {
-        if (rc == TUNE_ASK_DONE)
+        if (rc == NAS_TUNE_ASK_DONE)
             x->done_asking = 1;
         return rc;
     }
@@ -76,11 +76,11 @@ static int ask_one(tctl_t *x, err_t *err)
     r->cand_id = p.trial;
     r->rung = p.rung;
     snprintf(r->hash, sizeof r->hash, "%s", p.hash);
-    json_t *g = tune_recipe_json(&p.recipe);
+    json_t *g = nas_tune_recipe_json(&p.recipe);
     r->genome = json_dumps(g, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(6));
     json_decref(g);
     r->arch = strdup(x->s->arch);
-    json_t *tr = tune_recipe_train(&p.recipe, x->s->base_train, x->s->cfg->max_epochs);
+    json_t *tr = nas_tune_recipe_train(&p.recipe, x->s->base_train, x->s->cfg->max_epochs);
     c->train = json_dumps(tr, JSON_COMPACT | JSON_REAL_PRECISION(8));
     json_decref(tr);
     FN_CHECK(r->genome && r->arch && c->train);
@@ -168,7 +168,7 @@ static int tell_ready(tctl_t *x, int *told, err_t *err)
     cand_t *c = &x->c[x->next_tell];
     store_nas_candidate_t *r = &c->row;
     int ok = strcmp(r->status, "done") == 0;
-    int rc = tune_strategy_tell(x->st, &c->p, ok, r->val_accuracy, err);
+    int rc = nas_tune_strategy_tell(x->st, &c->p, ok, r->val_accuracy, err);
     if (rc < 0)
         return err_wrap(err, "telling trial row %lld: ", (long long)r->seq);
     if (r->tell_seq != x->told) {
@@ -304,10 +304,10 @@ static int best_row(const tctl_t *x)
 
 static int final_phase(tctl_t *x, int best, err_t *err)
 {
-    const tune_config_t *cfg = x->s->cfg;
+    const nas_tune_config_t *cfg = x->s->cfg;
     const int k = cfg->baseline ? 2 : 1;
     char *train[3] = {NULL, NULL, NULL};
-    json_t *t1 = tune_recipe_train(&x->c[best].p.recipe, x->s->base_train, cfg->max_epochs);
+    json_t *t1 = nas_tune_recipe_train(&x->c[best].p.recipe, x->s->base_train, cfg->max_epochs);
     train[1] = json_dumps(t1, JSON_COMPACT | JSON_REAL_PRECISION(8));
     json_decref(t1);
     if (k == 2) {
@@ -391,12 +391,12 @@ static int final_phase(tctl_t *x, int best, err_t *err)
     return rc;
 }
 
-int tune_search_run(tune_search_t *s, int64_t *best_seq, err_t *err)
+int nas_tune_search_run(nas_tune_search_t *s, int64_t *best_seq, err_t *err)
 {
     *best_seq = -1;
     tctl_t x = {.s = s, .best = -1};
-    tune_recipe_t base;
-    tune_recipe_from_train(s->base_train, &base);
+    nas_tune_recipe_t base;
+    nas_tune_recipe_from_train(s->base_train, &base);
     int rc = store_nas_candidates_load(s->store, s->run_id, &x.stored, &x.n_stored, err);
     for (int i = 0; rc == 0 && i < x.n_stored; i++)
         if (x.stored[i].seq != i)
@@ -405,7 +405,7 @@ int tune_search_run(tune_search_t *s, int64_t *best_seq, err_t *err)
     if (rc == 0)
         rc = nas_workers_start_local(s->cfg->workers, s->threads, s->data, &s->eval, &x.w, err);
     if (rc == 0)
-        rc = tune_strategy_create(s->cfg, &base, &x.st, err);
+        rc = nas_tune_strategy_create(s->cfg, &base, &x.st, err);
     if (rc == 0)
         rc = search_loop(&x, err);
     int b = rc == 0 ? best_row(&x) : -1;
@@ -419,7 +419,7 @@ int tune_search_run(tune_search_t *s, int64_t *best_seq, err_t *err)
     if (rc == FN_ESTATE && s->stop && *s->stop)
         err_set(err, FN_ESTATE, "stopped; `fednas tune --resume %lld` continues the search", (long long)s->run_id);
     nas_workers_close(x.w);
-    tune_strategy_free(x.st);
+    nas_tune_strategy_free(x.st);
     for (int i = 0; i < x.n; i++) {
         free(x.c[i].row.genome);
         free(x.c[i].row.arch);

@@ -12,15 +12,15 @@
 #include "nas/tune.h"
 
 typedef struct trial {
-    tune_recipe_t raw; /* every parameter drawn (mutation may switch an inactive one on) */
-    tune_proposal_t p;
-    int asked[TUNE_MAX_RUNGS], told[TUNE_MAX_RUNGS], ok[TUNE_MAX_RUNGS];
-    double acc[TUNE_MAX_RUNGS];
+    nas_tune_recipe_t raw; /* every parameter drawn (mutation may switch an inactive one on) */
+    nas_tune_proposal_t p;
+    int asked[NAS_TUNE_MAX_RUNGS], told[NAS_TUNE_MAX_RUNGS], ok[NAS_TUNE_MAX_RUNGS];
+    double acc[NAS_TUNE_MAX_RUNGS];
 } trial_t;
 
-struct tune_strategy {
-    tune_config_t c;
-    tune_recipe_t base;
+struct nas_tune_strategy {
+    nas_tune_config_t c;
+    nas_tune_recipe_t base;
     rng_t rng;
     trial_t *t;
     int n, cap;
@@ -35,36 +35,36 @@ static double sig4(double x)
     return strtod(b, NULL);
 }
 
-static double draw(rng_t *r, const tune_dom_t *d)
+static double draw(rng_t *r, const nas_tune_dom_t *d)
 {
     double u = rng_uniform(r);
     switch (d->kind) {
-    case TUNE_DOM_CHOICE: return d->choice[(int)rng_below(r, (uint64_t)d->n)];
-    case TUNE_DOM_UNIFORM: return sig4(d->lo + u * (d->hi - d->lo));
-    case TUNE_DOM_LOG_UNIFORM: return sig4(exp(log(d->lo) + u * (log(d->hi) - log(d->lo))));
+    case NAS_TUNE_DOM_CHOICE: return d->choice[(int)rng_below(r, (uint64_t)d->n)];
+    case NAS_TUNE_DOM_UNIFORM: return sig4(d->lo + u * (d->hi - d->lo));
+    case NAS_TUNE_DOM_LOG_UNIFORM: return sig4(exp(log(d->lo) + u * (log(d->hi) - log(d->lo))));
     default: return d->choice[0];
     }
 }
 
 /* The effective recipe: parameters that do not apply to the optimizer are dropped. */
-static void effective(const tune_recipe_t *raw, tune_recipe_t *out)
+static void effective(const nas_tune_recipe_t *raw, nas_tune_recipe_t *out)
 {
     *out = *raw;
-    int ot = (int)raw->v[TUNE_P_OPTIMIZER];
+    int ot = (int)raw->v[NAS_TUNE_P_OPTIMIZER];
     if (ot != ENGINE_OPTIM_SGD && ot != ENGINE_OPTIM_RMSPROP)
-        out->v[TUNE_P_MOMENTUM] = NAN;
+        out->v[NAS_TUNE_P_MOMENTUM] = NAN;
     if (ot != ENGINE_OPTIM_SGD)
-        out->v[TUNE_P_NESTEROV] = NAN;
-    else if (!(raw->v[TUNE_P_MOMENTUM] > 0))
-        out->v[TUNE_P_NESTEROV] = 0;
+        out->v[NAS_TUNE_P_NESTEROV] = NAN;
+    else if (!(raw->v[NAS_TUNE_P_MOMENTUM] > 0))
+        out->v[NAS_TUNE_P_NESTEROV] = 0;
 }
 
-int tune_strategy_create(const tune_config_t *c, const tune_recipe_t *base, tune_strategy_t **out, err_t *err)
+int nas_tune_strategy_create(const nas_tune_config_t *c, const nas_tune_recipe_t *base, nas_tune_strategy_t **out, err_t *err)
 {
     *out = NULL;
-    if (c->trials < 1 || c->nrungs < 1 || c->nrungs > TUNE_MAX_RUNGS)
-        return err_set(err, FN_EINVAL, "tune: need >= 1 trial and 1..%d rungs", TUNE_MAX_RUNGS);
-    tune_strategy_t *s = FN_CALLOC(1, sizeof *s);
+    if (c->trials < 1 || c->nrungs < 1 || c->nrungs > NAS_TUNE_MAX_RUNGS)
+        return err_set(err, FN_EINVAL, "tune: need >= 1 trial and 1..%d rungs", NAS_TUNE_MAX_RUNGS);
+    nas_tune_strategy_t *s = FN_CALLOC(1, sizeof *s);
     s->c = *c;
     s->base = *base;
     rng_seed(&s->rng, rng_derive(c->seed, 0x74756e65ULL));
@@ -73,7 +73,7 @@ int tune_strategy_create(const tune_config_t *c, const tune_recipe_t *base, tune
     return 0;
 }
 
-void tune_strategy_free(tune_strategy_t *s)
+void nas_tune_strategy_free(nas_tune_strategy_t *s)
 {
     if (!s)
         return;
@@ -82,7 +82,7 @@ void tune_strategy_free(tune_strategy_t *s)
     free(s);
 }
 
-static void finish(tune_strategy_t *s, trial_t *t, int rung, tune_proposal_t *p)
+static void finish(nas_tune_strategy_t *s, trial_t *t, int rung, nas_tune_proposal_t *p)
 {
     t->p.rung = rung;
     t->p.epochs = s->c.rungs[rung];
@@ -98,7 +98,7 @@ static void finish(tune_strategy_t *s, trial_t *t, int rung, tune_proposal_t *p)
 /* ASHA: the best not-yet-promoted trial in the top 1/eta of those told at a rung, highest rung
  * first. Failed evaluations count among the told but are never promoted; ties in accuracy go
  * to the earlier trial. */
-static int promotion(tune_strategy_t *s, int *trial, int *rung)
+static int promotion(nas_tune_strategy_t *s, int *trial, int *rung)
 {
     int *order = FN_CALLOC((size_t)s->n + 1, sizeof *order);
     int found = 0;
@@ -128,35 +128,35 @@ static int promotion(tune_strategy_t *s, int *trial, int *rung)
     return found;
 }
 
-static void mutate(tune_strategy_t *s, const tune_recipe_t *parent, tune_recipe_t *child, char *what, size_t n)
+static void mutate(nas_tune_strategy_t *s, const nas_tune_recipe_t *parent, nas_tune_recipe_t *child, char *what, size_t n)
 {
     *child = *parent;
-    int free_params[TUNE_NPARAMS], nf = 0;
-    for (int p = 0; p < TUNE_NPARAMS; p++)
-        if (s->c.space[p].kind != TUNE_DOM_FIXED)
+    int free_params[NAS_TUNE_NPARAMS], nf = 0;
+    for (int p = 0; p < NAS_TUNE_NPARAMS; p++)
+        if (s->c.space[p].kind != NAS_TUNE_DOM_FIXED)
             free_params[nf++] = p;
     if (nf == 0) {
         snprintf(what, n, "no free parameter");
         return;
     }
     int p = free_params[rng_below(&s->rng, (uint64_t)nf)];
-    const tune_dom_t *d = &s->c.space[p];
+    const nas_tune_dom_t *d = &s->c.space[p];
     double old = parent->v[p], v = old;
     for (int tries = 0; tries < 8 && v == old; tries++) {
-        if (d->kind == TUNE_DOM_CHOICE) {
+        if (d->kind == NAS_TUNE_DOM_CHOICE) {
             v = draw(&s->rng, d);
         } else {
             /* a multiplicative step (log) or a tenth of the range (uniform), kept inside */
             double z = rng_normal(&s->rng);
-            v = d->kind == TUNE_DOM_LOG_UNIFORM ? old * exp(0.5 * z) : old + 0.1 * (d->hi - d->lo) * z;
+            v = d->kind == NAS_TUNE_DOM_LOG_UNIFORM ? old * exp(0.5 * z) : old + 0.1 * (d->hi - d->lo) * z;
             v = sig4(v < d->lo ? d->lo : v > d->hi ? d->hi : v);
         }
     }
     child->v[p] = v;
-    snprintf(what, n, "%s %.4g -> %.4g", tune_param_name((tune_param_t)p), old, v);
+    snprintf(what, n, "%s %.4g -> %.4g", nas_tune_param_name((nas_tune_param_t)p), old, v);
 }
 
-static trial_t *new_trial(tune_strategy_t *s)
+static trial_t *new_trial(nas_tune_strategy_t *s)
 {
     if (s->n == s->cap) {
         s->cap = s->cap ? 2 * s->cap : 32;
@@ -171,7 +171,7 @@ static trial_t *new_trial(tune_strategy_t *s)
     return t;
 }
 
-int tune_strategy_ask(tune_strategy_t *s, tune_proposal_t *p, err_t *err)
+int nas_tune_strategy_ask(nas_tune_strategy_t *s, nas_tune_proposal_t *p, err_t *err)
 {
     (void)err;
     int ti, rung;
@@ -180,19 +180,19 @@ int tune_strategy_ask(tune_strategy_t *s, tune_proposal_t *p, err_t *err)
         return 0;
     }
     if (s->n >= s->c.trials)
-        return s->asked > s->told ? TUNE_ASK_WAIT : TUNE_ASK_DONE;
+        return s->asked > s->told ? NAS_TUNE_ASK_WAIT : NAS_TUNE_ASK_DONE;
     trial_t *t = new_trial(s);
     /* Every parameter is drawn for every trial (a constant use of the generator), then the
      * experiment's own recipe or a mutation may replace the draw. */
-    for (int k = 0; k < TUNE_NPARAMS; k++)
+    for (int k = 0; k < NAS_TUNE_NPARAMS; k++)
         t->raw.v[k] = draw(&s->rng, &s->c.space[k]);
     snprintf(t->p.mutation, sizeof t->p.mutation, "random");
     if (t->p.trial == 0 && s->c.enqueue_default) {
-        for (int k = 0; k < TUNE_NPARAMS; k++)
+        for (int k = 0; k < NAS_TUNE_NPARAMS; k++)
             if (!isnan(s->base.v[k]))
                 t->raw.v[k] = s->base.v[k];
         snprintf(t->p.mutation, sizeof t->p.mutation, "the experiment's recipe");
-    } else if (s->c.sampler == TUNE_SAMPLER_EVOLUTION && t->p.trial >= s->c.population && s->npop > 0) {
+    } else if (s->c.sampler == NAS_TUNE_SAMPLER_EVOLUTION && t->p.trial >= s->c.population && s->npop > 0) {
         /* regularized evolution: the best of S distinct members drawn at random */
         int S = s->c.sample < s->npop ? s->c.sample : s->npop, best = -1;
         int idx[4097];
@@ -208,12 +208,12 @@ int tune_strategy_ask(tune_strategy_t *s, tune_proposal_t *p, err_t *err)
         t->p.parent = best;
     }
     effective(&t->raw, &t->p.recipe);
-    tune_recipe_hash(&t->p.recipe, t->p.hash);
+    nas_tune_recipe_hash(&t->p.recipe, t->p.hash);
     finish(s, t, 0, p);
     return 0;
 }
 
-int tune_strategy_tell(tune_strategy_t *s, const tune_proposal_t *p, int ok, double val_acc, err_t *err)
+int nas_tune_strategy_tell(nas_tune_strategy_t *s, const nas_tune_proposal_t *p, int ok, double val_acc, err_t *err)
 {
     if (p->trial < 0 || p->trial >= s->n || p->rung < 0 || p->rung >= s->c.nrungs)
         return err_set(err, FN_ESTATE, "tune: trial %d rung %d was never asked", p->trial, p->rung);
@@ -226,7 +226,7 @@ int tune_strategy_tell(tune_strategy_t *s, const tune_proposal_t *p, int ok, dou
     t->ok[p->rung] = ok;
     t->acc[p->rung] = ok ? val_acc : -1;
     s->told++;
-    if (ok && p->rung == 0 && s->c.sampler == TUNE_SAMPLER_EVOLUTION) {
+    if (ok && p->rung == 0 && s->c.sampler == NAS_TUNE_SAMPLER_EVOLUTION) {
         s->pop[s->npop++] = p->trial;
         if (s->npop > s->c.population) {
             memmove(s->pop, s->pop + 1, (size_t)(s->npop - 1) * sizeof *s->pop);
@@ -236,7 +236,7 @@ int tune_strategy_tell(tune_strategy_t *s, const tune_proposal_t *p, int ok, dou
     return 0;
 }
 
-int tune_strategy_outstanding(const tune_strategy_t *s)
+int nas_tune_strategy_outstanding(const nas_tune_strategy_t *s)
 {
     return s->asked - s->told;
 }

@@ -23,13 +23,13 @@ static const char *k_train = "{\"epochs\": 10, \"batch_size\": 64, \"lr\": 0.01,
                              "\"momentum\": 0.9}}";
 
 /* Parses {"train": TRAIN, "tune": TUNE} laid out on lines as a file would be; rc. */
-static int load(const char *tune, const char *train, tune_config_t *out, err_t *e, char *text, size_t cap)
+static int load(const char *tune, const char *train, nas_tune_config_t *out, err_t *e, char *text, size_t cap)
 {
     snprintf(text, cap, "{\n  \"train\": %s,\n  \"tune\": %s\n}\n", train ? train : k_train, tune);
     json_error_t je;
     json_t *root = json_loads(text, 0, &je);
     assert_non_null(root);
-    int rc = tune_config_parse(json_object_get(root, "tune"), json_object_get(root, "train"), "exp.json", text, "tune",
+    int rc = nas_tune_config_parse(json_object_get(root, "tune"), json_object_get(root, "train"), "exp.json", text, "tune",
                                42, out, e);
     json_decref(root);
     return rc;
@@ -38,34 +38,34 @@ static int load(const char *tune, const char *train, tune_config_t *out, err_t *
 static void test_defaults(void **state)
 {
     (void)state;
-    tune_config_t c;
+    nas_tune_config_t c;
     err_t e = {0};
     char text[2048];
     assert_int_equal(load("{}", NULL, &c, &e, text, sizeof text), 0);
     assert_int_equal(c.trials, 20);
     assert_int_equal(c.workers, 1);
     assert_int_equal(c.seed, 42);
-    assert_int_equal(c.sampler, TUNE_SAMPLER_RANDOM);
+    assert_int_equal(c.sampler, NAS_TUNE_SAMPLER_RANDOM);
     assert_true(c.asha);
     assert_int_equal(c.eta, 3);
     assert_int_equal(c.nrungs, 3); /* 10/9, 10/3, 10 */
     assert_true(fabs(c.rungs[0] - 1.111) < 1e-9);
     assert_true(fabs(c.rungs[1] - 3.333) < 1e-9);
     assert_true(c.rungs[2] == 10);
-    const tune_dom_t *lr = &c.space[TUNE_P_LR];
-    assert_int_equal(lr->kind, TUNE_DOM_LOG_UNIFORM);
+    const nas_tune_dom_t *lr = &c.space[NAS_TUNE_P_LR];
+    assert_int_equal(lr->kind, NAS_TUNE_DOM_LOG_UNIFORM);
     assert_true(fabs(lr->lo - 0.001) < 1e-12 && fabs(lr->hi - 0.1) < 1e-12);
-    const tune_dom_t *bs = &c.space[TUNE_P_BATCH_SIZE];
-    assert_int_equal(bs->kind, TUNE_DOM_CHOICE);
+    const nas_tune_dom_t *bs = &c.space[NAS_TUNE_P_BATCH_SIZE];
+    assert_int_equal(bs->kind, NAS_TUNE_DOM_CHOICE);
     assert_int_equal(bs->n, 3);
     assert_true(bs->choice[0] == 32 && bs->choice[1] == 64 && bs->choice[2] == 128);
-    assert_int_equal(c.space[TUNE_P_OPTIMIZER].kind, TUNE_DOM_FIXED);
-    assert_true(c.space[TUNE_P_OPTIMIZER].choice[0] == ENGINE_OPTIM_SGD);
-    assert_int_equal(c.space[TUNE_P_LABEL_SMOOTHING].kind, TUNE_DOM_FIXED);
+    assert_int_equal(c.space[NAS_TUNE_P_OPTIMIZER].kind, NAS_TUNE_DOM_FIXED);
+    assert_true(c.space[NAS_TUNE_P_OPTIMIZER].choice[0] == ENGINE_OPTIM_SGD);
+    assert_int_equal(c.space[NAS_TUNE_P_LABEL_SMOOTHING].kind, NAS_TUNE_DOM_FIXED);
     /* no tune block at all: the same defaults */
-    tune_config_t d;
+    nas_tune_config_t d;
     json_t *tr = json_loads(k_train, 0, NULL);
-    assert_int_equal(tune_config_parse(NULL, tr, "exp.json", NULL, "tune", 42, &d, &e), 0);
+    assert_int_equal(nas_tune_config_parse(NULL, tr, "exp.json", NULL, "tune", 42, &d, &e), 0);
     json_decref(tr);
     assert_memory_equal(&c, &d, sizeof c);
 }
@@ -73,7 +73,7 @@ static void test_defaults(void **state)
 static void test_full_block(void **state)
 {
     (void)state;
-    tune_config_t c;
+    nas_tune_config_t c;
     err_t e = {0};
     char text[4096];
     int rc = load("{\"trials\": 12, \"workers\": 3, \"retries\": 0, \"seed\": 5, \"enqueue_default\": true,\n"
@@ -92,18 +92,18 @@ static void test_full_block(void **state)
     assert_int_equal(c.retries, 0);
     assert_int_equal(c.seed, 5);
     assert_true(c.enqueue_default && !c.baseline);
-    assert_int_equal(c.sampler, TUNE_SAMPLER_EVOLUTION);
+    assert_int_equal(c.sampler, NAS_TUNE_SAMPLER_EVOLUTION);
     assert_int_equal(c.population, 6);
     assert_int_equal(c.sample, 2);
     assert_int_equal(c.eta, 2);
     assert_int_equal(c.nrungs, 3); /* 2.5, 5, 10 */
     assert_true(c.rungs[0] == 2.5 && c.rungs[1] == 5 && c.rungs[2] == 10);
-    assert_int_equal(c.space[TUNE_P_LR].kind, TUNE_DOM_UNIFORM);
-    assert_int_equal(c.space[TUNE_P_OPTIMIZER].n, 2);
-    assert_true(c.space[TUNE_P_OPTIMIZER].choice[1] == ENGINE_OPTIM_ADAMW);
-    assert_int_equal(c.space[TUNE_P_MOMENTUM].kind, TUNE_DOM_FIXED);
-    assert_int_equal(c.space[TUNE_P_WEIGHT_DECAY].kind, TUNE_DOM_LOG_UNIFORM);
-    assert_true(c.space[TUNE_P_SCHEDULE].choice[1] == ENGINE_SCHED_STEP);
+    assert_int_equal(c.space[NAS_TUNE_P_LR].kind, NAS_TUNE_DOM_UNIFORM);
+    assert_int_equal(c.space[NAS_TUNE_P_OPTIMIZER].n, 2);
+    assert_true(c.space[NAS_TUNE_P_OPTIMIZER].choice[1] == ENGINE_OPTIM_ADAMW);
+    assert_int_equal(c.space[NAS_TUNE_P_MOMENTUM].kind, NAS_TUNE_DOM_FIXED);
+    assert_int_equal(c.space[NAS_TUNE_P_WEIGHT_DECAY].kind, NAS_TUNE_DOM_LOG_UNIFORM);
+    assert_true(c.space[NAS_TUNE_P_SCHEDULE].choice[1] == ENGINE_SCHED_STEP);
     /* no early stopping: one rung, the whole budget */
     assert_int_equal(load("{\"early_stopping\": \"none\"}", NULL, &c, &e, text, sizeof text), 0);
     assert_int_equal(c.nrungs, 1);
@@ -142,7 +142,7 @@ static void test_bad_blocks(void **state)
         {"[1]", "exp.json:3:11: tune: expected an object"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        tune_config_t c;
+        nas_tune_config_t c;
         err_t e = {0};
         char text[2048];
         int rc = load(cases[i].tune, NULL, &c, &e, text, sizeof text);
@@ -158,13 +158,13 @@ static void test_recipe_train(void **state)
                               " \"optimizer\": {\"type\": \"sgd\", \"momentum\": 0.9}}",
                               0, NULL);
     assert_non_null(base);
-    tune_recipe_t b;
-    tune_recipe_from_train(base, &b);
-    assert_true(b.v[TUNE_P_LR] == 0.01);
-    assert_true(b.v[TUNE_P_MOMENTUM] == 0.9);
-    assert_true(b.v[TUNE_P_SCHEDULE] == ENGINE_SCHED_CONSTANT);
+    nas_tune_recipe_t b;
+    nas_tune_recipe_from_train(base, &b);
+    assert_true(b.v[NAS_TUNE_P_LR] == 0.01);
+    assert_true(b.v[NAS_TUNE_P_MOMENTUM] == 0.9);
+    assert_true(b.v[NAS_TUNE_P_SCHEDULE] == ENGINE_SCHED_CONSTANT);
     /* the experiment's own recipe gives back its own train block's settings */
-    json_t *t = tune_recipe_train(&b, base, 10);
+    json_t *t = nas_tune_recipe_train(&b, base, 10);
     engine_train_config_t tc, ref;
     err_t e = {0};
     assert_int_equal(engine_train_config_from_json(t, &tc, &e), 0);
@@ -174,16 +174,16 @@ static void test_recipe_train(void **state)
     assert_true(json_is_true(json_object_get(json_object_get(t, "augment"), "hflip"))); /* kept */
     json_decref(t);
     /* a changed recipe: Adam drops momentum and nesterov; cosine with a warmup; accumulation */
-    tune_recipe_t r = b;
-    r.v[TUNE_P_OPTIMIZER] = ENGINE_OPTIM_ADAMW;
-    r.v[TUNE_P_MOMENTUM] = NAN;
-    r.v[TUNE_P_NESTEROV] = NAN;
-    r.v[TUNE_P_LR] = 0.002;
-    r.v[TUNE_P_SCHEDULE] = ENGINE_SCHED_COSINE;
-    r.v[TUNE_P_WARMUP] = 1;
-    r.v[TUNE_P_ACCUMULATE] = 2;
-    r.v[TUNE_P_WEIGHT_DECAY] = 1e-4;
-    t = tune_recipe_train(&r, base, 10);
+    nas_tune_recipe_t r = b;
+    r.v[NAS_TUNE_P_OPTIMIZER] = ENGINE_OPTIM_ADAMW;
+    r.v[NAS_TUNE_P_MOMENTUM] = NAN;
+    r.v[NAS_TUNE_P_NESTEROV] = NAN;
+    r.v[NAS_TUNE_P_LR] = 0.002;
+    r.v[NAS_TUNE_P_SCHEDULE] = ENGINE_SCHED_COSINE;
+    r.v[NAS_TUNE_P_WARMUP] = 1;
+    r.v[NAS_TUNE_P_ACCUMULATE] = 2;
+    r.v[NAS_TUNE_P_WEIGHT_DECAY] = 1e-4;
+    t = nas_tune_recipe_train(&r, base, 10);
     if (engine_train_config_from_json(t, &tc, &e) < 0)
         fail_msg("%s", e.msg);
     assert_int_equal(tc.optim.type, ENGINE_OPTIM_ADAMW);
@@ -197,69 +197,69 @@ static void test_recipe_train(void **state)
     for (int s = 0; s < ENGINE_SCHED_COUNT; s++) {
         if (s == ENGINE_SCHED_MULTISTEP)
             continue;
-        r.v[TUNE_P_SCHEDULE] = s;
-        t = tune_recipe_train(&r, base, 10);
+        r.v[NAS_TUNE_P_SCHEDULE] = s;
+        t = nas_tune_recipe_train(&r, base, 10);
         if (engine_train_config_from_json(t, &tc, &e) < 0)
             fail_msg("schedule %s: %s", engine_schedule_type_name((engine_schedule_type_t)s), e.msg);
         json_decref(t);
     }
     /* JSON round trip and the hash: canonical, and different recipes differ */
-    json_t *j = tune_recipe_json(&r);
-    tune_recipe_t back;
-    assert_int_equal(tune_recipe_parse(j, &back, &e), 0);
+    json_t *j = nas_tune_recipe_json(&r);
+    nas_tune_recipe_t back;
+    assert_int_equal(nas_tune_recipe_parse(j, &back, &e), 0);
     json_decref(j);
     char h1[65], h2[65], h3[65];
-    tune_recipe_hash(&r, h1);
-    tune_recipe_hash(&back, h2);
+    nas_tune_recipe_hash(&r, h1);
+    nas_tune_recipe_hash(&back, h2);
     assert_string_equal(h1, h2);
     assert_int_equal(strlen(h1), 64);
-    back.v[TUNE_P_LR] = 0.003;
-    tune_recipe_hash(&back, h3);
+    back.v[NAS_TUNE_P_LR] = 0.003;
+    nas_tune_recipe_hash(&back, h3);
     assert_string_not_equal(h1, h3);
     json_decref(base);
 }
 
 /* Runs a strategy to the end, telling each proposal at once with acc(recipe); returns the
  * proposals in ask order (n of them). */
-static int drive(const tune_config_t *c, tune_proposal_t *out, int cap, int fail_every)
+static int drive(const nas_tune_config_t *c, nas_tune_proposal_t *out, int cap, int fail_every)
 {
-    tune_strategy_t *s = NULL;
+    nas_tune_strategy_t *s = NULL;
     err_t e = {0};
-    tune_recipe_t base;
+    nas_tune_recipe_t base;
     json_t *tr = json_loads(k_train, 0, NULL);
-    tune_recipe_from_train(tr, &base);
+    nas_tune_recipe_from_train(tr, &base);
     json_decref(tr);
-    assert_int_equal(tune_strategy_create(c, &base, &s, &e), 0);
+    assert_int_equal(nas_tune_strategy_create(c, &base, &s, &e), 0);
     int n = 0;
     for (;;) {
-        tune_proposal_t p;
-        int rc = tune_strategy_ask(s, &p, &e);
-        if (rc == TUNE_ASK_DONE)
+        nas_tune_proposal_t p;
+        int rc = nas_tune_strategy_ask(s, &p, &e);
+        if (rc == NAS_TUNE_ASK_DONE)
             break;
         assert_int_equal(rc, 0);
         assert_true(n < cap);
         out[n] = p;
         /* a made-up response surface: best near lr 0.03, longer training better */
-        double acc = 0.5 + 0.04 * p.epochs - 0.1 * fabs(log10(p.recipe.v[TUNE_P_LR] / 0.03));
+        double acc = 0.5 + 0.04 * p.epochs - 0.1 * fabs(log10(p.recipe.v[NAS_TUNE_P_LR] / 0.03));
         acc = acc < 0 ? 0 : acc > 1 ? 1 : acc;
         int ok = !(fail_every && p.trial % fail_every == fail_every - 1);
-        assert_int_equal(tune_strategy_tell(s, &p, ok, acc, &e), 0);
+        assert_int_equal(nas_tune_strategy_tell(s, &p, ok, acc, &e), 0);
         n++;
     }
     /* a proposal is never told twice */
-    assert_int_equal(tune_strategy_tell(s, &out[0], 1, 0.5, &e), FN_ESTATE);
-    tune_strategy_free(s);
+    assert_int_equal(nas_tune_strategy_tell(s, &out[0], 1, 0.5, &e), FN_ESTATE);
+    nas_tune_strategy_free(s);
     return n;
 }
 
 static void test_strategy_asha(void **state)
 {
     (void)state;
-    tune_config_t c;
+    nas_tune_config_t c;
     err_t e = {0};
     char text[2048];
     assert_int_equal(load("{\"trials\": 27, \"space\": {\"momentum\": [0.0, 0.9]}}", NULL, &c, &e, text, sizeof text), 0);
-    tune_proposal_t a[128], b[128];
+    nas_tune_proposal_t a[128], b[128];
     int n = drive(&c, a, 128, 5);
     assert_int_equal(n, drive(&c, b, 128, 5));
     int per_rung[3] = {0}, trials = 0;
@@ -274,10 +274,10 @@ static void test_strategy_asha(void **state)
         if (a[i].rung > 0)
             assert_false(a[i].trial % 5 == 4);
         /* nesterov only with momentum */
-        if (a[i].recipe.v[TUNE_P_MOMENTUM] == 0)
-            assert_true(a[i].recipe.v[TUNE_P_NESTEROV] == 0);
+        if (a[i].recipe.v[NAS_TUNE_P_MOMENTUM] == 0)
+            assert_true(a[i].recipe.v[NAS_TUNE_P_NESTEROV] == 0);
         /* sampled floats keep 4 significant digits and stay in the range */
-        double lr = a[i].recipe.v[TUNE_P_LR];
+        double lr = a[i].recipe.v[NAS_TUNE_P_LR];
         char buf[32];
         snprintf(buf, sizeof buf, "%.4g", lr);
         assert_true(strtod(buf, NULL) == lr);
@@ -292,7 +292,7 @@ static void test_strategy_asha(void **state)
     double best_acc = -1;
     for (int i = 0; i < n; i++)
         if (a[i].rung == 0 && a[i].trial % 5 != 4) {
-            double acc = 0.5 + 0.04 * a[i].epochs - 0.1 * fabs(log10(a[i].recipe.v[TUNE_P_LR] / 0.03));
+            double acc = 0.5 + 0.04 * a[i].epochs - 0.1 * fabs(log10(a[i].recipe.v[NAS_TUNE_P_LR] / 0.03));
             if (acc > best_acc)
                 best_acc = acc, best = a[i].trial;
         }
@@ -309,26 +309,26 @@ static void test_strategy_asha(void **state)
 static void test_strategy_evolution(void **state)
 {
     (void)state;
-    tune_config_t c;
+    nas_tune_config_t c;
     err_t e = {0};
     char text[2048];
     assert_int_equal(load("{\"trials\": 16, \"early_stopping\": \"none\", \"enqueue_default\": true, "
                           "\"sampler\": {\"type\": \"evolution\", \"population\": 4, \"sample\": 2}}",
                           NULL, &c, &e, text, sizeof text),
                      0);
-    tune_proposal_t a[64];
+    nas_tune_proposal_t a[64];
     int n = drive(&c, a, 64, 0);
     assert_int_equal(n, 16);
     /* trial 0 is the experiment's own recipe */
     assert_string_equal(a[0].mutation, "the experiment's recipe");
-    assert_true(a[0].recipe.v[TUNE_P_LR] == 0.01 && a[0].recipe.v[TUNE_P_BATCH_SIZE] == 64);
+    assert_true(a[0].recipe.v[NAS_TUNE_P_LR] == 0.01 && a[0].recipe.v[NAS_TUNE_P_BATCH_SIZE] == 64);
     for (int i = 1; i < 4; i++)
         assert_string_equal(a[i].mutation, "random");
     for (int i = 4; i < n; i++) {
         assert_true(a[i].parent >= 0 && a[i].parent < i);
         /* a child differs from its parent in at most one parameter */
         int diff = 0;
-        for (int p = 0; p < TUNE_NPARAMS; p++) {
+        for (int p = 0; p < NAS_TUNE_NPARAMS; p++) {
             double x = a[i].recipe.v[p], y = a[a[i].parent].recipe.v[p];
             diff += !(x == y || (isnan(x) && isnan(y)));
         }
@@ -354,12 +354,12 @@ static void test_worker_recipe(void **state)
     json_t *base = json_loads(k_train, 0, NULL);
     nas_eval_opts_t bo = {.epochs = 1, .seed = 9};
     assert_int_equal(engine_train_config_from_json(base, &bo.train, &e), 0);
-    tune_recipe_t r;
-    tune_recipe_from_train(base, &r);
-    r.v[TUNE_P_LR] = 0.2;
-    r.v[TUNE_P_BATCH_SIZE] = 16;
-    r.v[TUNE_P_SCHEDULE] = ENGINE_SCHED_COSINE;
-    json_t *tj = tune_recipe_train(&r, base, 1);
+    nas_tune_recipe_t r;
+    nas_tune_recipe_from_train(base, &r);
+    r.v[NAS_TUNE_P_LR] = 0.2;
+    r.v[NAS_TUNE_P_BATCH_SIZE] = 16;
+    r.v[NAS_TUNE_P_SCHEDULE] = ENGINE_SCHED_COSINE;
+    json_t *tj = nas_tune_recipe_train(&r, base, 1);
     char *rtext = json_dumps(tj, JSON_COMPACT);
     nas_eval_opts_t ro = bo;
     assert_int_equal(engine_train_config_from_json(tj, &ro.train, &e), 0);
