@@ -33,6 +33,7 @@ int cmd_nas(int argc, char **argv);
 int cmd_compress(int argc, char **argv);
 int cmd_profile(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_tune(int argc, char **argv);
 
 /* MODEL for `profile` and `serve` (cli/model_spec.c): a .safetensors model file, an
  * architecture (or experiment) JSON file, or a built-in architecture name ("cnn"); inputs

@@ -197,7 +197,7 @@ int cmd_train(int argc, char **argv)
         return EXIT_USAGE;
     }
     static const char *const known[] = {"name", "description", "seed", "data", "model", "train", "compress", NULL};
-    static const char *const ignored[] = {"rounds", "clients", "server", "strategy", "privacy", "secagg", "nas", NULL};
+    static const char *const ignored[] = {"rounds", "clients", "server", "strategy", "privacy", "secagg", "nas", "tune", NULL};
     const char *key;
     json_t *val;
     int rc = EXIT_OK;

@@ -85,6 +85,7 @@ static void usage(FILE *f)
           "  train CONFIG    train a model centrally (no federation), as a baseline\n"
           "  privacy         compute a DP guarantee (epsilon) or the noise a target needs\n"
           "  nas CONFIG      search architectures (and export the best: nas export RUN)\n"
+          "  tune CONFIG     tune the training recipe (lr, schedule, batch size, ...) with ASHA\n"
           "  compress MODEL  fold, quantize (INT8) or prune a trained model: compress M --recipe R --out DIR\n"
           "  profile         time, FLOPs and memory of a model's training step, as a Chrome trace\n"
           "  serve MODEL     an HTTPS inference endpoint with dynamic batching\n"
@@ -124,7 +125,8 @@ int main(int argc, char **argv)
         int (*fn)(int, char **);
     } cmds[] = {{"run", cmd_run},   {"server", cmd_server}, {"client", cmd_client}, {"relay", cmd_relay}, {"runs", cmd_runs},
                 {"keys", cmd_keys}, {"dashboard", cmd_dashboard}, {"train", cmd_train},   {"privacy", cmd_privacy}, {"nas", cmd_nas},
-                {"compress", cmd_compress}, {"profile", cmd_profile}, {"serve", cmd_serve}};
+                {"compress", cmd_compress}, {"profile", cmd_profile}, {"serve", cmd_serve},
+                {"tune", cmd_tune}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (strcmp(cmd, cmds[i].name) == 0)
             return cmds[i].fn(argc - 1, argv + 1);

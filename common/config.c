@@ -144,7 +144,7 @@ static int validate(config_t *c, err_t *err)
     long long v;
     static const char *const top_keys[] = {"name", "description", "seed", "rounds", "data", "model",
                                            "clients", "train", "server", "strategy", "dp",
-                                           "secure_aggregation", "compression", "evaluate", "nas",
+                                           "secure_aggregation", "compression", "evaluate", "nas", "tune",
                                            "compress", /* checked by cli_compress_block_parse */ NULL};
     TRY(check_keys(c, root, "", top_keys, err));
     TRY(get_str(c, root, "", "name", 1, NULL, NULL, &c->name, err));

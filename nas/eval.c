@@ -175,7 +175,8 @@ int nas_eval_fraction(const int *idx, int n, double epochs, uint64_t seed, engin
     }
     free(tmp);
     engine_schedule_t *sc = &tc->schedule;
-    if (!sc->per_step && sc->type != ENGINE_SCHED_CONSTANT) {
+    /* a warmup counted in epochs needs the rescaling too, whatever follows it */
+    if (!sc->per_step && (sc->type != ENGINE_SCHED_CONSTANT || sc->warmup > 0)) {
         const int B = tc->batch_size < n ? tc->batch_size : n, acc = tc->accumulate > 0 ? tc->accumulate : 1;
         const long spe = ((n + B - 1) / B + acc - 1) / acc; /* optimizer steps of one real epoch */
         sc->per_step = 1;

@@ -109,8 +109,12 @@ static void child_main(local_pool_t *p, int idx, int in_fd, int out_fd)
         o.seed = job ? (uint64_t)json_integer_value(json_object_get(job, "seed")) : 0;
         o.final = job ? json_is_true(json_object_get(job, "final")) : 0;
         err_t err = {0};
+        const char *rtext = job ? json_string_value(json_object_get(job, "recipe")) : NULL;
+        json_t *recipe = rtext ? json_loads(rtext, 0, &je) : NULL;
         if (!arch)
             snprintf(r.reason, sizeof r.reason, "worker: unreadable job or architecture: %s", je.text);
+        else if (rtext && (!recipe || engine_train_config_from_json(recipe, &o.train, &err) < 0))
+            snprintf(r.reason, sizeof r.reason, "worker: bad recipe: %s", recipe ? err.msg : je.text);
         else if (nas_eval_run(arch, p->d, &o, &r, o.final ? &m : NULL, &err) < 0) {
             r.ok = 0;
             snprintf(r.reason, sizeof r.reason, "%s", err.msg);
@@ -123,6 +127,7 @@ static void child_main(local_pool_t *p, int idx, int in_fd, int out_fd)
         free(text);
         json_decref(res);
         json_decref(arch);
+        json_decref(recipe);
         json_decref(job);
         engine_model_free(m);
         if (bad)
@@ -193,6 +198,8 @@ static int local_submit(void *impl, int slot, const nas_job_t *job, err_t *err)
     local_slot_t *s = &p->s[slot];
     json_t *j = json_pack("{s:I, s:b, s:f, s:I, s:s}", "id", (json_int_t)job->id, "final", job->final, "epochs",
                           job->epochs, "seed", (json_int_t)job->seed, "arch", job->arch);
+    if (j && job->recipe)
+        json_object_set_new(j, "recipe", json_string(job->recipe));
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     if (!text)

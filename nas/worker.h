@@ -19,6 +19,9 @@ typedef struct nas_job {
     uint64_t seed;
     const char *arch; /* the layers JSON, as text */
     const char *genome; /* the genome JSON, as text (weight sharing scores the genome; may be NULL) */
+    /* A "train" block (engine/model.h), as text, replacing the pool's base recipe for this job
+     * (hyperparameter tuning: nas/tune.h); NULL: the base recipe. Local workers only. */
+    const char *recipe;
 } nas_job_t;
 
 typedef struct nas_job_done {
