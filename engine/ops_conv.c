@@ -159,6 +159,9 @@ typedef struct {
     float *scratch;     /* part_floats per part: columns, [dcol,] chunk output, padded planes */
     size_t part_floats;
     size_t pad_floats;  /* one zero-padded input plane */
+    int dx_direct;      /* dx by the direct kernel (ops_conv_direct.c) from the flipped weights Wf */
+    float *Wf;          /* with dx_direct: [C][OC][KH][KW] */
+    size_t dpad_floats; /* with dx_direct: the zero-bordered dy of one sample */
     float *dW_part;     /* parts-1 private weight-gradient sums (parts 1..), OC*K floats each */
     float *db_part;     /* parts-1 private bias-gradient sums, OC floats each */
 } conv_job_t;
@@ -234,6 +237,55 @@ static void conv_fwd_part(void *ctx, int64_t begin, int64_t end)
     }
 }
 
+/* Forward by the direct kernel: each sample's input into the part's zero-bordered buffer (no
+ * copy without padding), its output in one pass with bias and ReLU, then the ReLU mask while the
+ * output is still in cache. */
+static void conv_direct_fwd_part(void *ctx, int64_t begin, int64_t end)
+{
+    const conv_job_t *j = ctx;
+    const conv_dims_t *d = &j->d;
+    const size_t CHW = (size_t)d->C * d->H * d->W, OCHW = (size_t)d->OC * d->OHW;
+    const int padded = d->ph || d->pw;
+    for (int64_t p = begin; p < end; p++) {
+        float *pad = j->scratch + (size_t)p * j->part_floats;
+        if (padded)
+            memset(pad, 0, j->pad_floats * sizeof *pad);
+        int lo, hi;
+        sample_range(j, (int)p, &lo, &hi);
+        for (int s = lo; s < hi; s++) {
+            const float *xs = j->x + (size_t)s * CHW;
+            if (padded)
+                conv_direct_pad(xs, d->C, d->H, d->W, d->ph, d->pw, pad);
+            float *ys = j->y + (size_t)s * OCHW;
+            conv_direct_sample(padded ? pad : xs, d->H + 2 * d->ph, d->W + 2 * d->pw, d->C, j->W, d->K, d->KH, d->KW,
+                               j->bias, d->OC, ys, 0, j->relu);
+            if (j->relu)
+                for (int oc = 0; oc < d->OC; oc++)
+                    relu_mask(ys + (size_t)oc * d->OHW, d->OHW,
+                              j->mask + ((size_t)s * d->OC + oc) * mask_bytes(d->OHW));
+        }
+    }
+}
+
+/* dx of the n samples of a chunk by the direct kernel: each sample's dy (dyc, [OC, n*OHW], the
+ * ReLU already applied) into the zero-bordered buffer dpad, then the turned-around conv. */
+static void conv_direct_dx_chunk(const conv_job_t *j, const float *dyc, int s0, int n, float *dpad)
+{
+    const conv_dims_t *d = &j->d;
+    const int qh = d->KH - 1 - d->ph, qw = d->KW - 1 - d->pw, N = n * d->OHW;
+    const int Hq = d->OH + 2 * qh, Wq = d->OW + 2 * qw;
+    const size_t pq = (size_t)Hq * Wq, CHW = (size_t)d->C * d->H * d->W;
+    for (int s = 0; s < n; s++) {
+        for (int oc = 0; oc < d->OC; oc++) {
+            const float *src = dyc + (size_t)oc * N + (size_t)s * d->OHW;
+            for (int h = 0; h < d->OH; h++)
+                copy_row(dpad + oc * pq + (size_t)(h + qh) * Wq + qw, src + (size_t)h * d->OW, d->OW);
+        }
+        conv_direct_sample(dpad, Hq, Wq, d->OC, j->Wf, d->OC * d->KH * d->KW, d->KH, d->KW, NULL, d->C,
+                           j->dx + (size_t)(s0 + s) * CHW, !j->dx_fresh, 0);
+    }
+}
+
 static void conv_bwd_part(void *ctx, int64_t begin, int64_t end)
 {
     const conv_job_t *j = ctx;
@@ -242,8 +294,10 @@ static void conv_bwd_part(void *ctx, int64_t begin, int64_t end)
     const size_t colf = (size_t)j->CB * KK * j->S * OHW;
     for (int64_t p = begin; p < end; p++) {
         float *col = j->scratch + (size_t)p * j->part_floats, *dcol = col + colf, *tmp = dcol + colf;
-        float *pad = tmp + (size_t)OCg * j->S * OHW, *pad_acc = pad + j->pad_floats;
+        float *pad = tmp + (size_t)OCg * j->S * OHW, *pad_acc = pad + j->pad_floats, *dpad = pad_acc + j->pad_floats;
         memset(pad, 0, j->pad_floats * sizeof *pad);
+        if (j->dx_direct)
+            memset(dpad, 0, j->dpad_floats * sizeof *dpad);
         /* part 0 adds into the gradients themselves, the others into zeroed private sums */
         float *dW = j->dW && p > 0 ? j->dW_part + (size_t)(p - 1) * d->OC * K : j->dW;
         float *db = j->db && p > 0 ? j->db_part + (size_t)(p - 1) * d->OC : j->db;
@@ -274,6 +328,8 @@ static void conv_bwd_part(void *ctx, int64_t begin, int64_t end)
                 if (db)
                     for (int oc = 0; oc < OCg; oc++)
                         db[gi * OCg + oc] += sum_floats(dyc + (size_t)oc * N, N);
+                if (j->dx_direct) /* one group: dyc is the whole chunk's dy */
+                    conv_direct_dx_chunk(j, dyc, s0, n, dpad);
                 for (int c0 = 0; c0 < d->Cg; c0 += j->CB) {
                     const int c1 = c0 + j->CB < d->Cg ? c0 + j->CB : d->Cg, Kb = (c1 - c0) * KK;
                     const size_t woff = (size_t)gi * OCg * K + (size_t)c0 * KK;
@@ -284,7 +340,7 @@ static void conv_bwd_part(void *ctx, int64_t begin, int64_t end)
                         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Kb, N, OCg, 1.0f, j->W + woff, K, dyc, N,
                                     j->dx_fresh ? 0.0f : 1.0f, j->dx + (size_t)s0 * CHW + ((size_t)gi * d->Cg + c0) * N,
                                     N);
-                    else if (j->dx) {
+                    else if (j->dx && !j->dx_direct) {
                         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Kb, N, OCg, 1.0f, j->W + woff, K, dyc, N,
                                     0.0f, dcol, N);
                         col2im(d, dcol, j->dx + (size_t)s0 * CHW, n, gi, c0, c1, pad_acc, j->dx_fresh);
@@ -324,6 +380,15 @@ void cpu_conv2d_fwd(engine_graph_t *g, engine_tensor_t *t)
         conv_dw_fwd(g, &w);
         return;
     }
+    if (conv_direct_usable(&j.d)) {
+        j.pad_floats = (size_t)j.d.C * (j.d.H + 2 * j.d.ph) * (j.d.W + 2 * j.d.pw);
+        j.part_floats = (j.pad_floats + 15) / 16 * 16;
+        j.parts = parts_for(g, j.B, j.part_floats);
+        j.scratch = engine_graph_scratch(g, (size_t)j.parts * j.part_floats * sizeof(float));
+        if (j.scratch)
+            engine_parallel_for(engine_graph_pool(g), j.parts, 1, conv_direct_fwd_part, &j);
+        return;
+    }
     j.pw_direct = pointwise(&j.d) && !conv_force_im2col();
     j.S = chunk_samples(&j.d, j.B);
     j.CB = channel_block(&j.d, j.S);
@@ -357,15 +422,23 @@ void cpu_conv2d_bwd(engine_graph_t *g, engine_tensor_t *t)
     j.S = chunk_samples(&j.d, j.B);
     j.CB = channel_block(&j.d, j.S);
     j.pad_floats = (size_t)(j.d.H + 2 * j.d.ph) * (j.d.W + 2 * j.d.pw);
-    j.part_floats = (2 * (size_t)j.CB * j.d.KH * j.d.KW + j.d.OCg) * j.S * j.d.OHW + 2 * j.pad_floats;
+    j.dx_direct = j.dx && conv_direct_dx_usable(&j.d);
+    if (j.dx_direct)
+        j.dpad_floats = (size_t)j.d.OC * (j.d.OH + 2 * (j.d.KH - 1 - j.d.ph)) * (j.d.OW + 2 * (j.d.KW - 1 - j.d.pw));
+    j.part_floats = (2 * (size_t)j.CB * j.d.KH * j.d.KW + j.d.OCg) * j.S * j.d.OHW + 2 * j.pad_floats + j.dpad_floats;
     j.part_floats = (j.part_floats + 15) / 16 * 16;
     j.parts = parts_for(g, j.B, j.part_floats);
     const size_t wfl = (size_t)j.d.OC * j.d.K, extra = (size_t)(j.parts - 1) * (wfl + j.d.OC);
-    j.scratch = engine_graph_scratch(g, ((size_t)j.parts * j.part_floats + extra) * sizeof(float));
+    j.scratch = engine_graph_scratch(g, ((size_t)j.parts * j.part_floats + extra + (j.dx_direct ? wfl : 0)) *
+                                            sizeof(float));
     if (!j.scratch)
         return;
     j.dW_part = j.scratch + (size_t)j.parts * j.part_floats;
     j.db_part = j.dW_part + (size_t)(j.parts - 1) * wfl;
+    if (j.dx_direct) {
+        j.Wf = j.db_part + (size_t)(j.parts - 1) * j.d.OC;
+        conv_direct_flip(&j.d, j.W, j.Wf);
+    }
     engine_parallel_blas(engine_graph_pool(g), j.parts, 1, conv_bwd_part, &j);
     /* parts' sums in part order: the same order for a given thread count, whatever the timing */
     for (int p = 1; p < j.parts; p++) {
