@@ -162,6 +162,9 @@ typedef struct {
     int dx_direct;      /* dx by the direct kernel (ops_conv_direct.c) from the flipped weights Wf */
     float *Wf;          /* with dx_direct: [C][OC][KH][KW] */
     size_t dpad_floats; /* with dx_direct: the zero-bordered dy of one sample */
+    int dw_direct;      /* dW by the direct kernel: dW^T summed per part in dwt, from dy^T */
+    int OCP;            /* with dw_direct: OC rounded up to 16 */
+    size_t xpad_floats, dyt_floats, dwt_floats; /* with dw_direct: zero-bordered input, dy^T, dW^T */
     float *dW_part;     /* parts-1 private weight-gradient sums (parts 1..), OC*K floats each */
     float *db_part;     /* parts-1 private bias-gradient sums, OC floats each */
 } conv_job_t;
@@ -286,6 +289,29 @@ static void conv_direct_dx_chunk(const conv_job_t *j, const float *dyc, int s0, 
     }
 }
 
+/* dW of the n samples of a chunk by the direct kernel into the part's dW^T sum dwt: each
+ * sample's input zero-bordered in xpad (used in place without padding), its dy (dyc, [OC,
+ * n*OHW], the ReLU applied) transposed into dyt, whose lanes past OC stay zero. */
+static void conv_direct_dw_chunk(const conv_job_t *j, const float *dyc, int s0, int n, float *xpad, float *dyt,
+                                 float *dwt)
+{
+    const conv_dims_t *d = &j->d;
+    const size_t CHW = (size_t)d->C * d->H * d->W;
+    const int N = n * d->OHW, padded = d->ph || d->pw;
+    for (int s = 0; s < n; s++) {
+        const float *xs = j->x + (size_t)(s0 + s) * CHW;
+        if (padded)
+            conv_direct_pad(xs, d->C, d->H, d->W, d->ph, d->pw, xpad);
+        for (int oc = 0; oc < d->OC; oc++) {
+            const float *src = dyc + (size_t)oc * N + (size_t)s * d->OHW;
+            for (int i = 0; i < d->OHW; i++)
+                dyt[(size_t)i * j->OCP + oc] = src[i];
+        }
+        conv_direct_dw_sample(padded ? xpad : xs, d->H + 2 * d->ph, d->W + 2 * d->pw, d->C, d->KH, d->KW, dyt, j->OCP,
+                              dwt);
+    }
+}
+
 static void conv_bwd_part(void *ctx, int64_t begin, int64_t end)
 {
     const conv_job_t *j = ctx;
@@ -298,6 +324,9 @@ static void conv_bwd_part(void *ctx, int64_t begin, int64_t end)
         memset(pad, 0, j->pad_floats * sizeof *pad);
         if (j->dx_direct)
             memset(dpad, 0, j->dpad_floats * sizeof *dpad);
+        float *xpad = dpad + j->dpad_floats, *dyt = xpad + j->xpad_floats, *dwt = dyt + j->dyt_floats;
+        if (j->dw_direct)
+            memset(xpad, 0, (j->xpad_floats + j->dyt_floats + j->dwt_floats) * sizeof *xpad);
         /* part 0 adds into the gradients themselves, the others into zeroed private sums */
         float *dW = j->dW && p > 0 ? j->dW_part + (size_t)(p - 1) * d->OC * K : j->dW;
         float *db = j->db && p > 0 ? j->db_part + (size_t)(p - 1) * d->OC : j->db;
@@ -330,10 +359,12 @@ static void conv_bwd_part(void *ctx, int64_t begin, int64_t end)
                         db[gi * OCg + oc] += sum_floats(dyc + (size_t)oc * N, N);
                 if (j->dx_direct) /* one group: dyc is the whole chunk's dy */
                     conv_direct_dx_chunk(j, dyc, s0, n, dpad);
+                if (j->dw_direct && dW)
+                    conv_direct_dw_chunk(j, dyc, s0, n, xpad, dyt, dwt);
                 for (int c0 = 0; c0 < d->Cg; c0 += j->CB) {
                     const int c1 = c0 + j->CB < d->Cg ? c0 + j->CB : d->Cg, Kb = (c1 - c0) * KK;
                     const size_t woff = (size_t)gi * OCg * K + (size_t)c0 * KK;
-                    if (dW)
+                    if (dW && !j->dw_direct)
                         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OCg, Kb, N, 1.0f, dyc, N,
                                     col_of(j, s0, n, gi, c0, c1, col, pad), N, 1.0f, dW + woff, K);
                     if (j->dx && n == 1 && j->pw_direct) /* the column gradient is dx itself */
@@ -348,6 +379,10 @@ static void conv_bwd_part(void *ctx, int64_t begin, int64_t end)
                 }
             }
         }
+        if (j->dw_direct && dW) /* the part's dW^T into its dW, in a fixed order */
+            for (int oc = 0; oc < d->OC; oc++)
+                for (int q = 0; q < K; q++)
+                    dW[(size_t)oc * K + q] += dwt[(size_t)q * j->OCP + oc];
     }
 }
 
@@ -425,7 +460,15 @@ void cpu_conv2d_bwd(engine_graph_t *g, engine_tensor_t *t)
     j.dx_direct = j.dx && conv_direct_dx_usable(&j.d);
     if (j.dx_direct)
         j.dpad_floats = (size_t)j.d.OC * (j.d.OH + 2 * (j.d.KH - 1 - j.d.ph)) * (j.d.OW + 2 * (j.d.KW - 1 - j.d.pw));
-    j.part_floats = (2 * (size_t)j.CB * j.d.KH * j.d.KW + j.d.OCg) * j.S * j.d.OHW + 2 * j.pad_floats + j.dpad_floats;
+    j.dw_direct = j.dW && conv_direct_dw_usable(&j.d);
+    if (j.dw_direct) {
+        j.OCP = (j.d.OC + 15) / 16 * 16;
+        j.xpad_floats = (size_t)j.d.C * (j.d.H + 2 * j.d.ph) * (j.d.W + 2 * j.d.pw);
+        j.dyt_floats = (size_t)j.d.OHW * j.OCP;
+        j.dwt_floats = (size_t)j.d.K * j.OCP;
+    }
+    j.part_floats = (2 * (size_t)j.CB * j.d.KH * j.d.KW + j.d.OCg) * j.S * j.d.OHW + 2 * j.pad_floats + j.dpad_floats +
+                    j.xpad_floats + j.dyt_floats + j.dwt_floats;
     j.part_floats = (j.part_floats + 15) / 16 * 16;
     j.parts = parts_for(g, j.B, j.part_floats);
     const size_t wfl = (size_t)j.d.OC * j.d.K, extra = (size_t)(j.parts - 1) * (wfl + j.d.OC);

@@ -147,6 +147,12 @@ int conv_direct_dx_usable(const conv_dims_t *d);
 void conv_direct_sample(const float *xp, int Hp, int Wp, int C, const float *w, int ldw, int KH, int KW,
                         const float *bias, int OC, float *y, int add, int relu);
 void conv_direct_flip(const conv_dims_t *d, const float *W, float *Wf);
+/* conv_direct_dw_usable: the op's weight gradient by conv_direct_dw_sample, which adds one
+ * sample's dW^T [C*KH*KW][OCP] into dwt, from the zero-bordered input xp [C][Hp][Wp] and dy
+ * transposed, dyt [OH*OW][OCP] (OCP: OC rounded up to 16, lanes past OC zero). */
+int conv_direct_dw_usable(const conv_dims_t *d);
+void conv_direct_dw_sample(const float *xp, int Hp, int Wp, int C, int KH, int KW, const float *dyt, int OCP,
+                           float *dwt);
 void conv_direct_pad(const float *src, int C, int H, int W, int ph, int pw, float *dst);
 
 /* Forward and backward of a depthwise conv2d; failures are recorded in g. */

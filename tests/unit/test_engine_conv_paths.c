@@ -54,11 +54,15 @@ static shape_t random_shape(rng_t *r, int kind)
         if (kind == 4) {
             /* output rows of 12-16, 24-32 or 36-40 (the widths the kernel takes: at least 3/4
              * of their 16-lane vectors), input channels past 8 half the time (the input
-             * gradient's tiles take 8 channels) */
+             * gradient's tiles take 8 channels); the weight gradient's kernel takes output
+             * channels that fill 3/4 of their vectors */
             static const int ow_lo[3] = {12, 24, 36}, ow_hi[3] = {16, 32, 40};
             const int band = (int)rng_below(r, 3);
             s.C = rng_below(r, 2) ? draw(r, 8, 13) : draw(r, 1, 7);
-            s.OC = draw(r, 1, 19);
+            /* output channels: under 12 (im2col's weight gradient), else 1 to 4 vectors of 16 */
+            static const int oc_lo[4] = {1, 12, 24, 48}, oc_hi[4] = {11, 16, 40, 64};
+            const int ocb = (int)rng_below(r, 4);
+            s.OC = draw(r, oc_lo[ocb], oc_hi[ocb]);
             s.KH = draw(r, 1, 5);
             s.KW = draw(r, s.KH == 1 ? 2 : 1, 5);
             s.p.stride_h = s.p.stride_w = s.p.dil_h = s.p.dil_w = 1;
