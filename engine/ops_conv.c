@@ -471,6 +471,11 @@ void cpu_conv2d_bwd(engine_graph_t *g, engine_tensor_t *t)
                     j.xpad_floats + j.dyt_floats + j.dwt_floats;
     j.part_floats = (j.part_floats + 15) / 16 * 16;
     j.parts = parts_for(g, j.B, j.part_floats);
+    /* a part of the direct weight gradient clears, transposes and adds a whole dW^T: at small
+     * batches one part per thread */
+    if (j.dw_direct && j.B < 16 * engine_threadpool_size(engine_graph_pool(g)) &&
+        j.parts > engine_threadpool_size(engine_graph_pool(g)))
+        j.parts = engine_threadpool_size(engine_graph_pool(g));
     const size_t wfl = (size_t)j.d.OC * j.d.K, extra = (size_t)(j.parts - 1) * (wfl + j.d.OC);
     j.scratch = engine_graph_scratch(g, ((size_t)j.parts * j.part_floats + extra + (j.dx_direct ? wfl : 0)) *
                                             sizeof(float));
