@@ -107,12 +107,12 @@ __attribute__((target("avx512f"))) static void dir_tile_any(int R, int OCB, cons
     }
 }
 
-__attribute__((target("avx512f"))) void conv_direct_sample(const float *xp, int Hp, int Wp, int C, const float *w,
-                                                          int ldw, int KH, int KW, const float *bias, int OC,
-                                                          float *y, int add, int relu)
+/* The tiles over an output of OH rows of OW (rows OW apart; planes opw apart) from the input xp
+ * (rows Wp apart, planes pp apart). */
+__attribute__((target("avx512f"))) static void dir_rows(const float *xp, int Wp, size_t pp, int C, const float *w,
+                                                       int ldw, int KH, int KW, const float *bias, int OC, int OH,
+                                                       int OW, float *y, size_t opw, int add, int relu)
 {
-    const int OH = Hp - KH + 1, OW = Wp - KW + 1;
-    const size_t pp = (size_t)Hp * Wp, OHW = (size_t)OH * OW;
     for (int oc0 = 0; oc0 < OC; oc0 += DIR_OCB) {
         const int ocb = OC - oc0 < DIR_OCB ? OC - oc0 : DIR_OCB;
         const float *wo = w + (size_t)oc0 * ldw, *bo = bias ? bias + oc0 : NULL;
@@ -121,32 +121,60 @@ __attribute__((target("avx512f"))) void conv_direct_sample(const float *xp, int 
             for (int ow0 = 0; ow0 < OW; ow0 += 16) {
                 const __mmask16 m = OW - ow0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (OW - ow0)) - 1);
                 const float *xt = xp + (size_t)oh0 * Wp + ow0;
-                float *yt = y + (size_t)oc0 * OHW + (size_t)oh0 * OW + ow0;
+                float *yt = y + (size_t)oc0 * opw + (size_t)oh0 * OW + ow0;
                 if (r == DIR_R && ocb == DIR_OCB)
-                    dir_tile(DIR_R, DIR_OCB, xt, Wp, pp, C, wo, ldw, KH, KW, bo, yt, OW, OHW, m, add, relu);
+                    dir_tile(DIR_R, DIR_OCB, xt, Wp, pp, C, wo, ldw, KH, KW, bo, yt, OW, opw, m, add, relu);
                 else
-                    dir_tile_any(r, ocb, xt, Wp, pp, C, wo, ldw, KH, KW, bo, yt, OW, OHW, m, add, relu);
+                    dir_tile_any(r, ocb, xt, Wp, pp, C, wo, ldw, KH, KW, bo, yt, OW, opw, m, add, relu);
             }
         }
     }
 }
 
+void conv_direct_sample(const float *xp, int Hp, int Wp, int C, const float *w, int ldw, int KH, int KW,
+                        const float *bias, int OC, float *y, int add, int relu)
+{
+    const int OH = Hp - KH + 1, OW = Wp - KW + 1;
+    dir_rows(xp, Wp, (size_t)Hp * Wp, C, w, ldw, KH, KW, bias, OC, OH, OW, y, (size_t)OH * OW, add, relu);
+}
+
+/* A 1x1 conv has no rows to keep: its planes are cut into rows of 16 (every lane used) and a
+ * last short one. */
+void conv_direct_pointwise(const float *x, size_t ldx, int C, int HW, const float *w, int ldw, const float *bias,
+                           int OC, float *y, int add, int relu)
+{
+    const int full = HW / 16, rest = HW % 16;
+    if (full)
+        dir_rows(x, 16, ldx, C, w, ldw, 1, 1, bias, OC, full, 16, y, (size_t)HW, add, relu);
+    if (rest)
+        dir_rows(x + (size_t)full * 16, rest, ldx, C, w, ldw, 1, 1, bias, OC, 1, rest, y + (size_t)full * 16,
+                 (size_t)HW, add, relu);
+}
+
 /* Whether rows of n floats fill at least 3/4 of the 16-lane vectors they take. */
 static int dir_fills(int n) { return 4 * n >= 3 * 16 * ((n + 15) / 16); }
+
+/* A 1x1 conv, stride 1, no padding (its planes are flat: rows of 16, conv_direct_pointwise). */
+static int dir_pointwise(const conv_dims_t *d)
+{
+    return d->KH == 1 && d->KW == 1 && d->ph == 0 && d->pw == 0;
+}
 
 int conv_direct_usable(const conv_dims_t *d)
 {
     const char *e = getenv("FEDNAS_CONV_DIRECT");
     if ((e && *e && atoi(e) <= 0) || !conv_use_avx512() || conv_force_im2col())
         return 0;
-    return d->sh == 1 && d->sw == 1 && d->dh == 1 && d->dw == 1 && d->G == 1 && d->KH * d->KW > 1 && dir_fills(d->OW);
+    if (d->sh != 1 || d->sw != 1 || d->dh != 1 || d->dw != 1 || d->G != 1)
+        return 0;
+    return dir_pointwise(d) ? d->OHW >= 16 : dir_fills(d->OW);
 }
 
 /* The input gradient's tiles have C output channels: below DIR_OCB most of a tile is empty. */
 int conv_direct_dx_usable(const conv_dims_t *d)
 {
-    return conv_direct_usable(d) && d->ph <= d->KH - 1 && d->pw <= d->KW - 1 && dir_fills(d->W) &&
-           d->C >= DIR_OCB;
+    return conv_direct_usable(d) && d->ph <= d->KH - 1 && d->pw <= d->KW - 1 &&
+           (dir_pointwise(d) || dir_fills(d->W)) && d->C >= DIR_OCB;
 }
 /* The weight gradient, as dW^T [C*KH*KW][OCP] (OCP: OC rounded up to 16) += col x dy^T: vectors
  * run along the output channels, so no column matrix is built: a tile of T taps x V vectors of
@@ -197,9 +225,11 @@ dwt_tile(const int T, const int V, const float *xp, const long *off, int Wp, int
 #define DWT_T6(v) DWT_CASE(1, v) DWT_CASE(2, v) DWT_CASE(3, v) DWT_CASE(4, v) DWT_CASE(5, v) DWT_CASE(6, v)
 #define DWT_T8(v) DWT_T6(v) DWT_CASE(7, v) DWT_CASE(8, v)
 
-/* Below this many taps (C*KH*KW) transposing dy costs more than the products it feeds: measured
- * 0.6x of im2col's speed on a first layer (one input channel, 5x5 or 3x3). */
-#define DWT_MIN_TAPS 64
+/* Below this many taps (C*KH*KW) transposing dy (OC*OH*OW scattered stores a sample, against
+ * C*KH*KW/16 times as many vector FMAs) costs more than the kernel saves: measured 0.6x of
+ * im2col's speed on a first layer (one input channel, 5x5), 0.73x on a 1x1 conv of 64 input
+ * channels, 1.1x at 128. */
+#define DWT_MIN_TAPS 128
 
 /* Taps per tile for V vectors: at most 24 accumulators, at most 8 taps. */
 static int dwt_taps(int V) { return V == 4 ? 6 : 8; }
@@ -238,8 +268,8 @@ int conv_direct_dw_usable(const conv_dims_t *d)
     const char *e = getenv("FEDNAS_CONV_DIRECT");
     if ((e && *e && atoi(e) <= 0) || !conv_use_avx512() || conv_force_im2col())
         return 0;
-    return d->sh == 1 && d->sw == 1 && d->dh == 1 && d->dw == 1 && d->G == 1 && d->KH * d->KW > 1 && dir_fills(d->OC) &&
-           d->K >= DWT_MIN_TAPS;
+    return d->sh == 1 && d->sw == 1 && d->dh == 1 && d->dw == 1 && d->G == 1 && dir_fills(d->OC) &&
+           d->K >= DWT_MIN_TAPS && (d->KH * d->KW > 1 || dir_pointwise(d));
 }
 #else
 void conv_direct_sample(const float *xp, int Hp, int Wp, int C, const float *w, int ldw, int KH, int KW,
@@ -247,6 +277,13 @@ void conv_direct_sample(const float *xp, int Hp, int Wp, int C, const float *w, 
 {
     (void)xp, (void)Hp, (void)Wp, (void)C, (void)w, (void)ldw, (void)KH, (void)KW, (void)bias, (void)OC, (void)y;
     (void)add, (void)relu;
+    abort(); /* never called: conv_direct_usable() is 0 here */
+}
+
+void conv_direct_pointwise(const float *x, size_t ldx, int C, int HW, const float *w, int ldw, const float *bias,
+                           int OC, float *y, int add, int relu)
+{
+    (void)x, (void)ldx, (void)C, (void)HW, (void)w, (void)ldw, (void)bias, (void)OC, (void)y, (void)add, (void)relu;
     abort(); /* never called: conv_direct_usable() is 0 here */
 }
 
