@@ -264,7 +264,7 @@ static void conv_direct_fwd_part(void *ctx, int64_t begin, int64_t end)
                 conv_direct_pointwise(xs, (size_t)d->H * d->W, d->C, d->OHW, j->W, d->K, j->bias, d->OC, ys, 0, j->relu);
             else
                 conv_direct_sample(padded ? pad : xs, d->H + 2 * d->ph, d->W + 2 * d->pw, d->C, j->W, d->K, d->KH, d->KW,
-                               j->bias, d->OC, ys, 0, j->relu);
+                                   j->bias, d->OC, ys, pad + j->pad_floats, 0, j->relu);
             if (j->relu)
                 for (int oc = 0; oc < d->OC; oc++)
                     relu_mask(ys + (size_t)oc * d->OHW, d->OHW,
@@ -293,7 +293,7 @@ static void conv_direct_dx_chunk(const conv_job_t *j, const float *dyc, int s0, 
                 copy_row(dpad + oc * pq + (size_t)(h + qh) * Wq + qw, src + (size_t)h * d->OW, d->OW);
         }
         conv_direct_sample(dpad, Hq, Wq, d->OC, j->Wf, d->OC * d->KH * d->KW, d->KH, d->KW, NULL, d->C,
-                           j->dx + (size_t)(s0 + s) * CHW, !j->dx_fresh, 0);
+                           j->dx + (size_t)(s0 + s) * CHW, dpad + (size_t)d->OC * pq, !j->dx_fresh, 0);
     }
 }
 
@@ -426,7 +426,9 @@ void cpu_conv2d_fwd(engine_graph_t *g, engine_tensor_t *t)
     if (conv_direct_usable(&j.d)) {
         j.pw_direct = pointwise(&j.d); /* here: the direct kernel's flat planes */
         j.pad_floats = (size_t)j.d.C * (j.d.H + 2 * j.d.ph) * (j.d.W + 2 * j.d.pw);
-        j.part_floats = (j.pad_floats + 15) / 16 * 16;
+        /* the padded input, then the flat mode's output (short rows) */
+        j.part_floats = (j.pad_floats + conv_direct_tmp_floats(j.d.OC, j.d.H + 2 * j.d.ph, j.d.W + 2 * j.d.pw,
+                                                               j.d.KH, j.d.KW) + 15) / 16 * 16;
         j.parts = parts_for(g, j.B, j.part_floats);
         j.scratch = engine_graph_scratch(g, (size_t)j.parts * j.part_floats * sizeof(float));
         if (j.scratch)
@@ -467,8 +469,10 @@ void cpu_conv2d_bwd(engine_graph_t *g, engine_tensor_t *t)
     j.CB = channel_block(&j.d, j.S);
     j.pad_floats = (size_t)(j.d.H + 2 * j.d.ph) * (j.d.W + 2 * j.d.pw);
     j.dx_direct = j.dx && conv_direct_dx_usable(&j.d);
-    if (j.dx_direct)
-        j.dpad_floats = (size_t)j.d.OC * (j.d.OH + 2 * (j.d.KH - 1 - j.d.ph)) * (j.d.OW + 2 * (j.d.KW - 1 - j.d.pw));
+    if (j.dx_direct) { /* the padded dy, then the flat mode's output (short rows) */
+        const int Hq = j.d.OH + 2 * (j.d.KH - 1 - j.d.ph), Wq = j.d.OW + 2 * (j.d.KW - 1 - j.d.pw);
+        j.dpad_floats = (size_t)j.d.OC * Hq * Wq + conv_direct_tmp_floats(j.d.C, Hq, Wq, j.d.KH, j.d.KW);
+    }
     j.dw_direct = j.dW && conv_direct_dw_usable(&j.d);
     if (j.dw_direct) {
         j.OCP = (j.d.OC + 15) / 16 * 16;

@@ -146,7 +146,10 @@ typedef struct {
 int conv_direct_usable(const conv_dims_t *d);
 int conv_direct_dx_usable(const conv_dims_t *d);
 void conv_direct_sample(const float *xp, int Hp, int Wp, int C, const float *w, int ldw, int KH, int KW,
-                        const float *bias, int OC, float *y, int add, int relu);
+                        const float *bias, int OC, float *y, float *tmp, int add, int relu);
+/* The floats of conv_direct_sample's tmp for such a sample (0: it needs none): rows too short to
+ * fill a vector (a 7x7 map) are computed flat on the padded plane's width in tmp, then copied. */
+size_t conv_direct_tmp_floats(int OC, int Hp, int Wp, int KH, int KW);
 /* conv_direct_pointwise: the same for a 1x1 conv (stride 1, no padding) of C planes of HW
  * floats, ldx apart, into y [OC][HW]. */
 void conv_direct_pointwise(const float *x, size_t ldx, int C, int HW, const float *w, int ldw, const float *bias,

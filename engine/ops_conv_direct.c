@@ -40,7 +40,7 @@
  * apart). R and OCB are constants after inlining. Adds bias (NULL: none); stores, or with add
  * adds to y. */
 __attribute__((target("avx512f"), always_inline)) static inline void
-dir_tile(const int R, const int OCB, const float *xp, int Wp, size_t pp, int C, const float *w, int ldw, int KH,
+dir_tile(const int R, const int OCB, const float *xp, int Wp, int rs, size_t pp, int C, const float *w, int ldw, int KH,
          int KW, const float *bias, float *y, int OW, size_t OHW, __mmask16 m, int add, int relu)
 {
     __m512 acc[DIR_R][DIR_OCB];
@@ -60,7 +60,7 @@ dir_tile(const int R, const int OCB, const float *xp, int Wp, size_t pp, int C, 
                 __m512 v[DIR_R];
 #pragma GCC unroll 16
                 for (int r = 0; r < R; r++)
-                    v[r] = _mm512_maskz_loadu_ps(m, xr + (size_t)r * Wp);
+                    v[r] = _mm512_maskz_loadu_ps(m, xr + (size_t)r * rs);
 #pragma GCC unroll 16
                 for (int o = 0; o < OCB; o++) {
                     const __m512 wv = _mm512_set1_ps(wk[(size_t)o * ldw]);
@@ -88,14 +88,14 @@ dir_tile(const int R, const int OCB, const float *xp, int Wp, size_t pp, int C, 
 
 #define DIR_CASE(r, o)                                                                                                \
     case (r) * 16 + (o):                                                                                              \
-        dir_tile(r, o, xp, Wp, pp, C, w, ldw, KH, KW, bias, y, OW, OHW, m, add, relu);                            \
+        dir_tile(r, o, xp, Wp, rs, pp, C, w, ldw, KH, KW, bias, y, OW, OHW, m, add, relu);                        \
         break;
 #define DIR_ROW(r)                                                                                                    \
     DIR_CASE(r, 1) DIR_CASE(r, 2) DIR_CASE(r, 3) DIR_CASE(r, 4) DIR_CASE(r, 5) DIR_CASE(r, 6) DIR_CASE(r, 7)          \
         DIR_CASE(r, 8)
 
 /* A tile of any size up to DIR_R x DIR_OCB (row and channel remainders). */
-__attribute__((target("avx512f"))) static void dir_tile_any(int R, int OCB, const float *xp, int Wp, size_t pp, int C,
+__attribute__((target("avx512f"))) static void dir_tile_any(int R, int OCB, const float *xp, int Wp, int rs, size_t pp, int C,
                                                            const float *w, int ldw, int KH, int KW, const float *bias,
                                                            float *y, int OW, size_t OHW, __mmask16 m, int add,
                                                            int relu)
@@ -108,8 +108,8 @@ __attribute__((target("avx512f"))) static void dir_tile_any(int R, int OCB, cons
 }
 
 /* The tiles over an output of OH rows of OW (rows OW apart; planes opw apart) from the input xp
- * (rows Wp apart, planes pp apart). */
-__attribute__((target("avx512f"))) static void dir_rows(const float *xp, int Wp, size_t pp, int C, const float *w,
+ * (kernel rows Wp apart, the tiles' rows rs apart, planes pp apart). */
+__attribute__((target("avx512f"))) static void dir_rows(const float *xp, int Wp, int rs, size_t pp, int C, const float *w,
                                                        int ldw, int KH, int KW, const float *bias, int OC, int OH,
                                                        int OW, float *y, size_t opw, int add, int relu)
 {
@@ -120,22 +120,66 @@ __attribute__((target("avx512f"))) static void dir_rows(const float *xp, int Wp,
             const int r = OH - oh0 < DIR_R ? OH - oh0 : DIR_R;
             for (int ow0 = 0; ow0 < OW; ow0 += 16) {
                 const __mmask16 m = OW - ow0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (OW - ow0)) - 1);
-                const float *xt = xp + (size_t)oh0 * Wp + ow0;
+                const float *xt = xp + (size_t)oh0 * rs + ow0;
                 float *yt = y + (size_t)oc0 * opw + (size_t)oh0 * OW + ow0;
                 if (r == DIR_R && ocb == DIR_OCB)
-                    dir_tile(DIR_R, DIR_OCB, xt, Wp, pp, C, wo, ldw, KH, KW, bo, yt, OW, opw, m, add, relu);
+                    dir_tile(DIR_R, DIR_OCB, xt, Wp, rs, pp, C, wo, ldw, KH, KW, bo, yt, OW, opw, m, add, relu);
                 else
-                    dir_tile_any(r, ocb, xt, Wp, pp, C, wo, ldw, KH, KW, bo, yt, OW, opw, m, add, relu);
+                    dir_tile_any(r, ocb, xt, Wp, rs, pp, C, wo, ldw, KH, KW, bo, yt, OW, opw, m, add, relu);
             }
         }
     }
 }
 
-void conv_direct_sample(const float *xp, int Hp, int Wp, int C, const float *w, int ldw, int KH, int KW,
-                        const float *bias, int OC, float *y, int add, int relu)
+/* Whether rows of n floats fill at least 3/4 of the 16-lane vectors they take. */
+static int dir_fills(int n) { return 4 * n >= 3 * 16 * ((n + 15) / 16); }
+
+/* Outputs computed on the padded plane's width (flat mode): L = (OH-1)*Wp + OW positions, of
+ * which OH*OW are outputs. */
+static size_t dir_flat_len(int OH, int OW, int Wp) { return (size_t)(OH - 1) * Wp + OW; }
+
+/* Whether an output of short rows (a 7x7 map) goes flat: its OH*OW outputs fill at least 3/5 of
+ * the vectors of the flat positions. */
+static int dir_flat_ok(int OH, int OW, int Wp)
+{
+    const size_t L = dir_flat_len(OH, OW, Wp);
+    return 5 * (size_t)OH * OW >= 3 * 16 * ((L + 15) / 16);
+}
+
+size_t conv_direct_tmp_floats(int OC, int Hp, int Wp, int KH, int KW)
 {
     const int OH = Hp - KH + 1, OW = Wp - KW + 1;
-    dir_rows(xp, Wp, (size_t)Hp * Wp, C, w, ldw, KH, KW, bias, OC, OH, OW, y, (size_t)OH * OW, add, relu);
+    return dir_fills(OW) ? 0 : (size_t)OC * dir_flat_len(OH, OW, Wp);
+}
+
+void conv_direct_sample(const float *xp, int Hp, int Wp, int C, const float *w, int ldw, int KH, int KW,
+                        const float *bias, int OC, float *y, float *tmp, int add, int relu)
+{
+    const int OH = Hp - KH + 1, OW = Wp - KW + 1;
+    const size_t pp = (size_t)Hp * Wp;
+    if (dir_fills(OW)) {
+        dir_rows(xp, Wp, Wp, pp, C, w, ldw, KH, KW, bias, OC, OH, OW, y, (size_t)OH * OW, add, relu);
+        return;
+    }
+    /* flat: output position i = oh*Wp + ow reads the input at i + ki*Wp + kj, so the plane is
+     * one long row cut into rows of 16; the positions past OW in each row are dropped below */
+    const size_t L = dir_flat_len(OH, OW, Wp);
+    const int full = (int)(L / 16), rest = (int)(L % 16);
+    if (full)
+        dir_rows(xp, Wp, 16, pp, C, w, ldw, KH, KW, bias, OC, full, 16, tmp, L, 0, relu);
+    if (rest)
+        dir_rows(xp + (size_t)full * 16, Wp, 16, pp, C, w, ldw, KH, KW, bias, OC, 1, rest, tmp + (size_t)full * 16, L,
+                 0, relu);
+    for (int oc = 0; oc < OC; oc++)
+        for (int oh = 0; oh < OH; oh++) {
+            const float *src = tmp + (size_t)oc * L + (size_t)oh * Wp;
+            float *dst = y + ((size_t)oc * OH + oh) * OW;
+            if (add)
+                for (int ow = 0; ow < OW; ow++)
+                    dst[ow] += src[ow];
+            else
+                memcpy(dst, src, (size_t)OW * sizeof *dst);
+        }
 }
 
 /* A 1x1 conv has no rows to keep: its planes are cut into rows of 16 (every lane used) and a
@@ -145,14 +189,11 @@ void conv_direct_pointwise(const float *x, size_t ldx, int C, int HW, const floa
 {
     const int full = HW / 16, rest = HW % 16;
     if (full)
-        dir_rows(x, 16, ldx, C, w, ldw, 1, 1, bias, OC, full, 16, y, (size_t)HW, add, relu);
+        dir_rows(x, 16, 16, ldx, C, w, ldw, 1, 1, bias, OC, full, 16, y, (size_t)HW, add, relu);
     if (rest)
-        dir_rows(x + (size_t)full * 16, rest, ldx, C, w, ldw, 1, 1, bias, OC, 1, rest, y + (size_t)full * 16,
+        dir_rows(x + (size_t)full * 16, rest, rest, ldx, C, w, ldw, 1, 1, bias, OC, 1, rest, y + (size_t)full * 16,
                  (size_t)HW, add, relu);
 }
-
-/* Whether rows of n floats fill at least 3/4 of the 16-lane vectors they take. */
-static int dir_fills(int n) { return 4 * n >= 3 * 16 * ((n + 15) / 16); }
 
 /* A 1x1 conv, stride 1, no padding (its planes are flat: rows of 16, conv_direct_pointwise). */
 static int dir_pointwise(const conv_dims_t *d)
@@ -167,14 +208,15 @@ int conv_direct_usable(const conv_dims_t *d)
         return 0;
     if (d->sh != 1 || d->sw != 1 || d->dh != 1 || d->dw != 1 || d->G != 1)
         return 0;
-    return dir_pointwise(d) ? d->OHW >= 16 : dir_fills(d->OW);
+    return dir_pointwise(d) ? d->OHW >= 16 : dir_fills(d->OW) || dir_flat_ok(d->OH, d->OW, d->W + 2 * d->pw);
 }
 
 /* The input gradient's tiles have C output channels: below DIR_OCB most of a tile is empty. */
 int conv_direct_dx_usable(const conv_dims_t *d)
 {
     return conv_direct_usable(d) && d->ph <= d->KH - 1 && d->pw <= d->KW - 1 &&
-           (dir_pointwise(d) || dir_fills(d->W)) && d->C >= DIR_OCB;
+           (dir_pointwise(d) || dir_fills(d->W) || dir_flat_ok(d->H, d->W, d->OW + 2 * (d->KW - 1 - d->pw))) &&
+           d->C >= DIR_OCB;
 }
 /* The weight gradient, as dW^T [C*KH*KW][OCP] (OCP: OC rounded up to 16) += col x dy^T: vectors
  * run along the output channels, so no column matrix is built: a tile of T taps x V vectors of
@@ -272,11 +314,17 @@ int conv_direct_dw_usable(const conv_dims_t *d)
            d->K >= DWT_MIN_TAPS && (d->KH * d->KW > 1 || dir_pointwise(d));
 }
 #else
+size_t conv_direct_tmp_floats(int OC, int Hp, int Wp, int KH, int KW)
+{
+    (void)OC, (void)Hp, (void)Wp, (void)KH, (void)KW;
+    return 0;
+}
+
 void conv_direct_sample(const float *xp, int Hp, int Wp, int C, const float *w, int ldw, int KH, int KW,
-                        const float *bias, int OC, float *y, int add, int relu)
+                        const float *bias, int OC, float *y, float *tmp, int add, int relu)
 {
     (void)xp, (void)Hp, (void)Wp, (void)C, (void)w, (void)ldw, (void)KH, (void)KW, (void)bias, (void)OC, (void)y;
-    (void)add, (void)relu;
+    (void)tmp, (void)add, (void)relu;
     abort(); /* never called: conv_direct_usable() is 0 here */
 }
 

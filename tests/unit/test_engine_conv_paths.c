@@ -53,11 +53,11 @@ static shape_t random_shape(rng_t *r, int kind)
             s.p.stride_h = s.p.stride_w = 1, s.p.pad_h = s.p.pad_w = 0;
         if (kind == 4) {
             /* output rows of 12-16, 24-32 or 36-40 (the widths the kernel takes: at least 3/4
-             * of their 16-lane vectors), input channels past 8 half the time (the input
+             * of their 16-lane vectors), or 3-11 (short rows: flat on the padded width), input channels past 8 half the time (the input
              * gradient's tiles take 8 channels); the weight gradient's kernel takes output
              * channels that fill 3/4 of their vectors */
-            static const int ow_lo[3] = {12, 24, 36}, ow_hi[3] = {16, 32, 40};
-            const int band = (int)rng_below(r, 3);
+            static const int ow_lo[4] = {12, 24, 36, 3}, ow_hi[4] = {16, 32, 40, 11};
+            const int band = (int)rng_below(r, 4);
             s.C = rng_below(r, 2) ? draw(r, 8, 13) : draw(r, 1, 7);
             /* output channels: under 12 (im2col's weight gradient), else 1 to 4 vectors of 16 */
             static const int oc_lo[4] = {1, 12, 24, 48}, oc_hi[4] = {11, 16, 40, 64};
@@ -263,7 +263,7 @@ static void test_pointwise(void **state)
 static void test_direct(void **state)
 {
     (void)state;
-    check_kind(4, 40, 15);
+    check_kind(4, 60, 15);
 }
 
 /* Every kind again through the portable code (FEDNAS_CONV_PORTABLE=1): on a CPU with AVX-512
