@@ -26,7 +26,11 @@
  * Depthwise convs (one input channel per group) go to the direct kernel in ops_conv_dw.c, where
  * im2col's per-group products would be 1-row matrices; pointwise convs (1x1, stride 1, no pad)
  * use a sample's input as its column matrix. FEDNAS_CONV_IM2COL=1 turns both off (the reference
- * path for tests and benchmarks). */
+ * path for tests and benchmarks).
+ *
+ * On AVX-512 CPUs, stride-1 undilated ungrouped convs whose rows fill their vectors (or go flat)
+ * take the direct kernels of ops_conv_direct.c instead: forward, input gradient and weight
+ * gradient each where conv_direct_*usable() says so, the rest of the op staying here. */
 #include <cblas.h>
 #include <stdint.h>
 #include <stdlib.h>
