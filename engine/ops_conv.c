@@ -264,11 +264,8 @@ static void conv_direct_fwd_part(void *ctx, int64_t begin, int64_t end)
             if (padded)
                 conv_direct_pad(xs, d->C, d->H, d->W, d->ph, d->pw, pad);
             float *ys = j->y + (size_t)s * OCHW;
-            if (j->pw_direct)
-                conv_direct_pointwise(xs, (size_t)d->H * d->W, d->C, d->OHW, j->W, d->K, j->bias, d->OC, ys, 0, j->relu);
-            else
-                conv_direct_sample(padded ? pad : xs, d->H + 2 * d->ph, d->W + 2 * d->pw, d->C, j->W, d->K, d->KH, d->KW,
-                                   j->bias, d->OC, ys, pad + j->pad_floats, 0, j->relu);
+            conv_direct_sample(padded ? pad : xs, d->H + 2 * d->ph, d->W + 2 * d->pw, d->C, j->W, d->K, d->KH, d->KW,
+                               j->bias, d->OC, ys, pad + j->pad_floats, 0, j->relu);
             if (j->relu)
                 for (int oc = 0; oc < d->OC; oc++)
                     relu_mask(ys + (size_t)oc * d->OHW, d->OHW,
@@ -286,11 +283,6 @@ static void conv_direct_dx_chunk(const conv_job_t *j, const float *dyc, int s0, 
     const int Hq = d->OH + 2 * qh, Wq = d->OW + 2 * qw;
     const size_t pq = (size_t)Hq * Wq, CHW = (size_t)d->C * d->H * d->W;
     for (int s = 0; s < n; s++) {
-        if (d->KH == 1 && d->KW == 1) { /* pointwise: dy's planes in place, no border */
-            conv_direct_pointwise(dyc + (size_t)s * d->OHW, (size_t)N, d->OC, d->OHW, j->Wf, d->OC, NULL, d->C,
-                                  j->dx + (size_t)(s0 + s) * CHW, !j->dx_fresh, 0);
-            continue;
-        }
         for (int oc = 0; oc < d->OC; oc++) {
             const float *src = dyc + (size_t)oc * N + (size_t)s * d->OHW;
             for (int h = 0; h < d->OH; h++)
@@ -428,7 +420,6 @@ void cpu_conv2d_fwd(engine_graph_t *g, engine_tensor_t *t)
         return;
     }
     if (conv_direct_usable(&j.d)) {
-        j.pw_direct = pointwise(&j.d); /* here: the direct kernel's flat planes */
         j.pad_floats = (size_t)j.d.C * (j.d.H + 2 * j.d.ph) * (j.d.W + 2 * j.d.pw);
         /* the padded input, then the flat mode's output (short rows) */
         j.part_floats = (j.pad_floats + conv_direct_tmp_floats(j.d.OC, j.d.H + 2 * j.d.ph, j.d.W + 2 * j.d.pw,

@@ -134,7 +134,6 @@ typedef struct {
 } dw_job_t;
 
 /* Direct convolution (ops_conv_direct.c), stride 1, no dilation, one group, kernel > 1x1.
- * (and 1x1 convs, as flat planes).
  * conv_direct_usable: the op takes it (AVX-512 CPU, FEDNAS_CONV_DIRECT not 0, not forced
  * through im2col or the portable code); conv_direct_dx_usable: its input gradient too (padding
  * at most kernel - 1). conv_direct_sample: one sample, y [OC][OH][OW] (OH = Hp-KH+1, OW =
@@ -150,10 +149,6 @@ void conv_direct_sample(const float *xp, int Hp, int Wp, int C, const float *w, 
 /* The floats of conv_direct_sample's tmp for such a sample (0: it needs none): rows too short to
  * fill a vector (a 7x7 map) are computed flat on the padded plane's width in tmp, then copied. */
 size_t conv_direct_tmp_floats(int OC, int Hp, int Wp, int KH, int KW);
-/* conv_direct_pointwise: the same for a 1x1 conv (stride 1, no padding) of C planes of HW
- * floats, ldx apart, into y [OC][HW]. */
-void conv_direct_pointwise(const float *x, size_t ldx, int C, int HW, const float *w, int ldw, const float *bias,
-                           int OC, float *y, int add, int relu);
 void conv_direct_flip(const conv_dims_t *d, const float *W, float *Wf);
 /* conv_direct_dw_usable: the op's weight gradient by conv_direct_dw_sample, which adds one
  * sample's dW^T [C*KH*KW][OCP] into dwt, from the zero-bordered input xp [C][Hp][Wp] and dy

@@ -32,7 +32,7 @@ static int draw(rng_t *r, int lo, int hi) { return lo + (int)rng_below(r, (uint6
  * 2 plain, 3 pointwise (1x1), 4 the direct kernel's (stride 1, no dilation, one group, a kernel
  * above 1x1; wider rows and more channels, so that its tiles of 7 rows x 4 channels x 16
  * columns come both full and cut short; padding past kernel - 1 sometimes, where the input
- * gradient goes back to col2im; and 1x1 convs, which it takes as flat planes). */
+ * gradient goes back to col2im; and 1x1 convs, whose weight gradient it takes). */
 static shape_t random_shape(rng_t *r, int kind)
 {
     shape_t s = {0};
@@ -70,8 +70,8 @@ static shape_t random_shape(rng_t *r, int kind)
             s.p.pad_w = draw(r, 0, s.KW - 1 + (rng_below(r, 8) == 0));
             s.H = draw(r, 1, 12) + s.KH - 1 - 2 * s.p.pad_h;
             s.W = draw(r, ow_lo[band], ow_hi[band]) + s.KW - 1 - 2 * s.p.pad_w;
-            if (rng_below(r, 4) == 0) { /* 1x1: flat planes of any size; past 128 input channels
-                                          * the weight gradient is the kernel's too */
+            if (rng_below(r, 4) == 0) { /* 1x1: past 128 input channels the weight gradient is
+                                          * the direct kernel's (forward and dx stay sgemm) */
                 s.KH = s.KW = 1;
                 s.p.pad_h = s.p.pad_w = 0;
                 s.C = rng_below(r, 2) ? draw(r, 128, 136) : draw(r, 1, 13);
