@@ -26,7 +26,11 @@
  * Depthwise convs (one input channel per group) go to the direct kernel in ops_conv_dw.c, where
  * im2col's per-group products would be 1-row matrices; pointwise convs (1x1, stride 1, no pad)
  * use a sample's input as its column matrix. FEDNAS_CONV_IM2COL=1 turns both off (the reference
- * path for tests and benchmarks). */
+ * path for tests and benchmarks).
+ *
+ * On AVX-512 CPUs, stride-1 undilated ungrouped convs whose rows fill their vectors (or go flat)
+ * take the direct kernels of ops_conv_direct.c instead: forward, input gradient and weight
+ * gradient each where conv_direct_*usable() says so, the rest of the op staying here. */
 #include <cblas.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -159,6 +163,12 @@ typedef struct {
     float *scratch;     /* part_floats per part: columns, [dcol,] chunk output, padded planes */
     size_t part_floats;
     size_t pad_floats;  /* one zero-padded input plane */
+    int dx_direct;      /* dx by the direct kernel (ops_conv_direct.c) from the flipped weights Wf */
+    float *Wf;          /* with dx_direct: [C][OC][KH][KW] */
+    size_t dpad_floats; /* with dx_direct: the zero-bordered dy of one sample */
+    int dw_direct;      /* dW by the direct kernel: dW^T summed per part in dwt, from dy^T */
+    int OCP;            /* with dw_direct: OC rounded up to 16 */
+    size_t xpad_floats, dyt_floats, dwt_floats; /* with dw_direct: zero-bordered input, dy^T, dW^T */
     float *dW_part;     /* parts-1 private weight-gradient sums (parts 1..), OC*K floats each */
     float *db_part;     /* parts-1 private bias-gradient sums, OC floats each */
 } conv_job_t;
@@ -234,6 +244,78 @@ static void conv_fwd_part(void *ctx, int64_t begin, int64_t end)
     }
 }
 
+/* Forward by the direct kernel: each sample's input into the part's zero-bordered buffer (no
+ * copy without padding), its output in one pass with bias and ReLU, then the ReLU mask while the
+ * output is still in cache. */
+static void conv_direct_fwd_part(void *ctx, int64_t begin, int64_t end)
+{
+    const conv_job_t *j = ctx;
+    const conv_dims_t *d = &j->d;
+    const size_t CHW = (size_t)d->C * d->H * d->W, OCHW = (size_t)d->OC * d->OHW;
+    const int padded = d->ph || d->pw;
+    for (int64_t p = begin; p < end; p++) {
+        float *pad = j->scratch + (size_t)p * j->part_floats;
+        if (padded)
+            memset(pad, 0, j->pad_floats * sizeof *pad);
+        int lo, hi;
+        sample_range(j, (int)p, &lo, &hi);
+        for (int s = lo; s < hi; s++) {
+            const float *xs = j->x + (size_t)s * CHW;
+            if (padded)
+                conv_direct_pad(xs, d->C, d->H, d->W, d->ph, d->pw, pad);
+            float *ys = j->y + (size_t)s * OCHW;
+            conv_direct_sample(padded ? pad : xs, d->H + 2 * d->ph, d->W + 2 * d->pw, d->C, j->W, d->K, d->KH, d->KW,
+                               j->bias, d->OC, ys, pad + j->pad_floats, 0, j->relu);
+            if (j->relu)
+                for (int oc = 0; oc < d->OC; oc++)
+                    relu_mask(ys + (size_t)oc * d->OHW, d->OHW,
+                              j->mask + ((size_t)s * d->OC + oc) * mask_bytes(d->OHW));
+        }
+    }
+}
+
+/* dx of the n samples of a chunk by the direct kernel: each sample's dy (dyc, [OC, n*OHW], the
+ * ReLU already applied) into the zero-bordered buffer dpad, then the turned-around conv. */
+static void conv_direct_dx_chunk(const conv_job_t *j, const float *dyc, int s0, int n, float *dpad)
+{
+    const conv_dims_t *d = &j->d;
+    const int qh = d->KH - 1 - d->ph, qw = d->KW - 1 - d->pw, N = n * d->OHW;
+    const int Hq = d->OH + 2 * qh, Wq = d->OW + 2 * qw;
+    const size_t pq = (size_t)Hq * Wq, CHW = (size_t)d->C * d->H * d->W;
+    for (int s = 0; s < n; s++) {
+        for (int oc = 0; oc < d->OC; oc++) {
+            const float *src = dyc + (size_t)oc * N + (size_t)s * d->OHW;
+            for (int h = 0; h < d->OH; h++)
+                copy_row(dpad + oc * pq + (size_t)(h + qh) * Wq + qw, src + (size_t)h * d->OW, d->OW);
+        }
+        conv_direct_sample(dpad, Hq, Wq, d->OC, j->Wf, d->OC * d->KH * d->KW, d->KH, d->KW, NULL, d->C,
+                           j->dx + (size_t)(s0 + s) * CHW, dpad + (size_t)d->OC * pq, !j->dx_fresh, 0);
+    }
+}
+
+/* dW of the n samples of a chunk by the direct kernel into the part's dW^T sum dwt: each
+ * sample's input zero-bordered in xpad (used in place without padding), its dy (dyc, [OC,
+ * n*OHW], the ReLU applied) transposed into dyt, whose lanes past OC stay zero. */
+static void conv_direct_dw_chunk(const conv_job_t *j, const float *dyc, int s0, int n, float *xpad, float *dyt,
+                                 float *dwt)
+{
+    const conv_dims_t *d = &j->d;
+    const size_t CHW = (size_t)d->C * d->H * d->W;
+    const int N = n * d->OHW, padded = d->ph || d->pw;
+    for (int s = 0; s < n; s++) {
+        const float *xs = j->x + (size_t)(s0 + s) * CHW;
+        if (padded)
+            conv_direct_pad(xs, d->C, d->H, d->W, d->ph, d->pw, xpad);
+        for (int oc = 0; oc < d->OC; oc++) {
+            const float *src = dyc + (size_t)oc * N + (size_t)s * d->OHW;
+            for (int i = 0; i < d->OHW; i++)
+                dyt[(size_t)i * j->OCP + oc] = src[i];
+        }
+        conv_direct_dw_sample(padded ? xpad : xs, d->H + 2 * d->ph, d->W + 2 * d->pw, d->C, d->KH, d->KW, dyt, j->OCP,
+                              dwt);
+    }
+}
+
 static void conv_bwd_part(void *ctx, int64_t begin, int64_t end)
 {
     const conv_job_t *j = ctx;
@@ -242,8 +324,13 @@ static void conv_bwd_part(void *ctx, int64_t begin, int64_t end)
     const size_t colf = (size_t)j->CB * KK * j->S * OHW;
     for (int64_t p = begin; p < end; p++) {
         float *col = j->scratch + (size_t)p * j->part_floats, *dcol = col + colf, *tmp = dcol + colf;
-        float *pad = tmp + (size_t)OCg * j->S * OHW, *pad_acc = pad + j->pad_floats;
+        float *pad = tmp + (size_t)OCg * j->S * OHW, *pad_acc = pad + j->pad_floats, *dpad = pad_acc + j->pad_floats;
         memset(pad, 0, j->pad_floats * sizeof *pad);
+        if (j->dx_direct)
+            memset(dpad, 0, j->dpad_floats * sizeof *dpad);
+        float *xpad = dpad + j->dpad_floats, *dyt = xpad + j->xpad_floats, *dwt = dyt + j->dyt_floats;
+        if (j->dw_direct)
+            memset(xpad, 0, (j->xpad_floats + j->dyt_floats + j->dwt_floats) * sizeof *xpad);
         /* part 0 adds into the gradients themselves, the others into zeroed private sums */
         float *dW = j->dW && p > 0 ? j->dW_part + (size_t)(p - 1) * d->OC * K : j->dW;
         float *db = j->db && p > 0 ? j->db_part + (size_t)(p - 1) * d->OC : j->db;
@@ -274,17 +361,21 @@ static void conv_bwd_part(void *ctx, int64_t begin, int64_t end)
                 if (db)
                     for (int oc = 0; oc < OCg; oc++)
                         db[gi * OCg + oc] += sum_floats(dyc + (size_t)oc * N, N);
+                if (j->dx_direct) /* one group: dyc is the whole chunk's dy */
+                    conv_direct_dx_chunk(j, dyc, s0, n, dpad);
+                if (j->dw_direct && dW)
+                    conv_direct_dw_chunk(j, dyc, s0, n, xpad, dyt, dwt);
                 for (int c0 = 0; c0 < d->Cg; c0 += j->CB) {
                     const int c1 = c0 + j->CB < d->Cg ? c0 + j->CB : d->Cg, Kb = (c1 - c0) * KK;
                     const size_t woff = (size_t)gi * OCg * K + (size_t)c0 * KK;
-                    if (dW)
+                    if (dW && !j->dw_direct)
                         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OCg, Kb, N, 1.0f, dyc, N,
                                     col_of(j, s0, n, gi, c0, c1, col, pad), N, 1.0f, dW + woff, K);
-                    if (j->dx && n == 1 && j->pw_direct) /* the column gradient is dx itself */
+                    if (j->dx && !j->dx_direct && n == 1 && j->pw_direct) /* the column gradient is dx itself */
                         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Kb, N, OCg, 1.0f, j->W + woff, K, dyc, N,
                                     j->dx_fresh ? 0.0f : 1.0f, j->dx + (size_t)s0 * CHW + ((size_t)gi * d->Cg + c0) * N,
                                     N);
-                    else if (j->dx) {
+                    else if (j->dx && !j->dx_direct) {
                         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Kb, N, OCg, 1.0f, j->W + woff, K, dyc, N,
                                     0.0f, dcol, N);
                         col2im(d, dcol, j->dx + (size_t)s0 * CHW, n, gi, c0, c1, pad_acc, j->dx_fresh);
@@ -292,6 +383,10 @@ static void conv_bwd_part(void *ctx, int64_t begin, int64_t end)
                 }
             }
         }
+        if (j->dw_direct && dW) /* the part's dW^T into its dW, in a fixed order */
+            for (int oc = 0; oc < d->OC; oc++)
+                for (int q = 0; q < K; q++)
+                    dW[(size_t)oc * K + q] += dwt[(size_t)q * j->OCP + oc];
     }
 }
 
@@ -322,6 +417,17 @@ void cpu_conv2d_fwd(engine_graph_t *g, engine_tensor_t *t)
     if (j.d.Cg == 1 && j.d.G > 1 && !conv_force_im2col()) {
         dw_job_t w = {.d = j.d, .B = j.B, .relu = j.relu, .mask = j.mask, .x = j.x, .W = j.W, .bias = j.bias, .y = j.y};
         conv_dw_fwd(g, &w);
+        return;
+    }
+    if (conv_direct_usable(&j.d)) {
+        j.pad_floats = (size_t)j.d.C * (j.d.H + 2 * j.d.ph) * (j.d.W + 2 * j.d.pw);
+        /* the padded input, then the flat mode's output (short rows) */
+        j.part_floats = (j.pad_floats + conv_direct_tmp_floats(j.d.OC, j.d.H + 2 * j.d.ph, j.d.W + 2 * j.d.pw,
+                                                               j.d.KH, j.d.KW) + 15) / 16 * 16;
+        j.parts = parts_for(g, j.B, j.part_floats);
+        j.scratch = engine_graph_scratch(g, (size_t)j.parts * j.part_floats * sizeof(float));
+        if (j.scratch)
+            engine_parallel_for(engine_graph_pool(g), j.parts, 1, conv_direct_fwd_part, &j);
         return;
     }
     j.pw_direct = pointwise(&j.d) && !conv_force_im2col();
@@ -357,15 +463,38 @@ void cpu_conv2d_bwd(engine_graph_t *g, engine_tensor_t *t)
     j.S = chunk_samples(&j.d, j.B);
     j.CB = channel_block(&j.d, j.S);
     j.pad_floats = (size_t)(j.d.H + 2 * j.d.ph) * (j.d.W + 2 * j.d.pw);
-    j.part_floats = (2 * (size_t)j.CB * j.d.KH * j.d.KW + j.d.OCg) * j.S * j.d.OHW + 2 * j.pad_floats;
+    j.dx_direct = j.dx && conv_direct_dx_usable(&j.d);
+    if (j.dx_direct) { /* the padded dy, then the flat mode's output (short rows) */
+        const int Hq = j.d.OH + 2 * (j.d.KH - 1 - j.d.ph), Wq = j.d.OW + 2 * (j.d.KW - 1 - j.d.pw);
+        j.dpad_floats = (size_t)j.d.OC * Hq * Wq + conv_direct_tmp_floats(j.d.C, Hq, Wq, j.d.KH, j.d.KW);
+    }
+    j.dw_direct = j.dW && conv_direct_dw_usable(&j.d);
+    if (j.dw_direct) {
+        j.OCP = (j.d.OC + 15) / 16 * 16;
+        j.xpad_floats = (size_t)j.d.C * (j.d.H + 2 * j.d.ph) * (j.d.W + 2 * j.d.pw);
+        j.dyt_floats = (size_t)j.d.OHW * j.OCP;
+        j.dwt_floats = (size_t)j.d.K * j.OCP;
+    }
+    j.part_floats = (2 * (size_t)j.CB * j.d.KH * j.d.KW + j.d.OCg) * j.S * j.d.OHW + 2 * j.pad_floats + j.dpad_floats +
+                    j.xpad_floats + j.dyt_floats + j.dwt_floats;
     j.part_floats = (j.part_floats + 15) / 16 * 16;
     j.parts = parts_for(g, j.B, j.part_floats);
+    /* a part of the direct weight gradient clears, transposes and adds a whole dW^T: at small
+     * batches one part per thread */
+    if (j.dw_direct && j.B < 16 * engine_threadpool_size(engine_graph_pool(g)) &&
+        j.parts > engine_threadpool_size(engine_graph_pool(g)))
+        j.parts = engine_threadpool_size(engine_graph_pool(g));
     const size_t wfl = (size_t)j.d.OC * j.d.K, extra = (size_t)(j.parts - 1) * (wfl + j.d.OC);
-    j.scratch = engine_graph_scratch(g, ((size_t)j.parts * j.part_floats + extra) * sizeof(float));
+    j.scratch = engine_graph_scratch(g, ((size_t)j.parts * j.part_floats + extra + (j.dx_direct ? wfl : 0)) *
+                                            sizeof(float));
     if (!j.scratch)
         return;
     j.dW_part = j.scratch + (size_t)j.parts * j.part_floats;
     j.db_part = j.dW_part + (size_t)(j.parts - 1) * wfl;
+    if (j.dx_direct) {
+        j.Wf = j.db_part + (size_t)(j.parts - 1) * j.d.OC;
+        conv_direct_flip(&j.d, j.W, j.Wf);
+    }
     engine_parallel_blas(engine_graph_pool(g), j.parts, 1, conv_bwd_part, &j);
     /* parts' sums in part order: the same order for a given thread count, whatever the timing */
     for (int p = 1; p < j.parts; p++) {

@@ -133,6 +133,31 @@ typedef struct {
     int parts;
 } dw_job_t;
 
+/* Direct convolution (ops_conv_direct.c), stride 1, no dilation, one group, kernel > 1x1.
+ * conv_direct_usable: the op takes it (AVX-512 CPU, FEDNAS_CONV_DIRECT not 0, not forced
+ * through im2col or the portable code); conv_direct_dx_usable: its input gradient too (padding
+ * at most kernel - 1). conv_direct_sample: one sample, y [OC][OH][OW] (OH = Hp-KH+1, OW =
+ * Wp-KW+1) from the zero-bordered input xp [C][Hp][Wp] and weights w (output channel o's
+ * [C][KH][KW] at w + o*ldw), plus bias (NULL: none), stored or with add added, then with relu
+ * clamped at 0. conv_direct_flip: Wf [C][OC][KH][KW], the kernel turned around with its channel
+ * axes swapped (the input gradient's weights). conv_direct_pad: C planes [H][W] into the
+ * interior of dst [C][H+2ph][W+2pw] (the border is left as it is: zero). */
+int conv_direct_usable(const conv_dims_t *d);
+int conv_direct_dx_usable(const conv_dims_t *d);
+void conv_direct_sample(const float *xp, int Hp, int Wp, int C, const float *w, int ldw, int KH, int KW,
+                        const float *bias, int OC, float *y, float *tmp, int add, int relu);
+/* The floats of conv_direct_sample's tmp for such a sample (0: it needs none): rows too short to
+ * fill a vector (a 7x7 map) are computed flat on the padded plane's width in tmp, then copied. */
+size_t conv_direct_tmp_floats(int OC, int Hp, int Wp, int KH, int KW);
+void conv_direct_flip(const conv_dims_t *d, const float *W, float *Wf);
+/* conv_direct_dw_usable: the op's weight gradient by conv_direct_dw_sample, which adds one
+ * sample's dW^T [C*KH*KW][OCP] into dwt, from the zero-bordered input xp [C][Hp][Wp] and dy
+ * transposed, dyt [OH*OW][OCP] (OCP: OC rounded up to 16, lanes past OC zero). */
+int conv_direct_dw_usable(const conv_dims_t *d);
+void conv_direct_dw_sample(const float *xp, int Hp, int Wp, int C, int KH, int KW, const float *dyt, int OCP,
+                           float *dwt);
+void conv_direct_pad(const float *src, int C, int H, int W, int ph, int pw, float *dst);
+
 /* Forward and backward of a depthwise conv2d; failures are recorded in g. */
 void conv_dw_fwd(engine_graph_t *g, dw_job_t *j);
 void conv_dw_bwd(engine_graph_t *g, dw_job_t *j);

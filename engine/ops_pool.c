@@ -1,8 +1,112 @@
 /* CPU kernels: max, average and global-average pooling over NCHW planes (parallel over planes). */
 #include <float.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "engine/ops_cpu.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>
+#define POOL_AVX512 1
+
+/* Whether the 2x2 max pool takes its AVX-512 code (checked at run time; FEDNAS_POOL_PORTABLE=1
+ * forces the scalar loops, which tests compare it against). */
+static int pool_use_avx512(void)
+{
+    const char *e = getenv("FEDNAS_POOL_PORTABLE");
+    return !(e && atoi(e) > 0) && __builtin_cpu_supports("avx512f");
+}
+
+/* The 2x2 stride-2 max pool of one plane, 16 outputs at a time: the row pair's even and odd
+ * columns are pulled apart with one permute each, then the four candidates are compared in
+ * the scalar loop's scan order with its strict > (the first maximum wins, NaN never does), so
+ * values and saved positions equal the scalar loop's. The scalar loop's branches on data were
+ * mispredicted about once per output. */
+__attribute__((target("avx512f"))) static void maxpool2_plane_512(const float *in, int W, int OH, int OW, float *out,
+                                                                 int32_t *a)
+{
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
+    for (int oh = 0; oh < OH; oh++) {
+        const float *r0 = in + (size_t)(2 * oh) * W, *r1 = r0 + W;
+        for (int ow0 = 0; ow0 < OW; ow0 += 16) {
+            const int n = OW - ow0 < 16 ? OW - ow0 : 16, m2 = 2 * n;
+            const __mmask16 mo = (__mmask16)((1u << n) - 1);
+            const __mmask16 ml = (__mmask16)(m2 >= 16 ? 0xFFFF : (1u << m2) - 1);
+            const __mmask16 mh = (__mmask16)(m2 > 16 ? (1u << (m2 - 16)) - 1 : 0);
+            const float *p0 = r0 + 2 * ow0, *p1 = r1 + 2 * ow0;
+            const __m512 l0 = _mm512_maskz_loadu_ps(ml, p0), h0 = _mm512_maskz_loadu_ps(mh, p0 + 16);
+            const __m512 l1 = _mm512_maskz_loadu_ps(ml, p1), h1 = _mm512_maskz_loadu_ps(mh, p1 + 16);
+            const __m512 v00 = _mm512_permutex2var_ps(l0, ev, h0), v01 = _mm512_permutex2var_ps(l0, od, h0);
+            const __m512 v10 = _mm512_permutex2var_ps(l1, ev, h1), v11 = _mm512_permutex2var_ps(l1, od, h1);
+            const __m512i i00 = _mm512_add_epi32(_mm512_set1_epi32(2 * oh * W + 2 * ow0), ev);
+            __m512 m = v00;
+            __m512i am = i00;
+            __mmask16 k = _mm512_cmp_ps_mask(v01, m, _CMP_GT_OQ);
+            m = _mm512_mask_mov_ps(m, k, v01);
+            am = _mm512_mask_add_epi32(am, k, i00, _mm512_set1_epi32(1));
+            k = _mm512_cmp_ps_mask(v10, m, _CMP_GT_OQ);
+            m = _mm512_mask_mov_ps(m, k, v10);
+            am = _mm512_mask_add_epi32(am, k, i00, _mm512_set1_epi32(W));
+            k = _mm512_cmp_ps_mask(v11, m, _CMP_GT_OQ);
+            m = _mm512_mask_mov_ps(m, k, v11);
+            am = _mm512_mask_add_epi32(am, k, i00, _mm512_set1_epi32(W + 1));
+            _mm512_mask_storeu_ps(out + (size_t)oh * OW + ow0, mo, m);
+            _mm512_mask_storeu_epi32(a + (size_t)oh * OW + ow0, mo, am);
+        }
+    }
+}
+
+/* Its backward: every input of the windows gets dy where it was the window's maximum, else 0,
+ * written (or with add, added) row pair by row pair, so no zeroing pass and no scatter; the
+ * last row and column of an odd-sized plane, in no window, are zeroed (or left as they are). */
+__attribute__((target("avx512f"))) static void maxpool2_plane_bwd_512(const float *dy, const int32_t *a, int H, int W,
+                                                                     int OH, int OW, float *dx, int add)
+{
+    /* lanes 0-15 of the interleave take output j's even input 2j, lanes 16-31 its odd input */
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    const __m512i iota2 = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22,
+                                                                          24, 26, 28, 30);
+    for (int oh = 0; oh < OH; oh++) {
+        float *d0 = dx + (size_t)(2 * oh) * W, *d1 = d0 + W;
+        for (int ow0 = 0; ow0 < OW; ow0 += 16) {
+            const int n = OW - ow0 < 16 ? OW - ow0 : 16, m2 = 2 * n;
+            const __mmask16 mo = (__mmask16)((1u << n) - 1);
+            const __mmask16 ml = (__mmask16)(m2 >= 16 ? 0xFFFF : (1u << m2) - 1);
+            const __mmask16 mh = (__mmask16)(m2 > 16 ? (1u << (m2 - 16)) - 1 : 0);
+            const __m512 g = _mm512_maskz_loadu_ps(mo, dy + (size_t)oh * OW + ow0);
+            const __m512i am = _mm512_maskz_loadu_epi32(mo, a + (size_t)oh * OW + ow0);
+            const __m512i i00 = _mm512_add_epi32(_mm512_set1_epi32(2 * oh * W + 2 * ow0), iota2);
+            const __m512 z = _mm512_setzero_ps();
+            const __m512 g00 = _mm512_mask_mov_ps(z, _mm512_cmpeq_epi32_mask(am, i00), g);
+            const __m512 g01 = _mm512_mask_mov_ps(z, _mm512_cmpeq_epi32_mask(am, _mm512_add_epi32(i00, _mm512_set1_epi32(1))), g);
+            const __m512 g10 = _mm512_mask_mov_ps(z, _mm512_cmpeq_epi32_mask(am, _mm512_add_epi32(i00, _mm512_set1_epi32(W))), g);
+            const __m512 g11 =
+                _mm512_mask_mov_ps(z, _mm512_cmpeq_epi32_mask(am, _mm512_add_epi32(i00, _mm512_set1_epi32(W + 1))), g);
+            __m512 r0l = _mm512_permutex2var_ps(g00, lo, g01), r0h = _mm512_permutex2var_ps(g00, hi, g01);
+            __m512 r1l = _mm512_permutex2var_ps(g10, lo, g11), r1h = _mm512_permutex2var_ps(g10, hi, g11);
+            float *q0 = d0 + 2 * ow0, *q1 = d1 + 2 * ow0;
+            if (add) {
+                r0l = _mm512_add_ps(r0l, _mm512_maskz_loadu_ps(ml, q0));
+                r0h = _mm512_add_ps(r0h, _mm512_maskz_loadu_ps(mh, q0 + 16));
+                r1l = _mm512_add_ps(r1l, _mm512_maskz_loadu_ps(ml, q1));
+                r1h = _mm512_add_ps(r1h, _mm512_maskz_loadu_ps(mh, q1 + 16));
+            }
+            _mm512_mask_storeu_ps(q0, ml, r0l);
+            _mm512_mask_storeu_ps(q0 + 16, mh, r0h);
+            _mm512_mask_storeu_ps(q1, ml, r1l);
+            _mm512_mask_storeu_ps(q1 + 16, mh, r1h);
+        }
+        if (!add && W > 2 * OW) /* columns past the last window */
+            for (int w = 2 * OW; w < W; w++)
+                d0[w] = d1[w] = 0.0f;
+    }
+    if (!add)
+        for (int h = 2 * OH; h < H; h++)
+            memset(dx + (size_t)h * W, 0, (size_t)W * sizeof *dx);
+}
+#endif
 
 typedef struct {
     engine_tensor_t *t;
@@ -17,10 +121,19 @@ static void maxpool_planes(void *ctx, int64_t b, int64_t e)
     const int H = (int)x->ne[2], W = (int)x->ne[3], OH = (int)t->ne[2], OW = (int)t->ne[3];
     const int k = t->ip[0], s = t->ip[1], p = t->ip[2];
     int32_t *arg = t->saved;
+#if POOL_AVX512
+    const int v512 = k == 2 && s == 2 && p == 0 && pool_use_avx512();
+#endif
     for (int64_t pl = b; pl < e; pl++) {
         const float *in = (const float *)x->data + pl * H * W;
         float *out = (float *)t->data + pl * OH * OW;
         int32_t *a = arg + pl * OH * OW;
+#if POOL_AVX512
+        if (v512) {
+            maxpool2_plane_512(in, W, OH, OW, out, a);
+            continue;
+        }
+#endif
         if (k == 2 && s == 2 && p == 0) {
             /* the common 2x2 pool: no bounds to check; same scan order and tie rule as below */
             for (int oh = 0; oh < OH; oh++) {
@@ -82,11 +195,21 @@ static void maxpool_bwd_planes(void *ctx, int64_t b, int64_t e)
     const pool_job_t *j = ctx;
     const engine_tensor_t *t = j->t, *x = t->src[0];
     const int64_t HW = x->ne[2] * x->ne[3], OHW = t->ne[2] * t->ne[3];
+    (void)x;
     const int32_t *arg = t->saved;
+#if POOL_AVX512
+    const int v512 = t->ip[0] == 2 && t->ip[1] == 2 && t->ip[2] == 0 && pool_use_avx512();
+#endif
     for (int64_t pl = b; pl < e; pl++) {
         float *dx = j->dx + pl * HW;
         const float *dy = t->grad + pl * OHW;
         const int32_t *a = arg + pl * OHW;
+#if POOL_AVX512
+        if (v512) {
+            maxpool2_plane_bwd_512(dy, a, (int)x->ne[2], (int)x->ne[3], (int)t->ne[2], (int)t->ne[3], dx, !j->fresh);
+            continue;
+        }
+#endif
         if (j->fresh)
             memset(dx, 0, (size_t)HW * sizeof *dx);
         for (int64_t o = 0; o < OHW; o++)

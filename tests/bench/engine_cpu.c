@@ -16,8 +16,9 @@
  * --eval adds one epoch over all 60000 training images at batch 64 per net in both, and their
  * test accuracy. FEDNAS_PROFILE=B prints fednas's per-op kernel times at batch B.
  * FEDNAS_CONV_PORTABLE=1 and FEDNAS_DENSE_PORTABLE=1 turn off the engine's AVX-512 convolution
- * code and small-batch linear kernels (FEDNAS_PYTHON=/bin/false: no PyTorch column), so one
- * binary measures what they gain, alternating runs under the same load. */
+ * code and small-batch linear kernels, FEDNAS_CONV_DIRECT=0 only the direct convolutions
+ * (ops_conv_direct.c), FEDNAS_POOL_PORTABLE=1 the AVX-512 max pool (FEDNAS_PYTHON=/bin/false: no
+ * PyTorch column), so one binary measures what they gain, alternating runs under the same load. */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>

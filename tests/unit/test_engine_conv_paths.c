@@ -1,4 +1,4 @@
-/* conv2d's specialised CPU paths (the direct depthwise kernel, and whatever else cpu_conv2d
+/* conv2d's specialised CPU paths (the direct depthwise and stride-1 kernels, and whatever else cpu_conv2d
  * picks by shape), with and without their AVX-512 code, against two oracles on random shapes: a direct double-precision convolution,
  * and the im2col + sgemm reference path (FEDNAS_CONV_IM2COL=1). Shapes are drawn with odd
  * sizes, batch 1, strides, dilation, padding, channel multipliers, with and without bias and
@@ -29,7 +29,10 @@ typedef struct {
 static int draw(rng_t *r, int lo, int hi) { return lo + (int)rng_below(r, (uint64_t)(hi - lo + 1)); }
 
 /* A random shape of the given kind: 0 depthwise (groups = C, multiplier 1 or 2), 1 grouped,
- * 2 plain, 3 pointwise (1x1). */
+ * 2 plain, 3 pointwise (1x1), 4 the direct kernel's (stride 1, no dilation, one group, a kernel
+ * above 1x1; wider rows and more channels, so that its tiles of 7 rows x 4 channels x 16
+ * columns come both full and cut short; padding past kernel - 1 sometimes, where the input
+ * gradient goes back to col2im; and 1x1 convs, whose weight gradient it takes). */
 static shape_t random_shape(rng_t *r, int kind)
 {
     shape_t s = {0};
@@ -48,6 +51,36 @@ static shape_t random_shape(rng_t *r, int kind)
                                        .relu = (int)rng_below(r, 2)};
         if (kind == 3 && rng_below(r, 2))
             s.p.stride_h = s.p.stride_w = 1, s.p.pad_h = s.p.pad_w = 0;
+        if (kind == 4) {
+            /* output rows of 12-16, 24-32 or 36-40 (the widths the kernel takes: at least 3/4
+             * of their 16-lane vectors), or 3-11 (short rows: flat on the padded width), input channels past 8 half the time (the input
+             * gradient's tiles take 8 channels); the weight gradient's kernel takes output
+             * channels that fill 3/4 of their vectors */
+            static const int ow_lo[4] = {12, 24, 36, 3}, ow_hi[4] = {16, 32, 40, 11};
+            const int band = (int)rng_below(r, 4);
+            s.C = rng_below(r, 2) ? draw(r, 8, 13) : draw(r, 1, 7);
+            /* output channels: under 12 (im2col's weight gradient), else 1 to 4 vectors of 16 */
+            static const int oc_lo[4] = {1, 12, 24, 48}, oc_hi[4] = {11, 16, 40, 64};
+            const int ocb = (int)rng_below(r, 4);
+            s.OC = draw(r, oc_lo[ocb], oc_hi[ocb]);
+            s.KH = draw(r, 1, 5);
+            s.KW = draw(r, s.KH == 1 ? 2 : 1, 5);
+            s.p.stride_h = s.p.stride_w = s.p.dil_h = s.p.dil_w = 1;
+            s.p.pad_h = draw(r, 0, s.KH - 1 + (rng_below(r, 8) == 0));
+            s.p.pad_w = draw(r, 0, s.KW - 1 + (rng_below(r, 8) == 0));
+            s.H = draw(r, 1, 12) + s.KH - 1 - 2 * s.p.pad_h;
+            s.W = draw(r, ow_lo[band], ow_hi[band]) + s.KW - 1 - 2 * s.p.pad_w;
+            if (rng_below(r, 4) == 0) { /* 1x1: past 128 input channels the weight gradient is
+                                          * the direct kernel's (forward and dx stay sgemm) */
+                s.KH = s.KW = 1;
+                s.p.pad_h = s.p.pad_w = 0;
+                s.C = rng_below(r, 2) ? draw(r, 128, 136) : draw(r, 1, 13);
+                s.H = draw(r, 1, 20);
+                s.W = draw(r, 1, 20);
+            }
+            if (s.H < 1 || s.W < 1)
+                continue;
+        }
         s.bias = (int)rng_below(r, 2);
         s.OH = (s.H + 2 * s.p.pad_h - s.p.dil_h * (s.KH - 1) - 1) / s.p.stride_h + 1;
         s.OW = (s.W + 2 * s.p.pad_w - s.p.dil_w * (s.KW - 1) - 1) / s.p.stride_w + 1;
@@ -227,6 +260,12 @@ static void test_pointwise(void **state)
     check_kind(3, 30, 14);
 }
 
+static void test_direct(void **state)
+{
+    (void)state;
+    check_kind(4, 60, 15);
+}
+
 /* Every kind again through the portable code (FEDNAS_CONV_PORTABLE=1): on a CPU with AVX-512
  * the tests above check the AVX-512 rows of im2col and col2im and the direct kernels, these
  * the plain loops any x86-64 takes. */
@@ -234,7 +273,7 @@ static void test_portable(void **state)
 {
     (void)state;
     setenv("FEDNAS_CONV_PORTABLE", "1", 1);
-    for (int kind = 0; kind < 4; kind++)
+    for (int kind = 0; kind < 5; kind++)
         check_kind(kind, 20, 21 + (uint64_t)kind);
     unsetenv("FEDNAS_CONV_PORTABLE");
 }
@@ -253,7 +292,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_depthwise), cmocka_unit_test(test_grouped),      cmocka_unit_test(test_plain),
-        cmocka_unit_test(test_pointwise), cmocka_unit_test(test_portable),     cmocka_unit_test(test_oracle_rejects),
+        cmocka_unit_test(test_pointwise), cmocka_unit_test(test_direct),       cmocka_unit_test(test_portable),     cmocka_unit_test(test_oracle_rejects),
     };
     setenv("FEDNAS_THREADS", "3", 0); /* more parts than a 2-core machine has cores */
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,120 @@
+/* The 2x2 stride-2 max pool's AVX-512 code (ops_pool.c) against its scalar loops
+ * (FEDNAS_POOL_PORTABLE=1) and a plain reference: random shapes with odd and tiny sizes, rows
+ * wider than one vector, batch 1, values drawn from a few levels so windows hold ties (the
+ * first maximum in scan order must win, as in the scalar loop), the input gradient both stored
+ * (an intermediate input) and added (a leaf already holding a gradient). On a CPU without
+ * AVX-512 both runs take the scalar loops and the reference still checks them. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "common/rng.h"
+#include "engine/graph.h"
+#include "engine/ops.h"
+
+typedef struct {
+    float *y, *dx;
+} pool_out_t;
+
+/* y and the input gradient of sum(y * seed); leaf: x holds dx0 and the pool adds to it. */
+static void run_pool(int B, int C, int H, int W, const float *x, const float *seed, const float *dx0, int leaf,
+                     pool_out_t *o)
+{
+    const size_t nx = (size_t)B * C * H * W, ny = (size_t)B * C * (H / 2) * (W / 2);
+    engine_graph_t *g = engine_graph_create(0, 1);
+    int64_t xs[4] = {B, C, H, W};
+    float *ones = malloc(nx * sizeof(float)), *gx = malloc(nx * sizeof(float));
+    for (size_t i = 0; i < nx; i++)
+        ones[i] = 1.0f;
+    memcpy(gx, dx0, nx * sizeof(float));
+    engine_tensor_t *xt = engine_graph_view(g, (void *)x, gx, ENGINE_F32, 4, xs);
+    if (!leaf)
+        xt = engine_mul(g, xt, engine_graph_view(g, ones, NULL, ENGINE_F32, 4, xs));
+    engine_tensor_t *yt = engine_maxpool2d(g, xt, 2, 2, 0);
+    assert_non_null(yt);
+    o->y = malloc(ny * sizeof(float));
+    memcpy(o->y, yt->data, ny * sizeof(float));
+    err_t e = {0};
+    assert_int_equal(engine_graph_backward(g, yt, seed, &e), 0);
+    o->dx = malloc(nx * sizeof(float));
+    memcpy(o->dx, leaf ? gx : xt->grad, nx * sizeof(float));
+    engine_graph_free(g);
+    free(ones);
+    free(gx);
+}
+
+static void test_maxpool2_paths(void **state)
+{
+    (void)state;
+    rng_t r;
+    rng_seed(&r, 41);
+    for (int ci = 0; ci < 120; ci++) {
+        const int B = rng_below(&r, 3) == 0 ? 1 : 1 + (int)rng_below(&r, 4), C = 1 + (int)rng_below(&r, 5);
+        const int H = 2 + (int)rng_below(&r, 20), W = 2 + (int)rng_below(&r, ci % 3 ? 40 : 70), leaf = ci % 2;
+        const int OH = H / 2, OW = W / 2;
+        const size_t nx = (size_t)B * C * H * W, ny = (size_t)B * C * OH * OW;
+        float *x = malloc(nx * sizeof(float)), *dx0 = malloc(nx * sizeof(float)), *seed = malloc(ny * sizeof(float));
+        for (size_t i = 0; i < nx; i++)
+            x[i] = (float)rng_below(&r, 4) - 1.5f, dx0[i] = (float)rng_normal(&r);
+        for (size_t i = 0; i < ny; i++)
+            seed[i] = (float)rng_normal(&r);
+        pool_out_t fast, slow;
+        unsetenv("FEDNAS_POOL_PORTABLE");
+        run_pool(B, C, H, W, x, seed, dx0, leaf, &fast);
+        setenv("FEDNAS_POOL_PORTABLE", "1", 1);
+        run_pool(B, C, H, W, x, seed, dx0, leaf, &slow);
+        unsetenv("FEDNAS_POOL_PORTABLE");
+        /* reference: first maximum of each window in scan order gets the window's seed */
+        for (int pl = 0; pl < B * C; pl++)
+            for (int oh = 0; oh < OH; oh++)
+                for (int ow = 0; ow < OW; ow++) {
+                    const float *in = x + (size_t)pl * H * W;
+                    int best = 2 * oh * W + 2 * ow;
+                    for (int i = 0; i < 2; i++)
+                        for (int j = 0; j < 2; j++) {
+                            const int at = (2 * oh + i) * W + 2 * ow + j;
+                            if (in[at] > in[best])
+                                best = at;
+                        }
+                    const size_t yo = ((size_t)pl * OH + oh) * OW + ow;
+                    if (fast.y[yo] != in[best])
+                        fail_msg("case %d (B%d C%d %dx%d): y[%zu] %g, want %g", ci, B, C, H, W, yo, fast.y[yo],
+                                 in[best]);
+                    for (int i = 0; i < 2; i++)
+                        for (int j = 0; j < 2; j++) {
+                            const int at = (2 * oh + i) * W + 2 * ow + j;
+                            const size_t xo = (size_t)pl * H * W + at;
+                            const float want = (leaf ? dx0[xo] : 0.0f) + (at == best ? seed[yo] : 0.0f);
+                            if (fabsf(fast.dx[xo] - want) > 1e-6f)
+                                fail_msg("case %d (B%d C%d %dx%d leaf%d): dx[%zu] %g, want %g", ci, B, C, H, W, leaf,
+                                         xo, fast.dx[xo], want);
+                        }
+                }
+        /* the last row and column of odd sizes are in no window: zero, or the leaf's own */
+        for (int pl = 0; pl < B * C; pl++)
+            for (int h = 0; h < H; h++)
+                for (int w = 0; w < W; w++)
+                    if (h >= 2 * OH || w >= 2 * OW) {
+                        const size_t xo = ((size_t)pl * H + h) * W + w;
+                        assert_true(fast.dx[xo] == (leaf ? dx0[xo] : 0.0f));
+                    }
+        assert_memory_equal(fast.y, slow.y, ny * sizeof(float));
+        for (size_t i = 0; i < nx; i++)
+            assert_true(fabsf(fast.dx[i] - slow.dx[i]) <= 1e-6f);
+        free(fast.y), free(fast.dx), free(slow.y), free(slow.dx);
+        free(x), free(dx0), free(seed);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_maxpool2_paths)};
+    setenv("FEDNAS_THREADS", "3", 0);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
