@@ -541,15 +541,16 @@ static void test_socket_ends_with_session(void **state)
         fail_msg("the socket of a logged-out session is still open after 2 s");
     ws_close_conn(&c);
 
-    /* Expiry: sessions opened from now on last one second. */
-    web_auth_session_ttl(web_auth_of(w), 1);
+    /* Expiry: sessions opened from now on last five seconds (long enough for the login and the
+     * socket's opening on a loaded 2-core machine: with one second, a slow login ran past it). */
+    web_auth_session_ttl(web_auth_of(w), 5);
     login(port, VIEWER_TOKEN, cookie, sizeof cookie, csrf, sizeof csrf);
     snprintf(extra, sizeof extra, "%sOrigin: https://127.0.0.1:%d\r\n", cookie, port);
     assert_int_equal(ws_open(port, extra, &c), 101);
     assert_true(ws_wait_for(&c, "\"hello\"", 2000) >= 0);
-    ms = ws_wait_closed(&c, 4000);
+    ms = ws_wait_closed(&c, 15000);
     if (ms < 0)
-        fail_msg("the socket of an expired session is still open 4 s after opening (ttl 1 s)");
+        fail_msg("the socket of an expired session is still open 15 s after opening (ttl 5 s)");
     ws_close_conn(&c);
     web_stop(w);
     store_close(writer);
@@ -587,12 +588,13 @@ static void test_socket_bearer_ends(void **state)
     assert_true(ws_wait_for(&admin, "\"hello\"", 2000) >= 0);
     ws_close_conn(&admin);
 
-    /* Expiry: sockets opened from now on last one second, as sessions would. */
-    web_auth_session_ttl(web_auth_of(w), 1);
+    /* Expiry: sockets opened from now on last five seconds, as sessions would (one second was
+     * shorter than an opening on a loaded machine). */
+    web_auth_session_ttl(web_auth_of(w), 5);
     assert_int_equal(ws_open(port, "Authorization: Bearer " VIEWER_TOKEN "\r\n", &viewer), 101);
     assert_true(ws_wait_for(&viewer, "\"hello\"", 2000) >= 0);
-    if (ws_wait_closed(&viewer, 4000) < 0)
-        fail_msg("a bearer token's socket is still open 4 s after opening (lifetime 1 s)");
+    if (ws_wait_closed(&viewer, 15000) < 0)
+        fail_msg("a bearer token's socket is still open 15 s after opening (lifetime 5 s)");
     ws_close_conn(&viewer);
     web_stop(w);
     store_close(writer);
