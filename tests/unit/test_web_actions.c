@@ -6,6 +6,8 @@
 
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -100,12 +102,21 @@ static void test_launch_refusals(void **state)
 static void test_stop_reused_pid(void **state)
 {
     fixture_t *f = *state;
+    /* Until its exec the child holds this process's descriptors, the store's among them, and so
+     * passes for the run's server: wait for the exec (the close-on-exec pipe reads EOF). */
+    int ex[2];
+    assert_int_equal(pipe2(ex, O_CLOEXEC), 0);
     pid_t other = fork();
     assert_true(other >= 0);
     if (other == 0) {
         execlp("sleep", "sleep", "30", (char *)NULL);
         _exit(127);
     }
+    close(ex[1]);
+    char b;
+    while (read(ex[0], &b, 1) < 0 && errno == EINTR)
+        ;
+    close(ex[0]);
     err_t e = {0};
     assert_int_equal(store_run_set_pid(f->writer, f->run_id, (int64_t)other, &e), 0);
     char extra[256], path[64];
