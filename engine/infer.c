@@ -304,18 +304,6 @@ int engine_infer_export(const engine_infer_t *p, json_t **arch, float **vec, siz
 
 /* ---- forward ---- */
 
-static int grow(void **b, size_t *cap, size_t bytes)
-{
-    if (*cap >= bytes)
-        return 0;
-    void *n = realloc(*b, bytes);
-    if (!n)
-        return -1;
-    *b = n;
-    *cap = bytes;
-    return 0;
-}
-
 /* Rows are output pixels, K ordered (ky, kx, c) over a channel-last input x [H][W][C], so each
  * kernel row is one contiguous copy; padding gets zp, then zeros up to Kp. */
 __attribute__((noinline)) static void im2row_u8(const uint8_t *x, int C, int H, int W, int k, int s, int pad, int OH,
@@ -406,11 +394,11 @@ static int run_conv(engine_infer_t *p, ilayer_t *l, const float *x, float *y, in
     int C = l->in[0], H = l->in[1], W = l->in[2], OH = (H + 2 * l->pad - l->k) / l->stride + 1,
         OW = (W + 2 * l->pad - l->k) / l->stride + 1, P = OH * OW;
     size_t in_n = (size_t)C * H * W, out_n = (size_t)l->cout * l->out[1] * l->out[2];
-    if (l->pool && grow((void **)&p->full, &p->full_cap, (size_t)l->cout * P * sizeof(float)))
+    if (l->pool && infer_grow((void **)&p->full, &p->full_cap, (size_t)l->cout * P * sizeof(float)))
         return -1;
-    if (grow((void **)&p->qx, &p->qx_cap, in_n) || grow((void **)&p->qa, &p->qa_cap, (size_t)P * l->Kp) ||
-        grow((void **)&p->es, &p->es_cap, 2 * (size_t)l->cout * sizeof(float)) ||
-        grow((void **)&p->acc, &p->acc_cap, (size_t)P * l->cout * sizeof(int32_t)))
+    if (infer_grow((void **)&p->qx, &p->qx_cap, in_n) || infer_grow((void **)&p->qa, &p->qa_cap, (size_t)P * l->Kp) ||
+        infer_grow((void **)&p->es, &p->es_cap, 2 * (size_t)l->cout * sizeof(float)) ||
+        infer_grow((void **)&p->acc, &p->acc_cap, (size_t)P * l->cout * sizeof(int32_t)))
         return -1;
     p->eb = p->es + l->cout;
     for (int b = 0; b < B; b++) {
@@ -447,8 +435,8 @@ static int run_linear(engine_infer_t *p, ilayer_t *l, const float *x, float *y, 
 {
     if (!int8)
         return infer_linear_fp32(p, l, x, y, B);
-    if (grow((void **)&p->qa, &p->qa_cap, (size_t)B * l->Kp) ||
-        grow((void **)&p->acc, &p->acc_cap, (size_t)B * l->cout * sizeof(int32_t)))
+    if (infer_grow((void **)&p->qa, &p->qa_cap, (size_t)B * l->Kp) ||
+        infer_grow((void **)&p->acc, &p->acc_cap, (size_t)B * l->cout * sizeof(int32_t)))
         return -1;
     for (int b = 0; b < B; b++) {
         uint8_t *r = p->qa + (size_t)b * l->Kp;

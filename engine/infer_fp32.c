@@ -26,18 +26,6 @@
 #define CONV_MIN_COLS 128
 #define CONV_GROUP_COLS 256
 
-static int grow(void **b, size_t *cap, size_t bytes)
-{
-    if (*cap >= bytes)
-        return 0;
-    void *n = realloc(*b, bytes);
-    if (!n)
-        return -1;
-    *b = n;
-    *cap = bytes;
-    return 0;
-}
-
 /* col [C*k*k][ld], this sample's columns at col[.., 0..OH*OW). Valid spans of a row are copied
  * whole (stride 1) instead of testing every element. */
 __attribute__((noinline)) static void im2col(const float *x, int C, int H, int W, int k, int s, int pad, int OH,
@@ -171,7 +159,7 @@ int infer_conv_fp32(engine_infer_t *p, ilayer_t *l, const float *x, float *y, in
     if (g > B)
         g = B;
     if (g == 1 && !l->pool) { /* the product lands in NCHW directly; bias and ReLU in place */
-        if (grow((void **)&p->col, &p->col_cap, ((size_t)l->K * P + pp_n) * sizeof(float)))
+        if (infer_grow((void **)&p->col, &p->col_cap, ((size_t)l->K * P + pp_n) * sizeof(float)))
             return -1;
         for (int b = 0; b < B; b++) {
             float *yb = y + b * out_n;
@@ -187,7 +175,7 @@ int infer_conv_fp32(engine_infer_t *p, ilayer_t *l, const float *x, float *y, in
         return 0;
     }
     size_t ld = (size_t)g * P;
-    if (grow((void **)&p->col, &p->col_cap, (((size_t)l->K + l->cout) * ld + pp_n) * sizeof(float)))
+    if (infer_grow((void **)&p->col, &p->col_cap, (((size_t)l->K + l->cout) * ld + pp_n) * sizeof(float)))
         return -1;
     float *tmp = p->col + (size_t)l->K * ld, *pp = tmp + (size_t)l->cout * ld;
     size_t plane = (size_t)l->out[1] * l->out[2];

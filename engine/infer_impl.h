@@ -73,6 +73,20 @@ int infer_linear_fp32(engine_infer_t *p, ilayer_t *l, const float *x, float *y, 
 /* 2x2 stride-2 max pool of [C][H][W] planes (floor) into [C][H/2][W/2]. */
 void infer_maxpool2(const float *x, int C, int H, int W, float *y);
 
+/* Grows a scratch buffer *b (capacity *cap bytes) to at least `bytes`; -1 when out of memory
+ * (the buffer is left as it was). */
+static inline int infer_grow(void **b, size_t *cap, size_t bytes)
+{
+    if (*cap >= bytes)
+        return 0;
+    void *n = realloc(*b, bytes);
+    if (!n)
+        return -1;
+    *b = n;
+    *cap = bytes;
+    return 0;
+}
+
 static inline size_t ishape_numel(int nd, const int *s) { return nd == 3 ? (size_t)s[0] * s[1] * s[2] : (size_t)s[0]; }
 
 /* Runs the fp32 plan; when stats is 1 or 2 records each conv/linear input (1: min/max,
