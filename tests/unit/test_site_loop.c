@@ -327,6 +327,10 @@ static void test_simulated_sites_heartbeat_a_hung_server(void **state)
     int status = -1;
     waitpid(child, &status, 0);
     close(fds[0]);
+    /* The child exits once its "end"s are queued; the sites may read them a moment later. */
+    int ended = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    for (double until = fn_mono() + 10; ended && !f.done && fn_mono() < until;)
+        usleep(20000);
     if (!f.done) /* the child is gone: end the worker however it behaves */
         f.stop = 1;
     pthread_join(f.thread, NULL);
