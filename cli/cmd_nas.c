@@ -377,7 +377,7 @@ static int serve_rank(void)
     }
     nas_eval_opts_t base = {.train = e.train, .latency_reps = 20};
     if (rc == 0)
-        rc = nas_mpi_serve(&data, &base, &err);
+        rc = nas_mpi_serve(&e.nas, &data, &base, &err);
     json_decref(j);
     free(blob);
     nas_data_free(&data);
@@ -504,7 +504,12 @@ static int search(const char *path, long long resume, const char *db_path, int q
     e.nas.workers = nr.workers;
     cli_install_signals();
     double t0 = fn_mono();
-    rc = nas_search_run(&s, &err);
+    /* weight sharing under mpirun: every rank trains its supernet replica first (nas/mpi.h) */
+    rc = 0;
+    if (ranks && e.nas.evaluation == NAS_EVAL_WEIGHT_SHARING)
+        rc = nas_mpi_supernet_train(&e.nas, &data, &s.eval, nr.threads, &err);
+    if (rc == 0)
+        rc = nas_search_run(&s, &err);
     clear_bar(&ui);
     if (rc == 0) {
         /* Summary from the store, by rank: what a later `fednas nas export` sees. */

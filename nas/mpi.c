@@ -50,7 +50,24 @@ int nas_workers_start_mpi(nas_workers_t **out, err_t *err)
     return not_built(err);
 }
 
-int nas_mpi_serve(const nas_data_t *d, const nas_eval_opts_t *base, err_t *err)
+int nas_mpi_serve(const nas_config_t *cfg, const nas_data_t *d, const nas_eval_opts_t *base, err_t *err)
+{
+    return not_built(err);
+}
+
+int nas_mpi_supernet_train(const nas_config_t *cfg, const nas_data_t *d, const nas_eval_opts_t *base, int threads,
+                           err_t *err)
+{
+    return not_built(err);
+}
+
+int nas_mpi_dp(nas_supernet_dp_t *dp, err_t *err)
+{
+    memset(dp, 0, sizeof *dp);
+    return not_built(err);
+}
+
+int nas_mpi_same(uint64_t h, uint64_t *lo, uint64_t *hi, err_t *err)
 {
     return not_built(err);
 }
@@ -74,17 +91,19 @@ void nas_mpi_end(int failed)
 #include <time.h>
 
 #include "common/util.h"
+#include "nas/supernet.h"
 
 /* Messages are raw structs: every rank runs the same binary, so layout and byte order agree,
  * and a fixed struct needs no parsing. Every receive still checks the size it got. */
-enum { TAG_SETUP = 1, TAG_JOB, TAG_STOP, TAG_RESULT, TAG_WEIGHTS };
+enum { TAG_SETUP = 1, TAG_JOB, TAG_STOP, TAG_RESULT, TAG_WEIGHTS, TAG_TRAIN };
 
 typedef struct job_msg {
     int64_t id;
-    int32_t final, pad;
+    int32_t final;
+    uint32_t glen; /* bytes of genome JSON at the end (0: none) */
     double epochs;
     uint64_t seed;
-    /* followed by the architecture JSON, without its NUL */
+    /* followed by the architecture JSON, then the genome JSON, without their NULs */
 } job_msg_t;
 
 typedef struct result_msg {
@@ -219,12 +238,17 @@ typedef struct mpi_pool {
 static int mpi_submit(void *impl, int slot, const nas_job_t *job, err_t *err)
 {
     mpi_pool_t *p = impl;
-    size_t alen = strlen(job->arch);
-    char *buf = FN_MALLOC(sizeof(job_msg_t) + alen);
-    job_msg_t m = {.id = job->id, .final = job->final, .epochs = job->epochs, .seed = job->seed};
+    size_t alen = strlen(job->arch), glen = job->genome ? strlen(job->genome) : 0;
+    if (alen + glen > (size_t)INT32_MAX - sizeof(job_msg_t))
+        return err_set(err, FN_EINVAL, "MPI: job %lld is too large to send", (long long)job->id);
+    char *buf = FN_MALLOC(sizeof(job_msg_t) + alen + glen);
+    job_msg_t m = {.id = job->id, .final = job->final, .glen = (uint32_t)glen, .epochs = job->epochs,
+                   .seed = job->seed};
     memcpy(buf, &m, sizeof m);
     memcpy(buf + sizeof m, job->arch, alen);
-    int rc = MPI_Send(buf, (int)(sizeof m + alen), MPI_BYTE, slot + 1, TAG_JOB, MPI_COMM_WORLD);
+    if (glen)
+        memcpy(buf + sizeof m + alen, job->genome, glen);
+    int rc = MPI_Send(buf, (int)(sizeof m + alen + glen), MPI_BYTE, slot + 1, TAG_JOB, MPI_COMM_WORLD);
     free(buf);
     if (rc != MPI_SUCCESS)
         return mpi_fail(err, rc, "sending a job");
@@ -326,29 +350,178 @@ int nas_workers_start_mpi(nas_workers_t **out, err_t *err)
     return rc;
 }
 
+/* ---- weight sharing: the supernet trained data-parallel (nas/supernet_dp.h) ---------------- */
+
+static int mpi_sum(void *ctx, float *buf, size_t n, err_t *err)
+{
+    (void)ctx;
+    if (n > (size_t)INT32_MAX)
+        return err_set(err, FN_EINVAL, "MPI: a gradient of %zu floats is too large for one all-reduce", n);
+    int rc = MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+    return rc == MPI_SUCCESS ? 0 : mpi_fail(err, rc, "all-reduce of the supernet's gradient");
+}
+
+int nas_mpi_dp(nas_supernet_dp_t *dp, err_t *err)
+{
+    memset(dp, 0, sizeof *dp);
+    if (g_size < 2)
+        return err_set(err, FN_ESTATE, "MPI: data-parallel training needs a world of >= 2 ranks");
+    dp->shards = g_size;
+    dp->first = g_rank;
+    dp->count = 1;
+    dp->allreduce = mpi_sum;
+    return 0;
+}
+
+int nas_mpi_same(uint64_t h, uint64_t *lo, uint64_t *hi, err_t *err)
+{
+    uint64_t v[2] = {h, ~h}; /* min of ~h is ~(max of h): one call gives both ends */
+    int rc = MPI_Allreduce(MPI_IN_PLACE, v, 2, MPI_UINT64_T, MPI_MIN, MPI_COMM_WORLD);
+    if (rc != MPI_SUCCESS)
+        return mpi_fail(err, rc, "all-reduce of the checksums");
+    if (lo)
+        *lo = v[0];
+    if (hi)
+        *hi = ~v[1];
+    return v[0] == ~v[1];
+}
+
+/* Every rank: its replica, trained with the others and checked against them. *agreed as in
+ * nas_supernet_dp_train (a replica mismatch is known to all, too). */
+static int ws_train(const nas_config_t *cfg, const nas_data_t *d, const nas_eval_opts_t *base, nas_supernet_t **out,
+                    int *agreed, err_t *err)
+{
+    *out = NULL;
+    *agreed = 0;
+    nas_supernet_opts_t o;
+    nas_supernet_opts_for_search(cfg, base, &o);
+    nas_supernet_dp_t dp;
+    nas_supernet_t *sn = NULL;
+    int rc = nas_mpi_dp(&dp, err);
+    if (rc == 0)
+        rc = nas_supernet_create(&cfg->space, &o, &sn, err);
+    if (rc)
+        return rc;
+    double epochs = cfg->epochs > 0 ? cfg->epochs : 1;
+    int bs = o.batch_size < d->n_train ? o.batch_size : d->n_train;
+    if (g_rank == 0)
+        log_info("supernet: training %g epoch(s) on %d images data-parallel on %d ranks: one uniformly drawn path "
+                 "per global batch of %d, a shard of %d-%d samples per rank", epochs, d->n_train, g_size, bs,
+                 bs / g_size, (bs + g_size - 1) / g_size);
+    nas_supernet_stats_t st;
+    rc = nas_supernet_dp_train(sn, &d->train_src, d->train_idx, d->n_train, epochs, &dp, &st, agreed, err);
+    if (rc == 0) {
+        uint64_t lo = 0, hi = 0;
+        int same = nas_mpi_same(nas_supernet_checksum(sn), &lo, &hi, err);
+        if (same < 0) {
+            rc = same;
+        } else if (!same) {
+            *agreed = 1;
+            rc = err_set(err, FN_ESTATE, "supernet: the %d replicas differ after training (checksums %016llx to "
+                         "%016llx): a rank applied another update", g_size, (unsigned long long)lo,
+                         (unsigned long long)hi);
+        } else if (g_rank == 0) {
+            log_info("supernet: %ld steps over %d distinct paths in %.1fs on %d ranks (%.2f steps/s; last epoch loss "
+                     "%.3f, accuracy %.3f); replicas identical (checksum %016llx)", st.steps, st.paths, st.seconds,
+                     g_size, st.seconds > 0 ? st.steps / st.seconds : 0, st.loss, st.accuracy,
+                     (unsigned long long)lo);
+        }
+    }
+    if (rc) {
+        nas_supernet_free(sn);
+        return rc;
+    }
+    *out = sn;
+    return 0;
+}
+
+int nas_mpi_supernet_train(const nas_config_t *cfg, const nas_data_t *d, const nas_eval_opts_t *base, int threads,
+                           err_t *err)
+{
+    if (g_rank != 0 || g_size < 2)
+        return err_set(err, FN_ESTATE, "MPI: the supernet's training starts on rank 0 of a world of >= 2 ranks");
+    char th[16];
+    snprintf(th, sizeof th, "%d", threads > 0 ? threads : 1);
+    setenv("FEDNAS_THREADS", th, 1); /* before the engine's pool starts: the run's thread count */
+    for (int r = 1; r < g_size; r++) {
+        if (g_state[r] != RANK_WAITING)
+            return err_set(err, FN_ESTATE, "MPI: rank %d is not waiting for the supernet's training", r);
+        int rc = MPI_Send(NULL, 0, MPI_BYTE, r, TAG_TRAIN, MPI_COMM_WORLD);
+        if (rc != MPI_SUCCESS)
+            return mpi_fail(err, rc, "starting the supernet's training");
+        g_state[r] = RANK_BUSY; /* in the collective: a failure here must end the job */
+    }
+    nas_supernet_t *sn = NULL;
+    int agreed = 0, rc = ws_train(cfg, d, base, &sn, &agreed, err);
+    if (rc == 0 || agreed) /* every rank left the training at the same step and now waits for jobs */
+        for (int r = 1; r < g_size; r++)
+            g_state[r] = RANK_WAITING;
+    nas_supernet_free(sn); /* rank 0 scores nothing: the worker ranks use their replicas */
+    return rc;
+}
+
 /* ---- ranks > 0: evaluate ------------------------------------------------------------------ */
 
-int nas_mpi_serve(const nas_data_t *d, const nas_eval_opts_t *base, err_t *err)
+/* A search job scored with the supernet replica: the controller's genome, not the architecture. */
+static void score_ws(nas_supernet_t *sn, const nas_config_t *cfg, const nas_data_t *d, const nas_eval_opts_t *base,
+                     const char *msg, size_t n, const job_msg_t *j, result_msg_t *res)
+{
+    if (j->glen == 0 || j->glen > n - sizeof *j) {
+        snprintf(res->r.reason, sizeof res->r.reason, "worker: a weight-sharing job without its genome");
+        return;
+    }
+    char *genome = FN_MALLOC((size_t)j->glen + 1);
+    memcpy(genome, msg + (n - j->glen), j->glen);
+    genome[j->glen] = 0;
+    nas_supernet_score_job(sn, &cfg->space, d, base, genome, &res->r);
+    free(genome);
+}
+
+int nas_mpi_serve(const nas_config_t *cfg, const nas_data_t *d, const nas_eval_opts_t *base, err_t *err)
 {
     char tag[32];
     snprintf(tag, sizeof tag, "nas rank %d", g_rank);
     log_set_tag(tag);
+    nas_supernet_t *sn = NULL;
+    int rc = 0, ws = cfg && cfg->evaluation == NAS_EVAL_WEIGHT_SHARING;
+    if (ws) {
+        /* rank 0 starts the training once its data is loaded, or says stop if it failed first */
+        MPI_Status st;
+        char *msg = NULL;
+        size_t n = 0;
+        if ((rc = probe(0, MPI_ANY_TAG, -1, &st, err)) < 0 || (rc = recv_bytes(&st, &msg, &n, err)) < 0)
+            return rc;
+        free(msg);
+        if (st.MPI_TAG == TAG_STOP)
+            return 0;
+        if (st.MPI_TAG != TAG_TRAIN)
+            return err_set(err, FN_EPROTO, "MPI: rank 0 sent tag %d; expected the supernet's training", st.MPI_TAG);
+        int agreed = 0;
+        if ((rc = ws_train(cfg, d, base, &sn, &agreed, err)) < 0) {
+            if (!agreed)
+                return rc;
+            log_error("%s", err->msg); /* rank 0 has it too, fails the run and stops this rank */
+            rc = 0;
+        }
+    }
     for (;;) {
         MPI_Status st;
-        int rc = probe(0, MPI_ANY_TAG, -1, &st, err);
+        rc = probe(0, MPI_ANY_TAG, -1, &st, err);
         char *msg = NULL;
         size_t n = 0;
         if (rc < 0 || (rc = recv_bytes(&st, &msg, &n, err)) < 0)
-            return rc;
+            break;
         if (st.MPI_TAG == TAG_STOP) {
             free(msg);
-            return 0;
-        }
-        if (st.MPI_TAG != TAG_JOB || n < sizeof(job_msg_t)) {
-            free(msg);
-            return err_set(err, FN_EPROTO, "MPI: rank 0 sent tag %d with %zu bytes; expected a job", st.MPI_TAG, n);
+            rc = 0;
+            break;
         }
         job_msg_t j;
+        if (st.MPI_TAG != TAG_JOB || n < sizeof(job_msg_t)) {
+            free(msg);
+            rc = err_set(err, FN_EPROTO, "MPI: rank 0 sent tag %d with %zu bytes; expected a job", st.MPI_TAG, n);
+            break;
+        }
         memcpy(&j, msg, sizeof j);
         result_msg_t res;
         memset(&res, 0, sizeof res);
@@ -360,12 +533,19 @@ int nas_mpi_serve(const nas_data_t *d, const nas_eval_opts_t *base, err_t *err)
         o.seed = j.seed;
         o.final = j.final;
         json_error_t je;
-        json_t *arch = json_loads(msg + sizeof j, 0, &je);
+        json_t *arch = NULL;
         engine_model_t *m = NULL;
         err_t e = {0};
-        if (!arch)
+        if (ws && !j.final) {
+            if (sn)
+                score_ws(sn, cfg, d, base, msg, n, &j, &res);
+            else
+                snprintf(res.r.reason, sizeof res.r.reason, "worker: the supernet's training failed");
+        } else if (j.glen > n - sizeof j) {
+            snprintf(res.r.reason, sizeof res.r.reason, "worker: a job with a genome of %u bytes in %zu", j.glen, n);
+        } else if (!(arch = json_loadb(msg + sizeof j, n - sizeof j - j.glen, 0, &je))) {
             snprintf(res.r.reason, sizeof res.r.reason, "worker: unreadable architecture: %s", je.text);
-        else if (nas_eval_run(arch, d, &o, &res.r, o.final ? &m : NULL, &e) < 0) {
+        } else if (nas_eval_run(arch, d, &o, &res.r, o.final ? &m : NULL, &e) < 0) {
             res.r.ok = 0;
             snprintf(res.r.reason, sizeof res.r.reason, "%s", e.msg);
         }
@@ -380,9 +560,13 @@ int nas_mpi_serve(const nas_data_t *d, const nas_eval_opts_t *base, err_t *err)
         json_decref(arch);
         engine_model_free(m);
         free(msg);
-        if (rc != MPI_SUCCESS)
-            return mpi_fail(err, rc, "sending a result");
+        if (rc != MPI_SUCCESS) {
+            rc = mpi_fail(err, rc, "sending a result");
+            break;
+        }
     }
+    nas_supernet_free(sn);
+    return rc;
 }
 
 void nas_mpi_release(void)

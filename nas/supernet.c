@@ -446,8 +446,8 @@ int sn_load(nas_supernet_t *s, engine_net_t *net, char (*keys)[NAS_SUPERNET_KEY_
 
 /* Adds `weight` times the path's (clipped) gradient to the store's step gradient, on the path's
  * slices only, and marks them reached. */
-static void sn_accumulate(nas_supernet_t *s, engine_net_t *net, const int *ids, const nas_slice_view_t *views,
-                          double weight)
+void sn_accumulate(nas_supernet_t *s, engine_net_t *net, const int *ids, const nas_slice_view_t *views,
+                   double weight)
 {
     const float *gr = engine_net_grads(net);
     float scale = 1;
@@ -474,7 +474,7 @@ static void sn_accumulate(nas_supernet_t *s, engine_net_t *net, const int *ids, 
 
 /* Momentum SGD on the elements this step's paths reached: the velocity of an element no path
  * used is untouched, as PyTorch's SGD leaves a parameter without a gradient alone. */
-static void sn_apply(nas_supernet_t *s, double lr)
+void sn_apply(nas_supernet_t *s, double lr)
 {
     const float mu = (float)s->o.momentum, wd = (float)s->o.weight_decay, a = (float)lr;
     for (int i = 0; i < s->nt; i++) {
@@ -501,7 +501,7 @@ static int argmax(const float *z, int n)
 }
 
 /* Drops a failed step's partial gradient, so that the next step starts clean. */
-static void sn_discard(nas_supernet_t *s)
+void sn_discard(nas_supernet_t *s)
 {
     for (int t = 0; t < s->nt; t++) {
         size_t n = numel(s->t[t].nd, s->t[t].shape);
@@ -510,56 +510,77 @@ static void sn_discard(nas_supernet_t *s)
     }
 }
 
+void sn_path_close(sn_path_t *p)
+{
+    free(p->ids);
+    free(p->keys);
+    free(p->views);
+    engine_net_free(p->net);
+    json_decref(p->arch);
+    memset(p, 0, sizeof *p);
+}
+
+int sn_path_open(nas_supernet_t *s, const nas_genome_t *g, sn_path_t *p, err_t *err)
+{
+    memset(p, 0, sizeof *p);
+    nas_genome_t twin;
+    sn_path_genome(s, g, &twin);
+    int rc = sn_build(s, &twin, &p->arch, &p->net, &p->keys, &p->views, err);
+    if (rc)
+        return rc;
+    int nt = engine_net_num_tensors(p->net);
+    p->ids = calloc((size_t)(nt > 0 ? nt : 1), sizeof *p->ids);
+    if (!p->ids)
+        rc = err_set(err, FN_ENOMEM, "supernet: out of memory");
+    if (rc == 0)
+        rc = sn_load(s, p->net, p->keys, p->views, 1, rng_derive(s->o.seed, 0x696e6974ULL + (uint64_t)s->steps),
+                     p->ids, err);
+    if (rc)
+        sn_path_close(p);
+    return rc;
+}
+
+int sn_path_grad(nas_supernet_t *s, sn_path_t *p, const float *x, const uint8_t *y, int nb, double *loss,
+                 int *correct, err_t *err)
+{
+    engine_net_t *net = p->net;
+    engine_graph_t *gr = s->g;
+    memset(engine_net_grads(net), 0, engine_net_num_params(net) * sizeof(float));
+    engine_graph_reset(gr);
+    engine_graph_set_grad(gr, 1);
+    int64_t xs[4] = {nb, s->sp.in_c, s->sp.in_h, s->sp.in_w}, ys[1] = {nb};
+    engine_tensor_t *xt = engine_graph_view(gr, (void *)x, NULL, ENGINE_F32, 4, xs);
+    engine_tensor_t *logits = engine_net_forward(net, gr, xt, 1);
+    engine_tensor_t *yt = engine_graph_view(gr, (void *)y, NULL, ENGINE_U8, 1, ys);
+    engine_tensor_t *l = engine_softmax_xent(gr, logits, yt, 0);
+    int rc = engine_graph_error(gr, err);
+    if (rc == 0) {
+        double lv = ((const float *)l->data)[0];
+        if (loss)
+            *loss = lv;
+        if (correct)
+            for (int r = 0; r < nb; r++)
+                *correct += argmax((const float *)logits->data + (size_t)r * s->sp.classes, s->sp.classes) == y[r];
+        if (!isfinite(lv))
+            rc = err_set(err, FN_EINVAL, "supernet: step %ld: the loss is %g", s->steps, lv);
+    }
+    if (rc == 0)
+        rc = engine_graph_backward(gr, l, NULL, err);
+    return rc;
+}
+
 /* One path's forward and backward on the batch; its gradient, times weight, joins the step's. */
 static int path_grad(nas_supernet_t *s, const nas_genome_t *g, const float *x, const uint8_t *y, int nb,
                      double weight, double *loss, int *correct, err_t *err)
 {
-    json_t *arch;
-    engine_net_t *net;
-    char(*keys)[NAS_SUPERNET_KEY_LEN];
-    nas_slice_view_t *views;
-    nas_genome_t twin;
-    sn_path_genome(s, g, &twin);
-    int rc = sn_build(s, &twin, &arch, &net, &keys, &views, err);
+    sn_path_t p;
+    int rc = sn_path_open(s, g, &p, err);
     if (rc)
         return rc;
-    int nt = engine_net_num_tensors(net);
-    int *ids = calloc((size_t)(nt > 0 ? nt : 1), sizeof *ids);
-    if (!ids)
-        rc = err_set(err, FN_ENOMEM, "supernet: out of memory");
+    rc = sn_path_grad(s, &p, x, y, nb, loss, correct, err);
     if (rc == 0)
-        rc = sn_load(s, net, keys, views, 1, rng_derive(s->o.seed, 0x696e6974ULL + (uint64_t)s->steps), ids, err);
-    if (rc == 0) {
-        engine_graph_t *gr = s->g;
-        memset(engine_net_grads(net), 0, engine_net_num_params(net) * sizeof(float));
-        engine_graph_reset(gr);
-        engine_graph_set_grad(gr, 1);
-        int64_t xs[4] = {nb, s->sp.in_c, s->sp.in_h, s->sp.in_w}, ys[1] = {nb};
-        engine_tensor_t *xt = engine_graph_view(gr, (void *)x, NULL, ENGINE_F32, 4, xs);
-        engine_tensor_t *logits = engine_net_forward(net, gr, xt, 1);
-        engine_tensor_t *yt = engine_graph_view(gr, (void *)y, NULL, ENGINE_U8, 1, ys);
-        engine_tensor_t *l = engine_softmax_xent(gr, logits, yt, 0);
-        rc = engine_graph_error(gr, err);
-        if (rc == 0) {
-            double lv = ((const float *)l->data)[0];
-            if (loss)
-                *loss = lv;
-            if (correct)
-                for (int r = 0; r < nb; r++)
-                    *correct += argmax((const float *)logits->data + (size_t)r * s->sp.classes, s->sp.classes) == y[r];
-            if (!isfinite(lv))
-                rc = err_set(err, FN_EINVAL, "supernet: step %ld: the loss is %g", s->steps, lv);
-        }
-        if (rc == 0)
-            rc = engine_graph_backward(gr, l, NULL, err);
-        if (rc == 0)
-            sn_accumulate(s, net, ids, views, weight);
-    }
-    free(ids);
-    free(keys);
-    free(views);
-    engine_net_free(net);
-    json_decref(arch);
+        sn_accumulate(s, p.net, p.ids, p.views, weight);
+    sn_path_close(&p);
     return rc;
 }
 
@@ -601,7 +622,7 @@ int nas_supernet_step_paths(nas_supernet_t *s, const nas_genome_t *g, int k, con
 }
 
 /* Distinct canonical paths drawn, for the stats: a set of the hashes' first 64 bits. */
-static void note_path(nas_supernet_t *s, const nas_genome_t *g)
+void sn_note_path(nas_supernet_t *s, const nas_genome_t *g)
 {
     char h[NAS_HASH_LEN];
     nas_genome_hash(&s->sp, g, h);
@@ -683,7 +704,7 @@ int nas_supernet_train(nas_supernet_t *s, const engine_source_t *src, const int 
             rc = nas_genome_random(&s->sp, &s->draw, &g, err);
             if (rc)
                 break;
-            note_path(s, &g);
+            sn_note_path(s, &g);
             double loss = 0;
             rc = path_grad(s, &g, x, y, bs, 1.0 / kp, &loss, &correct, err);
             lsum += loss * bs;

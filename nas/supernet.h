@@ -156,6 +156,16 @@ int nas_supernet_score(nas_supernet_t *s, const nas_genome_t *g, const nas_data_
 int nas_supernet_workers_start(const nas_config_t *cfg, const nas_data_t *d, const nas_eval_opts_t *base, int threads,
                                nas_workers_t **out, err_t *err);
 
+/* The supernet options of a search (cfg's batch size, lr and seed, base's momentum): those of
+ * nas_supernet_workers_start and of the data-parallel training under mpirun (nas/mpi.h). */
+void nas_supernet_opts_for_search(const nas_config_t *cfg, const nas_eval_opts_t *base, nas_supernet_opts_t *o);
+
+/* One search job's result as the weight-sharing worker computes it: genome (JSON text) scored by
+ * nas_supernet_score, latency of its own model as base->latency_reps asks; r->ok 0 with a reason
+ * on failure. */
+void nas_supernet_score_job(nas_supernet_t *sn, const nas_space_t *sp, const nas_data_t *d,
+                            const nas_eval_opts_t *base, const char *genome, nas_eval_result_t *r);
+
 /* ---- introspection (tests, benchmarks) ---- */
 
 /* Stored tensors (created by training steps so far) and their keys, shapes and data. */

@@ -1,6 +1,6 @@
 /* supernet_internal (internal to nas/supernet*.c): the store's layout and the helpers that
- * supernet.c (store, keys, training) lends supernet_score.c (recalibration, scoring), kept out
- * of the public nas/supernet.h. */
+ * supernet.c (store, keys, training) lends supernet_score.c (recalibration, scoring) and
+ * supernet_dp.c (data-parallel training), kept out of the public nas/supernet.h. */
 #ifndef FEDNAS_NAS_SUPERNET_INTERNAL_H
 #define FEDNAS_NAS_SUPERNET_INTERNAL_H
 
@@ -51,5 +51,33 @@ int sn_keys(const nas_space_t *sp, const nas_genome_t *canon, const json_t *arch
  * engine_net_init(net, init_seed) values where the store has nothing. */
 int sn_load(nas_supernet_t *s, engine_net_t *net, char (*keys)[NAS_SUPERNET_KEY_LEN], const nas_slice_view_t *views,
             int persist, uint64_t init_seed, int *ids, err_t *err);
+
+/* One training path: its model built and its slices loaded from the store (sn_path_open: creates,
+ * grows and initialises stored tensors as sn_load with persist 1 does, seeded by the step). */
+typedef struct sn_path {
+    json_t *arch;
+    engine_net_t *net;
+    char (*keys)[NAS_SUPERNET_KEY_LEN];
+    nas_slice_view_t *views;
+    int *ids; /* store id of each net tensor */
+} sn_path_t;
+
+int sn_path_open(nas_supernet_t *s, const nas_genome_t *g, sn_path_t *p, err_t *err);
+/* Forward in train mode and backward on x [nb, ...]: the path's gradient (the batch's mean loss)
+ * is left in engine_net_grads(p->net); loss and correct (may be NULL) get the batch loss and add
+ * the samples classified right. A non-finite loss is FN_EINVAL before any backward. */
+int sn_path_grad(nas_supernet_t *s, sn_path_t *p, const float *x, const uint8_t *y, int nb, double *loss,
+                 int *correct, err_t *err);
+void sn_path_close(sn_path_t *p);
+/* Adds weight times the net's gradient (clipped to opts.clip_norm first) to the step's store
+ * gradient on the path's slices, and marks them reached. */
+void sn_accumulate(nas_supernet_t *s, engine_net_t *net, const int *ids, const nas_slice_view_t *views,
+                   double weight);
+/* Momentum SGD on the elements reached this step, then clears the step's gradient. */
+void sn_apply(nas_supernet_t *s, double lr);
+/* Drops a failed step's partial gradient. */
+void sn_discard(nas_supernet_t *s);
+/* Counts g among the distinct paths drawn (the stats' `paths`). */
+void sn_note_path(nas_supernet_t *s, const nas_genome_t *g);
 
 #endif

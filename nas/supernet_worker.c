@@ -20,22 +20,23 @@ typedef struct {
     int have;
 } sw_t;
 
-static void score_job(sw_t *w, const nas_job_t *job, nas_eval_result_t *r)
+void nas_supernet_score_job(nas_supernet_t *sn, const nas_space_t *sp, const nas_data_t *d,
+                            const nas_eval_opts_t *base, const char *genome, nas_eval_result_t *r)
 {
     err_t err = {0};
     json_error_t je;
-    json_t *gj = job->genome ? json_loads(job->genome, 0, &je) : NULL;
+    json_t *gj = genome ? json_loads(genome, 0, &je) : NULL;
     nas_genome_t g;
     nas_supernet_score_t s;
     engine_model_t *m = NULL;
-    int rc = gj ? nas_genome_from_json(&w->sp, gj, &g, &err) : err_set(&err, FN_EINVAL, "no genome in the job");
+    int rc = gj ? nas_genome_from_json(sp, gj, &g, &err) : err_set(&err, FN_EINVAL, "no genome in the job");
     if (rc == 0)
-        rc = nas_supernet_score(w->sn, &g, w->d, &s, &err);
+        rc = nas_supernet_score(sn, &g, d, &s, &err);
     /* latency of the candidate's own model (the supernet scores its batch-norm twin) */
     json_t *arch = NULL;
-    if (rc == 0 && w->base.latency_reps > 0 && (rc = nas_genome_decode(&w->sp, &g, &arch, &err)) == 0 &&
-        (rc = engine_model_create_shape(arch, w->sp.in_c, w->sp.in_h, w->sp.in_w, w->sp.classes, &m, &err)) == 0)
-        rc = nas_eval_latency(m, w->base.latency_reps, &r->latency_ms, &err);
+    if (rc == 0 && base->latency_reps > 0 && (rc = nas_genome_decode(sp, &g, &arch, &err)) == 0 &&
+        (rc = engine_model_create_shape(arch, sp->in_c, sp->in_h, sp->in_w, sp->classes, &m, &err)) == 0)
+        rc = nas_eval_latency(m, base->latency_reps, &r->latency_ms, &err);
     json_decref(arch);
     engine_model_free(m);
     json_decref(gj);
@@ -92,7 +93,7 @@ static int sw_submit(void *impl, int slot, const nas_job_t *job, err_t *err)
         engine_model_free(m);
         json_decref(arch);
     } else {
-        score_job(w, job, &o->r);
+        nas_supernet_score_job(w->sn, &w->sp, w->d, &w->base, job->genome, &o->r);
     }
     o->ended_at = fn_now();
     w->have = 1;
@@ -122,6 +123,15 @@ static void sw_close(void *impl)
     free(w);
 }
 
+void nas_supernet_opts_for_search(const nas_config_t *cfg, const nas_eval_opts_t *base, nas_supernet_opts_t *o)
+{
+    nas_supernet_opts_default(o);
+    o->batch_size = cfg->batch_size > 0 ? cfg->batch_size : o->batch_size;
+    o->lr = cfg->lr > 0 ? cfg->lr : o->lr;
+    o->momentum = base->train.optim.momentum; /* the experiment's recipe, as standalone candidates get */
+    o->seed = rng_derive(cfg->seed, 0x73757065726e6574ULL); /* "supernet" */
+}
+
 static const nas_worker_backend_t k_supernet = {"supernet", sw_submit, sw_wait, sw_close};
 
 int nas_supernet_workers_start(const nas_config_t *cfg, const nas_data_t *d, const nas_eval_opts_t *base, int threads,
@@ -140,11 +150,7 @@ int nas_supernet_workers_start(const nas_config_t *cfg, const nas_data_t *d, con
     w->d = d;
     w->base = *base;
     nas_supernet_opts_t o;
-    nas_supernet_opts_default(&o);
-    o.batch_size = cfg->batch_size > 0 ? cfg->batch_size : o.batch_size;
-    o.lr = cfg->lr > 0 ? cfg->lr : o.lr;
-    o.momentum = base->train.optim.momentum; /* the experiment's recipe, as standalone candidates get */
-    o.seed = rng_derive(cfg->seed, 0x73757065726e6574ULL); /* "supernet" */
+    nas_supernet_opts_for_search(cfg, base, &o);
     int rc = nas_supernet_create(&cfg->space, &o, &w->sn, err);
     if (rc == 0) {
         double epochs = cfg->epochs > 0 ? cfg->epochs : 1;

@@ -22,3 +22,6 @@ fednas_unit_test(test_fed_nas_scatter SOURCES unit/test_fed_nas_scatter.c
 add_test(NAME integration_fed_nas_dp_resume
          COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/integration/fed_nas_dp_resume.sh $<TARGET_FILE:fednas>)
 set_tests_properties(integration_fed_nas_dp_resume PROPERTIES TIMEOUT 300 ENVIRONMENT "FEDNAS_SOURCE_DIR=${CMAKE_SOURCE_DIR}")
+# nas/supernet_dp: the data-parallel step's flat buffer (layout, unpack), one shard against
+# nas_supernet_train, the shard checks (no MPI: tests/integration/nas_mpi_ws.sh runs the ranks).
+fednas_unit_test(test_nas_supernet_dp SOURCES unit/test_nas_supernet_dp.c LIBS fednas_nas fednas_engine fednas_common)
