@@ -357,7 +357,17 @@ static int mpi_sum(void *ctx, float *buf, size_t n, err_t *err)
     (void)ctx;
     if (n > (size_t)INT32_MAX)
         return err_set(err, FN_EINVAL, "MPI: a gradient of %zu floats is too large for one all-reduce", n);
-    int rc = MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+    /* Non-blocking and polled, as probe() does: a rank that finishes its shard first sleeps
+     * instead of spinning a core that the slower rank (or another job on the node) needs. */
+    MPI_Request req;
+    int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &req);
+    for (int done = 0; rc == MPI_SUCCESS && !done;) {
+        rc = MPI_Test(&req, &done, MPI_STATUS_IGNORE);
+        if (rc == MPI_SUCCESS && !done) {
+            struct timespec ts = {0, 50000};
+            nanosleep(&ts, NULL);
+        }
+    }
     return rc == MPI_SUCCESS ? 0 : mpi_fail(err, rc, "all-reduce of the supernet's gradient");
 }
 

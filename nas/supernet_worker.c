@@ -159,8 +159,9 @@ int nas_supernet_workers_start(const nas_config_t *cfg, const nas_data_t *d, con
                  d->n_train, o.batch_size);
         rc = nas_supernet_train(w->sn, &d->train_src, d->train_idx, d->n_train, epochs, &st, err);
         if (rc == 0)
-            log_info("supernet: %ld steps over %d distinct paths in %.1fs (last epoch loss %.3f, accuracy %.3f)",
-                     st.steps, st.paths, st.seconds, st.loss, st.accuracy);
+            log_info("supernet: %ld steps over %d distinct paths in %.1fs (%.2f steps/s; last epoch loss %.3f, "
+                     "accuracy %.3f)", st.steps, st.paths, st.seconds, st.seconds > 0 ? st.steps / st.seconds : 0,
+                     st.loss, st.accuracy);
     }
     if (rc == 0)
         rc = nas_workers_create(&k_supernet, w, 1, out, err);
