@@ -419,7 +419,14 @@ static int ws_train(const nas_config_t *cfg, const nas_data_t *d, const nas_eval
                  "per global batch of %d, a shard of %d-%d samples per rank", epochs, d->n_train, g_size, bs,
                  bs / g_size, (bs + g_size - 1) / g_size);
     nas_supernet_stats_t st;
+    struct timespec c0, c1;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0);
     rc = nas_supernet_dp_train(sn, &d->train_src, d->train_idx, d->n_train, epochs, &dp, &st, agreed, err);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c1);
+    /* every rank's CPU seconds, summed on rank 0: the training's cost whatever else the node runs */
+    double cpu = (double)(c1.tv_sec - c0.tv_sec) + (c1.tv_nsec - c0.tv_nsec) * 1e-9, cpu_all = 0;
+    if (rc == 0 && (rc = MPI_Reduce(&cpu, &cpu_all, 1, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD)) != MPI_SUCCESS)
+        rc = mpi_fail(err, rc, "reducing the training's CPU time");
     if (rc == 0) {
         uint64_t lo = 0, hi = 0;
         int same = nas_mpi_same(nas_supernet_checksum(sn), &lo, &hi, err);
@@ -431,10 +438,10 @@ static int ws_train(const nas_config_t *cfg, const nas_data_t *d, const nas_eval
                          "%016llx): a rank applied another update", g_size, (unsigned long long)lo,
                          (unsigned long long)hi);
         } else if (g_rank == 0) {
-            log_info("supernet: %ld steps over %d distinct paths in %.1fs on %d ranks (%.2f steps/s; last epoch loss "
-                     "%.3f, accuracy %.3f); replicas identical (checksum %016llx)", st.steps, st.paths, st.seconds,
-                     g_size, st.seconds > 0 ? st.steps / st.seconds : 0, st.loss, st.accuracy,
-                     (unsigned long long)lo);
+            log_info("supernet: %ld steps over %d distinct paths in %.1fs on %d ranks (%.2f steps/s, %.1f CPU ms/step "
+                     "over all ranks; last epoch loss %.3f, accuracy %.3f); replicas identical (checksum %016llx)",
+                     st.steps, st.paths, st.seconds, g_size, st.seconds > 0 ? st.steps / st.seconds : 0,
+                     st.steps > 0 ? 1e3 * cpu_all / st.steps : 0, st.loss, st.accuracy, (unsigned long long)lo);
         }
     }
     if (rc) {

@@ -46,7 +46,8 @@
  * share (the classifier, an early layer) follows their average instead of each path in turn.
  * One fixed path trains exactly like standalone training of its (twin's) model with the same
  * optimizer (tests/unit/test_nas_supernet_path.c). Results are reproducible for a fixed seed
- * and FEDNAS_THREADS (the engine's summation order). */
+ * and FEDNAS_THREADS (the engine's summation order). Under mpirun the same training runs
+ * data-parallel, one replica and one shard of each batch per rank (nas/supernet_dp.h). */
 #ifndef FEDNAS_NAS_SUPERNET_H
 #define FEDNAS_NAS_SUPERNET_H
 

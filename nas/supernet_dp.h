@@ -33,8 +33,9 @@
 typedef struct nas_supernet_dp {
     int shards;       /* K: each global batch is split into K shards */
     int first, count; /* the shards this process computes: [first, first + count) */
-    /* Sums buf[0..n) over the processes, in place (MPI_Allreduce with MPI_SUM); NULL when this
-     * process computes every shard (count == shards). */
+    /* Sums buf[0..n) over the processes, in place (MPI_Allreduce with MPI_SUM: nas_mpi_dp; an
+     * NCCL all-reduce between GPUs fits here too); NULL when this process computes every shard
+     * (count == shards). */
     int (*allreduce)(void *ctx, float *buf, size_t n, err_t *err);
     void *ctx;
 } nas_supernet_dp_t;

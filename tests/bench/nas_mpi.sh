@@ -100,18 +100,19 @@ ws() {
   local name=$1; shift
   "$@" nas "$WORK/ws.json" --db "$WORK/$name.db" --quiet > "$WORK/$name.log" 2>&1 ||
     { cat "$WORK/$name.log" >&2; echo "nas_mpi bench: $name failed" >&2; exit 1; }
-  sed -n 's/.*supernet: \([0-9]*\) steps over .*(\([0-9.]*\) steps\/s;.*/\1 \2/p' "$WORK/$name.log"
+  sed -n 's/.*supernet: \([0-9]*\) steps over .*(\([0-9.]*\) steps\/s, \([0-9.]*\) CPU ms\/step.*/\1 \2 \3/p' "$WORK/$name.log"
 }
 echo
 echo "weight sharing: supernet training, $WS_TRAIN images, 1 epoch, global batch 64 (macro, 3 layers, widths 8/16)"
 echo "FEDNAS_THREADS=1 per rank, $(nproc) cores; before: $(uptime | sed 's/.*load/load/')"
-printf "%-6s %-34s %7s %9s %7s\n" pass training steps "steps/s" ratio
+printf "%-6s %-38s %6s %8s %7s %13s\n" pass training steps "steps/s" ratio "CPU ms/step"
 for pass in 1 2; do
   a=$(ws "ws1-$pass" "$FEDNAS")
   b=$(ws "ws2-$pass" "$MPIEXEC" --allow-run-as-root --oversubscribe -n 2 "$FEDNAS")
   awk -v p="$pass" -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " ");
-    printf "%-6s %-34s %7d %9.2f %6.2fx\n", p, "1 rank (one process)", x[1], x[2], 1;
-    printf "%-6s %-34s %7d %9.2f %6.2fx\n", p, "2 ranks (mpirun -n 2, data-parallel)", y[1], y[2], y[2] / x[2] }'
+    printf "%-6s %-38s %6d %8.2f %6.2fx %13.1f\n", p, "1 rank (one process)", x[1], x[2], 1, x[3];
+    printf "%-6s %-38s %6d %8.2f %6.2fx %13.1f\n", p, "2 ranks (mpirun -n 2, data-parallel)", y[1], y[2], y[2] / x[2], y[3] }'
 done
-echo "ratio: steps/s over 1 rank in the same pass; $(uptime | sed 's/.*load/load/')"
+echo "ratio: steps/s over 1 rank in the same pass; CPU ms/step: every rank's CPU time in the training per step"
+echo "(equal CPU per step: 2 ranks on 2 idle cores come close to 2x); $(uptime | sed 's/.*load/load/')"
 esac
