@@ -244,8 +244,10 @@ typedef struct ui {
     int trials;
 } ui_t;
 
-static void on_trial(void *ctx, const store_nas_candidate_t *c, int told, double best)
+static void on_trial(void *ctx, const store_nas_candidate_t *c, const nas_progress_t *p)
 {
+    int told = p->told;
+    double best = p->best;
     ui_t *u = ctx;
     if (u->quiet)
         return;
@@ -266,11 +268,12 @@ static void on_trial(void *ctx, const store_nas_candidate_t *c, int told, double
     fflush(stdout);
 }
 
-static void on_final(void *ctx, int rank, const store_nas_final_t *f)
+static void on_final(void *ctx, const store_nas_final_t *f, const char *recipe)
 {
     (void)ctx;
+    (void)recipe;
     printf("retrained %s on all training images: test accuracy %.4f, test loss %.4f (%.1fs)\n",
-           rank == 1 ? "the best recipe" : "the experiment's own recipe", f->test_accuracy, f->test_loss, f->seconds);
+           f->rank == 1 ? "the best recipe" : "the experiment's own recipe", f->test_accuracy, f->test_loss, f->seconds);
     fflush(stdout);
 }
 
