@@ -11,17 +11,27 @@
 #include "nas/genome.h"
 #include "nas/supernet.h"
 
-/* One ask, kept in ask order. The tell order is the ask order: a candidate is told only when
- * every earlier one has been, so the strategy sees the same call sequence however the workers'
- * timings interleave, and a resumed search can replay it from the rows. (Telling results as
- * they arrive would let ASHA promote, and evolution pick parents, by the workers' timing: two
- * runs with one seed would differ, and so would a resumed run from an uninterrupted one.) */
+/* The tell order. Telling results as they arrive would let ASHA promote, and evolution pick
+ * parents, by the workers' timing: two runs with one seed would differ, and a resumed run from
+ * an uninterrupted one. Telling in ask order is reproducible but blocks the head of the line
+ * when budgets differ (ASHA: a 9-epoch promotion asked before 1-epoch candidates holds them,
+ * done, until it ends, and with the ask window full a worker idles). So results are told in
+ * the order they would arrive on a virtual clock: the run's workers take the candidates in ask
+ * order, each evaluation takes its budget in epochs, a candidate is told when its virtual
+ * evaluation ends (ties: ask order) and the clock moves to that time. The order is a function
+ * of the asks alone (reproducible, replayable) and close to the real arrival order, since an
+ * evaluation's time is close to proportional to its epochs. With equal budgets (every strategy
+ * but ASHA) it is exactly the ask order. A resumed run tells its recorded tells in their
+ * recorded order first (tell_seq), then goes on by the clock. */
 typedef struct cand {
     nas_ask_t a;
     store_nas_candidate_t row;
     int complete;   /* done, or failed for good */
     int in_flight;
+    int told;
     int64_t waiting_on; /* an earlier identical candidate (hash and budget) still being evaluated */
+    int64_t recorded_tell; /* replay: the row's tell_seq in the store (-1: not told) */
+    double vend;    /* the virtual clock's end of its evaluation */
 } cand_t;
 
 struct nas_ctl {
@@ -29,10 +39,12 @@ struct nas_ctl {
     nas_workers_t *w;
     cand_t *c;
     int n, cap;      /* asked */
-    int next_tell;   /* the oldest candidate not yet told */
+    int untold;      /* asked, not yet told */
+    int first_untold; /* the oldest candidate not yet told */
     int done;        /* the strategy said NAS_ASK_DONE */
     store_nas_candidate_t *stored;
-    int n_stored;
+    int n_stored, n_recorded; /* stored rows; of which told (tell_seq >= 0) */
+    double vnow, *vfree;      /* the virtual clock, and when each virtual worker is free */
     nas_progress_t pr;
     double t0;
 };
@@ -120,6 +132,13 @@ static int ask_one(nas_ctl_t *x, err_t *err)
     r->queued_at = fn_now();
     snprintf(r->status, sizeof r->status, "queued");
     x->n++;
+    x->untold++;
+    /* The virtual clock: the first free of the run's workers takes it for its epochs. */
+    int k = 0;
+    for (int i = 1; i < x->o->workers; i++)
+        k = x->vfree[i] < x->vfree[k] ? i : k;
+    c->vend = x->vfree[k] = (x->vnow > x->vfree[k] ? x->vnow : x->vfree[k]) + a.epochs;
+    c->recorded_tell = -1;
     if (r->seq < x->n_stored) {
         /* Replay: the strategy must ask exactly what it asked the first time. */
         store_nas_candidate_t *old = &x->stored[r->seq];
@@ -137,6 +156,7 @@ static int ask_one(nas_ctl_t *x, err_t *err)
         r->started_at = old->started_at;
         r->ended_at = old->ended_at;
         r->seconds = old->seconds;
+        c->recorded_tell = old->tell_seq;
         copy_metrics(r, old);
         int final_fail = strcmp(old->status, "failed") == 0 && old->attempts > x->o->retries;
         if (strcmp(old->status, "done") == 0 || final_fail) {
@@ -164,7 +184,7 @@ static int ask_one(nas_ctl_t *x, err_t *err)
 
 static int dispatch(nas_ctl_t *x, err_t *err)
 {
-    for (int i = x->next_tell; i < x->n && nas_workers_busy(x->w) < nas_workers_size(x->w); i++) {
+    for (int i = x->first_untold; i < x->n && nas_workers_busy(x->w) < nas_workers_size(x->w); i++) {
         cand_t *c = &x->c[i];
         if (c->complete || c->in_flight || c->waiting_on >= 0)
             continue;
@@ -188,15 +208,33 @@ static int dispatch(nas_ctl_t *x, err_t *err)
     return 0;
 }
 
-/* Tells the oldest candidate if it is complete; one at a time, so that the calls always go
- * ask x window, tell 0, ask, tell 1, ask, ... whatever finished first: the strategy's view of the
- * search (and so every later proposal) never depends on the workers' timing. */
+/* The candidate to tell next (the tell order above), or NULL when it is not asked yet. */
+static cand_t *next_to_tell(nas_ctl_t *x)
+{
+    cand_t *next = NULL;
+    for (int i = x->first_untold; i < x->n; i++) {
+        cand_t *c = &x->c[i];
+        if (c->told)
+            continue;
+        if (x->pr.told < x->n_recorded) {
+            if (c->recorded_tell == x->pr.told)
+                return c;
+        } else if (!next || c->vend < next->vend) {
+            next = c;
+        }
+    }
+    return next;
+}
+
+/* Tells the next candidate (next_to_tell) if it is complete; one at a time, so that the
+ * strategy's view of the search (and so every later proposal) never depends on the workers'
+ * timing. */
 static int tell_ready(nas_ctl_t *x, int *told, err_t *err)
 {
     *told = 0;
-    if (x->next_tell >= x->n || !x->c[x->next_tell].complete)
+    cand_t *c = next_to_tell(x);
+    if (!c || !c->complete)
         return 0;
-    cand_t *c = &x->c[x->next_tell];
     store_nas_candidate_t *r = &c->row;
     const nas_ctl_strategy_t *st = &x->o->strategy;
     int rc = st->tell(st->impl, c->a.proposal, r, err);
@@ -216,7 +254,11 @@ static int tell_ready(nas_ctl_t *x, int *told, err_t *err)
         x->pr.best_seq = r->seq;
     }
     x->pr.failed += !ok;
-    x->next_tell++;
+    c->told = 1;
+    x->untold--;
+    x->vnow = c->vend > x->vnow ? c->vend : x->vnow;
+    while (x->first_untold < x->n && x->c[x->first_untold].told)
+        x->first_untold++;
     *told = 1;
     if (x->o->on_candidate)
         x->o->on_candidate(x->o->cb_ctx, r, &x->pr);
@@ -276,7 +318,7 @@ static int on_result(nas_ctl_t *x, nas_job_done_t *d, err_t *err)
 static int in_flight(const nas_ctl_t *x)
 {
     int k = 0;
-    for (int i = x->next_tell; i < x->n; i++)
+    for (int i = x->first_untold; i < x->n; i++)
         k += x->c[i].in_flight;
     return k;
 }
@@ -291,20 +333,20 @@ static void tick(nas_ctl_t *x)
 
 static int search_loop(nas_ctl_t *x, err_t *err)
 {
-    /* Up to `window` asks outstanding: a worker that finishes while the oldest candidate is
-     * still training takes a queued one instead of idling until the oldest is told. The window
-     * is fixed by the run's workers (stored with the run), so the call sequence still is. */
-    const int W = x->o->window;
+    /* Up to two asks per worker outstanding: a worker that finishes while the next candidate
+     * to tell is still training takes a queued one instead of idling. The window is fixed by
+     * the run's workers (stored with the run), so the call sequence still is. */
+    const int W = 2 * x->o->workers;
     for (;;) {
         int stopping = x->o->stop && *x->o->stop;
         int rc = 0;
-        while (!stopping && !x->done && x->n - x->next_tell < W) {
+        while (!stopping && !x->done && x->untold < W) {
             if ((rc = ask_one(x, err)) < 0)
                 return rc;
             if (rc != 0)
                 break;
         }
-        if (!stopping && !x->done && x->next_tell == x->n)
+        if (!stopping && !x->done && x->untold == 0)
             return err_set(err, FN_ESTATE, "the strategy asks to wait with nothing outstanding");
         if (!stopping && (rc = dispatch(x, err)) < 0)
             return rc;
@@ -315,13 +357,17 @@ static int search_loop(nas_ctl_t *x, err_t *err)
             continue;
         if (stopping)
             return FN_ESTATE; /* in-flight evaluations are abandoned: resume re-runs them */
-        if (x->next_tell == x->n)
+        if (x->untold == 0)
             return 0;
+        cand_t *next = next_to_tell(x);
+        if (!next)
+            return err_set(err, FN_ESTATE, "resume: the run's tell %d cannot be replayed (its candidate is never "
+                           "asked); the search settings, their seed or the workers setting changed", x->pr.told);
         /* Every candidate not told waits on an evaluation; with none in flight the search would
          * wait forever: fail loudly instead. */
         if (in_flight(x) == 0)
-            return err_set(err, FN_ESTATE, "internal error: candidate %d waits with no evaluation in flight",
-                           x->next_tell);
+            return err_set(err, FN_ESTATE, "internal error: candidate %lld waits with no evaluation in flight",
+                           (long long)next->row.seq);
         tick(x);
         nas_job_done_t d;
         rc = nas_workers_wait(x->w, 0.25, &d, err);
@@ -468,7 +514,7 @@ static int final_phase(nas_ctl_t *x, const nas_ctl_final_t *job, int k, err_t *e
 int nas_ctl_run(const nas_ctl_opts_t *o, err_t *err)
 {
     nas_ctl_t x = {.o = o,
-                   .w = o->workers,
+                   .w = o->pool,
                    .pr = {.budget = o->budget, .unit = o->unit, .best = -1, .best_seq = -1},
                    .t0 = fn_mono()};
     int rc = store_nas_candidates_load(o->store, o->run_id, &x.stored, &x.n_stored, err);
@@ -476,6 +522,17 @@ int nas_ctl_run(const nas_ctl_opts_t *o, err_t *err)
         if (x.stored[i].seq != i)
             rc = err_set(err, FN_ESTATE, "resume: run %lld's candidates are not numbered 0..%d", (long long)o->run_id,
                          x.n_stored - 1);
+    /* The recorded tells are 0..n_recorded-1, each once (they are replayed in that order). */
+    for (int i = 0; rc == 0 && i < x.n_stored; i++)
+        x.n_recorded += x.stored[i].tell_seq >= 0;
+    for (int i = 0; rc == 0 && i < x.n_stored; i++)
+        if (x.stored[i].tell_seq >= x.n_recorded)
+            rc = err_set(err, FN_ESTATE, "resume: run %lld's tell order is not 0..%d", (long long)o->run_id,
+                         x.n_recorded - 1);
+    if (rc == 0 && o->workers < 1)
+        rc = err_set(err, FN_EINVAL, "a search needs >= 1 worker (got %d)", o->workers);
+    if (rc == 0)
+        x.vfree = FN_CALLOC((size_t)o->workers, sizeof *x.vfree);
     if (rc == 0)
         rc = search_loop(&x, err);
     nas_ctl_final_t *jobs = FN_CALLOC(NAS_CTL_MAX_FINAL, sizeof *jobs);
@@ -488,6 +545,7 @@ int nas_ctl_run(const nas_ctl_opts_t *o, err_t *err)
         err_set(err, FN_ESTATE, "stopped; `fednas %s --resume %lld` continues the search", o->command,
                 (long long)o->run_id);
     free(jobs);
+    free(x.vfree);
     if (o->strategy.free)
         o->strategy.free(o->strategy.impl);
     for (int i = 0; i < x.n; i++)
@@ -549,8 +607,8 @@ int nas_search_run(nas_search_t *s, err_t *err)
     const nas_config_t *cfg = s->cfg;
     int asha = cfg->strategy.kind == NAS_STRATEGY_ASHA;
     nas_finals_t fin = {.s = s};
-    nas_ctl_opts_t o = {.workers = s->workers, /* caller-owned (MPI ranks), else our own */
-                        .window = 2 * cfg->workers,
+    nas_ctl_opts_t o = {.pool = s->workers, /* caller-owned (MPI ranks), else our own */
+                        .workers = cfg->workers,
                         .retries = cfg->retries,
                         .seed = cfg->seed,
                         .store = s->store,
@@ -567,16 +625,16 @@ int nas_search_run(nas_search_t *s, err_t *err)
                         .stop = s->stop};
     /* Workers fork before this process touches the engine, so none inherits a thread pool. */
     int rc = 0;
-    if (!o.workers && cfg->evaluation == NAS_EVAL_WEIGHT_SHARING) /* trains the supernet first */
-        rc = nas_supernet_workers_start(cfg, s->data, &s->eval, s->threads * cfg->workers, &o.workers, err);
-    else if (!o.workers)
-        rc = nas_workers_start_local(cfg->workers, s->threads, s->data, &s->eval, &o.workers, err);
+    if (!o.pool && cfg->evaluation == NAS_EVAL_WEIGHT_SHARING) /* trains the supernet first */
+        rc = nas_supernet_workers_start(cfg, s->data, &s->eval, s->threads * cfg->workers, &o.pool, err);
+    else if (!o.pool)
+        rc = nas_workers_start_local(cfg->workers, s->threads, s->data, &s->eval, &o.pool, err);
     if (rc == 0)
         rc = nas_strategy_ctl(cfg, &o.strategy, err);
     if (rc == 0)
         rc = nas_ctl_run(&o, err);
-    if (o.workers != s->workers)
-        nas_workers_close(o.workers);
+    if (o.pool != s->workers)
+        nas_workers_close(o.pool);
     free(fin.recipe);
     return rc;
 }

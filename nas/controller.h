@@ -1,9 +1,10 @@
 /* controller: the one search loop of `fednas nas` and `fednas tune`. It asks a strategy (anything
  * implementing nas_ctl_strategy_t: the architecture strategies of nas/strategy.h, the recipe
  * sampler of nas/tune.h) for candidates, has workers evaluate them, stores every candidate as a
- * nas_candidates row, serves a repeated (hash, budget) from the cache, tells results back in ask
- * order (so a search is reproducible candidate for candidate), resumes by replay, and retrains
- * the chosen candidates at the end. */
+ * nas_candidates row, serves a repeated (hash, budget) from the cache, tells results back in an
+ * order that does not depend on the workers' timing (a virtual clock of epochs: so a search is
+ * reproducible candidate for candidate; controller.c says why and how), resumes by replay, and
+ * retrains the chosen candidates at the end. */
 #ifndef FEDNAS_NAS_CONTROLLER_H
 #define FEDNAS_NAS_CONTROLLER_H
 
@@ -50,8 +51,8 @@ typedef struct nas_ask {
 
 /* ask returns 0 with *out filled, NAS_ASK_WAIT (nas/strategy.h: nothing to propose until an
  * outstanding result is told) or NAS_ASK_DONE (the search's budget is spent: nothing more, ever).
- * tell gets the proposal back with its final row (status "done" or "failed" for good), in ask
- * order. A strategy is a pure function of its settings, seed and ask/tell sequence: replaying
+ * tell gets the proposal back with its final row (status "done" or "failed" for good), in the
+ * controller's tell order (the ask order when every budget is the same). A strategy is a pure function of its settings, seed and ask/tell sequence: replaying
  * the sequence reproduces every proposal, which is how a search resumes. */
 typedef struct nas_ctl_strategy {
     void *impl;
@@ -81,10 +82,11 @@ typedef struct nas_ctl_final {
 
 typedef struct nas_ctl_opts {
     nas_ctl_strategy_t strategy; /* taken over: freed by nas_ctl_run */
-    nas_workers_t *workers;      /* started by the caller, which closes them */
-    /* Asks outstanding at most (2 x the run's workers): a worker that finishes while the oldest
-     * candidate still trains takes a queued one. Part of the call sequence, so the run's. */
-    int window;
+    nas_workers_t *pool;         /* started by the caller, which closes them */
+    /* The run's workers (stored with it): up to 2 x workers asks are outstanding, and the
+     * virtual clock that orders the tells has this many workers. Part of the call sequence, so
+     * the run's, whatever evaluates the candidates (MPI ranks, the supernet evaluator). */
+    int workers;
     int retries;                 /* re-runs of a failed evaluation before it fails for good */
     uint64_t seed;               /* the search's: evaluation seeds derive from it */
     store_t *store;
@@ -96,7 +98,7 @@ typedef struct nas_ctl_opts {
      * fills up to max jobs and returns how many, or a negative error. NULL: none. */
     int (*finals)(void *ctx, const nas_ctl_t *c, nas_ctl_final_t *jobs, int max, err_t *err);
     void *finals_ctx;
-    /* Called (may be NULL) when a candidate is told (in ask order, with its final row), when
+    /* Called (may be NULL) when a candidate is told (in tell order, with its final row), when
      * anything changes (for a live bar), and when a final model has been retrained. */
     void (*on_candidate)(void *ctx, const store_nas_candidate_t *c, const nas_progress_t *p);
     void (*on_tick)(void *ctx, const nas_progress_t *p);
@@ -141,9 +143,9 @@ typedef struct nas_search {
     void *cb_ctx;
     volatile sig_atomic_t *stop;
     /* Workers started by the caller (MPI ranks: nas/mpi.h), which also closes them; NULL: the
-     * controller forks cfg->workers local ones (or the weight-sharing evaluator). The ask window
-     * stays 2 x cfg->workers either way, so a search gives the same candidates whatever
-     * evaluates them. */
+     * controller forks cfg->workers local ones (or the weight-sharing evaluator). The tell order
+     * follows cfg->workers either way, so a search gives the same candidates whatever evaluates
+     * them. */
     nas_workers_t *workers;
 } nas_search_t;
 

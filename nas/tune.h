@@ -11,9 +11,10 @@
  *    experiment's own train.epochs;
  *  - floats are rounded to 4 significant digits when sampled, so the recipe JSON and its hash
  *    are canonical and a repeated recipe is served from the cache;
- *  - the search is the NAS controller's loop (nas/controller.h): asks and tells happen in ask
- *    order, so a search is a pure function of its seed and settings and a killed one resumes
- *    by replay. */
+ *  - the search is the NAS controller's loop (nas/controller.h): results are told in an order
+ *    fixed by the asks and their epochs (not by the workers' timing), so a search is a pure
+ *    function of its seed and settings and a killed one resumes by replay, while a long ASHA
+ *    evaluation does not hold up the short ones behind it. */
 #ifndef FEDNAS_NAS_TUNE_H
 #define FEDNAS_NAS_TUNE_H
 

@@ -53,7 +53,7 @@ int nas_tune_search_run(nas_tune_search_t *s, int64_t *best_seq, err_t *err)
 {
     *best_seq = -1;
     tune_finals_t fin = {.s = s, .best_seq = best_seq};
-    nas_ctl_opts_t o = {.window = 2 * s->cfg->workers,
+    nas_ctl_opts_t o = {.workers = s->cfg->workers,
                         .retries = s->cfg->retries,
                         .seed = s->cfg->seed,
                         .store = s->store,
@@ -67,12 +67,12 @@ int nas_tune_search_run(nas_tune_search_t *s, int64_t *best_seq, err_t *err)
                         .on_final = s->on_final,
                         .cb_ctx = s->cb_ctx,
                         .stop = s->stop};
-    int rc = nas_workers_start_local(s->cfg->workers, s->threads, s->data, &s->eval, &o.workers, err);
+    int rc = nas_workers_start_local(s->cfg->workers, s->threads, s->data, &s->eval, &o.pool, err);
     if (rc == 0)
         rc = nas_tune_strategy_ctl(s->cfg, s->base_train, s->arch, &o.strategy, err);
     if (rc == 0)
         rc = nas_ctl_run(&o, err);
-    nas_workers_close(o.workers);
+    nas_workers_close(o.pool);
     free(fin.baseline);
     return rc;
 }
