@@ -90,8 +90,8 @@ static void serve_cached(cand_t *o, const store_nas_candidate_t *src)
 
 static void ask_free(nas_ask_t *a)
 {
-    free(a->genome);
-    free(a->arch);
+    free(a->row.genome);
+    free(a->row.arch);
     free(a->recipe);
     free(a->proposal);
 }
@@ -119,15 +119,8 @@ static int ask_one(nas_ctl_t *x, err_t *err)
     c->a = a;
     c->waiting_on = -1;
     store_nas_candidate_t *r = &c->row;
+    *r = a.row;
     r->seq = x->n;
-    r->cand_id = a.cand_id;
-    r->rung = a.rung;
-    snprintf(r->hash, sizeof r->hash, "%s", a.hash);
-    r->genome = a.genome;
-    r->arch = a.arch;
-    r->parent = a.parent;
-    snprintf(r->mutation, sizeof r->mutation, "%s", a.mutation);
-    r->budget = a.epochs;
     r->cached_from = r->tell_seq = -1;
     r->queued_at = fn_now();
     snprintf(r->status, sizeof r->status, "queued");
@@ -137,7 +130,7 @@ static int ask_one(nas_ctl_t *x, err_t *err)
     int k = 0;
     for (int i = 1; i < x->o->workers; i++)
         k = x->vfree[i] < x->vfree[k] ? i : k;
-    c->vend = x->vfree[k] = (x->vnow > x->vfree[k] ? x->vnow : x->vfree[k]) + a.epochs;
+    c->vend = x->vfree[k] = (x->vnow > x->vfree[k] ? x->vnow : x->vfree[k]) + r->budget;
     c->recorded_tell = -1;
     if (r->seq < x->n_stored) {
         /* Replay: the strategy must ask exactly what it asked the first time. */

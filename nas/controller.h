@@ -35,25 +35,24 @@ typedef struct nas_progress {
 
 /* One proposal, ready for the store and a worker. */
 typedef struct nas_ask {
-    int64_t cand_id;   /* the strategy's candidate (an ASHA promotion repeats it at a higher rung) */
-    int rung;
-    int64_t parent;    /* the parent's cand_id; -1 */
-    char hash[80];     /* canonical hash: the cache key, with epochs */
-    char mutation[64];
-    double epochs;     /* the evaluation's budget */
-    double progress;   /* what telling it adds to nas_progress_t.progress */
-    /* malloc'ed, owned by the controller from here on: the genome JSON (the row's), the model
-     * JSON the worker builds, the job's "train" block or NULL (the workers' base recipe), and
-     * the strategy's own record of the proposal, handed back to tell. */
-    char *genome, *arch, *recipe;
+    /* What the strategy fills of the candidate's row: cand_id (an ASHA promotion repeats it at
+     * a higher rung), rung, hash (the cache key, with budget), parent (cand_id; -1), mutation,
+     * budget (epochs), and genome and arch (the genome JSON, the model JSON a worker builds). */
+    store_nas_candidate_t row;
+    double progress; /* what telling it adds to nas_progress_t.progress */
+    /* malloc'ed, owned by the controller from here on (as row.genome and row.arch): the job's
+     * "train" block or NULL (the workers' base recipe), and the strategy's own record of the
+     * proposal, handed back to tell. */
+    char *recipe;
     void *proposal;
 } nas_ask_t;
 
 /* ask returns 0 with *out filled, NAS_ASK_WAIT (nas/strategy.h: nothing to propose until an
  * outstanding result is told) or NAS_ASK_DONE (the search's budget is spent: nothing more, ever).
  * tell gets the proposal back with its final row (status "done" or "failed" for good), in the
- * controller's tell order (the ask order when every budget is the same). A strategy is a pure function of its settings, seed and ask/tell sequence: replaying
- * the sequence reproduces every proposal, which is how a search resumes. */
+ * controller's tell order (the ask order when every budget is the same). A strategy is a pure
+ * function of its settings, seed and ask/tell sequence: replaying the sequence reproduces every
+ * proposal, which is how a search resumes. */
 typedef struct nas_ctl_strategy {
     void *impl;
     int (*ask)(void *impl, nas_ask_t *out, err_t *err);

@@ -498,19 +498,18 @@ static int adapter_ask(void *impl, nas_ask_t *a, err_t *err)
         json_decref(gj);
         return rc;
     }
-    a->genome = json_dumps(gj, JSON_COMPACT);
-    a->arch = json_dumps(model, JSON_COMPACT);
+    store_nas_candidate_t *r = &a->row;
+    r->genome = json_dumps(gj, JSON_COMPACT);
+    r->arch = json_dumps(model, JSON_COMPACT);
     json_decref(gj);
     json_decref(model);
     a->proposal = malloc(sizeof p);
-    FN_CHECK(a->genome && a->arch && a->proposal);
+    FN_CHECK(r->genome && r->arch && a->proposal);
     memcpy(a->proposal, &p, sizeof p);
-    a->cand_id = p.id;
-    a->rung = p.rung;
-    a->parent = p.parent_id;
-    snprintf(a->hash, sizeof a->hash, "%s", p.hash);
-    snprintf(a->mutation, sizeof a->mutation, "%s", p.mutation);
-    a->epochs = p.epochs;
+    *r = (store_nas_candidate_t){.cand_id = p.id, .rung = p.rung, .parent = p.parent_id, .budget = p.epochs,
+                                 .genome = r->genome, .arch = r->arch};
+    snprintf(r->hash, sizeof r->hash, "%s", p.hash);
+    snprintf(r->mutation, sizeof r->mutation, "%s", p.mutation);
     a->progress = asha ? p.epochs : 1;
     ad->epochs_asked += p.epochs;
     return 0;

@@ -124,8 +124,6 @@ void nas_tune_strategy_free(nas_tune_strategy_t *s);
 int nas_tune_strategy_ask(nas_tune_strategy_t *s, nas_tune_proposal_t *p, err_t *err);
 /* ok 0: the evaluation failed (it is never promoted nor a parent). */
 int nas_tune_strategy_tell(nas_tune_strategy_t *s, const nas_tune_proposal_t *p, int ok, double val_acc, err_t *err);
-/* Evaluations asked so far (for sizing). */
-int nas_tune_strategy_outstanding(const nas_tune_strategy_t *s);
 /* The sampler of c behind the controller's interface (nas/controller.h): a proposal's genome is
  * its recipe JSON, its model `arch` (the experiment's, as JSON text), its job recipe the train
  * block base_train with the recipe applied (train.epochs c->max_epochs; the job's epochs say how

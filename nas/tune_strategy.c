@@ -237,10 +237,6 @@ int nas_tune_strategy_tell(nas_tune_strategy_t *s, const nas_tune_proposal_t *p,
     return 0;
 }
 
-int nas_tune_strategy_outstanding(const nas_tune_strategy_t *s)
-{
-    return s->asked - s->told;
-}
 
 /* ---- behind the controller's interface ---- */
 
@@ -261,22 +257,19 @@ static int adapter_ask(void *impl, nas_ask_t *a, err_t *err)
     int rc = nas_tune_strategy_ask(ad->st, &p, err);
     if (rc != 0)
         return rc;
-    json_t *g = nas_tune_recipe_json(&p.recipe);
-    a->genome = json_dumps(g, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(6));
-    json_decref(g);
-    json_t *tr = nas_tune_recipe_train(&p.recipe, ad->base_train, ad->max_epochs);
+    json_t *g = nas_tune_recipe_json(&p.recipe), *tr = nas_tune_recipe_train(&p.recipe, ad->base_train, ad->max_epochs);
+    store_nas_candidate_t *r = &a->row;
+    *r = (store_nas_candidate_t){.cand_id = p.trial, .rung = p.rung, .parent = p.parent, .budget = p.epochs,
+                                 .genome = json_dumps(g, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(6)),
+                                 .arch = strdup(ad->arch)};
+    snprintf(r->hash, sizeof r->hash, "%s", p.hash);
+    snprintf(r->mutation, sizeof r->mutation, "%s", p.mutation);
     a->recipe = json_dumps(tr, JSON_COMPACT | JSON_REAL_PRECISION(8));
+    json_decref(g);
     json_decref(tr);
-    a->arch = strdup(ad->arch);
     a->proposal = malloc(sizeof p);
-    FN_CHECK(a->genome && a->recipe && a->arch && a->proposal);
+    FN_CHECK(r->genome && a->recipe && r->arch && a->proposal);
     memcpy(a->proposal, &p, sizeof p);
-    a->cand_id = p.trial;
-    a->rung = p.rung;
-    a->parent = p.parent;
-    snprintf(a->hash, sizeof a->hash, "%s", p.hash);
-    snprintf(a->mutation, sizeof a->mutation, "%s", p.mutation);
-    a->epochs = p.epochs;
     a->progress = 1;
     return 0;
 }

@@ -44,14 +44,14 @@ static int sc_ask(void *impl, nas_ask_t *a, err_t *err)
     if (s->asked == s->n)
         return NAS_ASK_DONE;
     int i = s->asked++;
-    a->cand_id = i;
-    a->parent = -1;
-    snprintf(a->hash, sizeof a->hash, "%064d", i);
-    snprintf(a->mutation, sizeof a->mutation, "scripted");
-    a->epochs = s->epochs[i];
+    a->row.cand_id = i;
+    a->row.parent = -1;
+    snprintf(a->row.hash, sizeof a->row.hash, "%064d", i);
+    snprintf(a->row.mutation, sizeof a->row.mutation, "scripted");
+    a->row.budget = s->epochs[i];
     a->progress = 1;
-    a->genome = strdup("{}");
-    a->arch = strdup("{}");
+    a->row.genome = strdup("{}");
+    a->row.arch = strdup("{}");
     a->proposal = malloc(sizeof(int));
     *(int *)a->proposal = i;
     return 0;
