@@ -140,24 +140,20 @@ static int ask_one(nas_ctl_t *x, err_t *err)
                            "resume: candidate %lld replays as %.12s... at %g epochs but the run recorded %.12s... at "
                            "%g epochs; the search settings, their seed or the workers setting changed",
                            (long long)r->seq, r->hash, r->budget, old->hash, old->budget);
-        r->attempts = old->attempts;
-        r->diverged = old->diverged;
-        snprintf(r->reason, sizeof r->reason, "%s", old->reason);
-        snprintf(r->worker, sizeof r->worker, "%s", old->worker);
-        r->cached_from = old->cached_from;
-        r->queued_at = old->queued_at;
-        r->started_at = old->started_at;
-        r->ended_at = old->ended_at;
-        r->seconds = old->seconds;
+        /* The recorded row (the same proposal: its attempts, reason, times, metrics, status),
+         * with this ask's texts (the loaded row's are freed with the loaded rows). */
         c->recorded_tell = old->tell_seq;
-        copy_metrics(r, old);
+        *r = *old;
+        r->genome = c->a.row.genome;
+        r->arch = c->a.row.arch;
+        r->tell_seq = -1;
         int final_fail = strcmp(old->status, "failed") == 0 && old->attempts > x->o->retries;
         if (strcmp(old->status, "done") == 0 || final_fail) {
-            snprintf(r->status, sizeof r->status, "%s", old->status);
             c->complete = 1;
             return 0; /* nothing changed: no write */
         }
         /* queued, running (the controller died meanwhile) or failed with retries left: again. */
+        snprintf(r->status, sizeof r->status, "queued");
     }
     /* The hash cache: an earlier evaluation of the same candidate at the same budget. */
     for (int j = r->seq - 1; j >= 0; j--) {
