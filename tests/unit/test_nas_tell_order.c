@@ -18,6 +18,8 @@
 
 #define MAXC 64
 
+static char g_db[64];
+
 /* The strategy: proposes script[0..n) (epochs each), records the tell order. */
 typedef struct script {
     const double *epochs;
@@ -174,21 +176,35 @@ static void run_script(store_t *st, int64_t run, const double *epochs, int n, in
     s->pool = NULL;
 }
 
+/* Runs ep (n candidates) with `workers` under each order of finishing (the oldest job first, the
+ * newest, the shortest: as real workers would); every run tells in want's order. *last: the
+ * run where the shortest finished first. */
+static void check_order(const double *ep, int n, int workers, const int *want, store_t **st, int64_t *run,
+                        script_t *last)
+{
+    int (*picks[])(const pool_t *) = {pick_oldest, pick_newest, pick_shortest};
+    for (int k = 0; k < 3; k++) {
+        if (k)
+            store_close(*st);
+        *run = new_run(g_db, st);
+        run_script(*st, *run, ep, n, workers, picks[k], last, 0);
+        assert_int_equal(last->ntold, n);
+        for (int i = 0; i < n; i++)
+            if (last->told[i] != want[i])
+                fail_msg("pick %d: tell %d is candidate %d, expected %d", k, i, last->told[i], want[i]);
+    }
+}
+
 static void test_equal_budgets_ask_order(void **state)
 {
     (void)state;
     static const double ep[10] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
-    int (*picks[])(const pool_t *) = {pick_oldest, pick_newest};
-    for (int k = 0; k < 2; k++) {
-        store_t *st;
-        int64_t run = new_run("/tmp/test_nas_tell_order.db", &st);
-        script_t s;
-        run_script(st, run, ep, 10, 3, picks[k], &s, 0);
-        assert_int_equal(s.ntold, 10);
-        for (int i = 0; i < 10; i++)
-            assert_int_equal(s.told[i], i);
-        store_close(st);
-    }
+    static const int want[10] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+    store_t *st;
+    int64_t run;
+    script_t s;
+    check_order(ep, 10, 3, want, &st, &run, &s);
+    store_close(st);
 }
 
 /* Two workers; candidate 0 lasts 9 epochs, the rest 1: on the clock, 1..9 end before 0
@@ -198,33 +214,36 @@ static void test_long_evaluation_does_not_block(void **state)
     (void)state;
     static const double ep[12] = {9, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
     static const int want[12] = {1, 2, 3, 4, 5, 6, 7, 8, 0, 9, 10, 11};
-    int (*picks[])(const pool_t *) = {pick_oldest, pick_newest, pick_shortest};
-    for (int k = 0; k < 3; k++) {
-        store_t *st;
-        int64_t run = new_run("/tmp/test_nas_tell_order.db", &st);
-        script_t s;
-        run_script(st, run, ep, 12, 2, picks[k], &s, 0);
-        assert_int_equal(s.ntold, 12);
-        for (int i = 0; i < 12; i++)
-            if (s.told[i] != want[i])
-                fail_msg("pick %d: tell %d is candidate %d, expected %d", k, i, s.told[i], want[i]);
-        if (k == 2) {
-            /* finishing shortest first (as real workers do), the short ones are told as they
-             * come, while candidate 0 still trains: no head-of-line blocking */
-            assert_int_equal(s.pool_told_when[0], 1);
-            assert_int_equal(s.pool_told_when[1], 2);
-        }
-        /* the stored tell order is the same */
-        store_nas_candidate_t *rows = NULL;
-        int n = 0;
-        err_t e = {0};
-        assert_int_equal(store_nas_candidates_load(st, run, &rows, &n, &e), 0);
-        assert_int_equal(n, 12);
-        for (int i = 0; i < 12; i++)
-            assert_int_equal(rows[want[i]].tell_seq, i);
-        store_nas_candidates_free(rows, n);
-        store_close(st);
-    }
+    store_t *st;
+    int64_t run;
+    script_t s;
+    check_order(ep, 12, 2, want, &st, &run, &s);
+    /* finishing shortest first, the short ones are told as they come, while candidate 0 still
+     * trains: no head-of-line blocking */
+    assert_int_equal(s.pool_told_when[0], 1);
+    assert_int_equal(s.pool_told_when[1], 2);
+    /* the stored tell order is the same */
+    store_nas_candidate_t *rows = NULL;
+    int n = 0;
+    err_t e = {0};
+    assert_int_equal(store_nas_candidates_load(st, run, &rows, &n, &e), 0);
+    assert_int_equal(n, 12);
+    for (int i = 0; i < 12; i++)
+        assert_int_equal(rows[want[i]].tell_seq, i);
+    store_nas_candidates_free(rows, n);
+    store_close(st);
+}
+
+/* Stores candidate i of the script as done (validation 0.25), told at tell_seq. */
+static void put_done(store_t *st, int64_t run, int i, double epochs, int64_t tell_seq)
+{
+    store_nas_candidate_t r = {.seq = i, .cand_id = i, .parent = -1, .budget = epochs, .cached_from = -1,
+                               .tell_seq = tell_seq, .attempts = 1, .has_metrics = 1, .val_accuracy = 0.25};
+    snprintf(r.hash, sizeof r.hash, "%064d", i);
+    snprintf(r.status, sizeof r.status, "done");
+    r.genome = r.arch = "{}";
+    err_t e = {0};
+    assert_int_equal(store_nas_candidate_put(st, run, &r, &e), 0);
 }
 
 /* A stored run is replayed in its recorded tell order (here: the ask order, as a run of an
@@ -234,16 +253,9 @@ static void test_resume_follows_the_record(void **state)
     (void)state;
     static const double ep[6] = {9, 1, 1, 1, 1, 1};
     store_t *st;
-    int64_t run = new_run("/tmp/test_nas_tell_order.db", &st);
-    err_t e = {0};
-    for (int i = 0; i < 3; i++) {
-        store_nas_candidate_t r = {.seq = i, .cand_id = i, .parent = -1, .budget = ep[i], .cached_from = -1,
-                                   .tell_seq = i, .attempts = 1, .has_metrics = 1, .val_accuracy = 0.25};
-        snprintf(r.hash, sizeof r.hash, "%064d", i);
-        snprintf(r.status, sizeof r.status, "done");
-        r.genome = r.arch = "{}";
-        assert_int_equal(store_nas_candidate_put(st, run, &r, &e), 0);
-    }
+    int64_t run = new_run(g_db, &st);
+    for (int i = 0; i < 3; i++)
+        put_done(st, run, i, ep[i], i);
     script_t s;
     run_script(st, run, ep, 6, 2, pick_oldest, &s, 0);
     assert_int_equal(s.ntold, 6);
@@ -253,22 +265,17 @@ static void test_resume_follows_the_record(void **state)
     assert_int_equal(s.ran, 3); /* the replayed candidates were not evaluated again */
     store_close(st);
     /* a record that names a tell twice is refused */
-    run = new_run("/tmp/test_nas_tell_order.db", &st);
-    for (int i = 0; i < 2; i++) {
-        store_nas_candidate_t r = {.seq = i, .cand_id = i, .parent = -1, .budget = 1, .cached_from = -1,
-                                   .tell_seq = 1, .attempts = 1};
-        snprintf(r.hash, sizeof r.hash, "%064d", i);
-        snprintf(r.status, sizeof r.status, "done");
-        r.genome = r.arch = "{}";
-        assert_int_equal(store_nas_candidate_put(st, run, &r, &e), 0);
-    }
+    run = new_run(g_db, &st);
+    for (int i = 0; i < 2; i++)
+        put_done(st, run, i, ep[i], 1);
     run_script(st, run, ep, 6, 2, pick_oldest, &s, FN_ESTATE);
     store_close(st);
-    unlink("/tmp/test_nas_tell_order.db");
+    unlink(g_db);
 }
 
 int main(void)
 {
+    snprintf(g_db, sizeof g_db, "/tmp/test_nas_tell_order-%ld.db", (long)getpid());
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_equal_budgets_ask_order),
         cmocka_unit_test(test_long_evaluation_does_not_block),
