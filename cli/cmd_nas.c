@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/search_cli.h"
 #include "common/jsonpos.h"
 #include "common/store.h"
 #include "common/store_nas.h"
@@ -52,156 +53,39 @@ static const char *const k_help =
     "FEDNAS_THREADS engine threads (default 1); --resume works with any K.\n";
 
 typedef struct exp_cfg {
-    json_t *root;
-    char *text;
-    const char *source;
+    cli_search_exp_t x;
     nas_config_t nas;
-    nas_data_opts_t data;
     engine_train_config_t train;
     char *augment;
-    char name[128];
 } exp_cfg_t;
-
-static int at(const exp_cfg_t *e, const char *jpath, err_t *err, const char *fmt, const char *detail)
-{
-    int line = 1, col = 1;
-    jsonpos_locate(e->text, jpath, 0, &line, &col);
-    return err_set(err, FN_EINVAL, "%s:%d:%d: %s: %s%s", e->source, line, col, jpath, fmt, detail ? detail : "");
-}
-
-static int get_int(const exp_cfg_t *e, const json_t *o, const char *key, long lo, long hi, long dflt, long *out,
-                   err_t *err)
-{
-    char jpath[64];
-    snprintf(jpath, sizeof jpath, "data.%s", key);
-    const json_t *v = json_object_get(o, key);
-    *out = dflt;
-    if (!v)
-        return 0;
-    char want[96];
-    snprintf(want, sizeof want, "expected an integer in [%ld, %ld]", lo, hi);
-    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
-        return at(e, jpath, err, want, NULL);
-    *out = (long)json_integer_value(v);
-    return 0;
-}
-
-static int parse_data(exp_cfg_t *e, err_t *err)
-{
-    const json_t *d = json_object_get(e->root, "data");
-    memset(&e->data, 0, sizeof e->data);
-    e->data.val_size = 10000;
-    e->data.split_seed = 42;
-    if (!d)
-        return 0;
-    if (!json_is_object(d))
-        return at(e, "data", err, "expected an object", NULL);
-    static const char *const keys[] = {"dataset", "path", "split_seed", "validation", "train_subset", "val_subset",
-                                       "test_subset", NULL};
-    const char *k;
-    json_t *v;
-    json_object_foreach((json_t *)d, k, v) {
-        int ok = 0;
-        for (int i = 0; keys[i]; i++)
-            ok |= strcmp(k, keys[i]) == 0;
-        if (!ok) {
-            char jpath[160];
-            snprintf(jpath, sizeof jpath, "data.%s", k);
-            return at(e, jpath, err, "unknown key; expected dataset, path, split_seed, validation, train_subset, "
-                                     "val_subset or test_subset", NULL);
-        }
-    }
-    const json_t *ds = json_object_get(d, "dataset");
-    if (ds && (!json_is_string(ds) || (strcmp(json_string_value(ds), "fashion-mnist") != 0 &&
-                                       strcmp(json_string_value(ds), "mnist") != 0)))
-        return at(e, "data.dataset", err, "a search runs on \"fashion-mnist\" or \"mnist\" (IDX files)", NULL);
-    const json_t *p = json_object_get(d, "path");
-    if (p && !json_is_string(p))
-        return at(e, "data.path", err, "expected a directory name", NULL);
-    e->data.dir = p ? json_string_value(p) : NULL;
-    long x;
-    int rc;
-    if ((rc = get_int(e, d, "split_seed", 0, 0x7fffffffffffffffL, 42, &x, err)) < 0)
-        return rc;
-    e->data.split_seed = (uint64_t)x;
-    if ((rc = get_int(e, d, "validation", 1, 59999, 10000, &x, err)) < 0)
-        return rc;
-    e->data.val_size = (int)x;
-    if ((rc = get_int(e, d, "train_subset", 1, 1 << 30, 0, &x, err)) < 0)
-        return rc;
-    e->data.train_subset = (int)x;
-    if ((rc = get_int(e, d, "val_subset", 1, 1 << 30, 0, &x, err)) < 0)
-        return rc;
-    e->data.val_subset = (int)x;
-    if ((rc = get_int(e, d, "test_subset", 1, 1 << 30, 0, &x, err)) < 0)
-        return rc;
-    e->data.test_subset = (int)x;
-    return 0;
-}
-
-/* An engine message that starts with a JSON path ("train.optimizer.momentum: ...") gets the
- * file, line and column in front. */
-static int with_position(const exp_cfg_t *e, err_t *err)
-{
-    char jpath[160];
-    const char *colon = strstr(err->msg, ": ");
-    if (colon && (size_t)(colon - err->msg) < sizeof jpath && strchr(err->msg, ' ') >= colon) {
-        memcpy(jpath, err->msg, (size_t)(colon - err->msg));
-        jpath[colon - err->msg] = 0;
-        int line = 1, col = 1;
-        if (jsonpos_locate(e->text, jpath, 0, &line, &col) == 0)
-            return err_wrap(err, "%s:%d:%d: ", e->source, line, col);
-    }
-    return err_wrap(err, "%s: ", e->source);
-}
 
 static void exp_free(exp_cfg_t *e)
 {
-    json_decref(e->root);
-    free(e->text);
+    cli_search_exp_free(&e->x);
     free(e->augment);
+    e->augment = NULL;
 }
 
-/* Loads and validates an experiment given as text (a file, or a run's stored config). */
-static int exp_load(exp_cfg_t *e, const char *source, char *text, err_t *err)
+/* Loads and validates an experiment given as text (a file, or a run's stored config); e is an
+ * exp_cfg_t (cli_search_open's loader). */
+static int exp_load(void *ctx, const char *source, char *text, err_t *err)
 {
+    exp_cfg_t *e = ctx;
     memset(e, 0, sizeof *e);
-    e->text = text;
-    e->source = source;
-    json_error_t je;
-    e->root = json_loads(text, 0, &je);
-    if (!e->root)
-        return err_set(err, FN_EINVAL, "%s:%d:%d: %s", source, je.line, je.column, je.text);
-    if (!json_is_object(e->root))
-        return err_set(err, FN_EINVAL, "%s:1:1: expected an experiment object", source);
     static const char *const known[] = {"name", "description", "seed", "data", "train", "nas", "model", "rounds",
                                         "clients", "server", "strategy", "privacy", "secagg", NULL};
-    const char *key;
-    json_t *val;
-    json_object_foreach(e->root, key, val) {
-        int ok = 0;
-        for (int i = 0; known[i]; i++)
-            ok |= strcmp(key, known[i]) == 0;
-        if (!ok)
-            return at(e, key, err, "unknown key", NULL);
-    }
-    const json_t *name = json_object_get(e->root, "name");
-    snprintf(e->name, sizeof e->name, "%s", json_is_string(name) ? json_string_value(name) : "nas");
-    const json_t *seed = json_object_get(e->root, "seed");
-    if (seed && (!json_is_integer(seed) || json_integer_value(seed) < 0))
-        return at(e, "seed", err, "expected an integer >= 0", NULL);
-    const json_t *nas = json_object_get(e->root, "nas");
-    if (!nas)
-        return err_set(err, FN_EINVAL, "%s: no \"nas\" block: nothing to search (see `fednas nas --help`)", source);
-    int rc = nas_config_parse(nas, source, text, "nas", seed ? (uint64_t)json_integer_value(seed) : 1, &e->nas, err);
+    int rc = cli_search_exp_load(&e->x, source, text, known, "nas", err);
     if (rc < 0)
         return rc;
-    if ((rc = parse_data(e, err)) < 0)
+    const json_t *nas = json_object_get(e->x.root, "nas");
+    if (!nas)
+        return err_set(err, FN_EINVAL, "%s: no \"nas\" block: nothing to search (see `fednas nas --help`)", source);
+    if ((rc = nas_config_parse(nas, source, text, "nas", e->x.seed, &e->nas, err)) < 0)
         return rc;
-    const json_t *train = json_object_get(e->root, "train");
+    const json_t *train = json_object_get(e->x.root, "train");
     if (train) {
         if ((rc = engine_train_config_from_json(train, &e->train, err)) < 0)
-            return with_position(e, err);
+            return cli_search_locate(&e->x, err);
         const json_t *aug = json_object_get(train, "augment");
         if (aug)
             e->augment = json_dumps(aug, JSON_COMPACT);
@@ -297,38 +181,23 @@ static void on_final(void *ctx, const store_nas_final_t *f, const char *recipe)
 
 /* ---- search ------------------------------------------------------------------------------- */
 
-static int threads_per_worker(int workers)
-{
-    const char *s = getenv("FEDNAS_THREADS");
-    long v;
-    if (s && fn_parse_int(s, 1, 4096, &v) == 0)
-        return (int)v;
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    int t = (int)(cores / workers);
-    return t < 1 ? 1 : t;
-}
-
 static int check_only(const char *path)
 {
     err_t err = {0};
     exp_cfg_t e;
     memset(&e, 0, sizeof e);
-    char *text = NULL;
-    size_t len;
-    int rc = fn_read_file(path, &text, &len, &err);
-    if (rc == 0 && (rc = exp_load(&e, path, text, &err)) < 0)
-        rc = FN_EINVAL;
-    if (rc == 0) {
+    cli_search_run_t none = {0};
+    if (cli_search_open(path, NULL, 0, 0, exp_load, &e, &e.x, &none, &err) == 0) {
         printf("%s: ok: %s search over the %s space, budget %d x %g epoch%s, %d worker%s, retries %d, top %d retrained "
                "for %d epochs; batch %d, lr %g, %s; split seed %llu, validation %d\n",
                path, nas_strategy_name(e.nas.strategy.kind), e.nas.space.kind == NAS_SPACE_CELL ? "cell" : "macro",
                e.nas.budget, e.nas.epochs, e.nas.epochs == 1 ? "" : "s", e.nas.workers, e.nas.workers == 1 ? "" : "s",
                e.nas.retries, e.nas.top_k, e.nas.retrain_epochs, e.train.batch_size, (double)e.train.optim.lr,
-               engine_optim_type_name(e.train.optim.type), (unsigned long long)e.data.split_seed, e.data.val_size);
+               engine_optim_type_name(e.train.optim.type), (unsigned long long)e.x.data.split_seed, e.x.data.val_size);
         exp_free(&e);
         return EXIT_OK;
     }
-    exp_free(&e); /* owns text once exp_load ran; text is NULL when the read failed */
+    exp_free(&e);
     return cli_fail(&err);
 }
 
@@ -340,7 +209,7 @@ static int search(const char *path, long long resume, const char *db_path, int q
  * split seed and threads; every rank then loads the data itself (nothing shared but files). */
 static int send_setup(const exp_cfg_t *e, const store_nas_run_t *nr, nas_workers_t **ranks, err_t *err)
 {
-    json_t *j = json_pack("{s:s, s:I, s:i}", "experiment", e->text, "split_seed", (json_int_t)nr->split_seed,
+    json_t *j = json_pack("{s:s, s:I, s:i}", "experiment", e->x.text, "split_seed", (json_int_t)nr->split_seed,
                           "threads", nr->threads);
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
@@ -369,11 +238,11 @@ static int serve_rank(void)
     if (rc > 0 && !text)
         rc = err_set(&err, FN_EPROTO, "MPI: unreadable setup from rank 0");
     if (rc > 0 && (rc = exp_load(&e, "rank 0's experiment", strdup(text), &err)) == 0) {
-        e.data.split_seed = (uint64_t)json_integer_value(json_object_get(j, "split_seed"));
+        e.x.data.split_seed = (uint64_t)json_integer_value(json_object_get(j, "split_seed"));
         char th[24];
         snprintf(th, sizeof th, "%lld", (long long)json_integer_value(json_object_get(j, "threads")));
         setenv("FEDNAS_THREADS", th, 1); /* before the engine's pool starts */
-        rc = nas_data_load(&e.data, &data, &err);
+        rc = nas_data_load(&e.x.data, &data, &err);
     }
     nas_eval_opts_t base = {.train = e.train, .latency_reps = 20};
     if (rc == 0)
@@ -410,89 +279,56 @@ static int search_launched(const char *path, long long resume, const char *db, i
 static int search(const char *path, long long resume, const char *db_path, int quiet, int mpi_size)
 {
     err_t err = {0};
-    store_t *st = NULL;
     exp_cfg_t e;
     memset(&e, 0, sizeof e);
-    nas_data_t data;
-    memset(&data, 0, sizeof data);
-    int64_t run_id = resume, exp_id = 0;
-    char source[64];
-    int rc;
-    store_nas_run_t nr = {0};
+    cli_search_run_t run = {0};
+    store_nas_run_t *nr = &run.nr;
     nas_workers_t *ranks = NULL; /* MPI worker ranks, or NULL: local workers */
-    if (resume) {
-        struct stat sb;
-        if (stat(db_path, &sb) != 0) {
-            rc = err_set(&err, FN_ENOTFOUND, "run store %s does not exist; pass the search's --db", db_path);
-            goto out;
-        }
-        if ((rc = store_open(db_path, 0, &st, &err)) < 0)
-            goto out;
-        if ((rc = store_nas_run_get(st, run_id, &nr, &err)) < 0)
-            goto out;
-        char *text = NULL;
-        if ((rc = store_run_reopen(st, run_id, &text, &exp_id, &err)) < 0)
-            goto out;
-        snprintf(source, sizeof source, "run %lld", resume);
-        if ((rc = exp_load(&e, source, text, &err)) < 0)
-            goto out;
-        /* The split and the threads are the run's: a resumed search must see the same data and
-         * sum in the same order. */
-        e.data.split_seed = nr.split_seed;
-    } else {
-        char *text = NULL;
-        size_t len;
-        if ((rc = fn_read_file(path, &text, &len, &err)) < 0)
-            goto out;
-        if ((rc = exp_load(&e, path, text, &err)) < 0) {
-            rc = FN_EINVAL;
-            goto out;
-        }
-        if ((rc = store_open(db_path, 0, &st, &err)) < 0)
-            goto out;
-        nr.split_seed = e.data.split_seed;
-        nr.budget = e.nas.budget;
-        nr.workers = e.nas.workers;
-        nr.threads = threads_per_worker(e.nas.workers);
+    /* A resumed search takes the run's split and threads: it must see the same data and sum in
+     * the same order. */
+    int rc = cli_search_open(path, db_path, resume, 0, exp_load, &e, &e.x, &run, &err);
+    if (rc < 0)
+        goto out;
+    if (!resume) {
+        nr->split_seed = e.x.data.split_seed;
+        nr->budget = e.nas.budget;
+        nr->workers = e.nas.workers;
+        nr->threads = cli_search_threads(e.nas.workers);
         if (mpi_size > 1) {
             /* The job's worker ranks are the search's workers (its ask window); one engine
              * thread each unless FEDNAS_THREADS says otherwise: one rank per core. */
-            if (nr.workers != mpi_size - 1)
-                printf("fednas nas: %d worker ranks replace nas.workers %d\n", mpi_size - 1, nr.workers);
-            nr.workers = mpi_size - 1;
-            nr.threads = getenv("FEDNAS_THREADS") ? threads_per_worker(1) : 1;
+            if (nr->workers != mpi_size - 1)
+                printf("fednas nas: %d worker ranks replace nas.workers %d\n", mpi_size - 1, nr->workers);
+            nr->workers = mpi_size - 1;
+            nr->threads = getenv("FEDNAS_THREADS") ? cli_search_threads(1) : 1;
         }
-        snprintf(nr.strategy, sizeof nr.strategy, "%s", nas_strategy_name(e.nas.strategy.kind));
-        snprintf(nr.device, sizeof nr.device, "%s", e.nas.device);
-        if ((rc = store_experiment_create(st, e.name, e.text, &exp_id, &err)) < 0 ||
-            (rc = store_run_create(st, exp_id, e.nas.budget, e.nas.workers, e.nas.seed, NULL, &run_id, &err)) < 0 ||
-            (rc = store_nas_run_create(st, run_id, &nr, &err)) < 0)
+        snprintf(nr->strategy, sizeof nr->strategy, "%s", nas_strategy_name(e.nas.strategy.kind));
+        snprintf(nr->device, sizeof nr->device, "%s", e.nas.device);
+        if ((rc = cli_search_create(db_path, e.x.name, e.x.text, e.nas.budget, e.nas.workers, e.nas.seed, &run, &err)) < 0)
             goto out;
     }
-    store_run_set_pid(st, run_id, (int64_t)getpid(), &err);
-    if (mpi_size > 1 && (rc = send_setup(&e, &nr, &ranks, &err)) < 0)
+    int64_t run_id = run.run_id;
+    if (mpi_size > 1 && (rc = send_setup(&e, nr, &ranks, &err)) < 0)
         goto out;
-    double t_load = fn_mono();
-    if ((rc = nas_data_load(&e.data, &data, &err)) < 0) {
-        store_run_finish(st, run_id, "failed", err.msg, NULL); /* no run is left "running" */
+    double t_load;
+    if ((rc = cli_search_load(&run, &e.x.data, &t_load, &err)) < 0)
         goto out;
-    }
     printf("fednas nas: run %lld%s: %s search over the %s space, budget %d x %g epoch%s, seed %llu; %d worker%s x %d "
            "thread%s on %s%s\n",
            (long long)run_id, resume ? " (resumed)" : "", nas_strategy_name(e.nas.strategy.kind),
            e.nas.space.kind == NAS_SPACE_CELL ? "cell" : "macro", e.nas.budget, e.nas.epochs,
-           e.nas.epochs == 1 ? "" : "s", (unsigned long long)e.nas.seed, nr.workers, nr.workers == 1 ? "" : "s",
-           nr.threads, nr.threads == 1 ? "" : "s", nr.device, ranks ? " (MPI ranks)" : "");
+           e.nas.epochs == 1 ? "" : "s", (unsigned long long)e.nas.seed, nr->workers, nr->workers == 1 ? "" : "s",
+           nr->threads, nr->threads == 1 ? "" : "s", nr->device, ranks ? " (MPI ranks)" : "");
     printf("data: %d training / %d validation images (split seed %llu), %d test images, loaded in %.1fs\n",
-           data.n_train, data.n_val, (unsigned long long)data.split_seed, data.n_test, fn_mono() - t_load);
+           run.data.n_train, run.data.n_val, (unsigned long long)run.data.split_seed, run.data.n_test, t_load);
     fflush(stdout);
     ui_t ui = {.tty = isatty(2), .quiet = quiet};
     nas_search_t s = {.cfg = &e.nas,
-                      .data = &data,
+                      .data = &run.data,
                       .eval = {.train = e.train, .latency_reps = 20},
-                      .threads = nr.threads,
+                      .threads = nr->threads,
                       .augment = e.augment,
-                      .store = st,
+                      .store = run.st,
                       .run_id = run_id,
                       .on_candidate = on_candidate,
                       .on_tick = on_tick,
@@ -501,7 +337,7 @@ static int search(const char *path, long long resume, const char *db_path, int q
                       .stop = &cli_stop,
                       .workers = ranks};
     /* The workers and their settings are the run's (the tell order depends on the workers). */
-    e.nas.workers = nr.workers;
+    e.nas.workers = nr->workers;
     cli_install_signals();
     double t0 = fn_mono();
     /* weight sharing under mpirun: every rank trains its supernet replica first (nas/mpi.h) */
@@ -511,20 +347,20 @@ static int search(const char *path, long long resume, const char *db_path, int q
     if (rc == 0)
         rc = nas_search_run(&s, &err);
     clear_bar(&ui);
+    char msg[256] = "no architecture was retrained (top_k 0, or every retraining failed: see the log)";
     if (rc == 0) {
         /* Summary from the store, by rank: what a later `fednas nas export` sees. */
-        char msg[256] = "no architecture was retrained (top_k 0, or every retraining failed: see the log)";
         int shown = 0;
         for (int r = 1; r <= e.nas.top_k && r < 64; r++) {
             store_nas_final_t f;
             char *arch = NULL, *recipe = NULL;
             float *w = NULL;
-            if (store_nas_final_get(st, run_id, r, &f, &arch, &recipe, &w, &err) < 0) {
+            if (store_nas_final_get(run.st, run_id, r, &f, &arch, &recipe, &w, &err) < 0) {
                 printf("  rank %d: not retrained (it failed: see the log)\n", r);
                 continue;
             }
             if (!shown++) {
-                printf("retrained from scratch on %d images, tested on %d; recipe: %s\n", data.n_all, data.n_test,
+                printf("retrained from scratch on %d images, tested on %d; recipe: %s\n", run.data.n_all, run.data.n_test,
                        recipe);
                 snprintf(msg, sizeof msg, "best: candidate #%lld, validation %.4f, test %.4f after retraining",
                          (long long)f.seq, f.val_accuracy, f.test_accuracy);
@@ -537,19 +373,14 @@ static int search(const char *path, long long resume, const char *db_path, int q
             free(w);
         }
         printf("done in %.1fs: %s\n", fn_mono() - t0, msg);
-        store_run_finish(st, run_id, "done", msg, &err);
-    } else if (cli_stop) {
-        store_run_finish(st, run_id, "stopped", err.msg, NULL);
-    } else {
-        store_run_finish(st, run_id, "failed", err.msg, NULL);
     }
+    cli_search_finish(&run, rc, cli_stop, msg, &err);
 out:
     nas_workers_close(ranks);
     if (rc < 0)
         rc = cli_fail(&err);
-    nas_data_free(&data);
     exp_free(&e);
-    store_close(st);
+    cli_search_close(&run);
     return rc;
 }
 
@@ -606,15 +437,6 @@ static int export_run(long long run, int top, const char *dir, const char *db_pa
     return rc < 0 ? cli_fail(&err) : EXIT_OK;
 }
 
-static int parse_run(const char *s, long long *out)
-{
-    long v;
-    if (fn_parse_int(s, 1, 0x7fffffffL, &v) < 0)
-        return -1;
-    *out = v;
-    return 0;
-}
-
 int cmd_nas(int argc, char **argv)
 {
     int is_export = argc > 1 && strcmp(argv[1], "export") == 0;
@@ -637,7 +459,7 @@ int cmd_nas(int argc, char **argv)
         switch (c) {
         case 'd': db = optarg; break;
         case 'r':
-            if (is_export || parse_run(optarg, &resume) < 0)
+            if (is_export || cli_search_parse_run(optarg, &resume) < 0)
                 return cli_usage_error(cmd, "--resume needs a run id >= 1, not \"%s\"", optarg);
             break;
         case 'q': quiet = 1; break;
@@ -657,20 +479,17 @@ int cmd_nas(int argc, char **argv)
     }
     if (is_export) {
         long long run;
-        if (optind != argc - 1 || parse_run(argv[optind], &run) < 0)
+        if (optind != argc - 1 || cli_search_parse_run(argv[optind], &run) < 0)
             return cli_usage_error(cmd, "expected one RUN id");
         if (!out)
             return cli_usage_error(cmd, "--out DIR is required");
         return export_run(run, (int)top, out, db);
     }
-    if (resume) {
-        if (optind != argc)
-            return cli_usage_error(cmd, "--resume RUN takes no experiment file (the run's own is used)");
-        return nas_mpi_launched() ? search_launched(NULL, resume, db, quiet) : search(NULL, resume, db, quiet, 1);
-    }
-    if (optind != argc - 1)
-        return cli_usage_error(cmd, optind < argc ? "expected one EXPERIMENT file, got more" : "missing the EXPERIMENT file");
-    if (check)
-        return check_only(argv[optind]);
-    return nas_mpi_launched() ? search_launched(argv[optind], 0, db, quiet) : search(argv[optind], 0, db, quiet, 1);
+    const char *path;
+    const char *why = cli_search_args(argc, argv, optind, resume, &path);
+    if (why)
+        return cli_usage_error(cmd, "%s", why);
+    if (check && path)
+        return check_only(path);
+    return nas_mpi_launched() ? search_launched(path, resume, db, quiet) : search(path, resume, db, quiet, 1);
 }

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/search_cli.h"
 #include "cli/tune_report.h"
 #include "common/jsonpos.h"
 #include "common/store.h"
@@ -70,149 +71,44 @@ static const char *const k_help =
     "  --quiet            no per-trial lines\n";
 
 typedef struct exp {
-    json_t *root;
-    char *text;
-    const char *source;
+    cli_search_exp_t x;
     const json_t *train;
     char *arch;
-    nas_data_opts_t data;
     nas_tune_config_t cfg;
     engine_train_config_t tc;
-    char name[128];
 } exp_t;
 
 static void exp_free(exp_t *e)
 {
-    json_decref(e->root);
-    free(e->text);
+    cli_search_exp_free(&e->x);
     free(e->arch);
+    e->arch = NULL;
 }
 
-static int at(const exp_t *e, const char *path, err_t *err, const char *msg)
+/* Loads and validates an experiment into the exp_t ctx (owns text from here on). */
+static int exp_load(void *ctx, const char *source, char *text, err_t *err)
 {
-    return jsonpos_fail(err, e->source, e->text, path, 0, "%s", msg);
-}
-
-static int data_int(const exp_t *e, const json_t *d, const char *key, long lo, long hi, long dflt, long *out, err_t *err)
-{
-    const json_t *v = json_object_get(d, key);
-    *out = dflt;
-    if (!v)
-        return 0;
-    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
-        char path[64], msg[96];
-        snprintf(path, sizeof path, "data.%s", key);
-        snprintf(msg, sizeof msg, "expected an integer in [%ld, %ld]", lo, hi);
-        return at(e, path, err, msg);
-    }
-    *out = (long)json_integer_value(v);
-    return 0;
-}
-
-static int parse_data(exp_t *e, err_t *err)
-{
-    const json_t *d = json_object_get(e->root, "data");
-    memset(&e->data, 0, sizeof e->data);
-    e->data.val_size = 10000;
-    e->data.split_seed = 42;
-    if (!d)
-        return 0;
-    if (!json_is_object(d))
-        return at(e, "data", err, "expected an object");
-    static const char *const keys[] = {"dataset", "path", "split_seed", "validation", "train_subset", "val_subset",
-                                       "test_subset", NULL};
-    int rc = jsonpos_check_keys(err, e->source, e->text, d, "data", keys);
-    if (rc < 0)
-        return rc;
-    const json_t *ds = json_object_get(d, "dataset");
-    if (ds && (!json_is_string(ds) || (strcmp(json_string_value(ds), "fashion-mnist") != 0 &&
-                                       strcmp(json_string_value(ds), "mnist") != 0)))
-        return at(e, "data.dataset", err, "tuning runs on \"fashion-mnist\" or \"mnist\" (IDX files)");
-    const json_t *p = json_object_get(d, "path");
-    if (p && !json_is_string(p))
-        return at(e, "data.path", err, "expected a directory name");
-    e->data.dir = p ? json_string_value(p) : NULL;
-    long x;
-    if ((rc = data_int(e, d, "split_seed", 0, 0x7fffffffffffffffL, 42, &x, err)) < 0)
-        return rc;
-    e->data.split_seed = (uint64_t)x;
-    if ((rc = data_int(e, d, "validation", 1, 59999, 10000, &x, err)) < 0)
-        return rc;
-    e->data.val_size = (int)x;
-    if ((rc = data_int(e, d, "train_subset", 1, 1 << 30, 0, &x, err)) < 0)
-        return rc;
-    e->data.train_subset = (int)x;
-    if ((rc = data_int(e, d, "val_subset", 1, 1 << 30, 0, &x, err)) < 0)
-        return rc;
-    e->data.val_subset = (int)x;
-    if ((rc = data_int(e, d, "test_subset", 1, 1 << 30, 0, &x, err)) < 0)
-        return rc;
-    e->data.test_subset = (int)x;
-    return 0;
-}
-
-/* An engine message "train.optimizer.momentum: ..." gets the file, line and column in front. */
-static int with_position(const exp_t *e, err_t *err)
-{
-    char path[160];
-    const char *colon = strstr(err->msg, ": ");
-    if (colon && (size_t)(colon - err->msg) < sizeof path && strchr(err->msg, ' ') >= colon) {
-        memcpy(path, err->msg, (size_t)(colon - err->msg));
-        path[colon - err->msg] = 0;
-        int line = 1, col = 1;
-        if (jsonpos_locate(e->text, path, 0, &line, &col) == 0)
-            return err_wrap(err, "%s:%d:%d: ", e->source, line, col);
-    }
-    return err_wrap(err, "%s: ", e->source);
-}
-
-/* Loads and validates an experiment (owns text from here on). */
-static int exp_load(exp_t *e, const char *source, char *text, err_t *err)
-{
+    exp_t *e = ctx;
     memset(e, 0, sizeof *e);
-    e->text = text;
-    e->source = source;
-    json_error_t je;
-    e->root = json_loads(text, 0, &je);
-    if (!e->root)
-        return err_set(err, FN_EINVAL, "%s:%d:%d: %s", source, je.line, je.column, je.text);
-    if (!json_is_object(e->root))
-        return err_set(err, FN_EINVAL, "%s:1:1: expected an experiment object", source);
     static const char *const known[] = {"name",    "description", "seed",     "data",    "model",  "train",
                                         "tune",    "compress",    "rounds",   "clients", "server", "strategy",
                                         "privacy", "secagg",      "nas",      NULL};
-    int rc = jsonpos_check_keys(err, source, text, e->root, "", known);
+    int rc = cli_search_exp_load(&e->x, source, text, known, "tune", err);
     if (rc < 0)
         return rc;
-    const json_t *name = json_object_get(e->root, "name");
-    snprintf(e->name, sizeof e->name, "%s", json_is_string(name) ? json_string_value(name) : "tune");
-    const json_t *seed = json_object_get(e->root, "seed");
-    if (seed && (!json_is_integer(seed) || json_integer_value(seed) < 0))
-        return at(e, "seed", err, "expected an integer >= 0");
-    const json_t *model = json_object_get(e->root, "model");
+    const json_t *model = json_object_get(e->x.root, "model");
     if (!json_is_object(model))
-        return at(e, "model", err, "expected the model to tune for, e.g. {\"type\": \"cnn\"} (see engine/nn.h)");
+        return jsonpos_fail(err, source, text, "model", 0, "%s",
+                            "expected the model to tune for, e.g. {\"type\": \"cnn\"} (see engine/nn.h)");
     e->arch = json_dumps(model, JSON_COMPACT);
-    e->train = json_object_get(e->root, "train");
+    e->train = json_object_get(e->x.root, "train");
     if (!json_is_object(e->train))
-        return at(e, "train", err, "expected the train block whose recipe is tuned (see `fednas train --help`)");
+        return jsonpos_fail(err, source, text, "train", 0, "%s",
+                            "expected the train block whose recipe is tuned (see `fednas train --help`)");
     if ((rc = engine_train_config_from_json(e->train, &e->tc, err)) < 0)
-        return with_position(e, err);
-    if ((rc = parse_data(e, err)) < 0)
-        return rc;
-    return nas_tune_config_parse(json_object_get(e->root, "tune"), e->train, source, text, "tune",
-                             seed ? (uint64_t)json_integer_value(seed) : 1, &e->cfg, err);
-}
-
-static int threads_per_worker(int workers)
-{
-    const char *s = getenv("FEDNAS_THREADS");
-    long v;
-    if (s && fn_parse_int(s, 1, 4096, &v) == 0)
-        return (int)v;
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    int t = (int)(cores / workers);
-    return t < 1 ? 1 : t;
+        return cli_search_locate(&e->x, err);
+    return nas_tune_config_parse(json_object_get(e->x.root, "tune"), e->train, source, text, "tune", e->x.seed, &e->cfg,
+                                 err);
 }
 
 static void print_plan(const exp_t *e, const char *what)
@@ -221,7 +117,7 @@ static void print_plan(const exp_t *e, const char *what)
     nas_tune_config_describe(&e->cfg, strat, sizeof strat);
     for (int k = 0, n = 0; k < e->cfg.nrungs && n >= 0 && (size_t)n < sizeof rungs; k++)
         n += snprintf(rungs + n, sizeof rungs - (size_t)n, "%s%g", k ? ", " : "", e->cfg.rungs[k]);
-    printf("%s: %s: %d trials, %s, epochs per rung [%s], %d worker%s, retries %d, seed %llu\n", what, e->source,
+    printf("%s: %s: %d trials, %s, epochs per rung [%s], %d worker%s, retries %d, seed %llu\n", what, e->x.source,
            e->cfg.trials, strat, rungs, e->cfg.workers, e->cfg.workers == 1 ? "" : "s", e->cfg.retries,
            (unsigned long long)e->cfg.seed);
     printf("space:");
@@ -244,8 +140,10 @@ typedef struct ui {
     int trials;
 } ui_t;
 
-static void on_trial(void *ctx, const store_nas_candidate_t *c, int told, double best)
+static void on_trial(void *ctx, const store_nas_candidate_t *c, const nas_progress_t *p)
 {
+    int told = p->told;
+    double best = p->best;
     ui_t *u = ctx;
     if (u->quiet)
         return;
@@ -266,11 +164,12 @@ static void on_trial(void *ctx, const store_nas_candidate_t *c, int told, double
     fflush(stdout);
 }
 
-static void on_final(void *ctx, int rank, const store_nas_final_t *f)
+static void on_final(void *ctx, const store_nas_final_t *f, const char *recipe)
 {
     (void)ctx;
+    (void)recipe;
     printf("retrained %s on all training images: test accuracy %.4f, test loss %.4f (%.1fs)\n",
-           rank == 1 ? "the best recipe" : "the experiment's own recipe", f->test_accuracy, f->test_loss, f->seconds);
+           f->rank == 1 ? "the best recipe" : "the experiment's own recipe", f->test_accuracy, f->test_loss, f->seconds);
     fflush(stdout);
 }
 
@@ -292,170 +191,131 @@ typedef struct opts {
     int sampler, stopping; /* -1: the tune block's; else nas_tune_sampler_t, and 1 asha / 0 none */
 } opts_t;
 
+/* The command line's settings become the stored experiment's "tune" block, so a resume sees them. */
+static int apply_options(exp_t *e, const opts_t *o, err_t *err)
+{
+    json_t *tb = json_object_get(e->x.root, "tune");
+    if (!tb) {
+        tb = json_object();
+        json_object_set_new(e->x.root, "tune", tb);
+    }
+    if (o->trials)
+        e->cfg.trials = o->trials;
+    if (o->workers)
+        e->cfg.workers = o->workers;
+    if (o->enqueue)
+        e->cfg.enqueue_default = 1;
+    if (o->no_baseline)
+        e->cfg.baseline = 0;
+    if (o->sampler >= 0) {
+        e->cfg.sampler = (nas_tune_sampler_t)o->sampler;
+        json_object_set_new(tb, "sampler", e->cfg.sampler == NAS_TUNE_SAMPLER_RANDOM
+                                               ? json_string("random")
+                                               : json_pack("{s:s, s:i, s:i}", "type", "evolution", "population",
+                                                           e->cfg.population, "sample", e->cfg.sample));
+    }
+    if (o->stopping >= 0) {
+        e->cfg.asha = o->stopping;
+        if (nas_tune_config_rungs(&e->cfg, err) < 0)
+            return FN_EINVAL;
+        json_object_set_new(tb, "early_stopping", e->cfg.asha ? json_pack("{s:s, s:i, s:f}", "type", "asha", "eta",
+                                                                          e->cfg.eta, "min_epochs", e->cfg.min_epochs)
+                                                              : json_string("none"));
+    }
+    json_object_set_new(tb, "trials", json_integer(e->cfg.trials));
+    json_object_set_new(tb, "workers", json_integer(e->cfg.workers));
+    json_object_set_new(tb, "enqueue_default", json_boolean(e->cfg.enqueue_default));
+    json_object_set_new(tb, "baseline", json_boolean(e->cfg.baseline));
+    return 0;
+}
+
 static int tune(const char *path, const opts_t *o)
 {
     err_t err = {0};
     exp_t e;
     memset(&e, 0, sizeof e);
-    store_t *st = NULL;
-    nas_data_t data;
-    memset(&data, 0, sizeof data);
-    int64_t run_id = o->resume, exp_id = 0;
-    char source[64];
-    store_nas_run_t nr = {0};
-    int rc;
-    if (o->resume) {
-        struct stat sb;
-        if (stat(o->db, &sb) != 0) {
-            rc = err_set(&err, FN_ENOTFOUND, "run store %s does not exist; pass the search's --db", o->db);
+    cli_search_run_t run = {0};
+    store_nas_run_t *nr = &run.nr;
+    int rc = cli_search_open(path, o->db, o->resume, 1, exp_load, &e, &e.x, &run, &err);
+    if (rc < 0)
+        goto out;
+    if (!o->resume) {
+        if ((rc = apply_options(&e, o, &err)) < 0)
             goto out;
-        }
-        char *text = NULL;
-        if ((rc = store_open(o->db, 0, &st, &err)) < 0 || (rc = store_nas_run_get(st, run_id, &nr, &err)) < 0 ||
-            (rc = store_run_reopen(st, run_id, &text, &exp_id, &err)) < 0)
-            goto out;
-        if (strncmp(nr.strategy, "tune:", 5) != 0) {
-            free(text);
-            rc = err_set(&err, FN_EINVAL, "run %lld is a `fednas nas` search, not a tuning run: resume it with "
-                                          "`fednas nas --resume %lld`", o->resume, o->resume);
-            goto out;
-        }
-        snprintf(source, sizeof source, "run %lld", o->resume);
-        if ((rc = exp_load(&e, source, text, &err)) < 0)
-            goto out;
-        e.data.split_seed = nr.split_seed;
-    } else {
-        char *text = NULL;
-        size_t len;
-        if ((rc = fn_read_file(path, &text, &len, &err)) < 0)
-            goto out;
-        if ((rc = exp_load(&e, path, text, &err)) < 0) {
-            rc = FN_EINVAL;
-            goto out;
-        }
-        /* the command line's settings become the stored experiment's, so a resume sees them */
-        json_t *tb = json_object_get(e.root, "tune");
-        if (!tb) {
-            tb = json_object();
-            json_object_set_new(e.root, "tune", tb);
-        }
-        if (o->trials)
-            e.cfg.trials = o->trials;
-        if (o->workers)
-            e.cfg.workers = o->workers;
-        if (o->enqueue)
-            e.cfg.enqueue_default = 1;
-        if (o->no_baseline)
-            e.cfg.baseline = 0;
-        if (o->sampler >= 0) {
-            e.cfg.sampler = (nas_tune_sampler_t)o->sampler;
-            json_object_set_new(tb, "sampler", e.cfg.sampler == NAS_TUNE_SAMPLER_RANDOM
-                                                   ? json_string("random")
-                                                   : json_pack("{s:s, s:i, s:i}", "type", "evolution", "population",
-                                                               e.cfg.population, "sample", e.cfg.sample));
-        }
-        if (o->stopping >= 0) {
-            e.cfg.asha = o->stopping;
-            if ((rc = nas_tune_config_rungs(&e.cfg, &err)) < 0) {
-                rc = FN_EINVAL;
-                goto out;
-            }
-            json_object_set_new(tb, "early_stopping", e.cfg.asha ? json_pack("{s:s, s:i, s:f}", "type", "asha", "eta",
-                                                                             e.cfg.eta, "min_epochs", e.cfg.min_epochs)
-                                                                 : json_string("none"));
-        }
-        json_object_set_new(tb, "trials", json_integer(e.cfg.trials));
-        json_object_set_new(tb, "workers", json_integer(e.cfg.workers));
-        json_object_set_new(tb, "enqueue_default", json_boolean(e.cfg.enqueue_default));
-        json_object_set_new(tb, "baseline", json_boolean(e.cfg.baseline));
         if (o->check) {
             print_plan(&e, "ok");
             goto out;
         }
-        char *stored = json_dumps(e.root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        char *stored = json_dumps(e.x.root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         FN_CHECK(stored);
-        nr.split_seed = e.data.split_seed;
-        nr.budget = e.cfg.trials;
-        nr.workers = e.cfg.workers;
-        nr.threads = threads_per_worker(e.cfg.workers);
+        nr->split_seed = e.x.data.split_seed;
+        nr->budget = e.cfg.trials;
+        nr->workers = e.cfg.workers;
+        nr->threads = cli_search_threads(e.cfg.workers);
         char strat[32];
         nas_tune_config_describe(&e.cfg, strat, sizeof strat);
-        snprintf(nr.strategy, sizeof nr.strategy, "tune:%s", strat);
-        snprintf(nr.device, sizeof nr.device, "cpu");
-        rc = store_open(o->db, 0, &st, &err);
-        if (rc == 0)
-            rc = store_experiment_create(st, e.name, stored, &exp_id, &err);
+        snprintf(nr->strategy, sizeof nr->strategy, "tune:%s", strat);
+        snprintf(nr->device, sizeof nr->device, "cpu");
+        rc = cli_search_create(o->db, e.x.name, stored, e.cfg.trials, e.cfg.workers, e.cfg.seed, &run, &err);
         free(stored);
-        if (rc < 0 || (rc = store_run_create(st, exp_id, e.cfg.trials, e.cfg.workers, e.cfg.seed, NULL, &run_id, &err)) < 0 ||
-            (rc = store_nas_run_create(st, run_id, &nr, &err)) < 0)
+        if (rc < 0)
             goto out;
     }
-    store_run_set_pid(st, run_id, (int64_t)getpid(), &err);
-    double t_load = fn_mono();
-    if ((rc = nas_data_load(&e.data, &data, &err)) < 0) {
-        store_run_finish(st, run_id, "failed", err.msg, NULL);
+    double t_load;
+    if ((rc = cli_search_load(&run, &e.x.data, &t_load, &err)) < 0)
         goto out;
-    }
     char what[96];
-    snprintf(what, sizeof what, "fednas tune: run %lld%s", (long long)run_id, o->resume ? " (resumed)" : "");
+    snprintf(what, sizeof what, "fednas tune: run %lld%s", (long long)run.run_id, o->resume ? " (resumed)" : "");
     print_plan(&e, what);
     printf("data: %d training / %d validation images (split seed %llu), %d test images, loaded in %.1fs; %d worker%s x "
            "%d thread%s\n",
-           data.n_train, data.n_val, (unsigned long long)data.split_seed, data.n_test, fn_mono() - t_load, nr.workers,
-           nr.workers == 1 ? "" : "s", nr.threads, nr.threads == 1 ? "" : "s");
+           run.data.n_train, run.data.n_val, (unsigned long long)run.data.split_seed, run.data.n_test, t_load, nr->workers,
+           nr->workers == 1 ? "" : "s", nr->threads, nr->threads == 1 ? "" : "s");
     fflush(stdout);
-    e.cfg.workers = nr.workers;
+    e.cfg.workers = nr->workers;
     ui_t ui = {.quiet = o->quiet, .trials = e.cfg.trials};
     nas_tune_search_t s = {.cfg = &e.cfg,
-                       .data = &data,
-                       .base_train = e.train,
-                       .arch = e.arch,
-                       .eval = {.train = e.tc, .latency_reps = 0},
-                       .threads = nr.threads,
-                       .store = st,
-                       .run_id = run_id,
-                       .on_trial = on_trial,
-                       .on_final = on_final,
-                       .cb_ctx = &ui,
-                       .stop = &cli_stop};
+                           .data = &run.data,
+                           .base_train = e.train,
+                           .arch = e.arch,
+                           .eval = {.train = e.tc, .latency_reps = 0},
+                           .threads = nr->threads,
+                           .store = run.st,
+                           .run_id = run.run_id,
+                           .on_trial = on_trial,
+                           .on_final = on_final,
+                           .cb_ctx = &ui,
+                           .stop = &cli_stop};
     cli_install_signals();
     double t0 = fn_mono();
     int64_t best_seq = -1;
+    char msg[256] = "";
     rc = nas_tune_search_run(&s, &best_seq, &err);
     if (rc == 0) {
         char dir[1200];
         if (o->out)
             snprintf(dir, sizeof dir, "%s", o->out);
         else
-            run_folder(o->db, run_id, dir, sizeof dir);
+            run_folder(o->db, run.run_id, dir, sizeof dir);
         cli_tune_report_t rep = {.db = o->db,
-                             .run_id = run_id,
-                             .source = o->resume ? NULL : path,
-                             .root = e.root,
-                             .cfg = &e.cfg,
-                             .data = &data,
-                             .best_seq = best_seq,
-                             .seconds = fn_mono() - t0};
-        char msg[256];
-        rc = cli_tune_report_write(st, &rep, dir, msg, sizeof msg, &err);
-        if (rc == 0) {
+                                 .run_id = run.run_id,
+                                 .source = o->resume ? NULL : path,
+                                 .root = e.x.root,
+                                 .cfg = &e.cfg,
+                                 .data = &run.data,
+                                 .best_seq = best_seq,
+                                 .seconds = fn_mono() - t0};
+        rc = cli_tune_report_write(run.st, &rep, dir, msg, sizeof msg, &err);
+        if (rc == 0)
             printf("done in %.1fs: %s\nwrote %s/best.json, %s/report.md, %s/report.json\n", fn_mono() - t0, msg, dir, dir,
                    dir);
-            store_run_finish(st, run_id, "done", msg, &err);
-        } else {
-            store_run_finish(st, run_id, "failed", err.msg, NULL);
-        }
-    } else if (cli_stop) {
-        store_run_finish(st, run_id, "stopped", err.msg, NULL);
-    } else {
-        store_run_finish(st, run_id, "failed", err.msg, NULL);
     }
+    cli_search_finish(&run, rc, cli_stop, msg, &err);
 out:
     if (rc < 0)
         rc = cli_fail(&err);
-    nas_data_free(&data);
     exp_free(&e);
-    store_close(st);
+    cli_search_close(&run);
     return rc;
 }
 
@@ -486,9 +346,8 @@ int cmd_tune(int argc, char **argv)
             o.workers = (int)v;
             break;
         case 'r':
-            if (fn_parse_int(optarg, 1, 0x7fffffffL, &v) < 0)
+            if (cli_search_parse_run(optarg, &o.resume) < 0)
                 return cli_usage_error("tune", "--resume needs a run id >= 1, not \"%s\"", optarg);
-            o.resume = v;
             break;
         case 'd': o.db = optarg; break;
         case 'o': o.out = optarg; break;
@@ -510,15 +369,12 @@ int cmd_tune(int argc, char **argv)
         default: return cli_usage_error("tune", "unknown option");
         }
     }
-    if (o.resume) {
-        if (optind != argc)
-            return cli_usage_error("tune", "--resume RUN takes no experiment file (the run's own is used)");
-        if (o.trials || o.workers || o.enqueue || o.no_baseline || o.check || o.sampler >= 0 || o.stopping >= 0)
-            return cli_usage_error("tune", "--resume continues a run with its own settings: drop --trials, --workers, "
-                                           "--sampler, --early-stopping, --enqueue-default, --no-baseline and --check");
-        return tune(NULL, &o);
-    }
-    if (optind != argc - 1)
-        return cli_usage_error("tune", optind < argc ? "expected one EXPERIMENT file, got more" : "missing the EXPERIMENT file");
-    return tune(argv[optind], &o);
+    const char *path;
+    const char *why = cli_search_args(argc, argv, optind, o.resume, &path);
+    if (why)
+        return cli_usage_error("tune", "%s", why);
+    if (o.resume && (o.trials || o.workers || o.enqueue || o.no_baseline || o.check || o.sampler >= 0 || o.stopping >= 0))
+        return cli_usage_error("tune", "--resume continues a run with its own settings: drop --trials, --workers, "
+                                       "--sampler, --early-stopping, --enqueue-default, --no-baseline and --check");
+    return tune(path, &o);
 }

@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/util.h"
+#include "nas/controller.h"
 #include "nas/pareto.h"
 
 /* One evaluation: a proposal as asked, and its result once told. */
@@ -466,5 +468,81 @@ int nas_strategy_best(const nas_strategy_t *s, nas_proposal_t *p, nas_result_t *
         *p = s->ev[best].p;
     if (r)
         *r = s->ev[best].r;
+    return 0;
+}
+
+/* ---- behind the controller's interface ---- */
+
+typedef struct ctl_adapter {
+    nas_strategy_t *st;
+    const nas_config_t *cfg;
+    double epochs_asked;
+} ctl_adapter_t;
+
+static int adapter_ask(void *impl, nas_ask_t *a, err_t *err)
+{
+    ctl_adapter_t *ad = impl;
+    const nas_config_t *cfg = ad->cfg;
+    int asha = cfg->strategy.kind == NAS_STRATEGY_ASHA;
+    /* ASHA's budget counts epochs consumed, in units of one full evaluation's epochs. */
+    if (asha ? !(ad->epochs_asked < cfg->budget * (cfg->epochs > 0 ? cfg->epochs : 1) - 1e-9)
+             : nas_strategy_asked(ad->st) >= cfg->budget)
+        return NAS_ASK_DONE;
+    nas_proposal_t p;
+    int rc = nas_strategy_ask(ad->st, &p, err);
+    if (rc != 0)
+        return rc;
+    json_t *gj = NULL, *model = NULL;
+    if ((rc = nas_genome_to_json(&cfg->space, &p.genome, &gj, err)) < 0 ||
+        (rc = nas_genome_decode(&cfg->space, &p.genome, &model, err)) < 0) {
+        json_decref(gj);
+        return rc;
+    }
+    store_nas_candidate_t *r = &a->row;
+    r->genome = json_dumps(gj, JSON_COMPACT);
+    r->arch = json_dumps(model, JSON_COMPACT);
+    json_decref(gj);
+    json_decref(model);
+    a->proposal = malloc(sizeof p);
+    FN_CHECK(r->genome && r->arch && a->proposal);
+    memcpy(a->proposal, &p, sizeof p);
+    *r = (store_nas_candidate_t){.cand_id = p.id, .rung = p.rung, .parent = p.parent_id, .budget = p.epochs,
+                                 .genome = r->genome, .arch = r->arch};
+    snprintf(r->hash, sizeof r->hash, "%s", p.hash);
+    snprintf(r->mutation, sizeof r->mutation, "%s", p.mutation);
+    a->progress = asha ? p.epochs : 1;
+    ad->epochs_asked += p.epochs;
+    return 0;
+}
+
+static int adapter_tell(void *impl, const void *proposal, const store_nas_candidate_t *row, err_t *err)
+{
+    ctl_adapter_t *ad = impl;
+    nas_result_t res = {.status = strcmp(row->status, "done") == 0 ? NAS_RESULT_OK : NAS_RESULT_FAILED,
+                        .val_acc = row->val_accuracy,
+                        .params = (double)row->params,
+                        .flops = row->flops,
+                        .latency_ms = row->latency_ms};
+    return nas_strategy_tell(ad->st, proposal, &res, err);
+}
+
+static void adapter_free(void *impl)
+{
+    ctl_adapter_t *ad = impl;
+    nas_strategy_free(ad->st);
+    free(ad);
+}
+
+int nas_strategy_ctl(const nas_config_t *cfg, nas_ctl_strategy_t *out, err_t *err)
+{
+    memset(out, 0, sizeof *out);
+    ctl_adapter_t *ad = FN_CALLOC(1, sizeof *ad);
+    ad->cfg = cfg;
+    int rc = nas_strategy_create(cfg, cfg->seed, &ad->st, err);
+    if (rc != 0) {
+        free(ad);
+        return rc;
+    }
+    *out = (nas_ctl_strategy_t){.impl = ad, .ask = adapter_ask, .tell = adapter_tell, .free = adapter_free};
     return 0;
 }

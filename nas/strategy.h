@@ -31,6 +31,9 @@ typedef struct nas_strategy nas_strategy_t;
 /* ask returns 0 with a proposal, or NAS_ASK_WAIT when the strategy cannot propose before an
  * outstanding result is told (NSGA-II at the end of a generation); tell one, then ask again. */
 #define NAS_ASK_WAIT 1
+/* The search's budget is spent: nothing more to ask, ever (the controller's interface,
+ * nas/controller.h). */
+#define NAS_ASK_DONE 2
 
 typedef struct nas_proposal {
     int id;                     /* candidate number (0, 1, ...); an ASHA promotion keeps the id */
@@ -69,5 +72,11 @@ int nas_strategy_told(const nas_strategy_t *s);
 /* The best evaluation in the history (highest validation accuracy; ASHA: at the highest rung
  * reached, then accuracy). FN_ENOTFOUND before any ok result. */
 int nas_strategy_best(const nas_strategy_t *s, nas_proposal_t *p, nas_result_t *r, err_t *err);
+
+/* The strategy of cfg (seeded with cfg->seed) behind the controller's interface
+ * (nas/controller.h): proposals come with their genome and model JSON; it says NAS_ASK_DONE once
+ * cfg->budget is spent (evaluations, or for ASHA epochs in units of cfg->epochs). */
+struct nas_ctl_strategy;
+int nas_strategy_ctl(const nas_config_t *cfg, struct nas_ctl_strategy *out, err_t *err);
 
 #endif

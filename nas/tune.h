@@ -11,8 +11,10 @@
  *    experiment's own train.epochs;
  *  - floats are rounded to 4 significant digits when sampled, so the recipe JSON and its hash
  *    are canonical and a repeated recipe is served from the cache;
- *  - asks and tells happen in ask order (as the NAS controller's), so a search is a pure
- *    function of its seed and settings and a killed one resumes by replay. */
+ *  - the search is the NAS controller's loop (nas/controller.h): results are told in an order
+ *    fixed by the asks and their epochs (not by the workers' timing), so a search is a pure
+ *    function of its seed and settings and a killed one resumes by replay, while a long ASHA
+ *    evaluation does not hold up the short ones behind it. */
 #ifndef FEDNAS_NAS_TUNE_H
 #define FEDNAS_NAS_TUNE_H
 
@@ -23,6 +25,7 @@
 #include "common/err.h"
 #include "common/store.h"
 #include "common/store_nas.h"
+#include "nas/controller.h"
 #include "nas/eval.h"
 
 typedef enum {
@@ -121,8 +124,12 @@ void nas_tune_strategy_free(nas_tune_strategy_t *s);
 int nas_tune_strategy_ask(nas_tune_strategy_t *s, nas_tune_proposal_t *p, err_t *err);
 /* ok 0: the evaluation failed (it is never promoted nor a parent). */
 int nas_tune_strategy_tell(nas_tune_strategy_t *s, const nas_tune_proposal_t *p, int ok, double val_acc, err_t *err);
-/* Evaluations asked so far (for sizing). */
-int nas_tune_strategy_outstanding(const nas_tune_strategy_t *s);
+/* The sampler of c behind the controller's interface (nas/controller.h): a proposal's genome is
+ * its recipe JSON, its model `arch` (the experiment's, as JSON text), its job recipe the train
+ * block base_train with the recipe applied (train.epochs c->max_epochs; the job's epochs say how
+ * many are run). base_train and arch must outlive it. */
+int nas_tune_strategy_ctl(const nas_tune_config_t *c, const json_t *base_train, const char *arch,
+                          nas_ctl_strategy_t *out, err_t *err);
 
 /* ---- the search ------------------------------------------------------------------------- */
 typedef struct nas_tune_search {
@@ -134,8 +141,11 @@ typedef struct nas_tune_search {
     int threads;
     store_t *store;
     int64_t run_id;
-    void (*on_trial)(void *ctx, const store_nas_candidate_t *c, int told, double best);
-    void (*on_final)(void *ctx, int rank, const store_nas_final_t *f);
+    /* Called (may be NULL) when a trial's evaluation is told (p: told so far and the best
+     * validation accuracy), and when rank 1 (the best recipe) or 2 (the experiment's own) has
+     * been retrained (recipe: its train block). */
+    void (*on_trial)(void *ctx, const store_nas_candidate_t *c, const nas_progress_t *p);
+    void (*on_final)(void *ctx, const store_nas_final_t *f, const char *recipe);
     void *cb_ctx;
     volatile sig_atomic_t *stop;
 } nas_tune_search_t;

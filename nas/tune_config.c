@@ -259,21 +259,33 @@ static int get_bool(const ctx_t *c, const json_t *o, const char *key, int *out)
     return 0;
 }
 
+/* KEY: "A" | "B" | {"type": "A" | "B", other keys}: *is_a, path (n bytes) the key's path; an
+ * object's keys are checked against keys. */
+static int parse_kind(const ctx_t *c, const json_t *v, const char *key, const char *a, const char *b,
+                      const char *example, const char *const *keys, char *path, size_t n, int *is_a)
+{
+    kpath(path, n, c, key, NULL);
+    const json_t *t = json_is_object(v) ? json_object_get(v, "type") : v;
+    const char *name = json_string_value(t);
+    if (!name || (strcmp(name, a) && strcmp(name, b)))
+        return FAIL(c, json_is_object(v) && t ? strcat(path, ".type") : path, "expected \"%s\" or \"%s\" (or %s)", a,
+                    b, example);
+    *is_a = strcmp(name, a) == 0;
+    return json_is_object(v) ? jsonpos_check_keys(c->err, c->source, c->text, v, path, keys) : 0;
+}
+
 static int parse_sampler(const ctx_t *c, const json_t *v, nas_tune_config_t *o)
 {
     char path[160];
-    kpath(path, sizeof path, c, "sampler", NULL);
-    const json_t *t = json_is_object(v) ? json_object_get(v, "type") : v;
-    const char *name = json_string_value(t);
-    if (!name || (strcmp(name, "random") && strcmp(name, "evolution")))
-        return FAIL(c, json_is_object(v) && t ? strcat(path, ".type") : path,
-                    "expected \"random\" or \"evolution\" (or {\"type\": \"evolution\", \"population\": 8, "
-                    "\"sample\": 3})");
-    o->sampler = strcmp(name, "random") == 0 ? NAS_TUNE_SAMPLER_RANDOM : NAS_TUNE_SAMPLER_EVOLUTION;
+    static const char *const keys[] = {"type", "population", "sample", NULL};
+    int is_random, rc = parse_kind(c, v, "sampler", "random", "evolution",
+                                "{\"type\": \"evolution\", \"population\": 8, \"sample\": 3}", keys, path,
+                                sizeof path, &is_random);
+    if (rc < 0)
+        return rc;
+    o->sampler = is_random ? NAS_TUNE_SAMPLER_RANDOM : NAS_TUNE_SAMPLER_EVOLUTION;
     if (!json_is_object(v))
         return 0;
-    static const char *const keys[] = {"type", "population", "sample", NULL};
-    int rc = jsonpos_check_keys(c->err, c->source, c->text, v, path, keys);
     ctx_t s = *c;
     s.prefix = path;
     if (rc == 0 && o->sampler == NAS_TUNE_SAMPLER_RANDOM && json_object_size(v) > 1)
@@ -292,18 +304,10 @@ static int parse_sampler(const ctx_t *c, const json_t *v, nas_tune_config_t *o)
 static int parse_stopping(const ctx_t *c, const json_t *v, nas_tune_config_t *o)
 {
     char path[160];
-    kpath(path, sizeof path, c, "early_stopping", NULL);
-    const json_t *t = json_is_object(v) ? json_object_get(v, "type") : v;
-    const char *name = json_string_value(t);
-    if (!name || (strcmp(name, "asha") && strcmp(name, "none")))
-        return FAIL(c, json_is_object(v) && t ? strcat(path, ".type") : path,
-                    "expected \"asha\" or \"none\" (or {\"type\": \"asha\", \"eta\": 3, \"min_epochs\": 1})");
-    o->asha = strcmp(name, "asha") == 0;
-    if (!json_is_object(v))
-        return 0;
     static const char *const keys[] = {"type", "eta", "min_epochs", NULL};
-    int rc = jsonpos_check_keys(c->err, c->source, c->text, v, path, keys);
-    if (rc < 0)
+    int rc = parse_kind(c, v, "early_stopping", "asha", "none", "{\"type\": \"asha\", \"eta\": 3, \"min_epochs\": 1}",
+                        keys, path, sizeof path, &o->asha);
+    if (rc < 0 || !json_is_object(v))
         return rc;
     if (!o->asha && json_object_size(v) > 1)
         return FAIL(c, path, "eta and min_epochs belong to \"asha\"");

@@ -9,6 +9,7 @@
 #include "common/rng.h"
 #include "common/util.h"
 #include "engine/optim.h"
+#include "nas/controller.h"
 #include "nas/tune.h"
 
 typedef struct trial {
@@ -236,7 +237,69 @@ int nas_tune_strategy_tell(nas_tune_strategy_t *s, const nas_tune_proposal_t *p,
     return 0;
 }
 
-int nas_tune_strategy_outstanding(const nas_tune_strategy_t *s)
+
+/* ---- behind the controller's interface ---- */
+
+_Static_assert(NAS_TUNE_ASK_WAIT == NAS_ASK_WAIT && NAS_TUNE_ASK_DONE == NAS_ASK_DONE,
+               "the sampler answers in the controller's terms");
+
+typedef struct ctl_adapter {
+    nas_tune_strategy_t *st;
+    const json_t *base_train;
+    const char *arch;
+    double max_epochs;
+} ctl_adapter_t;
+
+static int adapter_ask(void *impl, nas_ask_t *a, err_t *err)
 {
-    return s->asked - s->told;
+    ctl_adapter_t *ad = impl;
+    nas_tune_proposal_t p;
+    int rc = nas_tune_strategy_ask(ad->st, &p, err);
+    if (rc != 0)
+        return rc;
+    json_t *g = nas_tune_recipe_json(&p.recipe), *tr = nas_tune_recipe_train(&p.recipe, ad->base_train, ad->max_epochs);
+    store_nas_candidate_t *r = &a->row;
+    *r = (store_nas_candidate_t){.cand_id = p.trial, .rung = p.rung, .parent = p.parent, .budget = p.epochs,
+                                 .genome = json_dumps(g, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(6)),
+                                 .arch = strdup(ad->arch)};
+    snprintf(r->hash, sizeof r->hash, "%s", p.hash);
+    snprintf(r->mutation, sizeof r->mutation, "%s", p.mutation);
+    a->recipe = json_dumps(tr, JSON_COMPACT | JSON_REAL_PRECISION(8));
+    json_decref(g);
+    json_decref(tr);
+    a->proposal = malloc(sizeof p);
+    FN_CHECK(r->genome && a->recipe && r->arch && a->proposal);
+    memcpy(a->proposal, &p, sizeof p);
+    a->progress = 1;
+    return 0;
+}
+
+static int adapter_tell(void *impl, const void *proposal, const store_nas_candidate_t *row, err_t *err)
+{
+    ctl_adapter_t *ad = impl;
+    return nas_tune_strategy_tell(ad->st, proposal, strcmp(row->status, "done") == 0, row->val_accuracy, err);
+}
+
+static void adapter_free(void *impl)
+{
+    ctl_adapter_t *ad = impl;
+    nas_tune_strategy_free(ad->st);
+    free(ad);
+}
+
+int nas_tune_strategy_ctl(const nas_tune_config_t *c, const json_t *base_train, const char *arch,
+                          nas_ctl_strategy_t *out, err_t *err)
+{
+    memset(out, 0, sizeof *out);
+    nas_tune_recipe_t base;
+    nas_tune_recipe_from_train(base_train, &base);
+    ctl_adapter_t *ad = FN_CALLOC(1, sizeof *ad);
+    *ad = (ctl_adapter_t){.base_train = base_train, .arch = arch, .max_epochs = c->max_epochs};
+    int rc = nas_tune_strategy_create(c, &base, &ad->st, err);
+    if (rc != 0) {
+        free(ad);
+        return rc;
+    }
+    *out = (nas_ctl_strategy_t){.impl = ad, .ask = adapter_ask, .tell = adapter_tell, .free = adapter_free};
+    return 0;
 }
