@@ -343,7 +343,7 @@ static int search(const char *path, long long resume, const char *db_path, int q
     /* weight sharing under mpirun: every rank trains its supernet replica first (nas/mpi.h) */
     rc = 0;
     if (ranks && e.nas.evaluation == NAS_EVAL_WEIGHT_SHARING)
-        rc = nas_mpi_supernet_train(&e.nas, &data, &s.eval, nr.threads, &err);
+        rc = nas_mpi_supernet_train(&e.nas, &run.data, &s.eval, nr->threads, &err);
     if (rc == 0)
         rc = nas_search_run(&s, &err);
     clear_bar(&ui);
