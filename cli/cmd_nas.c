@@ -50,7 +50,10 @@ static const char *const k_help =
     "divided among the workers). Results are reproducible for a fixed seed, workers and threads.\n"
     "Under mpirun or srun (`mpirun -n K fednas nas EXP`): rank 0 is the controller and owns the\n"
     "store, ranks 1..K-1 are the workers (a new run's nas.workers becomes K-1), each with\n"
-    "FEDNAS_THREADS engine threads (default 1); --resume works with any K.\n";
+    "FEDNAS_THREADS engine threads (default 1); --resume works with any K. With weight sharing\n"
+    "every rank first trains a replica of the supernet on its shard of each batch (one all-reduce\n"
+    "of the path's gradients a step; nas.batch_size >= 2K), then ranks 1..K-1 score with theirs;\n"
+    "batch norm is per shard, so resume a weight-sharing search with the same K.\n";
 
 typedef struct exp_cfg {
     cli_search_exp_t x;
