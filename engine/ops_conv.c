@@ -155,6 +155,7 @@ typedef struct {
     conv_dims_t d;
     int B, S, CB, parts; /* CB: input channels per column block */
     int relu;            /* ReLU fused into the output (ip[7]) */
+    int glue512;         /* the ReLU masks and dy's transpose in AVX-512 (conv_glue_avx512()) */
     uint8_t *mask;       /* with relu: output > 0, mask_bytes(OHW) per (sample, channel) plane */
     const float *x, *W, *bias, *dy;
     float *y, *dx, *dW, *db;
@@ -233,8 +234,9 @@ static void conv_fwd_part(void *ctx, int64_t begin, int64_t end)
                                 float v = src[i] + bv;
                                 dst[i] = v > 0.0f ? v : 0.0f;
                             }
-                            relu_mask(dst, OHW, j->mask + ((size_t)(s0 + s) * d->OC + (size_t)gi * OCg + oc) *
-                                                              mask_bytes(OHW));
+                            relu_mask_sel(j->glue512, dst, OHW,
+                                          j->mask + ((size_t)(s0 + s) * d->OC + (size_t)gi * OCg + oc) *
+                                              mask_bytes(OHW));
                         } else
                             for (int i = 0; i < OHW; i++)
                                 dst[i] = src[i] + bv;
@@ -268,8 +270,8 @@ static void conv_direct_fwd_part(void *ctx, int64_t begin, int64_t end)
                                j->bias, d->OC, ys, pad + j->pad_floats, 0, j->relu);
             if (j->relu)
                 for (int oc = 0; oc < d->OC; oc++)
-                    relu_mask(ys + (size_t)oc * d->OHW, d->OHW,
-                              j->mask + ((size_t)s * d->OC + oc) * mask_bytes(d->OHW));
+                    relu_mask_sel(j->glue512, ys + (size_t)oc * d->OHW, d->OHW,
+                                  j->mask + ((size_t)s * d->OC + oc) * mask_bytes(d->OHW));
         }
     }
 }
@@ -306,11 +308,14 @@ static void conv_direct_dw_chunk(const conv_job_t *j, const float *dyc, int s0, 
         const float *xs = j->x + (size_t)(s0 + s) * CHW;
         if (padded)
             conv_direct_pad(xs, d->C, d->H, d->W, d->ph, d->pw, xpad);
-        for (int oc = 0; oc < d->OC; oc++) {
-            const float *src = dyc + (size_t)oc * N + (size_t)s * d->OHW;
-            for (int i = 0; i < d->OHW; i++)
-                dyt[(size_t)i * j->OCP + oc] = src[i];
-        }
+        if (j->glue512)
+            conv_transpose_dy_512(dyc + (size_t)s * d->OHW, N, d->OC, d->OHW, j->OCP, dyt);
+        else
+            for (int oc = 0; oc < d->OC; oc++) {
+                const float *src = dyc + (size_t)oc * N + (size_t)s * d->OHW;
+                for (int i = 0; i < d->OHW; i++)
+                    dyt[(size_t)i * j->OCP + oc] = src[i];
+            }
         conv_direct_dw_sample(padded ? xpad : xs, d->H + 2 * d->ph, d->W + 2 * d->pw, d->C, d->KH, d->KW, dyt, j->OCP,
                               dwt);
     }
@@ -352,7 +357,8 @@ static void conv_bwd_part(void *ctx, int64_t begin, int64_t end)
                             const size_t plane = (size_t)(s0 + s) * d->OC + (size_t)gi * OCg + oc, at = plane * OHW;
                             float *o = tmp + (size_t)oc * N + (size_t)s * OHW;
                             if (j->relu)
-                                relu_mask_apply(j->dy + at, j->mask + plane * mask_bytes(OHW), OHW, o);
+                                relu_mask_apply_sel(j->glue512, j->dy + at, j->mask + plane * mask_bytes(OHW), OHW,
+                                                    o);
                             else
                                 memcpy(o, j->dy + at, (size_t)OHW * sizeof *o);
                         }
@@ -406,7 +412,8 @@ void cpu_conv2d_fwd(engine_graph_t *g, engine_tensor_t *t)
 {
     const engine_tensor_t *x = t->src[0];
     conv_job_t j = {.d = dims_of(t), .B = (int)x->ne[0], .x = x->data, .W = t->src[1]->data,
-                    .bias = t->src[2] ? t->src[2]->data : NULL, .y = t->data, .relu = t->ip[7]};
+                    .bias = t->src[2] ? t->src[2]->data : NULL, .y = t->data, .relu = t->ip[7],
+                    .glue512 = conv_glue_avx512()};
     if (j.relu) {
         t->saved = j.mask = engine_arena_alloc(engine_graph_arena(g), (size_t)j.B * j.d.OC * mask_bytes(j.d.OHW));
         if (!j.mask) {
@@ -447,7 +454,7 @@ void cpu_conv2d_bwd(engine_graph_t *g, engine_tensor_t *t)
 {
     const engine_tensor_t *x = t->src[0];
     conv_job_t j = {.d = dims_of(t), .B = (int)x->ne[0], .x = x->data, .W = t->src[1]->data, .dy = t->grad,
-                    .relu = t->ip[7], .mask = t->saved};
+                    .relu = t->ip[7], .mask = t->saved, .glue512 = conv_glue_avx512()};
     j.dx = cpu_src_grad_out(g, t, 0, &j.dx_fresh);
     j.dW = cpu_src_grad(g, t, 1);
     j.db = cpu_src_grad(g, t, 2);

@@ -82,6 +82,36 @@ static inline void relu_mask_apply(const float *dy, const uint8_t *m, int n, flo
         o[i] = (m[i >> 3] >> (i & 7)) & 1 ? dy[i] : 0.0f;
 }
 
+/* The backward's glue in AVX-512 (ops_conv_direct.c, chosen at run time): conv_glue_avx512()
+ * says whether to take it (an AVX-512 CPU, FEDNAS_CONV_PORTABLE and FEDNAS_CONV_GLUE_PORTABLE not
+ * set; read once per op). conv_relu_mask_512: v clamped at 0 in place and relu_mask's bits of it.
+ * conv_relu_mask_apply_512: relu_mask_apply with the mask's bits as the
+ * lanes' load mask (16 floats per load, no tail loop). conv_transpose_dy_512: dyt [OHW][OCP] from
+ * src [OC][ld] (the first OHW floats of each row), lanes past OC zero, by gathers: the scalar
+ * transpose stores one float at a time, OCP floats apart. */
+int conv_glue_avx512(void);
+void conv_relu_mask_512(float *v, int n, uint8_t *m);
+void conv_relu_mask_apply_512(const float *dy, const uint8_t *m, int n, float *o);
+void conv_transpose_dy_512(const float *src, int ld, int OC, int OHW, int OCP, float *dyt);
+
+/* relu_mask_apply, in AVX-512 when use512 (conv_glue_avx512()). */
+static inline void relu_mask_apply_sel(int use512, const float *dy, const uint8_t *m, int n, float *o)
+{
+    if (use512)
+        conv_relu_mask_apply_512(dy, m, n, o);
+    else
+        relu_mask_apply(dy, m, n, o);
+}
+
+/* relu_mask, in AVX-512 when use512; clamps v at 0 first (a no-op where it already is). */
+static inline void relu_mask_sel(int use512, float *v, int n, uint8_t *m)
+{
+    if (use512)
+        conv_relu_mask_512(v, n, m);
+    else
+        relu_mask(v, n, m);
+}
+
 /* Sum of n floats with eight independent partial sums (a single running sum is one long
  * dependency chain); fixed order, so reproducible. */
 static inline float sum_floats(const float *r, int n)

@@ -293,6 +293,66 @@ __attribute__((target("avx512f"))) void conv_direct_dw_sample(const float *xp, i
     }
 }
 
+__attribute__((target("avx512f"))) void conv_relu_mask_512(float *v, int n, uint8_t *m)
+{
+    int i = 0;
+    const __m512 z = _mm512_setzero_ps();
+    for (; i + 16 <= n; i += 16) {
+        const __m512 x = _mm512_max_ps(_mm512_loadu_ps(v + i), z);
+        _mm512_storeu_ps(v + i, x);
+        const unsigned k = _mm512_cmp_ps_mask(x, z, _CMP_GT_OQ);
+        m[i / 8] = (uint8_t)k;
+        m[i / 8 + 1] = (uint8_t)(k >> 8);
+    }
+    if (i < n) {
+        const int r = n - i;
+        const __mmask16 lim = (__mmask16)((1u << r) - 1);
+        const __m512 x = _mm512_max_ps(_mm512_maskz_loadu_ps(lim, v + i), z);
+        _mm512_mask_storeu_ps(v + i, lim, x);
+        const unsigned k = _mm512_mask_cmp_ps_mask(lim, x, z, _CMP_GT_OQ);
+        m[i / 8] = (uint8_t)k;
+        if (r > 8)
+            m[i / 8 + 1] = (uint8_t)(k >> 8);
+    }
+}
+
+__attribute__((target("avx512f"))) void conv_relu_mask_apply_512(const float *dy, const uint8_t *m, int n, float *o)
+{
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __mmask16 k = (__mmask16)(m[i / 8] | (unsigned)m[i / 8 + 1] << 8);
+        _mm512_storeu_ps(o + i, _mm512_maskz_loadu_ps(k, dy + i));
+    }
+    if (i < n) { /* under 16 left: their mask bytes only (planes start on a byte) */
+        const int r = n - i;
+        const __mmask16 lim = (__mmask16)((1u << r) - 1);
+        const __mmask16 k = (__mmask16)((m[i / 8] | (r > 8 ? (unsigned)m[i / 8 + 1] << 8 : 0u)) & lim);
+        _mm512_mask_storeu_ps(o + i, lim, _mm512_maskz_loadu_ps(k, dy + i));
+    }
+}
+
+__attribute__((target("avx512f"))) void conv_transpose_dy_512(const float *src, int ld, int OC, int OHW, int OCP,
+                                                              float *dyt)
+{
+    for (int oc0 = 0; oc0 < OCP; oc0 += 16) {
+        const int nv = OC - oc0 < 16 ? (OC - oc0 > 0 ? OC - oc0 : 0) : 16;
+        const __mmask16 k = (__mmask16)((1u << nv) - 1);
+        /* lane l reads row oc0 + l: offsets l*ld from the block's first row */
+        const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                               _mm512_set1_epi32(ld));
+        const float *base = src + (size_t)(nv ? oc0 : 0) * ld;
+        for (int i = 0; i < OHW; i++)
+            _mm512_storeu_ps(dyt + (size_t)i * OCP + oc0,
+                             _mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, idx, base + i, 4));
+    }
+}
+
+int conv_glue_avx512(void)
+{
+    const char *e = getenv("FEDNAS_CONV_GLUE_PORTABLE");
+    return conv_use_avx512() && !(e && atoi(e) > 0);
+}
+
 int conv_direct_dw_usable(const conv_dims_t *d)
 {
     const char *e = getenv("FEDNAS_CONV_DIRECT");
@@ -339,6 +399,26 @@ int conv_direct_dw_usable(const conv_dims_t *d)
 {
     (void)d;
     return 0;
+}
+
+int conv_glue_avx512(void) { return 0; }
+
+void conv_relu_mask_512(float *v, int n, uint8_t *m)
+{
+    for (int i = 0; i < n; i++) /* never called: conv_glue_avx512() is 0 here */
+        v[i] = v[i] > 0.0f ? v[i] : 0.0f;
+    relu_mask(v, n, m);
+}
+
+void conv_relu_mask_apply_512(const float *dy, const uint8_t *m, int n, float *o)
+{
+    relu_mask_apply(dy, m, n, o); /* never called: conv_glue_avx512() is 0 here */
+}
+
+void conv_transpose_dy_512(const float *src, int ld, int OC, int OHW, int OCP, float *dyt)
+{
+    (void)src, (void)ld, (void)OC, (void)OHW, (void)OCP, (void)dyt;
+    abort(); /* never called: conv_glue_avx512() is 0 here */
 }
 #endif
 

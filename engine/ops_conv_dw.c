@@ -190,6 +190,7 @@ static void dw_fwd_part(void *ctx, int64_t begin, int64_t end)
     const dw_job_t *j = ctx;
     const conv_dims_t *d = &j->d;
     const int OHW = d->OHW, KK = d->KH * d->KW, HW = d->H * d->W, use512 = dw_use_512(d);
+    const int glue512 = conv_glue_avx512();
     for (int64_t p = begin; p < end; p++) {
         float *pad = j->scratch + (size_t)p * j->part_floats;
         memset(pad, 0, j->pad_floats * sizeof *pad);
@@ -211,7 +212,9 @@ static void dw_fwd_part(void *ctx, int64_t begin, int64_t end)
                     else
 #endif
                         dw_plane_fwd(d, src, j->W + (size_t)oc * KK, j->bias ? j->bias[oc] : 0.0f, o);
-                    if (j->relu) {
+                    if (j->relu && glue512)
+                        conv_relu_mask_512(o, OHW, j->mask + pl * mask_bytes(OHW));
+                    else if (j->relu) {
                         for (int i = 0; i < OHW; i++)
                             o[i] = o[i] > 0.0f ? o[i] : 0.0f;
                         relu_mask(o, OHW, j->mask + pl * mask_bytes(OHW));
@@ -226,6 +229,7 @@ static void dw_bwd_part(void *ctx, int64_t begin, int64_t end)
     const dw_job_t *j = ctx;
     const conv_dims_t *d = &j->d;
     const int OHW = d->OHW, KK = d->KH * d->KW, HW = d->H * d->W, Wp = d->W + 2 * d->pw, use512 = dw_use_512(d);
+    const int glue512 = conv_glue_avx512();
     for (int64_t p = begin; p < end; p++) {
         float *pad = j->scratch + (size_t)p * j->part_floats, *pad_acc = pad + j->pad_floats;
         float *dyt = pad_acc + j->pad_floats, *acc = dyt + OHW, *gp = acc + (size_t)KK * d->OW;
@@ -249,7 +253,7 @@ static void dw_bwd_part(void *ctx, int64_t begin, int64_t end)
                     const size_t pl = (size_t)s * d->OC + oc;
                     const float *g = j->dy + pl * OHW;
                     if (j->relu) {
-                        relu_mask_apply(g, j->mask + pl * mask_bytes(OHW), OHW, dyt);
+                        relu_mask_apply_sel(glue512, g, j->mask + pl * mask_bytes(OHW), OHW, dyt);
                         g = dyt;
                     }
                     if (j->db)

@@ -277,31 +277,81 @@ void cpu_avgpool2d_bwd(engine_graph_t *g, engine_tensor_t *t)
     engine_parallel_for(engine_graph_pool(g), t->ne[0] * t->ne[1], 8, avgpool_planes, &j);
 }
 
+/* Global average pool, parallel over planes (it ran serially: at batch 256 the NAS nets' last
+ * maps, 64-128 planes of 7x7 per sample, kept one core busy while the other waited). Each plane
+ * is summed in double with four partial sums in a fixed order (a single running sum is one long
+ * dependency chain), so results do not depend on the thread count. FEDNAS_GAP_SERIAL=1 runs the
+ * planes on the calling thread only (A/B runs). */
+typedef struct {
+    const float *in, *gy;
+    float *out;
+    int64_t HW;
+    int fresh; /* backward: store into dx (nothing else wrote it yet), else add */
+} gap_job_t;
+
+static void gap_fwd_range(void *ctx, int64_t begin, int64_t end)
+{
+    const gap_job_t *j = ctx;
+    const int64_t HW = j->HW;
+    for (int64_t pl = begin; pl < end; pl++) {
+        const float *r = j->in + pl * HW;
+        double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
+        int64_t i = 0;
+        for (; i + 4 <= HW; i += 4) {
+            a0 += r[i];
+            a1 += r[i + 1];
+            a2 += r[i + 2];
+            a3 += r[i + 3];
+        }
+        for (; i < HW; i++)
+            a0 += r[i];
+        j->out[pl] = (float)(((a0 + a1) + (a2 + a3)) / (double)HW);
+    }
+}
+
+static void gap_bwd_range(void *ctx, int64_t begin, int64_t end)
+{
+    const gap_job_t *j = ctx;
+    const int64_t HW = j->HW;
+    for (int64_t pl = begin; pl < end; pl++) {
+        const float v = j->gy[pl] / (float)HW;
+        float *d = j->out + pl * HW;
+        if (j->fresh)
+            for (int64_t i = 0; i < HW; i++)
+                d[i] = v;
+        else
+            for (int64_t i = 0; i < HW; i++)
+                d[i] += v;
+    }
+}
+
+static void gap_run(engine_graph_t *g, int64_t P, int64_t HW, engine_parallel_fn fn, gap_job_t *j)
+{
+    const char *e = getenv("FEDNAS_GAP_SERIAL");
+    if (e && atoi(e) > 0) {
+        fn(j, 0, P);
+        return;
+    }
+    const int64_t grain = HW >= CPU_PAR_GRAIN ? 1 : CPU_PAR_GRAIN / (HW > 0 ? HW : 1);
+    engine_parallel_for(engine_graph_pool(g), P, grain, fn, j);
+}
+
 void cpu_global_avgpool_fwd(engine_graph_t *g, engine_tensor_t *t)
 {
-    (void)g;
     const engine_tensor_t *x = t->src[0];
     const int64_t P = x->ne[0] * x->ne[1], HW = x->ne[2] * x->ne[3];
-    const float *in = x->data;
-    float *out = t->data;
-    for (int64_t pl = 0; pl < P; pl++) {
-        double acc = 0.0;
-        for (int64_t i = 0; i < HW; i++)
-            acc += in[pl * HW + i];
-        out[pl] = (float)(acc / (double)HW);
-    }
+    gap_job_t j = {.in = x->data, .out = t->data, .HW = HW};
+    gap_run(g, P, HW, gap_fwd_range, &j);
 }
 
 void cpu_global_avgpool_bwd(engine_graph_t *g, engine_tensor_t *t)
 {
-    float *dx = cpu_src_grad(g, t, 0);
-    if (!dx)
+    gap_job_t j = {.gy = t->grad};
+    j.out = cpu_src_grad_out(g, t, 0, &j.fresh);
+    if (!j.out)
         return;
     const engine_tensor_t *x = t->src[0];
     const int64_t P = x->ne[0] * x->ne[1], HW = x->ne[2] * x->ne[3];
-    for (int64_t pl = 0; pl < P; pl++) {
-        float v = t->grad[pl] / (float)HW;
-        for (int64_t i = 0; i < HW; i++)
-            dx[pl * HW + i] += v;
-    }
+    j.HW = HW;
+    gap_run(g, P, HW, gap_bwd_range, &j);
 }

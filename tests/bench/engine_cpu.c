@@ -14,7 +14,8 @@
  *
  * Usage: engine_cpu [SAMPLES] [--eval] [--nets cnn,plain3,dwsep]. SAMPLES: 3000 by default.
  * --eval adds one epoch over all 60000 training images at batch 64 per net in both, and their
- * test accuracy. FEDNAS_PROFILE=B prints fednas's per-op kernel times at batch B.
+ * test accuracy. FEDNAS_PROFILE=B prints fednas's per-op kernel times at batch B;
+ * FEDNAS_BENCH_BATCH=B runs batch B only (for perf record).
  * FEDNAS_CONV_PORTABLE=1 and FEDNAS_DENSE_PORTABLE=1 turn off the engine's AVX-512 convolution
  * code and small-batch linear kernels, FEDNAS_CONV_DIRECT=0 only the direct convolutions
  * (ops_conv_direct.c), FEDNAS_POOL_PORTABLE=1 the AVX-512 max pool (FEDNAS_PYTHON=/bin/false: no
@@ -233,9 +234,11 @@ static int run_net(int ni, const engine_dataset_t *train, const engine_dataset_t
     int *idx = malloc((size_t)samples * sizeof *idx);
     for (int i = 0; i < samples; i++)
         idx[i] = i;
-    const char *prof = getenv("FEDNAS_PROFILE");
+    const char *prof = getenv("FEDNAS_PROFILE"), *only_b = getenv("FEDNAS_BENCH_BATCH");
     int rc = 0;
     for (int bi = 0; bi < NBATCH && rc == 0; bi++) {
+        if (only_b && *only_b && atoi(only_b) != batches[bi])
+            continue; /* one batch size only (perf record of one case) */
         engine_model_init(m, 1);
         engine_train_config_t c;
         train_config(&c, batches[bi]);
@@ -338,7 +341,9 @@ int main(int argc, char **argv)
 
     static const char *const blas_modes[] = {"sequential", "pthreads", "OpenMP"};
     const int par = openblas_get_parallel(), threads = engine_threadpool_size(engine_threadpool_default());
-    double peak = sgemm_gflops(1024, 1024, 1024, 2.0);
+    /* FEDNAS_BENCH_SGEMM=0: no reference sgemm (keeps it out of a perf record) */
+    const int ref = !getenv("FEDNAS_BENCH_SGEMM") || atoi(getenv("FEDNAS_BENCH_SGEMM")) != 0;
+    double peak = ref ? sgemm_gflops(1024, 1024, 1024, 2.0) : 1.0;
     const char *py = torch_python();
     printf("engine_cpu: %d training samples of %s per case\n", samples, dir ? "Fashion-MNIST" : "random images");
     printf("OpenBLAS core %s (%s build), %d threads for the reference sgemm; fednas pool %d threads "
@@ -369,7 +374,7 @@ int main(int argc, char **argv)
     }
     if (py)
         torch_stop(&tp);
-    double after = sgemm_gflops(1024, 1024, 1024, 2.0);
+    double after = ref ? sgemm_gflops(1024, 1024, 1024, 2.0) : 1.0;
     printf("OpenBLAS sgemm 1024^3: %.1f GFLOP/s after the runs; reference: the higher\n\n", after);
     if (after > peak)
         peak = after;

@@ -278,6 +278,17 @@ static void test_portable(void **state)
     unsetenv("FEDNAS_CONV_PORTABLE");
 }
 
+/* The kinds that fuse a ReLU or take the direct weight gradient again with the backward's glue
+ * in its portable loops (FEDNAS_CONV_GLUE_PORTABLE=1): the runs above take its AVX-512 code. */
+static void test_glue_portable(void **state)
+{
+    (void)state;
+    setenv("FEDNAS_CONV_GLUE_PORTABLE", "1", 1);
+    for (int kind = 0; kind < 5; kind++)
+        check_kind(kind, 12, 41 + (uint64_t)kind);
+    unsetenv("FEDNAS_CONV_GLUE_PORTABLE");
+}
+
 /* The oracle can fail: a shape whose reference is perturbed must be rejected by rel_d. */
 static void test_oracle_rejects(void **state)
 {
@@ -292,7 +303,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_depthwise), cmocka_unit_test(test_grouped),      cmocka_unit_test(test_plain),
-        cmocka_unit_test(test_pointwise), cmocka_unit_test(test_direct),       cmocka_unit_test(test_portable),     cmocka_unit_test(test_oracle_rejects),
+        cmocka_unit_test(test_pointwise), cmocka_unit_test(test_direct),       cmocka_unit_test(test_portable),     cmocka_unit_test(test_glue_portable),
+        cmocka_unit_test(test_oracle_rejects),
     };
     setenv("FEDNAS_THREADS", "3", 0); /* more parts than a 2-core machine has cores */
     return cmocka_run_group_tests(tests, NULL, NULL);

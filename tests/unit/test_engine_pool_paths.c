@@ -1,4 +1,5 @@
-/* The 2x2 stride-2 max pool's AVX-512 code (ops_pool.c) against its scalar loops
+/* The global average pool on the engine's pool against a double reference and its serial run;
+ * the 2x2 stride-2 max pool's AVX-512 code (ops_pool.c) against its scalar loops
  * (FEDNAS_POOL_PORTABLE=1) and a plain reference: random shapes with odd and tiny sizes, rows
  * wider than one vector, batch 1, values drawn from a few levels so windows hold ties (the
  * first maximum in scan order must win, as in the scalar loop), the input gradient both stored
@@ -112,9 +113,83 @@ static void test_maxpool2_paths(void **state)
     }
 }
 
+/* Global average pool y and the input gradient of sum(y * seed), run on the pool or (serial)
+ * with FEDNAS_GAP_SERIAL=1; leaf: x holds dx0 and the pool adds to it. */
+static void run_gap(int B, int C, int H, int W, const float *x, const float *seed, const float *dx0, int leaf,
+                    int serial, pool_out_t *o)
+{
+    const size_t nx = (size_t)B * C * H * W, ny = (size_t)B * C;
+    if (serial)
+        setenv("FEDNAS_GAP_SERIAL", "1", 1);
+    engine_graph_t *g = engine_graph_create(0, 1);
+    int64_t xs[4] = {B, C, H, W};
+    float *ones = malloc(nx * sizeof(float)), *gx = malloc(nx * sizeof(float));
+    for (size_t i = 0; i < nx; i++)
+        ones[i] = 1.0f;
+    memcpy(gx, dx0, nx * sizeof(float));
+    engine_tensor_t *xt = engine_graph_view(g, (void *)x, gx, ENGINE_F32, 4, xs);
+    if (!leaf)
+        xt = engine_mul(g, xt, engine_graph_view(g, ones, NULL, ENGINE_F32, 4, xs));
+    engine_tensor_t *yt = engine_global_avgpool(g, xt);
+    assert_non_null(yt);
+    o->y = malloc(ny * sizeof(float));
+    memcpy(o->y, yt->data, ny * sizeof(float));
+    err_t e = {0};
+    assert_int_equal(engine_graph_backward(g, yt, seed, &e), 0);
+    o->dx = malloc(nx * sizeof(float));
+    memcpy(o->dx, leaf ? gx : xt->grad, nx * sizeof(float));
+    engine_graph_free(g);
+    free(ones);
+    free(gx);
+    unsetenv("FEDNAS_GAP_SERIAL");
+}
+
+/* The global average pool on the engine's pool against a double reference and against its
+ * serial run (bit for bit: each plane is summed in a fixed order whatever the split), on random
+ * shapes: batch 1, odd planes from 1x1 up, enough planes to be split over the threads. */
+static void test_global_avgpool_paths(void **state)
+{
+    (void)state;
+    rng_t r;
+    rng_seed(&r, 43);
+    for (int ci = 0; ci < 80; ci++) {
+        const int B = rng_below(&r, 3) == 0 ? 1 : 1 + (int)rng_below(&r, 40), C = 1 + (int)rng_below(&r, 70);
+        const int H = 1 + (int)rng_below(&r, 15), W = 1 + (int)rng_below(&r, 15), leaf = ci % 2;
+        const size_t nx = (size_t)B * C * H * W, ny = (size_t)B * C;
+        float *x = malloc(nx * sizeof(float)), *dx0 = malloc(nx * sizeof(float)), *seed = malloc(ny * sizeof(float));
+        for (size_t i = 0; i < nx; i++)
+            x[i] = (float)rng_normal(&r), dx0[i] = (float)rng_normal(&r);
+        for (size_t i = 0; i < ny; i++)
+            seed[i] = (float)rng_normal(&r);
+        pool_out_t par, ser;
+        run_gap(B, C, H, W, x, seed, dx0, leaf, 0, &par);
+        run_gap(B, C, H, W, x, seed, dx0, leaf, 1, &ser);
+        for (size_t pl = 0; pl < ny; pl++) {
+            double want = 0.0;
+            for (int i = 0; i < H * W; i++)
+                want += x[pl * H * W + i];
+            want /= H * W;
+            if (fabs(par.y[pl] - want) > 1e-6 * (1.0 + fabs(want)))
+                fail_msg("case %d (B%d C%d %dx%d): y[%zu] %g, want %g", ci, B, C, H, W, pl, par.y[pl], want);
+            for (int i = 0; i < H * W; i++) {
+                const size_t xo = pl * H * W + i;
+                const float g = (leaf ? dx0[xo] : 0.0f) + seed[pl] / (float)(H * W);
+                if (fabsf(par.dx[xo] - g) > 1e-6f * (1.0f + fabsf(g)))
+                    fail_msg("case %d (B%d C%d %dx%d leaf%d): dx[%zu] %g, want %g", ci, B, C, H, W, leaf, xo,
+                             par.dx[xo], g);
+            }
+        }
+        assert_memory_equal(par.y, ser.y, ny * sizeof(float));
+        assert_memory_equal(par.dx, ser.dx, nx * sizeof(float));
+        free(par.y), free(par.dx), free(ser.y), free(ser.dx);
+        free(x), free(dx0), free(seed);
+    }
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_maxpool2_paths)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_maxpool2_paths),
+                                       cmocka_unit_test(test_global_avgpool_paths)};
     setenv("FEDNAS_THREADS", "3", 0);
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
