@@ -142,6 +142,54 @@ uint64_t nas_supernet_checksum(const nas_supernet_t *s)
     return h;
 }
 
+static uint64_t fnv_words(uint64_t h, const void *p, size_t bytes)
+{
+    const unsigned char *b = p;
+    for (; bytes >= 4; bytes -= 4, b += 4) { /* word-wise: 4x faster than byte-wise FNV on the images */
+        uint32_t w;
+        memcpy(&w, b, 4);
+        h = (h ^ w) * 0x100000001b3ULL;
+    }
+    for (; bytes; bytes--, b++)
+        h = (h ^ *b) * 0x100000001b3ULL;
+    return h;
+}
+
+int nas_supernet_dp_fingerprint(const nas_supernet_t *s, const engine_source_t *src, const int *idx, int n,
+                                double epochs, uint64_t *out, err_t *err)
+{
+    uint64_t h = nas_supernet_checksum(s);
+    int shape[5] = {n, src->channels, src->height, src->width, src->num_classes};
+    h = fnv_words(h, shape, sizeof shape);
+    /* field by field: a struct's padding need not agree */
+    const double od[5] = {epochs, s->o.lr, s->o.momentum, s->o.weight_decay, s->o.clip_norm};
+    const int64_t oi[6] = {s->o.batch_size, (int64_t)s->o.seed, s->o.recal_batches, s->o.paths_per_step, s->steps,
+                           (int64_t)s->epochs};
+    h = fnv_words(h, od, sizeof od);
+    h = fnv_words(h, oi, sizeof oi);
+    if (n > 0)
+        h = fnv_words(h, idx, (size_t)n * sizeof *idx);
+    enum { CHUNK = 256 };
+    const size_t feat = (size_t)src->channels * src->height * src->width;
+    float *x = malloc(CHUNK * feat * sizeof *x);
+    uint8_t *y = malloc(CHUNK);
+    if (!x || !y) {
+        free(x);
+        free(y);
+        return err_set(err, FN_ENOMEM, "supernet: out of memory");
+    }
+    for (int i = 0; i < n; i += CHUNK) {
+        int m = n - i < CHUNK ? n - i : CHUNK;
+        engine_source_gather(src, idx + i, m, x, y);
+        h = fnv_words(h, x, (size_t)m * feat * sizeof *x);
+        h = fnv_words(h, y, (size_t)m);
+    }
+    free(x);
+    free(y);
+    *out = h;
+    return 0;
+}
+
 /* This process's shards of one global batch: forward and backward of every path on each, their
  * gradients weighted by the shard's share of the batch and summed into buf. A failure marks
  * TAIL_FAILED instead of returning, so that the step's all-reduce still happens everywhere. */
