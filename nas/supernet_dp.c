@@ -26,7 +26,7 @@ typedef struct dp_step {
 static void step_close(dp_step_t *st)
 {
     for (int i = 0; i < st->k && st->p; i++)
-        sn_path_close(&st->p[i]);
+        nas_sn_path_close(&st->p[i]);
     free(st->p);
     free(st->base);
     memset(st, 0, sizeof *st);
@@ -44,7 +44,7 @@ static int step_open(nas_supernet_t *s, const nas_genome_t *g, int k, dp_step_t 
         return err_set(err, FN_ENOMEM, "supernet: out of memory");
     }
     for (int i = 0; i < k; i++) {
-        int rc = sn_path_open(s, &g[i], &st->p[i], err);
+        int rc = nas_sn_path_open(s, &g[i], &st->p[i], err);
         if (rc) {
             step_close(st);
             return rc;
@@ -62,9 +62,9 @@ static void step_unpack_apply(nas_supernet_t *s, dp_step_t *st, const float *buf
     for (int i = 0; i < st->k; i++) {
         engine_net_t *net = st->p[i].net;
         memcpy(engine_net_grads(net), buf + st->base[i], engine_net_num_params(net) * sizeof(float));
-        sn_accumulate(s, net, st->p[i].ids, st->p[i].views, 1.0 / st->k);
+        nas_sn_accumulate(s, net, st->p[i].ids, st->p[i].views, 1.0 / st->k);
     }
-    sn_apply(s, lr);
+    nas_sn_apply(s, lr);
 }
 
 int nas_supernet_dp_layout(nas_supernet_t *s, const nas_genome_t *g, int k, nas_supernet_dp_seg_t *segs, int cap,
@@ -206,7 +206,7 @@ static void run_shards(nas_supernet_t *s, const engine_source_t *src, const int 
         int correct = 0;
         for (int i = 0; i < st->k; i++) {
             double loss = 0;
-            if (sn_path_grad(s, &st->p[i], x, y, nj, &loss, &correct, err)) {
+            if (nas_sn_path_grad(s, &st->p[i], x, y, nj, &loss, &correct, err)) {
                 buf[TAIL_FAILED(st)] = 1;
                 return;
             }
@@ -280,7 +280,7 @@ int nas_supernet_dp_train(nas_supernet_t *s, const engine_source_t *src, const i
         double lr = 0.5 * s->o.lr * (1.0 + cos(3.14159265358979323846 * (double)t / (double)total));
         for (int i = 0; i < kp && rc == 0; i++)
             if ((rc = nas_genome_random(&s->sp, &s->draw, &g[i], err)) == 0)
-                sn_note_path(s, &g[i]);
+                nas_sn_note_path(s, &g[i]);
         dp_step_t step;
         if (rc || (rc = step_open(s, g, kp, &step, err)))
             break;
@@ -308,7 +308,7 @@ int nas_supernet_dp_train(nas_supernet_t *s, const engine_source_t *src, const i
             else
                 rc = err_set(err, FN_EINVAL, "supernet: step %ld: %.0f other rank(s) failed on their shard (see their "
                              "log)", s->steps, buf[TAIL_FAILED(&step)]);
-            sn_discard(s);
+            nas_sn_discard(s);
             step_close(&step);
             break;
         }
