@@ -235,8 +235,11 @@ static int serve_rank(void)
     json_error_t je;
     json_t *j = rc > 0 ? json_loads(blob, 0, &je) : NULL;
     const char *text = json_string_value(json_object_get(j, "experiment"));
-    if (rc > 0 && !text)
-        rc = err_set(&err, FN_EPROTO, "MPI: unreadable setup from rank 0");
+    const json_t *seed = json_object_get(j, "split_seed"), *threads = json_object_get(j, "threads");
+    if (rc > 0 && (!text || !json_is_integer(seed) || !json_is_integer(threads) || json_integer_value(threads) < 1 ||
+                   json_integer_value(threads) > 4096))
+        rc = err_set(&err, FN_EPROTO, "MPI: unreadable setup from rank 0 (expected {\"experiment\": text, "
+                     "\"split_seed\": integer, \"threads\": 1..4096}): every rank must run the same fednas build");
     if (rc > 0 && (rc = exp_load(&e, "rank 0's experiment", strdup(text), &err)) == 0) {
         e.x.data.split_seed = (uint64_t)json_integer_value(json_object_get(j, "split_seed"));
         char th[24];

@@ -292,7 +292,8 @@ static int mpi_wait(void *impl, double timeout_s, nas_job_done_t *out, err_t *er
     out->started_at = m.started_at;
     out->ended_at = m.ended_at;
     snprintf(out->worker, sizeof out->worker, "mpi:%d", src);
-    g_state[src] = RANK_WAITING;
+    /* The rank stays busy until its weights are in: one that announced more than it can send
+     * may be blocked in MPI_Send, and only nas_mpi_end's abort reaches it. */
     if (m.n_weights) {
         if (m.n_weights > (uint64_t)INT32_MAX)
             return err_set(err, FN_EPROTO, "MPI: rank %d announces %llu weights", src,
@@ -311,6 +312,7 @@ static int mpi_wait(void *impl, double timeout_s, nas_job_done_t *out, err_t *er
                                                (unsigned long long)m.n_weights);
         }
     }
+    g_state[src] = RANK_WAITING;
     return 1;
 }
 
