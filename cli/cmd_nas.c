@@ -220,7 +220,7 @@ static int send_setup(const exp_cfg_t *e, const store_nas_run_t *nr, nas_workers
     return rc < 0 ? rc : nas_workers_start_mpi(ranks, err);
 }
 
-static int serve_rank(void)
+static int serve_rank(int rank)
 {
     err_t err = {0};
     exp_cfg_t e;
@@ -254,6 +254,8 @@ static int serve_rank(void)
     free(blob);
     nas_data_free(&data);
     exp_free(&e);
+    if (rc < 0) /* which rank: every rank reads its own data and files */
+        err_wrap(&err, "MPI rank %d (a worker; the job is aborted): ", rank);
     return rc < 0 ? cli_fail(&err) : EXIT_OK;
 }
 
@@ -274,7 +276,7 @@ static int search_launched(const char *path, long long resume, const char *db, i
     int rank, size;
     if (nas_mpi_init(&rank, &size, &err) < 0)
         return cli_fail(&err);
-    int rc = size < 2 ? search(path, resume, db, quiet, 1) : rank > 0 ? serve_rank() : search(path, resume, db, quiet, size);
+    int rc = size < 2 ? search(path, resume, db, quiet, 1) : rank > 0 ? serve_rank(rank) : search(path, resume, db, quiet, size);
     nas_mpi_end(rc != EXIT_OK);
     return rc;
 }

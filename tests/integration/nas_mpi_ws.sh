@@ -98,3 +98,14 @@ expect_contains "$WORK/mm.log" "do not hold the same training data (rank 0: 640 
 expect_contains "$WORK/mm.log" "(rank 1: 600 images"
 [ "$(sql "$WORK/mm.db" "SELECT status FROM runs WHERE id = 1")" = failed ] || fail "the run should be marked failed"
 pass "ranks with other training data stop at once with the cause (exit $rc), the run marked failed"
+
+# A worker rank that cannot read its data: the job ends (no hang) and the error names the rank.
+mkdir -p "$WORK/C"
+timeout 240 "$MPIEXEC" --allow-run-as-root --oversubscribe \
+  -n 1 -wdir "$WORK/A" "$FEDNAS" nas "$WORK/mm.json" --db "$WORK/nodata.db" --quiet : \
+  -n 1 -wdir "$WORK/C" "$FEDNAS" nas "$WORK/mm.json" --db "$WORK/nodata.db" --quiet > "$WORK/nodata.log" 2>&1
+rc=$?
+[ $rc != 124 ] || fail "a worker rank without data left the job hanging"
+[ $rc != 0 ] || fail "a worker rank without data should fail the job"
+expect_contains "$WORK/nodata.log" "MPI rank 1 (a worker; the job is aborted): Fashion-MNIST directory fm not found"
+pass "a worker rank without its data ends the job with the rank named (exit $rc)"
