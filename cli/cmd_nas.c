@@ -223,7 +223,7 @@ static int send_setup(const exp_cfg_t *e, const store_nas_run_t *nr, nas_workers
     return rc < 0 ? rc : nas_workers_start_mpi(ranks, err);
 }
 
-static int serve_rank(void)
+static int serve_rank(int rank)
 {
     err_t err = {0};
     exp_cfg_t e;
@@ -238,8 +238,11 @@ static int serve_rank(void)
     json_error_t je;
     json_t *j = rc > 0 ? json_loads(blob, 0, &je) : NULL;
     const char *text = json_string_value(json_object_get(j, "experiment"));
-    if (rc > 0 && !text)
-        rc = err_set(&err, FN_EPROTO, "MPI: unreadable setup from rank 0");
+    const json_t *seed = json_object_get(j, "split_seed"), *threads = json_object_get(j, "threads");
+    if (rc > 0 && (!text || !json_is_integer(seed) || !json_is_integer(threads) || json_integer_value(threads) < 1 ||
+                   json_integer_value(threads) > 4096))
+        rc = err_set(&err, FN_EPROTO, "MPI: unreadable setup from rank 0 (expected {\"experiment\": text, "
+                     "\"split_seed\": integer, \"threads\": 1..4096}): every rank must run the same fednas build");
     if (rc > 0 && (rc = exp_load(&e, "rank 0's experiment", strdup(text), &err)) == 0) {
         e.x.data.split_seed = (uint64_t)json_integer_value(json_object_get(j, "split_seed"));
         char th[24];
@@ -254,6 +257,8 @@ static int serve_rank(void)
     free(blob);
     nas_data_free(&data);
     exp_free(&e);
+    if (rc < 0) /* which rank: every rank reads its own data and files */
+        err_wrap(&err, "MPI rank %d (a worker; the job is aborted): ", rank);
     return rc < 0 ? cli_fail(&err) : EXIT_OK;
 }
 
@@ -274,7 +279,7 @@ static int search_launched(const char *path, long long resume, const char *db, i
     int rank, size;
     if (nas_mpi_init(&rank, &size, &err) < 0)
         return cli_fail(&err);
-    int rc = size < 2 ? search(path, resume, db, quiet, 1) : rank > 0 ? serve_rank() : search(path, resume, db, quiet, size);
+    int rc = size < 2 ? search(path, resume, db, quiet, 1) : rank > 0 ? serve_rank(rank) : search(path, resume, db, quiet, size);
     nas_mpi_end(rc != EXIT_OK);
     return rc;
 }

@@ -132,7 +132,12 @@ int cli_search_resume(const char *db, long long run, int tune, cli_search_run_t 
     if (stat(db, &sb) != 0)
         return err_set(err, FN_ENOTFOUND, "run store %s does not exist; pass the search's --db", db);
     int rc;
-    if ((rc = store_open(db, 0, &r->st, err)) < 0 || (rc = store_nas_run_get(r->st, run, &r->nr, err)) < 0)
+    if ((rc = store_open(db, 0, &r->st, err)) < 0)
+        return rc;
+    if ((rc = store_nas_run_get(r->st, run, &r->nr, err)) == FN_ENOTFOUND)
+        return err_set(err, rc, "run %lld is not a NAS search in run store %s (`fednas runs --db %s` lists its runs; "
+                       "pass the search's --db)", run, db, db);
+    if (rc < 0)
         return rc;
     if ((strncmp(r->nr.strategy, "tune:", 5) == 0) != (tune != 0))
         return err_set(err, FN_EINVAL, "run %lld is a %s, not a %s: resume it with `fednas %s --resume %lld`", run,

@@ -292,7 +292,8 @@ static int mpi_wait(void *impl, double timeout_s, nas_job_done_t *out, err_t *er
     out->started_at = m.started_at;
     out->ended_at = m.ended_at;
     snprintf(out->worker, sizeof out->worker, "mpi:%d", src);
-    g_state[src] = RANK_WAITING;
+    /* The rank stays busy until its weights are in: one that announced more than it can send
+     * may be blocked in MPI_Send, and only nas_mpi_end's abort reaches it. */
     if (m.n_weights) {
         if (m.n_weights > (uint64_t)INT32_MAX)
             return err_set(err, FN_EPROTO, "MPI: rank %d announces %llu weights", src,
@@ -311,6 +312,7 @@ static int mpi_wait(void *impl, double timeout_s, nas_job_done_t *out, err_t *er
                                                (unsigned long long)m.n_weights);
         }
     }
+    g_state[src] = RANK_WAITING;
     return 1;
 }
 
@@ -413,6 +415,26 @@ static int ws_train(const nas_config_t *cfg, const nas_data_t *d, const nas_eval
     if (rc)
         return rc;
     double epochs = cfg->epochs > 0 ? cfg->epochs : 1;
+    /* Every rank read the data itself: ranks with other files would train other step counts and
+     * pair unrelated all-reduces (a hang), or sum gradients of other images. Compared first, by
+     * every rank, so that a mismatch is known to all (agreed) and each stops here. */
+    uint64_t fp = 0, fp_lo = 0, fp_hi = 0;
+    if ((rc = nas_supernet_dp_fingerprint(sn, &d->train_src, d->train_idx, d->n_train, epochs, &fp, err)) < 0) {
+        nas_supernet_free(sn);
+        return rc;
+    }
+    int fp_same = nas_mpi_same(fp, &fp_lo, &fp_hi, err);
+    if (fp_same <= 0) {
+        nas_supernet_free(sn);
+        if (fp_same < 0)
+            return fp_same;
+        *agreed = 1;
+        return err_set(err, FN_ESTATE, "supernet: the %d ranks do not hold the same training data (rank %d: %d "
+                       "images, fingerprint %016llx; the ranks' range from %016llx to %016llx): every rank reads "
+                       "the experiment's data.path itself, so give each node the same files (an absolute path to "
+                       "one copy)", g_size, g_rank, d->n_train, (unsigned long long)fp, (unsigned long long)fp_lo,
+                       (unsigned long long)fp_hi);
+    }
     int bs = o.batch_size < d->n_train ? o.batch_size : d->n_train;
     if (g_rank == 0)
         log_info("supernet: training %g epoch(s) on %d images data-parallel on %d ranks: one uniformly drawn path "

@@ -446,7 +446,7 @@ int sn_load(nas_supernet_t *s, engine_net_t *net, char (*keys)[NAS_SUPERNET_KEY_
 
 /* Adds `weight` times the path's (clipped) gradient to the store's step gradient, on the path's
  * slices only, and marks them reached. */
-void sn_accumulate(nas_supernet_t *s, engine_net_t *net, const int *ids, const nas_slice_view_t *views,
+void nas_sn_accumulate(nas_supernet_t *s, engine_net_t *net, const int *ids, const nas_slice_view_t *views,
                    double weight)
 {
     const float *gr = engine_net_grads(net);
@@ -474,7 +474,7 @@ void sn_accumulate(nas_supernet_t *s, engine_net_t *net, const int *ids, const n
 
 /* Momentum SGD on the elements this step's paths reached: the velocity of an element no path
  * used is untouched, as PyTorch's SGD leaves a parameter without a gradient alone. */
-void sn_apply(nas_supernet_t *s, double lr)
+void nas_sn_apply(nas_supernet_t *s, double lr)
 {
     const float mu = (float)s->o.momentum, wd = (float)s->o.weight_decay, a = (float)lr;
     for (int i = 0; i < s->nt; i++) {
@@ -501,7 +501,7 @@ static int argmax(const float *z, int n)
 }
 
 /* Drops a failed step's partial gradient, so that the next step starts clean. */
-void sn_discard(nas_supernet_t *s)
+void nas_sn_discard(nas_supernet_t *s)
 {
     for (int t = 0; t < s->nt; t++) {
         size_t n = numel(s->t[t].nd, s->t[t].shape);
@@ -510,7 +510,7 @@ void sn_discard(nas_supernet_t *s)
     }
 }
 
-void sn_path_close(sn_path_t *p)
+void nas_sn_path_close(sn_path_t *p)
 {
     free(p->ids);
     free(p->keys);
@@ -520,7 +520,7 @@ void sn_path_close(sn_path_t *p)
     memset(p, 0, sizeof *p);
 }
 
-int sn_path_open(nas_supernet_t *s, const nas_genome_t *g, sn_path_t *p, err_t *err)
+int nas_sn_path_open(nas_supernet_t *s, const nas_genome_t *g, sn_path_t *p, err_t *err)
 {
     memset(p, 0, sizeof *p);
     nas_genome_t twin;
@@ -536,11 +536,11 @@ int sn_path_open(nas_supernet_t *s, const nas_genome_t *g, sn_path_t *p, err_t *
         rc = sn_load(s, p->net, p->keys, p->views, 1, rng_derive(s->o.seed, 0x696e6974ULL + (uint64_t)s->steps),
                      p->ids, err);
     if (rc)
-        sn_path_close(p);
+        nas_sn_path_close(p);
     return rc;
 }
 
-int sn_path_grad(nas_supernet_t *s, sn_path_t *p, const float *x, const uint8_t *y, int nb, double *loss,
+int nas_sn_path_grad(nas_supernet_t *s, sn_path_t *p, const float *x, const uint8_t *y, int nb, double *loss,
                  int *correct, err_t *err)
 {
     engine_net_t *net = p->net;
@@ -574,13 +574,13 @@ static int path_grad(nas_supernet_t *s, const nas_genome_t *g, const float *x, c
                      double weight, double *loss, int *correct, err_t *err)
 {
     sn_path_t p;
-    int rc = sn_path_open(s, g, &p, err);
+    int rc = nas_sn_path_open(s, g, &p, err);
     if (rc)
         return rc;
-    rc = sn_path_grad(s, &p, x, y, nb, loss, correct, err);
+    rc = nas_sn_path_grad(s, &p, x, y, nb, loss, correct, err);
     if (rc == 0)
-        sn_accumulate(s, p.net, p.ids, p.views, weight);
-    sn_path_close(&p);
+        nas_sn_accumulate(s, p.net, p.ids, p.views, weight);
+    nas_sn_path_close(&p);
     return rc;
 }
 
@@ -591,10 +591,10 @@ int nas_supernet_step(nas_supernet_t *s, const nas_genome_t *g, const float *x, 
         return err_set(err, FN_EINVAL, "supernet: a step needs a batch of >= 1 and lr >= 0");
     int rc = path_grad(s, g, x, y, nb, 1.0, loss, NULL, err);
     if (rc) {
-        sn_discard(s);
+        nas_sn_discard(s);
         return rc;
     }
-    sn_apply(s, lr);
+    nas_sn_apply(s, lr);
     s->steps++;
     return 0;
 }
@@ -609,20 +609,20 @@ int nas_supernet_step_paths(nas_supernet_t *s, const nas_genome_t *g, int k, con
         double l = 0;
         int rc = path_grad(s, &g[i], x, y, nb, 1.0 / k, &l, NULL, err);
         if (rc) {
-            sn_discard(s);
+            nas_sn_discard(s);
             return rc;
         }
         sum += l;
     }
     if (loss)
         *loss = sum / k;
-    sn_apply(s, lr);
+    nas_sn_apply(s, lr);
     s->steps++;
     return 0;
 }
 
 /* Distinct canonical paths drawn, for the stats: a set of the hashes' first 64 bits. */
-void sn_note_path(nas_supernet_t *s, const nas_genome_t *g)
+void nas_sn_note_path(nas_supernet_t *s, const nas_genome_t *g)
 {
     char h[NAS_HASH_LEN];
     nas_genome_hash(&s->sp, g, h);
@@ -704,17 +704,17 @@ int nas_supernet_train(nas_supernet_t *s, const engine_source_t *src, const int 
             rc = nas_genome_random(&s->sp, &s->draw, &g, err);
             if (rc)
                 break;
-            sn_note_path(s, &g);
+            nas_sn_note_path(s, &g);
             double loss = 0;
             rc = path_grad(s, &g, x, y, bs, 1.0 / kp, &loss, &correct, err);
             lsum += loss * bs;
             seen += bs;
         }
         if (rc == 0) {
-            sn_apply(s, lr);
+            nas_sn_apply(s, lr);
             s->steps++;
         } else {
-            sn_discard(s);
+            nas_sn_discard(s);
         }
     }
     st->steps = s->steps;

@@ -26,7 +26,7 @@ typedef struct dp_step {
 static void step_close(dp_step_t *st)
 {
     for (int i = 0; i < st->k && st->p; i++)
-        sn_path_close(&st->p[i]);
+        nas_sn_path_close(&st->p[i]);
     free(st->p);
     free(st->base);
     memset(st, 0, sizeof *st);
@@ -44,7 +44,7 @@ static int step_open(nas_supernet_t *s, const nas_genome_t *g, int k, dp_step_t 
         return err_set(err, FN_ENOMEM, "supernet: out of memory");
     }
     for (int i = 0; i < k; i++) {
-        int rc = sn_path_open(s, &g[i], &st->p[i], err);
+        int rc = nas_sn_path_open(s, &g[i], &st->p[i], err);
         if (rc) {
             step_close(st);
             return rc;
@@ -62,9 +62,9 @@ static void step_unpack_apply(nas_supernet_t *s, dp_step_t *st, const float *buf
     for (int i = 0; i < st->k; i++) {
         engine_net_t *net = st->p[i].net;
         memcpy(engine_net_grads(net), buf + st->base[i], engine_net_num_params(net) * sizeof(float));
-        sn_accumulate(s, net, st->p[i].ids, st->p[i].views, 1.0 / st->k);
+        nas_sn_accumulate(s, net, st->p[i].ids, st->p[i].views, 1.0 / st->k);
     }
-    sn_apply(s, lr);
+    nas_sn_apply(s, lr);
 }
 
 int nas_supernet_dp_layout(nas_supernet_t *s, const nas_genome_t *g, int k, nas_supernet_dp_seg_t *segs, int cap,
@@ -142,6 +142,54 @@ uint64_t nas_supernet_checksum(const nas_supernet_t *s)
     return h;
 }
 
+static uint64_t fnv_words(uint64_t h, const void *p, size_t bytes)
+{
+    const unsigned char *b = p;
+    for (; bytes >= 4; bytes -= 4, b += 4) { /* word-wise: 4x faster than byte-wise FNV on the images */
+        uint32_t w;
+        memcpy(&w, b, 4);
+        h = (h ^ w) * 0x100000001b3ULL;
+    }
+    for (; bytes; bytes--, b++)
+        h = (h ^ *b) * 0x100000001b3ULL;
+    return h;
+}
+
+int nas_supernet_dp_fingerprint(const nas_supernet_t *s, const engine_source_t *src, const int *idx, int n,
+                                double epochs, uint64_t *out, err_t *err)
+{
+    uint64_t h = nas_supernet_checksum(s);
+    int shape[5] = {n, src->channels, src->height, src->width, src->num_classes};
+    h = fnv_words(h, shape, sizeof shape);
+    /* field by field: a struct's padding need not agree */
+    const double od[5] = {epochs, s->o.lr, s->o.momentum, s->o.weight_decay, s->o.clip_norm};
+    const int64_t oi[6] = {s->o.batch_size, (int64_t)s->o.seed, s->o.recal_batches, s->o.paths_per_step, s->steps,
+                           (int64_t)s->epochs};
+    h = fnv_words(h, od, sizeof od);
+    h = fnv_words(h, oi, sizeof oi);
+    if (n > 0)
+        h = fnv_words(h, idx, (size_t)n * sizeof *idx);
+    enum { CHUNK = 256 };
+    const size_t feat = (size_t)src->channels * src->height * src->width;
+    float *x = malloc(CHUNK * feat * sizeof *x);
+    uint8_t *y = malloc(CHUNK);
+    if (!x || !y) {
+        free(x);
+        free(y);
+        return err_set(err, FN_ENOMEM, "supernet: out of memory");
+    }
+    for (int i = 0; i < n; i += CHUNK) {
+        int m = n - i < CHUNK ? n - i : CHUNK;
+        engine_source_gather(src, idx + i, m, x, y);
+        h = fnv_words(h, x, (size_t)m * feat * sizeof *x);
+        h = fnv_words(h, y, (size_t)m);
+    }
+    free(x);
+    free(y);
+    *out = h;
+    return 0;
+}
+
 /* This process's shards of one global batch: forward and backward of every path on each, their
  * gradients weighted by the shard's share of the batch and summed into buf. A failure marks
  * TAIL_FAILED instead of returning, so that the step's all-reduce still happens everywhere. */
@@ -158,7 +206,7 @@ static void run_shards(nas_supernet_t *s, const engine_source_t *src, const int 
         int correct = 0;
         for (int i = 0; i < st->k; i++) {
             double loss = 0;
-            if (sn_path_grad(s, &st->p[i], x, y, nj, &loss, &correct, err)) {
+            if (nas_sn_path_grad(s, &st->p[i], x, y, nj, &loss, &correct, err)) {
                 buf[TAIL_FAILED(st)] = 1;
                 return;
             }
@@ -232,7 +280,7 @@ int nas_supernet_dp_train(nas_supernet_t *s, const engine_source_t *src, const i
         double lr = 0.5 * s->o.lr * (1.0 + cos(3.14159265358979323846 * (double)t / (double)total));
         for (int i = 0; i < kp && rc == 0; i++)
             if ((rc = nas_genome_random(&s->sp, &s->draw, &g[i], err)) == 0)
-                sn_note_path(s, &g[i]);
+                nas_sn_note_path(s, &g[i]);
         dp_step_t step;
         if (rc || (rc = step_open(s, g, kp, &step, err)))
             break;
@@ -260,7 +308,7 @@ int nas_supernet_dp_train(nas_supernet_t *s, const engine_source_t *src, const i
             else
                 rc = err_set(err, FN_EINVAL, "supernet: step %ld: %.0f other rank(s) failed on their shard (see their "
                              "log)", s->steps, buf[TAIL_FAILED(&step)]);
-            sn_discard(s);
+            nas_sn_discard(s);
             step_close(&step);
             break;
         }

@@ -51,6 +51,14 @@ typedef struct nas_supernet_dp {
 int nas_supernet_dp_train(nas_supernet_t *s, const engine_source_t *src, const int *idx, int n, double epochs,
                           const nas_supernet_dp_t *dp, nas_supernet_stats_t *st, int *agreed, err_t *err);
 
+/* What every process of a group must share before nas_supernet_dp_train (each reads its own copy
+ * of the data): the training rows (n, idx, their images and labels), epochs and the supernet's
+ * options and state, hashed. Processes whose fingerprints differ would train different step counts
+ * and pair unrelated all-reduces (a hang), or silently average gradients of different data: compare
+ * the fingerprints first (nas_mpi_same). 0 with *out set, FN_ENOMEM. */
+int nas_supernet_dp_fingerprint(const nas_supernet_t *s, const engine_source_t *src, const int *idx, int n,
+                                double epochs, uint64_t *out, err_t *err);
+
 /* One segment of a step's flat buffer: a tensor of one of the step's paths. */
 typedef struct nas_supernet_dp_seg {
     int path;      /* which of the step's k paths */

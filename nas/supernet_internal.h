@@ -52,7 +52,7 @@ int sn_keys(const nas_space_t *sp, const nas_genome_t *canon, const json_t *arch
 int sn_load(nas_supernet_t *s, engine_net_t *net, char (*keys)[NAS_SUPERNET_KEY_LEN], const nas_slice_view_t *views,
             int persist, uint64_t init_seed, int *ids, err_t *err);
 
-/* One training path: its model built and its slices loaded from the store (sn_path_open: creates,
+/* One training path: its model built and its slices loaded from the store (nas_sn_path_open: creates,
  * grows and initialises stored tensors as sn_load with persist 1 does, seeded by the step). */
 typedef struct sn_path {
     json_t *arch;
@@ -62,22 +62,22 @@ typedef struct sn_path {
     int *ids; /* store id of each net tensor */
 } sn_path_t;
 
-int sn_path_open(nas_supernet_t *s, const nas_genome_t *g, sn_path_t *p, err_t *err);
+int nas_sn_path_open(nas_supernet_t *s, const nas_genome_t *g, sn_path_t *p, err_t *err);
 /* Forward in train mode and backward on x [nb, ...]: the path's gradient (the batch's mean loss)
  * is left in engine_net_grads(p->net); loss and correct (may be NULL) get the batch loss and add
  * the samples classified right. A non-finite loss is FN_EINVAL before any backward. */
-int sn_path_grad(nas_supernet_t *s, sn_path_t *p, const float *x, const uint8_t *y, int nb, double *loss,
+int nas_sn_path_grad(nas_supernet_t *s, sn_path_t *p, const float *x, const uint8_t *y, int nb, double *loss,
                  int *correct, err_t *err);
-void sn_path_close(sn_path_t *p);
+void nas_sn_path_close(sn_path_t *p);
 /* Adds weight times the net's gradient (clipped to opts.clip_norm first) to the step's store
  * gradient on the path's slices, and marks them reached. */
-void sn_accumulate(nas_supernet_t *s, engine_net_t *net, const int *ids, const nas_slice_view_t *views,
+void nas_sn_accumulate(nas_supernet_t *s, engine_net_t *net, const int *ids, const nas_slice_view_t *views,
                    double weight);
 /* Momentum SGD on the elements reached this step, then clears the step's gradient. */
-void sn_apply(nas_supernet_t *s, double lr);
+void nas_sn_apply(nas_supernet_t *s, double lr);
 /* Drops a failed step's partial gradient. */
-void sn_discard(nas_supernet_t *s);
+void nas_sn_discard(nas_supernet_t *s);
 /* Counts g among the distinct paths drawn (the stats' `paths`). */
-void sn_note_path(nas_supernet_t *s, const nas_genome_t *g);
+void nas_sn_note_path(nas_supernet_t *s, const nas_genome_t *g);
 
 #endif

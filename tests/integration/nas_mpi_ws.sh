@@ -8,6 +8,7 @@
 #    the supernet was trained on every rank with identical replicas, every candidate is scored by
 #    a worker rank's replica (no training of its own: train_loss -1), the top one is retrained.
 # 3. A global batch too small to split refuses cleanly (no hang, the run marked failed).
+# 4. Ranks that read other training data stop at the fingerprint check (before: a hang).
 # Skips (77) when fednas was built without MPI (FEDNAS_MPIEXEC empty).
 . "$(dirname "$0")/lib.sh"
 MPIEXEC=${FEDNAS_MPIEXEC:-}
@@ -74,3 +75,37 @@ rc=$?
 expect_contains "$WORK/small.log" "raise nas.batch_size to >= 4"
 [ "$(sql "$WORK/small.db" "SELECT status FROM runs WHERE id = 1")" = failed ] || fail "the refused run should be marked failed"
 pass "a batch of 3 over 2 ranks is refused with the fix, the run marked failed (exit $rc)"
+
+# Ranks that read other data (each reads data.path itself; here node B's copy holds 700 images,
+# so its training split is 600 against 640): every rank stops at the fingerprint check with the
+# fix, instead of pairing unrelated all-reduces (before: a hang).
+FM=/usr/share/datasets/fashion-mnist
+mkdir -p "$WORK/A/fm" "$WORK/B/fm"
+for f in "$FM"/*; do ln -s "$f" "$WORK/A/fm/"; done
+for f in t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz; do ln -s "$FM/$f" "$WORK/B/fm/"; done
+{ printf '\x00\x00\x08\x03\x00\x00\x02\xbc'; zcat "$FM/train-images-idx3-ubyte.gz" | tail -c +9 | head -c $((8 + 700 * 784)); } |
+  gzip > "$WORK/B/fm/train-images-idx3-ubyte.gz"
+{ printf '\x00\x00\x08\x01\x00\x00\x02\xbc'; zcat "$FM/train-labels-idx1-ubyte.gz" | tail -c +9 | head -c 700; } |
+  gzip > "$WORK/B/fm/train-labels-idx1-ubyte.gz"
+sed 's/"data": {/"data": {"path": "fm", "validation": 100, /' "$WORK/exp.json" > "$WORK/mm.json"
+timeout 240 "$MPIEXEC" --allow-run-as-root --oversubscribe \
+  -n 1 -wdir "$WORK/A" "$FEDNAS" nas "$WORK/mm.json" --db "$WORK/mm.db" --quiet : \
+  -n 1 -wdir "$WORK/B" "$FEDNAS" nas "$WORK/mm.json" --db "$WORK/mm.db" --quiet > "$WORK/mm.log" 2>&1
+rc=$?
+[ $rc != 124 ] || fail "ranks with other data left the job hanging"
+[ $rc != 0 ] || fail "ranks with other data should fail the search"
+expect_contains "$WORK/mm.log" "do not hold the same training data (rank 0: 640 images"
+expect_contains "$WORK/mm.log" "(rank 1: 600 images"
+[ "$(sql "$WORK/mm.db" "SELECT status FROM runs WHERE id = 1")" = failed ] || fail "the run should be marked failed"
+pass "ranks with other training data stop at once with the cause (exit $rc), the run marked failed"
+
+# A worker rank that cannot read its data: the job ends (no hang) and the error names the rank.
+mkdir -p "$WORK/C"
+timeout 240 "$MPIEXEC" --allow-run-as-root --oversubscribe \
+  -n 1 -wdir "$WORK/A" "$FEDNAS" nas "$WORK/mm.json" --db "$WORK/nodata.db" --quiet : \
+  -n 1 -wdir "$WORK/C" "$FEDNAS" nas "$WORK/mm.json" --db "$WORK/nodata.db" --quiet > "$WORK/nodata.log" 2>&1
+rc=$?
+[ $rc != 124 ] || fail "a worker rank without data left the job hanging"
+[ $rc != 0 ] || fail "a worker rank without data should fail the job"
+expect_contains "$WORK/nodata.log" "MPI rank 1 (a worker; the job is aborted): Fashion-MNIST directory fm not found"
+pass "a worker rank without its data ends the job with the rank named (exit $rc)"

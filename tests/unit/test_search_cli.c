@@ -161,6 +161,12 @@ static void test_runs(void **state)
     assert_string_equal(s, "failed");
     free(s);
     cli_search_close(&t);
+    /* a run the store does not hold: the store and where to find the runs are named */
+    assert_int_equal(cli_search_resume(db, 7, 0, &r, &text, &err), FN_ENOTFOUND);
+    assert_non_null(strstr(err.msg, "run 7 is not a NAS search in run store "));
+    assert_non_null(strstr(err.msg, "`fednas runs --db "));
+    assert_null(text);
+    cli_search_close(&r);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     assert_int_equal(system(cmd), 0);
