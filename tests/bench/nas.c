@@ -76,6 +76,8 @@
  *   the same scored on 2,000 val images:                                  0.185 (0.380)
  *   fair draws (nas/supernet_sample.c), otherwise the same:               0.179 (0.320)
  *   uniform, 8 epochs (2496 steps):                                       0.137 (0.255)
+ *   one classifier per last-convolution width instead of per convolution
+ *   count (a scratch build, not kept; 6-conv archs still 0.22-0.23):      0.147
  *   (15 epochs of 5000, lr 0.05, the run above, against R1's mean: 0.200; -loss 0.358)
  * Against R2 the supernet ranks worse than parameter count alone (0.474). Its worst misses are
  * the 6-convolution networks, among R2's best (0.77) and scored near the bottom (0.16-0.25): with
@@ -85,8 +87,10 @@
  * draws balance each layer's op but not depth. Cost at R2 (F1 run, load 16): supernet training
  * 432 s + 7.95 s per score (20 recalibration batches + 2000 val images) over 100 candidates =
  * 12.3 s per candidate against 57 s standalone: 4.6x. Scoring alone (7.95 s) caps the ratio
- * at 7x at this budget; against the shipped 2-epoch searches (nas-re-macro.json: 1562 steps per
- * candidate, about 8x R2's training) the same supernet would be far above 10x, not measured.
+ * at 7x at this budget. The two halves ran at similar load, but the scratch run above, at load
+ * 5, trained the same-sized supernet in 108 s and scored in 0.93 s: only same-run ratios count.
+ * Against the shipped 2-epoch searches (nas-re-macro.json: 1562 steps per candidate, about 8x
+ * R2's training) the same supernet would be far above 10x; not measured.
  * Commands (FEDNAS_THREADS=1 nice -n 5): the reference once,
  *   nas --train 5000 --val 10000 --sa-train 0 --epochs 0.25 --sa-schedule cosine --ref-seeds 2
  *       --supernet-epochs 0 --ref-out R2.ref
