@@ -36,6 +36,8 @@ int nas_supernet_create(const nas_space_t *sp, const nas_supernet_opts_t *o, nas
         return err_set(err, FN_EINVAL, "supernet: expected lr > 0, momentum in [0, 1), weight decay >= 0, clip >= 0");
     if (o->paths_per_step < 1 || o->paths_per_step > 64)
         return err_set(err, FN_EINVAL, "supernet: %d paths per step; expected 1..64", o->paths_per_step);
+    if (o->sampling != NAS_SUPERNET_SAMPLE_UNIFORM && o->sampling != NAS_SUPERNET_SAMPLE_FAIR)
+        return err_set(err, FN_EINVAL, "supernet: sampling %d; expected uniform (0) or fair (1)", o->sampling);
     if (o->recal_batches < NAS_RECAL_MIN_BATCHES)
         return err_set(err, FN_EINVAL, "supernet: %d recalibration batches; specs/nas.md asks for at least %d",
                        o->recal_batches, NAS_RECAL_MIN_BATCHES);
@@ -701,7 +703,7 @@ int nas_supernet_train(nas_supernet_t *s, const engine_source_t *src, const int 
         /* paths_per_step uniform paths on this batch, their gradients averaged into one update */
         for (int k = 0; k < kp && rc == 0; k++) {
             nas_genome_t g;
-            rc = nas_genome_random(&s->sp, &s->draw, &g, err);
+            rc = nas_supernet_draw(s, &g, err);
             if (rc)
                 break;
             nas_sn_note_path(s, &g);

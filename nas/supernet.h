@@ -77,7 +77,13 @@ typedef struct nas_supernet_opts {
     uint64_t seed;        /* path draws, initialisation, shuffling, recalibration batches */
     int recal_batches;    /* >= NAS_RECAL_MIN_BATCHES */
     int paths_per_step;   /* uniform paths drawn per batch, their gradients averaged into one update (1) */
+    int sampling;         /* nas_supernet_sampling_t: how training draws its paths (uniform) */
 } nas_supernet_opts_t;
+
+/* How training draws paths (nas_supernet_draw). Both draw every gene's choices with equal
+ * probability (specs/nas.md's uniform sampling); fair also balances them exactly within each
+ * cycle of a gene's choices (strict fairness, FairNAS, Chu et al. 2021; nas/supernet_sample.c). */
+typedef enum { NAS_SUPERNET_SAMPLE_UNIFORM = 0, NAS_SUPERNET_SAMPLE_FAIR = 1 } nas_supernet_sampling_t;
 
 /* batch 64, lr 0.05, momentum 0.9, no weight decay, gradient clipped at norm 5, seed 1, 20
  * recalibration batches. */
@@ -102,6 +108,10 @@ typedef struct nas_supernet_stats {
  * whose loss is not finite stops the training: FN_EINVAL naming the step and path. */
 int nas_supernet_train(nas_supernet_t *s, const engine_source_t *src, const int *idx, int n, double epochs,
                        nas_supernet_stats_t *st, err_t *err);
+
+/* The next training path: nas_genome_random on the supernet's draw sequence (uniform), or the
+ * next fair draw (see nas_supernet_sampling_t). Always a valid genome of the space. */
+int nas_supernet_draw(nas_supernet_t *s, nas_genome_t *out, err_t *err);
 
 /* One SGD step of genome g's path on a batch x [nb, c, h, w] with labels y, at learning rate lr:
  * copy the path's slices in, forward in train mode, backward, step the slices. loss (may be

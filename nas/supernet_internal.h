@@ -26,6 +26,18 @@ typedef struct sn_tensor {
     uint8_t *init; /* 1 once a training path has initialised the element */
 } sn_tensor_t;
 
+/* A gene's cycle through a permutation of its choices (nas/supernet_sample.c, fair draws). */
+typedef struct sn_cycle {
+    int8_t perm[NAS_MAX_CHOICES > NAS_MACRO_OP_COUNT ? NAS_MAX_CHOICES : NAS_MACRO_OP_COUNT];
+    int n, pos;
+} sn_cycle_t;
+
+/* Macro: genes 3i, 3i+1, 3i+2 are layer i's op, width and batch norm; cell: edges 0..5, then
+ * the cells per stage and the width. */
+typedef struct sn_sampler {
+    sn_cycle_t gene[3 * NAS_MAX_LAYERS];
+} sn_sampler_t;
+
 struct nas_supernet {
     nas_space_t sp;
     nas_supernet_opts_t o;
@@ -37,6 +49,7 @@ struct nas_supernet {
     uint64_t epochs;   /* passes begun, for their shuffles */
     uint64_t *seen;    /* open-addressed set of drawn paths (hash prefixes) */
     size_t nseen, capseen;
+    sn_sampler_t sampler; /* fair draws' cycles, continued across nas_supernet_train calls */
 };
 
 void sn_path_genome(const nas_supernet_t *s, const nas_genome_t *g, nas_genome_t *out);
