@@ -162,6 +162,7 @@ typedef struct {
     int dx_fresh;
     int pw_direct;      /* pointwise (1x1, stride 1, no pad) and not forced through im2col */
     int pw512;          /* pointwise, forward and dx by conv_pw_gemm (conv_pw_usable()) */
+    int pw512_dw;       /* pointwise, dW by conv_pw_dw (where the direct dW does not take it) */
     float *Wt;          /* with pw512 in backward: W^T [C][OC] */
     float *scratch;     /* part_floats per part: columns, [dcol,] chunk output, padded planes */
     size_t part_floats;
@@ -393,10 +394,13 @@ static void conv_bwd_part(void *ctx, int64_t begin, int64_t end)
                                      j->dx + (size_t)(s0 + s) * CHW, OHW, !j->dx_fresh);
                 if (j->dw_direct && dW)
                     conv_direct_dw_chunk(j, dyc, s0, n, xpad, dyt, dwt);
+                if (j->pw512_dw && dW) /* one group: all of dW from the chunk's dy and inputs */
+                    conv_pw_dw(d->OC, d->C, OHW, n, dyc, N, (size_t)OHW, j->x + (size_t)s0 * CHW, OHW, (size_t)CHW, dW,
+                               K);
                 for (int c0 = 0; c0 < d->Cg; c0 += j->CB) {
                     const int c1 = c0 + j->CB < d->Cg ? c0 + j->CB : d->Cg, Kb = (c1 - c0) * KK;
                     const size_t woff = (size_t)gi * OCg * K + (size_t)c0 * KK;
-                    if (dW && !j->dw_direct)
+                    if (dW && !j->dw_direct && !j->pw512_dw)
                         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OCg, Kb, N, 1.0f, dyc, N,
                                     col_of(j, s0, n, gi, c0, c1, col, pad), N, 1.0f, dW + woff, K);
                     if (!j->dx || j->dx_direct || j->pw512)
@@ -506,6 +510,7 @@ void cpu_conv2d_bwd(engine_graph_t *g, engine_tensor_t *t)
         j.dpad_floats = (size_t)j.d.OC * Hq * Wq + conv_direct_tmp_floats(j.d.C, Hq, Wq, j.d.KH, j.d.KW);
     }
     j.dw_direct = j.dW && conv_direct_dw_usable(&j.d);
+    j.pw512_dw = j.dW && !j.dw_direct && conv_pw_usable(&j.d);
     if (j.dw_direct) {
         j.OCP = (j.d.OC + 15) / 16 * 16;
         j.xpad_floats = (size_t)j.d.C * (j.d.H + 2 * j.d.ph) * (j.d.W + 2 * j.d.pw);

@@ -196,6 +196,10 @@ void conv_direct_pad(const float *src, int C, int H, int W, int ph, int pw, floa
 int conv_pw_usable(const conv_dims_t *d);
 void conv_pw_gemm(int M, int K, int P, const float *A, int lda, const float *X, int ldx, const float *bias, int relu,
                   uint8_t *mask, size_t mstride, float *Y, int ldy, int add);
+/* conv_pw_dw: the weight gradient's product over n samples, dW [M][K] (row stride ldw) +=
+ * sum over samples s and pixels p < P of dy[s*ds + m*ldd + p] * x[s*xs + k*ldx + p]. */
+void conv_pw_dw(int M, int K, int P, int n, const float *dy, int ldd, size_t ds, const float *x, int ldx, size_t xs,
+                float *dW, int ldw);
 
 /* Forward and backward of a depthwise conv2d; failures are recorded in g. */
 void conv_dw_fwd(engine_graph_t *g, dw_job_t *j);

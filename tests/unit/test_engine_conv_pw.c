@@ -1,7 +1,8 @@
 /* conv_pw_gemm (ops_conv_pw.c), the AVX-512 product of pointwise convs, against a double-precision
  * loop on random shapes: row counts that leave 1-3 rows after the tiles of 4, pixel counts that
  * end mid-vector and mid-byte of the ReLU mask (1, 7, 9, 49, odd), strided operands, with and
- * without bias, ReLU and add; and a pointwise conv2d op through it against the same op with
+ * without bias, ReLU and add; the weight gradient's product conv_pw_dw likewise over 1-4
+ * samples; and a pointwise conv2d op through it against the same op with
  * FEDNAS_CONV_PW=0 (sgemm), forward and backward, batch 1 and odd batches. Skipped where the CPU
  * has no AVX-512 (the op then never takes it). */
 #include <math.h>
@@ -86,6 +87,48 @@ static void test_gemm_random(void **state)
             }
         }
         free(A), free(X), free(Y), free(Y0), free(b), free(mask);
+    }
+}
+
+/* conv_pw_dw: dW += sum over n samples and P pixels, against a double loop; dW's row stride
+ * past K and its entries past K untouched. */
+static void test_dw_random(void **state)
+{
+    (void)state;
+    if (!have_512())
+        skip();
+    rng_t r;
+    rng_seed(&r, 73);
+    for (int ci = 0; ci < 200; ci++) {
+        const int M = draw(&r, 1, 45), K = draw(&r, 1, 45), n = draw(&r, 1, 4);
+        static const int Ps[] = {1, 7, 15, 16, 17, 49, 64, 196};
+        const int P = rng_below(&r, 2) ? Ps[rng_below(&r, 8)] : draw(&r, 1, 260);
+        const int ldd = P * n + draw(&r, 0, 5), ldx = P + draw(&r, 0, 5), ldw = K + draw(&r, 0, 3);
+        const size_t ds = (size_t)P, xs = (size_t)K * ldx + (size_t)draw(&r, 0, 9);
+        float *dy = malloc(sizeof(float) * (size_t)M * ldd), *x = malloc(sizeof(float) * xs * n);
+        float *dW = malloc(sizeof(float) * (size_t)M * ldw), *dW0 = malloc(sizeof(float) * (size_t)M * ldw);
+        for (int i = 0; i < M * ldd; i++)
+            dy[i] = (float)rng_normal(&r);
+        for (size_t i = 0; i < xs * n; i++)
+            x[i] = (float)rng_normal(&r);
+        for (int i = 0; i < M * ldw; i++)
+            dW[i] = dW0[i] = (float)rng_normal(&r);
+        conv_pw_dw(M, K, P, n, dy, ldd, ds, x, ldx, xs, dW, ldw);
+        for (int m = 0; m < M; m++)
+            for (int k = 0; k < ldw; k++) {
+                double want = dW0[(size_t)m * ldw + k], mag = fabs(want);
+                if (k < K)
+                    for (int sm = 0; sm < n; sm++)
+                        for (int p = 0; p < P; p++) {
+                            const double t = (double)dy[sm * ds + (size_t)m * ldd + p] * x[sm * xs + (size_t)k * ldx + p];
+                            want += t;
+                            mag += fabs(t);
+                        }
+                const double got = dW[(size_t)m * ldw + k];
+                if (!(fabs(got - want) <= 1e-5 * (1.0 + mag)))
+                    fail_msg("case %d M%d K%d P%d n%d: dW[%d][%d] = %g, want %g", ci, M, K, P, n, m, k, got, want);
+            }
+        free(dy), free(x), free(dW), free(dW0);
     }
 }
 
@@ -179,6 +222,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gemm_random),
+        cmocka_unit_test(test_dw_random),
         cmocka_unit_test(test_op_against_sgemm),
     };
     setenv("FEDNAS_THREADS", "3", 0); /* more parts than a 2-core machine has cores */
