@@ -161,6 +161,9 @@ typedef struct {
     float *y, *dx, *dW, *db;
     int dx_fresh;
     int pw_direct;      /* pointwise (1x1, stride 1, no pad) and not forced through im2col */
+    int pw512;          /* pointwise, forward and dx by conv_pw_gemm (conv_pw_usable()) */
+    int pw512_dw;       /* pointwise, dW by conv_pw_dw (where the direct dW does not take it) */
+    float *Wt;          /* with pw512 in backward: W^T [C][OC] */
     float *scratch;     /* part_floats per part: columns, [dcol,] chunk output, padded planes */
     size_t part_floats;
     size_t pad_floats;  /* one zero-padded input plane */
@@ -243,6 +246,22 @@ static void conv_fwd_part(void *ctx, int64_t begin, int64_t end)
                     }
             }
         }
+    }
+}
+
+/* Forward of a pointwise conv by conv_pw_gemm, a sample at a time: its input is the product's
+ * right operand, its output the product with bias, ReLU and mask applied in registers. */
+static void conv_pw_fwd_part(void *ctx, int64_t begin, int64_t end)
+{
+    const conv_job_t *j = ctx;
+    const conv_dims_t *d = &j->d;
+    const size_t CHW = (size_t)d->C * d->OHW, OCHW = (size_t)d->OC * d->OHW, mb = mask_bytes(d->OHW);
+    for (int64_t p = begin; p < end; p++) {
+        int lo, hi;
+        sample_range(j, (int)p, &lo, &hi);
+        for (int s = lo; s < hi; s++)
+            conv_pw_gemm(d->OC, d->C, d->OHW, j->W, d->C, j->x + (size_t)s * CHW, d->OHW, j->bias, j->relu,
+                         j->relu ? j->mask + (size_t)s * d->OC * mb : NULL, mb, j->y + (size_t)s * OCHW, d->OHW, 0);
     }
 }
 
@@ -369,19 +388,28 @@ static void conv_bwd_part(void *ctx, int64_t begin, int64_t end)
                         db[gi * OCg + oc] += sum_floats(dyc + (size_t)oc * N, N);
                 if (j->dx_direct) /* one group: dyc is the whole chunk's dy */
                     conv_direct_dx_chunk(j, dyc, s0, n, dpad);
+                if (j->dx && j->pw512) /* one group: dx of each sample = W^T times its dy columns */
+                    for (int s = 0; s < n; s++)
+                        conv_pw_gemm(d->C, d->OC, OHW, j->Wt, d->OC, dyc + (size_t)s * OHW, N, NULL, 0, NULL, 0,
+                                     j->dx + (size_t)(s0 + s) * CHW, OHW, !j->dx_fresh);
                 if (j->dw_direct && dW)
                     conv_direct_dw_chunk(j, dyc, s0, n, xpad, dyt, dwt);
+                if (j->pw512_dw && dW) /* one group: all of dW from the chunk's dy and inputs */
+                    conv_pw_dw(d->OC, d->C, OHW, n, dyc, N, (size_t)OHW, j->x + (size_t)s0 * CHW, OHW, (size_t)CHW, dW,
+                               K);
                 for (int c0 = 0; c0 < d->Cg; c0 += j->CB) {
                     const int c1 = c0 + j->CB < d->Cg ? c0 + j->CB : d->Cg, Kb = (c1 - c0) * KK;
                     const size_t woff = (size_t)gi * OCg * K + (size_t)c0 * KK;
-                    if (dW && !j->dw_direct)
+                    if (dW && !j->dw_direct && !j->pw512_dw)
                         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OCg, Kb, N, 1.0f, dyc, N,
                                     col_of(j, s0, n, gi, c0, c1, col, pad), N, 1.0f, dW + woff, K);
-                    if (j->dx && !j->dx_direct && n == 1 && j->pw_direct) /* the column gradient is dx itself */
+                    if (!j->dx || j->dx_direct || j->pw512)
+                        continue;
+                    if (n == 1 && j->pw_direct) /* the column gradient is dx itself */
                         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Kb, N, OCg, 1.0f, j->W + woff, K, dyc, N,
                                     j->dx_fresh ? 0.0f : 1.0f, j->dx + (size_t)s0 * CHW + ((size_t)gi * d->Cg + c0) * N,
                                     N);
-                    else if (j->dx && !j->dx_direct) {
+                    else {
                         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Kb, N, OCg, 1.0f, j->W + woff, K, dyc, N,
                                     0.0f, dcol, N);
                         col2im(d, dcol, j->dx + (size_t)s0 * CHW, n, gi, c0, c1, pad_acc, j->dx_fresh);
@@ -437,6 +465,11 @@ void cpu_conv2d_fwd(engine_graph_t *g, engine_tensor_t *t)
             engine_parallel_for(engine_graph_pool(g), j.parts, 1, conv_direct_fwd_part, &j);
         return;
     }
+    if (conv_pw_usable(&j.d)) {
+        j.parts = parts_for(g, j.B, 0);
+        engine_parallel_for(engine_graph_pool(g), j.parts, 1, conv_pw_fwd_part, &j);
+        return;
+    }
     j.pw_direct = pointwise(&j.d) && !conv_force_im2col();
     j.S = chunk_samples(&j.d, j.B);
     j.CB = channel_block(&j.d, j.S);
@@ -467,6 +500,7 @@ void cpu_conv2d_bwd(engine_graph_t *g, engine_tensor_t *t)
         return;
     }
     j.pw_direct = pointwise(&j.d) && !conv_force_im2col();
+    j.pw512 = j.dx && conv_pw_usable(&j.d);
     j.S = chunk_samples(&j.d, j.B);
     j.CB = channel_block(&j.d, j.S);
     j.pad_floats = (size_t)(j.d.H + 2 * j.d.ph) * (j.d.W + 2 * j.d.pw);
@@ -476,6 +510,7 @@ void cpu_conv2d_bwd(engine_graph_t *g, engine_tensor_t *t)
         j.dpad_floats = (size_t)j.d.OC * Hq * Wq + conv_direct_tmp_floats(j.d.C, Hq, Wq, j.d.KH, j.d.KW);
     }
     j.dw_direct = j.dW && conv_direct_dw_usable(&j.d);
+    j.pw512_dw = j.dW && !j.dw_direct && conv_pw_usable(&j.d);
     if (j.dw_direct) {
         j.OCP = (j.d.OC + 15) / 16 * 16;
         j.xpad_floats = (size_t)j.d.C * (j.d.H + 2 * j.d.ph) * (j.d.W + 2 * j.d.pw);
@@ -492,7 +527,7 @@ void cpu_conv2d_bwd(engine_graph_t *g, engine_tensor_t *t)
         j.parts > engine_threadpool_size(engine_graph_pool(g)))
         j.parts = engine_threadpool_size(engine_graph_pool(g));
     const size_t wfl = (size_t)j.d.OC * j.d.K, extra = (size_t)(j.parts - 1) * (wfl + j.d.OC);
-    j.scratch = engine_graph_scratch(g, ((size_t)j.parts * j.part_floats + extra + (j.dx_direct ? wfl : 0)) *
+    j.scratch = engine_graph_scratch(g, ((size_t)j.parts * j.part_floats + extra + (j.dx_direct || j.pw512 ? wfl : 0)) *
                                             sizeof(float));
     if (!j.scratch)
         return;
@@ -501,6 +536,12 @@ void cpu_conv2d_bwd(engine_graph_t *g, engine_tensor_t *t)
     if (j.dx_direct) {
         j.Wf = j.db_part + (size_t)(j.parts - 1) * j.d.OC;
         conv_direct_flip(&j.d, j.W, j.Wf);
+    }
+    if (j.pw512) { /* W^T [C][OC]: the input gradient's left operand */
+        j.Wt = j.db_part + (size_t)(j.parts - 1) * j.d.OC;
+        for (int oc = 0; oc < j.d.OC; oc++)
+            for (int c = 0; c < j.d.C; c++)
+                j.Wt[(size_t)c * j.d.OC + oc] = j.W[(size_t)oc * j.d.C + c];
     }
     engine_parallel_blas(engine_graph_pool(g), j.parts, 1, conv_bwd_part, &j);
     /* parts' sums in part order: the same order for a given thread count, whatever the timing */

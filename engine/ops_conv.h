@@ -188,6 +188,19 @@ void conv_direct_dw_sample(const float *xp, int Hp, int Wp, int C, int KH, int K
                            float *dwt);
 void conv_direct_pad(const float *src, int C, int H, int W, int ph, int pw, float *dst);
 
+/* Pointwise convs (1x1, stride 1, no padding, one group) in AVX-512 (ops_conv_pw.c).
+ * conv_pw_usable: the op's forward and input gradient take conv_pw_gemm (AVX-512 CPU,
+ * FEDNAS_CONV_PW not 0, not forced through im2col or the portable code). conv_pw_gemm: Y [M][P]
+ * (row stride ldy) = A [M][K] (lda) X [K][P] (ldx), plus Y itself when add, plus bias[m] (NULL:
+ * none), then with relu clamped at 0 and its bit mask (relu_mask's layout) at mask + m*mstride. */
+int conv_pw_usable(const conv_dims_t *d);
+void conv_pw_gemm(int M, int K, int P, const float *A, int lda, const float *X, int ldx, const float *bias, int relu,
+                  uint8_t *mask, size_t mstride, float *Y, int ldy, int add);
+/* conv_pw_dw: the weight gradient's product over n samples, dW [M][K] (row stride ldw) +=
+ * sum over samples s and pixels p < P of dy[s*ds + m*ldd + p] * x[s*xs + k*ldx + p]. */
+void conv_pw_dw(int M, int K, int P, int n, const float *dy, int ldd, size_t ds, const float *x, int ldx, size_t xs,
+                float *dW, int ldw);
+
 /* Forward and backward of a depthwise conv2d; failures are recorded in g. */
 void conv_dw_fwd(engine_graph_t *g, dw_job_t *j);
 void conv_dw_bwd(engine_graph_t *g, dw_job_t *j);

@@ -13,3 +13,4 @@ fednas_unit_test(test_engine_conv_paths SOURCES unit/test_engine_conv_paths.c LI
 fednas_unit_test(test_engine_dense_small SOURCES unit/test_engine_dense_small.c LIBS fednas_engine)
 fednas_unit_test(test_engine_pool_paths SOURCES unit/test_engine_pool_paths.c LIBS fednas_engine)
 fednas_unit_test(test_engine_conv_glue SOURCES unit/test_engine_conv_glue.c LIBS fednas_engine)
+fednas_unit_test(test_engine_conv_pw SOURCES unit/test_engine_conv_pw.c LIBS fednas_engine)
