@@ -193,6 +193,21 @@ void nas_genome_hash(const nas_space_t *sp, const nas_genome_t *g, char out[NAS_
 
 static int pick(rng_t *r, const int *vals, int n) { return vals[rng_below(r, (uint64_t)n)]; }
 
+void nas_genome_place_reductions(const nas_space_t *sp, rng_t *r, nas_genome_t *g)
+{
+    /* a uniform subset of the layers (partial shuffle) */
+    int pos[NAS_MAX_LAYERS];
+    for (int i = 0; i < sp->layers; i++)
+        pos[i] = i;
+    for (int i = 0; i < sp->reductions; i++) {
+        int j = i + (int)rng_below(r, (uint64_t)(sp->layers - i));
+        int t = pos[i];
+        pos[i] = pos[j];
+        pos[j] = t;
+        g->layer[pos[i]].reduce = 1;
+    }
+}
+
 static void random_raw(const nas_space_t *sp, rng_t *r, nas_genome_t *g)
 {
     memset(g, 0, sizeof *g);
@@ -205,17 +220,7 @@ static void random_raw(const nas_space_t *sp, rng_t *r, nas_genome_t *g)
             L->width = pick(r, sp->widths, sp->nwidths);
             L->bn = sp->batchnorm == NAS_BN_SEARCH ? (int)rng_below(r, 2) : sp->batchnorm == NAS_BN_ON;
         }
-        /* the positions of the reductions: a uniform subset of the layers (partial shuffle) */
-        int pos[NAS_MAX_LAYERS];
-        for (int i = 0; i < sp->layers; i++)
-            pos[i] = i;
-        for (int i = 0; i < sp->reductions; i++) {
-            int j = i + (int)rng_below(r, (uint64_t)(sp->layers - i));
-            int t = pos[i];
-            pos[i] = pos[j];
-            pos[j] = t;
-            g->layer[pos[i]].reduce = 1;
-        }
+        nas_genome_place_reductions(sp, r, g);
         return;
     }
     for (int e = 0; e < NAS_CELL_EDGES; e++)

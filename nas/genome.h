@@ -48,6 +48,9 @@ void nas_genome_hash(const nas_space_t *sp, const nas_genome_t *g, char out[NAS_
 
 /* A uniformly drawn valid genome (redrawn until valid; FN_EINVAL if the space admits none). */
 int nas_genome_random(const nas_space_t *sp, rng_t *r, nas_genome_t *out, err_t *err);
+/* Marks sp->reductions of the macro genome g's layers as reductions, a uniform subset drawn from r
+ * (the layers' reduce flags must be clear). */
+void nas_genome_place_reductions(const nas_space_t *sp, rng_t *r, nas_genome_t *g);
 /* child = parent with exactly one gene changed to a different allowed value (an op, a cell
  * edge, a width, the cells per stage, a batch-norm flag, or a reduction moved), redrawn until
  * valid and of a different canonical hash than the parent. desc (may be NULL) gets a short

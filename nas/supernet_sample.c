@@ -50,16 +50,7 @@ static void fair_raw(nas_supernet_t *s, nas_genome_t *g)
             L->width = sp->widths[cycle_next(f, r, 3 * i + 1, sp->nwidths)];
             L->bn = sp->batchnorm == NAS_BN_SEARCH ? cycle_next(f, r, 3 * i + 2, 2) : sp->batchnorm == NAS_BN_ON;
         }
-        int pos[NAS_MAX_LAYERS];
-        for (int i = 0; i < sp->layers; i++)
-            pos[i] = i;
-        for (int i = 0; i < sp->reductions; i++) {
-            int j = i + (int)rng_below(r, (uint64_t)(sp->layers - i));
-            int t = pos[i];
-            pos[i] = pos[j];
-            pos[j] = t;
-            g->layer[pos[i]].reduce = 1;
-        }
+        nas_genome_place_reductions(sp, r, g);
         return;
     }
     for (int e = 0; e < NAS_CELL_EDGES; e++)
