@@ -17,6 +17,7 @@
 #define LAT_RING 4096 /* latencies kept for the percentiles: the last this many requests */
 #define HIST_BUCKETS 12 /* batch sizes <= 1, 2, 4, ..., 1024, +Inf */
 #define RATE_WINDOW_S 10.0
+#define PART_MIN 32 /* images per thread's part of a pass, at least */
 
 typedef struct req {
     const float *x;
@@ -128,7 +129,13 @@ static void pass_part(void *ctx, int64_t begin, int64_t end)
 static int forward(infer_t *q, const float *x, int n, float *logits, err_t *e)
 {
     if (q->plans) {
-        pass_t ps = {.q = q, .x = x, .logits = logits, .n = n, .parts = n < q->nplans ? n : q->nplans};
+        /* A part per PART_MIN images: a linear layer reads all of its weights once per part (the
+         * CNN's fc1, 6.4 MB, costs a part about as much as 30 images' worth of its convolutions'
+         * arithmetic), so splitting a small pass costs CPU that a busy server does not have
+         * (measured on the CNN under wrk: 0.30 ms of server CPU per request split, 0.27 not). */
+        int parts = n / PART_MIN;
+        parts = parts < 1 ? 1 : parts > q->nplans ? q->nplans : parts;
+        pass_t ps = {.q = q, .x = x, .logits = logits, .n = n, .parts = parts};
         engine_parallel_blas(q->pool, ps.parts, 1, pass_part, &ps);
         for (int i = 0; i < ps.parts; i++)
             if (ps.rc[i])
