@@ -96,6 +96,17 @@ st, body = call("\n [ \"%s\" ,\r\n\t\"%s\",\"%s\" ] \n" % (
 assert st == 200, body
 ps = json.loads(body)["predictions"]
 assert [close(p, alone[j]) for p, j in zip(ps, (5, 2, 4))] == [True] * 3, "multi-image base64 order"
+# answers keep the connection open (written whole by the server, not through civetweb's headers):
+# three requests on one connection, then one that asks to close it
+kc = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=60)
+for j, hdr in ((0, {}), (1, {}), (2, {"Connection": "close"})):
+    kc.request("POST", "/v1/predict", body=json.dumps({"images": [b64(imgs[j])]}),
+               headers={"Content-Type": "application/json", "Authorization": "Bearer " + token, **hdr})
+    r = kc.getresponse()
+    assert r.status == 200 and close(json.loads(r.read())["predictions"][0], alone[j]), j
+    assert r.getheader("Connection") == ("close" if hdr else "keep-alive"), r.getheader("Connection")
+    assert r.getheader("Content-Type") == "application/json" and r.getheader("Date"), r.getheaders()
+kc.close()
 esc = b64(imgs[6])
 assert "/" in esc or "+" in esc
 st, body = call('{"images": ["%s"]}' % esc.replace("/", "\\/"))
@@ -139,7 +150,7 @@ for line in text.splitlines():
     if line and not line.startswith("#"):
         k, v = line.rsplit(" ", 1)
         m[k] = float(v)
-ok = N + rounds * N + 3
+ok = N + rounds * N + 6
 assert m['fednas_serve_requests_total{code="2xx"}'] == ok, m['fednas_serve_requests_total{code="2xx"}']
 assert m['fednas_serve_requests_total{code="4xx"}'] == len(bad) + 4, m['fednas_serve_requests_total{code="4xx"}']
 assert m["fednas_serve_images_total"] == ok + 4
