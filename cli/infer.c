@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,10 +24,14 @@ typedef struct req {
     const float *x;
     int n;
     float *probs;
-    int batch, done, rc;
+    int batch, rc;
     char msg[160];
     double arrived;
-    pthread_cond_t cv; /* its own wake-up: a batch wakes its requests, not every waiting thread */
+    /* Its own wake-up, posted once its answer is in: a batch wakes its requests only, and after
+     * the batcher has let go of mu, so a woken thread does not block again on the mutex (with a
+     * condition variable it had to retake mu, still held while the rest were signalled: two
+     * wake-ups a request). Posted last: the waiter may return and end r at once. */
+    sem_t done_sem;
     struct req *next;
 } req_t;
 
@@ -246,6 +251,14 @@ static void *loop(void *arg)
         int rc = run_batch(q, first, n_req, imgs, msg, sizeof msg);
         double dt = mono() - t0;
 
+        /* the requests are the batcher's alone until posted: their answers need no lock */
+        req_t *r = first;
+        for (int i = 0; i < n_req; i++, r = r->next) {
+            r->rc = rc;
+            r->batch = imgs;
+            if (rc)
+                snprintf(r->msg, sizeof r->msg, "%s", msg);
+        }
         pthread_mutex_lock(&q->mu);
         q->batch_ema = q->batches ? 0.8 * q->batch_ema + 0.2 * dt : dt;
         q->batches++;
@@ -255,26 +268,22 @@ static void *loop(void *arg)
         while (b < HIST_BUCKETS - 1 && imgs > (1 << b))
             b++;
         q->hist[b]++;
-        req_t *r = first;
+        pthread_mutex_unlock(&q->mu);
+        r = first;
         for (int i = 0; i < n_req; i++) {
-            req_t *next = r->next;
-            r->rc = rc;
-            r->batch = imgs;
-            if (rc)
-                snprintf(r->msg, sizeof r->msg, "%s", msg);
-            r->done = 1;
-            pthread_cond_signal(&r->cv); /* r is the waiter's: not touched once mu is released */
+            req_t *next = r->next; /* r is the waiter's: not touched once posted */
+            sem_post(&r->done_sem);
             r = next;
         }
         (void)last;
+        pthread_mutex_lock(&q->mu);
     }
     /* Stopping: whoever still waits gets an error instead of hanging. */
     for (req_t *r = q->head, *next; r; r = next) {
         next = r->next;
         r->rc = FN_EIO;
         snprintf(r->msg, sizeof r->msg, "the server is shutting down");
-        r->done = 1;
-        pthread_cond_signal(&r->cv);
+        sem_post(&r->done_sem);
     }
     q->head = q->tail = NULL;
     pthread_mutex_unlock(&q->mu);
@@ -378,11 +387,11 @@ int infer_run(infer_t *q, const float *x, int n, float *probs, int *batch, err_t
     if (n < 1 || n > INFER_MAX_IMAGES)
         return err_set(err, FN_EINVAL, "a request holds 1..%d images, not %d", INFER_MAX_IMAGES, n);
     req_t r = {.x = x, .n = n, .probs = probs, .arrived = mono()};
-    pthread_cond_init(&r.cv, NULL);
+    sem_init(&r.done_sem, 0, 0);
     pthread_mutex_lock(&q->mu);
     if (q->stop) {
         pthread_mutex_unlock(&q->mu);
-        pthread_cond_destroy(&r.cv);
+        sem_destroy(&r.done_sem);
         return err_set(err, FN_EIO, "the server is shutting down");
     }
     if (q->incoming > 0)
@@ -394,10 +403,10 @@ int infer_run(infer_t *q, const float *x, int n, float *probs, int *batch, err_t
     q->tail = &r;
     q->queued += n;
     pthread_cond_signal(&q->work);
-    while (!r.done)
-        pthread_cond_wait(&r.cv, &q->mu);
     pthread_mutex_unlock(&q->mu);
-    pthread_cond_destroy(&r.cv);
+    while (sem_wait(&r.done_sem) != 0) /* EINTR: a signal, the answer is not in yet */
+        ;
+    sem_destroy(&r.done_sem);
     if (batch)
         *batch = r.batch;
     return r.rc ? err_set(err, r.rc, "%s", r.msg) : 0;
