@@ -18,7 +18,7 @@
 #define LAT_RING 4096 /* latencies kept for the percentiles: the last this many requests */
 #define HIST_BUCKETS 12 /* batch sizes <= 1, 2, 4, ..., 1024, +Inf */
 #define RATE_WINDOW_S 10.0
-#define PART_MIN 32 /* images per thread's part of a pass, at least */
+#define PART_MIN 8 /* images per thread's part of a pass, at least */
 
 typedef struct req {
     const float *x;
@@ -134,10 +134,10 @@ static void pass_part(void *ctx, int64_t begin, int64_t end)
 static int forward(infer_t *q, const float *x, int n, float *logits, err_t *e)
 {
     if (q->plans) {
-        /* A part per PART_MIN images: a linear layer reads all of its weights once per part (the
-         * CNN's fc1, 6.4 MB, costs a part about as much as 30 images' worth of its convolutions'
-         * arithmetic), so splitting a small pass costs CPU that a busy server does not have
-         * (measured on the CNN under wrk: 0.30 ms of server CPU per request split, 0.27 not). */
+        /* A part per PART_MIN images at least: each part reads every linear layer's weights (the
+         * CNN's fc1, 6.4 MB, about 0.2 ms from L3), so a pass of a few images runs whole. Under
+         * wrk (CNN, 2 cores, alternating runs at load 8-12) parts of 8 or more served 1.3x the
+         * requests/s of unsplit passes at the same server CPU per request (0.20-0.21 ms). */
         int parts = n / PART_MIN;
         parts = parts < 1 ? 1 : parts > q->nplans ? q->nplans : parts;
         pass_t ps = {.q = q, .x = x, .logits = logits, .n = n, .parts = parts};
