@@ -387,7 +387,8 @@ int infer_run(infer_t *q, const float *x, int n, float *probs, int *batch, err_t
     if (n < 1 || n > INFER_MAX_IMAGES)
         return err_set(err, FN_EINVAL, "a request holds 1..%d images, not %d", INFER_MAX_IMAGES, n);
     req_t r = {.x = x, .n = n, .probs = probs, .arrived = mono()};
-    sem_init(&r.done_sem, 0, 0);
+    if (sem_init(&r.done_sem, 0, 0) != 0)
+        return err_set(err, FN_EIO, "cannot make a semaphore for the request: %s", strerror(errno));
     pthread_mutex_lock(&q->mu);
     if (q->stop) {
         pthread_mutex_unlock(&q->mu);
