@@ -3,7 +3,8 @@
  * shapes: odd channel counts (1, 5, 17: a partial 16-channel block), more than 64 outputs (two
  * channel groups), kernels 1..5 with and without padding, maps whose rows split into unequal
  * tiles, with and without the fused ReLU and 2x2 max pool (odd maps: the pool's floor), batch 1
- * and larger batches; and the three conv paths (direct, im2col + sgemm, portable) agree. */
+ * and larger batches, with a hidden linear layer wide enough for the linear kernel's four-panel
+ * blocks; and the three conv paths (direct, im2col + sgemm, portable) agree. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -43,8 +44,9 @@ static void assert_close(const float *ref, const float *a, size_t n, const char 
 }
 
 /* One random case: conv2d (C -> cout, k x k, pad) [batchnorm] [relu] [maxpool 2] [conv2d 3x3]
- * flatten linear. */
-static void run_case(rng_t *r, int C, int H, int W, int k, int pad, int cout, int bn, int relu, int pool, int conv2)
+ * flatten [linear (hidden outputs) relu] linear. */
+static void run_case(rng_t *r, int C, int H, int W, int k, int pad, int cout, int bn, int relu, int pool, int conv2,
+                     int hidden)
 {
     char arch_text[1024];
     int n = snprintf(arch_text, sizeof arch_text,
@@ -59,7 +61,11 @@ static void run_case(rng_t *r, int C, int H, int W, int k, int pad, int cout, in
     if (conv2)
         n += snprintf(arch_text + n, sizeof arch_text - (size_t)n,
                       ",{\"type\":\"conv2d\",\"out\":7,\"kernel\":3,\"padding\":1},{\"type\":\"relu\"}");
-    snprintf(arch_text + n, sizeof arch_text - (size_t)n, ",{\"type\":\"flatten\"},{\"type\":\"linear\"}]}");
+    n += snprintf(arch_text + n, sizeof arch_text - (size_t)n, ",{\"type\":\"flatten\"}");
+    if (hidden)
+        n += snprintf(arch_text + n, sizeof arch_text - (size_t)n,
+                      ",{\"type\":\"linear\",\"out\":%d},{\"type\":\"relu\"}", hidden);
+    snprintf(arch_text + n, sizeof arch_text - (size_t)n, ",{\"type\":\"linear\"}]}");
     char what[1200];
     snprintf(what, sizeof what, "input %dx%dx%d, %s", C, H, W, arch_text);
     json_error_t je;
@@ -117,16 +123,21 @@ static void test_conv_fixed_shapes(void **state)
     rng_t r;
     rng_seed(&r, 16);
     /* the FedAvg CNN's two convs (28x28x1 -> 32, then 14x14x32 -> 64, 5x5 same, ReLU, pool) */
-    run_case(&r, 1, 28, 28, 5, 2, 32, 0, 1, 1, 0);
-    run_case(&r, 32, 14, 14, 5, 2, 64, 1, 1, 1, 0);
+    run_case(&r, 1, 28, 28, 5, 2, 32, 0, 1, 1, 0, 0);
+    run_case(&r, 32, 14, 14, 5, 2, 64, 1, 1, 1, 0, 0);
     /* one output channel; 70 (a group of 64 and a partial block); 17; no ReLU, no pool */
-    run_case(&r, 3, 9, 10, 3, 1, 1, 0, 0, 0, 0);
-    run_case(&r, 2, 7, 19, 3, 0, 70, 0, 1, 0, 1);
-    run_case(&r, 5, 11, 13, 5, 2, 17, 1, 0, 1, 1);
+    run_case(&r, 3, 9, 10, 3, 1, 1, 0, 0, 0, 0, 0);
+    run_case(&r, 2, 7, 19, 3, 0, 70, 0, 1, 0, 1, 0);
+    run_case(&r, 5, 11, 13, 5, 2, 17, 1, 0, 1, 1, 0);
     /* 1x1 and a kernel as wide as the map; 2x2 kernel (even) with padding 1 */
-    run_case(&r, 4, 6, 6, 1, 0, 16, 0, 1, 0, 0);
-    run_case(&r, 2, 5, 7, 5, 0, 33, 0, 1, 0, 0);
-    run_case(&r, 3, 8, 9, 2, 1, 20, 1, 1, 1, 0);
+    run_case(&r, 4, 6, 6, 1, 0, 16, 0, 1, 0, 0, 0);
+    run_case(&r, 2, 5, 7, 5, 0, 33, 0, 1, 0, 0, 0);
+    run_case(&r, 3, 8, 9, 2, 1, 20, 1, 1, 1, 0, 0);
+    /* a hidden linear layer of 64, 70 and 100 outputs: the small-batch kernel's four-panel blocks
+     * (from 6 samples on) with a partial panel and a panel left over, and its groups' tails */
+    run_case(&r, 1, 12, 12, 5, 2, 8, 0, 1, 1, 0, 64);
+    run_case(&r, 2, 9, 7, 3, 1, 5, 0, 1, 0, 0, 70);
+    run_case(&r, 1, 10, 10, 3, 1, 16, 1, 1, 1, 0, 100);
 }
 
 static void test_conv_random_shapes(void **state)
@@ -139,7 +150,8 @@ static void test_conv_random_shapes(void **state)
         int H = k + (int)(rng_next(&r) % 17), W = k + (int)(rng_next(&r) % 23);
         int C = 1 + (int)(rng_next(&r) % 9), cout = 1 + (int)(rng_next(&r) % 80);
         int pool = H + 2 * pad - k + 1 >= 2 && W + 2 * pad - k + 1 >= 2 && rng_next(&r) % 2;
-        run_case(&r, C, H, W, k, pad, cout, (int)(rng_next(&r) % 2), (int)(rng_next(&r) % 2), pool, 0);
+        run_case(&r, C, H, W, k, pad, cout, (int)(rng_next(&r) % 2), (int)(rng_next(&r) % 2), pool, 0,
+                 rng_next(&r) % 2 ? 1 + (int)(rng_next(&r) % 120) : 0);
     }
 }
 
