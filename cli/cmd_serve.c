@@ -85,6 +85,39 @@ static int send_body(struct mg_connection *c, int status, const char *type, cons
     return status;
 }
 
+/* Room kept before a 200 answer's body for its status line and headers (about 200 bytes). */
+#define HEAD_ROOM 320
+
+/* A 200 JSON answer (the body at buf + HEAD_ROOM, len bytes) in one write. civetweb's
+ * mg_response_header_send writes the status line and every header with a write of its own,
+ * each its own TLS record and system call: nine per answer (strace), more than the rest of a
+ * batched request's network work. The headers are send_body's plus the Date and Connection
+ * that civetweb adds, the latter decided as civetweb decides keep-alive (enable_keep_alive is
+ * on): a Connection header asks for it by name, without one HTTP/1.1 means yes. */
+static int send_ok_json(struct mg_connection *c, char *buf, size_t len)
+{
+    const struct mg_request_info *ri = mg_get_request_info(c);
+    const char *conn = mg_get_header(c, "Connection");
+    int keep = !conn && ri->http_version && strcmp(ri->http_version, "1.1") == 0;
+    for (const char *p = conn; p && *p && !keep; p++)
+        keep = strncasecmp(p, "keep-alive", 10) == 0;
+    char date[64], head[HEAD_ROOM];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    int h = snprintf(head, sizeof head,
+                     "HTTP/%s 200 OK\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+                     "X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\nDate: %s\r\nConnection: %s\r\n\r\n",
+                     ri->http_version && strlen(ri->http_version) <= 3 ? ri->http_version : "1.1", len, date,
+                     keep ? "keep-alive" : "close");
+    if (h < 0 || h >= (int)sizeof head) /* cannot happen: the fields are bounded */
+        return send_body(c, 200, "application/json", buf + HEAD_ROOM, len);
+    memcpy(buf + HEAD_ROOM - h, head, (size_t)h);
+    mg_write(c, buf + HEAD_ROOM - h, (size_t)h + len);
+    return 200;
+}
+
 /* {"error": msg}; msg is JSON-escaped by jansson, so quoting client text in it is safe. */
 __attribute__((format(printf, 3, 4))) static int send_error(struct mg_connection *c, int status, const char *fmt, ...)
 {
@@ -102,32 +135,37 @@ __attribute__((format(printf, 3, 4))) static int send_error(struct mg_connection
     return rc;
 }
 
-/* 6-bit values of the base64 digits, standard and URL-safe; 64 marks anything else. */
+/* 1 + the 6-bit value of each base64 digit, standard and URL-safe; 0 marks anything else. */
 static const unsigned char k_b64[256] = {
-    ['A'] = 0,  ['B'] = 1,  ['C'] = 2,  ['D'] = 3,  ['E'] = 4,  ['F'] = 5,  ['G'] = 6,  ['H'] = 7,  ['I'] = 8,
-    ['J'] = 9,  ['K'] = 10, ['L'] = 11, ['M'] = 12, ['N'] = 13, ['O'] = 14, ['P'] = 15, ['Q'] = 16, ['R'] = 17,
-    ['S'] = 18, ['T'] = 19, ['U'] = 20, ['V'] = 21, ['W'] = 22, ['X'] = 23, ['Y'] = 24, ['Z'] = 25, ['a'] = 26,
-    ['b'] = 27, ['c'] = 28, ['d'] = 29, ['e'] = 30, ['f'] = 31, ['g'] = 32, ['h'] = 33, ['i'] = 34, ['j'] = 35,
-    ['k'] = 36, ['l'] = 37, ['m'] = 38, ['n'] = 39, ['o'] = 40, ['p'] = 41, ['q'] = 42, ['r'] = 43, ['s'] = 44,
-    ['t'] = 45, ['u'] = 46, ['v'] = 47, ['w'] = 48, ['x'] = 49, ['y'] = 50, ['z'] = 51, ['0'] = 52, ['1'] = 53,
-    ['2'] = 54, ['3'] = 55, ['4'] = 56, ['5'] = 57, ['6'] = 58, ['7'] = 59, ['8'] = 60, ['9'] = 61, ['+'] = 62,
-    ['-'] = 62, ['/'] = 63, ['_'] = 63};
+    ['A'] = 1, ['B'] = 2, ['C'] = 3, ['D'] = 4, ['E'] = 5, ['F'] = 6, ['G'] = 7, ['H'] = 8, ['I'] = 9, ['J'] = 10,
+    ['K'] = 11, ['L'] = 12, ['M'] = 13, ['N'] = 14, ['O'] = 15, ['P'] = 16, ['Q'] = 17, ['R'] = 18, ['S'] = 19,
+    ['T'] = 20, ['U'] = 21, ['V'] = 22, ['W'] = 23, ['X'] = 24, ['Y'] = 25, ['Z'] = 26, ['a'] = 27, ['b'] = 28,
+    ['c'] = 29, ['d'] = 30, ['e'] = 31, ['f'] = 32, ['g'] = 33, ['h'] = 34, ['i'] = 35, ['j'] = 36, ['k'] = 37,
+    ['l'] = 38, ['m'] = 39, ['n'] = 40, ['o'] = 41, ['p'] = 42, ['q'] = 43, ['r'] = 44, ['s'] = 45, ['t'] = 46,
+    ['u'] = 47, ['v'] = 48, ['w'] = 49, ['x'] = 50, ['y'] = 51, ['z'] = 52, ['0'] = 53, ['1'] = 54, ['2'] = 55,
+    ['3'] = 56, ['4'] = 57, ['5'] = 58, ['6'] = 59, ['7'] = 60, ['8'] = 61, ['9'] = 62, ['+'] = 63, ['-'] = 63,
+    ['/'] = 64, ['_'] = 64};
 
-static int b64_value(unsigned char ch)
-{
-    /* the table's zeros are 'A' or not a digit at all */
-    return k_b64[ch] || ch == 'A' ? k_b64[ch] : -1;
-}
+static int b64_value(unsigned char ch) { return (int)k_b64[ch] - 1; }
 
 /* Standard or URL-safe base64, padding optional; exactly cap bytes or -1. */
 static int b64_decode(const char *s, size_t len, unsigned char *out, size_t cap)
 {
     while (len && s[len - 1] == '=')
         len--;
-    size_t n = 0;
+    size_t n = 0, i = 0;
+    /* whole groups of 4 digits to 3 bytes, then the tail bit by bit */
+    for (; i + 4 <= len && n + 3 <= cap; i += 4, n += 3) {
+        int a = b64_value((unsigned char)s[i]), b = b64_value((unsigned char)s[i + 1]),
+            c = b64_value((unsigned char)s[i + 2]), d = b64_value((unsigned char)s[i + 3]);
+        if ((a | b | c | d) < 0)
+            return -1;
+        unsigned v = (unsigned)a << 18 | (unsigned)b << 12 | (unsigned)c << 6 | (unsigned)d;
+        out[n] = (unsigned char)(v >> 16), out[n + 1] = (unsigned char)(v >> 8), out[n + 2] = (unsigned char)v;
+    }
     unsigned acc = 0;
     int bits = 0;
-    for (size_t i = 0; i < len; i++) {
+    for (; i < len; i++) {
         int v = b64_value((unsigned char)s[i]);
         if (v < 0)
             return -1;
@@ -141,6 +179,80 @@ static int b64_decode(const char *s, size_t len, unsigned char *out, size_t cap)
         }
     }
     return n == cap ? 0 : -1;
+}
+
+/* Base64 digits only: what a body's image strings hold on the fast path (no escapes). */
+static int b64_char(unsigned char ch) { return b64_value(ch) >= 0 || ch == '='; }
+
+static const char *skip_ws(const char *p, const char *e)
+{
+    while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+/* The common body, {"images": ["BASE64", ...]} or ["BASE64", ...] (any JSON whitespace between
+ * tokens), found without building a JSON tree: 1..INFER_MAX_IMAGES strings of base64 digits,
+ * their starts and lengths in at[] and len[]; returns how many, or 0 for anything else (arrays
+ * of numbers, escapes, other keys, too many images, trailing bytes), which the full parser then
+ * reads and, where it is wrong, words the error. Every body this takes is valid JSON that the
+ * full parser reads to the same strings. */
+static int fast_scan(const char *s, size_t n, const char **at, size_t *len)
+{
+    const char *p = skip_ws(s, s + n), *e = s + n;
+    int obj = p < e && *p == '{';
+    if (obj) {
+        p = skip_ws(p + 1, e);
+        if ((size_t)(e - p) < 8 || memcmp(p, "\"images\"", 8) != 0)
+            return 0;
+        p = skip_ws(p + 8, e);
+        if (p == e || *p != ':')
+            return 0;
+        p = skip_ws(p + 1, e);
+    }
+    if (p == e || *p != '[')
+        return 0;
+    int k = 0;
+    for (;;) {
+        p = skip_ws(p + 1, e);
+        if (p == e || *p != '"' || k == INFER_MAX_IMAGES)
+            return 0;
+        const char *q = ++p;
+        while (p < e && b64_char((unsigned char)*p))
+            p++;
+        if (p == e || *p != '"')
+            return 0;
+        at[k] = q;
+        len[k++] = (size_t)(p - q);
+        p = skip_ws(p + 1, e);
+        if (p < e && *p == ',')
+            continue;
+        if (p == e || *p != ']')
+            return 0;
+        break;
+    }
+    p = skip_ws(p + 1, e);
+    if (obj) {
+        if (p == e || *p != '}')
+            return 0;
+        p = skip_ws(p + 1, e);
+    }
+    return p == e ? k : 0;
+}
+
+/* The fast path's images into x (n of them): 0, or -1 when one is not 784 finite float32 (the
+ * full parser then says which and why). */
+static int fast_decode(const char *const *at, const size_t *len, int n, float *x)
+{
+    for (int i = 0; i < n; i++) {
+        float *dst = x + (size_t)i * INFER_INPUT;
+        if (b64_decode(at[i], len[i], (unsigned char *)dst, INFER_INPUT * sizeof *dst))
+            return -1;
+        for (int k = 0; k < INFER_INPUT; k++)
+            if (!isfinite(dst[k]))
+                return -1;
+    }
+    return 0;
 }
 
 /* Fills *x (malloc'ed for the images the body holds: a request's buffer is its own size, not
@@ -206,9 +318,14 @@ static int predict(struct mg_connection *c, serve_t *s)
     size_t len = (size_t)ri->content_length, got = 0;
     infer_expect(s->q, 1); /* a request on its way: the batcher may wait for it */
     int expecting = 1;
-    char *buf = malloc(len + 1);
+    /* The usual request (one to a few images) needs no heap: the HTTP threads' stacks are 1 MB
+     * (web/thread_stack.c) and the batcher reads x while this thread waits for it. */
+    enum { SMALL_BODY = 16384, SMALL_IMAGES = 4, SMALL_OUT = 4096 };
+    char sbuf[SMALL_BODY], sout[SMALL_OUT];
+    float sx[SMALL_IMAGES * INFER_INPUT], sprobs[INFER_MAX_IMAGES * 16];
+    char *buf = len < sizeof sbuf ? sbuf : malloc(len + 1);
     float *x = NULL;
-    float *probs = malloc((size_t)INFER_MAX_IMAGES * (size_t)s->classes * sizeof *probs);
+    float *probs = s->classes <= 16 ? sprobs : malloc((size_t)INFER_MAX_IMAGES * (size_t)s->classes * sizeof *probs);
     char *out = NULL;
     int status;
     if (!buf || !probs) {
@@ -225,17 +342,34 @@ static int predict(struct mg_connection *c, serve_t *s)
         status = send_error(c, 400, "the body ended after %zu of %zu bytes", got, len);
         goto done;
     }
-    json_error_t je;
-    json_t *body = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je);
-    if (!body) {
-        status = send_error(c, 400, "invalid JSON at line %d, column %d: %s", je.line, je.column, je.text);
-        goto done;
+    const char *at[INFER_MAX_IMAGES];
+    size_t alen[INFER_MAX_IMAGES];
+    int n = fast_scan(buf, len, at, alen);
+    if (n > 0) {
+        x = n <= SMALL_IMAGES ? sx : malloc((size_t)n * INFER_INPUT * sizeof *x);
+        if (!x) {
+            status = send_error(c, 500, "out of memory");
+            goto done;
+        }
+        if (fast_decode(at, alen, n, x)) {
+            if (x != sx)
+                free(x);
+            x = NULL;
+            n = 0;
+        }
     }
-    int n = 0;
-    status = read_images(c, body, &x, &n);
-    json_decref(body);
-    if (status)
-        goto done;
+    if (n == 0) { /* anything but base64 strings, and every error: the JSON parser */
+        json_error_t je;
+        json_t *body = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je);
+        if (!body) {
+            status = send_error(c, 400, "invalid JSON at line %d, column %d: %s", je.line, je.column, je.text);
+            goto done;
+        }
+        status = read_images(c, body, &x, &n);
+        json_decref(body);
+        if (status)
+            goto done;
+    }
     err_t e = {0};
     int batch = 0;
     expecting = 0; /* infer_run counts the arrival */
@@ -243,9 +377,10 @@ static int predict(struct mg_connection *c, serve_t *s)
         status = send_error(c, 503, "%s", e.msg);
         goto done;
     }
-    /* By hand rather than through jansson: 10 numbers an image, %.6g is exact enough. */
-    size_t cap = 64 + (size_t)n * (48 + 16 * (size_t)s->classes), k = 0;
-    out = malloc(cap);
+    /* By hand rather than through jansson: 10 numbers an image, %.6g is exact enough. The body
+     * goes after HEAD_ROOM bytes, where send_ok_json puts the status line and headers. */
+    size_t cap = HEAD_ROOM + 64 + (size_t)n * (48 + 16 * (size_t)s->classes), k = HEAD_ROOM;
+    out = cap <= sizeof sout ? sout : malloc(cap);
     if (!out) {
         status = send_error(c, 500, "out of memory");
         goto done;
@@ -262,14 +397,18 @@ static int predict(struct mg_connection *c, serve_t *s)
         k += (size_t)snprintf(out + k, cap - k, "]}");
     }
     k += (size_t)snprintf(out + k, cap - k, "]}");
-    status = send_body(c, 200, "application/json", out, k);
+    status = send_ok_json(c, out, k - HEAD_ROOM);
 done:
     if (expecting)
         infer_expect(s->q, -1);
-    free(out);
-    free(buf);
-    free(x);
-    free(probs);
+    if (out != sout)
+        free(out);
+    if (buf != sbuf)
+        free(buf);
+    if (x != sx)
+        free(x);
+    if (probs != sprobs)
+        free(probs);
     return status;
 }
 

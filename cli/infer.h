@@ -6,12 +6,14 @@
  * the oldest queued request arrived: a lone request on an idle server goes at once after that
  * short wait, and requests that queued during the previous batch go without any. The batch
  * runs on the inference runtime (engine/infer.h: batch norm folded, ReLU and pools fused,
- * small-batch linear layers reading their weights once per pass) in one pass split among the
- * engine pool's threads, one plan each; a model the runtime does not take runs on the engine in
- * passes of the power-of-two size with the lowest measured time per image (its conv's im2col
- * columns may fall out of cache in a big pass). Each request waits on its own condition
- * variable, so a batch wakes its requests only. Counters and latency percentiles feed /metrics
- * (Prometheus text). */
+ * small-batch linear layers reading their weights once per pass, stride-1 convs on a direct
+ * AVX-512 kernel) in one pass, split among the engine pool's threads (one plan each) only where
+ * each gets at least 8 images (a part reads every linear layer's weights); a model the runtime
+ * does not take runs on the engine in passes of the power-of-two size with the lowest measured
+ * time per image (its conv's im2col columns may fall out of cache in a big pass). Each request
+ * waits on its own semaphore, posted after the batcher lets go of its mutex, so a batch wakes
+ * its requests only, once each. Counters and latency percentiles feed /metrics (Prometheus
+ * text). */
 #ifndef FEDNAS_CLI_INFER_H
 #define FEDNAS_CLI_INFER_H
 

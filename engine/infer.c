@@ -27,7 +27,7 @@ static float *fdup(const float *v, size_t n)
 static void layer_free(ilayer_t *l)
 {
     free(l->w), free(l->b), free(l->gamma), free(l->beta), free(l->rm), free(l->rv);
-    free(l->qw), free(l->qwk), free(l->qwp), free(l->wscale), free(l->wsum), free(l->hist), free(l->wp);
+    free(l->qw), free(l->qwk), free(l->qwp), free(l->wscale), free(l->wsum), free(l->hist), free(l->wp), free(l->wc);
     json_decref(l->json);
     json_decref(l->pool_json);
 }
@@ -39,7 +39,7 @@ void engine_infer_free(engine_infer_t *p)
     for (int i = 0; i < p->n; i++)
         layer_free(&p->L[i]);
     free(p->L);
-    free(p->buf[0]), free(p->buf[1]), free(p->col), free(p->qa), free(p->qx), free(p->acc), free(p->es), free(p->full);
+    free(p->buf[0]), free(p->buf[1]), free(p->col), free(p->dcol), free(p->qa), free(p->qx), free(p->acc), free(p->es), free(p->full);
     free(p);
 }
 

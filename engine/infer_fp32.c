@@ -64,13 +64,15 @@ __attribute__((noinline)) static void im2col(const float *x, int C, int H, int W
 #define AVX512 __attribute__((target("avx512f")))
 
 /* FEDNAS_INFER_PORTABLE=1: the plain paths (for tests and A/B measurements). */
-static int use_avx512(void)
+int infer_avx512(void)
 {
     static int v = -1;
     if (v < 0)
         v = __builtin_cpu_supports("avx512f") ? 1 : 0;
-    return v && !getenv("FEDNAS_INFER_PORTABLE");
+    const char *e = v ? getenv("FEDNAS_INFER_PORTABLE") : NULL;
+    return v && !(e && strcmp(e, "1") == 0);
 }
+#define use_avx512 infer_avx512
 
 /* im2col for stride 1: each channel is copied once into a zero-padded plane (pp, (H+2pad) x
  * (W+2pad) floats), after which every row of the columns is OH spans of OW floats read straight
@@ -154,6 +156,8 @@ int infer_conv_fp32(engine_infer_t *p, ilayer_t *l, const float *x, float *y, in
         OW = (l->in[2] + 2 * l->pad - l->k) / l->stride + 1, P = OH * OW;
     size_t in_n = (size_t)C * H * W, out_n = (size_t)l->cout * l->out[1] * l->out[2];
     size_t pp_n = (size_t)(H + 2 * l->pad) * (W + 2 * l->pad);
+    if (infer_conv_direct_ok(l))
+        return infer_conv_direct(p, l, x, y, B);
     int s1 = l->stride == 1 && use_avx512();
     int g = P >= CONV_MIN_COLS ? 1 : (CONV_GROUP_COLS + P - 1) / P;
     if (g > B)
@@ -213,35 +217,63 @@ static int pack(ilayer_t *l)
     return 0;
 }
 
-/* y[b][o] = x[b] . w[o] for B samples and every panel: two panels at a time, each pair
- * through all samples in groups of 8. */
+/* NP panels (16 outputs each, K rows apart from wp) x up to NB samples (x, K apart; nb of them)
+ * into t [NB][NP * 16]. */
+AVX512 __attribute__((always_inline)) static inline void lin_block(const int NP, const int NB, const float *wp, int K,
+                                                                   const float *x, int nb, float *t)
+{
+    __m512 acc[4][8];
+#pragma GCC unroll 8
+    for (int b = 0; b < NB; b++)
+#pragma GCC unroll 4
+        for (int q = 0; q < NP; q++)
+            acc[q][b] = _mm512_setzero_ps();
+    for (int k = 0; k < K; k++) {
+        __m512 v[4];
+#pragma GCC unroll 4
+        for (int q = 0; q < NP; q++)
+            v[q] = _mm512_load_ps(wp + ((size_t)q * K + k) * 16);
+#pragma GCC unroll 8
+        for (int b = 0; b < NB; b++)
+            if (b < nb) {
+                __m512 xb = _mm512_set1_ps(x[(size_t)b * K + k]);
+#pragma GCC unroll 4
+                for (int q = 0; q < NP; q++)
+                    acc[q][b] = _mm512_fmadd_ps(xb, v[q], acc[q][b]);
+            }
+    }
+#pragma GCC unroll 8
+    for (int b = 0; b < NB; b++)
+#pragma GCC unroll 4
+        for (int q = 0; q < NP; q++)
+            _mm512_storeu_ps(t + (size_t)b * NP * 16 + q * 16, acc[q][b]);
+}
+
+/* y[b][o] = x[b] . w[o] for B samples and every panel. From 6 samples on, four panels at a time
+ * through every group of 6 samples (24 FMAs per 10 loads; the four panels, 64 x K floats, stay
+ * in L2); below that, two panels through groups of 8 (one pass over the weights, which is what
+ * a small batch is bound by). */
 AVX512 static void small_avx512(const float *wp, int K, int cout, int npanels, const float *xall, int B, float *yall)
 {
-    for (int pn = 0; pn < npanels; pn += 2) {
-        int two = pn + 1 < npanels, width = cout - pn * 16 < (two ? 32 : 16) ? cout - pn * 16 : (two ? 32 : 16);
-        const float *w0 = wp + (size_t)pn * K * 16, *w1 = two ? w0 + (size_t)K * 16 : w0;
-        for (int b0 = 0; b0 < B; b0 += 8) {
-            int nb = B - b0 < 8 ? B - b0 : 8;
+    float t[8 * 64];
+    for (int pn = 0; pn < npanels;) {
+        int np = B >= 6 && npanels - pn >= 4 ? 4 : npanels - pn >= 2 ? 2 : 1, nbmax = np == 4 ? 6 : 8;
+        int width = cout - pn * 16 < np * 16 ? cout - pn * 16 : np * 16;
+        const float *w = wp + (size_t)pn * K * 16;
+        for (int b0 = 0; b0 < B; b0 += nbmax) {
+            int nb = B - b0 < nbmax ? B - b0 : nbmax;
             const float *x = xall + (size_t)b0 * K;
-            __m512 a0[8], a1[8];
-            for (int b = 0; b < 8; b++)
-                a0[b] = a1[b] = _mm512_setzero_ps();
-            for (int k = 0; k < K; k++) {
-                __m512 v0 = _mm512_load_ps(w0 + (size_t)k * 16), v1 = _mm512_load_ps(w1 + (size_t)k * 16);
-                for (int b = 0; b < 8; b++)
-                    if (b < nb) {
-                        __m512 xb = _mm512_set1_ps(x[(size_t)b * K + k]);
-                        a0[b] = _mm512_fmadd_ps(xb, v0, a0[b]);
-                        a1[b] = _mm512_fmadd_ps(xb, v1, a1[b]);
-                    }
-            }
-            for (int b = 0; b < nb; b++) {
-                float t[32];
-                _mm512_storeu_ps(t, a0[b]);
-                _mm512_storeu_ps(t + 16, a1[b]);
-                memcpy(yall + (size_t)(b0 + b) * cout + (size_t)pn * 16, t, (size_t)width * sizeof *t);
-            }
+            if (np == 4)
+                lin_block(4, 6, w, K, x, nb, t);
+            else if (np == 2)
+                lin_block(2, 8, w, K, x, nb, t);
+            else
+                lin_block(1, 8, w, K, x, nb, t);
+            for (int b = 0; b < nb; b++)
+                memcpy(yall + (size_t)(b0 + b) * cout + (size_t)pn * 16, t + (size_t)b * np * 16,
+                       (size_t)width * sizeof *t);
         }
+        pn += np;
     }
 }
 

@@ -21,6 +21,7 @@ typedef struct ilayer {
     float *w, *b;   /* [cout][K], [cout] (b NULL without bias) */
     float *wp;      /* linear: w packed for the small-batch kernel (NULL until first used; weight
                      * changes free it, see ilayer_weights_changed) */
+    float *wc;      /* conv: w packed for the direct kernel (infer_conv.c), [K][cout rounded up to 16] */
     float *gamma, *beta, *rm, *rv, eps; /* batchnorm over in[0] channels */
     /* quantized */
     int Kp;
@@ -48,6 +49,8 @@ struct engine_infer {
     size_t buf_cap;
     float *col;
     size_t col_cap;
+    float *dcol; /* the direct conv's output tile scratch and padded input */
+    size_t dcol_cap;
     uint8_t *qa, *qx;
     size_t qa_cap, qx_cap;
     int32_t *acc;
@@ -62,7 +65,9 @@ struct engine_infer {
 static inline void ilayer_weights_changed(ilayer_t *l)
 {
     free(l->wp);
+    free(l->wc);
     l->wp = NULL;
+    l->wc = NULL;
 }
 
 /* The fp32 kernels (engine/infer_fp32.c): conv (im2col + sgemm, bias, ReLU and a fused max pool
@@ -70,6 +75,11 @@ static inline void ilayer_weights_changed(ilayer_t *l)
  * ones through sgemm). x [B][in], y [B][out]; -1 on out of memory. */
 int infer_conv_fp32(engine_infer_t *p, ilayer_t *l, const float *x, float *y, int B);
 int infer_linear_fp32(engine_infer_t *p, ilayer_t *l, const float *x, float *y, int B);
+/* The direct convolution (engine/infer_conv.c): stride 1 on an AVX-512 CPU. */
+int infer_conv_direct_ok(const ilayer_t *l);
+int infer_conv_direct(engine_infer_t *p, ilayer_t *l, const float *x, float *y, int B);
+/* 1 when the AVX-512 kernels may run: the CPU has them and FEDNAS_INFER_PORTABLE is not 1. */
+int infer_avx512(void);
 /* 2x2 stride-2 max pool of [C][H][W] planes (floor) into [C][H/2][W/2]. */
 void infer_maxpool2(const float *x, int C, int H, int W, float *y);
 

@@ -87,6 +87,30 @@ st, body = call(json.dumps([imgs[3], imgs[7], imgs[1]]))
 assert st == 200, body
 ps = json.loads(body)["predictions"]
 assert [close(p, alone[j]) for p, j in zip(ps, (3, 7, 1))] == [True] * 3, "multi-image order"
+# base64 images as the server's JSON-free fast path reads them (a bare list, whitespace between
+# tokens, URL-safe digits, no padding), and one with JSON escapes ("\/"), which only the full
+# parser reads: the same predictions
+b64 = lambda im: base64.b64encode(struct.pack("<784f", *im)).decode()
+st, body = call("\n [ \"%s\" ,\r\n\t\"%s\",\"%s\" ] \n" % (
+    b64(imgs[5]), base64.urlsafe_b64encode(struct.pack("<784f", *imgs[2])).decode().rstrip("="), b64(imgs[4])))
+assert st == 200, body
+ps = json.loads(body)["predictions"]
+assert [close(p, alone[j]) for p, j in zip(ps, (5, 2, 4))] == [True] * 3, "multi-image base64 order"
+# answers keep the connection open (written whole by the server, not through civetweb's headers):
+# three requests on one connection, then one that asks to close it
+kc = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=60)
+for j, hdr in ((0, {}), (1, {}), (2, {"Connection": "close"})):
+    kc.request("POST", "/v1/predict", body=json.dumps({"images": [b64(imgs[j])]}),
+               headers={"Content-Type": "application/json", "Authorization": "Bearer " + token, **hdr})
+    r = kc.getresponse()
+    assert r.status == 200 and close(json.loads(r.read())["predictions"][0], alone[j]), j
+    assert r.getheader("Connection") == ("close" if hdr else "keep-alive"), r.getheader("Connection")
+    assert r.getheader("Content-Type") == "application/json" and r.getheader("Date"), r.getheaders()
+kc.close()
+esc = b64(imgs[6])
+assert "/" in esc or "+" in esc
+st, body = call('{"images": ["%s"]}' % esc.replace("/", "\\/"))
+assert st == 200 and close(json.loads(body)["predictions"][0], alone[6]), (st, body)
 
 bad = [
     ("{\"images\": [", "invalid JSON"),
@@ -98,6 +122,11 @@ bad = [
     (json.dumps({"images": [base64.b64encode(b"\0" * 100).decode()]}), "base64 must decode"),
     (json.dumps({"images": [base64.b64encode(struct.pack("<784f", *([float("nan")] * 784))).decode()]}), "not a finite"),
     (json.dumps({"images": "abc"}), "the body must be"),
+    (json.dumps({"images": [b64(imgs[0])]}) + " x", "invalid JSON"),
+    (json.dumps({"images": [b64(imgs[0])] * 65}), "1..64 images"),
+    ('{"images": ["%s"], "images": ["%s"]}' % (b64(imgs[0]), b64(imgs[0])), "invalid JSON"),
+    (json.dumps({"images": [b64(imgs[0])[:8] + "=" + b64(imgs[0])[9:]]}), "base64 must decode"),
+    (json.dumps({"images": [b64(imgs[0]) + "AAAA"]}), "base64 must decode"),
     ("", "invalid JSON"),
 ]
 for body, want in bad:
@@ -121,13 +150,13 @@ for line in text.splitlines():
     if line and not line.startswith("#"):
         k, v = line.rsplit(" ", 1)
         m[k] = float(v)
-ok = N + rounds * N + 1
+ok = N + rounds * N + 6
 assert m['fednas_serve_requests_total{code="2xx"}'] == ok, m['fednas_serve_requests_total{code="2xx"}']
 assert m['fednas_serve_requests_total{code="4xx"}'] == len(bad) + 4, m['fednas_serve_requests_total{code="4xx"}']
-assert m["fednas_serve_images_total"] == ok + 2
+assert m["fednas_serve_images_total"] == ok + 4
 assert m['fednas_serve_batch_size_bucket{le="+Inf"}'] == m["fednas_serve_batch_size_count"]
 assert m['fednas_serve_batch_size_bucket{le="1"}'] < m["fednas_serve_batch_size_count"], "no batch above 1"
-assert m["fednas_serve_batch_size_sum"] == ok + 2
+assert m["fednas_serve_batch_size_sum"] == ok + 4
 assert 0 < m['fednas_serve_latency_seconds{quantile="0.5"}'] <= m['fednas_serve_latency_seconds{quantile="0.99"}']
 assert m["fednas_serve_requests_per_second"] > 0
 assert 1 <= m["fednas_serve_pass_images"] <= 16, m["fednas_serve_pass_images"]

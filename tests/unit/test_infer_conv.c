@@ -1,0 +1,165 @@
+/* The inference runtime's fp32 kernels (engine/infer_conv.c: the direct convolution;
+ * engine/infer_fp32.c: the small-batch linear kernel) against the engine's forward on random
+ * shapes: odd channel counts (1, 5, 17: a partial 16-channel block), more than 64 outputs (two
+ * channel groups), kernels 1..5 with and without padding, maps whose rows split into unequal
+ * tiles, with and without the fused ReLU and 2x2 max pool (odd maps: the pool's floor), batch 1
+ * and larger batches, with a hidden linear layer wide enough for the linear kernel's four-panel
+ * blocks; and the three conv paths (direct, im2col + sgemm, portable) agree. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/rng.h"
+#include "engine/graph.h"
+#include "engine/infer.h"
+#include "engine/nn.h"
+
+enum { CLS = 3, MAXB = 13 };
+
+static void engine_logits(engine_net_t *n, const float *x, int B, int C, int H, int W, float *out)
+{
+    engine_graph_t *g = engine_graph_create(1 << 20, 1);
+    engine_graph_set_grad(g, 0);
+    int64_t shape[4] = {B, C, H, W};
+    engine_tensor_t *y = engine_net_forward(n, g, engine_graph_view(g, (void *)x, NULL, ENGINE_F32, 4, shape), 0);
+    assert_non_null(y);
+    memcpy(out, engine_tensor_f32(y), (size_t)B * CLS * sizeof *out);
+    engine_graph_free(g);
+}
+
+static void assert_close(const float *ref, const float *a, size_t n, const char *what)
+{
+    float scale = 0;
+    for (size_t i = 0; i < n; i++)
+        scale = fmaxf(scale, fabsf(ref[i]));
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(a[i]) || fabsf(a[i] - ref[i]) > 1e-4f * (1 + scale))
+            fail_msg("%s: logit %zu: %g, the engine gives %g", what, i, (double)a[i], (double)ref[i]);
+}
+
+/* One random case: conv2d (C -> cout, k x k, pad) [batchnorm] [relu] [maxpool 2] [conv2d 3x3]
+ * flatten [linear (hidden outputs) relu] linear. */
+static void run_case(rng_t *r, int C, int H, int W, int k, int pad, int cout, int bn, int relu, int pool, int conv2,
+                     int hidden)
+{
+    char arch_text[1024];
+    int n = snprintf(arch_text, sizeof arch_text,
+                     "{\"type\":\"layers\",\"layers\":[{\"type\":\"conv2d\",\"out\":%d,\"kernel\":%d,\"padding\":%d}",
+                     cout, k, pad);
+    if (bn)
+        n += snprintf(arch_text + n, sizeof arch_text - (size_t)n, ",{\"type\":\"batchnorm\"}");
+    if (relu)
+        n += snprintf(arch_text + n, sizeof arch_text - (size_t)n, ",{\"type\":\"relu\"}");
+    if (pool)
+        n += snprintf(arch_text + n, sizeof arch_text - (size_t)n, ",{\"type\":\"maxpool\",\"kernel\":2}");
+    if (conv2)
+        n += snprintf(arch_text + n, sizeof arch_text - (size_t)n,
+                      ",{\"type\":\"conv2d\",\"out\":7,\"kernel\":3,\"padding\":1},{\"type\":\"relu\"}");
+    n += snprintf(arch_text + n, sizeof arch_text - (size_t)n, ",{\"type\":\"flatten\"}");
+    if (hidden)
+        n += snprintf(arch_text + n, sizeof arch_text - (size_t)n,
+                      ",{\"type\":\"linear\",\"out\":%d},{\"type\":\"relu\"}", hidden);
+    snprintf(arch_text + n, sizeof arch_text - (size_t)n, ",{\"type\":\"linear\"}]}");
+    char what[1200];
+    snprintf(what, sizeof what, "input %dx%dx%d, %s", C, H, W, arch_text);
+    json_error_t je;
+    json_t *arch = json_loads(arch_text, 0, &je);
+    assert_non_null(arch);
+    engine_net_t *net = NULL;
+    err_t err = {0};
+    if (engine_net_create(arch, C, H, W, CLS, &net, &err) != 0)
+        fail_msg("%s: %s", what, err.msg);
+    engine_net_init(net, rng_next(r));
+    size_t np = engine_net_num_params(net), nb = engine_net_num_buffers(net);
+    float *p = engine_net_params(net);
+    for (size_t i = 0; i < np; i++) /* biases and BN affine away from 0 and 1 too */
+        p[i] += (float)(0.1 * rng_normal(r));
+    float *buf = engine_net_buffers(net);
+    for (size_t i = 0; i < nb; i += 1) /* running means, then variances (> 0) per batchnorm */
+        buf[i] = (float)(0.5 + rng_uniform(r));
+    size_t in = (size_t)C * H * W;
+    float *x = malloc(MAXB * in * sizeof *x), *ref = malloc(MAXB * CLS * sizeof *ref),
+          *out = malloc(MAXB * CLS * sizeof *out);
+    assert_non_null(x), assert_non_null(ref), assert_non_null(out);
+    for (size_t i = 0; i < MAXB * in; i++)
+        x[i] = (float)rng_normal(r);
+    engine_logits(net, x, MAXB, C, H, W, ref);
+    engine_infer_t *plan = NULL;
+    if (engine_infer_create(arch, p, np + nb, C, H, W, CLS, &plan, &err) != 0 || engine_infer_fold(plan, &err) != 0)
+        fail_msg("%s: %s", what, err.msg);
+    static const int sizes[] = {1, 2, 7, MAXB};
+    static const char *const paths[] = {"direct", "gemm", "portable"};
+    for (int path = 0; path < 3; path++) {
+        if (path == 1)
+            setenv("FEDNAS_INFER_CONV", "gemm", 1);
+        if (path == 2)
+            setenv("FEDNAS_INFER_PORTABLE", "1", 1);
+        for (int s = 0; s < 4; s++) {
+            memset(out, 0xff, MAXB * CLS * sizeof *out); /* NaN: anything not written fails */
+            if (engine_infer_forward(plan, x, sizes[s], out, 0, &err) != 0)
+                fail_msg("%s: %s", what, err.msg);
+            char w2[1300];
+            snprintf(w2, sizeof w2, "%s (%s path, batch %d)", what, paths[path], sizes[s]);
+            assert_close(ref, out, (size_t)sizes[s] * CLS, w2);
+        }
+    }
+    unsetenv("FEDNAS_INFER_CONV");
+    unsetenv("FEDNAS_INFER_PORTABLE");
+    engine_infer_free(plan);
+    engine_net_free(net);
+    json_decref(arch);
+    free(x), free(ref), free(out);
+}
+
+static void test_conv_fixed_shapes(void **state)
+{
+    (void)state;
+    rng_t r;
+    rng_seed(&r, 16);
+    /* the FedAvg CNN's two convs (28x28x1 -> 32, then 14x14x32 -> 64, 5x5 same, ReLU, pool) */
+    run_case(&r, 1, 28, 28, 5, 2, 32, 0, 1, 1, 0, 0);
+    run_case(&r, 32, 14, 14, 5, 2, 64, 1, 1, 1, 0, 0);
+    /* one output channel; 70 (a group of 64 and a partial block); 17; no ReLU, no pool */
+    run_case(&r, 3, 9, 10, 3, 1, 1, 0, 0, 0, 0, 0);
+    run_case(&r, 2, 7, 19, 3, 0, 70, 0, 1, 0, 1, 0);
+    run_case(&r, 5, 11, 13, 5, 2, 17, 1, 0, 1, 1, 0);
+    /* 1x1 and a kernel as wide as the map; 2x2 kernel (even) with padding 1 */
+    run_case(&r, 4, 6, 6, 1, 0, 16, 0, 1, 0, 0, 0);
+    run_case(&r, 2, 5, 7, 5, 0, 33, 0, 1, 0, 0, 0);
+    run_case(&r, 3, 8, 9, 2, 1, 20, 1, 1, 1, 0, 0);
+    /* a hidden linear layer of 64, 70 and 100 outputs: the small-batch kernel's four-panel blocks
+     * (from 6 samples on) with a partial panel and a panel left over, and its groups' tails */
+    run_case(&r, 1, 12, 12, 5, 2, 8, 0, 1, 1, 0, 64);
+    run_case(&r, 2, 9, 7, 3, 1, 5, 0, 1, 0, 0, 70);
+    run_case(&r, 1, 10, 10, 3, 1, 16, 1, 1, 1, 0, 100);
+}
+
+static void test_conv_random_shapes(void **state)
+{
+    (void)state;
+    rng_t r;
+    rng_seed(&r, 1616);
+    for (int t = 0; t < 24; t++) {
+        int k = 1 + (int)(rng_next(&r) % 5), pad = (int)(rng_next(&r) % (unsigned)k);
+        int H = k + (int)(rng_next(&r) % 17), W = k + (int)(rng_next(&r) % 23);
+        int C = 1 + (int)(rng_next(&r) % 9), cout = 1 + (int)(rng_next(&r) % 80);
+        int pool = H + 2 * pad - k + 1 >= 2 && W + 2 * pad - k + 1 >= 2 && rng_next(&r) % 2;
+        run_case(&r, C, H, W, k, pad, cout, (int)(rng_next(&r) % 2), (int)(rng_next(&r) % 2), pool, 0,
+                 rng_next(&r) % 2 ? 1 + (int)(rng_next(&r) % 120) : 0);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_conv_fixed_shapes),
+        cmocka_unit_test(test_conv_random_shapes),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
