@@ -168,7 +168,10 @@ typedef struct {
     size_t part_floats;
     size_t pad_floats;  /* one zero-padded input plane */
     int dx_direct;      /* dx by the direct kernel (ops_conv_direct.c) from the flipped weights Wf */
-    float *Wf;          /* with dx_direct: [C][OC][KH][KW] */
+    float *Wf;          /* with dx_direct: [C][OC][KH][KW]; with dx_oc: [OC*KH*KW][CP] */
+    int fwd_oc, dx_oc;  /* forward / dx by conv_oc_sample (ops_conv_oc.c) */
+    float *Wt_oc;       /* with fwd_oc: W packed [C*KH*KW][OCP] */
+    int OCP_oc, CP_oc;  /* OC and C rounded up to 16 */
     size_t dpad_floats; /* with dx_direct: the zero-bordered dy of one sample */
     int dw_direct;      /* dW by the direct kernel: dW^T summed per part in dwt, from dy^T */
     int OCP;            /* with dw_direct: OC rounded up to 16 */
@@ -285,8 +288,12 @@ static void conv_direct_fwd_part(void *ctx, int64_t begin, int64_t end)
             if (padded)
                 conv_direct_pad(xs, d->C, d->H, d->W, d->ph, d->pw, pad);
             float *ys = j->y + (size_t)s * OCHW;
-            conv_direct_sample(padded ? pad : xs, d->H + 2 * d->ph, d->W + 2 * d->pw, d->C, j->W, d->K, d->KH, d->KW,
-                               j->bias, d->OC, ys, pad + j->pad_floats, 0, j->relu);
+            if (j->fwd_oc)
+                conv_oc_sample(padded ? pad : xs, d->H + 2 * d->ph, d->W + 2 * d->pw, d->C, j->Wt_oc, j->OCP_oc, d->KH,
+                               d->KW, j->bias, d->OC, ys, pad + j->pad_floats, 0, j->relu);
+            else
+                conv_direct_sample(padded ? pad : xs, d->H + 2 * d->ph, d->W + 2 * d->pw, d->C, j->W, d->K, d->KH,
+                                   d->KW, j->bias, d->OC, ys, pad + j->pad_floats, 0, j->relu);
             if (j->relu)
                 for (int oc = 0; oc < d->OC; oc++)
                     relu_mask_sel(j->glue512, ys + (size_t)oc * d->OHW, d->OHW,
@@ -309,8 +316,12 @@ static void conv_direct_dx_chunk(const conv_job_t *j, const float *dyc, int s0, 
             for (int h = 0; h < d->OH; h++)
                 copy_row(dpad + oc * pq + (size_t)(h + qh) * Wq + qw, src + (size_t)h * d->OW, d->OW);
         }
-        conv_direct_sample(dpad, Hq, Wq, d->OC, j->Wf, d->OC * d->KH * d->KW, d->KH, d->KW, NULL, d->C,
+        if (j->dx_oc)
+            conv_oc_sample(dpad, Hq, Wq, d->OC, j->Wf, j->CP_oc, d->KH, d->KW, NULL, d->C,
                            j->dx + (size_t)(s0 + s) * CHW, dpad + (size_t)d->OC * pq, !j->dx_fresh, 0);
+        else
+            conv_direct_sample(dpad, Hq, Wq, d->OC, j->Wf, d->OC * d->KH * d->KW, d->KH, d->KW, NULL, d->C,
+                               j->dx + (size_t)(s0 + s) * CHW, dpad + (size_t)d->OC * pq, !j->dx_fresh, 0);
     }
 }
 
@@ -456,13 +467,25 @@ void cpu_conv2d_fwd(engine_graph_t *g, engine_tensor_t *t)
     }
     if (conv_direct_usable(&j.d)) {
         j.pad_floats = (size_t)j.d.C * (j.d.H + 2 * j.d.ph) * (j.d.W + 2 * j.d.pw);
-        /* the padded input, then the flat mode's output (short rows) */
-        j.part_floats = (j.pad_floats + conv_direct_tmp_floats(j.d.OC, j.d.H + 2 * j.d.ph, j.d.W + 2 * j.d.pw,
-                                                               j.d.KH, j.d.KW) + 15) / 16 * 16;
+        j.fwd_oc = conv_oc_usable(&j.d);
+        j.OCP_oc = (j.d.OC + 15) / 16 * 16;
+        /* the padded input, then the output-channel kernel's [pixel][channel] sums, or the flat
+         * mode's output (short rows) */
+        j.part_floats = (j.pad_floats +
+                         (j.fwd_oc ? conv_oc_tmp_floats(j.d.OHW, j.OCP_oc)
+                                   : conv_direct_tmp_floats(j.d.OC, j.d.H + 2 * j.d.ph, j.d.W + 2 * j.d.pw, j.d.KH,
+                                                            j.d.KW)) +
+                         15) / 16 * 16;
         j.parts = parts_for(g, j.B, j.part_floats);
-        j.scratch = engine_graph_scratch(g, (size_t)j.parts * j.part_floats * sizeof(float));
-        if (j.scratch)
-            engine_parallel_for(engine_graph_pool(g), j.parts, 1, conv_direct_fwd_part, &j);
+        const size_t wt = j.fwd_oc ? (size_t)j.d.K * j.OCP_oc : 0;
+        j.scratch = engine_graph_scratch(g, ((size_t)j.parts * j.part_floats + wt) * sizeof(float));
+        if (!j.scratch)
+            return;
+        if (j.fwd_oc) {
+            j.Wt_oc = j.scratch + (size_t)j.parts * j.part_floats;
+            conv_oc_pack(j.W, j.d.OC, j.d.K, j.OCP_oc, j.Wt_oc);
+        }
+        engine_parallel_for(engine_graph_pool(g), j.parts, 1, conv_direct_fwd_part, &j);
         return;
     }
     if (conv_pw_usable(&j.d)) {
@@ -505,9 +528,12 @@ void cpu_conv2d_bwd(engine_graph_t *g, engine_tensor_t *t)
     j.CB = channel_block(&j.d, j.S);
     j.pad_floats = (size_t)(j.d.H + 2 * j.d.ph) * (j.d.W + 2 * j.d.pw);
     j.dx_direct = j.dx && conv_direct_dx_usable(&j.d);
-    if (j.dx_direct) { /* the padded dy, then the flat mode's output (short rows) */
+    j.dx_oc = j.dx_direct && conv_oc_dx_usable(&j.d);
+    j.CP_oc = (j.d.C + 15) / 16 * 16;
+    if (j.dx_direct) { /* the padded dy, then the output-channel kernel's sums or the flat mode's output */
         const int Hq = j.d.OH + 2 * (j.d.KH - 1 - j.d.ph), Wq = j.d.OW + 2 * (j.d.KW - 1 - j.d.pw);
-        j.dpad_floats = (size_t)j.d.OC * Hq * Wq + conv_direct_tmp_floats(j.d.C, Hq, Wq, j.d.KH, j.d.KW);
+        j.dpad_floats = (size_t)j.d.OC * Hq * Wq + (j.dx_oc ? conv_oc_tmp_floats(j.d.H * j.d.W, j.CP_oc)
+                                                             : conv_direct_tmp_floats(j.d.C, Hq, Wq, j.d.KH, j.d.KW));
     }
     j.dw_direct = j.dW && conv_direct_dw_usable(&j.d);
     j.pw512_dw = j.dW && !j.dw_direct && conv_pw_usable(&j.d);
@@ -527,7 +553,8 @@ void cpu_conv2d_bwd(engine_graph_t *g, engine_tensor_t *t)
         j.parts > engine_threadpool_size(engine_graph_pool(g)))
         j.parts = engine_threadpool_size(engine_graph_pool(g));
     const size_t wfl = (size_t)j.d.OC * j.d.K, extra = (size_t)(j.parts - 1) * (wfl + j.d.OC);
-    j.scratch = engine_graph_scratch(g, ((size_t)j.parts * j.part_floats + extra + (j.dx_direct || j.pw512 ? wfl : 0)) *
+    const size_t wfl_dx = j.dx_oc ? (size_t)j.d.OC * j.d.KH * j.d.KW * j.CP_oc : wfl;
+    j.scratch = engine_graph_scratch(g, ((size_t)j.parts * j.part_floats + extra + (j.dx_direct || j.pw512 ? wfl_dx : 0)) *
                                             sizeof(float));
     if (!j.scratch)
         return;
@@ -535,7 +562,10 @@ void cpu_conv2d_bwd(engine_graph_t *g, engine_tensor_t *t)
     j.db_part = j.dW_part + (size_t)(j.parts - 1) * wfl;
     if (j.dx_direct) {
         j.Wf = j.db_part + (size_t)(j.parts - 1) * j.d.OC;
-        conv_direct_flip(&j.d, j.W, j.Wf);
+        if (j.dx_oc)
+            conv_oc_pack_flipped(&j.d, j.W, j.CP_oc, j.Wf);
+        else
+            conv_direct_flip(&j.d, j.W, j.Wf);
     }
     if (j.pw512) { /* W^T [C][OC]: the input gradient's left operand */
         j.Wt = j.db_part + (size_t)(j.parts - 1) * j.d.OC;

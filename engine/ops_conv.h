@@ -188,6 +188,22 @@ void conv_direct_dw_sample(const float *xp, int Hp, int Wp, int C, int KH, int K
                            float *dwt);
 void conv_direct_pad(const float *src, int C, int H, int W, int ph, int pw, float *dst);
 
+/* The direct convolution vectorized along output channels (ops_conv_oc.c). conv_oc_usable: the
+ * op's forward takes it (conv_direct_usable, output channels filling their vectors,
+ * FEDNAS_CONV_OC not 0); conv_oc_dx_usable: its input gradient (conv_direct_dx_usable, input
+ * channels filling theirs). conv_oc_sample: as conv_direct_sample, with the weights packed by
+ * conv_oc_pack, wt [Q = C*KH*KW][OCP] from w [OC][Q] (OCP: OC rounded up to 16, zero past OC),
+ * or for the input gradient by conv_oc_pack_flipped: [OC*KH*KW][CP], the kernel turned around
+ * with its channel axes swapped (CP: C rounded up to 16). tmp: conv_oc_tmp_floats. */
+int conv_oc_usable(const conv_dims_t *d);
+int conv_oc_dx_usable(const conv_dims_t *d);
+void conv_oc_sample(const float *xp, int Hp, int Wp, int C, const float *wt, int OCP, int KH, int KW,
+                    const float *bias, int OC, float *y, float *tmp, int add, int relu);
+/* conv_oc_sample's tmp: OH*OW*OCP floats. */
+static inline size_t conv_oc_tmp_floats(int OHW, int OCP) { return (size_t)OHW * OCP; }
+void conv_oc_pack(const float *w, int OC, int Q, int OCP, float *wt);
+void conv_oc_pack_flipped(const conv_dims_t *d, const float *W, int CP, float *wt);
+
 /* Pointwise convs (1x1, stride 1, no padding, one group) in AVX-512 (ops_conv_pw.c).
  * conv_pw_usable: the op's forward and input gradient take conv_pw_gemm (AVX-512 CPU,
  * FEDNAS_CONV_PW not 0, not forced through im2col or the portable code). conv_pw_gemm: Y [M][P]

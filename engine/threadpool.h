@@ -3,7 +3,8 @@
  * CPU kernels: their sgemm calls run inside the pool's items with OpenBLAS held to one thread
  * (engine_parallel_blas), because OpenBLAS's own threads spin for a while after each call and,
  * on a machine with as many workers as cores, would fight the pool for the same cores.
- * Workers sleep on a condition variable between jobs. Work is split into fixed contiguous
+ * Between jobs workers may poll for the next one for FEDNAS_POOL_SPIN_US microseconds (default
+ * 0: none; threadpool.c says why), then sleep on a condition variable. Work is split into fixed contiguous
  * ranges by index; which thread runs a range varies, what it computes does not, so results do
  * not depend on timing (kernels that sum across ranges keep one partial sum per range).
  * Safe to call from several threads: a loop submitted while the workers are busy with another

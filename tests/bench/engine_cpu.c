@@ -18,8 +18,10 @@
  * FEDNAS_BENCH_BATCH=B runs batch B only (for perf record).
  * FEDNAS_CONV_PORTABLE=1 and FEDNAS_DENSE_PORTABLE=1 turn off the engine's AVX-512 convolution
  * code and small-batch linear kernels, FEDNAS_CONV_DIRECT=0 only the direct convolutions
- * (ops_conv_direct.c), FEDNAS_CONV_PW=0 the 1x1 convs' own product (ops_conv_pw.c), FEDNAS_POOL_PORTABLE=1 the AVX-512 max pool (FEDNAS_PYTHON=/bin/false: no
- * PyTorch column), so one binary measures what they gain, alternating runs under the same load. */
+ * (ops_conv_direct.c), FEDNAS_CONV_OC=0 their output-channel variant (ops_conv_oc.c), FEDNAS_CONV_PW=0
+ * the 1x1 convs' own product (ops_conv_pw.c), FEDNAS_POOL_PORTABLE=1 the AVX-512 max pool (FEDNAS_PYTHON=/bin/false: no
+ * PyTorch column), so one binary measures what they gain, alternating runs under the same load.
+ * FEDNAS_POOL_SPIN_US=N: the pool's threads poll N us between loops before sleeping (threadpool.c). */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -58,7 +58,10 @@ static shape_t random_shape(rng_t *r, int kind)
              * channels that fill 3/4 of their vectors */
             static const int ow_lo[4] = {12, 24, 36, 3}, ow_hi[4] = {16, 32, 40, 11};
             const int band = (int)rng_below(r, 4);
-            s.C = rng_below(r, 2) ? draw(r, 8, 13) : draw(r, 1, 7);
+            /* input channels past 16 a third of the time: the input gradient of the kernel
+             * vectorized along channels (ops_conv_oc.c) takes C that fill 3/4 of their vectors */
+            const int cb = (int)rng_below(r, 6);
+            s.C = cb < 2 ? draw(r, 16, 40) : cb < 4 ? draw(r, 8, 13) : draw(r, 1, 7);
             /* output channels: under 12 (im2col's weight gradient), else 1 to 4 vectors of 16 */
             static const int oc_lo[4] = {1, 12, 24, 48}, oc_hi[4] = {11, 16, 40, 64};
             const int ocb = (int)rng_below(r, 4);
@@ -266,6 +269,16 @@ static void test_direct(void **state)
     check_kind(4, 60, 15);
 }
 
+/* The direct kind again with the output-channel kernel off (FEDNAS_CONV_OC=0): the runs above
+ * send every op whose channels fill their vectors to it, these to the row kernel. */
+static void test_direct_rows(void **state)
+{
+    (void)state;
+    setenv("FEDNAS_CONV_OC", "0", 1);
+    check_kind(4, 40, 16);
+    unsetenv("FEDNAS_CONV_OC");
+}
+
 /* Every kind again through the portable code (FEDNAS_CONV_PORTABLE=1): on a CPU with AVX-512
  * the tests above check the AVX-512 rows of im2col and col2im and the direct kernels, these
  * the plain loops any x86-64 takes. */
@@ -303,7 +316,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_depthwise), cmocka_unit_test(test_grouped),      cmocka_unit_test(test_plain),
-        cmocka_unit_test(test_pointwise), cmocka_unit_test(test_direct),       cmocka_unit_test(test_portable),     cmocka_unit_test(test_glue_portable),
+        cmocka_unit_test(test_pointwise), cmocka_unit_test(test_direct),       cmocka_unit_test(test_direct_rows),
+        cmocka_unit_test(test_portable),     cmocka_unit_test(test_glue_portable),
         cmocka_unit_test(test_oracle_rejects),
     };
     setenv("FEDNAS_THREADS", "3", 0); /* more parts than a 2-core machine has cores */

@@ -2,7 +2,9 @@
  * loops started from inside a loop or from several threads at once complete (serially when the
  * workers are taken), a slow chunk does not stop the others from being claimed, and
  * engine_parallel_blas holds OpenBLAS to one thread inside the loop and restores the process's
- * setting afterwards, also when two threads run such loops at once. */
+ * setting afterwards, also when two threads run such loops at once. The same hold whether the
+ * workers poll between loops or sleep at once (FEDNAS_POOL_SPIN_US), and a pool whose workers
+ * are polling shuts down. */
 #include <cblas.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -10,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -180,6 +183,54 @@ static void test_parallel_blas_threads(void **state)
     engine_threadpool_free(p);
 }
 
+/* count, after about 30 us of work: a loop whose submitter returned before the workers left
+ * it would show items not yet counted. */
+static void count_slowly(void *ctx, int64_t b, int64_t e)
+{
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    while ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < 30000);
+    count(ctx, b, e);
+}
+
+/* Back-to-back loops (a training step's pattern): with polling, a worker usually catches the
+ * next loop while polling, sometimes only after it went to sleep; either way every index of
+ * every loop runs exactly once and each loop is over when engine_parallel_for returns. */
+static void test_spin_settings(void **state)
+{
+    (void)state;
+    static const char *const spins[] = {"0", "1", "100", "100000", "-3", "junk"};
+    static atomic_int m[4096];
+    for (size_t si = 0; si < sizeof spins / sizeof spins[0]; si++) {
+        setenv("FEDNAS_POOL_SPIN_US", spins[si], 1);
+        for (int threads = 2; threads <= 3; threads++) {
+            engine_threadpool_t *p = engine_threadpool_create(threads);
+            assert_non_null(p);
+            for (int i = 0; i < 4096; i++)
+                atomic_store(&m[i], 0);
+            for (int loop = 0; loop < 512; loop++) {
+                const int64_t n = 1 + loop % 8; /* the loops' items do not overlap */
+                engine_parallel_for(p, n, 1, loop % 2 ? count_slowly : count, m + (size_t)loop * 8);
+                for (int64_t i = 0; i < n; i++)
+                    if (atomic_load(&m[(size_t)loop * 8 + i]) != 1)
+                        fail_msg("spin %s, %d threads, loop %d: index %lld ran %d times on return", spins[si],
+                                 threads, loop, (long long)i, atomic_load(&m[(size_t)loop * 8 + i]));
+            }
+            static atomic_int n2[800];
+            nest_t nn = {p, n2};
+            for (int i = 0; i < 800; i++)
+                atomic_store(&n2[i], 0);
+            engine_parallel_for(p, 8, 1, outer, &nn);
+            for (int i = 0; i < 800; i++)
+                assert_int_equal(atomic_load(&n2[i]), 1);
+            engine_threadpool_free(p); /* workers polling (100 ms) or asleep: both must stop */
+        }
+    }
+    unsetenv("FEDNAS_POOL_SPIN_US");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -187,6 +238,7 @@ int main(void)
         cmocka_unit_test(test_nested_loop),
         cmocka_unit_test(test_slow_chunk),
         cmocka_unit_test(test_parallel_blas_threads),
+        cmocka_unit_test(test_spin_settings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
