@@ -12,90 +12,106 @@ static void bn_dims(const engine_tensor_t *x, int64_t *N, int64_t *C, int64_t *H
     *HW = engine_tensor_numel(x) / (*N * *C);
 }
 
-void cpu_batchnorm_fwd(engine_graph_t *g, engine_tensor_t *t)
-{
-    const engine_tensor_t *x = t->src[0], *gm = t->src[1], *bt = t->src[2];
+/* Batch norm's channels are independent: they are split over the pool, each channel summed in
+ * the same order whatever the split (results do not depend on the thread count). */
+typedef struct {
+    const float *in, *ga, *be, *dy, *st;
+    float *out, *rm, *rv, *stw, *dx, *dg, *dbt;
     int64_t N, C, HW;
-    bn_dims(x, &N, &C, &HW);
-    const int training = t->ip[0];
-    const float mom = t->fp[0], eps = t->fp[1];
-    float *rm = t->ext[0], *rv = t->ext[1];
-    float *st = engine_arena_alloc(engine_graph_arena(g), 2 * (size_t)C * sizeof(float)); /* mean, rstd */
-    if (!st) {
-        engine_graph_fail(g, FN_ENOMEM, "batchnorm: out of memory");
-        return;
-    }
-    t->saved = st;
-    const float *in = x->data;
-    float *out = t->data;
+    int training;
+    float mom, eps;
+} bn_job_t;
+
+static int64_t bn_grain(int64_t N, int64_t HW)
+{
+    const int64_t per = N * HW > 0 ? N * HW : 1;
+    return CPU_PAR_GRAIN / per > 1 ? CPU_PAR_GRAIN / per : 1;
+}
+
+static void bn_fwd_range(void *ctx, int64_t c0, int64_t c1)
+{
+    const bn_job_t *j = ctx;
+    const int64_t N = j->N, C = j->C, HW = j->HW;
     const double cnt = (double)N * (double)HW;
-    for (int64_t c = 0; c < C; c++) {
+    for (int64_t c = c0; c < c1; c++) {
         double mean, var;
-        if (training) {
+        if (j->training) {
             double s = 0.0, s2 = 0.0;
             for (int64_t n = 0; n < N; n++) {
-                const float *p = in + (n * C + c) * HW;
+                const float *p = j->in + (n * C + c) * HW;
                 for (int64_t i = 0; i < HW; i++)
                     s += p[i];
             }
             mean = s / cnt;
             for (int64_t n = 0; n < N; n++) {
-                const float *p = in + (n * C + c) * HW;
+                const float *p = j->in + (n * C + c) * HW;
                 for (int64_t i = 0; i < HW; i++)
                     s2 += (p[i] - mean) * (p[i] - mean);
             }
             var = s2 / cnt;
-            if (rm)
-                rm[c] = (1.0f - mom) * rm[c] + mom * (float)mean;
-            if (rv)
-                rv[c] = (1.0f - mom) * rv[c] + mom * (float)(cnt > 1 ? s2 / (cnt - 1) : var);
+            if (j->rm)
+                j->rm[c] = (1.0f - j->mom) * j->rm[c] + j->mom * (float)mean;
+            if (j->rv)
+                j->rv[c] = (1.0f - j->mom) * j->rv[c] + j->mom * (float)(cnt > 1 ? s2 / (cnt - 1) : var);
         } else {
-            mean = rm ? rm[c] : 0.0;
-            var = rv ? rv[c] : 1.0;
+            mean = j->rm ? j->rm[c] : 0.0;
+            var = j->rv ? j->rv[c] : 1.0;
         }
-        float rstd = (float)(1.0 / sqrt(var + eps));
-        st[c] = (float)mean;
-        st[C + c] = rstd;
-        float ga = gm ? ((const float *)gm->data)[c] : 1.0f, be = bt ? ((const float *)bt->data)[c] : 0.0f;
+        float rstd = (float)(1.0 / sqrt(var + j->eps));
+        j->stw[c] = (float)mean;
+        j->stw[C + c] = rstd;
+        float ga = j->ga ? j->ga[c] : 1.0f, be = j->be ? j->be[c] : 0.0f;
         for (int64_t n = 0; n < N; n++) {
-            const float *p = in + (n * C + c) * HW;
-            float *q = out + (n * C + c) * HW;
+            const float *p = j->in + (n * C + c) * HW;
+            float *q = j->out + (n * C + c) * HW;
             for (int64_t i = 0; i < HW; i++)
                 q[i] = (p[i] - (float)mean) * rstd * ga + be;
         }
     }
 }
 
-void cpu_batchnorm_bwd(engine_graph_t *g, engine_tensor_t *t)
+void cpu_batchnorm_fwd(engine_graph_t *g, engine_tensor_t *t)
 {
-    const engine_tensor_t *x = t->src[0], *gm = t->src[1];
-    int64_t N, C, HW;
-    bn_dims(x, &N, &C, &HW);
-    float *dx = cpu_src_grad(g, t, 0), *dg = cpu_src_grad(g, t, 1), *dbt = cpu_src_grad(g, t, 2);
-    const float *st = t->saved, *in = x->data, *dy = t->grad;
+    const engine_tensor_t *x = t->src[0], *gm = t->src[1], *bt = t->src[2];
+    bn_job_t j = {.in = x->data, .out = t->data, .training = t->ip[0], .mom = t->fp[0], .eps = t->fp[1],
+                  .rm = t->ext[0], .rv = t->ext[1], .ga = gm ? gm->data : NULL, .be = bt ? bt->data : NULL};
+    bn_dims(x, &j.N, &j.C, &j.HW);
+    j.stw = engine_arena_alloc(engine_graph_arena(g), 2 * (size_t)j.C * sizeof(float)); /* mean, rstd */
+    if (!j.stw) {
+        engine_graph_fail(g, FN_ENOMEM, "batchnorm: out of memory");
+        return;
+    }
+    t->saved = j.stw;
+    engine_parallel_for(engine_graph_pool(g), j.C, bn_grain(j.N, j.HW), bn_fwd_range, &j);
+}
+
+static void bn_bwd_range(void *ctx, int64_t c0, int64_t c1)
+{
+    const bn_job_t *j = ctx;
+    const int64_t N = j->N, C = j->C, HW = j->HW;
     const double cnt = (double)N * (double)HW;
-    for (int64_t c = 0; c < C; c++) {
-        const float mean = st[c], rstd = st[C + c];
-        const float ga = gm ? ((const float *)gm->data)[c] : 1.0f;
+    for (int64_t c = c0; c < c1; c++) {
+        const float mean = j->st[c], rstd = j->st[C + c];
+        const float ga = j->ga ? j->ga[c] : 1.0f;
         double sdy = 0.0, sdyx = 0.0;
         for (int64_t n = 0; n < N; n++) {
-            const float *p = in + (n * C + c) * HW, *d = dy + (n * C + c) * HW;
+            const float *p = j->in + (n * C + c) * HW, *d = j->dy + (n * C + c) * HW;
             for (int64_t i = 0; i < HW; i++) {
                 sdy += d[i];
                 sdyx += d[i] * (p[i] - mean) * rstd;
             }
         }
-        if (dg)
-            dg[c] += (float)sdyx;
-        if (dbt)
-            dbt[c] += (float)sdy;
-        if (!dx)
+        if (j->dg)
+            j->dg[c] += (float)sdyx;
+        if (j->dbt)
+            j->dbt[c] += (float)sdy;
+        if (!j->dx)
             continue;
         for (int64_t n = 0; n < N; n++) {
-            const float *p = in + (n * C + c) * HW, *d = dy + (n * C + c) * HW;
-            float *q = dx + (n * C + c) * HW;
+            const float *p = j->in + (n * C + c) * HW, *d = j->dy + (n * C + c) * HW;
+            float *q = j->dx + (n * C + c) * HW;
             for (int64_t i = 0; i < HW; i++) {
-                if (t->ip[0]) {
+                if (j->training) {
                     float xh = (p[i] - mean) * rstd;
                     q[i] += ga * rstd * (float)(d[i] - sdy / cnt - xh * sdyx / cnt);
                 } else {
@@ -104,6 +120,18 @@ void cpu_batchnorm_bwd(engine_graph_t *g, engine_tensor_t *t)
             }
         }
     }
+}
+
+void cpu_batchnorm_bwd(engine_graph_t *g, engine_tensor_t *t)
+{
+    const engine_tensor_t *x = t->src[0], *gm = t->src[1];
+    bn_job_t j = {.in = x->data, .st = t->saved, .dy = t->grad, .training = t->ip[0],
+                  .ga = gm ? gm->data : NULL};
+    bn_dims(x, &j.N, &j.C, &j.HW);
+    j.dx = cpu_src_grad(g, t, 0);
+    j.dg = cpu_src_grad(g, t, 1);
+    j.dbt = cpu_src_grad(g, t, 2);
+    engine_parallel_for(engine_graph_pool(g), j.C, bn_grain(j.N, j.HW), bn_bwd_range, &j);
 }
 
 void cpu_layernorm_fwd(engine_graph_t *g, engine_tensor_t *t)

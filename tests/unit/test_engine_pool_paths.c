@@ -186,10 +186,115 @@ static void test_global_avgpool_paths(void **state)
     }
 }
 
+/* Batch norm's channels split over the pool (3 threads, chunks of whole channels) against a
+ * double reference, training and eval, forward and every gradient, on random shapes: batch 1,
+ * one channel, 1x1 planes, and enough channels x samples to be split into several chunks. */
+static void test_batchnorm_paths(void **state)
+{
+    (void)state;
+    rng_t r;
+    rng_seed(&r, 43);
+    for (int ci = 0; ci < 40; ci++) {
+        const int big = ci % 4 == 0, training = ci % 3 != 2;
+        const int B = big ? 4 + (int)rng_below(&r, 5) : 1 + (int)rng_below(&r, 3);
+        const int C = big ? 24 + (int)rng_below(&r, 40) : 1 + (int)rng_below(&r, 9);
+        const int H = 1 + (int)rng_below(&r, big ? 15 : 6), W = 1 + (int)rng_below(&r, big ? 15 : 6);
+        const size_t HW = (size_t)H * W, nx = (size_t)B * C * HW;
+        float *x = malloc(nx * sizeof(float)), *gx = malloc(nx * sizeof(float)), *dx0 = malloc(nx * sizeof(float));
+        float *seed = malloc(nx * sizeof(float)), ga[64], be[64], gga[64], gbe[64], rm[64], rv[64], rm0[64], rv0[64];
+        for (size_t i = 0; i < nx; i++)
+            x[i] = (float)(rng_normal(&r) * 2 + 0.5), seed[i] = (float)rng_normal(&r), dx0[i] = (float)rng_normal(&r);
+        for (int c = 0; c < C; c++) {
+            ga[c] = (float)(1 + 0.3 * rng_normal(&r)), be[c] = (float)rng_normal(&r);
+            gga[c] = (float)rng_normal(&r), gbe[c] = (float)rng_normal(&r);
+            rm[c] = rm0[c] = (float)rng_normal(&r), rv[c] = rv0[c] = (float)(0.5 + rng_below(&r, 3));
+        }
+        const float mom = 0.1f, eps = 1e-5f;
+        float g0[64], b0[64];
+        memcpy(g0, gga, sizeof g0), memcpy(b0, gbe, sizeof b0), memcpy(gx, dx0, nx * sizeof(float));
+        engine_graph_t *g = engine_graph_create(0, 1);
+        int64_t xs[4] = {B, C, H, W}, cs[1] = {C};
+        engine_tensor_t *xt = engine_graph_view(g, x, gx, ENGINE_F32, 4, xs);
+        engine_tensor_t *gt = engine_graph_view(g, ga, gga, ENGINE_F32, 1, cs);
+        engine_tensor_t *bt = engine_graph_view(g, be, gbe, ENGINE_F32, 1, cs);
+        engine_tensor_t *yt = engine_batchnorm(g, xt, gt, bt, rm, rv, mom, eps, training);
+        assert_non_null(yt);
+        const float *y = yt->data;
+        err_t e = {0};
+        /* reference in double, channel by channel */
+        const double cnt = (double)B * (double)HW;
+        double worst = 0;
+        for (int c = 0; c < C; c++) {
+            double mean = rm0[c], var = rv0[c], s = 0, s2 = 0;
+            for (int n = 0; n < B; n++)
+                for (size_t i = 0; i < HW; i++)
+                    s += x[((size_t)n * C + c) * HW + i];
+            if (training) {
+                mean = s / cnt;
+                for (int n = 0; n < B; n++)
+                    for (size_t i = 0; i < HW; i++) {
+                        double d = x[((size_t)n * C + c) * HW + i] - mean;
+                        s2 += d * d;
+                    }
+                var = s2 / cnt;
+                double erm = 0.9 * rm0[c] + 0.1 * mean, erv = 0.9 * rv0[c] + 0.1 * (cnt > 1 ? s2 / (cnt - 1) : var);
+                worst = fmax(worst, fabs(rm[c] - erm) / (1 + fabs(erm)));
+                worst = fmax(worst, fabs(rv[c] - erv) / (1 + fabs(erv)));
+            }
+            const double rstd = 1 / sqrt(var + eps);
+            for (int n = 0; n < B; n++)
+                for (size_t i = 0; i < HW; i++) {
+                    size_t k = ((size_t)n * C + c) * HW + i;
+                    double xh = (x[k] - mean) * rstd;
+                    worst = fmax(worst, fabs(y[k] - (xh * ga[c] + be[c])) / (1 + fabs(xh * ga[c] + be[c])));
+                }
+        }
+        if (worst >= 1e-4)
+            fail_msg("batchnorm forward B=%d C=%d %dx%d training %d: worst relative error %g", B, C, H, W, training, worst);
+        assert_int_equal(engine_graph_backward(g, yt, seed, &e), 0);
+        for (int c = 0; c < C; c++) {
+            double mean = rm0[c], var = rv0[c], s = 0, s2 = 0;
+            for (int n = 0; n < B; n++)
+                for (size_t i = 0; i < HW; i++)
+                    s += x[((size_t)n * C + c) * HW + i];
+            if (training) {
+                mean = s / cnt;
+                for (int n = 0; n < B; n++)
+                    for (size_t i = 0; i < HW; i++) {
+                        double d = x[((size_t)n * C + c) * HW + i] - mean;
+                        s2 += d * d;
+                    }
+                var = s2 / cnt;
+            }
+            const double rstd = 1 / sqrt(var + eps);
+            double sdy = 0, sdyx = 0;
+            for (int n = 0; n < B; n++)
+                for (size_t i = 0; i < HW; i++) {
+                    size_t k = ((size_t)n * C + c) * HW + i;
+                    sdy += seed[k], sdyx += seed[k] * (x[k] - mean) * rstd;
+                }
+            worst = fmax(worst, fabs(gga[c] - (g0[c] + sdyx)) / (1 + fabs(g0[c] + sdyx)));
+            worst = fmax(worst, fabs(gbe[c] - (b0[c] + sdy)) / (1 + fabs(b0[c] + sdy)));
+            for (int n = 0; n < B; n++)
+                for (size_t i = 0; i < HW; i++) {
+                    size_t k = ((size_t)n * C + c) * HW + i;
+                    double xh = (x[k] - mean) * rstd;
+                    double d = training ? ga[c] * rstd * (seed[k] - sdy / cnt - xh * sdyx / cnt) : ga[c] * rstd * seed[k];
+                    worst = fmax(worst, fabs(gx[k] - (dx0[k] + d)) / (1 + fabs(dx0[k] + d)));
+                }
+        }
+        if (worst >= 1e-3)
+            fail_msg("batchnorm B=%d C=%d %dx%d training %d: worst relative error %g", B, C, H, W, training, worst);
+        engine_graph_free(g);
+        free(x), free(gx), free(dx0), free(seed);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_maxpool2_paths),
-                                       cmocka_unit_test(test_global_avgpool_paths)};
+                                       cmocka_unit_test(test_global_avgpool_paths),
+                                       cmocka_unit_test(test_batchnorm_paths)};
     setenv("FEDNAS_THREADS", "3", 0);
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
