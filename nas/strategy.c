@@ -110,26 +110,54 @@ static eval_t *push(nas_strategy_t *s)
     return e;
 }
 
-static int new_random(nas_strategy_t *s, nas_proposal_t *p, const char *why, err_t *err)
+/* Draws of a genome before a repeat is accepted. A proposal whose canonical hash was asked
+ * before is drawn again (pymoo's and NNI's searches drop duplicates likewise): a repeat would
+ * spend one of the budget's evaluations on a result the store already holds. A space with
+ * nothing new left must not stall the search, so after this many draws the repeat stands and
+ * the hash cache answers it. */
+#define NAS_FRESH_TRIES 64
+
+static int asked_before(const nas_strategy_t *s, const nas_genome_t *g)
 {
-    memset(p, 0, sizeof *p);
-    int rc = nas_genome_random(&s->cfg.space, &s->rng, &p->genome, err);
-    if (rc)
-        return rc;
-    p->id = s->next_id++;
-    p->parent_id = -1;
-    snprintf(p->mutation, sizeof p->mutation, "%s", why);
+    char h[NAS_HASH_LEN];
+    nas_genome_hash(&s->cfg.space, g, h);
+    for (int i = 0; i < s->nev; i++)
+        if (strcmp(s->ev[i].p.hash, h) == 0)
+            return 1;
     return 0;
 }
 
-/* The child of ev[parent] one mutation away (a fresh random genome when nothing mutates). */
+static int new_random(nas_strategy_t *s, nas_proposal_t *p, const char *why, err_t *err)
+{
+    memset(p, 0, sizeof *p);
+    int repeat = 1;
+    for (int t = 0; t < NAS_FRESH_TRIES && repeat; t++) {
+        int rc = nas_genome_random(&s->cfg.space, &s->rng, &p->genome, err);
+        if (rc)
+            return rc;
+        repeat = asked_before(s, &p->genome);
+    }
+    p->id = s->next_id++;
+    p->parent_id = -1;
+    snprintf(p->mutation, sizeof p->mutation, "%s%s", why, repeat ? " (repeat)" : "");
+    return 0;
+}
+
+/* The child of ev[parent] one mutation away, redrawn while it repeats an asked genome; a fresh
+ * random genome when nothing mutates or every draw repeats. */
 static int new_child(nas_strategy_t *s, int parent, const nas_genome_t *base, const char *prefix, nas_proposal_t *p,
                      err_t *err)
 {
     memset(p, 0, sizeof *p);
     char desc[96];
-    if (nas_genome_mutate(&s->cfg.space, &s->rng, base, &p->genome, desc, sizeof desc, NULL) != 0)
-        return new_random(s, p, "random (the parent has no mutation)", err);
+    int repeat = 1;
+    for (int t = 0; t < NAS_FRESH_TRIES && repeat; t++) {
+        if (nas_genome_mutate(&s->cfg.space, &s->rng, base, &p->genome, desc, sizeof desc, NULL) != 0)
+            return new_random(s, p, "random (the parent has no mutation)", err);
+        repeat = asked_before(s, &p->genome);
+    }
+    if (repeat) /* the parent's neighbourhood is spent: a new genome beats a repeat */
+        return new_random(s, p, "random (nothing new one mutation from the parent)", err);
     p->id = s->next_id++;
     p->parent_id = s->ev[parent].p.id;
     snprintf(p->parent, sizeof p->parent, "%s", s->ev[parent].p.hash);

@@ -223,19 +223,22 @@ static void test_evolution_tournament(void **state)
 {
     (void)state;
     nas_config_t cfg = config_from("{\"name\":\"evolution\",\"population\":5,\"sample\":2}");
-    nas_strategy_t *s = make(&cfg, 11);
-    nas_proposal_t p[5];
-    for (int i = 0; i < 5; i++) {
-        p[i] = ask(s);
-        tell(s, &p[i], 0.1 * (i + 1), 100); /* candidate i is the (5 - i)-th best */
-    }
+    /* one child per search, over many seeds: a parent's neighbourhood is never spent (a spent
+     * one gives a random child, which would hide the tournament's choice) */
     enum { N = 4000 };
     int count[5] = {0};
-    for (int k = 0; k < N; k++) { /* asks without tells: the population stays as it is */
+    for (int k = 0; k < N; k++) {
+        nas_strategy_t *s = make(&cfg, 11 + (uint64_t)k);
+        nas_proposal_t p[5];
+        for (int i = 0; i < 5; i++) {
+            p[i] = ask(s);
+            tell(s, &p[i], 0.1 * (i + 1), 100); /* candidate i is the (5 - i)-th best */
+        }
         nas_proposal_t c = ask(s);
         assert_true(c.parent_id >= 0 && c.parent_id < 5);
         assert_string_equal(c.parent, p[c.parent_id].hash);
         count[c.parent_id]++;
+        nas_strategy_free(s);
     }
     assert_int_equal(count[0], 0);
     for (int i = 1; i < 5; i++) {
@@ -244,7 +247,6 @@ static void test_evolution_tournament(void **state)
                       want);
         assert_true(f > want - 0.04 && f < want + 0.04);
     }
-    nas_strategy_free(s);
 }
 
 /* NSGA-II's (mu + lambda) survival when one front holds more than mu: by crowding distance.
@@ -279,6 +281,69 @@ static void test_nsga2_crowding_truncation(void **state)
         }
         for (int i = 0; i < 4; i++)
             tell(s, &c[i], 0.05, 1e6);
+    }
+    nas_strategy_free(s);
+}
+
+/* No strategy proposes a canonical genome it asked before while the space holds new ones (a
+ * repeat spends an evaluation of the budget on a result the store already has): 150 asks each,
+ * results told out of order. In a macro space of two genomes the third draw on is a repeat,
+ * marked as one, and the search goes on. */
+static void test_fresh_proposals(void **state)
+{
+    (void)state;
+    const char *strategies[] = {"{\"name\":\"random\"}", "{\"name\":\"evolution\",\"population\":6,\"sample\":3}",
+                                "{\"name\":\"nsga2\",\"mu\":5,\"lambda\":4,\"crossover\":0.5}"};
+    size_t cap = 1 << 20;
+    char *log = malloc(cap);
+    assert_non_null(log);
+    enum { N = 150 };
+    static char hashes[2 * N][NAS_HASH_LEN];
+    for (int k = 0; k < 3; k++) {
+        nas_config_t cfg = config_from(strategies[k]);
+        nas_strategy_t *s = make(&cfg, 7);
+        drive(s, N, 3, log, cap);
+        int n = 0, repeats = 0;
+        for (char *line = strtok(log, "\n"); line; line = strtok(NULL, "\n")) {
+            int id, rung;
+            char h[NAS_HASH_LEN];
+            assert_int_equal(sscanf(line, "%d:%d:%64[0-9a-f]:", &id, &rung, h), 3);
+            for (int i = 0; i < n; i++)
+                if (strcmp(hashes[i], h) == 0) {
+                    print_error("%s: candidate %d repeats an earlier genome: %s\n", nas_strategy_name(cfg.strategy.kind),
+                                id, line);
+                    repeats++;
+                }
+            assert_true(n < 2 * N);
+            snprintf(hashes[n++], NAS_HASH_LEN, "%s", h);
+        }
+        assert_true(n >= N);
+        assert_int_equal(repeats, 0);
+        nas_strategy_free(s);
+    }
+    free(log);
+
+    const char *tiny = "{\"space\":{\"type\":\"macro\",\"layers\":1,\"ops\":[\"conv3x3\",\"maxpool3x3\"],"
+                       "\"widths\":[4],\"reductions\":0},\"strategy\":{\"name\":\"random\"},\"epochs\":1}";
+    json_error_t je;
+    json_t *j = json_loads(tiny, 0, &je);
+    assert_non_null(j);
+    nas_config_t cfg;
+    err_t e = {0};
+    assert_int_equal(nas_config_parse(j, "t.json", tiny, "", 1, &cfg, &e), 0);
+    json_decref(j);
+    nas_strategy_t *s = make(&cfg, 3);
+    nas_proposal_t p[5];
+    for (int i = 0; i < 5; i++) {
+        p[i] = ask(s);
+        tell(s, &p[i], 0.5, 100);
+    }
+    assert_string_equal(p[0].mutation, "random");
+    assert_string_equal(p[1].mutation, "random");
+    assert_true(strcmp(p[0].hash, p[1].hash) != 0);
+    for (int i = 2; i < 5; i++) {
+        assert_string_equal(p[i].mutation, "random (repeat)");
+        assert_true(strcmp(p[i].hash, p[0].hash) == 0 || strcmp(p[i].hash, p[1].hash) == 0);
     }
     nas_strategy_free(s);
 }
@@ -418,6 +483,7 @@ int main(void)
         cmocka_unit_test(test_random),
         cmocka_unit_test(test_evolution_tournament),
         cmocka_unit_test(test_nsga2_crowding_truncation),
+        cmocka_unit_test(test_fresh_proposals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
