@@ -183,7 +183,7 @@ static int top_prefixes(const nas_space_t *sp, const nas_genome_t *c, int njson,
     return 0;
 }
 
-int sn_keys(const nas_space_t *sp, const nas_genome_t *canon, const json_t *arch, const engine_net_t *net,
+int nas_sn_keys(const nas_space_t *sp, const nas_genome_t *canon, const json_t *arch, const engine_net_t *net,
             char (*keys)[NAS_SUPERNET_KEY_LEN], nas_slice_view_t *views, err_t *err)
 {
     const json_t *layers = json_object_get(arch, "layers");
@@ -235,7 +235,7 @@ int sn_keys(const nas_space_t *sp, const nas_genome_t *canon, const json_t *arch
     return rc;
 }
 
-void sn_path_genome(const nas_supernet_t *s, const nas_genome_t *g, nas_genome_t *out)
+void nas_sn_path_genome(const nas_supernet_t *s, const nas_genome_t *g, nas_genome_t *out)
 {
     *out = *g;
     if (s->sp.kind == NAS_SPACE_MACRO)
@@ -244,7 +244,7 @@ void sn_path_genome(const nas_supernet_t *s, const nas_genome_t *g, nas_genome_t
                 out->layer[i].bn = 1;
 }
 
-int sn_build(const nas_supernet_t *s, const nas_genome_t *g, json_t **arch, engine_net_t **net,
+int nas_sn_build(const nas_supernet_t *s, const nas_genome_t *g, json_t **arch, engine_net_t **net,
              char (**keys)[NAS_SUPERNET_KEY_LEN], nas_slice_view_t **views, err_t *err)
 {
     *net = NULL;
@@ -267,7 +267,7 @@ int sn_build(const nas_supernet_t *s, const nas_genome_t *g, json_t **arch, engi
     if (!*keys || !*views)
         rc = err_set(err, FN_ENOMEM, "supernet: out of memory");
     else
-        rc = sn_keys(&s->sp, &c, *arch, *net, *keys, *views, err);
+        rc = nas_sn_keys(&s->sp, &c, *arch, *net, *keys, *views, err);
     if (rc) {
         free(*keys);
         *keys = NULL;
@@ -288,7 +288,7 @@ int nas_supernet_keys(const nas_supernet_t *s, const nas_genome_t *g, char (*key
     engine_net_t *net;
     char(*k)[NAS_SUPERNET_KEY_LEN];
     nas_slice_view_t *v;
-    int rc = sn_build(s, g, &arch, &net, &k, &v, err);
+    int rc = nas_sn_build(s, g, &arch, &net, &k, &v, err);
     if (rc)
         return rc;
     int nt = engine_net_num_tensors(net);
@@ -396,7 +396,7 @@ static int store_get(nas_supernet_t *s, const char *key, int nd, const int64_t *
 }
 
 
-int sn_load(nas_supernet_t *s, engine_net_t *net, char (*keys)[NAS_SUPERNET_KEY_LEN], const nas_slice_view_t *views,
+int nas_sn_load(nas_supernet_t *s, engine_net_t *net, char (*keys)[NAS_SUPERNET_KEY_LEN], const nas_slice_view_t *views,
             int persist, uint64_t init_seed, int *ids, err_t *err)
 {
     int nt = engine_net_num_tensors(net);
@@ -526,8 +526,8 @@ int nas_sn_path_open(nas_supernet_t *s, const nas_genome_t *g, sn_path_t *p, err
 {
     memset(p, 0, sizeof *p);
     nas_genome_t twin;
-    sn_path_genome(s, g, &twin);
-    int rc = sn_build(s, &twin, &p->arch, &p->net, &p->keys, &p->views, err);
+    nas_sn_path_genome(s, g, &twin);
+    int rc = nas_sn_build(s, &twin, &p->arch, &p->net, &p->keys, &p->views, err);
     if (rc)
         return rc;
     int nt = engine_net_num_tensors(p->net);
@@ -535,7 +535,7 @@ int nas_sn_path_open(nas_supernet_t *s, const nas_genome_t *g, sn_path_t *p, err
     if (!p->ids)
         rc = err_set(err, FN_ENOMEM, "supernet: out of memory");
     if (rc == 0)
-        rc = sn_load(s, p->net, p->keys, p->views, 1, rng_derive(s->o.seed, 0x696e6974ULL + (uint64_t)s->steps),
+        rc = nas_sn_load(s, p->net, p->keys, p->views, 1, rng_derive(s->o.seed, 0x696e6974ULL + (uint64_t)s->steps),
                      p->ids, err);
     if (rc)
         nas_sn_path_close(p);

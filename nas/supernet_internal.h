@@ -52,21 +52,21 @@ struct nas_supernet {
     sn_sampler_t sampler; /* fair draws' cycles, continued across nas_supernet_train calls */
 };
 
-void sn_path_genome(const nas_supernet_t *s, const nas_genome_t *g, nas_genome_t *out);
+void nas_sn_path_genome(const nas_supernet_t *s, const nas_genome_t *g, nas_genome_t *out);
 /* g decoded (arch), built (net) and the key of every net tensor (keys: calloc'ed). */
-int sn_build(const nas_supernet_t *s, const nas_genome_t *g, json_t **arch, engine_net_t **net,
+int nas_sn_build(const nas_supernet_t *s, const nas_genome_t *g, json_t **arch, engine_net_t **net,
              char (**keys)[NAS_SUPERNET_KEY_LEN], nas_slice_view_t **views, err_t *err);
-int sn_keys(const nas_space_t *sp, const nas_genome_t *canon, const json_t *arch, const engine_net_t *net,
+int nas_sn_keys(const nas_space_t *sp, const nas_genome_t *canon, const json_t *arch, const engine_net_t *net,
             char (*keys)[NAS_SUPERNET_KEY_LEN], nas_slice_view_t *views, err_t *err);
 /* Copies the path's stored slices into net; ids gets each net tensor's store id (-1: none).
  * persist 1 (training): creates and grows stored tensors and initialises their new elements
  * from engine_net_init(net, init_seed); persist 0 (scoring): reads only, and net keeps its
  * engine_net_init(net, init_seed) values where the store has nothing. */
-int sn_load(nas_supernet_t *s, engine_net_t *net, char (*keys)[NAS_SUPERNET_KEY_LEN], const nas_slice_view_t *views,
+int nas_sn_load(nas_supernet_t *s, engine_net_t *net, char (*keys)[NAS_SUPERNET_KEY_LEN], const nas_slice_view_t *views,
             int persist, uint64_t init_seed, int *ids, err_t *err);
 
 /* One training path: its model built and its slices loaded from the store (nas_sn_path_open: creates,
- * grows and initialises stored tensors as sn_load with persist 1 does, seeded by the step). */
+ * grows and initialises stored tensors as nas_sn_load with persist 1 does, seeded by the step). */
 typedef struct sn_path {
     json_t *arch;
     engine_net_t *net;

@@ -61,7 +61,7 @@ int nas_supernet_model(nas_supernet_t *s, const nas_genome_t *g0, engine_model_t
 {
     *out = NULL;
     nas_genome_t gb, *g = &gb;
-    sn_path_genome(s, g0, &gb);
+    nas_sn_path_genome(s, g0, &gb);
     json_t *arch;
     int rc = nas_genome_decode(&s->sp, g, &arch, err);
     if (rc)
@@ -83,7 +83,7 @@ int nas_supernet_model(nas_supernet_t *s, const nas_genome_t *g0, engine_model_t
     nas_genome_t c;
     nas_genome_canonical(&s->sp, g, &c);
     if (rc == 0)
-        rc = sn_keys(&s->sp, &c, arch, net, keys, views, err);
+        rc = nas_sn_keys(&s->sp, &c, arch, net, keys, views, err);
     if (rc == 0) {
         /* the fallback initialisation depends on the candidate only, never on the scoring order */
         char h[NAS_HASH_LEN];
@@ -91,7 +91,7 @@ int nas_supernet_model(nas_supernet_t *s, const nas_genome_t *g0, engine_model_t
         uint64_t hv = 0;
         for (int i = 0; i < 16; i++)
             hv = hv << 4 | (uint64_t)(h[i] <= '9' ? h[i] - '0' : h[i] - 'a' + 10);
-        rc = sn_load(s, net, keys, views, 0, rng_derive(s->o.seed, hv), ids, err);
+        rc = nas_sn_load(s, net, keys, views, 0, rng_derive(s->o.seed, hv), ids, err);
     }
     free(keys);
     free(ids);
