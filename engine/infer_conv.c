@@ -21,22 +21,21 @@
 #include <string.h>
 
 #include "engine/infer_impl.h"
+#include "engine/ops_conv.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
 #define AVX512 __attribute__((target("avx512f")))
 
-/* wc: [K][OCP] (K = c, ky, kx as in w), zero beyond cout. */
+/* wc: [K][OCP] (K = c, ky, kx as in w), zero beyond cout: the training engine's packing. */
 static int pack_conv(ilayer_t *l)
 {
     int ocp = (l->cout + 15) / 16 * 16;
     float *wc = aligned_alloc(64, (size_t)l->K * ocp * sizeof *wc);
     if (!wc)
         return -1;
-    for (int k = 0; k < l->K; k++)
-        for (int o = 0; o < ocp; o++)
-            wc[(size_t)k * ocp + o] = o < l->cout ? l->w[(size_t)o * l->K + k] : 0;
+    conv_oc_pack(l->w, l->cout, l->K, ocp, wc);
     l->wc = wc;
     return 0;
 }

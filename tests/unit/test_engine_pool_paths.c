@@ -189,6 +189,25 @@ static void test_global_avgpool_paths(void **state)
 /* Batch norm's channels split over the pool (3 threads, chunks of whole channels) against a
  * double reference, training and eval, forward and every gradient, on random shapes: batch 1,
  * one channel, 1x1 planes, and enough channels x samples to be split into several chunks. */
+/* Channel c's batch statistics in double (x [B][C][HW]): the mean and the biased variance, and
+ * the sum of squared deviations in *s2. */
+static void bn_ref_stats(const float *x, int B, int C, size_t HW, int c, double *mean, double *var, double *s2)
+{
+    const double cnt = (double)B * (double)HW;
+    double s = 0, q = 0;
+    for (int n = 0; n < B; n++)
+        for (size_t i = 0; i < HW; i++)
+            s += x[((size_t)n * C + c) * HW + i];
+    *mean = s / cnt;
+    for (int n = 0; n < B; n++)
+        for (size_t i = 0; i < HW; i++) {
+            double d = x[((size_t)n * C + c) * HW + i] - *mean;
+            q += d * d;
+        }
+    *s2 = q;
+    *var = q / cnt;
+}
+
 static void test_batchnorm_paths(void **state)
 {
     (void)state;
@@ -225,18 +244,9 @@ static void test_batchnorm_paths(void **state)
         const double cnt = (double)B * (double)HW;
         double worst = 0;
         for (int c = 0; c < C; c++) {
-            double mean = rm0[c], var = rv0[c], s = 0, s2 = 0;
-            for (int n = 0; n < B; n++)
-                for (size_t i = 0; i < HW; i++)
-                    s += x[((size_t)n * C + c) * HW + i];
+            double mean = rm0[c], var = rv0[c], s2 = 0;
             if (training) {
-                mean = s / cnt;
-                for (int n = 0; n < B; n++)
-                    for (size_t i = 0; i < HW; i++) {
-                        double d = x[((size_t)n * C + c) * HW + i] - mean;
-                        s2 += d * d;
-                    }
-                var = s2 / cnt;
+                bn_ref_stats(x, B, C, HW, c, &mean, &var, &s2);
                 double erm = 0.9 * rm0[c] + 0.1 * mean, erv = 0.9 * rv0[c] + 0.1 * (cnt > 1 ? s2 / (cnt - 1) : var);
                 worst = fmax(worst, fabs(rm[c] - erm) / (1 + fabs(erm)));
                 worst = fmax(worst, fabs(rv[c] - erv) / (1 + fabs(erv)));
@@ -253,19 +263,9 @@ static void test_batchnorm_paths(void **state)
             fail_msg("batchnorm forward B=%d C=%d %dx%d training %d: worst relative error %g", B, C, H, W, training, worst);
         assert_int_equal(engine_graph_backward(g, yt, seed, &e), 0);
         for (int c = 0; c < C; c++) {
-            double mean = rm0[c], var = rv0[c], s = 0, s2 = 0;
-            for (int n = 0; n < B; n++)
-                for (size_t i = 0; i < HW; i++)
-                    s += x[((size_t)n * C + c) * HW + i];
-            if (training) {
-                mean = s / cnt;
-                for (int n = 0; n < B; n++)
-                    for (size_t i = 0; i < HW; i++) {
-                        double d = x[((size_t)n * C + c) * HW + i] - mean;
-                        s2 += d * d;
-                    }
-                var = s2 / cnt;
-            }
+            double mean = rm0[c], var = rv0[c], s2 = 0;
+            if (training)
+                bn_ref_stats(x, B, C, HW, c, &mean, &var, &s2);
             const double rstd = 1 / sqrt(var + eps);
             double sdy = 0, sdyx = 0;
             for (int n = 0; n < B; n++)
