@@ -30,7 +30,9 @@
  *
  * On AVX-512 CPUs, stride-1 undilated ungrouped convs whose rows fill their vectors (or go flat)
  * take the direct kernels of ops_conv_direct.c instead: forward, input gradient and weight
- * gradient each where conv_direct_*usable() says so, the rest of the op staying here. */
+ * gradient each where conv_direct_*usable() says so, the rest of the op staying here; 5x5 convs
+ * of 16 channels or more run their forward and input gradient in Winograd tiles
+ * (ops_conv_wino.c) on the same per-sample parts. */
 #include <cblas.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -170,6 +172,8 @@ typedef struct {
     int dx_direct;      /* dx by the direct kernel (ops_conv_direct.c) from the flipped weights Wf */
     float *Wf;          /* with dx_direct: [C][OC][KH][KW]; with dx_oc: [OC*KH*KW][CP] */
     int fwd_oc, dx_oc;  /* forward / dx by conv_oc_sample (ops_conv_oc.c) */
+    int wino, dx_wino;  /* forward / dx by conv_wino_sample (ops_conv_wino.c) */
+    float *U;           /* with wino: the forward's transformed weights (conv_wino_pack) */
     float *Wt_oc;       /* with fwd_oc: W packed [C*KH*KW][OCP] */
     int OCP_oc, CP_oc;  /* OC and C rounded up to 16 */
     size_t dpad_floats; /* with dx_direct: the zero-bordered dy of one sample */
@@ -276,7 +280,7 @@ static void conv_direct_fwd_part(void *ctx, int64_t begin, int64_t end)
     const conv_job_t *j = ctx;
     const conv_dims_t *d = &j->d;
     const size_t CHW = (size_t)d->C * d->H * d->W, OCHW = (size_t)d->OC * d->OHW;
-    const int padded = d->ph || d->pw;
+    const int padded = !j->wino && (d->ph || d->pw);
     for (int64_t p = begin; p < end; p++) {
         float *pad = j->scratch + (size_t)p * j->part_floats;
         if (padded)
@@ -288,7 +292,10 @@ static void conv_direct_fwd_part(void *ctx, int64_t begin, int64_t end)
             if (padded)
                 conv_direct_pad(xs, d->C, d->H, d->W, d->ph, d->pw, pad);
             float *ys = j->y + (size_t)s * OCHW;
-            if (j->fwd_oc)
+            if (j->wino)
+                conv_wino_sample(xs, (size_t)d->H * d->W, d->C, d->H, d->W, d->ph, d->pw, d->KH, j->U, d->OC, j->bias,
+                                 ys, pad, 0, j->relu);
+            else if (j->fwd_oc)
                 conv_oc_sample(padded ? pad : xs, d->H + 2 * d->ph, d->W + 2 * d->pw, d->C, j->Wt_oc, j->OCP_oc, d->KH,
                                d->KW, j->bias, d->OC, ys, pad + j->pad_floats, 0, j->relu);
             else
@@ -311,6 +318,11 @@ static void conv_direct_dx_chunk(const conv_job_t *j, const float *dyc, int s0, 
     const int Hq = d->OH + 2 * qh, Wq = d->OW + 2 * qw;
     const size_t pq = (size_t)Hq * Wq, CHW = (size_t)d->C * d->H * d->W;
     for (int s = 0; s < n; s++) {
+        if (j->dx_wino) { /* reads dy in place, zero-bordering it itself */
+            conv_wino_sample(dyc + (size_t)s * d->OHW, (size_t)N, d->OC, d->OH, d->OW, qh, qw, d->KH, j->Wf, d->C, NULL,
+                             j->dx + (size_t)(s0 + s) * CHW, dpad, !j->dx_fresh, 0);
+            continue;
+        }
         for (int oc = 0; oc < d->OC; oc++) {
             const float *src = dyc + (size_t)oc * N + (size_t)s * d->OHW;
             for (int h = 0; h < d->OH; h++)
@@ -361,7 +373,7 @@ static void conv_bwd_part(void *ctx, int64_t begin, int64_t end)
         float *col = j->scratch + (size_t)p * j->part_floats, *dcol = col + colf, *tmp = dcol + colf;
         float *pad = tmp + (size_t)OCg * j->S * OHW, *pad_acc = pad + j->pad_floats, *dpad = pad_acc + j->pad_floats;
         memset(pad, 0, j->pad_floats * sizeof *pad);
-        if (j->dx_direct)
+        if (j->dx_direct && !j->dx_wino) /* Winograd zero-borders its own copy */
             memset(dpad, 0, j->dpad_floats * sizeof *dpad);
         float *xpad = dpad + j->dpad_floats, *dyt = xpad + j->xpad_floats, *dwt = dyt + j->dyt_floats;
         if (j->dw_direct)
@@ -465,22 +477,28 @@ void cpu_conv2d_fwd(engine_graph_t *g, engine_tensor_t *t)
         conv_dw_fwd(g, &w);
         return;
     }
-    if (conv_direct_usable(&j.d)) {
-        j.pad_floats = (size_t)j.d.C * (j.d.H + 2 * j.d.ph) * (j.d.W + 2 * j.d.pw);
-        j.fwd_oc = conv_oc_usable(&j.d);
+    j.wino = conv_wino_usable(&j.d);
+    if (j.wino || conv_direct_usable(&j.d)) {
+        j.fwd_oc = !j.wino && conv_oc_usable(&j.d);
+        j.pad_floats = j.wino ? 0 : (size_t)j.d.C * (j.d.H + 2 * j.d.ph) * (j.d.W + 2 * j.d.pw);
         j.OCP_oc = (j.d.OC + 15) / 16 * 16;
-        /* the padded input, then the output-channel kernel's [pixel][channel] sums, or the flat
-         * mode's output (short rows) */
-        j.part_floats = (j.pad_floats +
-                         (j.fwd_oc ? conv_oc_tmp_floats(j.d.OHW, j.OCP_oc)
-                                   : conv_direct_tmp_floats(j.d.OC, j.d.H + 2 * j.d.ph, j.d.W + 2 * j.d.pw, j.d.KH,
-                                                            j.d.KW)) +
+        /* Winograd's buffers; or the padded input, then the output-channel kernel's
+         * [pixel][channel] sums, or the flat mode's output (short rows) */
+        j.part_floats = (j.wino ? conv_wino_tmp_floats(j.d.C, j.d.OC, j.d.OH, j.d.OW, j.d.KH)
+                                : j.pad_floats + (j.fwd_oc ? conv_oc_tmp_floats(j.d.OHW, j.OCP_oc)
+                                                           : conv_direct_tmp_floats(j.d.OC, j.d.H + 2 * j.d.ph,
+                                                                                    j.d.W + 2 * j.d.pw, j.d.KH,
+                                                                                    j.d.KW)) +
                          15) / 16 * 16;
         j.parts = parts_for(g, j.B, j.part_floats);
-        const size_t wt = j.fwd_oc ? (size_t)j.d.K * j.OCP_oc : 0;
+        const size_t wt = j.wino ? conv_wino_u_floats(j.d.C, j.d.OC) : j.fwd_oc ? (size_t)j.d.K * j.OCP_oc : 0;
         j.scratch = engine_graph_scratch(g, ((size_t)j.parts * j.part_floats + wt) * sizeof(float));
         if (!j.scratch)
             return;
+        if (j.wino) {
+            j.U = j.scratch + (size_t)j.parts * j.part_floats;
+            conv_wino_pack(&j.d, j.W, 0, j.U);
+        }
         if (j.fwd_oc) {
             j.Wt_oc = j.scratch + (size_t)j.parts * j.part_floats;
             conv_oc_pack(j.W, j.d.OC, j.d.K, j.OCP_oc, j.Wt_oc);
@@ -527,10 +545,13 @@ void cpu_conv2d_bwd(engine_graph_t *g, engine_tensor_t *t)
     j.S = chunk_samples(&j.d, j.B);
     j.CB = channel_block(&j.d, j.S);
     j.pad_floats = (size_t)(j.d.H + 2 * j.d.ph) * (j.d.W + 2 * j.d.pw);
-    j.dx_direct = j.dx && conv_direct_dx_usable(&j.d);
-    j.dx_oc = j.dx_direct && conv_oc_dx_usable(&j.d);
+    j.dx_wino = j.dx && conv_wino_dx_usable(&j.d);
+    j.dx_direct = j.dx && (j.dx_wino || conv_direct_dx_usable(&j.d));
+    j.dx_oc = j.dx_direct && !j.dx_wino && conv_oc_dx_usable(&j.d);
     j.CP_oc = (j.d.C + 15) / 16 * 16;
-    if (j.dx_direct) { /* the padded dy, then the output-channel kernel's sums or the flat mode's output */
+    if (j.dx_wino)
+        j.dpad_floats = conv_wino_tmp_floats(j.d.OC, j.d.C, j.d.H, j.d.W, j.d.KH);
+    else if (j.dx_direct) { /* the padded dy, then the output-channel kernel's sums or the flat mode's output */
         const int Hq = j.d.OH + 2 * (j.d.KH - 1 - j.d.ph), Wq = j.d.OW + 2 * (j.d.KW - 1 - j.d.pw);
         j.dpad_floats = (size_t)j.d.OC * Hq * Wq + (j.dx_oc ? conv_oc_tmp_floats(j.d.H * j.d.W, j.CP_oc)
                                                              : conv_direct_tmp_floats(j.d.C, Hq, Wq, j.d.KH, j.d.KW));
@@ -553,7 +574,9 @@ void cpu_conv2d_bwd(engine_graph_t *g, engine_tensor_t *t)
         j.parts > engine_threadpool_size(engine_graph_pool(g)))
         j.parts = engine_threadpool_size(engine_graph_pool(g));
     const size_t wfl = (size_t)j.d.OC * j.d.K, extra = (size_t)(j.parts - 1) * (wfl + j.d.OC);
-    const size_t wfl_dx = j.dx_oc ? (size_t)j.d.OC * j.d.KH * j.d.KW * j.CP_oc : wfl;
+    const size_t wfl_dx = j.dx_wino ? conv_wino_u_floats(j.d.OC, j.d.C)
+                          : j.dx_oc ? (size_t)j.d.OC * j.d.KH * j.d.KW * j.CP_oc
+                                    : wfl;
     j.scratch = engine_graph_scratch(g, ((size_t)j.parts * j.part_floats + extra + (j.dx_direct || j.pw512 ? wfl_dx : 0)) *
                                             sizeof(float));
     if (!j.scratch)
@@ -562,7 +585,9 @@ void cpu_conv2d_bwd(engine_graph_t *g, engine_tensor_t *t)
     j.db_part = j.dW_part + (size_t)(j.parts - 1) * wfl;
     if (j.dx_direct) {
         j.Wf = j.db_part + (size_t)(j.parts - 1) * j.d.OC;
-        if (j.dx_oc)
+        if (j.dx_wino)
+            conv_wino_pack(&j.d, j.W, 1, j.Wf);
+        else if (j.dx_oc)
             conv_oc_pack_flipped(&j.d, j.W, j.CP_oc, j.Wf);
         else
             conv_direct_flip(&j.d, j.W, j.Wf);

@@ -202,7 +202,28 @@ void conv_oc_sample(const float *xp, int Hp, int Wp, int C, const float *wt, int
 /* conv_oc_sample's tmp: OH*OW*OCP floats. */
 static inline size_t conv_oc_tmp_floats(int OHW, int OCP) { return (size_t)OHW * OCP; }
 void conv_oc_pack(const float *w, int OC, int Q, int OCP, float *wt);
+/* Sums along the channels, tmp [OHW][OCP], into the planes y [OC][OHW] with bias (NULL: none),
+ * stored or with add added, then with relu clamped at 0 (AVX-512 CPUs only). */
+void conv_oc_unpack(const float *tmp, int OCP, int OHW, const float *bias, int OC, float *y, int add, int relu);
 void conv_oc_pack_flipped(const conv_dims_t *d, const float *W, int CP, float *wt);
+
+/* Winograd convolution on 6x6 tiles (ops_conv_wino.c): F(2x2, 5x5), stride 1, no dilation, one
+ * group, at least 16 channels in and out. conv_wino_usable: the op's forward takes it (AVX-512
+ * CPU, FEDNAS_CONV_WINO not 0, not forced through im2col or the portable code);
+ * conv_wino_dx_usable: its input gradient (padding at most kernel - 1). conv_wino_pack: the
+ * transformed weights u [36][Ci][round16(Co)] (conv_wino_u_floats) of the convolution as
+ * computed: the forward's (Ci = C, Co = OC) or, flipped, the input gradient's (Ci = OC, Co = C:
+ * the kernel turned around, channel axes swapped). conv_wino_sample: one sample, y [Co][OH][OW]
+ * (OH = H+2ph-r+1) from x (Ci planes [H][W], ld floats apart; read only) with padding ph, pw,
+ * plus bias (NULL: none), stored or with add added, then with relu clamped at 0; tmp:
+ * conv_wino_tmp_floats. */
+int conv_wino_usable(const conv_dims_t *d);
+int conv_wino_dx_usable(const conv_dims_t *d);
+size_t conv_wino_u_floats(int Ci, int Co);
+size_t conv_wino_tmp_floats(int Ci, int Co, int OH, int OW, int r);
+void conv_wino_pack(const conv_dims_t *d, const float *W, int flipped, float *u);
+void conv_wino_sample(const float *x, size_t ld, int Ci, int H, int W, int ph, int pw, int r, const float *u, int Co,
+                      const float *bias, float *y, float *tmp, int add, int relu);
 
 /* Pointwise convs (1x1, stride 1, no padding, one group) in AVX-512 (ops_conv_pw.c).
  * conv_pw_usable: the op's forward and input gradient take conv_pw_gemm (AVX-512 CPU,

@@ -105,8 +105,14 @@ __attribute__((target("avx512f"))) void conv_oc_sample(const float *xp, int Hp, 
             oc_tile_any(n, V, px, C, pp, Wp, KH, KW, wt + oc0, OCP, tmp + (size_t)p0 * OCP + oc0);
         }
     }
-    /* tmp [OHW][OCP] into y [OC][OHW]: 16 pixels of a channel per gather, then bias, the old
-     * output, ReLU, one store along the plane */
+    conv_oc_unpack(tmp, OCP, OHW, bias, OC, y, add, relu);
+}
+
+/* tmp [OHW][OCP] into y [OC][OHW]: 16 pixels of a channel per gather, then bias, the old
+ * output, ReLU, one store along the plane. */
+__attribute__((target("avx512f"))) void conv_oc_unpack(const float *tmp, int OCP, int OHW, const float *bias, int OC,
+                                                      float *y, int add, int relu)
+{
     const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                            _mm512_set1_epi32(OCP));
     for (int oc = 0; oc < OC; oc++) {
@@ -166,6 +172,12 @@ void conv_oc_sample(const float *xp, int Hp, int Wp, int C, const float *wt, int
     (void)xp, (void)Hp, (void)Wp, (void)C, (void)wt, (void)OCP, (void)KH, (void)KW, (void)bias, (void)OC, (void)y;
     (void)tmp, (void)add, (void)relu;
     abort(); /* never called: conv_oc_usable() is 0 here */
+}
+
+void conv_oc_unpack(const float *tmp, int OCP, int OHW, const float *bias, int OC, float *y, int add, int relu)
+{
+    (void)tmp, (void)OCP, (void)OHW, (void)bias, (void)OC, (void)y, (void)add, (void)relu;
+    abort(); /* never called: its callers' usable() checks are 0 here */
 }
 
 int conv_oc_usable(const conv_dims_t *d)

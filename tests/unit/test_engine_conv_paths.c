@@ -18,6 +18,7 @@
 #include "common/rng.h"
 #include "engine/graph.h"
 #include "engine/ops.h"
+#include "engine/ops_conv.h"
 
 typedef struct {
     int B, C, H, W, OC, KH, KW;
@@ -27,6 +28,9 @@ typedef struct {
 } shape_t;
 
 static int draw(rng_t *r, int lo, int hi) { return lo + (int)rng_below(r, (uint64_t)(hi - lo + 1)); }
+
+/* The kernel side of kind 5's shapes (Winograd's: 5, or 3 with FEDNAS_CONV_WINO3=1). */
+static int wino_r = 5;
 
 /* A random shape of the given kind: 0 depthwise (groups = C, multiplier 1 or 2), 1 grouped,
  * 2 plain, 3 pointwise (1x1), 4 the direct kernel's (stride 1, no dilation, one group, a kernel
@@ -81,6 +85,22 @@ static shape_t random_shape(rng_t *r, int kind)
                 s.H = draw(r, 1, 20);
                 s.W = draw(r, 1, 20);
             }
+            if (s.H < 1 || s.W < 1)
+                continue;
+        }
+        if (kind == 5) {
+            /* Winograd's tiles: 16-40 input and 16-70 output channels (vectors full and cut
+             * short), maps cut into tiles with some left over, padding up to kernel - 1 (past it
+             * sometimes: the input gradient then goes back to the other kernels) */
+            s.C = draw(r, 16, 40);
+            s.OC = draw(r, 16, 70);
+            s.KH = s.KW = wino_r;
+            s.p = (engine_conv2d_params_t){.stride_h = 1, .stride_w = 1, .dil_h = 1, .dil_w = 1, .groups = 1,
+                                           .relu = (int)rng_below(r, 2)};
+            s.p.pad_h = draw(r, 0, s.KH - 1 + (rng_below(r, 8) == 0));
+            s.p.pad_w = draw(r, 0, s.KW - 1 + (rng_below(r, 8) == 0));
+            s.H = draw(r, 1, 15) + s.KH - 1 - 2 * s.p.pad_h;
+            s.W = draw(r, 1, 15) + s.KW - 1 - 2 * s.p.pad_w;
             if (s.H < 1 || s.W < 1)
                 continue;
         }
@@ -269,6 +289,36 @@ static void test_direct(void **state)
     check_kind(4, 60, 15);
 }
 
+/* Whether this CPU runs the AVX-512 kernels (those the tests below must reach). */
+static int cpu_avx512(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    return __builtin_cpu_supports("avx512f") != 0;
+#else
+    return 0;
+#endif
+}
+
+/* Winograd's tiles (ops_conv_wino.c): 5x5, and 3x3 where FEDNAS_CONV_WINO3=1 lets them take it;
+ * on an AVX-512 CPU the FedAvg CNN's second layer and its input gradient must reach them. */
+static void test_winograd(void **state)
+{
+    (void)state;
+    const conv_dims_t cnn2 = {.C = 32, .H = 14, .W = 14, .OC = 64, .OH = 14, .OW = 14, .KH = 5, .KW = 5, .sh = 1,
+                              .sw = 1, .ph = 2, .pw = 2, .dh = 1, .dw = 1, .G = 1};
+    assert_int_equal(conv_wino_usable(&cnn2), cpu_avx512());
+    assert_int_equal(conv_wino_dx_usable(&cnn2), cpu_avx512());
+    const conv_dims_t first = {.C = 1, .H = 28, .W = 28, .OC = 32, .OH = 28, .OW = 28, .KH = 5, .KW = 5, .sh = 1,
+                               .sw = 1, .ph = 2, .pw = 2, .dh = 1, .dw = 1, .G = 1};
+    assert_false(conv_wino_usable(&first)); /* one input channel: the transforms would cost more */
+    check_kind(5, 50, 17);
+    wino_r = 3;
+    setenv("FEDNAS_CONV_WINO3", "1", 1);
+    check_kind(5, 30, 18);
+    unsetenv("FEDNAS_CONV_WINO3");
+    wino_r = 5;
+}
+
 /* The direct kind again with the output-channel kernel off (FEDNAS_CONV_OC=0): the runs above
  * send every op whose channels fill their vectors to it, these to the row kernel. */
 static void test_direct_rows(void **state)
@@ -316,7 +366,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_depthwise), cmocka_unit_test(test_grouped),      cmocka_unit_test(test_plain),
-        cmocka_unit_test(test_pointwise), cmocka_unit_test(test_direct),       cmocka_unit_test(test_direct_rows),
+        cmocka_unit_test(test_pointwise), cmocka_unit_test(test_direct),       cmocka_unit_test(test_winograd),
+        cmocka_unit_test(test_direct_rows),
         cmocka_unit_test(test_portable),     cmocka_unit_test(test_glue_portable),
         cmocka_unit_test(test_oracle_rejects),
     };
