@@ -178,6 +178,7 @@ typedef struct {
     int OCP_oc, CP_oc;  /* OC and C rounded up to 16 */
     size_t dpad_floats; /* with dx_direct: the zero-bordered dy of one sample */
     int dw_direct;      /* dW by the direct kernel: dW^T summed per part in dwt, from dy^T */
+    int dw_wino;        /* with dw_direct: by Winograd's tiles instead, summed in dyt (its acc) */
     int OCP;            /* with dw_direct: OC rounded up to 16 */
     size_t xpad_floats, dyt_floats, dwt_floats; /* with dw_direct: zero-bordered input, dy^T, dW^T */
     float *dW_part;     /* parts-1 private weight-gradient sums (parts 1..), OC*K floats each */
@@ -346,6 +347,12 @@ static void conv_direct_dw_chunk(const conv_job_t *j, const float *dyc, int s0, 
     const conv_dims_t *d = &j->d;
     const size_t CHW = (size_t)d->C * d->H * d->W;
     const int N = n * d->OHW, padded = d->ph || d->pw;
+    if (j->dw_wino) { /* xpad is its scratch, dyt its transform-domain sum */
+        for (int s = 0; s < n; s++)
+            conv_wino_dw_sample(j->x + (size_t)(s0 + s) * CHW, d->C, d->H, d->W, d->ph, d->pw, d->KH,
+                                dyc + (size_t)s * d->OHW, (size_t)N, d->OC, dyt, xpad);
+        return;
+    }
     for (int s = 0; s < n; s++) {
         const float *xs = j->x + (size_t)(s0 + s) * CHW;
         if (padded)
@@ -440,6 +447,8 @@ static void conv_bwd_part(void *ctx, int64_t begin, int64_t end)
                 }
             }
         }
+        if (j->dw_wino && dW)
+            conv_wino_dw_finish(dyt, d->C, d->OC, d->KH, dwt);
         if (j->dw_direct && dW) /* the part's dW^T into its dW, in a fixed order */
             for (int oc = 0; oc < d->OC; oc++)
                 for (int q = 0; q < K; q++)
@@ -556,12 +565,14 @@ void cpu_conv2d_bwd(engine_graph_t *g, engine_tensor_t *t)
         j.dpad_floats = (size_t)j.d.OC * Hq * Wq + (j.dx_oc ? conv_oc_tmp_floats(j.d.H * j.d.W, j.CP_oc)
                                                              : conv_direct_tmp_floats(j.d.C, Hq, Wq, j.d.KH, j.d.KW));
     }
-    j.dw_direct = j.dW && conv_direct_dw_usable(&j.d);
+    j.dw_wino = j.dW && conv_wino_dw_usable(&j.d);
+    j.dw_direct = j.dW && (j.dw_wino || conv_direct_dw_usable(&j.d));
     j.pw512_dw = j.dW && !j.dw_direct && conv_pw_usable(&j.d);
     if (j.dw_direct) {
         j.OCP = (j.d.OC + 15) / 16 * 16;
-        j.xpad_floats = (size_t)j.d.C * (j.d.H + 2 * j.d.ph) * (j.d.W + 2 * j.d.pw);
-        j.dyt_floats = (size_t)j.d.OHW * j.OCP;
+        j.xpad_floats = j.dw_wino ? conv_wino_dw_tmp_floats(j.d.C, j.d.OC, j.d.OH, j.d.OW, j.d.KH)
+                                  : (size_t)j.d.C * (j.d.H + 2 * j.d.ph) * (j.d.W + 2 * j.d.pw);
+        j.dyt_floats = j.dw_wino ? conv_wino_dw_acc_floats(j.d.C, j.d.OC) : (size_t)j.d.OHW * j.OCP;
         j.dwt_floats = (size_t)j.d.K * j.OCP;
     }
     j.part_floats = (2 * (size_t)j.CB * j.d.KH * j.d.KW + j.d.OCg) * j.S * j.d.OHW + 2 * j.pad_floats + j.dpad_floats +

@@ -224,6 +224,17 @@ size_t conv_wino_tmp_floats(int Ci, int Co, int OH, int OW, int r);
 void conv_wino_pack(const conv_dims_t *d, const float *W, int flipped, float *u);
 void conv_wino_sample(const float *x, size_t ld, int Ci, int H, int W, int ph, int pw, int r, const float *u, int Co,
                       const float *bias, float *y, float *tmp, int add, int relu);
+/* The weight gradient in the same tiles. conv_wino_dw_usable: the op's takes them.
+ * conv_wino_dw_sample adds one sample's share, in the transform domain, into acc
+ * (conv_wino_dw_acc_floats, zeroed before the first sample), from its input x (C planes [H][W])
+ * and dy (OC planes [OH][OW], ldy floats apart); tmp: conv_wino_dw_tmp_floats.
+ * conv_wino_dw_finish adds the taps acc stands for into dwt, dW^T [C*r*r][round16(OC)]. */
+int conv_wino_dw_usable(const conv_dims_t *d);
+static inline size_t conv_wino_dw_acc_floats(int C, int OC) { return (size_t)36 * C * ((OC + 15) / 16 * 16); }
+size_t conv_wino_dw_tmp_floats(int C, int OC, int OH, int OW, int r);
+void conv_wino_dw_sample(const float *x, int C, int H, int W, int ph, int pw, int r, const float *dy, size_t ldy, int OC,
+                         float *acc, float *tmp);
+void conv_wino_dw_finish(const float *acc, int C, int OC, int r, float *dwt);
 
 /* Pointwise convs (1x1, stride 1, no padding, one group) in AVX-512 (ops_conv_pw.c).
  * conv_pw_usable: the op's forward and input gradient take conv_pw_gemm (AVX-512 CPU,

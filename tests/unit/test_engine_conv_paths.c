@@ -29,7 +29,7 @@ typedef struct {
 
 static int draw(rng_t *r, int lo, int hi) { return lo + (int)rng_below(r, (uint64_t)(hi - lo + 1)); }
 
-/* The kernel side of kind 5's shapes (Winograd's: 5, or 3 with FEDNAS_CONV_WINO3=1). */
+/* The kernel side of kind 5's shapes (Winograd's: 5 or 3). */
 static int wino_r = 5;
 
 /* A random shape of the given kind: 0 depthwise (groups = C, multiplier 1 or 2), 1 grouped,
@@ -247,8 +247,12 @@ static void check_kind(int kind, int count, uint64_t seed_v)
                              rel_d(fast.dW, dW, NULL, nw),       s.bias ? rel_d(fast.db, db, NULL, (size_t)s.OC) : 0,
                              rel_f(fast.y, slow.y, ny),          rel_f(fast.dx, slow.dx, nx),
                              rel_f(fast.dW, slow.dW, nw)};
+        /* Winograd's transforms round more than a direct sum: on these shapes its worst relative
+         * error was 6.7e-6 (output), 6.3e-6 (input gradient) and 1.0e-5 (weight gradient,
+         * summed over tiles in the transform domain); the other kernels stay under 1e-5 */
+        const double tol = kind == 5 ? 5e-5 : 1e-5;
         for (int k = 0; k < 7; k++)
-            if (!(e[k] < 1e-5))
+            if (!(e[k] < tol))
                 fail_msg("kind %d case %d (B%d C%d %dx%d OC%d k%dx%d s%d,%d p%d,%d d%d,%d g%d relu%d bias%d leaf%d): "
                          "check %d relative error %.2e",
                          kind, ci, s.B, s.C, s.H, s.W, s.OC, s.KH, s.KW, s.p.stride_h, s.p.stride_w, s.p.pad_h,
@@ -283,10 +287,15 @@ static void test_pointwise(void **state)
     check_kind(3, 30, 14);
 }
 
+/* With Winograd's tiles off, so that the direct kernels get every shape they take (with the
+ * tiles on, those of 16+ channels and a square 3x3 or 5x5 kernel go to them: test_winograd). */
 static void test_direct(void **state)
 {
     (void)state;
+    setenv("FEDNAS_CONV_WINO", "0", 1);
     check_kind(4, 60, 15);
+    unsetenv("FEDNAS_CONV_WINO");
+    check_kind(4, 30, 19); /* and with the tiles on, what each op then takes */
 }
 
 /* Whether this CPU runs the AVX-512 kernels (those the tests below must reach). */
@@ -299,8 +308,8 @@ static int cpu_avx512(void)
 #endif
 }
 
-/* Winograd's tiles (ops_conv_wino.c): 5x5, and 3x3 where FEDNAS_CONV_WINO3=1 lets them take it;
- * on an AVX-512 CPU the FedAvg CNN's second layer and its input gradient must reach them. */
+/* Winograd's tiles (ops_conv_wino.c), 5x5 and 3x3; on an AVX-512 CPU the FedAvg CNN's second
+ * layer, its input and weight gradients must reach them, and FEDNAS_CONV_WINO=0 turn them off. */
 static void test_winograd(void **state)
 {
     (void)state;
@@ -308,14 +317,16 @@ static void test_winograd(void **state)
                               .sw = 1, .ph = 2, .pw = 2, .dh = 1, .dw = 1, .G = 1};
     assert_int_equal(conv_wino_usable(&cnn2), cpu_avx512());
     assert_int_equal(conv_wino_dx_usable(&cnn2), cpu_avx512());
+    assert_int_equal(conv_wino_dw_usable(&cnn2), cpu_avx512());
+    setenv("FEDNAS_CONV_WINO", "0", 1);
+    assert_false(conv_wino_usable(&cnn2) || conv_wino_dx_usable(&cnn2) || conv_wino_dw_usable(&cnn2));
+    unsetenv("FEDNAS_CONV_WINO");
     const conv_dims_t first = {.C = 1, .H = 28, .W = 28, .OC = 32, .OH = 28, .OW = 28, .KH = 5, .KW = 5, .sh = 1,
                                .sw = 1, .ph = 2, .pw = 2, .dh = 1, .dw = 1, .G = 1};
     assert_false(conv_wino_usable(&first)); /* one input channel: the transforms would cost more */
     check_kind(5, 50, 17);
     wino_r = 3;
-    setenv("FEDNAS_CONV_WINO3", "1", 1);
     check_kind(5, 30, 18);
-    unsetenv("FEDNAS_CONV_WINO3");
     wino_r = 5;
 }
 
@@ -325,7 +336,9 @@ static void test_direct_rows(void **state)
 {
     (void)state;
     setenv("FEDNAS_CONV_OC", "0", 1);
+    setenv("FEDNAS_CONV_WINO", "0", 1);
     check_kind(4, 40, 16);
+    unsetenv("FEDNAS_CONV_WINO");
     unsetenv("FEDNAS_CONV_OC");
 }
 
