@@ -22,9 +22,13 @@
  * swapped (padding r-1-p), so it runs the same code with weights packed by conv_wino_pack's
  * flipped mode.
  *
- * Each output is summed in a fixed order, so results do not depend on the thread count; they
- * differ from the direct convolution by the transforms' rounding (a relative error about 1e-6 on
- * the tests' random shapes). Tests: test_engine_conv_paths (kind "winograd"), against a
+ * The weight gradient swaps the factors' roles (below, before conv_wino_dw_sample).
+ *
+ * Each output is summed in a fixed order, so results do not depend on the thread count (the
+ * weight gradient's per-part sums are added in part order by ops_conv.c, as the direct kernel's
+ * are). They differ from the direct convolution by the transforms' rounding: on the tests'
+ * random shapes a relative error up to 7e-6 in the output and input gradient and 1e-5 in the
+ * weight gradient (the direct kernels: under 1e-6). Tests: test_engine_conv_paths (kind "winograd"), against a
  * double-precision convolution and the im2col path. FEDNAS_CONV_WINO=0 turns it off (A/B runs),
  * as does FEDNAS_CONV_PORTABLE=1. */
 #include <stdint.h>

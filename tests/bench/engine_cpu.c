@@ -5,7 +5,8 @@
  * Fashion-MNIST (FEDNAS_FMNIST_DIR, else Debian's; random images when it is missing), SGD with
  * momentum 0.9 at lr 0.01, after a warm-up of three batches. fednas's achieved GFLOP/s is also
  * given against OpenBLAS's own sgemm measured in the same run (DESIGN: compare within one run,
- * print the BLAS core and threads). Never gates CI.
+ * print the BLAS core and threads); it counts a direct convolution's FLOPs, so where Winograd's
+ * tiles do fewer multiplications (ops_conv_wino.c) it can pass the sgemm rate. Never gates CI.
  *
  * PyTorch (tests/bench/engine_cpu_torch.py, with FEDNAS_PYTHON or /usr/bin/python3 when it
  * imports torch) runs the same cases right after each net's fednas runs, at its best set-up on
@@ -17,7 +18,8 @@
  * test accuracy. FEDNAS_PROFILE=B prints fednas's per-op kernel times at batch B;
  * FEDNAS_BENCH_BATCH=B runs batch B only (for perf record).
  * FEDNAS_CONV_PORTABLE=1 and FEDNAS_DENSE_PORTABLE=1 turn off the engine's AVX-512 convolution
- * code and small-batch linear kernels, FEDNAS_CONV_DIRECT=0 only the direct convolutions
+ * code and small-batch linear kernels, FEDNAS_CONV_WINO=0 Winograd's tiles (ops_conv_wino.c),
+ * FEDNAS_CONV_DIRECT=0 the direct convolutions
  * (ops_conv_direct.c), FEDNAS_CONV_OC=0 their output-channel variant (ops_conv_oc.c), FEDNAS_CONV_PW=0
  * the 1x1 convs' own product (ops_conv_pw.c), FEDNAS_POOL_PORTABLE=1 the AVX-512 max pool (FEDNAS_PYTHON=/bin/false: no
  * PyTorch column), so one binary measures what they gain, alternating runs under the same load.
