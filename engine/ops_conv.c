@@ -30,9 +30,10 @@
  *
  * On AVX-512 CPUs, stride-1 undilated ungrouped convs whose rows fill their vectors (or go flat)
  * take the direct kernels of ops_conv_direct.c instead: forward, input gradient and weight
- * gradient each where conv_direct_*usable() says so, the rest of the op staying here; 5x5 convs
- * of 16 channels or more run their forward and input gradient in Winograd tiles
- * (ops_conv_wino.c) on the same per-sample parts. */
+ * gradient each where conv_direct_*usable() says so, the rest of the op staying here; square
+ * 5x5 and 3x3 convs of 16 channels or more in and out run all three in Winograd tiles
+ * (ops_conv_wino.c) on the same per-sample parts, the weight gradient's sums in the direct
+ * kernel's per-part dW^T. */
 #include <cblas.h>
 #include <stdint.h>
 #include <stdlib.h>

@@ -5,7 +5,7 @@ PyTorch's convolutions run in oneDNN, and its default threading oversubscribes s
 
 usage: engine_cpu_torch.py THREADS SAMPLES DATA_DIR NETS BATCHES [EVAL]
   NETS: comma-separated names (cnn, plain3, dwsep; the same layer lists as engine_cpu.c), or
-  "serve": read requests from stdin, one a line ("NET BATCH", "acc NET"), as engine_cpu does,
+  "serve": read requests from stdin, one a line ("NET BATCH", "acc NET [SEED]"), as engine_cpu does,
   BATCHES: comma-separated batch sizes, DATA_DIR: Fashion-MNIST IDX files, or "-" for the
   random data engine_cpu uses when the set is missing (seeded differently: speed only),
   EVAL: 1 to train one full epoch (60000 samples) at batch 64 per net and report test accuracy.
@@ -44,6 +44,19 @@ def conv(i, o, k, groups=1):
 
 
 def make(name):
+    m = layers(name)
+    # The engine's initialisation (engine_net_init: He uniform, bound sqrt(6 / fan_in), zero
+    # bias), so that one epoch's accuracy compares the training, not the initialisations: with
+    # PyTorch's default (bound sqrt(1 / fan_in)) the depthwise-separable net, seven ReLU layers
+    # without batch norm, stayed at chance (0.1000) after its epoch.
+    for mod in m.modules():
+        if isinstance(mod, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_uniform_(mod.weight, nonlinearity="relu")
+            nn.init.zeros_(mod.bias)
+    return m
+
+
+def layers(name):
     # Keep in step with the layer lists in engine_cpu.c.
     if name == "cnn":  # FedAvg CNN, McMahan et al. 2017
         return nn.Sequential(conv(1, 32, 5), nn.ReLU(), nn.MaxPool2d(2), conv(32, 64, 5), nn.ReLU(), nn.MaxPool2d(2),
@@ -86,12 +99,12 @@ def timed(name, B):
     print(f"torch {name} {B} {samples / (t1 - t0):.1f} {samples / (c1 - c0):.1f}", flush=True)
 
 
-def accuracy(name):
+def accuracy(name, seed=1):
     xte, yte = load("t10k")
-    torch.manual_seed(1)
+    torch.manual_seed(seed)
     m = make(name)
     opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
-    perm = torch.randperm(xtr.shape[0], generator=torch.Generator().manual_seed(1))
+    perm = torch.randperm(xtr.shape[0], generator=torch.Generator().manual_seed(seed))
     epoch(m, opt, xtr[perm], ytr[perm], 64)
     m.eval()
     with torch.no_grad():
@@ -100,13 +113,13 @@ def accuracy(name):
 
 
 if nets == "serve":
-    # engine_cpu's co-process: one request a line, "NET BATCH" (one timed epoch) or "acc NET",
+    # engine_cpu's co-process: one request a line, "NET BATCH" (one timed epoch) or "acc NET [SEED]",
     # so the two frameworks' runs alternate case by case under the same machine load.
     print("ready", flush=True)
     for line in sys.stdin:
         f = line.split()
-        if len(f) == 2 and f[0] == "acc":
-            accuracy(f[1])
+        if len(f) in (2, 3) and f[0] == "acc":
+            accuracy(f[1], int(f[2]) if len(f) == 3 else 1)
         elif len(f) == 2:
             timed(f[0], int(f[1]))
 else:
