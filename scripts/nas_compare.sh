@@ -19,7 +19,8 @@
 # only: the tables over each search's first AT candidates, in ask order; since no strategy's
 # proposals depend on the budget, that is exactly a search with budget AT, so searches still
 # running can be compared at an equal budget; AT=auto: per seed, the longest finished prefix that
-# all three searches of the seed share; default: every candidate done). Each search
+# all three searches of the seed share; default: every candidate done), KINDS (run only: the
+# strategies to run, default "random re nsga2"; the tables show "-" for one not run). Each search
 # has its own store OUT_DIR/NAME.db and log OUT_DIR/NAME.log; a search already done in its store
 # is not run again, and one that was interrupted is resumed (`fednas nas --resume`).
 # FEDNAS_THREADS is 1 unless set.
@@ -36,7 +37,8 @@ mkdir -p "$OUT"
 OUT=$(realpath "$OUT")
 
 names=()
-for s in $SEEDS; do for k in random re nsga2; do names+=("$PREFIX-$k-macro-s$s"); done; done
+KINDS=${KINDS:-random re nsga2}
+for s in $SEEDS; do for k in $KINDS; do names+=("$PREFIX-$k-macro-s$s"); done; done
 JOBS=${JOBS:-${#names[@]}}
 
 run_one() { # NAME: run (or resume) one search into its own store
