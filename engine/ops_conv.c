@@ -171,17 +171,20 @@ typedef struct {
     size_t part_floats;
     size_t pad_floats;  /* one zero-padded input plane */
     int dx_direct;      /* dx by the direct kernel (ops_conv_direct.c) from the flipped weights Wf */
-    float *Wf;          /* with dx_direct: [C][OC][KH][KW]; with dx_oc: [OC*KH*KW][CP] */
+    float *Wf;          /* with dx_direct: [C][OC][KH][KW]; with dx_oc: [OC*KH*KW][CP]; with dx_wino:
+                         * the flipped transformed weights [36][OC][CP] (conv_wino_pack) */
     int fwd_oc, dx_oc;  /* forward / dx by conv_oc_sample (ops_conv_oc.c) */
     int wino, dx_wino;  /* forward / dx by conv_wino_sample (ops_conv_wino.c) */
     float *U;           /* with wino: the forward's transformed weights (conv_wino_pack) */
     float *Wt_oc;       /* with fwd_oc: W packed [C*KH*KW][OCP] */
     int OCP_oc, CP_oc;  /* OC and C rounded up to 16 */
-    size_t dpad_floats; /* with dx_direct: the zero-bordered dy of one sample */
+    size_t dpad_floats; /* with dx_direct: the zero-bordered dy of one sample (and the kernel's tmp);
+                         * with dx_wino: conv_wino_sample's tmp */
     int dw_direct;      /* dW by the direct kernel: dW^T summed per part in dwt, from dy^T */
     int dw_wino;        /* with dw_direct: by Winograd's tiles instead, summed in dyt (its acc) */
     int OCP;            /* with dw_direct: OC rounded up to 16 */
-    size_t xpad_floats, dyt_floats, dwt_floats; /* with dw_direct: zero-bordered input, dy^T, dW^T */
+    size_t xpad_floats, dyt_floats, dwt_floats; /* with dw_direct: zero-bordered input, dy^T, dW^T;
+                                                 * with dw_wino: its tmp, its transform-domain sum, dW^T */
     float *dW_part;     /* parts-1 private weight-gradient sums (parts 1..), OC*K floats each */
     float *db_part;     /* parts-1 private bias-gradient sums, OC floats each */
 } conv_job_t;
@@ -494,11 +497,11 @@ void cpu_conv2d_fwd(engine_graph_t *g, engine_tensor_t *t)
         j.OCP_oc = (j.d.OC + 15) / 16 * 16;
         /* Winograd's buffers; or the padded input, then the output-channel kernel's
          * [pixel][channel] sums, or the flat mode's output (short rows) */
-        j.part_floats = (j.wino ? conv_wino_tmp_floats(j.d.C, j.d.OC, j.d.OH, j.d.OW, j.d.KH)
-                                : j.pad_floats + (j.fwd_oc ? conv_oc_tmp_floats(j.d.OHW, j.OCP_oc)
-                                                           : conv_direct_tmp_floats(j.d.OC, j.d.H + 2 * j.d.ph,
-                                                                                    j.d.W + 2 * j.d.pw, j.d.KH,
-                                                                                    j.d.KW)) +
+        j.part_floats = ((j.wino ? conv_wino_tmp_floats(j.d.C, j.d.OC, j.d.OH, j.d.OW, j.d.KH)
+                                 : j.pad_floats + (j.fwd_oc ? conv_oc_tmp_floats(j.d.OHW, j.OCP_oc)
+                                                            : conv_direct_tmp_floats(j.d.OC, j.d.H + 2 * j.d.ph,
+                                                                                     j.d.W + 2 * j.d.pw, j.d.KH,
+                                                                                     j.d.KW))) +
                          15) / 16 * 16;
         j.parts = parts_for(g, j.B, j.part_floats);
         const size_t wt = j.wino ? conv_wino_u_floats(j.d.C, j.d.OC) : j.fwd_oc ? (size_t)j.d.K * j.OCP_oc : 0;

@@ -207,8 +207,8 @@ void conv_oc_pack(const float *w, int OC, int Q, int OCP, float *wt);
 void conv_oc_unpack(const float *tmp, int OCP, int OHW, const float *bias, int OC, float *y, int add, int relu);
 void conv_oc_pack_flipped(const conv_dims_t *d, const float *W, int CP, float *wt);
 
-/* Winograd convolution on 6x6 tiles (ops_conv_wino.c): F(2x2, 5x5), stride 1, no dilation, one
- * group, at least 16 channels in and out. conv_wino_usable: the op's forward takes it (AVX-512
+/* Winograd convolution on 6x6 tiles (ops_conv_wino.c): F(2x2, 5x5) and F(4x4, 3x3), stride 1, no
+ * dilation, one group, square kernels, at least 16 channels in and out. conv_wino_usable: the op's forward takes it (AVX-512
  * CPU, FEDNAS_CONV_WINO not 0, not forced through im2col or the portable code);
  * conv_wino_dx_usable: its input gradient (padding at most kernel - 1). conv_wino_pack: the
  * transformed weights u [36][Ci][round16(Co)] (conv_wino_u_floats) of the convolution as

@@ -24,11 +24,12 @@
  *
  * The weight gradient swaps the factors' roles (below, before conv_wino_dw_sample).
  *
- * Each output is summed in a fixed order, so results do not depend on the thread count (the
- * weight gradient's per-part sums are added in part order by ops_conv.c, as the direct kernel's
- * are). They differ from the direct convolution by the transforms' rounding: on the tests'
+ * Each output and input-gradient element is summed in a fixed order within its sample, so they
+ * do not depend on the thread count; the weight gradient is summed per part (ranges of samples,
+ * their number set by the thread count) and the parts added in order by ops_conv.c, as the direct
+ * kernel's are, so it is reproducible for a given thread count. They differ from the direct convolution by the transforms' rounding: on the tests'
  * random shapes a relative error up to 7e-6 in the output and input gradient and 1e-5 in the
- * weight gradient (the direct kernels: under 1e-6). Tests: test_engine_conv_paths (kind "winograd"), against a
+ * weight gradient (the direct kernels: under 1e-6). Tests: test_engine_conv_paths (test_winograd, kind 5 shapes), against a
  * double-precision convolution and the im2col path. FEDNAS_CONV_WINO=0 turns it off (A/B runs),
  * as does FEDNAS_CONV_PORTABLE=1. */
 #include <stdint.h>
@@ -46,10 +47,16 @@ static int round16(int n) { return (n + 15) / 16 * 16; }
 /* The output block side for kernel side r: 0 when no tile is used for it. */
 static int wino_m(int r) { return r == 5 ? 2 : r == 3 ? 4 : 0; }
 
+/* The tiles are compiled only for GCC on x86-64 (the guard below): elsewhere, clang included,
+ * nothing takes them, whatever the CPU. */
 static int wino_enabled(void)
 {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
     const char *e = getenv("FEDNAS_CONV_WINO");
     return !(e && *e && atoi(e) <= 0) && conv_use_avx512() && !conv_force_im2col();
+#else
+    return 0;
+#endif
 }
 
 /* Shapes the tiles take: stride 1, no dilation, one group, a square kernel they have points

@@ -90,15 +90,16 @@ static shape_t random_shape(rng_t *r, int kind)
         }
         if (kind == 5) {
             /* Winograd's tiles: 16-40 input and 16-70 output channels (vectors full and cut
-             * short), maps cut into tiles with some left over, padding up to kernel - 1 (past it
-             * sometimes: the input gradient then goes back to the other kernels) */
+             * short), maps cut into tiles with some left over, padding up to kernel - 1 (up to
+             * kernel + 1 sometimes: the forward's tiles take it, the input gradient then goes
+             * back to the other kernels) */
             s.C = draw(r, 16, 40);
             s.OC = draw(r, 16, 70);
             s.KH = s.KW = wino_r;
             s.p = (engine_conv2d_params_t){.stride_h = 1, .stride_w = 1, .dil_h = 1, .dil_w = 1, .groups = 1,
                                            .relu = (int)rng_below(r, 2)};
-            s.p.pad_h = draw(r, 0, s.KH - 1 + (rng_below(r, 8) == 0));
-            s.p.pad_w = draw(r, 0, s.KW - 1 + (rng_below(r, 8) == 0));
+            s.p.pad_h = draw(r, 0, s.KH - 1 + (rng_below(r, 8) == 0 ? 2 : 0));
+            s.p.pad_w = draw(r, 0, s.KW - 1 + (rng_below(r, 8) == 0 ? 2 : 0));
             s.H = draw(r, 1, 15) + s.KH - 1 - 2 * s.p.pad_h;
             s.W = draw(r, 1, 15) + s.KW - 1 - 2 * s.p.pad_w;
             if (s.H < 1 || s.W < 1)
