@@ -172,57 +172,61 @@ __attribute__((target("avx512f"), always_inline)) static inline void wino_out(co
     }
 }
 
-/* P tiles x NV vectors of output channels for one transform point: m [tile][CoP] = v [tile][CiP]
- * x u [Ci][CoP], summed over the Ci input channels in order. */
-__attribute__((target("avx512f"), always_inline)) static inline void wino_tile(const int P, const int NV,
-                                                                                const float *v, int CiP, int Ci,
-                                                                                const float *u, int CoP, float *mo)
+/* The products of both directions, P rows x NV vectors of 16 columns in registers: o [p][16 NV]
+ * (rows ldo apart) = (o itself when load, else 0) + the sum over i < n, in order, of a[p*ap +
+ * i*ai] x b [i][16 NV] (rows ldb apart). Forward and input gradient: rows are tiles, i the input
+ * channels (ap = CiP, ai = 1); weight gradient: rows are input channels, i the tiles (ap = 1,
+ * ai = CP), added to the transform-domain sums. */
+__attribute__((target("avx512f"), always_inline)) static inline void wino_gemm(const int P, const int NV,
+                                                                                const float *a, size_t ap, size_t ai,
+                                                                                int n, const float *b, int ldb,
+                                                                                float *o, int ldo, int load)
 {
     __m512 acc[8][4];
 #pragma GCC unroll 16
     for (int p = 0; p < P; p++)
 #pragma GCC unroll 16
         for (int k = 0; k < NV; k++)
-            acc[p][k] = _mm512_setzero_ps();
-    for (int c = 0; c < Ci; c++) {
+            acc[p][k] = load ? _mm512_loadu_ps(o + (size_t)p * ldo + 16 * k) : _mm512_setzero_ps();
+    for (int i = 0; i < n; i++) {
         __m512 w[4];
 #pragma GCC unroll 16
         for (int k = 0; k < NV; k++)
-            w[k] = _mm512_loadu_ps(u + (size_t)c * CoP + 16 * k);
+            w[k] = _mm512_loadu_ps(b + (size_t)i * ldb + 16 * k);
 #pragma GCC unroll 16
         for (int p = 0; p < P; p++) {
-            const __m512 b = _mm512_set1_ps(v[(size_t)p * CiP + c]);
+            const __m512 x = _mm512_set1_ps(a[(size_t)p * ap + (size_t)i * ai]);
 #pragma GCC unroll 16
             for (int k = 0; k < NV; k++)
-                acc[p][k] = _mm512_fmadd_ps(b, w[k], acc[p][k]);
+                acc[p][k] = _mm512_fmadd_ps(x, w[k], acc[p][k]);
         }
     }
 #pragma GCC unroll 16
     for (int p = 0; p < P; p++)
 #pragma GCC unroll 16
         for (int k = 0; k < NV; k++)
-            _mm512_storeu_ps(mo + (size_t)p * CoP + 16 * k, acc[p][k]);
+            _mm512_storeu_ps(o + (size_t)p * ldo + 16 * k, acc[p][k]);
 }
 
 #define WINO_CASE(p, nv)                                                                                              \
     case (nv) * 16 + (p):                                                                                             \
-        wino_tile(p, nv, v, CiP, Ci, u, CoP, mo);                                                                     \
+        wino_gemm(p, nv, a, ap, ai, n, b, ldb, o, ldo, load);                                                         \
         break;
 #define WINO_P6(nv) WINO_CASE(1, nv) WINO_CASE(2, nv) WINO_CASE(3, nv) WINO_CASE(4, nv) WINO_CASE(5, nv) WINO_CASE(6, nv)
 #define WINO_P8(nv) WINO_P6(nv) WINO_CASE(7, nv) WINO_CASE(8, nv)
 
-__attribute__((target("avx512f"))) static void wino_tile_any(int P, int NV, const float *v, int CiP, int Ci,
-                                                            const float *u, int CoP, float *mo)
+__attribute__((target("avx512f"))) static void wino_gemm_any(int P, int NV, const float *a, size_t ap, size_t ai, int n,
+                                                            const float *b, int ldb, float *o, int ldo, int load)
 {
     switch (NV * 16 + P) {
         WINO_P6(4) WINO_P8(3) WINO_P8(2) WINO_P8(1)
     default:
-        abort(); /* unreachable: NV in 1..4, P in 1..wino_pixels(NV) */
+        abort(); /* unreachable: NV in 1..4, P in 1..wino_rows(NV) */
     }
 }
 
-/* Tiles per register block for NV vectors: 24 accumulators for NV = 4 and 3, 16 and 8 below. */
-static int wino_pixels(int NV) { return NV == 4 ? 6 : 8; }
+/* Rows per register block for NV vectors: 24 accumulators for NV = 4 and 3, 16 and 8 below. */
+static int wino_rows(int NV) { return NV == 4 ? 6 : 8; }
 
 __attribute__((target("avx512f"))) static void wino_outs(int m, const float *src, size_t xs, float *dst, size_t rs,
                                                         size_t cs, int rows, int cols)
@@ -282,10 +286,10 @@ __attribute__((target("avx512f"))) void conv_wino_sample(const float *x, size_t 
             const float *vb = V + xi * vx, *ub = u + (size_t)xi * Ci * CoP;
             float *mb = M + xi * mx;
             for (int co0 = 0; co0 < CoP; co0 += 64) {
-                const int NV = (CoP - co0) / 16 < 4 ? (CoP - co0) / 16 : 4, P = wino_pixels(NV);
+                const int NV = (CoP - co0) / 16 < 4 ? (CoP - co0) / 16 : 4, P = wino_rows(NV);
                 for (int p0 = 0; p0 < nt; p0 += P)
-                    wino_tile_any(nt - p0 < P ? nt - p0 : P, NV, vb + (size_t)p0 * CiP, CiP, Ci, ub + co0, CoP,
-                                  mb + (size_t)p0 * CoP + co0);
+                    wino_gemm_any(nt - p0 < P ? nt - p0 : P, NV, vb + (size_t)p0 * CiP, CiP, 1, Ci, ub + co0, CoP,
+                                  mb + (size_t)p0 * CoP + co0, CoP, 0);
             }
         }
         for (int i = 0; i < nt; i++) {
@@ -388,57 +392,6 @@ __attribute__((target("avx512f"))) static void wino_dy(int m, const float *src, 
         }
 }
 
-/* P input channels x NV vectors of output channels for one point: acc [c][OCP] (from the
- * block's first channel) += sum over nt tiles in order of v [tile][CP] x d [tile][OCP]. */
-__attribute__((target("avx512f"), always_inline)) static inline void wino_dw_tile(const int P, const int NV,
-                                                                                   const float *v, int CP, int nt,
-                                                                                   const float *d, int OCP, float *acc)
-{
-    __m512 a[8][4];
-#pragma GCC unroll 16
-    for (int p = 0; p < P; p++)
-#pragma GCC unroll 16
-        for (int k = 0; k < NV; k++)
-            a[p][k] = _mm512_loadu_ps(acc + (size_t)p * OCP + 16 * k);
-    for (int t = 0; t < nt; t++) {
-        __m512 w[4];
-#pragma GCC unroll 16
-        for (int k = 0; k < NV; k++)
-            w[k] = _mm512_loadu_ps(d + (size_t)t * OCP + 16 * k);
-#pragma GCC unroll 16
-        for (int p = 0; p < P; p++) {
-            const __m512 b = _mm512_set1_ps(v[(size_t)t * CP + p]);
-#pragma GCC unroll 16
-            for (int k = 0; k < NV; k++)
-                a[p][k] = _mm512_fmadd_ps(b, w[k], a[p][k]);
-        }
-    }
-#pragma GCC unroll 16
-    for (int p = 0; p < P; p++)
-#pragma GCC unroll 16
-        for (int k = 0; k < NV; k++)
-            _mm512_storeu_ps(acc + (size_t)p * OCP + 16 * k, a[p][k]);
-}
-
-#define WINO_DW_CASE(p, nv)                                                                                           \
-    case (nv) * 16 + (p):                                                                                             \
-        wino_dw_tile(p, nv, v, CP, nt, d, OCP, acc);                                                                  \
-        break;
-#define WINO_DW_P6(nv)                                                                                                \
-    WINO_DW_CASE(1, nv) WINO_DW_CASE(2, nv) WINO_DW_CASE(3, nv) WINO_DW_CASE(4, nv) WINO_DW_CASE(5, nv)               \
-        WINO_DW_CASE(6, nv)
-#define WINO_DW_P8(nv) WINO_DW_P6(nv) WINO_DW_CASE(7, nv) WINO_DW_CASE(8, nv)
-
-__attribute__((target("avx512f"))) static void wino_dw_tile_any(int P, int NV, const float *v, int CP, int nt,
-                                                               const float *d, int OCP, float *acc)
-{
-    switch (NV * 16 + P) {
-        WINO_DW_P6(4) WINO_DW_P8(3) WINO_DW_P8(2) WINO_DW_P8(1)
-    default:
-        abort(); /* unreachable: NV in 1..4, P in 1..wino_pixels(NV) */
-    }
-}
-
 __attribute__((target("avx512f"))) void conv_wino_dw_sample(const float *x, int C, int H, int W, int ph, int pw, int r,
                                                            const float *dy, size_t ldy, int OC, float *acc, float *tmp)
 {
@@ -465,10 +418,10 @@ __attribute__((target("avx512f"))) void conv_wino_dw_sample(const float *x, int 
         }
         for (int xi = 0; xi < WINO_X; xi++)
             for (int oc0 = 0; oc0 < OCP; oc0 += 64) {
-                const int NV = (OCP - oc0) / 16 < 4 ? (OCP - oc0) / 16 : 4, P = wino_pixels(NV);
+                const int NV = (OCP - oc0) / 16 < 4 ? (OCP - oc0) / 16 : 4, P = wino_rows(NV);
                 for (int c0 = 0; c0 < C; c0 += P)
-                    wino_dw_tile_any(C - c0 < P ? C - c0 : P, NV, V + xi * vx + c0, CP, nt, D + xi * dx + oc0, OCP,
-                                     acc + ((size_t)xi * C + c0) * OCP + oc0);
+                    wino_gemm_any(C - c0 < P ? C - c0 : P, NV, V + xi * vx + c0, 1, CP, nt, D + xi * dx + oc0, OCP,
+                                  acc + ((size_t)xi * C + c0) * OCP + oc0, OCP, 1);
             }
     }
 }

@@ -19,6 +19,7 @@
 #include "engine/graph.h"
 #include "engine/ops.h"
 #include "engine/ops_conv.h"
+#include "tests/unit/cpu_kernels.h"
 
 typedef struct {
     int B, C, H, W, OC, KH, KW;
@@ -299,16 +300,6 @@ static void test_direct(void **state)
     check_kind(4, 30, 19); /* and with the tiles on, what each op then takes */
 }
 
-/* Whether this CPU runs the AVX-512 kernels (those the tests below must reach). */
-static int cpu_avx512(void)
-{
-#if defined(__x86_64__) && defined(__GNUC__)
-    return __builtin_cpu_supports("avx512f") != 0;
-#else
-    return 0;
-#endif
-}
-
 /* Winograd's tiles (ops_conv_wino.c), 5x5 and 3x3; on an AVX-512 CPU the FedAvg CNN's second
  * layer, its input and weight gradients must reach them, and FEDNAS_CONV_WINO=0 turn them off. */
 static void test_winograd(void **state)
@@ -316,9 +307,9 @@ static void test_winograd(void **state)
     (void)state;
     const conv_dims_t cnn2 = {.C = 32, .H = 14, .W = 14, .OC = 64, .OH = 14, .OW = 14, .KH = 5, .KW = 5, .sh = 1,
                               .sw = 1, .ph = 2, .pw = 2, .dh = 1, .dw = 1, .G = 1};
-    assert_int_equal(conv_wino_usable(&cnn2), cpu_avx512());
-    assert_int_equal(conv_wino_dx_usable(&cnn2), cpu_avx512());
-    assert_int_equal(conv_wino_dw_usable(&cnn2), cpu_avx512());
+    assert_int_equal(conv_wino_usable(&cnn2), have_avx512());
+    assert_int_equal(conv_wino_dx_usable(&cnn2), have_avx512());
+    assert_int_equal(conv_wino_dw_usable(&cnn2), have_avx512());
     setenv("FEDNAS_CONV_WINO", "0", 1);
     assert_false(conv_wino_usable(&cnn2) || conv_wino_dx_usable(&cnn2) || conv_wino_dw_usable(&cnn2));
     unsetenv("FEDNAS_CONV_WINO");

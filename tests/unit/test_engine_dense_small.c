@@ -17,6 +17,7 @@
 #include "engine/graph.h"
 #include "engine/ops.h"
 #include "engine/ops_cpu.h"
+#include "tests/unit/cpu_kernels.h"
 
 static int draw(rng_t *r, int lo, int hi) { return lo + (int)rng_below(r, (uint64_t)(hi - lo + 1)); }
 
@@ -37,15 +38,6 @@ static double rel(const float *got, const double *want, size_t n)
         maxd = fmax(maxd, fabs(got[i] - want[i]));
     }
     return maxd / maxw;
-}
-
-static int have_avx512(void)
-{
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-    return __builtin_cpu_supports("avx512f") != 0;
-#else
-    return 0;
-#endif
 }
 
 /* Both kernels on random shapes, each output stored and added. */
