@@ -3,6 +3,7 @@
 #include <cblas.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
@@ -20,8 +21,8 @@
 #define CHUNKS_PER_THREAD 4
 
 /* How long a worker polls for the next loop after one ends, and the submitter for the workers
- * to leave its loop, before sleeping on a condition variable (FEDNAS_POOL_SPIN_US; default 0:
- * sleep at once). A training step is about 16 loops back to back with microseconds between them
+ * to leave its loop, before sleeping on a condition variable (FEDNAS_POOL_SPIN_US=N: N us, 0 never;
+ * by default POOL_SPIN_AUTO_US while the machine has room, see below). A training step is about 16 loops back to back with microseconds between them
  * (the caller spends 1.5-3% of its CPU time outside loops: plain3, CNN and dwsep at batch 10 and
  * 256), so a worker that sleeps after each loop joins the next one a wake-up late; on a virtual
  * machine waking an idle core can take longer than a small batch's loop. Polling keeps it awake,
@@ -30,9 +31,13 @@
  * micro-benchmark and engine_cpu, alternating), and yielding while polling made the loops longer;
  * on the idle machine (load 0.4, engine_cpu without PyTorch, 2 alternating rounds) 100 us trained
  * batch 10 faster (CNN +14-15%, plain3 +40%, dwsep +23-30%), batch 64 by 4-9%, and batch 256 from
- * -5% to +6%, at about the same CPU time per sample at batch 10. So it pays only on a machine
- * the job has to itself, which the engine cannot know. */
-#define POOL_SPIN_US_DEFAULT 0
+ * -5% to +6%, at about the same CPU time per sample at batch 10. So it pays only while the job
+ * has the cores to itself. By default the pool therefore polls POOL_SPIN_AUTO_US only while no
+ * more tasks are runnable on the machine than it has cores (the running count of /proc/loadavg,
+ * which counts the pool's own running and polling threads, read at most every POOL_ROOM_NS),
+ * and sleeps at once otherwise. */
+#define POOL_SPIN_AUTO_US 100
+#define POOL_ROOM_NS 50000000L /* 50 ms */
 
 /* One loop at a time runs on the workers. Chunks are fixed ranges of the index space and are
  * claimed in any order by whoever is free (an atomic counter), so which thread runs a chunk
@@ -50,7 +55,8 @@ struct engine_threadpool {
     atomic_int open;   /* the current loop still takes helpers */
     atomic_int active; /* workers inside the current loop */
     atomic_int stop;
-    long spin_ns;      /* polling time before sleeping (POOL_SPIN_US_DEFAULT) */
+    long spin_ns;      /* polling time before sleeping */
+    int spin_auto;     /* spin_ns only while the machine has room (FEDNAS_POOL_SPIN_US not set) */
     engine_parallel_fn fn;
     void *ctx;
     int64_t total, chunk, nchunks;
@@ -85,11 +91,42 @@ static int worker_called(engine_threadpool_t *p, unsigned long seen)
             atomic_load_explicit(&p->open, memory_order_acquire));
 }
 
+int engine_threadpool_room(const char *loadavg, int cpus)
+{
+    double a1, a5, a15;
+    int running, total;
+    if (!loadavg || cpus < 1 || sscanf(loadavg, "%lf %lf %lf %d/%d", &a1, &a5, &a15, &running, &total) != 5)
+        return 0;
+    return running >= 1 && running <= cpus;
+}
+
+/* Whether the machine has a core for every runnable task (engine_threadpool_room of
+ * /proc/loadavg), read at most every POOL_ROOM_NS by whichever thread asks first; no when it
+ * cannot be read. */
+static int machine_room(void)
+{
+    static atomic_long next_read;
+    static atomic_int room;
+    const long now = mono_ns(), due = atomic_load_explicit(&next_read, memory_order_relaxed);
+    if (now >= due && atomic_compare_exchange_strong(&next_read, &(long){due}, now + POOL_ROOM_NS)) {
+        char buf[128] = "";
+        FILE *f = fopen("/proc/loadavg", "r");
+        if (f) {
+            if (!fgets(buf, sizeof buf, f))
+                buf[0] = '\0';
+            fclose(f);
+        }
+        atomic_store_explicit(&room, engine_threadpool_room(buf, (int)sysconf(_SC_NPROCESSORS_ONLN)),
+                              memory_order_relaxed);
+    }
+    return atomic_load_explicit(&room, memory_order_relaxed);
+}
+
 /* Polls until pred(p, arg) or spin_ns pass; returns pred's last value. The clock is read once
  * per 64 pauses (a pause is tens of cycles). */
 static int spin_until(engine_threadpool_t *p, int (*pred)(engine_threadpool_t *, unsigned long), unsigned long arg)
 {
-    if (p->spin_ns <= 0)
+    if (p->spin_ns <= 0 || (p->spin_auto && !machine_room()))
         return pred(p, arg);
     const long end = mono_ns() + p->spin_ns;
     for (;;) {
@@ -152,7 +189,8 @@ engine_threadpool_t *engine_threadpool_create(int threads)
         return NULL;
     p->n = threads;
     const char *sp = getenv("FEDNAS_POOL_SPIN_US");
-    p->spin_ns = 1000L * (sp && *sp ? atol(sp) : POOL_SPIN_US_DEFAULT);
+    p->spin_auto = !(sp && *sp);
+    p->spin_ns = 1000L * (p->spin_auto ? POOL_SPIN_AUTO_US : atol(sp));
     if (p->spin_ns < 0)
         p->spin_ns = 0;
     if (p->spin_ns > 100000000L) /* 100 ms: beyond that it only burns a core */

@@ -34,4 +34,9 @@ void engine_parallel_blas(engine_threadpool_t *p, int64_t n, int64_t grain, engi
 /* The process-wide pool the CPU kernels use, created on first use (FEDNAS_THREADS overrides). */
 engine_threadpool_t *engine_threadpool_default(void);
 
+/* Whether a machine whose /proc/loadavg reads `loadavg` has a core for every runnable task (its
+ * fourth field, running/total, against cpus): the pool polls between loops by default only
+ * then (threadpool.c). 0 for text it cannot parse. Exposed for tests. */
+int engine_threadpool_room(const char *loadavg, int cpus);
+
 #endif

@@ -201,10 +201,14 @@ static void count_slowly(void *ctx, int64_t b, int64_t e)
 static void test_spin_settings(void **state)
 {
     (void)state;
-    static const char *const spins[] = {"0", "1", "100", "100000", "-3", "junk"};
+    /* NULL: not set, the default (polling only while the machine has room) */
+    static const char *const spins[] = {NULL, "0", "1", "100", "100000", "-3", "junk"};
     static atomic_int m[4096];
     for (size_t si = 0; si < sizeof spins / sizeof spins[0]; si++) {
-        setenv("FEDNAS_POOL_SPIN_US", spins[si], 1);
+        if (spins[si])
+            setenv("FEDNAS_POOL_SPIN_US", spins[si], 1);
+        else
+            unsetenv("FEDNAS_POOL_SPIN_US");
         for (int threads = 2; threads <= 3; threads++) {
             engine_threadpool_t *p = engine_threadpool_create(threads);
             assert_non_null(p);
@@ -215,7 +219,8 @@ static void test_spin_settings(void **state)
                 engine_parallel_for(p, n, 1, loop % 2 ? count_slowly : count, m + (size_t)loop * 8);
                 for (int64_t i = 0; i < n; i++)
                     if (atomic_load(&m[(size_t)loop * 8 + i]) != 1)
-                        fail_msg("spin %s, %d threads, loop %d: index %lld ran %d times on return", spins[si],
+                        fail_msg("spin %s, %d threads, loop %d: index %lld ran %d times on return",
+                                 spins[si] ? spins[si] : "(default)",
                                  threads, loop, (long long)i, atomic_load(&m[(size_t)loop * 8 + i]));
             }
             static atomic_int n2[800];
@@ -231,6 +236,21 @@ static void test_spin_settings(void **state)
     unsetenv("FEDNAS_POOL_SPIN_US");
 }
 
+/* The default's test of the machine: polling only while no more tasks are runnable than cores. */
+static void test_room(void **state)
+{
+    (void)state;
+    assert_true(engine_threadpool_room("0.52 0.58 0.59 2/311 4242\n", 2));
+    assert_true(engine_threadpool_room("0.52 0.58 0.59 1/311 4242\n", 2));
+    assert_false(engine_threadpool_room("4.10 3.90 3.20 3/311 4242\n", 2)); /* one task more than cores */
+    assert_false(engine_threadpool_room("9.00 9.00 9.00 12/400 17\n", 8));
+    assert_true(engine_threadpool_room("9.00 9.00 9.00 8/400 17\n", 8));
+    assert_false(engine_threadpool_room("", 2)); /* unreadable: no polling */
+    assert_false(engine_threadpool_room("0.1 0.1 0.1 x/311 1", 2));
+    assert_false(engine_threadpool_room(NULL, 2));
+    assert_false(engine_threadpool_room("0.1 0.1 0.1 1/311 1", 0));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -239,6 +259,7 @@ int main(void)
         cmocka_unit_test(test_slow_chunk),
         cmocka_unit_test(test_parallel_blas_threads),
         cmocka_unit_test(test_spin_settings),
+        cmocka_unit_test(test_room),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
