@@ -118,8 +118,12 @@ def prefix_done(name):
         n += 1
     return n
 
-AT = {s: (min(prefix_done(f"{prefix}-{k}-macro-s{s}") for k in ("random", "re", "nsga2")) if at_arg == "auto"
-          else int(at_arg)) for s in seeds}
+def ran(name):
+    return os.path.exists(os.path.join(out, name + ".db"))
+
+# auto: over the strategies that have a store (KINDS may have left one out)
+AT = {s: (min([prefix_done(f"{prefix}-{k}-macro-s{s}") for k in ("random", "re", "nsga2")
+               if ran(f"{prefix}-{k}-macro-s{s}")] or [0]) if at_arg == "auto" else int(at_arg)) for s in seeds}
 
 def hypervolume(pts, rx=1.0, ry=1.0):
     # specs/nas.md: the area the non-dominated points dominate inside the box up to (rx, ry)
