@@ -304,11 +304,11 @@ __attribute__((target("avx512f"))) void conv_wino_sample(const float *x, size_t 
 }
 
 /* G's rows for kernel side r as floats: f_j a_j^k for the five finite points, then (0, .., 1). */
-static void wino_g(int r, float G[WINO_A][5])
+static void wino_g(int r, float G[WINO_A][WINO_A])
 {
     static const double pt[5] = {0, 1, -1, 2, -2}, f[5] = {1.0 / 4, -1.0 / 6, -1.0 / 6, 1.0 / 24, 1.0 / 24};
     for (int j = 0; j < WINO_A; j++)
-        for (int k = 0; k < 5; k++) {
+        for (int k = 0; k < WINO_A; k++) {
             double v = 0.0;
             if (j < 5 && k < r) {
                 v = f[j];
@@ -320,6 +320,28 @@ static void wino_g(int r, float G[WINO_A][5])
         }
 }
 
+/* y = L x L^T for L [rows][k] and x [k][k] (16 lanes each): the weights' G g G^T, the weight
+ * gradient's G dy G^T and A^T acc A. */
+__attribute__((target("avx512f"))) static void wino_sandwich(int rows, int k, const float L[WINO_A][WINO_A],
+                                                            const __m512 x[WINO_A][WINO_A], __m512 y[WINO_A][WINO_A])
+{
+    __m512 t[WINO_A][WINO_A];
+    for (int i = 0; i < rows; i++)
+        for (int b = 0; b < k; b++) {
+            __m512 v = _mm512_setzero_ps();
+            for (int a = 0; a < k; a++)
+                v = _mm512_fmadd_ps(_mm512_set1_ps(L[i][a]), x[a][b], v);
+            t[i][b] = v;
+        }
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < rows; j++) {
+            __m512 v = _mm512_setzero_ps();
+            for (int b = 0; b < k; b++)
+                v = _mm512_fmadd_ps(t[i][b], _mm512_set1_ps(L[j][b]), v);
+            y[i][j] = v;
+        }
+}
+
 __attribute__((target("avx512f"))) void conv_wino_pack(const conv_dims_t *d, const float *W, int flipped, float *u)
 {
     const int r = d->KH, KK = r * r;
@@ -327,7 +349,7 @@ __attribute__((target("avx512f"))) void conv_wino_pack(const conv_dims_t *d, con
      * gradient Ci = OC, Co = C, g[k][l] = W[ci][co][r-1-k][r-1-l] */
     const int Ci = flipped ? d->OC : d->C, Co = flipped ? d->C : d->OC, CoP = round16(Co);
     const size_t s_co = flipped ? (size_t)KK : (size_t)d->C * KK, s_ci = flipped ? (size_t)d->C * KK : (size_t)KK;
-    float G[WINO_A][5];
+    float G[WINO_A][WINO_A];
     wino_g(r, G);
     const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     const __m512i idx = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)s_co));
@@ -335,28 +357,16 @@ __attribute__((target("avx512f"))) void conv_wino_pack(const conv_dims_t *d, con
         for (int co0 = 0; co0 < CoP; co0 += 16) {
             const __mmask16 mk = Co - co0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (Co - co0)) - 1);
             const float *base = W + (size_t)ci * s_ci + (size_t)co0 * s_co;
-            __m512 g[5][5];
+            __m512 g[WINO_A][WINO_A], y[WINO_A][WINO_A];
             for (int k = 0; k < r; k++)
                 for (int l = 0; l < r; l++) {
                     const int tap = flipped ? (r - 1 - k) * r + (r - 1 - l) : k * r + l;
                     g[k][l] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mk, idx, base + tap, 4);
                 }
-            /* t = g G^T (r x 6), then G t (6 x 6) */
-            __m512 t[5][WINO_A];
-            for (int k = 0; k < r; k++)
-                for (int b = 0; b < WINO_A; b++) {
-                    __m512 s = _mm512_setzero_ps();
-                    for (int l = 0; l < r; l++)
-                        s = _mm512_fmadd_ps(g[k][l], _mm512_set1_ps(G[b][l]), s);
-                    t[k][b] = s;
-                }
+            wino_sandwich(WINO_A, r, G, g, y);
             for (int a = 0; a < WINO_A; a++)
-                for (int b = 0; b < WINO_A; b++) {
-                    __m512 s = _mm512_setzero_ps();
-                    for (int k = 0; k < r; k++)
-                        s = _mm512_fmadd_ps(_mm512_set1_ps(G[a][k]), t[k][b], s);
-                    _mm512_storeu_ps(u + ((size_t)(a * WINO_A + b) * Ci + ci) * CoP + co0, s);
-                }
+                for (int b = 0; b < WINO_A; b++)
+                    _mm512_storeu_ps(u + ((size_t)(a * WINO_A + b) * Ci + ci) * CoP + co0, y[a][b]);
         }
 }
 /* The weight gradient: with the roles of the factors swapped, a block of m x m outputs' dy and
@@ -370,26 +380,16 @@ __attribute__((target("avx512f"))) void conv_wino_pack(const conv_dims_t *d, con
 /* 16 lanes of an m x m dy block (rows rs apart, columns cs apart) to G dy G^T, its 36 points xs
  * apart from dst. */
 __attribute__((target("avx512f"))) static void wino_dy(int m, const float *src, size_t rs, size_t cs, float *dst,
-                                                      size_t xs, const float G[WINO_A][5])
+                                                      size_t xs, const float G[WINO_A][WINO_A])
 {
-    __m512 b[4][4], t[WINO_A][4];
+    __m512 b[WINO_A][WINO_A], y[WINO_A][WINO_A];
     for (int i = 0; i < m; i++)
         for (int j = 0; j < m; j++)
             b[i][j] = _mm512_loadu_ps(src + i * rs + j * cs);
+    wino_sandwich(WINO_A, m, G, b, y);
     for (int a = 0; a < WINO_A; a++)
-        for (int j = 0; j < m; j++) {
-            __m512 v = _mm512_setzero_ps();
-            for (int i = 0; i < m; i++)
-                v = _mm512_fmadd_ps(_mm512_set1_ps(G[a][i]), b[i][j], v);
-            t[a][j] = v;
-        }
-    for (int a = 0; a < WINO_A; a++)
-        for (int l = 0; l < WINO_A; l++) {
-            __m512 v = _mm512_setzero_ps();
-            for (int j = 0; j < m; j++)
-                v = _mm512_fmadd_ps(t[a][j], _mm512_set1_ps(G[l][j]), v);
-            _mm512_storeu_ps(dst + (size_t)(a * WINO_A + l) * xs, v);
-        }
+        for (int l = 0; l < WINO_A; l++)
+            _mm512_storeu_ps(dst + (size_t)(a * WINO_A + l) * xs, y[a][l]);
 }
 
 __attribute__((target("avx512f"))) void conv_wino_dw_sample(const float *x, int C, int H, int W, int ph, int pw, int r,
@@ -402,7 +402,7 @@ __attribute__((target("avx512f"))) void conv_wino_dw_sample(const float *x, int 
     float *D = V + (size_t)WINO_X * WINO_TB * CP;
     wino_gather(x, (size_t)H * W, C, H, W, ph, pw, Hq, Wq, CP, xt);
     wino_gather(dy, ldy, OC, OH, OW, 0, 0, th * m, tw * m, OCP, dt); /* zero past the map's edge */
-    float G[WINO_A][5];
+    float G[WINO_A][WINO_A];
     wino_g(m, G);
     const size_t vx = (size_t)WINO_TB * CP, dx = (size_t)WINO_TB * OCP;
     for (int t0 = 0; t0 < T; t0 += WINO_TB) {
@@ -430,7 +430,7 @@ __attribute__((target("avx512f"))) void conv_wino_dw_finish(const float *acc, in
 {
     static const float pt[5] = {0, 1, -1, 2, -2};
     const int OCP = round16(OC);
-    float AT[5][WINO_A]; /* A_r^T: row i the points' i-th powers, 1 under infinity in the last */
+    float AT[WINO_A][WINO_A] = {{0}}; /* A_r^T: row i the points' i-th powers, 1 under infinity in the last */
     for (int i = 0; i < r; i++)
         for (int j = 0; j < WINO_A; j++) {
             float v = j == 5 ? (float)(i == r - 1) : 1.0f;
@@ -440,24 +440,15 @@ __attribute__((target("avx512f"))) void conv_wino_dw_finish(const float *acc, in
         }
     for (int c = 0; c < C; c++)
         for (int o0 = 0; o0 < OCP; o0 += 16) {
-            __m512 z[WINO_A][WINO_A], t[5][WINO_A];
+            __m512 z[WINO_A][WINO_A], y[WINO_A][WINO_A];
             for (int a = 0; a < WINO_A; a++)
                 for (int b = 0; b < WINO_A; b++)
                     z[a][b] = _mm512_loadu_ps(acc + ((size_t)(a * WINO_A + b) * C + c) * OCP + o0);
-            for (int i = 0; i < r; i++)
-                for (int b = 0; b < WINO_A; b++) {
-                    __m512 v = _mm512_setzero_ps();
-                    for (int a = 0; a < WINO_A; a++)
-                        v = _mm512_fmadd_ps(_mm512_set1_ps(AT[i][a]), z[a][b], v);
-                    t[i][b] = v;
-                }
+            wino_sandwich(r, WINO_A, AT, z, y);
             for (int i = 0; i < r; i++)
                 for (int k = 0; k < r; k++) {
-                    __m512 v = _mm512_setzero_ps();
-                    for (int b = 0; b < WINO_A; b++)
-                        v = _mm512_fmadd_ps(t[i][b], _mm512_set1_ps(AT[k][b]), v);
                     float *o = dwt + ((size_t)c * r * r + (size_t)i * r + k) * OCP + o0;
-                    _mm512_storeu_ps(o, _mm512_add_ps(_mm512_loadu_ps(o), v));
+                    _mm512_storeu_ps(o, _mm512_add_ps(_mm512_loadu_ps(o), y[i][k]));
                 }
         }
 }
