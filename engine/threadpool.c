@@ -21,13 +21,13 @@
 #define CHUNKS_PER_THREAD 4
 
 /* How long a worker polls for the next loop after one ends, and the submitter for the workers
- * to leave its loop, before sleeping on a condition variable (FEDNAS_POOL_SPIN_US=N: N us, 0 never;
- * by default POOL_SPIN_AUTO_US while the machine has room, see below). A training step is about 16 loops back to back with microseconds between them
- * (the caller spends 1.5-3% of its CPU time outside loops: plain3, CNN and dwsep at batch 10 and
- * 256), so a worker that sleeps after each loop joins the next one a wake-up late; on a virtual
- * machine waking an idle core can take longer than a small batch's loop. Polling keeps it awake,
- * as OpenMP runtimes do. It stays off by default: on this 2-core machine shared with other jobs
- * (load 4-6) polling 100 us cost 20% more CPU per loop and did not shorten the loops (a pool
+ * to leave its loop, before sleeping on a condition variable (FEDNAS_POOL_SPIN_US=N: N us, 0
+ * never; by default POOL_SPIN_AUTO_US while the machine has room, see below). A training step is
+ * about 16 loops back to back with microseconds between them (the caller spends 1.5-3% of its
+ * CPU time outside loops: plain3, CNN and dwsep at batch 10 and 256), so a worker that sleeps
+ * after each loop joins the next one a wake-up late; on a virtual machine waking an idle core can
+ * take longer than a small batch's loop. Polling keeps it awake, as OpenMP runtimes do. On this
+ * 2-core machine shared with other jobs (load 4-6) polling 100 us cost 20% more CPU per loop and did not shorten the loops (a pool
  * micro-benchmark and engine_cpu, alternating), and yielding while polling made the loops longer;
  * on the idle machine (load 0.4, engine_cpu without PyTorch, 2 alternating rounds) 100 us trained
  * batch 10 faster (CNN +14-15%, plain3 +40%, dwsep +23-30%), batch 64 by 4-9%, and batch 256 from
