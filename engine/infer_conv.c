@@ -28,15 +28,54 @@
 
 #define AVX512 __attribute__((target("avx512f")))
 
-/* wc: [K][OCP] (K = c, ky, kx as in w), zero beyond cout: the training engine's packing. */
+/* The layer as the training engine's convolution dimensions (stride 1: the only kind here). */
+static conv_dims_t dims(const ilayer_t *l)
+{
+    conv_dims_t d = {.C = l->in[0], .H = l->in[1], .W = l->in[2], .OC = l->cout, .KH = l->k, .KW = l->k,
+                     .sh = 1, .sw = 1, .ph = l->pad, .pw = l->pad, .dh = 1, .dw = 1, .G = 1};
+    d.OH = d.H + 2 * d.ph - d.KH + 1, d.OW = d.W + 2 * d.pw - d.KW + 1;
+    d.Cg = d.C, d.OCg = d.OC, d.K = l->K, d.OHW = d.OH * d.OW;
+    return d;
+}
+
+/* wc: Winograd's transformed weights where the engine's tiles take the layer (ops_conv_wino.c:
+ * F(2x2, 5x5) and F(4x4, 3x3), 16 or more channels each side; FEDNAS_CONV_WINO=0 turns them
+ * off), else [K][OCP] (K = c, ky, kx as in w), zero beyond cout: the training engine's packing. */
 static int pack_conv(ilayer_t *l)
 {
     int ocp = (l->cout + 15) / 16 * 16;
-    float *wc = aligned_alloc(64, (size_t)l->K * ocp * sizeof *wc);
+    conv_dims_t d = dims(l);
+    int wino = conv_wino_usable(&d);
+    size_t n = wino ? conv_wino_u_floats(d.C, d.OC) : (size_t)l->K * ocp;
+    float *wc = aligned_alloc(64, (n * sizeof *wc + 63) / 64 * 64);
     if (!wc)
         return -1;
-    conv_oc_pack(l->w, l->cout, l->K, ocp, wc);
+    if (wino)
+        conv_wino_pack(&d, l->w, 0, wc);
+    else
+        conv_oc_pack(l->w, l->cout, l->K, ocp, wc);
     l->wc = wc;
+    l->wino = wino;
+    return 0;
+}
+
+/* Winograd's tiles, a sample at a time: bias and ReLU in the tiles' output pass, the fused pool
+ * after it (max and ReLU commute). */
+static int conv_wino(engine_infer_t *p, const ilayer_t *l, const float *x, float *y, int B)
+{
+    conv_dims_t d = dims(l);
+    size_t in_n = (size_t)d.C * d.H * d.W, out_n = (size_t)l->cout * l->out[1] * l->out[2];
+    size_t tn = conv_wino_tmp_floats(d.C, d.OC, d.OH, d.OW, d.KH), fn = l->pool ? (size_t)d.OC * d.OHW : 0;
+    if (infer_grow((void **)&p->dcol, &p->dcol_cap, (tn + fn) * sizeof(float) + 64))
+        return -1;
+    float *t = (float *)(((uintptr_t)p->dcol + 63) & ~(uintptr_t)63), *full = t + tn;
+    for (int s = 0; s < B; s++) {
+        float *ys = y + (size_t)s * out_n;
+        conv_wino_sample(x + (size_t)s * in_n, (size_t)d.H * d.W, d.C, d.H, d.W, d.ph, d.pw, d.KH, l->wc, d.OC, l->b,
+                         l->pool ? full : ys, t, 0, l->relu);
+        if (l->pool)
+            infer_maxpool2(full, d.OC, d.OH, d.OW, ys);
+    }
     return 0;
 }
 
@@ -148,6 +187,8 @@ int infer_conv_direct(engine_infer_t *p, ilayer_t *l, const float *x, float *y, 
     size_t tn = ((size_t)OH * OW * ocp + 15) / 16 * 16, xn = (size_t)C * pp + 16; /* + a row's overrun */
     if (!l->wc && pack_conv(l) < 0)
         return -1;
+    if (l->wino)
+        return conv_wino(p, l, x, y, B);
     if (infer_grow((void **)&p->dcol, &p->dcol_cap, (tn + xn) * sizeof(float) + 64))
         return -1;
     float *t = (float *)(((uintptr_t)p->dcol + 63) & ~(uintptr_t)63), *xp = t + tn;

@@ -21,7 +21,10 @@ typedef struct ilayer {
     float *w, *b;   /* [cout][K], [cout] (b NULL without bias) */
     float *wp;      /* linear: w packed for the small-batch kernel (NULL until first used; weight
                      * changes free it, see ilayer_weights_changed) */
-    float *wc;      /* conv: w packed for the direct kernel (infer_conv.c), [K][cout rounded up to 16] */
+    float *wc;      /* conv: w packed for the direct kernel (infer_conv.c), [K][cout rounded up to 16],
+                     * or, where the layer takes Winograd's tiles, their transformed weights
+                     * (conv_wino_pack: [36][C][cout rounded up to 16]) */
+    int wino;       /* conv: 1 when wc holds Winograd's weights */
     float *gamma, *beta, *rm, *rv, eps; /* batchnorm over in[0] channels */
     /* quantized */
     int Kp;

@@ -4,7 +4,9 @@
  * channel groups), kernels 1..5 with and without padding, maps whose rows split into unequal
  * tiles, with and without the fused ReLU and 2x2 max pool (odd maps: the pool's floor), batch 1
  * and larger batches, with a hidden linear layer wide enough for the linear kernel's four-panel
- * blocks; and the three conv paths (direct, im2col + sgemm, portable) agree. */
+ * blocks; and the four conv paths (direct with Winograd's tiles where a layer takes them, direct
+ * without them, im2col + sgemm, portable) agree. Layers of 16+ channels each side with 3x3 and
+ * 5x5 kernels must reach the tiles on an AVX-512 build. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,8 +18,10 @@
 #include <string.h>
 
 #include "common/rng.h"
+#include "cpu_kernels.h"
 #include "engine/graph.h"
 #include "engine/infer.h"
+#include "engine/infer_impl.h"
 #include "engine/nn.h"
 
 enum { CLS = 3, MAXB = 13 };
@@ -94,11 +98,16 @@ static void run_case(rng_t *r, int C, int H, int W, int k, int pad, int cout, in
     if (engine_infer_create(arch, p, np + nb, C, H, W, CLS, &plan, &err) != 0 || engine_infer_fold(plan, &err) != 0)
         fail_msg("%s: %s", what, err.msg);
     static const int sizes[] = {1, 2, 7, MAXB};
-    static const char *const paths[] = {"direct", "gemm", "portable"};
-    for (int path = 0; path < 3; path++) {
-        if (path == 1)
-            setenv("FEDNAS_INFER_CONV", "gemm", 1);
+    static const char *const paths[] = {"direct", "direct without Winograd", "gemm", "portable"};
+    for (int path = 0; path < 4; path++) {
+        if (path == 1) { /* the plan packs its weights anew: drop the Winograd ones */
+            setenv("FEDNAS_CONV_WINO", "0", 1);
+            free(plan->L[0].wc);
+            plan->L[0].wc = NULL;
+        }
         if (path == 2)
+            setenv("FEDNAS_INFER_CONV", "gemm", 1);
+        if (path == 3)
             setenv("FEDNAS_INFER_PORTABLE", "1", 1);
         for (int s = 0; s < 4; s++) {
             memset(out, 0xff, MAXB * CLS * sizeof *out); /* NaN: anything not written fails */
@@ -108,7 +117,15 @@ static void run_case(rng_t *r, int C, int H, int W, int k, int pad, int cout, in
             snprintf(w2, sizeof w2, "%s (%s path, batch %d)", what, paths[path], sizes[s]);
             assert_close(ref, out, (size_t)sizes[s] * CLS, w2);
         }
+        if (path == 0) {
+            int tiles = have_avx512() && C >= 16 && cout >= 16 && (k == 3 || k == 5);
+            if (plan->L[0].wino != tiles)
+                fail_msg("%s: Winograd's tiles %s", what, tiles ? "not used" : "used");
+        } else if (path == 1 && plan->L[0].wino) {
+            fail_msg("%s: Winograd's tiles used with FEDNAS_CONV_WINO=0", what);
+        }
     }
+    unsetenv("FEDNAS_CONV_WINO");
     unsetenv("FEDNAS_INFER_CONV");
     unsetenv("FEDNAS_INFER_PORTABLE");
     engine_infer_free(plan);
@@ -138,6 +155,12 @@ static void test_conv_fixed_shapes(void **state)
     run_case(&r, 1, 12, 12, 5, 2, 8, 0, 1, 1, 0, 64);
     run_case(&r, 2, 9, 7, 3, 1, 5, 0, 1, 0, 0, 70);
     run_case(&r, 1, 10, 10, 3, 1, 16, 1, 1, 1, 0, 100);
+    /* Winograd's tiles: 3x3 (4x4 blocks) and 5x5 (2x2 blocks), maps that are not whole blocks,
+     * padding 0 and 1, a partial 16-channel block on each side, with and without pool */
+    run_case(&r, 16, 9, 11, 3, 1, 16, 0, 1, 1, 0, 0);
+    run_case(&r, 17, 10, 7, 3, 0, 33, 1, 0, 0, 0, 0);
+    run_case(&r, 24, 8, 13, 5, 1, 20, 0, 1, 0, 1, 0);
+    run_case(&r, 16, 6, 6, 5, 2, 80, 1, 1, 1, 0, 40);
 }
 
 static void test_conv_random_shapes(void **state)
