@@ -27,7 +27,7 @@ static float *fdup(const float *v, size_t n)
 static void layer_free(ilayer_t *l)
 {
     free(l->w), free(l->b), free(l->gamma), free(l->beta), free(l->rm), free(l->rv);
-    free(l->qw), free(l->qwk), free(l->qwp), free(l->wscale), free(l->wsum), free(l->hist), free(l->wp), free(l->wc);
+    free(l->qw), free(l->qwk), free(l->qwp), free(l->qwi), free(l->wscale), free(l->wsum), free(l->hist), free(l->wp), free(l->wc);
     json_decref(l->json);
     json_decref(l->pool_json);
 }
@@ -147,6 +147,14 @@ static int build(engine_infer_t *p, const json_t *layers, const float *vec, size
     return 0;
 }
 
+/* The kernels on packed weights that go with p->qimpl. */
+static void set_packed(engine_infer_t *p)
+{
+    int vnni = p->qimpl == ENGINE_QGEMM_VNNI || p->qimpl == ENGINE_QGEMM_AMX;
+    p->qpacked = vnni ? engine_qgemm_packed_get() : NULL;
+    p->qamx = p->qimpl == ENGINE_QGEMM_AMX ? engine_qgemm_amx_get() : NULL;
+}
+
 int engine_infer_create(const json_t *arch, const float *vec, size_t n, int c, int h, int w, int classes,
                         engine_infer_t **out, err_t *err)
 {
@@ -170,7 +178,7 @@ int engine_infer_create(const json_t *arch, const float *vec, size_t n, int c, i
     p->c = c, p->h = h, p->w = w, p->classes = classes;
     p->qimpl = engine_qgemm_best();
     p->qgemm = engine_qgemm_get(p->qimpl);
-    p->qpacked = p->qimpl == ENGINE_QGEMM_VNNI ? engine_qgemm_packed_get() : NULL;
+    set_packed(p);
     int rc = build(p, layers, vec, np, nb, err);
     json_decref(layers);
     if (rc < 0) {
@@ -188,7 +196,7 @@ int engine_infer_set_qgemm(engine_infer_t *p, engine_qgemm_impl_t impl, err_t *e
         return err_set(err, FN_EINVAL, "qgemm: this CPU cannot run the %s kernel", engine_qgemm_name(impl));
     p->qgemm = f;
     p->qimpl = impl == ENGINE_QGEMM_AUTO ? engine_qgemm_best() : impl;
-    p->qpacked = p->qimpl == ENGINE_QGEMM_VNNI ? engine_qgemm_packed_get() : NULL;
+    set_packed(p);
     return 0;
 }
 
@@ -390,6 +398,8 @@ static int run_conv(engine_infer_t *p, ilayer_t *l, const float *x, float *y, in
 {
     if (!int8)
         return infer_conv_fp32(p, l, x, y, B);
+    if (p->qamx && l->qwi)
+        return infer_qconv_amx(p, l, x, y, B);
     /* OH, OW: the conv's own output; with a fused pool, l->out is the pooled one */
     int C = l->in[0], H = l->in[1], W = l->in[2], OH = (H + 2 * l->pad - l->k) / l->stride + 1,
         OW = (W + 2 * l->pad - l->k) / l->stride + 1, P = OH * OW;
@@ -435,21 +445,26 @@ static int run_linear(engine_infer_t *p, ilayer_t *l, const float *x, float *y, 
 {
     if (!int8)
         return infer_linear_fp32(p, l, x, y, B);
-    if (infer_grow((void **)&p->qa, &p->qa_cap, (size_t)B * l->Kp) ||
-        infer_grow((void **)&p->acc, &p->acc_cap, (size_t)B * l->cout * sizeof(int32_t)))
+    /* AMX takes rows in 16s (the extra rows are zero) and writes whole 16-column blocks */
+    int amx = p->qamx && l->qwp, M = amx ? (B + 15) / 16 * 16 : B, ldc = amx ? (l->cout + 15) / 16 * 16 : l->cout;
+    if (infer_grow((void **)&p->qa, &p->qa_cap, (size_t)M * l->Kp) ||
+        infer_grow((void **)&p->acc, &p->acc_cap, (size_t)M * ldc * sizeof(int32_t)))
         return -1;
     for (int b = 0; b < B; b++) {
         uint8_t *r = p->qa + (size_t)b * l->Kp;
         quant_u8(x + (size_t)b * l->K, (size_t)l->K, l->ascale, l->azp, r);
         memset(r + l->K, 0, (size_t)(l->Kp - l->K));
     }
-    if (p->qpacked && l->qwp)
-        p->qpacked(B, l->cout, l->Kp, p->qa, l->Kp, l->qwp, p->acc, l->cout);
+    memset(p->qa + (size_t)B * l->Kp, 0, (size_t)(M - B) * l->Kp);
+    if (amx)
+        p->qamx(M, l->cout, l->Kp / 64, p->qa, l->Kp, NULL, l->qwp, p->acc, ldc);
+    else if (p->qpacked && l->qwp)
+        p->qpacked(B, l->cout, l->Kp, p->qa, l->Kp, l->qwp, p->acc, ldc);
     else
-        p->qgemm(B, l->cout, l->Kp, p->qa, l->Kp, l->qw, l->Kp, p->acc, l->cout);
+        p->qgemm(B, l->cout, l->Kp, p->qa, l->Kp, l->qw, l->Kp, p->acc, ldc);
     for (int b = 0; b < B; b++)
         for (int o = 0; o < l->cout; o++) {
-            float v = (float)(p->acc[(size_t)b * l->cout + o] - l->azp * l->wsum[o]) * (l->ascale * l->wscale[o]) +
+            float v = (float)(p->acc[(size_t)b * ldc + o] - l->azp * l->wsum[o]) * (l->ascale * l->wscale[o]) +
                       (l->b ? l->b[o] : 0);
             y[(size_t)b * l->cout + o] = l->relu && v < 0 ? 0 : v;
         }

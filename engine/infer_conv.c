@@ -143,22 +143,22 @@ AVX512 static void tiles4(int n, ARGS)
 typedef void (*tiles_fn)(int n, ARGS);
 static const tiles_fn k_tiles[5] = {NULL, tiles1, tiles2, tiles3, tiles4};
 
-/* Bias, ReLU and (pool) the 2x2 max from the pixel-major t [OH*OW][ocp] into y [cout][out plane]. */
-AVX512 static void epilogue(const float *t, int OH, int OW, int ocp, const ilayer_t *l, float *y)
+AVX512 void infer_conv_epilogue(const float *t, int OH, int OW, int ocp, const float *bias_v, int relu, int pool, int cout,
+                                float *y)
 {
     const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-    const __m512 lo = _mm512_set1_ps(l->relu ? 0.0f : -INFINITY);
-    int PH = l->pool ? OH / 2 : OH, PW = l->pool ? OW / 2 : OW, plane = PH * PW;
+    const __m512 lo = _mm512_set1_ps(relu ? 0.0f : -INFINITY);
+    int PH = pool ? OH / 2 : OH, PW = pool ? OW / 2 : OW, plane = PH * PW;
     const __m512i idx = _mm512_mullo_epi32(lane, _mm512_set1_epi32(plane));
     for (int b = 0; b < ocp / 16; b++) {
-        int o0 = 16 * b, left = l->cout - o0;
+        int o0 = 16 * b, left = cout - o0;
         __mmask16 m = (__mmask16)(left >= 16 ? 0xffff : (1u << left) - 1);
-        __m512 bias = l->b ? _mm512_maskz_loadu_ps(m, l->b + o0) : _mm512_setzero_ps();
+        __m512 bias = bias_v ? _mm512_maskz_loadu_ps(m, bias_v + o0) : _mm512_setzero_ps();
         float *yb = y + (size_t)o0 * plane;
         for (int py = 0; py < PH; py++)
             for (int px = 0; px < PW; px++) {
                 __m512 v;
-                if (l->pool) {
+                if (pool) {
                     const float *a = t + ((size_t)(2 * py) * OW + 2 * px) * ocp + o0;
                     v = _mm512_max_ps(_mm512_max_ps(_mm512_load_ps(a), _mm512_load_ps(a + ocp)),
                                       _mm512_max_ps(_mm512_load_ps(a + (size_t)OW * ocp),
@@ -212,12 +212,18 @@ int infer_conv_direct(engine_infer_t *p, ilayer_t *l, const float *x, float *y, 
                     ox += n;
                 }
         }
-        epilogue(t, OH, OW, ocp, l, y + (size_t)s * out_n);
+        infer_conv_epilogue(t, OH, OW, ocp, l->b, l->relu, l->pool, l->cout, y + (size_t)s * out_n);
     }
     return 0;
 }
 
 #else
+void infer_conv_epilogue(const float *t, int OH, int OW, int ocp, const float *bias, int relu, int pool, int cout,
+                         float *y)
+{
+    (void)t, (void)OH, (void)OW, (void)ocp, (void)bias, (void)relu, (void)pool, (void)cout, (void)y;
+    abort(); /* never called: infer_avx512() is 0 here */
+}
 int infer_conv_direct_ok(const ilayer_t *l)
 {
     (void)l;

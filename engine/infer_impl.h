@@ -31,6 +31,8 @@ typedef struct ilayer {
     int8_t *qw;     /* [cout][Kp], K in the engine's order (c, ky, kx) */
     int8_t *qwk;    /* conv: [cout][Kp] with K as (ky, kx, c), the order of channel-last im2row */
     int8_t *qwp;    /* the kernel's weights packed for the VNNI broadcast kernel (or NULL) */
+    int8_t *qwi;    /* conv, stride 1, AMX: packed over K as (ky, 64-byte chunk, kx*C + c) (infer_qconv.c) */
+    int qchunks;    /* with qwi: 64-byte chunks per kernel row, ceil(k*C / 64) */
     float *wscale;  /* [cout] */
     int32_t *wsum;  /* [cout]: sum of qw row, for the activation zero point */
     float ascale;
@@ -47,6 +49,7 @@ struct engine_infer {
     engine_qgemm_fn qgemm;
     engine_qgemm_impl_t qimpl;
     engine_qgemm_packed_fn qpacked; /* used where a layer has qwp */
+    engine_qgemm_amx_fn qamx;       /* AMX tiles: linear layers with qwp, stride-1 convs with qwi */
     /* scratch */
     float *buf[2];
     size_t buf_cap;
@@ -81,6 +84,16 @@ int infer_linear_fp32(engine_infer_t *p, ilayer_t *l, const float *x, float *y, 
 /* The direct convolution (engine/infer_conv.c): stride 1 on an AVX-512 CPU. */
 int infer_conv_direct_ok(const ilayer_t *l);
 int infer_conv_direct(engine_infer_t *p, ilayer_t *l, const float *x, float *y, int B);
+/* Bias (NULL: none), ReLU and (pool) the 2x2 max from the pixel-major t [OH*OW][ocp] into y
+ * [cout][out plane] (AVX-512 CPUs only). */
+void infer_conv_epilogue(const float *t, int OH, int OW, int ocp, const float *bias, int relu, int pool, int cout,
+                         float *y);
+/* INT8 stride-1 convs on AMX tiles (engine/infer_qconv.c), reading a zero-point-bordered
+ * channel-last copy of the input in place (no im2row): infer_qconv_pack packs l->qw for them
+ * (l->qwi; -1 on out of memory); infer_qconv_amx runs the layer as run_conv's int8 path does,
+ * with the same int32 sums and float arithmetic, so the logits are the same bit for bit. */
+int infer_qconv_pack(ilayer_t *l);
+int infer_qconv_amx(engine_infer_t *p, const ilayer_t *l, const float *x, float *y, int B);
 /* 1 when the AVX-512 kernels may run: the CPU has them and FEDNAS_INFER_PORTABLE is not 1. */
 int infer_avx512(void);
 /* 2x2 stride-2 max pool of [C][H][W] planes (floor) into [C][H/2][W/2]. */

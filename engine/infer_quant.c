@@ -139,6 +139,10 @@ static int quant_weights(engine_infer_t *p, err_t *err)
         if (engine_qgemm_packed_get() &&
             !(l->qwp = engine_qgemm_pack(l->cout, l->Kp, l->qwk ? l->qwk : l->qw, l->Kp)))
             return err_set(err, FN_ENOMEM, "quantize: out of memory");
+        free(l->qwi);
+        l->qwi = NULL;
+        if (l->kind == IL_CONV && l->stride == 1 && engine_qgemm_amx_get() && infer_qconv_pack(l) < 0)
+            return err_set(err, FN_ENOMEM, "quantize: out of memory");
         l->amin = INFINITY, l->amax = -INFINITY;
     }
     return 0;

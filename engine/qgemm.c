@@ -5,8 +5,16 @@
 #include "engine/qgemm.h"
 
 #include <immintrin.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#endif
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 static void qgemm_ref(int M, int N, int K, const uint8_t *A, int lda, const int8_t *B, int ldb, int32_t *C, int ldc)
 {
@@ -202,6 +210,116 @@ VNNI_TARGET static void qgemm_vnni_packed(int M, int N, int K, const uint8_t *A,
 }
 #endif
 
+#if defined(HAVE_X86) && defined(__linux__) && !defined(__clang__)
+#define HAVE_AMX 1
+#define AMX_TARGET __attribute__((target("amx-tile,amx-int8,avx512f")))
+
+/* palette 1; tiles 0-3 hold C (16 x 16 int32), 4-5 A (16 x 64 bytes), 6-7 B (16 x 64 bytes). */
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_cfg_t;
+
+AMX_TARGET static void amx_config(void)
+{
+    amx_cfg_t c;
+    memset(&c, 0, sizeof c);
+    c.palette = 1;
+    for (int t = 0; t < 8; t++)
+        c.rows[t] = 16, c.colsb[t] = 64;
+    _tile_loadconfig(&c);
+}
+
+/* One C block of RB x CB tiles (16 rows, 16 columns each) at rows i, columns j: A's rows and
+ * B's column blocks loaded once per 64-byte step of K, RB*CB products. */
+#define AMX_BLOCK(RB, CB)                                                                                             \
+    do {                                                                                                              \
+        _tile_zero(0);                                                                                                \
+        if (CB > 1)                                                                                                   \
+            _tile_zero(1);                                                                                            \
+        if (RB > 1)                                                                                                   \
+            _tile_zero(2);                                                                                            \
+        if (RB > 1 && CB > 1)                                                                                         \
+            _tile_zero(3);                                                                                            \
+        const int8_t *b0 = Bp + (size_t)j * K, *b1 = b0 + (size_t)16 * K;                                             \
+        const uint8_t *a0 = A + (size_t)i * lda, *a1 = a0 + 16 * lda;                                                 \
+        for (int b = 0; b < nkb; b++) {                                                                               \
+            long o = koff ? koff[b] : (long)b * 64;                                                                   \
+            _tile_loadd(4, a0 + o, lda);                                                                              \
+            _tile_loadd(6, b0 + (size_t)b * 1024, 64);                                                                \
+            _tile_dpbusd(0, 4, 6);                                                                                    \
+            if (CB > 1) {                                                                                             \
+                _tile_loadd(7, b1 + (size_t)b * 1024, 64);                                                            \
+                _tile_dpbusd(1, 4, 7);                                                                                \
+            }                                                                                                         \
+            if (RB > 1) {                                                                                             \
+                _tile_loadd(5, a1 + o, lda);                                                                          \
+                _tile_dpbusd(2, 5, 6);                                                                                \
+                if (CB > 1)                                                                                           \
+                    _tile_dpbusd(3, 5, 7);                                                                            \
+            }                                                                                                         \
+        }                                                                                                             \
+        int32_t *c = C + (size_t)i * ldc + j;                                                                         \
+        _tile_stored(0, c, ldc * 4);                                                                                  \
+        if (CB > 1)                                                                                                   \
+            _tile_stored(1, c + 16, ldc * 4);                                                                         \
+        if (RB > 1)                                                                                                   \
+            _tile_stored(2, c + (size_t)16 * ldc, ldc * 4);                                                           \
+        if (RB > 1 && CB > 1)                                                                                         \
+            _tile_stored(3, c + (size_t)16 * ldc + 16, ldc * 4);                                                      \
+    } while (0)
+
+/* Blocks of 32 x 32 (four C tiles), then the odd row or column block alone. */
+AMX_TARGET static void qgemm_amx(int M, int N, int nkb, const uint8_t *A, long lda, const long *koff, const int8_t *Bp,
+                                 int32_t *C, int ldc)
+{
+    const size_t K = (size_t)nkb * 64;
+    const int NP = (N + 15) / 16 * 16;
+    amx_config();
+    for (int j = 0; j < NP; j += 32) {
+        int i = 0;
+        if (j + 32 <= NP) {
+            for (; i + 32 <= M; i += 32)
+                AMX_BLOCK(2, 2);
+            for (; i < M; i += 16)
+                AMX_BLOCK(1, 2);
+        } else {
+            for (; i + 32 <= M; i += 32)
+                AMX_BLOCK(2, 1);
+            for (; i < M; i += 16)
+                AMX_BLOCK(1, 1);
+        }
+    }
+    _tile_release();
+}
+
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+static int amx_ok;
+static void amx_probe(void)
+{
+    unsigned a, b, c, d;
+    /* EDX bit 24: AMX-TILE, bit 25: AMX-INT8; Linux lends tile data only on request */
+    amx_ok = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 24 & 1) && (d >> 25 & 1) &&
+             syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+}
+#endif
+
+engine_qgemm_amx_fn engine_qgemm_amx_get(void)
+{
+#ifdef HAVE_AMX
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    const char *e = getenv("FEDNAS_QGEMM_AMX");
+    if (e && *e && atoi(e) <= 0)
+        return NULL;
+    pthread_once(&once, amx_probe);
+    return amx_ok ? qgemm_amx : NULL;
+#else
+    return NULL;
+#endif
+}
+
 engine_qgemm_packed_fn engine_qgemm_packed_get(void)
 {
 #ifdef HAVE_X86
@@ -221,6 +339,8 @@ engine_qgemm_fn engine_qgemm_get(engine_qgemm_impl_t impl)
     case ENGINE_QGEMM_AVX2:
         __builtin_cpu_init();
         return __builtin_cpu_supports("avx2") ? qgemm_avx2 : NULL;
+    case ENGINE_QGEMM_AMX:
+        return engine_qgemm_amx_get() ? engine_qgemm_get(ENGINE_QGEMM_VNNI) : NULL;
     case ENGINE_QGEMM_VNNI:
         __builtin_cpu_init();
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -234,6 +354,8 @@ engine_qgemm_fn engine_qgemm_get(engine_qgemm_impl_t impl)
 
 engine_qgemm_impl_t engine_qgemm_best(void)
 {
+    if (engine_qgemm_get(ENGINE_QGEMM_AMX))
+        return ENGINE_QGEMM_AMX;
     if (engine_qgemm_get(ENGINE_QGEMM_VNNI))
         return ENGINE_QGEMM_VNNI;
     if (engine_qgemm_get(ENGINE_QGEMM_AVX2))
@@ -243,6 +365,6 @@ engine_qgemm_impl_t engine_qgemm_best(void)
 
 const char *engine_qgemm_name(engine_qgemm_impl_t impl)
 {
-    static const char *const names[] = {"ref", "avx2-vpmaddwd", "avx512-vnni", "auto"};
+    static const char *const names[] = {"ref", "avx2-vpmaddwd", "avx512-vnni", "amx", "auto"};
     return (unsigned)impl <= ENGINE_QGEMM_AUTO ? names[impl] : "?";
 }

@@ -3,7 +3,7 @@
  * with K contiguous and rows `lda`/`ldb` bytes apart, accumulated exactly in int32.
  * Kernels: a portable C reference, AVX2 (operands widened to int16, vpmaddwd: exact, no
  * vpmaddubsw saturation), AVX-512 VNNI (vpdpbusd) in dot-product form and, faster, on packed
- * weights (below: what inference uses on VNNI CPUs); picked at run time with
+ * weights (below: what inference uses on VNNI CPUs), and AMX tiles on packed weights; picked at run time with
  * __builtin_cpu_supports. Callers pad K with zero bytes to a multiple of ENGINE_QGEMM_KALIGN
  * (a zero weight makes the padding's activations irrelevant). */
 #ifndef FEDNAS_ENGINE_QGEMM_H
@@ -18,6 +18,7 @@ typedef enum engine_qgemm_impl {
     ENGINE_QGEMM_REF = 0,
     ENGINE_QGEMM_AVX2,
     ENGINE_QGEMM_VNNI,
+    ENGINE_QGEMM_AMX,  /* AVX-512 VNNI for engine_qgemm_get, AMX tiles where the caller packs (below) */
     ENGINE_QGEMM_AUTO, /* the best one this CPU runs */
 } engine_qgemm_impl_t;
 
@@ -40,6 +41,18 @@ int8_t *engine_qgemm_pack(int N, int K, const int8_t *B, int ldb);
 typedef void (*engine_qgemm_packed_fn)(int M, int N, int K, const uint8_t *A, int lda, const int8_t *Bp, int32_t *C,
                                        int ldc);
 engine_qgemm_packed_fn engine_qgemm_packed_get(void);
+
+/* The same product on AMX tiles (Intel Sapphire Rapids and later: TDPBUSD multiplies a 16 x 64
+ * byte tile of A by a 64 x 16 tile of B, 16 x 16 exact int32 sums, in one instruction). B is
+ * packed by engine_qgemm_pack (its 16 x 4-byte groups are AMX's B tile rows); K is nkb blocks of
+ * 64, row i of block b read at A + i*lda + koff[b] (koff NULL: b*64, a plain product; other
+ * offsets let a convolution read its input in place). M must be a multiple of 16 and every row
+ * of every block readable (64 bytes); all round16(N) columns of C are written (ldc >= that).
+ * NULL when the CPU, the kernel (arch_prctl's permission for tile data), the compiler or
+ * FEDNAS_QGEMM_AMX=0 rules the tiles out. */
+typedef void (*engine_qgemm_amx_fn)(int M, int N, int nkb, const uint8_t *A, long lda, const long *koff,
+                                    const int8_t *Bp, int32_t *C, int ldc);
+engine_qgemm_amx_fn engine_qgemm_amx_get(void);
 
 /* Round up to the alignment. */
 static inline int engine_qgemm_kpad(int k) { return (k + ENGINE_QGEMM_KALIGN - 1) / ENGINE_QGEMM_KALIGN * ENGINE_QGEMM_KALIGN; }

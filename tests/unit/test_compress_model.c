@@ -253,7 +253,7 @@ static void test_fold_matches_engine(void **state)
         print_message("calibrator %d: max |int8 - fp32| logit error %.4f of max |logit| %.3f\n", cal, (double)maxe,
                       (double)maxl);
         assert_true(isfinite(maxe) && maxe < 0.1f * maxl);
-        for (int impl = ENGINE_QGEMM_AVX2; impl <= ENGINE_QGEMM_VNNI; impl++) {
+        for (int impl = ENGINE_QGEMM_AVX2; impl <= ENGINE_QGEMM_AMX; impl++) {
             if (engine_infer_set_qgemm(p, (engine_qgemm_impl_t)impl, &err) < 0)
                 continue;
             assert_int_equal(engine_infer_forward(p, x, BATCH, q, 1, &err), 0);
