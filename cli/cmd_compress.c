@@ -32,9 +32,10 @@ static const char *const k_help =
     "               later steps then compress; baseline also trains it alone (DIR/distill.json)\n"
     "   \"fold\": true,                      fold batch norm into conv/linear, fuse ReLU\n"
     "   \"prune\": {\"sparsity\":0.5, \"schedule\":\"linear\"|\"exponential\"|\"cubic\", \"steps\":3,\n"
-    "             \"finetune_samples\":6000, \"lr\":0.01}   L1 channel pruning, fine-tuned after each step\n"
+    "             \"finetune_samples\":6000, \"lr\":0.01}   L1 channel pruning, each step fine-tuned\n"
+    "             for one pass over that many training samples (up to 60000)\n"
     "   \"quantize\": {\"calibrator\":\"minmax\"|\"percentile\"|\"entropy\", \"percentile\":99.99,\n"
-    "                \"calibration_samples\":1000, \"kernel\":\"auto\"|\"ref\"|\"avx2\"|\"vnni\"},\n"
+    "                \"calibration_samples\":1000, \"kernel\":\"auto\"|\"ref\"|\"avx2\"|\"vnni\"|\"amx\"},\n"
     "                                       (absent: no quantization)\n"
     "   \"qat\": {\"train\":{...}, \"train_samples\":6000, \"observer_momentum\":0.01}   quantization-\n"
     "               aware fine-tuning, exported with its tracked ranges (DIR/model.qat.int8.safetensors)\n"
@@ -198,13 +199,13 @@ static int parse_recipe(const recipe_src_t *r, const json_t *j, recipe_t *c, err
         const json_t *k = json_object_get(q, "kernel");
         if (k) {
             const char *ks = json_string_value(k);
-            static const char *const names[] = {"ref", "avx2", "vnni", "auto"};
+            static const char *const names[] = {"ref", "avx2", "vnni", "amx", "auto"};
             int found = -1;
-            for (int i = 0; ks && i < 4; i++)
+            for (int i = 0; ks && i < 5; i++)
                 if (strcmp(ks, names[i]) == 0)
                     found = i;
             if (found < 0)
-                return rfail(r, err, "quantize.kernel", "expected \"auto\", \"ref\", \"avx2\" or \"vnni\"", NULL);
+                return rfail(r, err, "quantize.kernel", "expected \"auto\", \"ref\", \"avx2\", \"vnni\" or \"amx\"", NULL);
             c->kernel = (engine_qgemm_impl_t)found;
         }
     }

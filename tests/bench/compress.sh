@@ -6,9 +6,10 @@
 #          model against the original on the test set, and its speed against the unfolded model
 #          on the engine and on the same runtime (target: identical predictions, >= 1.2x);
 #   int8   the FedAvg CNN (experiments/fmnist-cnn-central.json), entropy-calibrated PTQ, batch 64
-#          (target: <= 1.0 point lost, >= 2x the fp32 speed);
-#   prune  the same CNN, 50% of the channels in 3 cubic steps with fine-tuning, batch 64 (target:
-#          <= 1.5 points lost, >= 1.6x).
+#          (target: <= 1.0 point lost, >= 2x the speed of the faster fp32 path, the engine's or
+#          the folded runtime's);
+#   prune  the same CNN, 50% of the channels in 3 cubic steps, each fine-tuned for one pass over
+#          the 60,000 training images, batch 64 (target: <= 1.5 points lost, >= 1.6x).
 # The models are trained first unless COMPRESS_BENCH_CNN / COMPRESS_BENCH_BN name `fednas train
 # --save` files (COMPRESS_BENCH_EPOCHS, default 4, for the CNN; the BN model takes its file's 2).
 # Never fails on time or accuracy, only when a command fails.
@@ -57,7 +58,7 @@ recipe fold64 "$BN" '"fold": true, "eval_samples": 10000, "bench": {"batch": 64,
 recipe fold1 "$BN" '"fold": true, "eval_samples": 10000, "bench": {"batch": 1, "iters": 300}'
 recipe int8 "$CNN" '"fold": true, "quantize": {"calibrator": "entropy", "calibration_samples": 1000}, "eval_samples": 10000,
   "bench": {"batch": 64, "iters": 20}'
-recipe prune "$CNN" '"fold": true, "prune": {"sparsity": 0.5, "schedule": "cubic", "steps": 3, "finetune_samples": 6000,
+recipe prune "$CNN" '"fold": true, "prune": {"sparsity": 0.5, "schedule": "cubic", "steps": 3, "finetune_samples": 60000,
   "lr": 0.01}, "eval_samples": 10000, "bench": {"batch": 64, "iters": 20}'
 
 echo
@@ -78,9 +79,9 @@ for n, b in (("fold64", 64), ("fold1", 1)):
 r = rep("int8")
 e, f, q = r["engine"], r["folded"], r["int8"]
 d = 100 * (q["accuracy"] - e["accuracy"])
-ok = d >= -1.0 and e["ms_per_batch"] / q["ms_per_batch"] >= 2
+ok = d >= -1.0 and min(e["ms_per_batch"], f["ms_per_batch"]) / q["ms_per_batch"] >= 2  # against the faster fp32
 rows.append(("int8 PTQ, batch 64", f"acc {d:+.2f}", f"{e['ms_per_batch']/q['ms_per_batch']:.2f}x engine fp32, "
-             f"{f['ms_per_batch']/q['ms_per_batch']:.2f}x runtime fp32 folded", ">= -1.0, >= 2x", "met" if ok else "NOT met"))
+             f"{f['ms_per_batch']/q['ms_per_batch']:.2f}x runtime fp32 folded", ">= -1.0, >= 2x both", "met" if ok else "NOT met"))
 r = rep("prune")
 e, p = r["engine"], r["pruned"]
 d = 100 * (p["accuracy"] - e["accuracy"])
