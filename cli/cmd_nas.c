@@ -23,7 +23,7 @@
 
 static const char *const k_help =
     "Usage: fednas nas EXPERIMENT.json [--db FILE] [--quiet]\n"
-    "       fednas nas --resume RUN [--db FILE] [--quiet]\n"
+    "       fednas nas --resume RUN [--budget N] [--db FILE] [--quiet]\n"
     "       fednas nas export RUN [--top K] --out DIR [--db FILE]\n"
     "\n"
     "Searches the experiment's \"nas\" space with its strategy: candidates are trained on 50,000\n"
@@ -41,6 +41,9 @@ static const char *const k_help =
     "\n"
     "  --db FILE     run store (default fednas.db)\n"
     "  --resume RUN  continue run RUN of the store\n"
+    "  --budget N    with --resume: extend the search to N evaluations (more than its budget); a\n"
+    "                finished search goes on and retrains its top k again at the end, ending as\n"
+    "                the same search with budget N from the start would (same seed, workers)\n"
     "  --quiet       no progress bar (lines only)\n"
     "  --check       validate the experiment, print the plan and exit (no store, no training)\n"
     "  export: --top K (default 3) --out DIR: DIR/rankN.json (the model, as \"model\" takes it)\n"
@@ -204,7 +207,7 @@ static int check_only(const char *path)
     return cli_fail(&err);
 }
 
-static int search(const char *path, long long resume, const char *db_path, int quiet, int mpi_size);
+static int search(const char *path, long long resume, int budget, const char *db_path, int quiet, int mpi_size);
 
 /* ---- MPI: rank 0 sends the experiment, ranks > 0 evaluate (nas/mpi.h) ----------------------- */
 
@@ -264,7 +267,7 @@ static int serve_rank(int rank)
 
 /* The search under a launcher: MPI only when one started us, and only a world of >= 2 ranks
  * splits controller and workers. */
-static int search_launched(const char *path, long long resume, const char *db, int quiet)
+static int search_launched(const char *path, long long resume, int budget, const char *db, int quiet)
 {
     err_t err = {0};
     if (!nas_mpi_built()) {
@@ -274,17 +277,19 @@ static int search_launched(const char *path, long long resume, const char *db, i
                                      "rank would run its own search (rebuild with libopenmpi-dev installed)", k);
             return cli_fail(&err);
         }
-        return search(path, resume, db, quiet, 1);
+        return search(path, resume, budget, db, quiet, 1);
     }
     int rank, size;
     if (nas_mpi_init(&rank, &size, &err) < 0)
         return cli_fail(&err);
-    int rc = size < 2 ? search(path, resume, db, quiet, 1) : rank > 0 ? serve_rank(rank) : search(path, resume, db, quiet, size);
+    int rc = size < 2 ? search(path, resume, budget, db, quiet, 1)
+             : rank > 0 ? serve_rank(rank)
+                        : search(path, resume, budget, db, quiet, size);
     nas_mpi_end(rc != EXIT_OK);
     return rc;
 }
 
-static int search(const char *path, long long resume, const char *db_path, int quiet, int mpi_size)
+static int search(const char *path, long long resume, int budget, const char *db_path, int quiet, int mpi_size)
 {
     err_t err = {0};
     exp_cfg_t e;
@@ -294,10 +299,14 @@ static int search(const char *path, long long resume, const char *db_path, int q
     nas_workers_t *ranks = NULL; /* MPI worker ranks, or NULL: local workers */
     /* A resumed search takes the run's split and threads: it must see the same data and sum in
      * the same order. */
-    int rc = cli_search_open(path, db_path, resume, 0, exp_load, &e, &e.x, &run, &err);
+    int rc = budget ? cli_search_extend(db_path, resume, budget, &err) : 0;
+    if (rc == 0)
+        rc = cli_search_open(path, db_path, resume, 0, exp_load, &e, &e.x, &run, &err);
     if (rc < 0)
         goto out;
-    if (!resume) {
+    if (resume) /* the run's budget: the experiment's, or what --budget made it */
+        e.nas.budget = nr->budget;
+    else {
         nr->split_seed = e.x.data.split_seed;
         nr->budget = e.nas.budget;
         nr->workers = e.nas.workers;
@@ -451,11 +460,11 @@ int cmd_nas(int argc, char **argv)
     static const struct option opts[] = {{"db", required_argument, 0, 'd'},  {"resume", required_argument, 0, 'r'},
                                          {"quiet", no_argument, 0, 'q'},     {"top", required_argument, 0, 't'},
                                          {"out", required_argument, 0, 'o'}, {"help", no_argument, 0, 'h'},
-                                         {"check", no_argument, 0, 'c'},
+                                         {"check", no_argument, 0, 'c'},    {"budget", required_argument, 0, 'b'},
                                          {0, 0, 0, 0}};
     const char *db = "fednas.db", *out = NULL;
     long long resume = 0;
-    long top = 3;
+    long top = 3, budget = 0;
     int quiet = 0, check = 0, c;
     optind = 1;
     if (is_export) {
@@ -472,6 +481,10 @@ int cmd_nas(int argc, char **argv)
             break;
         case 'q': quiet = 1; break;
         case 'c': check = 1; break;
+        case 'b':
+            if (is_export || fn_parse_int(optarg, 1, 1000000, &budget) < 0)
+                return cli_usage_error(cmd, "--budget needs a number of evaluations in [1, 1000000], not \"%s\"", optarg);
+            break;
         case 't':
             if (!is_export || fn_parse_int(optarg, 1, 63, &top) < 0)
                 return cli_usage_error(cmd, "--top needs an integer in [1, 63] (with export), not \"%s\"", optarg);
@@ -499,5 +512,8 @@ int cmd_nas(int argc, char **argv)
         return cli_usage_error(cmd, "%s", why);
     if (check && path)
         return check_only(path);
-    return nas_mpi_launched() ? search_launched(path, resume, db, quiet) : search(path, resume, db, quiet, 1);
+    if (budget && !resume)
+        return cli_usage_error(cmd, "--budget extends a search with --resume RUN; a new search takes nas.budget");
+    return nas_mpi_launched() ? search_launched(path, resume, (int)budget, db, quiet)
+                              : search(path, resume, (int)budget, db, quiet, 1);
 }

@@ -146,6 +146,27 @@ int cli_search_resume(const char *db, long long run, int tune, cli_search_run_t 
     return store_run_reopen(r->st, run, text, &r->exp_id, err);
 }
 
+int cli_search_extend(const char *db, long long run, int budget, err_t *err)
+{
+    cli_search_run_t r = {0};
+    struct stat sb;
+    if (stat(db, &sb) != 0)
+        return err_set(err, FN_ENOTFOUND, "run store %s does not exist; pass the search's --db", db);
+    int rc = store_open(db, 0, &r.st, err);
+    if (rc == 0 && (rc = store_nas_run_get(r.st, run, &r.nr, err)) == FN_ENOTFOUND)
+        rc = err_set(err, rc, "run %lld is not a NAS search in run store %s (`fednas runs --db %s` lists its runs)", run,
+                     db, db);
+    if (rc == 0 && strncmp(r.nr.strategy, "tune:", 5) == 0)
+        rc = err_set(err, FN_EINVAL, "run %lld is a tuning run: --budget extends `fednas nas` searches", run);
+    if (rc == 0 && budget <= r.nr.budget)
+        rc = err_set(err, FN_EINVAL, "--budget %d: run %lld's budget is already %d; a search can only be extended", budget,
+                     run, r.nr.budget);
+    if (rc == 0)
+        rc = store_nas_run_extend(r.st, run, budget, err);
+    store_close(r.st);
+    return rc;
+}
+
 int cli_search_open(const char *path, const char *db, long long resume, int tune,
                     int (*load)(void *ctx, const char *source, char *text, err_t *err), void *ctx,
                     cli_search_exp_t *x, cli_search_run_t *r, err_t *err)

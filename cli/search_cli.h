@@ -47,6 +47,10 @@ typedef struct cli_search_run {
  * (tune 1: nas_runs.strategy "tune:...") or an architecture search (tune 0); *text: the stored
  * experiment (malloc'ed). */
 int cli_search_resume(const char *db, long long run, int tune, cli_search_run_t *r, char **text, err_t *err);
+/* --resume RUN --budget N: raises search RUN's budget in db to N evaluations (store_nas_run_extend),
+ * so that the resume goes on to N; a finished search is reopened. N must exceed the run's budget
+ * (FN_EINVAL otherwise, naming it); tuning runs are refused. */
+int cli_search_extend(const char *db, long long run, int budget, err_t *err);
 /* The experiment of a search, parsed by load(ctx, source, text, err), which takes text over:
  * the file at path for a new run (resume 0; a load error is FN_EINVAL), else the run's own
  * from db (as cli_search_resume), whose split seed then replaces x's (x: the loaded

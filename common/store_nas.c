@@ -81,6 +81,38 @@ int store_nas_run_create(store_t *s, int64_t run_id, const store_nas_run_t *r, e
     return done(s, st, err, "recording the search");
 }
 
+/* sql with its ?1 and ?2 bound to a and b (a statement may use either or both). */
+static int run_sql(store_t *s, const char *sql, int64_t a, int64_t b, err_t *err)
+{
+    sqlite3_stmt *st;
+    int rc = prep(s, sql, &st, err);
+    if (rc < 0)
+        return rc;
+    sqlite3_bind_int64(st, 1, a);
+    sqlite3_bind_int64(st, 2, b);
+    return done(s, st, err, "extending the search");
+}
+
+int store_nas_run_extend(store_t *s, int64_t run_id, int budget, err_t *err)
+{
+    sqlite3 *db = store_sqlite(s);
+    if (sqlite3_exec(db, "BEGIN IMMEDIATE;", NULL, NULL, NULL) != SQLITE_OK)
+        return db_err(s, err, "extending the search");
+    int rc = run_sql(s, "UPDATE nas_runs SET budget = ?2 WHERE run_id = ?1", run_id, budget, err);
+    if (rc == 0)
+        rc = run_sql(s,
+                     "UPDATE runs SET rounds_planned = ?2, status = CASE status WHEN 'done' THEN 'stopped' ELSE "
+                     "status END WHERE id = ?1",
+                     run_id, budget, err);
+    if (rc == 0)
+        rc = run_sql(s, "DELETE FROM nas_final WHERE run_id = ?1", run_id, 0, err);
+    if (rc == 0 && sqlite3_exec(db, "COMMIT;", NULL, NULL, NULL) != SQLITE_OK)
+        rc = db_err(s, err, "extending the search");
+    if (rc < 0)
+        sqlite3_exec(db, "ROLLBACK;", NULL, NULL, NULL);
+    return rc;
+}
+
 int store_nas_run_get(store_t *s, int64_t run_id, store_nas_run_t *r, err_t *err)
 {
     sqlite3_stmt *st;

@@ -71,6 +71,11 @@ typedef struct store_nas_run {
 int store_nas_run_create(store_t *s, int64_t run_id, const store_nas_run_t *r, err_t *err);
 /* FN_ENOTFOUND when the run is not a search. */
 int store_nas_run_get(store_t *s, int64_t run_id, store_nas_run_t *r, err_t *err);
+/* Raises a search's budget (nas_runs.budget and the run's planned count) to `budget`, in one
+ * transaction: a finished run becomes "stopped" (resumable) and loses its retrained top k
+ * (nas_final), since more candidates may change the ranking. The caller checks that the budget
+ * grows. */
+int store_nas_run_extend(store_t *s, int64_t run_id, int budget, err_t *err);
 
 /* One candidate, as the controller keeps it. Text fields genome and arch are JSON; when loaded
  * they are malloc'ed (store_nas_candidates_free). -1 marks an absent parent, cache source or

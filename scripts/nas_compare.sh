@@ -22,7 +22,9 @@
 # all three searches of the seed share; default: every candidate done), KINDS (run only: the
 # strategies to run, default "random re nsga2"; the tables show "-" for one not run). Each search
 # has its own store OUT_DIR/NAME.db and log OUT_DIR/NAME.log; a search already done in its store
-# is not run again, and one that was interrupted is resumed (`fednas nas --resume`).
+# is not run again, and one that was interrupted is resumed (`fednas nas --resume`). BUDGET (run
+# only): extend every search to that many evaluations (`fednas nas --resume RUN --budget N`; a
+# done search with a smaller budget goes on, ending as a search with budget N from the start).
 # FEDNAS_THREADS is 1 unless set.
 set -euo pipefail
 FEDNAS=$(realpath "${1:?usage: $0 FEDNAS OUT_DIR [run|report]}")
@@ -41,30 +43,39 @@ KINDS=${KINDS:-random re nsga2}
 for s in $SEEDS; do for k in $KINDS; do names+=("$PREFIX-$k-macro-s$s"); done; done
 JOBS=${JOBS:-${#names[@]}}
 
-run_one() { # NAME: run (or resume) one search into its own store
-  local name=$1 db="$OUT/$1.db" cfg="$SRC/experiments/$1.json" last
-  [ -f "$cfg" ] || { echo "nas_compare: $cfg: no such experiment" >&2; return 2; }
-  if [ -f "$db" ]; then
-    last=$(sqlite3 "$db" "SELECT r.id || ' ' || r.status FROM runs r JOIN nas_runs n ON n.run_id = r.id ORDER BY r.id DESC LIMIT 1" 2>/dev/null || true)
-    case "$last" in
-      *" done") echo "$name: done in $db (run ${last%% *})"; return 0 ;;
-      "") ;;
-      *) echo "$name: resuming run ${last%% *} in $db"
-         { echo "start $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg) (resume)"
-           nice -n "$NICE" "$FEDNAS" nas --resume "${last%% *}" --db "$db" --quiet || echo "exit $?"
-           echo "end $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg)"; } >>"$OUT/$name.log" 2>&1
-         return 0 ;;
-    esac
-  fi
-  echo "$name: starting ($db, log $OUT/$name.log)"
-  { echo "start $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg)"
-    nice -n "$NICE" "$FEDNAS" nas "$cfg" --db "$db" --quiet || echo "exit $?"
+# logged NAME WHAT ARGS...: `fednas nas ARGS` at nice NICE, its start and end in OUT/NAME.log
+logged() {
+  local name=$1 what=$2
+  shift 2
+  { echo "start $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg)$what"
+    nice -n "$NICE" "$FEDNAS" nas "$@" --quiet || echo "exit $?"
     echo "end $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg)"; } >>"$OUT/$name.log" 2>&1
+}
+run_one() { # NAME: run (or resume, or extend to BUDGET) one search into its own store
+  local name=$1 db="$OUT/$1.db" cfg="$SRC/experiments/$1.json" last run has ext=()
+  [ -f "$cfg" ] || { echo "nas_compare: $cfg: no such experiment" >&2; return 2; }
+  if [ ! -f "$db" ] || [ -z "$(sqlite3 "$db" "SELECT 1 FROM nas_runs LIMIT 1" 2>/dev/null || true)" ]; then
+    echo "$name: starting ($db, log $OUT/$name.log)"
+    logged "$name" "" "$cfg" --db "$db"
+  fi
+  last=$(sqlite3 "$db" "SELECT r.id || ' ' || r.status || ' ' || n.budget FROM runs r JOIN nas_runs n ON n.run_id = r.id ORDER BY r.id DESC LIMIT 1" 2>/dev/null || true)
+  [ -n "$last" ] || { echo "$name: no search in $db (see $OUT/$name.log)"; return 0; }
+  read -r run status has <<< "$last"
+  [ -n "${BUDGET:-}" ] && [ "$has" -lt "$BUDGET" ] && ext=(--budget "$BUDGET")
+  if [ "$status" = done ] && [ ${#ext[@]} = 0 ]; then
+    echo "$name: done in $db (run $run, budget $has)"
+  elif [ "$status" = done ]; then
+    echo "$name: extending run $run in $db from $has to $BUDGET evaluations"
+    logged "$name" " (extend to $BUDGET)" --resume "$run" "${ext[@]}" --db "$db"
+  else
+    echo "$name: resuming run $run in $db"
+    logged "$name" " (resume)" --resume "$run" "${ext[@]}" --db "$db"
+  fi
 }
 
 if [ "$MODE" = run ] || [ "$MODE" = all ]; then
-  export -f run_one
-  export OUT SRC NICE FEDNAS
+  export -f run_one logged
+  export OUT SRC NICE FEDNAS BUDGET
   printf '%s\n' "${names[@]}" | xargs -P "$JOBS" -I{} bash -c 'run_one "$@"' _ {}
 fi
 [ "$MODE" = run ] && exit 0

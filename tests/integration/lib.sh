@@ -19,6 +19,15 @@ expect_rel_close() {
   awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(b > 0 && d / b < t) }' || fail "$4"
 }
 expect_contains() { grep -qF -- "$2" "$1" || { echo "--- $1"; cat "$1"; fail "$1 lacks: $2"; }; }
+# expect_exit_of STATUS TEXT COMMAND...: COMMAND exits with STATUS and says TEXT (stdout and
+# stderr together, kept in $WORK/cmd.log)
+expect_exit_of() {
+  local want=$1 text=$2 rc=0
+  shift 2
+  "$@" > "$WORK/cmd.log" 2>&1 || rc=$?
+  [ "$rc" = "$want" ] || { cat "$WORK/cmd.log"; fail "$*: exit $rc, expected $want"; }
+  expect_contains "$WORK/cmd.log" "$text"
+}
 # wait_for_line FILE REGEX SECONDS: prints the first match
 wait_for_line() {
   local i

@@ -82,3 +82,23 @@ want=$(sql "$WORK/k.db" "SELECT length(weights) FROM nas_final WHERE run_id = 1 
 hdr=$(python3 -c "import struct,sys; d=open(sys.argv[1],'rb').read(); n=struct.unpack('<Q',d[:8])[0]; print(len(d)-8-n)" "$WORK/export/rank1.safetensors")
 [ "$hdr" = "$want" ] || fail "rank1.safetensors holds $hdr bytes of weights, the store $want"
 pass "export: rank1/rank2 JSON and safetensors ($want bytes of weights)"
+
+# --budget: the same search with budget 7, finished (and its top 2 retrained), then extended to
+# 12 with --resume --budget 12, must end as the budget-12 search (2 workers: the controller's
+# virtual clock replays the schedule, so the asks the shorter search never made come where the
+# longer one made them); a search can only grow, and a new search cannot take --budget.
+sed 's/"budget": 12/"budget": 7/' "$WORK/exp.json" > "$WORK/exp7.json"
+"$FEDNAS" nas "$WORK/exp7.json" --db "$WORK/x.db" --quiet > "$WORK/x1.log" 2>&1 || { cat "$WORK/x1.log"; fail "budget-7 search failed"; }
+[ "$(sql "$WORK/x.db" "SELECT status || ' ' || (SELECT count(*) FROM nas_final WHERE run_id = 1) FROM runs WHERE id = 1")" = "done 2" ] ||
+  fail "the budget-7 search did not finish with its top 2"
+expect_exit_of 2 "budget is already 7; a search can only be extended" "$FEDNAS" nas --resume 1 --budget 7 --db "$WORK/x.db"
+expect_exit_of 2 "--budget extends a search with --resume" "$FEDNAS" nas "$WORK/exp.json" --budget 12 --db "$WORK/y2.db"
+expect_exit_of 2 "--budget needs a number" "$FEDNAS" nas --resume 1 --budget none --db "$WORK/x.db"
+"$FEDNAS" nas --resume 1 --budget 12 --db "$WORK/x.db" --quiet > "$WORK/x2.log" 2>&1 || { cat "$WORK/x2.log"; fail "extending to 12 failed"; }
+expect_contains "$WORK/x2.log" "budget 12"
+sql "$WORK/x.db" "$Q_CAND" > "$WORK/x.cand"
+diff "$WORK/ref.cand" "$WORK/x.cand" > "$WORK/x.diff" || { head -20 "$WORK/x.diff"; fail "the extended search differs from the budget-12 one"; }
+sql "$WORK/x.db" "$Q_FINAL" > "$WORK/x.final"
+cmp -s "$WORK/ref.final" "$WORK/x.final" || fail "the extended search's retrained top 2 differ from the budget-12 search's"
+[ "$(sql "$WORK/x.db" "SELECT status || ' ' || rounds_planned FROM runs WHERE id = 1")" = "done 12" ] || fail "extended run not done with 12 planned"
+pass "--resume --budget: a finished budget-7 search extended to 12 equals the budget-12 search, top 2 included"
