@@ -398,7 +398,7 @@ static int run_conv(engine_infer_t *p, ilayer_t *l, const float *x, float *y, in
 {
     if (!int8)
         return infer_conv_fp32(p, l, x, y, B);
-    if (p->qamx && l->qwi)
+    if (p->qamx && l->qwi && infer_avx512()) /* FEDNAS_INFER_PORTABLE=1: the im2row path */
         return infer_qconv_amx(p, l, x, y, B);
     /* OH, OW: the conv's own output; with a fused pool, l->out is the pooled one */
     int C = l->in[0], H = l->in[1], W = l->in[2], OH = (H + 2 * l->pad - l->k) / l->stride + 1,

@@ -44,8 +44,9 @@ int infer_qconv_pack(ilayer_t *l)
 #define AVX512 __attribute__((target("avx512f,avx512bw")))
 #define RN (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 
-/* The per-channel scale and offset exactly as run_conv computes them: plain C, not inlined into
- * the AVX-512 code below (where the compiler could fuse the multiply and subtract). */
+/* The per-channel scale and offset exactly as run_conv computes them. Neither file fuses a
+ * multiply and an add into an FMA (-ffp-contract=off, engine/CMakeLists.txt), which any -march
+ * with FMA would otherwise do to run_conv's plain C; kept out of line all the same. */
 __attribute__((noinline)) static void scales(const ilayer_t *l, int ocp, float *es, float *eb)
 {
     for (int o = 0; o < ocp; o++) {

@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "common/rng.h"
 #include "engine/infer.h"
@@ -22,6 +24,27 @@
 #include "engine/qgemm.h"
 
 enum { CLS = 4, MAXB = 17 };
+
+/* n bytes that end where an inaccessible page begins: a tile load past them faults (AddressSanitizer
+ * does not see AMX's loads and stores). guard_free takes the returned pointer and n. */
+static size_t page_round(size_t n)
+{
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+    return (n + pg - 1) / pg * pg;
+}
+static void *guarded(size_t n)
+{
+    size_t len = page_round(n), pg = (size_t)sysconf(_SC_PAGESIZE);
+    char *b = mmap(NULL, len + pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(b != MAP_FAILED);
+    assert_int_equal(mprotect(b + len, pg, PROT_NONE), 0);
+    return b + len - n;
+}
+static void guard_free(void *p, size_t n)
+{
+    size_t len = page_round(n);
+    munmap((char *)p + n - len, len + (size_t)sysconf(_SC_PAGESIZE));
+}
 
 /* C[i][n] = sum over blocks b and bytes t < 64 of A[i*lda + koff[b] + t] * B[n][b*64 + t]. */
 static void amx_case(rng_t *r, engine_qgemm_amx_fn f, int M, int N, int nkb, int lda, int offsets)
@@ -37,9 +60,10 @@ static void amx_case(rng_t *r, engine_qgemm_amx_fn f, int M, int N, int nkb, int
         lda = nkb * 64;
     size_t an = (size_t)(M - 1) * lda + span;
     int K = nkb * 64, NP = (N + 15) / 16 * 16;
-    uint8_t *A = malloc(an);
+    /* A as small as the kernel's contract allows and C exactly M x NP, each against a guard page */
+    uint8_t *A = guarded(an);
     int8_t *B = malloc((size_t)N * K);
-    int32_t *C = malloc((size_t)M * NP * sizeof *C);
+    int32_t *C = guarded((size_t)M * NP * sizeof *C);
     assert_non_null(A), assert_non_null(B), assert_non_null(C);
     for (size_t i = 0; i < an; i++) /* extremes included: 255 x -128 */
         A[i] = i % 7 == 0 ? 255 : (uint8_t)(rng_next(r) & 255);
@@ -59,7 +83,8 @@ static void amx_case(rng_t *r, engine_qgemm_amx_fn f, int M, int N, int nkb, int
                 fail_msg("AMX product %dx%dx%d (lda %d, %s): C[%d][%d] = %d, the sum is %lld", M, N, K, lda,
                          offsets ? "offsets" : "plain", i, n, C[(size_t)i * NP + n], (long long)s);
         }
-    free(A), free(B), free(C), free(Bp);
+    guard_free(A, an), guard_free(C, (size_t)M * NP * sizeof *C);
+    free(B), free(Bp);
 }
 
 static void test_amx_product(void **state)
