@@ -40,6 +40,10 @@ int cmd_tune(int argc, char **argv);
  * 1x28x28, 10 classes. Architectures without a file get the deterministic init (seed 1). */
 struct engine_model;
 int cli_load_model(const char *spec, struct engine_model **out, err_t *err);
+/* 1 when spec is a quantized model file (`fednas compress`'s model.int8.safetensors: metadata
+ * fednas.quant "int8"). cli_load_model reads one as the fp32 model of its int8 weights times
+ * their scales; `serve` runs its int8 plans. */
+int cli_model_is_int8(const char *spec);
 
 /* Knowledge distillation (cli/distill.c). cli_read_model reads a `train --save` file: its
  * architecture, "params" vector (parameters + buffers) and input shape (fednas.input; shape is

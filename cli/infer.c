@@ -43,6 +43,7 @@ struct infer {
      * NULL when the runtime does not take the model's layers; then the engine runs it. */
     engine_infer_t **plans;
     int nplans;
+    int int8; /* the plans run int8 (a quantized model file) */
     engine_threadpool_t *pool;
     int classes, max_batch, cap_images;
     double max_wait, batch_ema;
@@ -124,7 +125,7 @@ static void pass_part(void *ctx, int64_t begin, int64_t end)
         int a = (int)(i * ps->n / ps->parts), b = (int)((i + 1) * ps->n / ps->parts);
         err_t e = {0};
         ps->rc[i] = b > a ? engine_infer_forward(ps->q->plans[i], ps->x + (size_t)a * INFER_INPUT, b - a,
-                                                 ps->logits + (size_t)a * ps->q->classes, 0, &e)
+                                                 ps->logits + (size_t)a * ps->q->classes, ps->q->int8, &e)
                           : 0;
         if (ps->rc[i])
             snprintf(ps->msg, sizeof ps->msg, "%s", e.msg);
@@ -290,7 +291,7 @@ static void *loop(void *arg)
     return NULL;
 }
 
-int infer_start(engine_model_t *m, int max_batch, double max_wait_s, infer_t **out, err_t *err)
+int infer_start(engine_model_t *m, int max_batch, double max_wait_s, const char *int8_path, infer_t **out, err_t *err)
 {
     *out = NULL;
     int rc = 0;
@@ -331,15 +332,24 @@ int infer_start(engine_model_t *m, int max_batch, double max_wait_s, infer_t **o
     if (q->nplans < 1)
         q->nplans = 1;
     q->plans = calloc((size_t)q->nplans, sizeof *q->plans);
+    q->int8 = int8_path != NULL;
     for (int i = 0; q->plans && i < q->nplans; i++) {
         err_t pe = {0};
-        if (engine_infer_create(engine_model_arch(m), engine_model_params(m), engine_model_num_federated(m), 1, 28, 28,
-                                q->classes, &q->plans[i], &pe) < 0 ||
-            engine_infer_fold(q->plans[i], &pe) < 0) { /* not for the runtime: the engine serves it */
+        int prc = int8_path ? engine_infer_load_int8(int8_path, &q->plans[i], &pe)
+                            : engine_infer_create(engine_model_arch(m), engine_model_params(m),
+                                                  engine_model_num_federated(m), 1, 28, 28, q->classes, &q->plans[i],
+                                                  &pe);
+        if (prc == 0 && !int8_path)
+            prc = engine_infer_fold(q->plans[i], &pe);
+        if (prc < 0) { /* not for the runtime: the engine serves it (an int8 file must load) */
             for (int j = 0; j < q->nplans; j++)
                 engine_infer_free(q->plans[j]);
             free(q->plans);
             q->plans = NULL;
+            if (int8_path) {
+                infer_stop(q);
+                return err_set(err, prc, "%s", pe.msg);
+            }
         }
     }
     if (!q->xb || !q->lb || !q->g) {

@@ -28,8 +28,10 @@
 typedef struct infer infer_t;
 
 /* Takes ownership of m (freed on failure too). max_batch 1..1024 (1: every request alone, no waiting); max_wait_s
- * 0..1. */
-int infer_start(engine_model_t *m, int max_batch, double max_wait_s, infer_t **out, err_t *err);
+ * 0..1. int8_path: NULL, or the quantized model file m was read from (cli_model_is_int8): the
+ * passes then run its int8 plans (engine_infer_load_int8), and a file they cannot load is an
+ * error rather than a silent fp32 fallback. */
+int infer_start(engine_model_t *m, int max_batch, double max_wait_s, const char *int8_path, infer_t **out, err_t *err);
 void infer_stop(infer_t *q);
 int infer_num_classes(const infer_t *q);
 

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "cli/cli.h"
+#include "engine/infer.h"
 #include "engine/model.h"
 #include "engine/safetensors.h"
 
@@ -19,8 +20,49 @@ static int has_suffix(const char *s, const char *suf)
     return n >= m && strcmp(s + n - m, suf) == 0;
 }
 
+int cli_model_is_int8(const char *spec)
+{
+    struct stat sb;
+    engine_safetensors_t *st = NULL;
+    err_t e = {0};
+    if (stat(spec, &sb) != 0 || !S_ISREG(sb.st_mode) || !has_suffix(spec, ".safetensors") ||
+        engine_safetensors_open(spec, &st, &e) != 0)
+        return 0;
+    const char *q = engine_safetensors_meta(st, "fednas.quant");
+    int yes = q && strcmp(q, "int8") == 0;
+    engine_safetensors_close(st);
+    return yes;
+}
+
+/* A quantized file: the folded architecture with the int8 weights times their scales. */
+static int from_int8(const char *path, engine_model_t **out, err_t *err)
+{
+    engine_infer_t *p = NULL;
+    json_t *arch = NULL;
+    float *vec = NULL;
+    size_t n = 0;
+    int rc = engine_infer_load_int8(path, &p, err);
+    if (rc == 0)
+        rc = engine_infer_export(p, &arch, &vec, &n, err);
+    if (rc == 0)
+        rc = engine_model_create(arch, SPEC_INPUT, SPEC_CLASSES, out, err);
+    if (rc == 0 && n != engine_model_num_federated(*out)) {
+        rc = err_set(err, FN_EINVAL, "%s: %zu floats for an architecture of %zu", path, n, engine_model_num_federated(*out));
+        engine_model_free(*out);
+        *out = NULL;
+    }
+    if (rc == 0)
+        memcpy(engine_model_params(*out), vec, n * sizeof *vec);
+    engine_infer_free(p);
+    json_decref(arch);
+    free(vec);
+    return rc;
+}
+
 static int from_safetensors(const char *path, engine_model_t **out, err_t *err)
 {
+    if (cli_model_is_int8(path))
+        return from_int8(path, out, err);
     engine_safetensors_t *st = NULL;
     int rc = engine_safetensors_open(path, &st, err);
     if (rc)

@@ -60,6 +60,12 @@ int engine_infer_set_qgemm(engine_infer_t *p, engine_qgemm_impl_t impl, err_t *e
  * "layers.l.input_scale" F32 [1], "layers.l.input_zero_point" I32 [1]; written to path with
  * metadata fednas.arch (the folded architecture) and fednas.quant = "int8". */
 int engine_infer_save_int8(const engine_infer_t *p, const char *path, err_t *err);
+/* Reads such a file back (engine/infer_int8_file.c): the plan of the folded architecture, for
+ * input [C,H,W] (metadata fednas.input) and the classifier's outputs, quantized with the file's
+ * weights, scales, biases and input grids; forward with int8 = 1 gives the logits of the plan
+ * that saved it bit for bit, fp32 those of its int8 weights times their scales. FN_EINVAL, naming
+ * the file and the tensor, for anything that does not fit. */
+int engine_infer_load_int8(const char *path, engine_infer_t **out, err_t *err);
 
 /* Structured pruning (engine/prune.c): every conv/linear but the classifier keeps
  * round(keep_frac * its current outputs) output channels (at least one), those with the largest L1 norm of

@@ -93,6 +93,9 @@ void infer_conv_epilogue(const float *t, int OH, int OW, int ocp, const float *b
  * (l->qwi; -1 on out of memory); infer_qconv_amx runs the layer as run_conv's int8 path does,
  * with the same int32 sums and float arithmetic, so the logits are the same bit for bit. */
 int infer_qconv_pack(ilayer_t *l);
+/* From l->qw ([cout][Kp], K in the engine's order): wsum and the packed forms the kernels read
+ * (qwk, qwp, qwi, as this CPU's kernels want them); -1 on out of memory (engine/infer_quant.c). */
+int infer_pack_int8(ilayer_t *l);
 int infer_qconv_amx(engine_infer_t *p, const ilayer_t *l, const float *x, float *y, int B);
 /* 1 when the AVX-512 kernels may run: the CPU has them and FEDNAS_INFER_PORTABLE is not 1. */
 int infer_avx512(void);

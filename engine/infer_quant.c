@@ -101,6 +101,34 @@ double engine_calib_entropy(const double *hist, int nbins, double max, int level
     return (best_i + 0.5) * max / nbins > max ? max : (best_i + 0.5) * max / nbins;
 }
 
+int infer_pack_int8(ilayer_t *l)
+{
+    free(l->wsum), free(l->qwk), free(l->qwp), free(l->qwi);
+    l->qwk = NULL, l->qwp = NULL, l->qwi = NULL;
+    if (!(l->wsum = malloc((size_t)l->cout * sizeof *l->wsum)))
+        return -1;
+    for (int o = 0; o < l->cout; o++) {
+        int32_t s = 0;
+        for (int k = 0; k < l->K; k++)
+            s += l->qw[(size_t)o * l->Kp + k];
+        l->wsum[o] = s;
+    }
+    if (l->kind == IL_CONV) { /* (c, ky, kx) -> (ky, kx, c) for channel-last im2row */
+        int C = l->in[0], k = l->k;
+        if (!(l->qwk = calloc((size_t)l->cout * l->Kp, 1)))
+            return -1;
+        for (int o = 0; o < l->cout; o++)
+            for (int c = 0; c < C; c++)
+                for (int t = 0; t < k * k; t++)
+                    l->qwk[(size_t)o * l->Kp + (size_t)t * C + c] = l->qw[(size_t)o * l->Kp + (size_t)c * k * k + t];
+    }
+    if (engine_qgemm_packed_get() && !(l->qwp = engine_qgemm_pack(l->cout, l->Kp, l->qwk ? l->qwk : l->qw, l->Kp)))
+        return -1;
+    if (l->kind == IL_CONV && l->stride == 1 && engine_qgemm_amx_get() && infer_qconv_pack(l) < 0)
+        return -1;
+    return 0;
+}
+
 /* Per-channel int8 weights (and their packed forms) of every conv/linear layer. */
 static int quant_weights(engine_infer_t *p, err_t *err)
 {
@@ -109,39 +137,14 @@ static int quant_weights(engine_infer_t *p, err_t *err)
         if (l->kind != IL_CONV && l->kind != IL_LINEAR)
             continue;
         l->Kp = engine_qgemm_kpad(l->K);
-        free(l->qw), free(l->wscale), free(l->wsum), free(l->hist);
+        free(l->qw), free(l->wscale), free(l->hist);
         l->qw = malloc((size_t)l->cout * l->Kp);
         l->wscale = malloc((size_t)l->cout * sizeof *l->wscale);
-        l->wsum = malloc((size_t)l->cout * sizeof *l->wsum);
         l->hist = calloc(IHIST, sizeof *l->hist);
-        if (!l->qw || !l->wscale || !l->wsum || !l->hist)
+        if (!l->qw || !l->wscale || !l->hist)
             return err_set(err, FN_ENOMEM, "quantize: out of memory");
         engine_quant_rows(l->w, l->cout, l->K, l->qw, l->Kp, l->wscale);
-        for (int o = 0; o < l->cout; o++) {
-            int32_t s = 0;
-            for (int k = 0; k < l->K; k++)
-                s += l->qw[(size_t)o * l->Kp + k];
-            l->wsum[o] = s;
-        }
-        free(l->qwk);
-        l->qwk = NULL;
-        if (l->kind == IL_CONV) { /* (c, ky, kx) -> (ky, kx, c) for channel-last im2row */
-            int C = l->in[0], k = l->k;
-            if (!(l->qwk = calloc((size_t)l->cout * l->Kp, 1)))
-                return err_set(err, FN_ENOMEM, "quantize: out of memory");
-            for (int o = 0; o < l->cout; o++)
-                for (int c = 0; c < C; c++)
-                    for (int t = 0; t < k * k; t++)
-                        l->qwk[(size_t)o * l->Kp + (size_t)t * C + c] = l->qw[(size_t)o * l->Kp + (size_t)c * k * k + t];
-        }
-        free(l->qwp);
-        l->qwp = NULL;
-        if (engine_qgemm_packed_get() &&
-            !(l->qwp = engine_qgemm_pack(l->cout, l->Kp, l->qwk ? l->qwk : l->qw, l->Kp)))
-            return err_set(err, FN_ENOMEM, "quantize: out of memory");
-        free(l->qwi);
-        l->qwi = NULL;
-        if (l->kind == IL_CONV && l->stride == 1 && engine_qgemm_amx_get() && infer_qconv_pack(l) < 0)
+        if (infer_pack_int8(l) < 0)
             return err_set(err, FN_ENOMEM, "quantize: out of memory");
         l->amin = INFINITY, l->amax = -INFINITY;
     }
