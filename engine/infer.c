@@ -153,6 +153,7 @@ static void set_packed(engine_infer_t *p)
     int vnni = p->qimpl == ENGINE_QGEMM_VNNI || p->qimpl == ENGINE_QGEMM_AMX;
     p->qpacked = vnni ? engine_qgemm_packed_get() : NULL;
     p->qamx = p->qimpl == ENGINE_QGEMM_AMX ? engine_qgemm_amx_get() : NULL;
+    p->qkoff = engine_qgemm_koff_get(p->qimpl);
 }
 
 int engine_infer_create(const json_t *arch, const float *vec, size_t n, int c, int h, int w, int classes,
@@ -398,8 +399,8 @@ static int run_conv(engine_infer_t *p, ilayer_t *l, const float *x, float *y, in
 {
     if (!int8)
         return infer_conv_fp32(p, l, x, y, B);
-    if (p->qamx && l->qwi && infer_avx512()) /* FEDNAS_INFER_PORTABLE=1: the im2row path */
-        return infer_qconv_amx(p, l, x, y, B);
+    if (p->qkoff && l->qwi && infer_avx512()) /* FEDNAS_INFER_PORTABLE=1: the im2row path */
+        return infer_qconv_run(p, l, x, y, B);
     /* OH, OW: the conv's own output; with a fused pool, l->out is the pooled one */
     int C = l->in[0], H = l->in[1], W = l->in[2], OH = (H + 2 * l->pad - l->k) / l->stride + 1,
         OW = (W + 2 * l->pad - l->k) / l->stride + 1, P = OH * OW;

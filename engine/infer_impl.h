@@ -49,7 +49,8 @@ struct engine_infer {
     engine_qgemm_fn qgemm;
     engine_qgemm_impl_t qimpl;
     engine_qgemm_packed_fn qpacked; /* used where a layer has qwp */
-    engine_qgemm_amx_fn qamx;       /* AMX tiles: linear layers with qwp, stride-1 convs with qwi */
+    engine_qgemm_koff_fn qamx;      /* AMX tiles: linear layers with qwp */
+    engine_qgemm_koff_fn qkoff;     /* stride-1 convs with qwi, in place: AMX or VNNI (engine/infer_qconv.c) */
     /* scratch */
     float *buf[2];
     size_t buf_cap;
@@ -88,15 +89,16 @@ int infer_conv_direct(engine_infer_t *p, ilayer_t *l, const float *x, float *y, 
  * [cout][out plane] (AVX-512 CPUs only). */
 void infer_conv_epilogue(const float *t, int OH, int OW, int ocp, const float *bias, int relu, int pool, int cout,
                          float *y);
-/* INT8 stride-1 convs on AMX tiles (engine/infer_qconv.c), reading a zero-point-bordered
- * channel-last copy of the input in place (no im2row): infer_qconv_pack packs l->qw for them
- * (l->qwi; -1 on out of memory); infer_qconv_amx runs the layer as run_conv's int8 path does,
- * with the same int32 sums and float arithmetic, so the logits are the same bit for bit. */
+/* INT8 stride-1 convs (engine/infer_qconv.c) on p->qkoff (AMX tiles or VNNI), reading a
+ * zero-point-bordered channel-last copy of the input in place (no im2row): infer_qconv_pack packs
+ * l->qw for them (l->qwi; -1 on out of memory); infer_qconv_run runs the layer as run_conv's
+ * im2row path does, with the same int32 sums and float arithmetic, so the logits are the same
+ * bit for bit. */
 int infer_qconv_pack(ilayer_t *l);
+int infer_qconv_run(engine_infer_t *p, const ilayer_t *l, const float *x, float *y, int B);
 /* From l->qw ([cout][Kp], K in the engine's order): wsum and the packed forms the kernels read
  * (qwk, qwp, qwi, as this CPU's kernels want them); -1 on out of memory (engine/infer_quant.c). */
 int infer_pack_int8(ilayer_t *l);
-int infer_qconv_amx(engine_infer_t *p, const ilayer_t *l, const float *x, float *y, int B);
 /* 1 when the AVX-512 kernels may run: the CPU has them and FEDNAS_INFER_PORTABLE is not 1. */
 int infer_avx512(void);
 /* 2x2 stride-2 max pool of [C][H][W] planes (floor) into [C][H/2][W/2]. */

@@ -1,13 +1,14 @@
-/* infer_qconv: INT8 stride-1 convolutions on AMX tiles (see infer_impl.h).
+/* infer_qconv: INT8 stride-1 convolutions read in place, on AMX tiles or VNNI (see infer_impl.h).
  *
- * The VNNI path (infer.c's run_conv) quantizes the input channel-last, copies it k*k times into
- * im2row's rows and multiplies those by the weights; on the FedAvg CNN the copies, the scalar
- * epilogue and the separate pool took twice the product's time. Here the product reads the
+ * The im2row path (infer.c's run_conv, which strided convs and FEDNAS_INFER_PORTABLE=1 keep)
+ * quantizes the input channel-last, copies it k*k times into im2row's rows and multiplies those
+ * by the weights; on the FedAvg CNN with VNNI the copies, the scalar epilogue and the separate
+ * pool took twice the product's time. Here the product reads the
  * input in place: the input is quantized once into a channel-last copy with a border of the
  * zero point, [Hp][Wp][C] bytes, and output pixel q = oy*Wp + ox of the padded grid reads, for
  * kernel row ky, the k*C bytes from ((oy + ky)*Wp + ox)*C on: the input pixels (oy+ky, ox..ox+k-1)
  * with all their channels, contiguous. So A's rows are C bytes apart and its K blocks are the
- * kernel rows cut into 64-byte chunks (engine_qgemm_amx_fn's koff); the weights are packed in
+ * kernel rows cut into 64-byte chunks (engine_qgemm_koff_fn's koff); the weights are packed in
  * the same order (ky, chunk, kx*C + c) with zeros past k*C, which is what makes the bytes a
  * chunk reads beyond its kernel row irrelevant. Rows ox >= OW of the padded grid are computed
  * and dropped. The int32 sums are the im2row path's; they are scaled with the same float
@@ -109,7 +110,7 @@ AVX512 static void dequant(const int32_t *acc, int OH, int OW, int Wp, int ocp, 
         }
 }
 
-int infer_qconv_amx(engine_infer_t *p, const ilayer_t *l, const float *x, float *y, int B)
+int infer_qconv_run(engine_infer_t *p, const ilayer_t *l, const float *x, float *y, int B)
 {
     const int C = l->in[0], H = l->in[1], W = l->in[2], k = l->k, pad = l->pad, Hp = H + 2 * pad, Wp = W + 2 * pad;
     const int OH = Hp - k + 1, OW = Wp - k + 1, ocp = (l->cout + 15) / 16 * 16, ch = l->qchunks, nkb = k * ch;
@@ -133,7 +134,7 @@ int infer_qconv_amx(engine_infer_t *p, const ilayer_t *l, const float *x, float 
     scales(l, ocp, es, eb);
     for (int s = 0; s < B; s++) {
         quant_pad_hwc(x + (size_t)s * in_n, C, H, W, pad, l->ascale, l->azp, p->qx, xn);
-        p->qamx(M, l->cout, nkb, p->qx, C, koff, l->qwi, p->acc, ocp);
+        p->qkoff(M, l->cout, nkb, p->qx, C, koff, l->qwi, p->acc, ocp);
         dequant(p->acc, OH, OW, Wp, ocp, es, eb, t);
         infer_conv_epilogue(t, OH, OW, ocp, NULL, l->relu, l->pool, l->cout, y + (size_t)s * out_n);
     }
@@ -141,9 +142,9 @@ int infer_qconv_amx(engine_infer_t *p, const ilayer_t *l, const float *x, float 
     return 0;
 }
 #else
-int infer_qconv_amx(engine_infer_t *p, const ilayer_t *l, const float *x, float *y, int B)
+int infer_qconv_run(engine_infer_t *p, const ilayer_t *l, const float *x, float *y, int B)
 {
     (void)p, (void)l, (void)x, (void)y, (void)B;
-    abort(); /* never called: no AMX kernel here, so no layer has qwi */
+    abort(); /* never called: no VNNI or AMX kernel here, so no layer has qwi */
 }
 #endif

@@ -124,7 +124,7 @@ int infer_pack_int8(ilayer_t *l)
     }
     if (engine_qgemm_packed_get() && !(l->qwp = engine_qgemm_pack(l->cout, l->Kp, l->qwk ? l->qwk : l->qw, l->Kp)))
         return -1;
-    if (l->kind == IL_CONV && l->stride == 1 && engine_qgemm_amx_get() && infer_qconv_pack(l) < 0)
+    if (l->kind == IL_CONV && l->stride == 1 && engine_qgemm_koff_get(ENGINE_QGEMM_VNNI) && infer_qconv_pack(l) < 0)
         return -1;
     return 0;
 }

@@ -306,7 +306,64 @@ static void amx_probe(void)
 }
 #endif
 
-engine_qgemm_amx_fn engine_qgemm_amx_get(void)
+#ifdef HAVE_X86
+/* MR rows by the 16-column blocks at j and, when `two`, j + 16: 2*MR accumulators. */
+#define KOFF_BODY(MR)                                                                                                \
+    do {                                                                                                             \
+        __m512i c0[MR], c1[MR];                                                                                      \
+        for (int r = 0; r < MR; r++)                                                                                 \
+            c0[r] = c1[r] = _mm512_setzero_si512();                                                                  \
+        for (int b = 0; b < nkb; b++) {                                                                              \
+            const uint8_t *ab = A + (size_t)i * lda + (koff ? koff[b] : (long)b * 64);                               \
+            const int8_t *w0 = b0 + (size_t)b * 1024, *w1 = b1 + (size_t)b * 1024;                                   \
+            for (int k = 0; k < 64; k += 4) {                                                                        \
+                __m512i v0 = _mm512_loadu_si512((const void *)(w0 + k * 16));                                        \
+                __m512i v1 = _mm512_loadu_si512((const void *)(w1 + k * 16));                                        \
+                for (int r = 0; r < MR; r++) {                                                                       \
+                    int32_t av;                                                                                      \
+                    memcpy(&av, ab + r * lda + k, 4);                                                                \
+                    __m512i x = _mm512_set1_epi32(av);                                                               \
+                    c0[r] = _mm512_dpbusd_epi32(c0[r], x, v0);                                                       \
+                    c1[r] = _mm512_dpbusd_epi32(c1[r], x, v1);                                                       \
+                }                                                                                                    \
+            }                                                                                                        \
+        }                                                                                                            \
+        for (int r = 0; r < MR; r++) {                                                                               \
+            _mm512_storeu_si512((void *)(C + (size_t)(i + r) * ldc + j), c0[r]);                                     \
+            if (two)                                                                                                 \
+                _mm512_storeu_si512((void *)(C + (size_t)(i + r) * ldc + j + 16), c1[r]);                            \
+        }                                                                                                            \
+    } while (0)
+
+VNNI_TARGET static void qgemm_vnni_koff(int M, int N, int nkb, const uint8_t *A, long lda, const long *koff,
+                                        const int8_t *Bp, int32_t *C, int ldc)
+{
+    const size_t K = (size_t)nkb * 64;
+    const int NP = (N + 15) / 16 * 16;
+    for (int j = 0; j < NP; j += 32) {
+        const int two = j + 16 < NP;
+        const int8_t *b0 = Bp + (size_t)j * K, *b1 = two ? b0 + 16 * K : b0;
+        int i = 0;
+        for (; i + 8 <= M; i += 8)
+            KOFF_BODY(8);
+        for (; i < M; i++)
+            KOFF_BODY(1);
+    }
+}
+#endif
+
+engine_qgemm_koff_fn engine_qgemm_koff_get(engine_qgemm_impl_t impl)
+{
+    if (impl == ENGINE_QGEMM_AMX)
+        return engine_qgemm_amx_get();
+#ifdef HAVE_X86
+    if (impl == ENGINE_QGEMM_VNNI && engine_qgemm_get(ENGINE_QGEMM_VNNI))
+        return qgemm_vnni_koff;
+#endif
+    return NULL;
+}
+
+engine_qgemm_koff_fn engine_qgemm_amx_get(void)
 {
 #ifdef HAVE_AMX
     static pthread_once_t once = PTHREAD_ONCE_INIT;

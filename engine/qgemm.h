@@ -42,17 +42,20 @@ typedef void (*engine_qgemm_packed_fn)(int M, int N, int K, const uint8_t *A, in
                                        int ldc);
 engine_qgemm_packed_fn engine_qgemm_packed_get(void);
 
-/* The same product on AMX tiles (Intel Sapphire Rapids and later: TDPBUSD multiplies a 16 x 64
- * byte tile of A by a 64 x 16 tile of B, 16 x 16 exact int32 sums, in one instruction). B is
- * packed by engine_qgemm_pack (its 16 x 4-byte groups are AMX's B tile rows); K is nkb blocks of
- * 64, row i of block b read at A + i*lda + koff[b] (koff NULL: b*64, a plain product; other
- * offsets let a convolution read its input in place). M must be a multiple of 16 and every row
- * of every block readable (64 bytes); all round16(N) columns of C are written (ldc >= that).
- * NULL when the CPU, the kernel (arch_prctl's permission for tile data), the compiler or
- * FEDNAS_QGEMM_AMX=0 rules the tiles out. */
-typedef void (*engine_qgemm_amx_fn)(int M, int N, int nkb, const uint8_t *A, long lda, const long *koff,
-                                    const int8_t *Bp, int32_t *C, int ldc);
-engine_qgemm_amx_fn engine_qgemm_amx_get(void);
+/* The same product with K in blocks at offsets (for a convolution reading its input in place),
+ * on packed B (engine_qgemm_pack's layout): K is nkb blocks of 64, row i of block b read at
+ * A + i*lda + koff[b] (koff NULL: b*64, a plain product). M must be a multiple of 16 and every
+ * row of every block readable (64 bytes); all round16(N) columns of C are written (ldc >= that).
+ * Two kernels: AMX tiles (Intel Sapphire Rapids and later: TDPBUSD multiplies a 16 x 64-byte tile
+ * of A by a 64 x 16 tile of B, 16 x 16 exact int32 sums, in one instruction; B's 16 x 4-byte
+ * groups are its tile rows) and AVX-512 VNNI (vpdpbusd on a broadcast 4 bytes of A, as the packed
+ * kernel). engine_qgemm_koff_get(ENGINE_QGEMM_AMX or _VNNI) gives the one asked for, NULL where
+ * the CPU, the kernel (AMX: arch_prctl's permission for tile data), the compiler or
+ * FEDNAS_QGEMM_AMX=0 (AMX) rules it out. engine_qgemm_amx_get() is the AMX one. */
+typedef void (*engine_qgemm_koff_fn)(int M, int N, int nkb, const uint8_t *A, long lda, const long *koff,
+                                     const int8_t *Bp, int32_t *C, int ldc);
+engine_qgemm_koff_fn engine_qgemm_koff_get(engine_qgemm_impl_t impl);
+engine_qgemm_koff_fn engine_qgemm_amx_get(void);
 
 /* Round up to the alignment. */
 static inline int engine_qgemm_kpad(int k) { return (k + ENGINE_QGEMM_KALIGN - 1) / ENGINE_QGEMM_KALIGN * ENGINE_QGEMM_KALIGN; }

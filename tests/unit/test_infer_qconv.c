@@ -1,7 +1,8 @@
-/* INT8 inference on AMX tiles (engine/qgemm.c's AMX product, engine/infer_qconv.c's in-place
- * convolution): the product equals a direct int32 sum bit for bit, plain and with a
- * convolution's block offsets (overlapping rows, C bytes apart); a quantized model gives the
- * same logits bit for bit on AMX, VNNI and the reference kernel, over random convolution
+/* INT8 convolutions read in place (engine/qgemm.c's block-offset products on AMX tiles and on
+ * VNNI, engine/infer_qconv.c): each product equals a direct int32 sum bit for bit, plain and
+ * with a convolution's block offsets (overlapping rows, C bytes apart), reading nothing past its
+ * contract (guard pages); a quantized model gives the same logits bit for bit on AMX, VNNI (in
+ * place), VNNI with im2row (FEDNAS_INFER_PORTABLE=1 keeps it) and the reference kernel, over random convolution
  * shapes (one channel, partial 16-channel and 64-byte blocks, kernels 1-5, padding, fused ReLU
  * and pool, odd maps, a stride-2 conv that keeps the im2row path) and batch sizes around 16.
  * Skips what this CPU cannot run (AMX: Sapphire Rapids or later, and a kernel that lends tile
@@ -47,7 +48,7 @@ static void guard_free(void *p, size_t n)
 }
 
 /* C[i][n] = sum over blocks b and bytes t < 64 of A[i*lda + koff[b] + t] * B[n][b*64 + t]. */
-static void amx_case(rng_t *r, engine_qgemm_amx_fn f, int M, int N, int nkb, int lda, int offsets)
+static void koff_case(rng_t *r, engine_qgemm_koff_fn f, int M, int N, int nkb, int lda, int offsets)
 {
     long koff[16];
     size_t span = 0;
@@ -80,30 +81,32 @@ static void amx_case(rng_t *r, engine_qgemm_amx_fn f, int M, int N, int nkb, int
                 for (int t = 0; t < 64; t++)
                     s += (int64_t)A[(size_t)i * lda + (size_t)koff[b] + t] * B[(size_t)n * K + b * 64 + t];
             if (s != C[(size_t)i * NP + n])
-                fail_msg("AMX product %dx%dx%d (lda %d, %s): C[%d][%d] = %d, the sum is %lld", M, N, K, lda,
+                fail_msg("product %dx%dx%d (lda %d, %s): C[%d][%d] = %d, the sum is %lld", M, N, K, lda,
                          offsets ? "offsets" : "plain", i, n, C[(size_t)i * NP + n], (long long)s);
         }
     guard_free(A, an), guard_free(C, (size_t)M * NP * sizeof *C);
     free(B), free(Bp);
 }
 
-static void test_amx_product(void **state)
+static void test_koff_products(void **state)
 {
     (void)state;
-    engine_qgemm_amx_fn f = engine_qgemm_amx_get();
-    if (!f) {
-        print_message("no AMX here: skipped\n");
-        skip();
-    }
     rng_t r;
     rng_seed(&r, 21);
     static const int Ms[] = {16, 32, 48, 80}, Ns[] = {1, 16, 17, 33, 64, 70}, nkbs[] = {1, 2, 5};
-    for (int a = 0; a < 4; a++)
-        for (int b = 0; b < 6; b++)
-            for (int c = 0; c < 3; c++) {
-                amx_case(&r, f, Ms[a], Ns[b], nkbs[c], 0, 0);
-                amx_case(&r, f, Ms[a], Ns[b], nkbs[c], 1 + (int)(rng_next(&r) % 40), 1);
-            }
+    for (int impl = ENGINE_QGEMM_VNNI; impl <= ENGINE_QGEMM_AMX; impl++) {
+        engine_qgemm_koff_fn f = engine_qgemm_koff_get((engine_qgemm_impl_t)impl);
+        if (!f) {
+            print_message("no %s here: skipped\n", engine_qgemm_name((engine_qgemm_impl_t)impl));
+            continue;
+        }
+        for (int a = 0; a < 4; a++)
+            for (int b = 0; b < 6; b++)
+                for (int c = 0; c < 3; c++) {
+                    koff_case(&r, f, Ms[a], Ns[b], nkbs[c], 0, 0);
+                    koff_case(&r, f, Ms[a], Ns[b], nkbs[c], 1 + (int)(rng_next(&r) % 40), 1);
+                }
+    }
     /* FEDNAS_QGEMM_AMX=0 turns the tiles off */
     setenv("FEDNAS_QGEMM_AMX", "0", 1);
     assert_null(engine_qgemm_amx_get());
@@ -147,21 +150,25 @@ static void model_case(rng_t *r, int C, int H, int W, int k, int pad, int stride
     if (engine_infer_create(arch, p, np + engine_net_num_buffers(net), C, H, W, CLS, &plan, &err) != 0 ||
         engine_infer_fold(plan, &err) != 0 || engine_infer_quantize(plan, x, MAXB, ENGINE_CALIB_MINMAX, 99.99, &err))
         fail_msg("input %dx%dx%d, %s: %s", C, H, W, text, err.msg);
-    int amx = engine_infer_set_qgemm(plan, ENGINE_QGEMM_AMX, &err) == 0;
-    if (amx && (plan->L[0].qwi != NULL) != (stride == 1))
-        fail_msg("%s: the first conv %s AMX's in-place weights", text, stride == 1 ? "lacks" : "has");
+    if (engine_qgemm_koff_get(ENGINE_QGEMM_VNNI) && (plan->L[0].qwi != NULL) != (stride == 1))
+        fail_msg("%s: the first conv %s the in-place weights", text, stride == 1 ? "lacks" : "has");
     static const int sizes[] = {1, 5, 16, MAXB};
     for (int s = 0; s < 4; s++) {
         assert_int_equal(engine_infer_set_qgemm(plan, ENGINE_QGEMM_REF, &err), 0);
         assert_int_equal(engine_infer_forward(plan, x, sizes[s], ref, 1, &err), 0);
-        for (int impl = ENGINE_QGEMM_VNNI; impl <= ENGINE_QGEMM_AMX; impl++) {
-            if (engine_infer_set_qgemm(plan, (engine_qgemm_impl_t)impl, &err) < 0)
+        /* VNNI with im2row (the portable switch), VNNI in place, AMX */
+        for (int v = 0; v < 3; v++) {
+            engine_qgemm_impl_t impl = v < 2 ? ENGINE_QGEMM_VNNI : ENGINE_QGEMM_AMX;
+            if (engine_infer_set_qgemm(plan, impl, &err) < 0)
                 continue;
+            if (v == 0)
+                setenv("FEDNAS_INFER_PORTABLE", "1", 1);
             memset(out, 0xff, MAXB * CLS * sizeof *out);
             assert_int_equal(engine_infer_forward(plan, x, sizes[s], out, 1, &err), 0);
+            unsetenv("FEDNAS_INFER_PORTABLE");
             if (memcmp(out, ref, (size_t)sizes[s] * CLS * sizeof *out) != 0)
-                fail_msg("input %dx%dx%d, %s, batch %d: the %s kernel's logits differ from the reference's (%g vs %g)",
-                         C, H, W, text, sizes[s], engine_qgemm_name((engine_qgemm_impl_t)impl), (double)out[0],
+                fail_msg("input %dx%dx%d, %s, batch %d: the %s kernel's logits%s differ from the reference's (%g vs %g)",
+                         C, H, W, text, sizes[s], engine_qgemm_name(impl), v == 0 ? " (im2row)" : "", (double)out[0],
                          (double)ref[0]);
         }
     }
@@ -198,7 +205,7 @@ static void test_int8_model_same_on_every_kernel(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_amx_product),
+        cmocka_unit_test(test_koff_products),
         cmocka_unit_test(test_int8_model_same_on_every_kernel),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
