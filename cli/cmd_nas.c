@@ -482,8 +482,8 @@ int cmd_nas(int argc, char **argv)
         case 'q': quiet = 1; break;
         case 'c': check = 1; break;
         case 'b':
-            if (is_export || fn_parse_int(optarg, 1, 1000000, &budget) < 0)
-                return cli_usage_error(cmd, "--budget needs a number of evaluations in [1, 1000000], not \"%s\"", optarg);
+            if (is_export || fn_parse_int(optarg, 1, 10000000, &budget) < 0)
+                return cli_usage_error(cmd, "--budget needs a number of evaluations in [1, 10000000], not \"%s\"", optarg);
             break;
         case 't':
             if (!is_export || fn_parse_int(optarg, 1, 63, &top) < 0)

@@ -341,6 +341,13 @@ int infer_start(engine_model_t *m, int max_batch, double max_wait_s, const char 
                                                   &pe);
         if (prc == 0 && !int8_path)
             prc = engine_infer_fold(q->plans[i], &pe);
+        int c, h, w, classes;
+        if (prc == 0 && int8_path) { /* the file may have changed since m was read from it */
+            engine_infer_shape(q->plans[i], &c, &h, &w, &classes);
+            if (c != 1 || h != 28 || w != 28 || classes != q->classes)
+                prc = err_set(&pe, FN_EINVAL, "%s: a model for %dx%dx%d inputs and %d classes, not 1x28x28 and %d",
+                              int8_path, c, h, w, classes, q->classes);
+        }
         if (prc < 0) { /* not for the runtime: the engine serves it (an int8 file must load) */
             for (int j = 0; j < q->nplans; j++)
                 engine_infer_free(q->plans[j]);

@@ -41,7 +41,13 @@ static int from_int8(const char *path, engine_model_t **out, err_t *err)
     json_t *arch = NULL;
     float *vec = NULL;
     size_t n = 0;
-    int rc = engine_infer_load_int8(path, &p, err);
+    int rc = engine_infer_load_int8(path, &p, err), c, h, w, classes;
+    if (rc == 0) {
+        engine_infer_shape(p, &c, &h, &w, &classes);
+        if (c * h * w != SPEC_INPUT || h != 28 || classes != SPEC_CLASSES)
+            rc = err_set(err, FN_EINVAL, "%s: a model for %dx%dx%d inputs and %d classes; profile and serve take 1x28x28 "
+                         "images and 10 classes", path, c, h, w, classes);
+    }
     if (rc == 0)
         rc = engine_infer_export(p, &arch, &vec, &n, err);
     if (rc == 0)

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "common/jsonpos.h"
+#include "common/store_live.h"
 #include "common/util.h"
 
 static int at(const cli_search_exp_t *e, const char *path, err_t *err, const char *msg)
@@ -122,6 +123,19 @@ int cli_search_locate(const cli_search_exp_t *e, err_t *err)
     return err_wrap(err, "%s: ", e->source);
 }
 
+/* FN_ESTATE when run is "running" and its recorded process still holds the store: a second
+ * process on the same search would race it (a stale "running" from a killed one does not count). */
+static int not_live(store_t *st, const char *db, long long run, err_t *err)
+{
+    int64_t pid = 0;
+    char status[16] = "";
+    int rc = store_run_pid(st, run, &pid, status, err);
+    if (rc == 0 && strcmp(status, "running") == 0 && pid > 0 && store_live_serves((long)pid, db) != 0)
+        rc = err_set(err, FN_ESTATE, "run %lld is running (pid %lld holds %s); stop it first, then resume", run,
+                     (long long)pid, db);
+    return rc;
+}
+
 int cli_search_resume(const char *db, long long run, int tune, cli_search_run_t *r, char **text, err_t *err)
 {
     memset(r, 0, sizeof *r);
@@ -143,6 +157,8 @@ int cli_search_resume(const char *db, long long run, int tune, cli_search_run_t 
         return err_set(err, FN_EINVAL, "run %lld is a %s, not a %s: resume it with `fednas %s --resume %lld`", run,
                        tune ? "`fednas nas` search" : "tuning run", tune ? "tuning run" : "`fednas nas` search",
                        tune ? "nas" : "tune", run);
+    if ((rc = not_live(r->st, db, run, err)) < 0)
+        return rc;
     return store_run_reopen(r->st, run, text, &r->exp_id, err);
 }
 
@@ -158,6 +174,8 @@ int cli_search_extend(const char *db, long long run, int budget, err_t *err)
                      db, db);
     if (rc == 0 && strncmp(r.nr.strategy, "tune:", 5) == 0)
         rc = err_set(err, FN_EINVAL, "run %lld is a tuning run: --budget extends `fednas nas` searches", run);
+    if (rc == 0)
+        rc = not_live(r.st, db, run, err);
     if (rc == 0 && budget <= r.nr.budget)
         rc = err_set(err, FN_EINVAL, "--budget %d: run %lld's budget is already %d; a search can only be extended", budget,
                      run, r.nr.budget);

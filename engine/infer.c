@@ -45,6 +45,11 @@ void engine_infer_free(engine_infer_t *p)
 
 int engine_infer_num_layers(const engine_infer_t *p) { return p->n; }
 
+void engine_infer_shape(const engine_infer_t *p, int *c, int *h, int *w, int *classes)
+{
+    *c = p->c, *h = p->h, *w = p->w, *classes = p->classes;
+}
+
 /* Walks the layer list with shapes, copying weights out of the vector (params first, then the
  * batch-norm buffers, in layer order: the layout engine/nn.c gives them). */
 static int build(engine_infer_t *p, const json_t *layers, const float *vec, size_t nparams, size_t nbuf, err_t *err)
@@ -117,7 +122,11 @@ static int build(engine_infer_t *p, const json_t *layers, const float *vec, size
             s[1] = (s[1] + 2 * l->pad - l->k) / l->stride + 1;
             s[2] = (s[2] + 2 * l->pad - l->k) / l->stride + 1;
             break;
-        case IL_GAP:
+        case IL_GAP: /* [C][H][W] -> [C] */
+            if (nd != 3)
+                return err_set(err, FN_EINVAL, "layers[%zu] (%s): needs an image input", i, t);
+            nd = 1;
+            break;
         case IL_FLATTEN:
             s[0] = (int)ishape_numel(nd, s);
             nd = 1;

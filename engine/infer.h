@@ -34,6 +34,8 @@ int engine_infer_create(const json_t *arch, const float *vec, size_t n, int c, i
                         engine_infer_t **out, err_t *err);
 void engine_infer_free(engine_infer_t *p);
 int engine_infer_num_layers(const engine_infer_t *p);
+/* The input [c, h, w] and the number of classes the plan was made for. */
+void engine_infer_shape(const engine_infer_t *p, int *c, int *h, int *w, int *classes);
 /* Folds every batchnorm into the conv/linear right before it (bias created when absent) and
  * fuses a ReLU that follows a conv/linear. A batchnorm after anything else stays. */
 int engine_infer_fold(engine_infer_t *p, err_t *err);

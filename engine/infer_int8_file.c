@@ -36,15 +36,34 @@ static const engine_st_tensor_t *get(const engine_safetensors_t *st, const char 
     return t;
 }
 
-/* Float n values of t (unaligned in older files): all finite, and > 0 when `positive`. */
-static int floats(const engine_st_tensor_t *t, size_t n, float *dst, int positive, const char *path, err_t *err)
+/* Float n values of t (unaligned in older files): all finite; a scale (`scale`) also normal,
+ * positive and with a finite reciprocal (the kernels divide by it). */
+static int floats(const engine_st_tensor_t *t, size_t n, float *dst, int scale, const char *path, err_t *err)
 {
     memcpy(dst, t->data, n * sizeof *dst);
     for (size_t k = 0; k < n; k++)
-        if (!isfinite(dst[k]) || (positive && !(dst[k] > 0)))
-            return err_set(err, FN_EINVAL, "%s: tensor %s holds %g at %zu, expected a finite%s number", path, t->name,
-                           (double)dst[k], k, positive ? " positive" : "");
+        if (!isfinite(dst[k]) || (scale && !(isnormal(dst[k]) && dst[k] > 0 && isfinite(1.0f / dst[k]))))
+            return err_set(err, FN_EINVAL, "%s: tensor %s holds %g at %zu, expected a finite %s", path, t->name,
+                           (double)dst[k], k,
+                           scale ? "positive number (a normal float with a finite reciprocal)" : "number");
     return 0;
+}
+
+/* "[C,H,W]" with each in 1..4096. */
+static int parse_input(const char *s, int *c, int *h, int *w)
+{
+    int *v[3] = {c, h, w};
+    if (!s || *s++ != '[')
+        return -1;
+    for (int i = 0; i < 3; i++) {
+        char *end;
+        long x = strtol(s, &end, 10);
+        if (end == s || x < 1 || x > 4096 || *end != (i < 2 ? ',' : ']'))
+            return -1;
+        *v[i] = (int)x;
+        s = end + 1;
+    }
+    return *s ? -1 : 0;
 }
 
 /* One conv/linear layer from the file. */
@@ -103,7 +122,7 @@ int engine_infer_load_int8(const char *path, engine_infer_t **out, err_t *err)
                *input = engine_safetensors_meta(st, "fednas.input");
     json_error_t je;
     int c = 0, h = 0, w = 0, classes = 0, last = -1, used = 0;
-    char tail = 0;
+    size_t held = 0; /* weight and bias elements the file holds */
     if (!quant || strcmp(quant, "int8") != 0) {
         rc = err_set(err, FN_EINVAL, "%s: not an int8 model (no metadata fednas.quant = \"int8\"; `fednas compress` "
                      "with a \"quantize\" step writes DIR/model.int8.safetensors)", path);
@@ -113,8 +132,7 @@ int engine_infer_load_int8(const char *path, engine_infer_t **out, err_t *err)
         rc = err_set(err, FN_EINVAL, "%s: no valid architecture JSON in metadata %s", path, ENGINE_ST_META_ARCH);
         goto out;
     }
-    if (!input || sscanf(input, "[%d,%d,%d]%c", &c, &h, &w, &tail) != 3 || c < 1 || h < 1 || w < 1 || c > 4096 ||
-        h > 4096 || w > 4096) {
+    if (parse_input(input, &c, &h, &w) < 0) {
         rc = err_set(err, FN_EINVAL, "%s: metadata fednas.input is %s%s%s, expected the input shape \"[C,H,W]\"", path,
                      input ? "\"" : "absent", input ? input : "", input ? "\"" : "");
         goto out;
@@ -124,6 +142,8 @@ int engine_infer_load_int8(const char *path, engine_infer_t **out, err_t *err)
         const engine_st_tensor_t *t = engine_safetensors_at(st, i);
         int li;
         char rest[16];
+        if (sscanf(t->name, "layers.%d.%15s", &li, rest) == 2 && (strcmp(rest, "weight") == 0 || strcmp(rest, "bias") == 0))
+            held += (size_t)(t->nbytes / engine_safetensors_dtype_size(t->dtype));
         if (sscanf(t->name, "layers.%d.%15s", &li, rest) == 2 && strcmp(rest, "weight") == 0 && t->ndim == 2 &&
             li > last) {
             last = li;
@@ -135,8 +155,13 @@ int engine_infer_load_int8(const char *path, engine_infer_t **out, err_t *err)
         rc = classes < 1 ? err_set(err, FN_EINVAL, "%s: no layers.N.weight tensor gives the classes", path) : err->code;
         goto out;
     }
-    size_t n = engine_net_num_params(net) + engine_net_num_buffers(net);
+    size_t n = engine_net_num_params(net) + engine_net_num_buffers(net), np = engine_net_num_params(net);
     engine_net_free(net);
+    if (np != held) { /* before allocating the plan: the file must back the architecture */
+        rc = err_set(err, FN_EINVAL, "%s: the architecture has %zu parameters, the file's weights and biases %zu", path,
+                     np, held);
+        goto out;
+    }
     if (!(vec = calloc(n ? n : 1, sizeof *vec))) {
         rc = err_set(err, FN_ENOMEM, "%s: out of memory", path);
         goto out;

@@ -43,20 +43,23 @@ KINDS=${KINDS:-random re nsga2}
 for s in $SEEDS; do for k in $KINDS; do names+=("$PREFIX-$k-macro-s$s"); done; done
 JOBS=${JOBS:-${#names[@]}}
 
-# logged NAME WHAT ARGS...: `fednas nas ARGS` at nice NICE, its start and end in OUT/NAME.log
+# logged NAME WHAT ARGS...: `fednas nas ARGS` at nice NICE, its start and end in OUT/NAME.log;
+# returns fednas's status
 logged() {
-  local name=$1 what=$2
+  local name=$1 what=$2 rc=0
   shift 2
-  { echo "start $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg)$what"
-    nice -n "$NICE" "$FEDNAS" nas "$@" --quiet || echo "exit $?"
-    echo "end $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg)"; } >>"$OUT/$name.log" 2>&1
+  echo "start $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg)$what" >>"$OUT/$name.log"
+  nice -n "$NICE" "$FEDNAS" nas "$@" --quiet >>"$OUT/$name.log" 2>&1 || rc=$?
+  echo "end $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg)$([ "$rc" = 0 ] || echo " exit $rc")" >>"$OUT/$name.log"
+  return "$rc"
 }
 run_one() { # NAME: run (or resume, or extend to BUDGET) one search into its own store
   local name=$1 db="$OUT/$1.db" cfg="$SRC/experiments/$1.json" last run has ext=()
   [ -f "$cfg" ] || { echo "nas_compare: $cfg: no such experiment" >&2; return 2; }
   if [ ! -f "$db" ] || [ -z "$(sqlite3 "$db" "SELECT 1 FROM nas_runs LIMIT 1" 2>/dev/null || true)" ]; then
     echo "$name: starting ($db, log $OUT/$name.log)"
-    logged "$name" "" "$cfg" --db "$db"
+    # a search that stopped (Ctrl-C) or failed is left for the next invocation, not resumed here
+    logged "$name" "" "$cfg" --db "$db" || { echo "$name: stopped or failed (see $OUT/$name.log)"; return 0; }
   fi
   last=$(sqlite3 "$db" "SELECT r.id || ' ' || r.status || ' ' || n.budget FROM runs r JOIN nas_runs n ON n.run_id = r.id ORDER BY r.id DESC LIMIT 1" 2>/dev/null || true)
   [ -n "$last" ] || { echo "$name: no search in $db (see $OUT/$name.log)"; return 0; }
@@ -66,13 +69,17 @@ run_one() { # NAME: run (or resume, or extend to BUDGET) one search into its own
     echo "$name: done in $db (run $run, budget $has)"
   elif [ "$status" = done ]; then
     echo "$name: extending run $run in $db from $has to $BUDGET evaluations"
-    logged "$name" " (extend to $BUDGET)" --resume "$run" "${ext[@]}" --db "$db"
+    logged "$name" " (extend to $BUDGET)" --resume "$run" "${ext[@]}" --db "$db" || echo "$name: stopped or failed"
   else
     echo "$name: resuming run $run in $db"
-    logged "$name" " (resume)" --resume "$run" "${ext[@]}" --db "$db"
+    logged "$name" " (resume)" --resume "$run" "${ext[@]}" --db "$db" || echo "$name: stopped or failed"
   fi
 }
 
+if [ -n "${BUDGET:-}" ] && ! [[ "$BUDGET" =~ ^[1-9][0-9]{0,7}$ ]]; then
+  echo "nas_compare: BUDGET=$BUDGET is not a number of evaluations (1..99999999)" >&2
+  exit 2
+fi
 if [ "$MODE" = run ] || [ "$MODE" = all ]; then
   export -f run_one logged
   export OUT SRC NICE FEDNAS BUDGET

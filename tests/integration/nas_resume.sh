@@ -102,3 +102,14 @@ sql "$WORK/x.db" "$Q_FINAL" > "$WORK/x.final"
 cmp -s "$WORK/ref.final" "$WORK/x.final" || fail "the extended search's retrained top 2 differ from the budget-12 search's"
 [ "$(sql "$WORK/x.db" "SELECT status || ' ' || rounds_planned FROM runs WHERE id = 1")" = "done 12" ] || fail "extended run not done with 12 planned"
 pass "--resume --budget: a finished budget-7 search extended to 12 equals the budget-12 search, top 2 included"
+
+# Neither --resume nor --resume --budget touches a search another process is still running.
+"$FEDNAS" nas "$WORK/exp.json" --db "$WORK/live.db" --quiet > "$WORK/live.log" 2>&1 &
+P=$!; PIDS+=($P)
+for ((i = 0; i < 600 && $(done_count "$WORK/live.db") < 1; i++)); do sleep 0.05; done
+kill -0 $P 2>/dev/null || fail "the search ended before the resume checks"
+expect_exit_of 1 "run 1 is running (pid $P holds" "$FEDNAS" nas --resume 1 --budget 20 --db "$WORK/live.db"
+expect_exit_of 1 "stop it first, then resume" "$FEDNAS" nas --resume 1 --db "$WORK/live.db"
+[ "$(sql "$WORK/live.db" "SELECT budget FROM nas_runs WHERE run_id = 1")" = 12 ] || fail "a refused --budget changed the budget"
+wait $P || fail "the running search failed after the refused resumes"
+pass "--resume and --resume --budget refuse a search that is still running"

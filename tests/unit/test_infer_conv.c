@@ -193,9 +193,47 @@ static void test_conv_random_shapes(void **state)
     }
 }
 
+/* A head of global average pooling (NAS candidates end that way): the runtime takes it (it once
+ * gave the pool a [C*H*W] output and refused the linear after it), fp32 against the engine. */
+static void test_global_avgpool_head(void **state)
+{
+    (void)state;
+    const char *text = "{\"type\":\"layers\",\"layers\":[{\"type\":\"conv2d\",\"out\":16,\"kernel\":3,\"padding\":1},"
+                       "{\"type\":\"batchnorm\"},{\"type\":\"relu\"},{\"type\":\"conv2d\",\"out\":24,\"kernel\":3,"
+                       "\"padding\":1},{\"type\":\"relu\"},{\"type\":\"global_avgpool\"},{\"type\":\"linear\"}]}";
+    enum { C = 1, H = 12, W = 12, N = 5 };
+    json_error_t je;
+    json_t *arch = json_loads(text, 0, &je);
+    assert_non_null(arch);
+    engine_net_t *net = NULL;
+    err_t err = {0};
+    assert_int_equal(engine_net_create(arch, C, H, W, CLS, &net, &err), 0);
+    engine_net_init(net, 3);
+    rng_t r;
+    rng_seed(&r, 77);
+    size_t np = engine_net_num_params(net), nb = engine_net_num_buffers(net);
+    float *buf = engine_net_buffers(net);
+    for (size_t i = 0; i < nb; i++)
+        buf[i] = (float)(0.5 + rng_uniform(&r));
+    float x[N * C * H * W], ref[N * CLS], out[N * CLS];
+    for (size_t i = 0; i < sizeof x / sizeof *x; i++)
+        x[i] = (float)rng_normal(&r);
+    engine_logits(net, x, N, C, H, W, ref);
+    engine_infer_t *plan = NULL;
+    if (engine_infer_create(arch, engine_net_params(net), np + nb, C, H, W, CLS, &plan, &err) != 0)
+        fail_msg("the runtime refused a global-average-pool head: %s", err.msg);
+    assert_int_equal(engine_infer_fold(plan, &err), 0);
+    assert_int_equal(engine_infer_forward(plan, x, N, out, 0, &err), 0);
+    assert_close(ref, out, N * CLS, "global average pool head");
+    engine_infer_free(plan);
+    engine_net_free(net);
+    json_decref(arch);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_global_avgpool_head),
         cmocka_unit_test(test_conv_fixed_shapes),
         cmocka_unit_test(test_conv_random_shapes),
     };

@@ -148,7 +148,7 @@ static void test_bad_files_refused(void **state)
     expect_refused("layers.1.weight_scale", ENGINE_ST_F32, 24, neg, "expected a finite positive number");
     expect_refused("layers.3.input_scale", ENGINE_ST_F32, 0, NULL, "tensor layers.3.input_scale is missing");
     expect_refused("layers.0.input_zero_point", ENGINE_ST_I32, 1, &zp, "input_zero_point is 300, expected 0..255");
-    expect_refused("layers.1.bias", ENGINE_ST_F32, 24, f, "has no bias in the architecture"); /* layer 1 has none */
+    expect_refused("layers.1.bias", ENGINE_ST_F32, 24, f, "parameters, the file's weights and biases"); /* layer 1 has none */
     expect_refused("extra", ENGINE_ST_F32, 3, f, "the file and its architecture do not match");
     /* an fp32 model file is not an int8 one */
     char fp[96];
