@@ -104,8 +104,6 @@ int store_nas_run_extend(store_t *s, int64_t run_id, int budget, err_t *err)
                      "UPDATE runs SET rounds_planned = ?2, status = CASE status WHEN 'done' THEN 'stopped' ELSE "
                      "status END WHERE id = ?1",
                      run_id, budget, err);
-    if (rc == 0)
-        rc = run_sql(s, "DELETE FROM nas_final WHERE run_id = ?1", run_id, 0, err);
     if (rc == 0 && sqlite3_exec(db, "COMMIT;", NULL, NULL, NULL) != SQLITE_OK)
         rc = db_err(s, err, "extending the search");
     if (rc < 0)
@@ -333,18 +331,19 @@ int store_nas_final_get(store_t *s, int64_t run_id, int rank, store_nas_final_t 
     return rc;
 }
 
-int store_nas_final_done(store_t *s, int64_t run_id, uint64_t *mask, err_t *err)
+int store_nas_final_done(store_t *s, int64_t run_id, int64_t seq[64], err_t *err)
 {
-    *mask = 0;
+    for (int r = 0; r < 64; r++)
+        seq[r] = STORE_NAS_NO_FINAL;
     sqlite3_stmt *st;
-    int rc = prep(s, "SELECT rank FROM nas_final WHERE run_id = ?", &st, err);
+    int rc = prep(s, "SELECT rank, seq FROM nas_final WHERE run_id = ?", &st, err);
     if (rc < 0)
         return rc;
     sqlite3_bind_int64(st, 1, run_id);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         int r = sqlite3_column_int(st, 0);
         if (r >= 1 && r < 64)
-            *mask |= 1ULL << r;
+            seq[r] = col_opt_int(st, 1);
     }
     sqlite3_finalize(st);
     return rc == SQLITE_DONE ? 0 : db_err(s, err, "reading retrained NAS models");

@@ -72,9 +72,9 @@ int store_nas_run_create(store_t *s, int64_t run_id, const store_nas_run_t *r, e
 /* FN_ENOTFOUND when the run is not a search. */
 int store_nas_run_get(store_t *s, int64_t run_id, store_nas_run_t *r, err_t *err);
 /* Raises a search's budget (nas_runs.budget and the run's planned count) to `budget`, in one
- * transaction: a finished run becomes "stopped" (resumable) and loses its retrained top k
- * (nas_final), since more candidates may change the ranking. The caller checks that the budget
- * grows. */
+ * transaction: a finished run becomes "stopped" (resumable). Its retrained top k stay until the
+ * final phase replaces the ranks whose candidate the longer search changed. The caller checks
+ * that the budget grows. */
 int store_nas_run_extend(store_t *s, int64_t run_id, int budget, err_t *err);
 
 /* One candidate, as the controller keeps it. Text fields genome and arch are JSON; when loaded
@@ -123,8 +123,11 @@ int store_nas_final_put(store_t *s, int64_t run_id, const store_nas_final_t *f, 
  * *weights (caller frees); FN_ENOTFOUND when absent. */
 int store_nas_final_get(store_t *s, int64_t run_id, int rank, store_nas_final_t *f, char **arch, char **recipe,
                         float **weights, err_t *err);
-/* The ranks already retrained, as a bit mask of ranks 1..63 (resume skips them). */
-int store_nas_final_done(store_t *s, int64_t run_id, uint64_t *mask, err_t *err);
+/* The ranks already retrained: seq[r] is the candidate stored at rank r (1..63; -1 for a row
+ * without one, as a tuning baseline), STORE_NAS_NO_FINAL where rank r has no row. A resumed
+ * final phase skips a rank whose row is of the candidate it would retrain. */
+#define STORE_NAS_NO_FINAL (-2)
+int store_nas_final_done(store_t *s, int64_t run_id, int64_t seq[64], err_t *err);
 
 /* For the dashboard and the CLI (read-only handles): a search as JSON,
  *   {"search": {strategy, split_seed, budget, workers, threads, device},

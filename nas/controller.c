@@ -421,13 +421,13 @@ static int final_phase(nas_ctl_t *x, const nas_ctl_final_t *job, int k, err_t *e
 {
     if (k <= 0)
         return 0;
-    uint64_t have;
-    int rc = store_nas_final_done(x->o->store, x->o->run_id, &have, err);
+    int64_t have[64];
+    int rc = store_nas_final_done(x->o->store, x->o->run_id, have, err);
     int attempts[NAS_CTL_MAX_FINAL + 1] = {0}, busy[NAS_CTL_MAX_FINAL + 1] = {0},
         finished[NAS_CTL_MAX_FINAL + 1] = {0};
     int left = 0;
-    for (int r = 1; r <= k; r++)
-        if (have & (1ULL << r))
+    for (int r = 1; r <= k; r++) /* a stored rank of another candidate (an extended search) is redone */
+        if (have[r] != STORE_NAS_NO_FINAL && have[r] == job[r - 1].seq)
             finished[r] = 1;
         else
             left++;

@@ -94,14 +94,19 @@ sed 's/"budget": 12/"budget": 7/' "$WORK/exp.json" > "$WORK/exp7.json"
 expect_exit_of 2 "budget is already 7; a search can only be extended" "$FEDNAS" nas --resume 1 --budget 7 --db "$WORK/x.db"
 expect_exit_of 2 "--budget extends a search with --resume" "$FEDNAS" nas "$WORK/exp.json" --budget 12 --db "$WORK/y2.db"
 expect_exit_of 2 "--budget needs a number" "$FEDNAS" nas --resume 1 --budget none --db "$WORK/x.db"
-"$FEDNAS" nas --resume 1 --budget 12 --db "$WORK/x.db" --quiet > "$WORK/x2.log" 2>&1 || { cat "$WORK/x2.log"; fail "extending to 12 failed"; }
+# the extension is killed midway: the budget-7 top 2 stay, and a plain resume goes on to 12
+"$FEDNAS" nas --resume 1 --budget 12 --db "$WORK/x.db" --quiet > "$WORK/x2.log" 2>&1 &
+P=$!; PIDS+=($P)
+kill_after "$WORK/x.db" 9 $P
+[ "$(sql "$WORK/x.db" "SELECT count(*) FROM nas_final WHERE run_id = 1")" = 2 ] || fail "an interrupted extension lost the top 2"
 expect_contains "$WORK/x2.log" "budget 12"
+"$FEDNAS" nas --resume 1 --db "$WORK/x.db" --quiet > "$WORK/x3.log" 2>&1 || { cat "$WORK/x3.log"; fail "resuming the extension failed"; }
 sql "$WORK/x.db" "$Q_CAND" > "$WORK/x.cand"
 diff "$WORK/ref.cand" "$WORK/x.cand" > "$WORK/x.diff" || { head -20 "$WORK/x.diff"; fail "the extended search differs from the budget-12 one"; }
 sql "$WORK/x.db" "$Q_FINAL" > "$WORK/x.final"
 cmp -s "$WORK/ref.final" "$WORK/x.final" || fail "the extended search's retrained top 2 differ from the budget-12 search's"
 [ "$(sql "$WORK/x.db" "SELECT status || ' ' || rounds_planned FROM runs WHERE id = 1")" = "done 12" ] || fail "extended run not done with 12 planned"
-pass "--resume --budget: a finished budget-7 search extended to 12 equals the budget-12 search, top 2 included"
+pass "--resume --budget: a finished budget-7 search extended to 12 (killed midway, resumed) equals the budget-12 search, top 2 included"
 
 # Neither --resume nor --resume --budget touches a search another process is still running.
 "$FEDNAS" nas "$WORK/exp.json" --db "$WORK/live.db" --quiet > "$WORK/live.log" 2>&1 &
