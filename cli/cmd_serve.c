@@ -29,7 +29,8 @@ static const char *const k_help =
     "                    [--workers 64] [--state-dir DIR]\n"
     "\n"
     "Serves MODEL (a .safetensors model, an architecture JSON or a built-in name, see `fednas\n"
-    "profile --help`; a quantized model.int8.safetensors from `fednas compress` runs in int8) over HTTPS with the dashboard's self-signed certificate (DIR/tls/, made on\n"
+    "profile --help`; a quantized model.int8.safetensors from `fednas compress` runs in int8)\n"
+    "over HTTPS with the dashboard's self-signed certificate (DIR/tls/, made on\n"
     "first start) and a random access token printed at start (FEDNAS_SERVE_TOKEN fixes it: 16..64\n"
     "of [A-Za-z0-9_-]). Every request but /healthz needs \"Authorization: Bearer TOKEN\".\n"
     "\n"
@@ -504,6 +505,7 @@ int cmd_serve(int argc, char **argv)
 
     err_t err = {0};
     engine_model_t *m = NULL;
+    const int int8 = cli_model_is_int8(model); /* a quantized file: its int8 plans serve */
     if (cli_load_model(model, &m, &err))
         return cli_fail(&err);
     char dir[PATH_MAX], tlsdir[PATH_MAX + 8], pem[PATH_MAX + 32];
@@ -523,7 +525,7 @@ int cmd_serve(int argc, char **argv)
         rc = web_auth_create(tok && tok[0] ? tok : NULL, NULL, &s.auth, &err);
     }
     if (rc == 0)
-        rc = infer_start(m, max_batch, max_wait_ms / 1000.0, cli_model_is_int8(model) ? model : NULL, &s.q, &err);
+        rc = infer_start(m, max_batch, max_wait_ms / 1000.0, int8 ? model : NULL, &s.q, &err);
     else
         engine_model_free(m);
     if (rc) {
@@ -567,7 +569,7 @@ int cmd_serve(int argc, char **argv)
     mg_set_request_handler(ctx, "/", handle, &s);
     cli_install_signals();
     printf("serving %s%s on https://%s:%d/v1/predict (max batch %d, max wait %g ms, %d workers)\n", model,
-           cli_model_is_int8(model) ? " (int8)" : "", host, sp[0].port, max_batch, max_wait_ms, workers);
+           int8 ? " (int8)" : "", host, sp[0].port, max_batch, max_wait_ms, workers);
     printf("token: %s\n", web_auth_token(s.auth, 2));
     fflush(stdout);
     while (!cli_stop)
