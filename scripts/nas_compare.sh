@@ -2,7 +2,7 @@
 # Issue 13's search-quality comparison (specs/nas.md): random search, regularized evolution and
 # NSGA-II at equal budget over three seeds, then the per-seed tables read back from the stores:
 #   - best validation accuracy in each search's history (random vs evolution);
-#   - hypervolume of the non-dominated (1 - validation accuracy, parameters / 100,000) points with
+#   - hypervolume of the non-dominated (1 - validation accuracy, parameters / HV_SCALE) points with
 #     the reference point (1.0, 1.0) (random vs NSGA-II; evolution's is printed beside them).
 # Random search's runs serve both comparisons: every search has the same budget and recipe.
 #
@@ -14,8 +14,9 @@
 # momentum 0.9, weight decay 1e-4, lr 0.05, 1-epoch warmup then cosine, label smoothing 0.1,
 # horizontal flip): OUT_DIR/best-retrain.json, .log and .safetensors.
 #
-# Environment: PREFIX (experiments/PREFIX-{random,re,nsga2}-macro-s{1,2,3}.json; default
-# nas-quarter), SEEDS ("1 2 3"), JOBS (searches at once; default all nine), NICE (5), AT (report
+# Environment: PREFIX and SPACE (experiments/PREFIX-{random,re,nsga2}-SPACE-s{1,2,3}.json; default
+# nas-quarter and macro), HV_SCALE (the parameter count that is 1.0 on the hypervolume's second
+# axis: 100000, specs/nas.md's reference for the <= 100k space; another space states its own), SEEDS ("1 2 3"), JOBS (searches at once; default all nine), NICE (5), AT (report
 # only: the tables over each search's first AT candidates, in ask order; since no strategy's
 # proposals depend on the budget, that is exactly a search with budget AT, so searches still
 # running can be compared at an equal budget; AT=auto: per seed, the longest finished prefix that
@@ -32,6 +33,12 @@ OUT=${2:?usage: $0 FEDNAS OUT_DIR [run|report]}
 MODE=${3:-all}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 PREFIX=${PREFIX:-nas-quarter}
+SPACE=${SPACE:-macro}
+HV_SCALE=${HV_SCALE:-100000}
+if ! [[ "$SPACE" =~ ^[a-z0-9]+$ ]] || ! [[ "$HV_SCALE" =~ ^[1-9][0-9]{0,8}$ ]]; then
+  echo "nas_compare: SPACE=$SPACE must be a lower-case word and HV_SCALE=$HV_SCALE a parameter count (1..999999999)" >&2
+  exit 2
+fi
 SEEDS=${SEEDS:-1 2 3}
 NICE=${NICE:-5}
 export FEDNAS_THREADS=${FEDNAS_THREADS:-1}
@@ -40,7 +47,7 @@ OUT=$(realpath "$OUT")
 
 names=()
 KINDS=${KINDS:-random re nsga2}
-for s in $SEEDS; do for k in $KINDS; do names+=("$PREFIX-$k-macro-s$s"); done; done
+for s in $SEEDS; do for k in $KINDS; do names+=("$PREFIX-$k-$SPACE-s$s"); done; done
 JOBS=${JOBS:-${#names[@]}}
 
 # logged NAME WHAT ARGS...: `fednas nas ARGS` at nice NICE, its start and end in OUT/NAME.log;
@@ -87,13 +94,13 @@ if [ "$MODE" = run ] || [ "$MODE" = all ]; then
 fi
 [ "$MODE" = run ] && exit 0
 if [ "$MODE" = retrain ]; then
-  python3 - "$OUT" "$PREFIX" "$SRC/experiments/fmnist-nas-best-retrain-30.json" $SEEDS <<'PY'
+  python3 - "$OUT" "$PREFIX" "$SRC/experiments/fmnist-nas-best-retrain-30.json" "$SPACE" $SEEDS <<'PY'
 import json, os, sqlite3, sys
-out, prefix, recipe, seeds = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+out, prefix, recipe, space, seeds = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
 best = None
 for s in seeds:
     for k in ("random", "re", "nsga2"):
-        db = os.path.join(out, f"{prefix}-{k}-macro-s{s}.db")
+        db = os.path.join(out, f"{prefix}-{k}-{space}-s{s}.db")
         if not os.path.exists(db):
             continue
         for seq, acc, params, arch in sqlite3.connect(db).execute(
@@ -106,7 +113,7 @@ if best is None:
 k, s, seq, acc, params, arch = best
 e = json.load(open(recipe))
 e["name"] = f"{prefix}-best-retrain"
-e["description"] = (f"The best <= 100k-parameter candidate of the {prefix} searches: {prefix}-{k}-macro-s{s}, "
+e["description"] = (f"The best <= 100k-parameter candidate of the {prefix} searches: {prefix}-{k}-{space}-s{s}, "
                     f"candidate seq {seq}, validation accuracy {acc:.4f}, {params} parameters; recipe of {os.path.basename(recipe)}.")
 e["model"] = json.loads(arch)
 json.dump(e, open(os.path.join(out, "best-retrain.json"), "w"), indent=2)
@@ -119,9 +126,9 @@ PY
   exit 0
 fi
 
-python3 - "$OUT" "$PREFIX" "${AT:-0}" $SEEDS <<'PY'
+python3 - "$OUT" "$PREFIX" "${AT:-0}" "$SPACE" "$HV_SCALE" $SEEDS <<'PY'
 import os, sqlite3, sys
-out, prefix, at_arg, seeds = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+out, prefix, at_arg, space, hv_scale, seeds = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6:]
 
 def prefix_done(name):
     # how many of the search's first candidates (in ask order) are finished, done or failed
@@ -140,8 +147,8 @@ def ran(name):
     return os.path.exists(os.path.join(out, name + ".db"))
 
 # auto: over the strategies that have a store (KINDS may have left one out)
-AT = {s: (min([prefix_done(f"{prefix}-{k}-macro-s{s}") for k in ("random", "re", "nsga2")
-               if ran(f"{prefix}-{k}-macro-s{s}")] or [0]) if at_arg == "auto" else int(at_arg)) for s in seeds}
+AT = {s: (min([prefix_done(f"{prefix}-{k}-{space}-s{s}") for k in ("random", "re", "nsga2")
+               if ran(f"{prefix}-{k}-{space}-s{s}")] or [0]) if at_arg == "auto" else int(at_arg)) for s in seeds}
 
 def hypervolume(pts, rx=1.0, ry=1.0):
     # specs/nas.md: the area the non-dominated points dominate inside the box up to (rx, ry)
@@ -180,12 +187,12 @@ def load(name, at):
     best = max(done, key=lambda x: (x[2], -x[0])) if done else None
     return {"run": rid, "status": status, "n": len(cands), "done": len(done),
             "failed": sum(1 for x in cands if x[1] == "failed"), "cached": sum(1 for x in done if x[5] is not None and x[5] >= 0),
-            "best": best, "hv": hypervolume([(1 - x[2], x[3] / 1e5) for x in done]),
+            "best": best, "hv": hypervolume([(1 - x[2], x[3] / hv_scale) for x in done]),
             "mean": sum(x[2] for x in done) / len(done) if done else float("nan"),
             "wall": (t1 - t0) if t1 and t0 else None, "eval_s": sum(x[4] or 0 for x in done), "db": db,
             "hashes": [x[7] for x in cands], "cands": cands}
 
-R = {(k, s): load(f"{prefix}-{k}-macro-s{s}", AT[s]) for s in seeds for k in ("random", "re", "nsga2")}
+R = {(k, s): load(f"{prefix}-{k}-{space}-s{s}", AT[s]) for s in seeds for k in ("random", "re", "nsga2")}
 
 # With one seed every strategy starts from the same random genomes (its first P or mu draws):
 # the shared prefix is the run of leading candidates with the same hash in all three searches.
@@ -230,7 +237,7 @@ for s in seeds:
 m = {k: mean([val(R[(k, s)], "best") for s in seeds]) for k in ("re", "random")}
 print(f"| **mean** | **{m['re']:.4f}** | **{m['random']:.4f}** | **{m['re'] - m['random']:+.4f}** |")
 
-print("\n2. Hypervolume of (1 - val acc, params / 100,000), reference (1.0, 1.0)\n")
+print(f"\n2. Hypervolume of (1 - val acc, params / {hv_scale:,}), reference (1.0, 1.0)\n")
 print("| seed | NSGA-II | random search | NSGA-II - random | regularized evolution |")
 print("|-----:|---:|---:|---:|---:|")
 for s in seeds:
@@ -270,6 +277,6 @@ for (k, s), r in R.items():
         best = (k, s, r["best"], r)
 if best:
     k, s, b, r = best
-    print(f"\nBest <= 100k-parameter architecture: {prefix}-{k}-macro-s{s}, candidate seq {b[0]} (run {r['run']} in {r['db']}): "
+    print(f"\nBest <= 100k-parameter architecture: {prefix}-{k}-{space}-s{s}, candidate seq {b[0]} (run {r['run']} in {r['db']}): "
           f"val {b[2]:.4f}, {b[3]} parameters\n{b[6]}")
 PY

@@ -96,7 +96,28 @@
  *       --supernet-epochs 0 --ref-out R2.ref
  * then each supernet against it (F1; --sampling fair, --supernet-epochs 8 for the others),
  *   nas --train 20000 --val 10000 --sa-train 0 --epochs 0.25 --sa-schedule cosine
- *       --supernet-epochs 4 --extra 80 --score-val 2000 --ref-in R2.ref */
+ *       --supernet-epochs 4 --extra 80 --score-val 2000 --ref-in R2.ref
+ *
+ * Two more spaces, 2026-12-08 (an AMD EPYC with AVX-512, OpenBLAS Haswell kernels; two benches or
+ * searches side by side, load 2-3, FEDNAS_THREADS=1; R2's reference recipe, 2 seed runs; --tsv
+ * rows carry each genome). Convolution-only macro space of experiments/nas-quarterconv-*.json
+ * (--space-json with ops conv3x3/sepconv3x3/dilconv3x3, widths 24/32/40, batch norm on):
+ *   reference: 18.8 s per candidate; runs agree at tau-b 0.263 only (accuracies 0.769-0.808, a
+ *   narrow spread); params alone 0.389
+ *   supernet F1 (1248 steps, 121.6 s, 1.41 s per score over 100 candidates): tau-b 0.354 (-loss
+ *   0.505), 7.2x; scored on all 10,000 validation images: 0.337 (-loss 0.526)
+ * So the supernet agrees with the two runs' mean better than one run agrees with the other; at
+ * this proxy the reference, not the supernet, caps tau-b. The cell space (--space cell):
+ *   reference: 29.6 s per candidate; runs agree at 0.786 (accuracies 0.725-0.828); params alone
+ *   0.776
+ *   supernet F1 (135.7 s, 2.14 s per score): tau-b -0.069, 8.5x; lr 0.02: -0.084; 3 epochs of all
+ *   50,000 (2343 steps): -0.121; scratch builds (not kept) keying the strided blocks and the
+ *   classifier by cells per stage: -0.095, or every tensor (one supernet per cell count): -0.111
+ * Its misses are not noise: two-cell width-16 networks whose cell has no edge 0->3 and node 2 =
+ * avgpool of node 1 (standalone 0.815 and 0.828, among the best) score 0.09-0.40 in every run,
+ * while pool- and skip-heavy cells score highest. Our reading: a node sums batch-normalised
+ * convolution outputs with raw skip and pool terms whose scale depends on the path upstream, and
+ * recalibration normalises only the former, so shared weights fit the mix of common paths. */
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -138,7 +159,7 @@ static const char *const k_help =
     "  --ref-out FILE       write the standalone accuracies and their wall time to FILE\n"
     "  --ref-in FILE        read them from FILE (written with the same recipe) instead of training\n"
     "  --sampling S         the supernet's path draws: uniform (default) or fair (nas/supernet.h)\n"
-    "  --tsv FILE           one row per architecture (hash, cost, standalone runs, supernet score)\n"
+    "  --tsv FILE           one row per architecture (hash, cost, standalone runs, supernet score, genome)\n"
     "  --lr, --supernet-lr  SGD (momentum 0.9) learning rates (0.05 both), batch --batch (64)\n"
     "Threads: FEDNAS_THREADS (the engine pool) is the \"cores used\" of both methods.\n";
 
@@ -533,7 +554,11 @@ int main(int argc, char **argv)
                     archs[i].flops, archs[i].convs, archs[i].bns, sa[i], ws[i], wl[i]);
             for (int s = 0; s < ref.nseeds; s++)
                 fprintf(f, "\t%.6f", ref.acc[s * narch + i]);
-            fputc('\n', f);
+            json_t *gj = NULL;
+            char *gs = nas_genome_to_json(sp, &archs[i].g, &gj, &err) == 0 ? json_dumps(gj, JSON_COMPACT) : NULL;
+            fprintf(f, "\t%s\n", gs ? gs : "-");
+            free(gs);
+            json_decref(gj);
         }
         if (!f || fclose(f))
             fprintf(stderr, "nas bench: --tsv %s: cannot write it\n", tsv);
