@@ -16,7 +16,8 @@
 #
 # Environment: PREFIX and SPACE (experiments/PREFIX-{random,re,nsga2}-SPACE-s{1,2,3}.json; default
 # nas-quarter and macro), HV_SCALE (the parameter count that is 1.0 on the hypervolume's second
-# axis: 100000, specs/nas.md's reference for the <= 100k space; another space states its own), SEEDS ("1 2 3"), JOBS (searches at once; default all nine), NICE (5), AT (report
+# axis: 100000, specs/nas.md's reference for the <= 100k space; another space states its own),
+# SEEDS ("1 2 3"), JOBS (searches at once; default all nine), NICE (5), AT (report
 # only: the tables over each search's first AT candidates, in ask order; since no strategy's
 # proposals depend on the budget, that is exactly a search with budget AT, so searches still
 # running can be compared at an equal budget; AT=auto: per seed, the longest finished prefix that
