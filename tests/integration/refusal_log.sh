@@ -39,10 +39,10 @@ kill -TERM $SERVER
 wait_exit $SERVER 60 # it exits 1 ("stopped while waiting for sites")
 [ $? != 124 ] || { tail -n 20 server.err; fail "the server did not stop on SIGTERM"; }
 
-full=$(grep -F "refused a connection" server.err | grep -cF "$key")
-[ "$full" = 1 ] || { grep -F "$key" server.err | head; fail "$full lines in full for the stranger key, not 1"; }
-counted=$(grep -F "more connections" server.err | grep -F "key $key" | grep -oE 'refused [0-9]+' | awk '{ s += $2 } END { print s + 0 }')
-[ "$counted" -ge 10 ] || { grep -F "$key" server.err; fail "only $counted of the stranger's 99 other refusals counted"; }
+full=$(grep -F "refused a connection" server.err | grep -cF -e "$key")
+[ "$full" = 1 ] || { grep -F -e "$key" server.err | head; fail "$full lines in full for the stranger key, not 1"; }
+counted=$(grep -F "more connections" server.err | grep -F -e "key $key" | grep -oE 'refused [0-9]+' | awk '{ s += $2 } END { print s + 0 }')
+[ "$counted" -ge 10 ] || { grep -F -e "$key" server.err; fail "only $counted of the stranger's 99 other refusals counted"; }
 full=$(grep -c "message from a key no longer on the allow-list dropped" server.err)
 [ "$full" = 1 ] || fail "$full lines in full for site-b's dropped messages, not 1"
 dropped=$(grep -E 'site site-b \(key .*\): [0-9]+ more messages dropped' server.err | grep -oE '[0-9]+ more messages' | awk '{ s += $1 } END { print s + 0 }')
