@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
-# Federated NAS results (issue 15): the search of experiments/fmnist-fednas-niid.json, its best
-# architecture retrained with FedAvg as experiments/fmnist-fednas-niid-retrain.json, and the
-# FedAvg CNN baseline experiments/fmnist-niid-fedavg-cnn.json, all on the same 10 sites with
+# Federated NAS results (issue 15): the search of experiments/fmnist-fednas-niid.json (or of SEARCH,
+# below), its best architecture retrained with FedAvg as experiments/fmnist-fednas-niid-retrain.json,
+# and the FedAvg CNN baseline experiments/fmnist-niid-fedavg-cnn.json, all on the same 10 sites with
 # Dirichlet(0.5) label skew; prints a table of test accuracy, parameters and bytes communicated.
 #
 #   scripts/fednas_results.sh FEDNAS OUT_DIR
 #
 # The full set-up (the experiments as they are: 50 rounds of 10 local epochs for both FedAvg runs)
 # takes many CPU-hours. On a small machine reduce it with the environment (the table says what ran):
+#   SEARCH                                           the search experiment's name in experiments/
+#                                                    (default fmnist-fednas-niid; fmnist-fednas-niid-conv
+#                                                    searches the convolution-only space)
 #   SEARCH_ROUNDS, SEARCH_BUDGET, SEARCH_POPULATION  the search (defaults: the experiment's)
 #   FL_ROUNDS, FL_EPOCHS                             both FedAvg runs (defaults: the experiments')
 #   DATA_SUBSET="TRAIN TEST"                         the first TRAIN training and TEST test images
 #                                                    only (IDX copies in OUT_DIR/data)
 # The baseline runs beside the search (it needs nothing from it); the retraining follows the search.
 set -euo pipefail
+SEARCH=${SEARCH:-fmnist-fednas-niid}
+[[ $SEARCH =~ ^[A-Za-z0-9._-]+$ && -f $(dirname "$0")/../experiments/$SEARCH.json ]] ||
+  { echo "$0: SEARCH=$SEARCH names no file experiments/$SEARCH.json (give the name without .json)" >&2; exit 2; }
 FEDNAS=$(realpath "${1:?usage: $0 FEDNAS OUT_DIR}")
 OUT=${2:?usage: $0 FEDNAS OUT_DIR}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
@@ -36,12 +42,12 @@ for split, n in (("train", ntrain), ("t10k", ntest)):
 PY
   export DATA_PATH=$PWD/data
 fi
-python3 - "$SRC/experiments" <<'PY'
+python3 - "$SRC/experiments" "$SEARCH" <<'PY'
 import json, os, sys
 src = sys.argv[1]
 def load(n): return json.load(open(os.path.join(src, n + ".json")))
 env = os.environ.get
-s = load("fmnist-fednas-niid")
+s = load(sys.argv[2])
 if env("SEARCH_ROUNDS"): s["rounds"] = int(env("SEARCH_ROUNDS"))
 if env("SEARCH_BUDGET"): s["nas"]["budget"] = int(env("SEARCH_BUDGET"))
 if env("SEARCH_POPULATION"): s["nas"]["strategy"]["population"] = int(env("SEARCH_POPULATION"))
