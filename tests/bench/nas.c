@@ -117,7 +117,24 @@
  * avgpool of node 1 (standalone 0.815 and 0.828, among the best) score 0.09-0.40 in every run,
  * while pool- and skip-heavy cells score highest. Our reading: a node sums batch-normalised
  * convolution outputs with raw skip and pool terms whose scale depends on the path upstream, and
- * recalibration normalises only the former, so shared weights fit the mix of common paths. */
+ * recalibration normalises only the former, so shared weights fit the mix of common paths.
+ *
+ * A stronger reference in the convolution-only space, 2026-12-08 (same machine; the reference ran
+ * 02:42-04:06 UTC beside federated runs, load 6 falling to 2, so its 125 s per candidate is slow:
+ * four times the quarter epoch's quiet 18.8 s would be 75 s): 1 epoch of all 50,000 images
+ * (782 steps, cosine to 0), 2 seed runs of the same 20 architectures. The runs agree at tau-b
+ * 0.105 only, worse than at a quarter epoch: run accuracies 0.74-0.88, one architecture 0.738 in one
+ * run and 0.838 in the other; params alone 0.284. Supernets against it (load 1):
+ *   F1 (1248 steps over 20,000, 114.8 s, 1.46 s per score, 100 candidates): tau-b 0.406 (-loss
+ *   0.505), 48.0x as measured, 29x against the quiet 75 s
+ *   3124 steps over all 50,000 (304.5 s, 1.61 s per score): tau-b 0.396 (-loss 0.295), 26.9x,
+ *   16x against 75 s
+ * Both clear 10x and again rank the two runs' mean better than one run ranks the other: at either
+ * budget a standalone run here disagrees with another more than with the supernet. Commands:
+ *   nas --space-json '{"type":"macro","layers":6,"ops":["conv3x3","sepconv3x3","dilconv3x3"],
+ *       "widths":[24,32,40],"batchnorm":true,"reductions":2}' --train 5000 --val 10000 --sa-train 0
+ *       --epochs 1 --sa-schedule cosine --ref-seeds 2 --supernet-epochs 0 --ref-out C1.ref
+ *   then F1 as above with --epochs 1 --ref-in C1.ref (and --train 50000 for the longer one). */
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
