@@ -17,12 +17,12 @@
 #                                                    only (IDX copies in OUT_DIR/data)
 # The baseline runs beside the search (it needs nothing from it); the retraining follows the search.
 set -euo pipefail
-SEARCH=${SEARCH:-fmnist-fednas-niid}
-[[ $SEARCH =~ ^[A-Za-z0-9._-]+$ && -f $(dirname "$0")/../experiments/$SEARCH.json ]] ||
-  { echo "$0: SEARCH=$SEARCH names no file experiments/$SEARCH.json (give the name without .json)" >&2; exit 2; }
 FEDNAS=$(realpath "${1:?usage: $0 FEDNAS OUT_DIR}")
 OUT=${2:?usage: $0 FEDNAS OUT_DIR}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
+SEARCH=${SEARCH:-fmnist-fednas-niid}
+[[ $SEARCH =~ ^[A-Za-z0-9._-]+$ && -f $SRC/experiments/$SEARCH.json ]] ||
+  { echo "$0: SEARCH=$SEARCH names no file experiments/$SEARCH.json (give the name without .json)" >&2; exit 2; }
 mkdir -p "$OUT"
 cd "$OUT"
 if [ -n "${DATA_SUBSET:-}" ]; then
